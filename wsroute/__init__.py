@@ -1,0 +1,42 @@
+"""wsroute: a decorator-based WebSocket microframework on trio."""
+
+from __future__ import annotations
+
+from ._app import App as App
+from ._connection import Connection as Connection
+from ._connection import Disconnect as Disconnect
+from ._converter import make_converter as make_converter
+from ._errors import BrokerClosed as BrokerClosed
+from ._errors import BrokerError as BrokerError
+from ._errors import ConnectionClosed as ConnectionClosed
+from ._errors import HandlerError as HandlerError
+from ._errors import LoadError as LoadError
+from ._errors import NotRunningError as NotRunningError
+from ._errors import ProtocolError as ProtocolError
+from ._errors import RegistrationError as RegistrationError
+from ._errors import WsrouteError as WsrouteError
+from ._outbox import SlowConsumerPolicy as SlowConsumerPolicy
+from ._request import Headers as Headers
+from ._request import Request as Request
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "App",
+    "BrokerClosed",
+    "BrokerError",
+    "Connection",
+    "ConnectionClosed",
+    "Disconnect",
+    "HandlerError",
+    "Headers",
+    "LoadError",
+    "NotRunningError",
+    "ProtocolError",
+    "RegistrationError",
+    "Request",
+    "SlowConsumerPolicy",
+    "WsrouteError",
+    "__version__",
+    "make_converter",
+]

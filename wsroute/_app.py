@@ -1,0 +1,362 @@
+"""The :class:`App`: registration (decorators over ``add_*`` methods), options, serving."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from typing import Any, TypeVar
+
+import cattrs
+import trio
+
+from ._config import Config
+from ._converter import make_converter
+from ._errors import NotRunningError, RegistrationError
+from ._hub import Hub
+from ._outbox import SlowConsumerPolicy
+from ._protocol import encode_event
+from ._routing import Handler, Hook, Kind, Route, TopicSpec, check_name, check_topic, describe
+from ._runtime import Runtime
+from .brokers import Broker, MemoryBroker
+
+logger = logging.getLogger("wsroute")
+
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+Lifespan = Callable[..., Any]
+
+
+class App:
+    """A wsroute application: its handlers, hooks, options and broker.
+
+    Args:
+        converter: the cattrs converter for payloads and results; defaults to a new
+            strict converter (:func:`wsroute.make_converter`).
+        broker: the pub/sub broker; defaults to an embedded :class:`MemoryBroker`.
+        default_topic: topic every connection joins on connect and that broadcasts
+            without ``topic=`` publish to; ``None`` for no automatic topic.
+        max_concurrency: handlers run at once per connection (1 = in request order).
+        max_queued_requests: requests waiting per connection before new ones are
+            answered ``overloaded``.
+        outbox_size: frames queued per connection before ``slow_consumer`` applies.
+        slow_consumer: ``"close"`` (1008), ``"drop_oldest"`` or ``"drop_newest"``.
+        max_message_size: largest client message in bytes; larger closes with 1009.
+        handshake_timeout: seconds for a client to complete the opening handshake.
+        close_timeout: seconds for a graceful close (handlers in flight, flush, close
+            handshake) before the socket is dropped.
+        shutdown_timeout: seconds in-flight handlers get to finish on shutdown.
+        hook_timeout: seconds each ``on_disconnect`` hook may run.
+    """
+
+    def __init__(
+        self,
+        *,
+        converter: cattrs.Converter | None = None,
+        broker: Broker | None = None,
+        default_topic: str | None = "all",
+        max_concurrency: int = 1,
+        max_queued_requests: int = 64,
+        outbox_size: int = 1024,
+        slow_consumer: SlowConsumerPolicy | str = SlowConsumerPolicy.CLOSE,
+        max_message_size: int = 1024 * 1024,
+        handshake_timeout: float = 10.0,
+        close_timeout: float = 10.0,
+        shutdown_timeout: float = 10.0,
+        hook_timeout: float = 5.0,
+    ) -> None:
+        self.config = Config(
+            default_topic=default_topic,
+            max_concurrency=max_concurrency,
+            max_queued_requests=max_queued_requests,
+            outbox_size=outbox_size,
+            slow_consumer=slow_consumer,
+            max_message_size=max_message_size,
+            handshake_timeout=handshake_timeout,
+            close_timeout=close_timeout,
+            shutdown_timeout=shutdown_timeout,
+            hook_timeout=hook_timeout,
+        )
+        self.converter = converter if converter is not None else make_converter()
+        self.broker: Broker = broker if broker is not None else MemoryBroker()
+        self._routes: dict[str, Route] = {}
+        self._on_connect: list[Hook] = []
+        self._on_disconnect: list[Hook] = []
+        self._lifespans: list[Lifespan] = []
+        self._started = False
+        self._runtime: Runtime | None = None
+        self._tasks: trio.Nursery | None = None
+        self._pending_tasks: list[tuple[Callable[..., Awaitable[Any]], tuple[Any, ...]]] = []
+
+    # -- registration ------------------------------------------------------------
+
+    def _check_open(self, what: str) -> None:
+        if self._started:
+            raise RegistrationError(
+                f"cannot register {what}: this app has already started serving. Register"
+                " every handler and hook at import time, before serve()/run()."
+            )
+
+    def add_direct(self, name: str, fn: Callable[..., Awaitable[Any]]) -> None:
+        """Register ``fn`` to answer messages of type ``name`` with a reply to the sender."""
+        self._add(name, Kind.DIRECT, fn)
+
+    def add_broadcast(
+        self, name: str, fn: Callable[..., Awaitable[Any]], *, topic: TopicSpec | None = None
+    ) -> None:
+        """Register ``fn`` to publish its return value as an event on ``topic``.
+
+        ``topic`` is a string or a function ``(payload, conn) -> str``; by default the
+        app's ``default_topic``.
+        """
+        check_name(name)
+        if topic is None:
+            if self.config.default_topic is None:
+                raise RegistrationError(
+                    f"broadcast {name!r} has no topic: pass topic=... or give the App a"
+                    " default_topic"
+                )
+            topic = self.config.default_topic
+        self._add(name, Kind.BROADCAST, fn, check_topic(name, topic))
+
+    def _add(
+        self,
+        name: str,
+        kind: Kind,
+        fn: Callable[..., Awaitable[Any]],
+        topic: TopicSpec | None = None,
+    ) -> None:
+        check_name(name)
+        self._check_open(f"{kind.value} handler {name!r}")
+        handler = Handler(name, kind, fn, self.converter, topic)
+        route = self._routes.get(name) or Route(name)
+        existing = route.direct if kind is Kind.DIRECT else route.broadcast
+        if existing is not None:
+            raise RegistrationError(
+                f"a {kind.value} handler for {name!r} is already registered"
+                f" ({describe(existing.fn)}); {describe(fn)} would replace it. A message"
+                f" type has at most one direct and one broadcast handler: rename one."
+            )
+        if kind is Kind.DIRECT:
+            route.direct = handler
+        else:
+            route.broadcast = handler
+        self._routes[name] = route
+
+    def add_on_connect(self, fn: Callable[..., Awaitable[Any]]) -> None:
+        """Run ``fn(conn)`` when a connection opens; hooks run in registration order."""
+        self._check_open("an on_connect hook")
+        self._on_connect.append(Hook(fn, "on_connect hook", disconnect=False))
+
+    def add_on_disconnect(self, fn: Callable[..., Awaitable[Any]]) -> None:
+        """Run ``fn(conn, reason)`` once when a connection whose on_connect began ends."""
+        self._check_open("an on_disconnect hook")
+        self._on_disconnect.append(Hook(fn, "on_disconnect hook", disconnect=True))
+
+    def add_lifespan(self, fn: Lifespan) -> None:
+        """Run ``fn`` around serving: an async generator function that yields once, or a
+        function returning an async context manager. It may take the app as argument."""
+        self._check_open("a lifespan")
+        if not (inspect.isasyncgenfunction(fn) or callable(fn)):
+            raise RegistrationError(f"lifespan {fn!r} must be callable")
+        if len(inspect.signature(fn).parameters) > 1:
+            raise RegistrationError(
+                f"lifespan {describe(fn)} takes at most one parameter (the app)"
+            )
+        self._lifespans.append(fn)
+
+    def direct(self, name: str) -> Callable[[F], F]:
+        """Decorator form of :meth:`add_direct`."""
+
+        def register(fn: F) -> F:
+            self.add_direct(name, fn)
+            return fn
+
+        return register
+
+    def broadcast(self, name: str, *, topic: TopicSpec | None = None) -> Callable[[F], F]:
+        """Decorator form of :meth:`add_broadcast`."""
+
+        def register(fn: F) -> F:
+            self.add_broadcast(name, fn, topic=topic)
+            return fn
+
+        return register
+
+    def on_connect(self, fn: F) -> F:
+        """Decorator form of :meth:`add_on_connect`."""
+        self.add_on_connect(fn)
+        return fn
+
+    def on_disconnect(self, fn: F) -> F:
+        """Decorator form of :meth:`add_on_disconnect`."""
+        self.add_on_disconnect(fn)
+        return fn
+
+    def lifespan(self, fn: Lifespan) -> Lifespan:
+        """Decorator form of :meth:`add_lifespan`."""
+        self.add_lifespan(fn)
+        return fn
+
+    @property
+    def handlers(self) -> list[Handler]:
+        """Every registered handler, by message type, direct before broadcast."""
+        return [
+            handler
+            for route in self._routes.values()
+            for handler in (route.direct, route.broadcast)
+            if handler is not None
+        ]
+
+    # -- running -----------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._runtime is not None
+
+    def _require_runtime(self, what: str) -> Runtime:
+        if self._runtime is None:
+            raise NotRunningError(f"{what} needs a running app: call it while serving")
+        return self._runtime
+
+    @property
+    def connections(self) -> list[Any]:
+        """The connections currently open on this app (in this process)."""
+        return self._runtime.connections if self._runtime is not None else []
+
+    async def publish(self, topic: str, type: str, data: Any = None) -> None:
+        """Send the event ``{"type", "topic", "data"}`` to every subscriber of ``topic``,
+        in every process that shares the broker.
+
+        Raises:
+            NotRunningError: the app is not serving.
+            BrokerError: the broker could not take the message.
+        """
+        runtime = self._require_runtime("app.publish()")
+        await runtime.hub.publish(
+            topic, encode_event(type, topic, self.converter.unstructure(data))
+        )
+
+    def start_soon(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        """Run ``fn(*args)`` in the background for as long as the app serves.
+
+        Called during lifespan start-up, the task starts once start-up completes. It
+        is cancelled before the lifespan's teardown; if it raises, the error is logged.
+        """
+        self._require_runtime("app.start_soon()")
+        if self._tasks is None:
+            self._pending_tasks.append((fn, args))
+        else:
+            self._tasks.start_soon(_guard_task, fn, args)
+
+    def shutdown(self) -> None:
+        """Stop serving gracefully: connections get 1001 after in-flight handlers finish."""
+        if self._runtime is not None:
+            self._runtime.request_stop()
+
+    @asynccontextmanager
+    async def running_context(self) -> AsyncIterator[Runtime]:
+        """Run the app without a listener: broker session, lifespan and tasks.
+
+        ``serve`` uses it; so does ``wsroute.testing``. Freezes the handler table.
+        """
+        if self._runtime is not None:
+            raise NotRunningError(
+                "this App is already running; to simulate another process, create a"
+                " second App on the same broker"
+            )
+        self._started = True
+        async with self.broker.connect() as session, trio.open_nursery() as system:
+            hub = Hub(session)
+            await system.start(hub.pump)
+            runtime = Runtime(
+                config=self.config,
+                converter=self.converter,
+                routes=self._routes,
+                on_connect=self._on_connect,
+                on_disconnect=self._on_disconnect,
+                hub=hub,
+                broker_name=self.broker.describe(),
+            )
+            self._runtime = runtime
+            try:
+                async with AsyncExitStack() as stack:
+                    for lifespan in self._lifespans:
+                        await stack.enter_async_context(self._enter_lifespan(lifespan))
+                    async with trio.open_nursery() as tasks:
+                        self._tasks = tasks
+                        for fn, args in self._pending_tasks:
+                            tasks.start_soon(_guard_task, fn, args)
+                        self._pending_tasks.clear()
+                        yield runtime
+                        tasks.cancel_scope.cancel()
+            finally:
+                self._tasks = None
+                self._runtime = None
+                self._pending_tasks.clear()
+                system.cancel_scope.cancel()
+
+    def _enter_lifespan(self, fn: Lifespan) -> AbstractAsyncContextManager[Any]:
+        args = (self,) if len(inspect.signature(fn).parameters) == 1 else ()
+        if inspect.isasyncgenfunction(fn):
+            return asynccontextmanager(fn)(*args)
+        manager = fn(*args)
+        if not hasattr(manager, "__aenter__"):
+            raise RegistrationError(
+                f"lifespan {describe(fn)} must be an async generator function or return an"
+                f" async context manager, not {type(manager).__name__}"
+            )
+        return manager  # type: ignore[no-any-return]
+
+    async def serve(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        *,
+        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Serve on ``host:port`` until :meth:`shutdown` (graceful) or cancellation.
+
+        Supports ``port = await nursery.start(app.serve, host, 0)``: reports the bound
+        port once listening.
+        """
+        async with self.running_context() as runtime:
+            await runtime.serve_tcp(host, port, task_status=task_status)
+
+    def run(self, host: str = "127.0.0.1", port: int = 8000) -> None:
+        """Serve until SIGINT or SIGTERM, then shut down gracefully.
+
+        A second signal during the shutdown exits at once with status 1.
+        """
+        trio.run(self._serve_until_signal, host, port)
+
+    async def _serve_until_signal(self, host: str, port: int) -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._watch_signals, signals)
+                await self.serve(host, port)
+                nursery.cancel_scope.cancel()
+
+    async def _watch_signals(self, signals: AsyncIterator[int]) -> None:
+        count = 0
+        async for signum in signals:
+            count += 1
+            name = signal.Signals(signum).name
+            if count == 1:
+                logger.info("received %s, shutting down gracefully", name)
+                self.shutdown()
+            else:
+                logger.warning("received %s again, exiting now", name)
+                logging.shutdown()
+                sys.stdout.flush()
+                os._exit(1)
+
+
+async def _guard_task(fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:
+    try:
+        await fn(*args)
+    except Exception:
+        logger.exception("background task %r failed", fn)

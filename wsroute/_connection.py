@@ -1,0 +1,195 @@
+"""The :class:`Connection` handle that handlers and hooks receive."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any, Literal
+
+import attrs
+import trio
+
+from ._errors import ConnectionClosed
+from ._outbox import Outbox, SlowConsumerPolicy
+from ._protocol import CLOSE_INTERNAL_ERROR, CLOSE_POLICY_VIOLATION, encode_event
+from ._request import Request
+
+if TYPE_CHECKING:
+    from ._hub import Hub
+
+logger = logging.getLogger("wsroute")
+
+#: Codes an application may send (RFC 6455 section 7.4 and the IANA registry).
+_SENDABLE_CODES = frozenset({1000, 1001, 1002, 1003, *range(1007, 1015)})
+_MAX_REASON_BYTES = 123
+
+
+@attrs.frozen
+class Disconnect:
+    """Why a connection ended, passed to ``on_disconnect`` hooks.
+
+    Attributes:
+        code: the WebSocket close code (1006 when the client vanished without one).
+        reason: the close reason text, possibly empty.
+        initiator: ``"client"`` when the client closed or vanished, ``"server"`` when
+            the app, a policy or shutdown closed it.
+    """
+
+    code: int
+    reason: str
+    initiator: Literal["client", "server"]
+
+
+def check_close(code: int, reason: str) -> None:
+    """Raise ``ValueError`` unless ``code`` and ``reason`` may be sent in a close frame."""
+    if code not in _SENDABLE_CODES and not 3000 <= code <= 4999:
+        raise ValueError(
+            f"close code {code} cannot be sent: use 1000-1003, 1007-1014, or an application"
+            " code in 3000-4999"
+        )
+    if len(reason.encode()) > _MAX_REASON_BYTES:
+        raise ValueError(f"close reason must be at most {_MAX_REASON_BYTES} bytes of UTF-8")
+
+
+class Connection:
+    """One client's WebSocket connection, as seen by application code.
+
+    Attributes:
+        id: unique among connections (random, URL-safe).
+        user: what the accept hook returned for this connection (``None`` without one).
+        request: the upgrade request: path, query, headers, remote address.
+        state: free-form per-connection attributes, e.g. ``conn.state.room = "lobby"``.
+    """
+
+    __slots__ = (
+        "_closing",
+        "_disconnect",
+        "_graceful",
+        "_hub",
+        "_nursery",
+        "_outbox",
+        "_topics",
+        "_unstructure",
+        "id",
+        "request",
+        "state",
+        "user",
+    )
+
+    def __init__(
+        self,
+        request: Request,
+        *,
+        hub: Hub,
+        unstructure: Callable[[Any], Any],
+        outbox_size: int,
+        policy: SlowConsumerPolicy,
+        user: Any = None,
+    ) -> None:
+        self.id = secrets.token_urlsafe(9)
+        self.user = user
+        self.request = request
+        self.state = SimpleNamespace()
+        self._hub = hub
+        self._unstructure = unstructure
+        self._topics: set[str] = set()
+        self._outbox = Outbox(outbox_size, policy, self._on_overflow)
+        self._nursery: trio.Nursery | None = None
+        self._closing = trio.Event()
+        self._disconnect: Disconnect | None = None
+        self._graceful = True
+
+    def __repr__(self) -> str:
+        return f"<Connection {self.id} {self.request.path}>"
+
+    @property
+    def topics(self) -> frozenset[str]:
+        """The topics this connection is subscribed to."""
+        return frozenset(self._topics)
+
+    @property
+    def closing(self) -> bool:
+        """Whether the connection is closing or closed."""
+        return self._disconnect is not None
+
+    async def send(self, type: str, data: Any = None) -> None:
+        """Push an event ``{"type": type, "data": data}`` to this client only.
+
+        Does not wait for the client: the frame is queued on the outbox.
+
+        Raises:
+            ConnectionClosed: the connection is closing and takes no more frames.
+        """
+        frame = encode_event(type, None, self._unstructure(data)).decode()
+        if not self._outbox.put(frame) and self._outbox.closed:
+            raise ConnectionClosed(f"connection {self.id} is closed")
+
+    async def subscribe(self, topic: str) -> None:
+        """Receive the events published to ``topic`` (idempotent)."""
+        if self._disconnect is not None:
+            raise ConnectionClosed(f"connection {self.id} is closed")
+        await self._hub.subscribe(self, topic)
+
+    async def unsubscribe(self, topic: str) -> None:
+        """Stop receiving ``topic``'s events (idempotent)."""
+        await self._hub.unsubscribe(self, topic)
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close the connection.
+
+        The connection stops taking requests, lets handlers in flight finish (within
+        ``close_timeout``), delivers what they queued, then sends the close frame.
+        Returns at once, so a handler may call it and still return its reply.
+
+        Raises:
+            ValueError: ``code`` may not be sent, or ``reason`` is too long.
+        """
+        check_close(code, reason)
+        self._request_close(code, reason, "server")
+
+    def start_soon(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        """Run ``fn(*args)`` for as long as this connection lives.
+
+        The task is cancelled when the connection ends. If it raises, the error is
+        logged and the connection is closed with 1011.
+        """
+        if self._nursery is None or self._disconnect is not None:
+            raise ConnectionClosed(f"connection {self.id} is not running")
+        self._nursery.start_soon(self._guard, fn, args, name=getattr(fn, "__name__", None))
+
+    async def _guard(self, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:
+        try:
+            await fn(*args)
+        except Exception:
+            logger.exception("task %r of connection %s failed", fn, self.id)
+            self._request_close(CLOSE_INTERNAL_ERROR, "internal error", "server")
+
+    # -- runtime side --------------------------------------------------------------
+
+    def _push(self, frame: str) -> None:
+        self._outbox.put(frame)
+
+    def _request_close(
+        self,
+        code: int,
+        reason: str,
+        initiator: Literal["client", "server"],
+        *,
+        graceful: bool = True,
+    ) -> None:
+        """Record why the connection ends (the first reason wins) and wake its session."""
+        if self._disconnect is None:
+            self._disconnect = Disconnect(code, reason, initiator)
+            self._graceful = graceful
+            self._closing.set()
+
+    def _on_overflow(self) -> None:
+        logger.warning(
+            "connection %s: outbox full (%d frames), closing as slow consumer",
+            self.id,
+            self._outbox.maxsize,
+        )
+        # Graceful would mean waiting on a writer that cannot make progress.
+        self._request_close(CLOSE_POLICY_VIOLATION, "slow consumer", "server", graceful=False)

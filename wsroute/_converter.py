@@ -1,0 +1,169 @@
+"""The strict cattrs converter every App uses by default.
+
+cattrs coerces by default (``int("1")``, ``str(None)``, ``bool("no")``, ``list("ab")``),
+which turns client mistakes into silent data corruption. Here a JSON value must already
+have the right JSON type: the only widening is an integer where a float is expected,
+because JSON has a single number type. Built on the orjson preconf converter so
+unstructuring matches what orjson can encode.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Callable
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
+
+import attrs
+import cattrs
+import orjson
+from cattrs import cols
+from cattrs.errors import ClassValidationError, IterableValidationError
+from cattrs.gen import make_dict_structure_fn
+from cattrs.preconf.orjson import make_converter as _make_orjson_converter
+from cattrs.v import format_exception, transform_error
+
+__all__ = ["StrictTypeError", "describe_error", "make_converter"]
+
+
+class StrictTypeError(TypeError):
+    """A JSON value of the wrong JSON type; its message is sent to the client."""
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+def _expect(expected: str, value: object) -> StrictTypeError:
+    return StrictTypeError(f"expected {expected}, got {_json_type(value)}")
+
+
+def _structure_int(value: Any, _: type) -> int:
+    if type(value) is not int:
+        raise _expect("an integer", value)
+    return value
+
+
+def _structure_float(value: Any, _: type) -> float:
+    if type(value) is float:
+        return value
+    if type(value) is int:
+        return float(value)
+    raise _expect("a number", value)
+
+
+def _structure_str(value: Any, _: type) -> str:
+    if type(value) is not str:
+        raise _expect("a string", value)
+    return value
+
+
+def _structure_bool(value: Any, _: type) -> bool:
+    if type(value) is not bool:
+        raise _expect("a boolean", value)
+    return value
+
+
+def _is_array_type(tp: Any) -> bool:
+    return cols.is_sequence(tp) or cols.is_any_set(tp)
+
+
+def _guarded(kind: type, expected: str, inner: Callable[[Any, Any], Any]) -> Callable[..., Any]:
+    def structure(value: Any, tp: Any) -> Any:
+        if not isinstance(value, kind):
+            raise _expect(expected, value)
+        return inner(value, tp)
+
+    return structure
+
+
+def make_converter(*, forbid_extra_keys: bool = True) -> cattrs.Converter:
+    """Return a new strict converter.
+
+    Args:
+        forbid_extra_keys: reject object keys that the target class does not declare,
+            so a misspelt field is an error instead of being ignored.
+    """
+    converter = _make_orjson_converter(forbid_extra_keys=forbid_extra_keys)
+    converter.register_structure_hook(int, _structure_int)
+    converter.register_structure_hook(float, _structure_float)
+    converter.register_structure_hook(str, _structure_str)
+    converter.register_structure_hook(bool, _structure_bool)
+
+    def array_factory(tp: Any) -> Callable[..., Any]:
+        return _guarded(list, "an array", _default_array_hook(converter, tp))
+
+    def mapping_factory(tp: Any) -> Callable[..., Any]:
+        return _guarded(dict, "an object", cols.mapping_structure_factory(tp, converter))
+
+    def class_factory(tp: Any) -> Callable[..., Any]:
+        base = make_dict_structure_fn(tp, converter, _cattrs_forbid_extra_keys=forbid_extra_keys)
+        return _guarded(dict, "an object", base)
+
+    converter.register_structure_hook_factory(_is_array_type, array_factory)
+    converter.register_structure_hook_factory(cols.is_mapping, mapping_factory)
+    converter.register_structure_hook_factory(_is_record_class, class_factory)
+    return converter
+
+
+def _is_record_class(tp: Any) -> bool:
+    return isinstance(tp, type) and (attrs.has(tp) or dataclasses.is_dataclass(tp))
+
+
+def _default_array_hook(converter: cattrs.Converter, tp: Any) -> Callable[..., Any]:
+    """cattrs' own hook for a sequence or set type, without our guard around it."""
+    if cols.is_frozenset(tp):
+        return converter._structure_frozenset
+    if cols.is_any_set(tp):
+        return converter._structure_set
+    if getattr(tp, "__origin__", tp) is tuple:
+        return converter._structure_tuple
+    return cols.list_structure_factory(tp, converter)
+
+
+def _format(exc: BaseException, tp: Any) -> str:
+    if isinstance(exc, StrictTypeError):
+        return str(exc)
+    if get_origin(tp) is Literal:
+        return "expected one of " + ", ".join(map(_json_repr, get_args(tp)))
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return "expected one of " + ", ".join(_json_repr(m.value) for m in tp)
+    if isinstance(tp, UnionType) or get_origin(tp) is Union:
+        names = " | ".join(getattr(a, "__name__", str(a)) for a in get_args(tp))
+        return f"expected {names}"
+    return format_exception(exc, tp)
+
+
+def _json_repr(value: object) -> str:
+    return (
+        orjson.dumps(value).decode() if isinstance(value, str | int | float | bool) else repr(value)
+    )
+
+
+def describe_error(exc: BaseException, tp: Any = None) -> list[dict[str, str]]:
+    """Turn a structuring failure into ``[{"path": "$.field", "message": ...}, ...]``.
+
+    ``tp`` is the type that was being structured, used for top-level failures.
+    """
+    if isinstance(exc, ClassValidationError | IterableValidationError):
+        lines = transform_error(exc, path="$", format_exception=_format)
+    else:
+        lines = [f"{_format(exc, tp)} @ $"]
+    details = []
+    for line in lines:
+        message, _, path = line.rpartition(" @ ")
+        details.append({"path": path, "message": message})
+    return details

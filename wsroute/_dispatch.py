@@ -1,0 +1,89 @@
+"""Runs one client message against the handler table and produces its answer.
+
+This is the one error boundary around user code: every ``Exception`` a handler
+raises becomes an error reply (``HandlerError`` with its own code, anything else as
+``internal_error``, logged with its traceback). ``BaseException`` such as trio's
+``Cancelled`` passes through untouched so cancellation keeps working.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from ._errors import BrokerError, ConnectionClosed, HandlerError
+from ._protocol import (
+    BROKER_UNAVAILABLE,
+    INTERNAL_ERROR,
+    INVALID_DATA,
+    UNKNOWN_TYPE,
+    ClientMessage,
+    encode_error,
+    encode_event,
+    encode_reply,
+)
+from ._routing import Handler, InvalidData, Route
+
+if TYPE_CHECKING:
+    from ._connection import Connection
+    from ._hub import Hub
+
+logger = logging.getLogger("wsroute")
+
+
+class Dispatcher:
+    __slots__ = ("_hub", "_routes")
+
+    def __init__(self, routes: Mapping[str, Route], hub: Hub) -> None:
+        self._routes = routes
+        self._hub = hub
+
+    async def dispatch(self, conn: Connection, msg: ClientMessage) -> str | None:
+        """Handle ``msg`` from ``conn``; return the reply frame, or ``None`` for none."""
+        route = self._routes.get(msg.type)
+        if route is None:
+            return encode_error(
+                msg.type, msg.id, UNKNOWN_TYPE, f"unknown message type {msg.type!r}"
+            )
+        handler: Handler | None = None
+        try:
+            handler = route.direct
+            if handler is not None:
+                payload = handler.structure(msg.data)
+                result = await handler.call(payload, conn)
+                if result is not None or route.broadcast is None:
+                    return encode_reply(msg.type, msg.id, handler.unstructure(result))
+            handler = route.broadcast
+            assert handler is not None
+            payload = handler.structure(msg.data)
+            result = await handler.call(payload, conn)
+            data = None
+            if result is not None:
+                data = handler.unstructure(result)
+                topic = handler.topic_for(payload, conn)
+                await self._hub.publish(topic, encode_event(msg.type, topic, data))
+            if msg.id is None:
+                return None
+            return encode_reply(msg.type, msg.id, data)
+        except InvalidData as exc:
+            return encode_error(
+                msg.type,
+                msg.id,
+                INVALID_DATA,
+                "data does not match the message type",
+                exc.details,
+            )
+        except HandlerError as exc:
+            return encode_error(msg.type, msg.id, exc.code, exc.message, exc.details)
+        except ConnectionClosed:
+            return None  # the client is going away; there is nobody to answer
+        except BrokerError as exc:
+            logger.warning("broadcast %r could not be published: %s", msg.type, exc)
+            return encode_error(
+                msg.type, msg.id, BROKER_UNAVAILABLE, "the broadcast could not be published"
+            )
+        except Exception:
+            where = handler.fn.__qualname__ if handler is not None else "?"
+            logger.exception("handler %s for %r failed on connection %s", where, msg.type, conn.id)
+            return encode_error(msg.type, msg.id, INTERNAL_ERROR, "internal server error")

@@ -1,0 +1,94 @@
+"""wsroute's exceptions: one tree, rooted at :class:`WsrouteError`.
+
+::
+
+    WsrouteError
+    ├── RegistrationError      a handler or option is wrong; raised at decoration time
+    ├── HandlerError           raised by app code; becomes an error reply with its code
+    ├── ProtocolError          a client frame breaks the wire protocol (invalid_json, ...)
+    ├── ConnectionClosed       sending on, or subscribing, a connection that is closing
+    ├── NotRunningError        app.publish / app.start_soon while the app is not serving
+    ├── BrokerError            the broker failed
+    │   └── BrokerClosed       the broker session was closed
+    └── LoadError              ``wsroute run MODULE:ATTR`` could not load the app
+
+"The client sent something bad" (ProtocolError, HandlerError) is kept apart from
+"we failed" (everything else): only the first kind is answered with a specific code.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class WsrouteError(Exception):
+    """Base class of every exception wsroute raises."""
+
+
+class RegistrationError(WsrouteError, TypeError):
+    """A handler, hook or option cannot be registered; the message names the fix."""
+
+
+class HandlerError(WsrouteError):
+    """Raise in a handler to answer the request with an error reply.
+
+    Args:
+        code: a stable, machine-readable code such as ``"not_found"``.
+        message: a human-readable explanation, sent to the client.
+        details: optional JSON-serialisable extra information.
+    """
+
+    def __init__(self, code: str, message: str = "", details: Any = None) -> None:
+        if not isinstance(code, str) or not code:
+            raise TypeError("HandlerError code must be a non-empty string")
+        super().__init__(code, message)
+        self.code = code
+        self.message = message
+        self.details = details
+
+    def __repr__(self) -> str:
+        return f"HandlerError({self.code!r}, {self.message!r}, details={self.details!r})"
+
+
+class ProtocolError(WsrouteError):
+    """A client frame violates wire protocol v1.
+
+    ``type`` and ``id`` carry what could be read of the frame, so the error reply
+    can echo them; they are ``None`` when unreadable.
+    """
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        type: str | None = None,
+        id: int | str | None = None,
+        details: Any = None,
+    ) -> None:
+        super().__init__(code, message)
+        self.code = code
+        self.message = message
+        self.type = type
+        self.id = id
+        self.details = details
+
+
+class ConnectionClosed(WsrouteError):
+    """The connection is closing or closed; nothing more can be sent on it."""
+
+
+class NotRunningError(WsrouteError, RuntimeError):
+    """The operation needs a running app (inside ``serve``/``run`` or its lifespan)."""
+
+
+class BrokerError(WsrouteError):
+    """The broker could not carry out an operation."""
+
+
+class BrokerClosed(BrokerError):
+    """The broker session was closed; publish and subscribe are no longer possible."""
+
+
+class LoadError(WsrouteError):
+    """The ``MODULE:ATTR`` given to the CLI could not be loaded as an App."""

@@ -1,0 +1,100 @@
+"""Local fan-out: which connections of this process hear which topic.
+
+The hub subscribes a topic on the broker when its first local connection joins and
+unsubscribes when the last one leaves, so a process only receives traffic for the
+topics it hosts. Messages from the broker are decoded once and appended to every
+member's outbox without waiting; the pump never blocks on a client.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import trio
+
+from ._errors import BrokerError
+
+if TYPE_CHECKING:
+    from ._connection import Connection
+    from .brokers import BrokerSession
+
+logger = logging.getLogger("wsroute")
+
+
+class Hub:
+    __slots__ = ("_broker", "_members")
+
+    def __init__(self, broker: BrokerSession) -> None:
+        self._broker = broker
+        self._members: dict[str, set[Connection]] = {}
+
+    def subscribers(self, topic: str) -> int:
+        """How many local connections are subscribed to ``topic``."""
+        return len(self._members.get(topic, ()))
+
+    async def subscribe(self, conn: Connection, topic: str) -> None:
+        if not isinstance(topic, str) or not topic:
+            raise ValueError("a topic must be a non-empty string")
+        if topic in conn._topics:
+            return
+        conn._topics.add(topic)
+        members = self._members.get(topic)
+        if members is not None:
+            members.add(conn)
+            return
+        self._members[topic] = {conn}
+        try:
+            await self._broker.subscribe(topic)
+        except BaseException:
+            conn._topics.discard(topic)
+            self._forget(conn, topic)
+            raise
+
+    async def unsubscribe(self, conn: Connection, topic: str) -> None:
+        if topic not in conn._topics:
+            return
+        conn._topics.discard(topic)
+        if self._forget(conn, topic):
+            await self._broker.unsubscribe(topic)
+
+    def _forget(self, conn: Connection, topic: str) -> bool:
+        """Remove ``conn`` from ``topic``; return whether the topic became empty."""
+        members = self._members.get(topic)
+        if members is None:
+            return False
+        members.discard(conn)
+        if members:
+            return False
+        del self._members[topic]
+        return True
+
+    async def leave(self, conn: Connection) -> None:
+        """Unsubscribe ``conn`` from everything; used when it ends, so never raises."""
+        emptied = []
+        for topic in conn._topics:
+            if self._forget(conn, topic):
+                emptied.append(topic)
+        conn._topics.clear()
+        for topic in emptied:
+            try:
+                await self._broker.unsubscribe(topic)
+            except BrokerError as exc:
+                logger.warning("could not unsubscribe topic %r from the broker: %s", topic, exc)
+
+    async def publish(self, topic: str, data: bytes) -> None:
+        await self._broker.publish(topic, data)
+
+    def deliver(self, topic: str, data: bytes) -> None:
+        members = self._members.get(topic)
+        if not members:
+            return
+        frame = data.decode()
+        for conn in members:
+            conn._push(frame)
+
+    async def pump(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Deliver everything the broker session yields until it ends."""
+        task_status.started()
+        async for topic, data in self._broker:
+            self.deliver(topic, data)

@@ -1,0 +1,178 @@
+"""Wire protocol v1: JSON text frames in, JSON text frames out.
+
+Sans-IO: plain functions over strings and small frozen objects, no trio, no sockets,
+so the codec is tested by feeding it text (the h11/wsproto way). ``docs/protocol.md``
+is the user-facing description; the constants below are its single source of truth.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Final, NamedTuple
+
+import orjson
+
+from ._errors import ProtocolError
+
+#: ``id`` may be an integer in this closed range (JavaScript's safe integers) ...
+MAX_SAFE_INTEGER: Final = 2**53
+#: ... or a string of at most this many characters.
+MAX_ID_LENGTH: Final = 64
+#: ``type`` is a non-empty string of at most this many characters.
+MAX_TYPE_LENGTH: Final = 128
+ENVELOPE_KEYS: Final = frozenset({"type", "id", "data"})
+#: Used as ``type`` of an error reply when the frame's type or id cannot be read.
+ERROR_TYPE: Final = "error"
+
+# Stable error codes (documented in docs/protocol.md).
+INVALID_JSON: Final = "invalid_json"
+INVALID_MESSAGE: Final = "invalid_message"
+UNKNOWN_TYPE: Final = "unknown_type"
+INVALID_DATA: Final = "invalid_data"
+INTERNAL_ERROR: Final = "internal_error"
+OVERLOADED: Final = "overloaded"
+BROKER_UNAVAILABLE: Final = "broker_unavailable"
+
+# WebSocket close codes (RFC 6455 section 7.4.1) that wsroute sends.
+CLOSE_NORMAL: Final = 1000
+CLOSE_GOING_AWAY: Final = 1001
+CLOSE_UNSUPPORTED_DATA: Final = 1003
+CLOSE_ABNORMAL: Final = 1006
+CLOSE_POLICY_VIOLATION: Final = 1008
+CLOSE_MESSAGE_TOO_BIG: Final = 1009
+CLOSE_INTERNAL_ERROR: Final = 1011
+
+_INT64_MIN: Final = -(2**63)
+_UINT64_MAX: Final = 2**64 - 1
+# orjson silently turns integers beyond 64 bits into floats. Any such literal has at
+# least 20 digits, so frames without a 20-digit run (nearly all) skip the slow check.
+_LONG_DIGIT_RUN: Final = re.compile(r"\d{20}")
+_DUMPS_OPTIONS: Final = orjson.OPT_NON_STR_KEYS
+
+
+class ClientMessage(NamedTuple):
+    """One decoded client frame: ``{"type": ..., "id": ..., "data": ...}``."""
+
+    type: str
+    id: int | str | None
+    data: Any
+
+
+def decode(text: str | bytes) -> ClientMessage:
+    """Decode one client text frame.
+
+    Raises:
+        ProtocolError: with code ``invalid_json`` or ``invalid_message``; its ``type``
+            and ``id`` are set only when both could be read.
+    """
+    try:
+        obj = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise ProtocolError(INVALID_JSON, f"frame is not valid JSON: {exc}") from None
+    if _LONG_DIGIT_RUN.search(text if isinstance(text, str) else text.decode()):
+        _reject_wide_integers(text)
+    if not isinstance(obj, dict):
+        raise ProtocolError(INVALID_MESSAGE, "frame must be a JSON object")
+    type_ = obj.get("type")
+    if not isinstance(type_, str) or not 0 < len(type_) <= MAX_TYPE_LENGTH:
+        raise ProtocolError(
+            INVALID_MESSAGE,
+            f'"type" must be a string of 1 to {MAX_TYPE_LENGTH} characters',
+        )
+    id_ = obj.get("id")
+    if id_ is not None and not _valid_id(id_):
+        raise ProtocolError(
+            INVALID_MESSAGE,
+            f'"id" must be an integer within ±2^53 or a string of at most {MAX_ID_LENGTH}'
+            " characters",
+        )
+    if len(obj) > 1 and not ENVELOPE_KEYS.issuperset(obj):
+        extra = sorted(set(obj) - ENVELOPE_KEYS)
+        raise ProtocolError(
+            INVALID_MESSAGE,
+            f"unexpected key(s) {', '.join(map(repr, extra))}: a frame has only"
+            ' "type", "id" and "data"',
+            type=type_,
+            id=id_,
+        )
+    return ClientMessage(type_, id_, obj.get("data"))
+
+
+def _valid_id(value: object) -> bool:
+    if type(value) is int:  # bool is an int subclass and not a valid id
+        return -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER
+    return isinstance(value, str) and len(value) <= MAX_ID_LENGTH
+
+
+def _strict_int(literal: str) -> int:
+    value = int(literal)
+    if not _INT64_MIN <= value <= _UINT64_MAX:
+        raise ValueError(f"integer {literal[:24]}... does not fit in 64 bits")
+    return value
+
+
+def _reject_wide_integers(text: str | bytes) -> None:
+    try:
+        json.loads(text, parse_int=_strict_int)
+    except ValueError as exc:
+        raise ProtocolError(INVALID_JSON, f"frame is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ProtocolError(INVALID_JSON, "frame is nested too deeply") from None
+
+
+def _dumps(obj: dict[str, Any]) -> str:
+    return orjson.dumps(obj, option=_DUMPS_OPTIONS).decode()
+
+
+def encode_reply(type: str, id: int | str | None, data: Any) -> str:
+    """A successful reply: ``{"type", "id"?, "ok": true, "data"}``.
+
+    Raises:
+        TypeError: ``data`` is not JSON-serialisable (orjson's ``JSONEncodeError``).
+    """
+    if id is None:
+        return _dumps({"type": type, "ok": True, "data": data})
+    return _dumps({"type": type, "id": id, "ok": True, "data": data})
+
+
+def encode_error(
+    type: str | None,
+    id: int | str | None,
+    code: str,
+    message: str,
+    details: Any = None,
+) -> str:
+    """An error reply: ``{"type", "id"?, "ok": false, "error": {"code", "message", "details"?}}``.
+
+    A ``type`` of ``None`` (unreadable) becomes ``"error"``. Details that cannot be
+    serialised are dropped rather than losing the error reply itself.
+    """
+    error: dict[str, Any] = {"code": code, "message": message}
+    if details is not None:
+        error["details"] = details
+    frame: dict[str, Any] = {"type": ERROR_TYPE if type is None else type}
+    if id is not None:
+        frame["id"] = id
+    frame["ok"] = False
+    frame["error"] = error
+    try:
+        return _dumps(frame)
+    except TypeError:
+        del error["details"]
+        return _dumps(frame)
+
+
+def encode_protocol_error(exc: ProtocolError) -> str:
+    """The error reply for a frame that could not be decoded."""
+    return encode_error(exc.type, exc.id, exc.code, exc.message, exc.details)
+
+
+def encode_event(type: str, topic: str | None, data: Any) -> bytes:
+    """An event: ``{"type", "topic"?, "data"}`` as UTF-8 bytes, ready for the broker.
+
+    Encoded once per broadcast and shared by every recipient.
+    """
+    if topic is None:
+        return orjson.dumps({"type": type, "data": data}, option=_DUMPS_OPTIONS)
+    return orjson.dumps({"type": type, "topic": topic, "data": data}, option=_DUMPS_OPTIONS)

@@ -1,0 +1,96 @@
+"""What the client asked for in its upgrade request: path, query, headers, address."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from urllib.parse import parse_qsl, urlsplit
+
+import attrs
+
+
+class Headers(Mapping[str, str]):
+    """Read-only, case-insensitive HTTP headers.
+
+    ``headers["X-Token"]`` and ``headers.get("x-token")`` give the first value;
+    ``getall`` gives every value of a repeated header.
+    """
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Iterable[tuple[str | bytes, str | bytes]] = ()) -> None:
+        self._items: tuple[tuple[str, str], ...] = tuple(
+            (_text(name).lower(), _text(value)) for name, value in items
+        )
+
+    def __getitem__(self, name: str) -> str:
+        key = name.lower()
+        for item_name, value in self._items:
+            if item_name == key:
+                return value
+        raise KeyError(name)
+
+    def getall(self, name: str) -> list[str]:
+        key = name.lower()
+        return [value for item_name, value in self._items if item_name == key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(dict.fromkeys(name for name, _ in self._items))
+
+    def __len__(self) -> int:
+        return len({name for name, _ in self._items})
+
+    def items_all(self) -> tuple[tuple[str, str], ...]:
+        """Every ``(lowercase name, value)`` pair in the order received."""
+        return self._items
+
+    def __repr__(self) -> str:
+        return f"Headers({list(self._items)!r})"
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode("latin-1") if isinstance(value, bytes) else value
+
+
+@attrs.frozen
+class Request:
+    """The WebSocket upgrade request of a connection.
+
+    Attributes:
+        path: the request path without its query string, e.g. ``"/ws"``.
+        query: the query parameters; a repeated key keeps its first value.
+        query_items: every ``(key, value)`` pair of the query string, in order.
+        headers: case-insensitive request headers.
+        remote: the client's ``(host, port)``, or ``None`` when unknown.
+        subprotocols: the subprotocols the client proposed, in its order.
+    """
+
+    path: str
+    query: Mapping[str, str]
+    query_items: tuple[tuple[str, str], ...]
+    headers: Headers
+    remote: tuple[str, int] | None = None
+    subprotocols: tuple[str, ...] = ()
+
+    @classmethod
+    def build(
+        cls,
+        target: str,
+        headers: Iterable[tuple[str | bytes, str | bytes]] = (),
+        *,
+        remote: tuple[str, int] | None = None,
+        subprotocols: Iterable[str] = (),
+    ) -> Request:
+        """Build from a raw request target such as ``"/ws?room=1&token=x"``."""
+        parts = urlsplit(target)
+        items = tuple(parse_qsl(parts.query, keep_blank_values=True))
+        query: dict[str, str] = {}
+        for key, value in items:
+            query.setdefault(key, value)
+        return cls(
+            path=parts.path or "/",
+            query=query,
+            query_items=items,
+            headers=Headers(headers),
+            remote=remote,
+            subprotocols=tuple(subprotocols),
+        )

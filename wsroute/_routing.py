@@ -1,0 +1,289 @@
+"""Routes and the handler table.
+
+Everything about a handler is worked out once, when it is registered: which parameter
+takes the payload and which take the connection, the cattrs structure hook for the
+payload and the unstructure hook for the result. Handling a message is then a dict
+lookup and a call. Problems are raised here, at decoration time, naming the fix.
+"""
+
+from __future__ import annotations
+
+import enum
+import inspect
+import typing
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+import cattrs
+from cattrs.errors import StructureHandlerNotFoundError
+
+from ._connection import Connection, Disconnect
+from ._converter import describe_error
+from ._errors import RegistrationError
+from ._protocol import ERROR_TYPE, MAX_TYPE_LENGTH
+
+TopicSpec = str | Callable[[Any, Connection], str]
+
+
+class Kind(enum.Enum):
+    DIRECT = "direct"
+    BROADCAST = "broadcast"
+
+
+class InvalidData(Exception):
+    """The payload does not match the handler's type; ``details`` lists each field."""
+
+    def __init__(self, details: list[dict[str, str]]) -> None:
+        super().__init__(details)
+        self.details = details
+
+
+_NO_DATA: Final = [{"path": "$", "message": "this message type takes no data"}]
+_CONN: Final = "conn"
+_PAYLOAD: Final = "payload"
+_DISCONNECT: Final = "disconnect"
+
+
+def describe(fn: Callable[..., Any]) -> str:
+    """``module.qualname`` of a function, for error messages."""
+    module = getattr(fn, "__module__", None) or "?"
+    return f"{module}.{getattr(fn, '__qualname__', repr(fn))}"
+
+
+def _is_async(fn: Callable[..., Any]) -> bool:
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - async callable objects
+    )
+
+
+def _hints(fn: Callable[..., Any], what: str) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(fn)
+    except Exception as exc:
+        raise RegistrationError(
+            f"{what} {describe(fn)}: cannot resolve its annotations ({exc}). Define the"
+            " types it names at module level, or import them outside `if TYPE_CHECKING`."
+        ) from None
+
+
+def _parameters(fn: Callable[..., Any], what: str) -> list[inspect.Parameter]:
+    if not _is_async(fn):
+        name = getattr(fn, "__name__", "handler")
+        raise RegistrationError(
+            f"{what} {describe(fn)} must be an async function: write `async def {name}(...)`."
+        )
+    params = list(inspect.signature(fn).parameters.values())
+    for param in params:
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            raise RegistrationError(
+                f"{what} {describe(fn)}: *args and **kwargs are not supported; declare at"
+                " most one payload parameter and any parameter annotated `Connection`."
+            )
+    return params
+
+
+def _is_conn(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, Connection)
+
+
+class Caller:
+    """Calls a function with arguments picked by slot (payload, conn, disconnect)."""
+
+    __slots__ = ("_fn", "_keyword", "_positional")
+
+    def __init__(
+        self, fn: Callable[..., Awaitable[Any]], slots: list[tuple[inspect.Parameter, str]]
+    ):
+        self._fn = fn
+        self._positional = tuple(s for p, s in slots if p.kind is not p.KEYWORD_ONLY)
+        self._keyword = tuple((p.name, s) for p, s in slots if p.kind is p.KEYWORD_ONLY)
+
+    def __call__(self, values: dict[str, Any]) -> Awaitable[Any]:
+        args = [values[slot] for slot in self._positional]
+        if self._keyword:
+            return self._fn(*args, **{name: values[slot] for name, slot in self._keyword})
+        return self._fn(*args)
+
+
+class Handler:
+    """One registered ``direct`` or ``broadcast`` handler, with its hooks precomputed."""
+
+    __slots__ = (
+        "_caller",
+        "_default",
+        "_structure_hook",
+        "fn",
+        "kind",
+        "name",
+        "payload_type",
+        "result_type",
+        "takes_payload",
+        "topic",
+        "unstructure",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        kind: Kind,
+        fn: Callable[..., Awaitable[Any]],
+        converter: cattrs.Converter,
+        topic: TopicSpec | None = None,
+    ) -> None:
+        what = f"{kind.value} handler {name!r},"
+        params = _parameters(fn, what)
+        hints = _hints(fn, what)
+        slots: list[tuple[inspect.Parameter, str]] = []
+        payload: inspect.Parameter | None = None
+        for param in params:
+            if _is_conn(hints.get(param.name)):
+                slots.append((param, _CONN))
+            elif payload is None:
+                payload = param
+                slots.append((param, _PAYLOAD))
+            else:
+                raise RegistrationError(
+                    f"{what} {describe(fn)}: more than one payload parameter ({payload.name!r}"
+                    f" and {param.name!r}). A handler takes at most one payload; group the"
+                    " fields in an attrs class or dataclass, and annotate the connection"
+                    " parameter with `Connection`."
+                )
+        self.name = name
+        self.kind = kind
+        self.fn = fn
+        self.topic = topic
+        self._caller = Caller(fn, slots)
+        self.takes_payload = payload is not None
+        self._default = (
+            payload.default
+            if payload is not None and payload.default is not payload.empty
+            else _NO_DEFAULT
+        )
+        self.payload_type: Any = hints.get(payload.name, Any) if payload is not None else None
+        self._structure_hook: Callable[[Any, Any], Any] | None = None
+        if payload is not None and self.payload_type is not Any:
+            try:
+                self._structure_hook = converter.get_structure_hook(self.payload_type)
+            except StructureHandlerNotFoundError as exc:
+                raise RegistrationError(
+                    f"{what} {describe(fn)}: payload type {self.payload_type!r} cannot be"
+                    f" structured ({exc}). Use an attrs class, a dataclass, a primitive or a"
+                    " container of those, or register a hook on the app's converter"
+                    " (`app.converter.register_structure_hook`) before the handler."
+                ) from None
+        self.result_type: Any = hints.get("return", Any)
+        if self.result_type in (Any, None, type(None)):
+            self.unstructure: Callable[[Any], Any] = converter.unstructure
+        else:
+            self.unstructure = converter.get_unstructure_hook(self.result_type)
+
+    def structure(self, data: Any) -> Any:
+        """Turn the frame's ``data`` into the handler's payload.
+
+        Raises:
+            InvalidData: with one detail entry per failing field.
+        """
+        if not self.takes_payload:
+            if data is not None:
+                raise InvalidData(_NO_DATA)
+            return None
+        if data is None and self._default is not _NO_DEFAULT:
+            return self._default
+        hook = self._structure_hook
+        if hook is None:
+            return data
+        try:
+            return hook(data, self.payload_type)
+        except Exception as exc:
+            raise InvalidData(describe_error(exc, self.payload_type)) from None
+
+    def call(self, payload: Any, conn: Connection) -> Awaitable[Any]:
+        return self._caller({_PAYLOAD: payload, _CONN: conn})
+
+    def topic_for(self, payload: Any, conn: Connection) -> str:
+        """The topic a broadcast's event goes to."""
+        topic = self.topic
+        if callable(topic):
+            topic = topic(payload, conn)
+        if not isinstance(topic, str) or not topic:
+            raise TypeError(f"topic of broadcast {self.name!r} must be a non-empty string")
+        return topic
+
+
+_NO_DEFAULT: Final = object()
+
+
+class Route:
+    """The handlers registered for one message type."""
+
+    __slots__ = ("broadcast", "direct", "name")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.direct: Handler | None = None
+        self.broadcast: Handler | None = None
+
+
+def check_name(name: object) -> str:
+    if not isinstance(name, str) or not 0 < len(name) <= MAX_TYPE_LENGTH:
+        raise RegistrationError(
+            f"message type {name!r} must be a string of 1 to {MAX_TYPE_LENGTH} characters"
+        )
+    if name == ERROR_TYPE:
+        raise RegistrationError(
+            f"message type {ERROR_TYPE!r} is reserved for protocol error replies; pick another name"
+        )
+    return name
+
+
+def check_topic(name: str, topic: object) -> TopicSpec:
+    if isinstance(topic, str):
+        if not topic:
+            raise RegistrationError(f"broadcast {name!r}: topic must not be empty")
+        return topic
+    if callable(topic):
+        if _is_async(topic):
+            raise RegistrationError(
+                f"broadcast {name!r}: the topic function {describe(topic)} must be a plain"
+                " (non-async) function `(payload, conn) -> str`"
+            )
+        return typing.cast(TopicSpec, topic)
+    raise RegistrationError(
+        f"broadcast {name!r}: topic must be a string or a function `(payload, conn) -> str`,"
+        f" not {type(topic).__name__}"
+    )
+
+
+class Hook:
+    """An ``on_connect`` / ``on_disconnect`` hook and how to call it."""
+
+    __slots__ = ("_caller", "fn")
+
+    def __init__(self, fn: Callable[..., Awaitable[Any]], what: str, *, disconnect: bool):
+        params = _parameters(fn, what)
+        hints = _hints(fn, what)
+        positional = [_CONN, _DISCONNECT] if disconnect else [_CONN]
+        slots: list[tuple[inspect.Parameter, str]] = []
+        for index, param in enumerate(params):
+            annotation = hints.get(param.name)
+            if _is_conn(annotation):
+                slots.append((param, _CONN))
+            elif disconnect and annotation is Disconnect:
+                slots.append((param, _DISCONNECT))
+            elif annotation is None and index < len(positional):
+                slots.append((param, positional[index]))
+            else:
+                takes = (
+                    "(conn: Connection, reason: Disconnect)"
+                    if disconnect
+                    else ("(conn: Connection)")
+                )
+                raise RegistrationError(
+                    f"{what} {describe(fn)}: cannot tell what to pass as {param.name!r}."
+                    f" The hook takes {takes}; each parameter is optional."
+                )
+        self.fn = fn
+        self._caller = Caller(fn, slots)
+
+    def __call__(self, conn: Connection, reason: Disconnect | None = None) -> Awaitable[Any]:
+        return self._caller({_CONN: conn, _DISCONNECT: reason})

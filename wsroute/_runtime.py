@@ -1,0 +1,204 @@
+"""The trio part of a running app: handshake, TCP listener, connections, shutdown.
+
+``Runtime.handle_stream`` turns any byte stream into a served connection. The TCP
+listener and the in-memory test client both go through it, so tests exercise the
+same code as production. Nurseries: server → one task per stream (handshake, then
+the connection's session) → the session's own nursery.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import cattrs
+import trio
+import trio_websocket
+
+from ._config import Config
+from ._connection import Connection
+from ._dispatch import Dispatcher
+from ._hub import Hub
+from ._protocol import CLOSE_GOING_AWAY
+from ._request import Request
+from ._routing import Hook, Route
+from ._session import Session
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+logger = logging.getLogger("wsroute")
+
+# trio-websocket buffers this many complete messages between its socket reader and
+# ours; ours never blocks for long, so a small buffer is enough.
+_WS_QUEUE = 4
+
+
+def _remote(endpoint: object) -> tuple[str, int] | None:
+    if isinstance(endpoint, trio_websocket.Endpoint):
+        return (str(endpoint.address), endpoint.port)
+    return None
+
+
+class Runtime:
+    """One serving of an app: its hub, dispatcher and live connections."""
+
+    def __init__(
+        self,
+        *,
+        config: Config,
+        converter: cattrs.Converter,
+        routes: Mapping[str, Route],
+        on_connect: Sequence[Hook],
+        on_disconnect: Sequence[Hook],
+        hub: Hub,
+        broker_name: str,
+    ) -> None:
+        self.config = config
+        self.converter = converter
+        self.on_connect = tuple(on_connect)
+        self.on_disconnect = tuple(on_disconnect)
+        self.hub = hub
+        self.dispatcher = Dispatcher(routes, hub)
+        self.broker_name = broker_name
+        self.sessions: set[Session] = set()
+        self._stop = trio.Event()
+        self._stopping = False
+
+    @property
+    def connections(self) -> list[Connection]:
+        return [session.conn for session in self.sessions]
+
+    def request_stop(self) -> None:
+        """Ask ``serve_tcp`` to stop accepting and drain (idempotent)."""
+        self._stop.set()
+
+    async def handle_stream(
+        self, stream: trio.abc.Stream, *, remote: tuple[str, int] | None = None
+    ) -> None:
+        """Serve one client on ``stream`` until the connection ends. Never raises."""
+        try:
+            async with trio.open_nursery() as nursery:
+                await self._handshake_and_serve(nursery, stream, remote)
+                nursery.cancel_scope.cancel()  # trio-websocket's socket reader
+        except Exception:
+            logger.exception("unexpected error while serving a connection")
+        finally:
+            # Also ends connections trio-websocket stopped reading without closing
+            # the socket (e.g. after it sent 1009 for an oversized message).
+            await trio.aclose_forcefully(stream)
+
+    async def _handshake_and_serve(
+        self,
+        nursery: trio.Nursery,
+        stream: trio.abc.Stream,
+        remote: tuple[str, int] | None,
+    ) -> None:
+        config = self.config
+        ws: trio_websocket.WebSocketConnection | None = None
+        with trio.move_on_after(config.handshake_timeout):
+            upgrade = await trio_websocket.wrap_server_stream(
+                nursery,
+                stream,
+                message_queue_size=_WS_QUEUE,
+                max_message_size=config.max_message_size,
+            )
+            request = Request.build(
+                upgrade.path,
+                upgrade.headers,
+                remote=remote or _remote(upgrade.remote),
+                subprotocols=upgrade.proposed_subprotocols,
+            )
+            if self._stopping:
+                await upgrade.reject(503, body=b"server shutting down")
+                return
+            ws = await upgrade.accept()
+        if ws is None:
+            logger.info("handshake timed out after %.1f s", config.handshake_timeout)
+            return
+        conn = Connection(
+            request,
+            hub=self.hub,
+            unstructure=self.converter.unstructure,
+            outbox_size=config.outbox_size,
+            policy=config.slow_consumer,
+        )
+        session = Session(self, ws, conn)
+        self.sessions.add(session)
+        where = f"{request.remote[0]}:{request.remote[1]}" if request.remote else "?"
+        logger.info("connect %s from %s path=%s", conn.id, where, request.path)
+        if self._stopping:
+            session.begin_close(CLOSE_GOING_AWAY, "server shutting down", trio.current_time())
+        try:
+            await session.run()
+        finally:
+            self.sessions.discard(session)
+            d = conn._disconnect
+            logger.info(
+                "disconnect %s code=%s by=%s reason=%r",
+                conn.id,
+                d.code if d else "?",
+                d.initiator if d else "?",
+                d.reason if d else "",
+            )
+
+    async def serve_tcp(
+        self,
+        host: str,
+        port: int,
+        *,
+        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Listen on ``host:port`` until ``request_stop``, then drain and return.
+
+        Reports the bound port through ``task_status`` (so port 0 works).
+        """
+        listeners = await trio.open_tcp_listeners(port, host=host)
+        bound: int = listeners[0].socket.getsockname()[1]
+        hard_stop = trio.CancelScope()
+        with hard_stop:
+            async with trio.open_nursery() as connections:
+                async with trio.open_nursery() as accepting:
+                    await accepting.start(
+                        partial(
+                            trio.serve_listeners,
+                            self.handle_stream,
+                            listeners,
+                            handler_nursery=connections,
+                        )
+                    )
+                    logger.info(
+                        "listening on ws://%s:%d (broker %s)",
+                        _host_for_url(host),
+                        bound,
+                        self.broker_name,
+                    )
+                    task_status.started(bound)
+                    await self._stop.wait()
+                    accepting.cancel_scope.cancel()
+                for listener in listeners:
+                    await listener.aclose()
+                hard_stop.deadline = self.drain()
+
+    def drain(self) -> float:
+        """Start closing every connection with 1001; return the deadline for all of it."""
+        self._stopping = True
+        config = self.config
+        deadline = trio.current_time() + config.shutdown_timeout
+        logger.info(
+            "shutting down: closing %d connection(s), waiting up to %.1f s",
+            len(self.sessions),
+            config.shutdown_timeout,
+        )
+        for session in list(self.sessions):
+            session.begin_close(CLOSE_GOING_AWAY, "server shutting down", deadline)
+        return (
+            deadline + config.close_timeout + config.hook_timeout * max(1, len(self.on_disconnect))
+        )
+
+
+def _host_for_url(host: Any) -> str:
+    host = str(host)
+    return f"[{host}]" if ":" in host else host

@@ -1,0 +1,237 @@
+"""The lifetime of one accepted connection.
+
+One nursery per connection holds its writer, its intake (a reader plus
+``max_concurrency`` workers) and whatever the app starts with ``conn.start_soon``;
+nothing outlives it. The reader never waits for a handler: it decodes each frame and
+queues it (bounded; a full queue answers ``overloaded``), so pings and close frames
+keep being read while handlers run.
+
+Ending, whoever starts it, goes one way: the first reason is recorded on the
+connection, then
+
+1. server-initiated and graceful: stop reading, let queued and running handlers
+   finish, flush the outbox (all within the grace deadline);
+2. send the close frame (within ``close_timeout``; the writer's current frame is
+   never cut, because trio-websocket serialises writes);
+3. cancel the nursery, leave every topic, and run ``on_disconnect`` hooks once,
+   shielded, each under ``hook_timeout``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import trio
+import trio_websocket
+
+from ._errors import ProtocolError
+from ._protocol import (
+    CLOSE_ABNORMAL,
+    CLOSE_GOING_AWAY,
+    CLOSE_INTERNAL_ERROR,
+    CLOSE_MESSAGE_TOO_BIG,
+    CLOSE_UNSUPPORTED_DATA,
+    OVERLOADED,
+    ClientMessage,
+    decode,
+    encode_error,
+    encode_protocol_error,
+)
+
+if TYPE_CHECKING:
+    from ._connection import Connection
+    from ._runtime import Runtime
+
+logger = logging.getLogger("wsroute")
+
+# An intake item: a decoded request, or an error reply already encoded.
+_Item = ClientMessage | str
+
+
+class Session:
+    __slots__ = (
+        "_deadline",
+        "_intake_done",
+        "_intake_scope",
+        "_reader_scope",
+        "_writer_done",
+        "conn",
+        "rt",
+        "ws",
+    )
+
+    def __init__(
+        self, rt: Runtime, ws: trio_websocket.WebSocketConnection, conn: Connection
+    ) -> None:
+        self.rt = rt
+        self.ws = ws
+        self.conn = conn
+        self._reader_scope = trio.CancelScope()
+        self._intake_scope = trio.CancelScope()
+        self._intake_done = trio.Event()
+        self._writer_done = trio.Event()
+        self._deadline: float | None = None
+
+    def begin_close(self, code: int, reason: str, deadline: float) -> None:
+        """Close gracefully, letting handlers finish until ``deadline`` (shutdown)."""
+        if self._deadline is None:
+            self._deadline = deadline
+        self.conn._request_close(code, reason, "server")
+
+    async def run(self) -> None:
+        conn = self.conn
+        began = False
+        try:
+            async with trio.open_nursery() as nursery:
+                conn._nursery = nursery
+                nursery.start_soon(self._writer)
+                began = True
+                if await self._connect():
+                    nursery.start_soon(self._intake)
+                else:
+                    self._intake_done.set()
+                await conn._closing.wait()
+                await self._wind_down()
+                await self._close_socket()
+                nursery.cancel_scope.cancel()
+        finally:
+            with trio.CancelScope(shield=True):
+                await self._finish(began)
+
+    async def _connect(self) -> bool:
+        conn, rt = self.conn, self.rt
+        try:
+            if rt.config.default_topic is not None:
+                await conn.subscribe(rt.config.default_topic)
+            for hook in rt.on_connect:
+                if conn.closing:
+                    break
+                await hook(conn)
+        except Exception:
+            logger.exception("on_connect hook failed for connection %s", conn.id)
+            conn._request_close(CLOSE_INTERNAL_ERROR, "internal error", "server")
+        return not conn.closing
+
+    async def _intake(self) -> None:
+        send, receive = trio.open_memory_channel[_Item](self.rt.config.max_queued_requests)
+        try:
+            with self._intake_scope:
+                async with trio.open_nursery() as nursery:
+                    for _ in range(self.rt.config.max_concurrency):
+                        nursery.start_soon(self._worker, receive.clone())
+                    receive.close()
+                    await self._reader(send)
+        finally:
+            self._intake_done.set()
+
+    async def _reader(self, send: trio.MemorySendChannel[_Item]) -> None:
+        conn, ws = self.conn, self.ws
+        with self._reader_scope, send:
+            while True:
+                try:
+                    message = await ws.get_message()
+                except trio_websocket.ConnectionClosed as exc:
+                    code = exc.reason.code if exc.reason else CLOSE_ABNORMAL
+                    reason = (exc.reason.reason if exc.reason else None) or ""
+                    # trio-websocket itself closes with 1009 on an oversized message.
+                    if code == CLOSE_MESSAGE_TOO_BIG:
+                        conn._request_close(code, reason, "server", graceful=False)
+                    else:
+                        conn._request_close(code, reason, "client", graceful=False)
+                    return
+                if isinstance(message, bytes):
+                    conn._request_close(
+                        CLOSE_UNSUPPORTED_DATA, "binary frames are not supported", "server"
+                    )
+                    return
+                item: _Item
+                try:
+                    item = decode(message)
+                except ProtocolError as exc:
+                    item = encode_protocol_error(exc)
+                try:
+                    send.send_nowait(item)
+                except trio.WouldBlock:
+                    conn._push(_overloaded(item))
+
+    async def _worker(self, receive: trio.MemoryReceiveChannel[_Item]) -> None:
+        conn, dispatcher = self.conn, self.rt.dispatcher
+        async with receive:
+            async for item in receive:
+                frame = item if isinstance(item, str) else await dispatcher.dispatch(conn, item)
+                if frame is not None:
+                    conn._push(frame)
+
+    async def _writer(self) -> None:
+        conn, ws = self.conn, self.ws
+        outbox = conn._outbox
+        try:
+            while batch := await outbox.get_batch():
+                for frame in batch:
+                    await ws.send_message(frame)
+        except trio_websocket.ConnectionClosed as exc:
+            outbox.discard()
+            code = exc.reason.code if exc.reason else CLOSE_ABNORMAL
+            conn._request_close(code, "", "client", graceful=False)
+        finally:
+            self._writer_done.set()
+
+    async def _wind_down(self) -> None:
+        conn = self.conn
+        disconnect = conn._disconnect
+        assert disconnect is not None
+        if conn._graceful and disconnect.initiator == "server":
+            deadline = self._deadline
+            if deadline is None:
+                deadline = trio.current_time() + self.rt.config.close_timeout
+            with trio.move_on_at(deadline):
+                self._reader_scope.cancel()
+                await self._intake_done.wait()
+                conn._outbox.close()
+                await self._writer_done.wait()
+        self._intake_scope.cancel()
+        conn._outbox.discard()
+
+    async def _close_socket(self) -> None:
+        disconnect = self.conn._disconnect
+        code, reason = CLOSE_GOING_AWAY, "server shutting down"
+        if disconnect is not None and disconnect.initiator == "server":
+            code, reason = disconnect.code, disconnect.reason
+        with trio.move_on_after(self.rt.config.close_timeout):
+            await self.ws.aclose(code, reason)
+
+    async def _finish(self, began: bool) -> None:
+        """Runs shielded: the connection is over, whatever ended it."""
+        conn, rt = self.conn, self.rt
+        conn._request_close(CLOSE_GOING_AWAY, "server shutting down", "server", graceful=False)
+        conn._outbox.discard()
+        await rt.hub.leave(conn)
+        await self._close_socket()  # no-op unless we were cancelled from outside
+        if not began:
+            return
+        disconnect = conn._disconnect
+        assert disconnect is not None
+        for hook in rt.on_disconnect:
+            with trio.move_on_after(rt.config.hook_timeout) as scope:
+                try:
+                    await hook(conn, disconnect)
+                except Exception:
+                    logger.exception("on_disconnect hook failed for connection %s", conn.id)
+            if scope.cancelled_caught:
+                logger.warning(
+                    "on_disconnect hook %s timed out for connection %s",
+                    getattr(hook.fn, "__qualname__", hook.fn),
+                    conn.id,
+                )
+
+
+def _overloaded(item: _Item) -> str:
+    if isinstance(item, str):
+        return item  # already an error reply: send it anyway, it is small
+    return encode_error(
+        item.type,
+        item.id,
+        OVERLOADED,
+        "too many requests are waiting on this connection; slow down and retry",
+    )

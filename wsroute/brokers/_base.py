@@ -1,0 +1,70 @@
+"""The broker interface: topics and bytes, nothing about envelopes or connections.
+
+A :class:`Broker` is configuration; ``connect()`` opens a :class:`BrokerSession` for
+one running app (one process). The runtime encodes each event once, publishes its
+bytes, and fans out what the session yields to local connections. Contract every
+implementation keeps (checked by ``wsroute.testing.check_broker``):
+
+- a published message reaches every session subscribed to its topic, including the
+  publisher's own, in publish order per publisher and topic (at most once);
+- ``subscribe``/``unsubscribe`` are refcounted per session: a topic subscribed twice
+  needs two unsubscribes;
+- publishing to a topic nobody subscribes to is not an error;
+- after the session closes, its operations raise :class:`~wsroute.BrokerClosed` and
+  its iteration ends;
+- what a session buffers for its consumer is bounded.
+"""
+
+from __future__ import annotations
+
+import abc
+from contextlib import AbstractAsyncContextManager
+from typing import NamedTuple
+
+
+class BrokerMessage(NamedTuple):
+    """One message delivered by a broker session."""
+
+    topic: str
+    data: bytes
+
+
+class BrokerSession(abc.ABC):
+    """One app's attachment to a broker. Iterate it to receive messages."""
+
+    @abc.abstractmethod
+    async def publish(self, topic: str, data: bytes) -> None:
+        """Publish ``data`` to every session subscribed to ``topic``.
+
+        Returns once the broker has accepted the message.
+
+        Raises:
+            BrokerError: the broker could not take it (``BrokerClosed`` after close).
+        """
+
+    @abc.abstractmethod
+    async def subscribe(self, topic: str) -> None:
+        """Start receiving ``topic`` (refcounted)."""
+
+    @abc.abstractmethod
+    async def unsubscribe(self, topic: str) -> None:
+        """Drop one subscription to ``topic``; delivery stops at zero."""
+
+    def __aiter__(self) -> BrokerSession:
+        return self
+
+    @abc.abstractmethod
+    async def __anext__(self) -> BrokerMessage:
+        """The next message for a subscribed topic; ends when the session closes."""
+
+
+class Broker(abc.ABC):
+    """A pub/sub backend. Subclass it, or use :class:`~wsroute.brokers.MemoryBroker`."""
+
+    @abc.abstractmethod
+    def connect(self) -> AbstractAsyncContextManager[BrokerSession]:
+        """Open a session; it is ready to publish and subscribe once entered."""
+
+    def describe(self) -> str:
+        """A short description for logs, without credentials."""
+        return type(self).__name__
