@@ -62,13 +62,14 @@ class WSClient:
 
     @property
     def close_code(self) -> int | None:
-        rcvd = self.conn.close_rcvd
-        return rcvd.code if rcvd is not None else None
+        """The code of the close frame the server sent (1006 if none arrived)."""
+        rcvd = self.conn.protocol.close_rcvd
+        return rcvd.code if rcvd is not None else self.conn.close_code
 
     @property
     def close_reason(self) -> str | None:
-        rcvd = self.conn.close_rcvd
-        return rcvd.reason if rcvd is not None else None
+        rcvd = self.conn.protocol.close_rcvd
+        return rcvd.reason if rcvd is not None else self.conn.close_reason
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         await trio.to_thread.run_sync(self.conn.close, code, reason)
