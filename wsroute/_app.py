@@ -22,6 +22,7 @@ from ._outbox import SlowConsumerPolicy
 from ._protocol import encode_event
 from ._routing import Handler, Hook, Kind, Route, TopicSpec, check_name, check_topic, describe
 from ._runtime import Runtime
+from ._util import collapse_exception_group
 from .brokers import Broker, MemoryBroker
 
 logger = logging.getLogger("wsroute")
@@ -269,35 +270,36 @@ class App:
                 " second App on the same broker"
             )
         self._started = True
-        async with self.broker.connect() as session, trio.open_nursery() as system:
-            hub = Hub(session)
-            await system.start(hub.pump)
-            runtime = Runtime(
-                config=self.config,
-                converter=self.converter,
-                routes=self._routes,
-                on_connect=self._on_connect,
-                on_disconnect=self._on_disconnect,
-                hub=hub,
-                broker_name=self.broker.describe(),
-            )
-            self._runtime = runtime
-            try:
-                async with AsyncExitStack() as stack:
-                    for lifespan in self._lifespans:
-                        await stack.enter_async_context(self._enter_lifespan(lifespan))
-                    async with trio.open_nursery() as tasks:
-                        self._tasks = tasks
-                        for fn, args in self._pending_tasks:
-                            tasks.start_soon(_guard_task, fn, args)
-                        self._pending_tasks.clear()
-                        yield runtime
-                        tasks.cancel_scope.cancel()
-            finally:
-                self._tasks = None
-                self._runtime = None
-                self._pending_tasks.clear()
-                system.cancel_scope.cancel()
+        with collapse_exception_group():
+            async with self.broker.connect() as session, trio.open_nursery() as system:
+                hub = Hub(session)
+                await system.start(hub.pump)
+                runtime = Runtime(
+                    config=self.config,
+                    converter=self.converter,
+                    routes=self._routes,
+                    on_connect=self._on_connect,
+                    on_disconnect=self._on_disconnect,
+                    hub=hub,
+                    broker_name=self.broker.describe(),
+                )
+                self._runtime = runtime
+                try:
+                    async with AsyncExitStack() as stack:
+                        for lifespan in self._lifespans:
+                            await stack.enter_async_context(self._enter_lifespan(lifespan))
+                        async with trio.open_nursery() as tasks:
+                            self._tasks = tasks
+                            for fn, args in self._pending_tasks:
+                                tasks.start_soon(_guard_task, fn, args)
+                            self._pending_tasks.clear()
+                            yield runtime
+                            tasks.cancel_scope.cancel()
+                finally:
+                    self._tasks = None
+                    self._runtime = None
+                    self._pending_tasks.clear()
+                    system.cancel_scope.cancel()
 
     def _enter_lifespan(self, fn: Lifespan) -> AbstractAsyncContextManager[Any]:
         args = (self,) if len(inspect.signature(fn).parameters) == 1 else ()

@@ -78,7 +78,54 @@ def _structure_bool(value: Any, _: type) -> bool:
 
 
 def _is_array_type(tp: Any) -> bool:
-    return cols.is_sequence(tp) or cols.is_any_set(tp)
+    return cols.is_sequence(tp) or cols.is_any_set(tp) or get_origin(tp) is tuple
+
+
+_PRIMITIVES = frozenset({str, int, float, bool, type(None)})
+
+
+def _is_primitive_union(tp: Any) -> bool:
+    return (isinstance(tp, UnionType) or get_origin(tp) is Union) and all(
+        arg in _PRIMITIVES for arg in get_args(tp)
+    )
+
+
+def _primitive_union_factory(tp: Any) -> Callable[..., Any]:
+    """Exact JSON types for unions such as ``int | str``: ``True`` is not an ``int``."""
+    accepted = frozenset(get_args(tp))
+    widen = float in accepted and int not in accepted
+
+    def structure(value: Any, _: Any) -> Any:
+        kind = type(value)
+        if kind in accepted:
+            return value
+        if widen and kind is int:
+            return float(value)
+        raise StrictTypeError(f"expected {_union_name(tp)}, got {_json_type(value)}")
+
+    return structure
+
+
+def _union_name(tp: Any) -> str:
+    names = {str: "string", int: "integer", float: "number", bool: "boolean"}
+    return " or ".join(names.get(arg, "null") for arg in get_args(tp))
+
+
+def _is_literal(tp: Any) -> bool:
+    return get_origin(tp) is Literal
+
+
+def _literal_factory(tp: Any) -> Callable[..., Any]:
+    """Match type as well as value, so ``true`` is not ``Literal[1]``."""
+    allowed = get_args(tp)
+
+    def structure(value: Any, _: Any) -> Any:
+        for candidate in allowed:
+            if type(candidate) is type(value) and candidate == value:
+                return candidate
+        raise StrictTypeError("expected one of " + ", ".join(map(_json_repr, allowed)))
+
+    return structure
 
 
 def _guarded(kind: type, expected: str, inner: Callable[[Any, Any], Any]) -> Callable[..., Any]:
@@ -113,6 +160,8 @@ def make_converter(*, forbid_extra_keys: bool = True) -> cattrs.Converter:
         base = make_dict_structure_fn(tp, converter, _cattrs_forbid_extra_keys=forbid_extra_keys)
         return _guarded(dict, "an object", base)
 
+    converter.register_structure_hook_factory(_is_primitive_union, _primitive_union_factory)
+    converter.register_structure_hook_factory(_is_literal, _literal_factory)
     converter.register_structure_hook_factory(_is_array_type, array_factory)
     converter.register_structure_hook_factory(cols.is_mapping, mapping_factory)
     converter.register_structure_hook_factory(_is_record_class, class_factory)

@@ -7,7 +7,6 @@ is the user-facing description; the constants below are its single source of tru
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any, Final, NamedTuple
 
@@ -46,8 +45,11 @@ CLOSE_INTERNAL_ERROR: Final = 1011
 _INT64_MIN: Final = -(2**63)
 _UINT64_MAX: Final = 2**64 - 1
 # orjson silently turns integers beyond 64 bits into floats. Any such literal has at
-# least 20 digits, so frames without a 20-digit run (nearly all) skip the slow check.
-_LONG_DIGIT_RUN: Final = re.compile(r"\d{20}")
+# least 19 digits, so frames without a 19-digit run (nearly all) skip the slow check.
+_LONG_DIGIT_RUN: Final = re.compile(r"\d{19}")
+# The slow check: walk string and number tokens (strings skipped whole, so digits in
+# text never count); iterative, so nesting depth does not matter.
+_TOKENS: Final = re.compile(r'"(?:[^"\\]|\\.)*"|-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?')
 _DUMPS_OPTIONS: Final = orjson.OPT_NON_STR_KEYS
 
 
@@ -70,7 +72,9 @@ def decode(text: str | bytes) -> ClientMessage:
         obj = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
         raise ProtocolError(INVALID_JSON, f"frame is not valid JSON: {exc}") from None
-    if _LONG_DIGIT_RUN.search(text if isinstance(text, str) else text.decode()):
+    if isinstance(text, bytes):
+        text = text.decode()  # orjson accepted it, so it is valid UTF-8
+    if _LONG_DIGIT_RUN.search(text):
         _reject_wide_integers(text)
     if not isinstance(obj, dict):
         raise ProtocolError(INVALID_MESSAGE, "frame must be a JSON object")
@@ -105,20 +109,17 @@ def _valid_id(value: object) -> bool:
     return isinstance(value, str) and len(value) <= MAX_ID_LENGTH
 
 
-def _strict_int(literal: str) -> int:
-    value = int(literal)
-    if not _INT64_MIN <= value <= _UINT64_MAX:
-        raise ValueError(f"integer {literal[:24]}... does not fit in 64 bits")
-    return value
-
-
-def _reject_wide_integers(text: str | bytes) -> None:
-    try:
-        json.loads(text, parse_int=_strict_int)
-    except ValueError as exc:
-        raise ProtocolError(INVALID_JSON, f"frame is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise ProtocolError(INVALID_JSON, "frame is nested too deeply") from None
+def _reject_wide_integers(text: str) -> None:
+    """Raise if an integer literal outside strings does not fit in 64 bits."""
+    for match in _TOKENS.finditer(text):
+        token = match.group()
+        if token[0] == '"' or "." in token or "e" in token or "E" in token:
+            continue
+        if len(token.lstrip("-")) >= 19 and not _INT64_MIN <= int(token) <= _UINT64_MAX:
+            raise ProtocolError(
+                INVALID_JSON,
+                f"frame is not valid JSON: integer {token[:24]}... does not fit in 64 bits",
+            )
 
 
 def _dumps(obj: dict[str, Any]) -> str:

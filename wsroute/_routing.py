@@ -57,8 +57,10 @@ def _is_async(fn: Callable[..., Any]) -> bool:
 
 
 def _hints(fn: Callable[..., Any], what: str) -> dict[str, Any]:
+    # For an async callable object, the annotations live on its __call__ method.
+    target = fn if inspect.isroutine(fn) else getattr(fn, "__call__", fn)  # noqa: B004
     try:
-        return typing.get_type_hints(fn)
+        return typing.get_type_hints(target)
     except Exception as exc:
         raise RegistrationError(
             f"{what} {describe(fn)}: cannot resolve its annotations ({exc}). Define the"

@@ -9,10 +9,13 @@ implementation keeps (checked by ``wsroute.testing.check_broker``):
   publisher's own, in publish order per publisher and topic (at most once);
 - ``subscribe``/``unsubscribe`` are refcounted per session: a topic subscribed twice
   needs two unsubscribes;
+- messages from one session to another arrive in the order they were published,
+  also across topics;
 - publishing to a topic nobody subscribes to is not an error;
 - after the session closes, its operations raise :class:`~wsroute.BrokerClosed` and
   its iteration ends;
-- what a session buffers for its consumer is bounded.
+- what a session buffers for its consumer is bounded by ``backlog`` messages: when
+  it is full, publishers wait (backpressure) or the excess is dropped and logged.
 """
 
 from __future__ import annotations
@@ -60,6 +63,9 @@ class BrokerSession(abc.ABC):
 
 class Broker(abc.ABC):
     """A pub/sub backend. Subclass it, or use :class:`~wsroute.brokers.MemoryBroker`."""
+
+    #: The most messages one session buffers for its consumer.
+    backlog: int = 4096
 
     @abc.abstractmethod
     def connect(self) -> AbstractAsyncContextManager[BrokerSession]:

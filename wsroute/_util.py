@@ -1,0 +1,38 @@
+"""Small helpers shared by the runtime and the test kit."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+def _single_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        if len(exc.exceptions) != 1:
+            return None
+        exc = exc.exceptions[0]
+    return exc
+
+
+@contextmanager
+def collapse_exception_group() -> Iterator[None]:
+    """Re-raise a group holding exactly one exception as that exception.
+
+    A trio nursery wraps whatever escapes its body in an ExceptionGroup. Context
+    managers that yield inside a nursery use this so that an ``assert`` or a
+    ``HandlerError`` in the caller's ``async with`` block comes out unwrapped, as the
+    caller wrote it. Groups of several exceptions pass through untouched.
+    """
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        leaf = _single_leaf(group)
+        if leaf is None:
+            raise
+        cause, context, suppress = leaf.__cause__, leaf.__context__, leaf.__suppress_context__
+        try:
+            raise leaf  # the group is noise; the leaf keeps its own chain
+        finally:
+            leaf.__cause__, leaf.__context__ = cause, context
+            leaf.__suppress_context__ = suppress
