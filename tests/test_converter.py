@@ -1,0 +1,286 @@
+"""The strict converter (``wsroute._converter``): JSON types must already be right."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from typing import Any, Literal, Optional
+
+import attrs
+import cattrs
+import pytest
+
+from wsroute import make_converter
+from wsroute._converter import describe_error
+
+CONVERTER = make_converter()
+
+
+@attrs.define
+class Item:
+    id: int
+    name: str = "x"
+
+
+@attrs.define
+class Order:
+    items: list[Item]
+    note: Optional[str] = None  # noqa: UP045 - the typing spelling is what is tested
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+    y: float = 0.0
+
+
+class Color(enum.Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+def errors(tp: Any, value: Any, converter: cattrs.Converter = CONVERTER) -> list[dict[str, str]]:
+    """The ``describe_error`` details for a value the converter must reject."""
+    try:
+        result = converter.structure(value, tp)
+    except Exception as exc:
+        return describe_error(exc, tp)
+    pytest.fail(f"{value!r} was accepted as {tp}: {result!r}")
+
+
+def top(message: str) -> list[dict[str, str]]:
+    return [{"path": "$", "message": message}]
+
+
+def test_make_converter_returns_a_new_converter_each_time() -> None:
+    assert isinstance(CONVERTER, cattrs.Converter)
+    assert make_converter() is not make_converter()
+
+
+@pytest.mark.parametrize(
+    ("tp", "value", "message"),
+    [
+        (int, "1.9", "expected an integer, got string"),
+        (int, "1", "expected an integer, got string"),
+        (int, 1.9, "expected an integer, got number"),
+        (int, 1.0, "expected an integer, got number"),
+        (int, True, "expected an integer, got boolean"),
+        (int, None, "expected an integer, got null"),
+        (str, None, "expected a string, got null"),
+        (str, 1, "expected a string, got number"),
+        (str, ["a"], "expected a string, got array"),
+        (bool, "no", "expected a boolean, got string"),
+        (bool, 0, "expected a boolean, got number"),
+        (float, True, "expected a number, got boolean"),
+        (float, "1.5", "expected a number, got string"),
+        (list[int], "12", "expected an array, got string"),
+        (list[int], {"0": 1}, "expected an array, got object"),
+        (list[int], None, "expected an array, got null"),
+    ],
+)
+def test_primitives_are_strict(tp: Any, value: Any, message: str) -> None:
+    assert errors(tp, value) == top(message)
+
+
+@pytest.mark.parametrize(
+    ("tp", "value"),
+    [(int, 3), (int, -(2**63)), (str, ""), (bool, False), (float, 2.5), (list[int], [1, 2])],
+)
+def test_primitives_of_the_right_json_type_pass(tp: Any, value: Any) -> None:
+    result = CONVERTER.structure(value, tp)
+    assert result == value
+    assert type(result) is type(value)
+
+
+def test_int_widens_to_float() -> None:
+    result = CONVERTER.structure(1, float)
+    assert result == 1.0
+    assert type(result) is float
+
+
+@pytest.mark.parametrize(
+    ("tp", "value", "got"),
+    [
+        (Item, [1], "array"),
+        (Item, "x", "string"),
+        (Item, None, "null"),
+        (Point, "x", "string"),
+        (Point, [1, 2], "array"),
+        (dict[str, int], [1], "array"),
+        (dict[str, int], "a", "string"),
+    ],
+)
+def test_records_and_mappings_need_an_object(tp: Any, value: Any, got: str) -> None:
+    assert errors(tp, value) == top(f"expected an object, got {got}")
+
+
+def test_mapping_values_are_strict_with_paths() -> None:
+    assert CONVERTER.structure({"a": 1}, dict[str, int]) == {"a": 1}
+    assert errors(dict[str, int], {"a": 1, "b": "2", "c": True}) == [
+        {"path": "$['b']", "message": "expected an integer, got string"},
+        {"path": "$['c']", "message": "expected an integer, got boolean"},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("tp", "value"), [(Item, {"id": 1, "extra": 2}), (Point, {"x": 1, "z": 2})]
+)
+def test_extra_keys_are_forbidden_by_default(tp: Any, value: dict[str, Any]) -> None:
+    extra = (set(value) - {"id", "x"}).pop()
+    assert errors(tp, value) == top(f"extra fields found ({extra})")
+
+
+def test_extra_keys_are_allowed_when_asked() -> None:
+    lenient = make_converter(forbid_extra_keys=False)
+    assert lenient.structure({"id": 1, "extra": 2}, Item) == Item(1)
+    assert lenient.structure({"x": 1, "z": 2}, Point) == Point(1)
+    # Still strict about types.
+    assert errors(Item, {"id": "1", "extra": 2}, lenient) == [
+        {"path": "$.id", "message": "expected an integer, got string"}
+    ]
+
+
+def test_missing_field() -> None:
+    assert errors(Item, {"name": "n"}) == [{"path": "$.id", "message": "required field missing"}]
+    assert errors(Point, {}) == [{"path": "$.x", "message": "required field missing"}]
+
+
+def test_records_structure_with_defaults() -> None:
+    assert CONVERTER.structure({"id": 1}, Item) == Item(1, "x")
+    assert CONVERTER.structure({"x": 2, "y": 3}, Point) == Point(2, 3.0)
+
+
+def test_optional() -> None:
+    tp = Optional[int]  # noqa: UP045
+    assert CONVERTER.structure(None, tp) is None
+    assert CONVERTER.structure(3, tp) == 3
+    assert errors(tp, "3") == top("expected integer or null, got string")
+    assert errors(tp, True) == top("expected integer or null, got boolean")
+    assert errors(int | None, 1.5) == top("expected integer or null, got number")
+
+
+def test_union_of_int_and_str() -> None:
+    assert CONVERTER.structure(1, int | str) == 1
+    assert CONVERTER.structure("1", int | str) == "1"
+    assert errors(int | str, 1.5) == top("expected integer or string, got number")
+    assert errors(int | str, None) == top("expected integer or string, got null")
+
+
+def test_union_of_int_and_str_rejects_bool() -> None:
+    # True is not an int; the union must be as strict as its members.
+    assert errors(int | str, True) == top("expected integer or string, got boolean")
+    assert errors(list[int | str], [1, False]) == [
+        {"path": "$[1]", "message": "expected integer or string, got boolean"}
+    ]
+
+
+def test_union_with_float_widens_int_to_float() -> None:
+    result = CONVERTER.structure(1, float | str)
+    assert result == 1.0
+    assert type(result) is float
+
+
+def test_literal() -> None:
+    tp = Literal["a", 1]
+    assert CONVERTER.structure("a", tp) == "a"
+    assert CONVERTER.structure(1, tp) == 1
+    assert errors(tp, "b") == top('expected one of "a", 1')
+    assert errors(tp, None) == top('expected one of "a", 1')
+
+
+def test_literal_int_rejects_bool() -> None:
+    # True == 1 in Python, but true is not 1 in JSON.
+    assert errors(Literal[1], True) == top("expected one of 1")
+
+
+def test_enum() -> None:
+    assert CONVERTER.structure("red", Color) is Color.RED
+    assert errors(Color, "green") == top('expected one of "red", "blue"')
+    assert errors(Color, "RED") == top('expected one of "red", "blue"')
+
+
+def test_list_of_records_reports_exact_paths() -> None:
+    assert CONVERTER.structure([{"id": 1}, {"id": 2, "name": "b"}], list[Item]) == [
+        Item(1),
+        Item(2, "b"),
+    ]
+    assert errors(list[Item], [{"id": 1}, {"id": "2"}]) == [
+        {"path": "$[1].id", "message": "expected an integer, got string"}
+    ]
+
+
+def test_nested_records_report_every_failing_field() -> None:
+    value = {"items": [{"id": 1}, {"id": "x", "name": 3}, 5], "note": 1}
+    assert errors(Order, value) == [
+        {"path": "$.items[1].id", "message": "expected an integer, got string"},
+        {"path": "$.items[1].name", "message": "expected a string, got number"},
+        {"path": "$.items[2]", "message": "expected an object, got number"},
+        {"path": "$.note", "message": "expected string or null, got number"},
+    ]
+
+
+def test_nested_records_with_extra_and_missing_keys() -> None:
+    assert errors(Order, {"items": [{"name": "n"}, {"id": 1, "price": 2}]}) == [
+        {"path": "$.items[0].id", "message": "required field missing"},
+        {"path": "$.items[1]", "message": "extra fields found (price)"},
+    ]
+
+
+def test_record_inside_mapping_reports_exact_path() -> None:
+    assert errors(dict[str, Item], {"k": {"id": "1"}}) == [
+        {"path": "$['k'].id", "message": "expected an integer, got string"}
+    ]
+
+
+def test_homogeneous_tuple() -> None:
+    assert CONVERTER.structure([1, 2, 3], tuple[int, ...]) == (1, 2, 3)
+    assert CONVERTER.structure([], tuple[int, ...]) == ()
+    assert errors(tuple[int, ...], "12") == top("expected an array, got string")
+    assert errors(tuple[int, ...], [1, "2"]) == [
+        {"path": "$[1]", "message": "expected an integer, got string"}
+    ]
+
+
+def test_fixed_tuple() -> None:
+    assert CONVERTER.structure([1, "a"], tuple[int, str]) == (1, "a")
+    assert errors(tuple[int, str], [1, 2]) == [
+        {"path": "$[1]", "message": "expected a string, got number"}
+    ]
+    assert [d["path"] for d in errors(tuple[int, str], [1])] == ["$"]
+    assert [d["path"] for d in errors(tuple[int, str], [1, "a", 2])] == ["$"]
+
+
+def test_fixed_tuple_rejects_non_arrays() -> None:
+    # A string is not an array: "ab" must not become ("a", "b").
+    assert errors(tuple[str, str], "ab") == top("expected an array, got string")
+    assert errors(tuple[int, str], {"0": 1}) == top("expected an array, got object")
+    assert errors(tuple[int, str], None) == top("expected an array, got null")
+
+
+def test_set_and_frozenset() -> None:
+    result = CONVERTER.structure([1, 1, 2], set[int])
+    assert result == {1, 2}
+    assert type(result) is set
+    frozen = CONVERTER.structure(["a", "b"], frozenset[str])
+    assert frozen == frozenset({"a", "b"})
+    assert type(frozen) is frozenset
+    assert errors(set[int], {"a": 1}) == top("expected an array, got object")
+    assert errors(frozenset[str], "ab") == top("expected an array, got string")
+    assert errors(set[int], [1, "a"]) == [
+        {"path": "$[1]", "message": "expected an integer, got string"}
+    ]
+
+
+def test_unstructure_records_to_dicts() -> None:
+    order = Order([Item(1), Item(2, "b")], note="n")
+    assert CONVERTER.unstructure(order) == {
+        "items": [{"id": 1, "name": "x"}, {"id": 2, "name": "b"}],
+        "note": "n",
+    }
+    assert CONVERTER.unstructure(Point(1, 2.5)) == {"x": 1, "y": 2.5}
+    assert CONVERTER.unstructure([Item(3)]) == [{"id": 3, "name": "x"}]
+
+
+def test_describe_error_for_a_plain_exception_uses_the_given_type() -> None:
+    assert describe_error(ValueError("nope"), Color) == top('expected one of "red", "blue"')
+    assert describe_error(ValueError("nope"), int | str) == top("expected int | str")

@@ -1,0 +1,204 @@
+"""A connection's bounded outbox (``wsroute._outbox``) and its slow-consumer policies."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+
+from wsroute import SlowConsumerPolicy
+from wsroute._outbox import Outbox
+
+CLOSE = SlowConsumerPolicy.CLOSE
+DROP_OLDEST = SlowConsumerPolicy.DROP_OLDEST
+DROP_NEWEST = SlowConsumerPolicy.DROP_NEWEST
+
+
+class Overflow:
+    """Counts ``on_overflow`` calls."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self) -> None:
+        self.calls += 1
+
+
+def outbox(maxsize: int = 3, policy: SlowConsumerPolicy = CLOSE) -> tuple[Outbox, Overflow]:
+    overflow = Overflow()
+    return Outbox(maxsize, policy, overflow), overflow
+
+
+def test_policy_values() -> None:
+    assert [p.value for p in SlowConsumerPolicy] == ["close", "drop_oldest", "drop_newest"]
+    assert SlowConsumerPolicy("drop_newest") is DROP_NEWEST
+
+
+async def test_put_then_get_batch_in_order() -> None:
+    box, overflow = outbox(maxsize=10)
+    assert all(box.put(frame) for frame in ["a", "b", "c"])
+    assert len(box) == 3
+    assert await box.get_batch() == ["a", "b", "c"]
+    assert len(box) == 0
+    assert box.put("d")
+    assert await box.get_batch() == ["d"]
+    assert (box.dropped, overflow.calls, box.closed) == (0, 0, False)
+
+
+async def test_get_batch_waits_for_a_put(nursery: trio.Nursery) -> None:
+    box, _ = outbox()
+    batches: list[list[str]] = []
+
+    async def consume() -> None:
+        batches.append(await box.get_batch())
+
+    nursery.start_soon(consume)
+    await trio.testing.wait_all_tasks_blocked()
+    assert batches == []
+    box.put("a")
+    box.put("b")
+    await trio.testing.wait_all_tasks_blocked()
+    assert batches == [["a", "b"]]
+
+
+async def test_cancelled_get_batch_leaves_the_queue_untouched(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    box, _ = outbox()
+    with trio.move_on_after(1) as scope:
+        await box.get_batch()
+    assert scope.cancelled_caught
+    box.put("a")
+    with trio.fail_after(1):
+        assert await box.get_batch() == ["a"]
+
+
+async def test_drop_newest_keeps_old_frames_and_counts_drops() -> None:
+    box, overflow = outbox(maxsize=2, policy=DROP_NEWEST)
+    assert [box.put(frame) for frame in ["a", "b", "c", "d"]] == [True, True, False, False]
+    assert box.dropped == 2
+    assert await box.get_batch() == ["a", "b"]
+    assert box.put("e")
+    assert await box.get_batch() == ["e"]
+    assert overflow.calls == 0
+    assert not box.closed
+
+
+async def test_drop_oldest_evicts_the_oldest_frames() -> None:
+    box, overflow = outbox(maxsize=2, policy=DROP_OLDEST)
+    assert all(box.put(frame) for frame in ["a", "b", "c", "d"])
+    assert box.dropped == 2
+    assert len(box) == 2
+    assert await box.get_batch() == ["c", "d"]
+    assert overflow.calls == 0
+    assert not box.closed
+
+
+async def test_close_policy_clears_closes_and_reports_once() -> None:
+    box, overflow = outbox(maxsize=2, policy=CLOSE)
+    assert box.put("a")
+    assert box.put("b")
+    assert overflow.calls == 0
+    assert not box.put("c")
+    assert overflow.calls == 1
+    assert box.closed
+    assert len(box) == 0
+    assert box.dropped == 3
+    assert not box.put("d")
+    assert not box.put("e")
+    assert overflow.calls == 1
+    assert box.dropped == 5
+    assert await box.get_batch() == []
+
+
+async def test_close_policy_wakes_a_waiting_consumer(nursery: trio.Nursery) -> None:
+    box, overflow = outbox(maxsize=1, policy=CLOSE)
+    batches: list[list[str]] = []
+
+    async def consume() -> None:
+        batches.append(await box.get_batch())
+        batches.append(await box.get_batch())
+
+    box.put("a")
+    box.put("b")  # overflows before the consumer ever runs
+    nursery.start_soon(consume)
+    await trio.testing.wait_all_tasks_blocked()
+    assert batches == [[], []]
+    assert overflow.calls == 1
+
+
+async def test_close_lets_the_consumer_drain_then_returns_empty() -> None:
+    box, overflow = outbox(maxsize=5)
+    box.put("a")
+    box.put("b")
+    box.close()
+    assert box.closed
+    assert not box.put("c")
+    assert box.dropped == 1
+    assert await box.get_batch() == ["a", "b"]
+    assert await box.get_batch() == []
+    assert await box.get_batch() == []
+    assert overflow.calls == 0
+
+
+async def test_close_wakes_a_waiting_consumer(nursery: trio.Nursery) -> None:
+    box, _ = outbox()
+    batches: list[list[str]] = []
+
+    async def consume() -> None:
+        batches.append(await box.get_batch())
+
+    nursery.start_soon(consume)
+    await trio.testing.wait_all_tasks_blocked()
+    box.close()
+    await trio.testing.wait_all_tasks_blocked()
+    assert batches == [[]]
+
+
+async def test_discard_drops_everything() -> None:
+    box, overflow = outbox(maxsize=5)
+    for frame in ["a", "b", "c"]:
+        box.put(frame)
+    box.discard()
+    assert box.closed
+    assert len(box) == 0
+    assert box.dropped == 3
+    assert not box.put("d")
+    assert box.dropped == 4
+    assert await box.get_batch() == []
+    assert overflow.calls == 0
+
+
+@pytest.mark.parametrize("policy", list(SlowConsumerPolicy))
+async def test_never_holds_more_than_maxsize_frames(policy: SlowConsumerPolicy) -> None:
+    box, _ = outbox(maxsize=4, policy=policy)
+    for n in range(50):
+        box.put(f"frame {n}")
+        assert len(box) <= 4
+    batch = await box.get_batch()
+    assert len(batch) <= 4
+    if policy is DROP_OLDEST:
+        assert batch == ["frame 46", "frame 47", "frame 48", "frame 49"]
+    elif policy is DROP_NEWEST:
+        assert batch == ["frame 0", "frame 1", "frame 2", "frame 3"]
+    else:
+        assert batch == []
+    assert box.dropped == 50 - len(batch)
+
+
+async def test_interleaved_producer_and_consumer_keep_order(nursery: trio.Nursery) -> None:
+    box, _ = outbox(maxsize=100)
+    received: list[str] = []
+
+    async def consume() -> None:
+        while batch := await box.get_batch():
+            received.extend(batch)
+
+    nursery.start_soon(consume)
+    for n in range(30):
+        box.put(str(n))
+        if n % 7 == 0:
+            await trio.testing.wait_all_tasks_blocked()
+    box.close()
+    await trio.testing.wait_all_tasks_blocked()
+    assert received == [str(n) for n in range(30)]

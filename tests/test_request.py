@@ -1,0 +1,95 @@
+"""The upgrade request (``wsroute._request``): headers, path and query."""
+
+from __future__ import annotations
+
+import pytest
+
+from wsroute import Headers, Request
+
+
+def test_header_lookups_are_case_insensitive() -> None:
+    headers = Headers([("X-Token", "abc"), ("Content-Type", "text/plain")])
+    assert headers["x-token"] == "abc"
+    assert headers["X-TOKEN"] == "abc"
+    assert headers.get("content-type") == "text/plain"
+    assert "CONTENT-TYPE" in headers
+    assert headers.get("missing") is None
+    assert headers.get("missing", "default") == "default"
+    with pytest.raises(KeyError):
+        headers["missing"]
+
+
+def test_repeated_headers() -> None:
+    headers = Headers([("Cookie", "a=1"), ("Host", "h"), ("cookie", "b=2"), ("COOKIE", "c=3")])
+    assert headers["cookie"] == "a=1"
+    assert headers.getall("Cookie") == ["a=1", "b=2", "c=3"]
+    assert headers.getall("missing") == []
+    assert len(headers) == 2
+    assert list(headers) == ["cookie", "host"]
+    assert dict(headers) == {"cookie": "a=1", "host": "h"}
+    assert headers.items_all() == (
+        ("cookie", "a=1"),
+        ("host", "h"),
+        ("cookie", "b=2"),
+        ("cookie", "c=3"),
+    )
+
+
+def test_bytes_headers_are_decoded() -> None:
+    headers = Headers([(b"X-Name", b"caf\xe9"), (b"Host", "example.com")])
+    assert headers["x-name"] == "café"  # latin-1, as HTTP/1.1 headers are
+    assert headers["host"] == "example.com"
+    assert list(headers) == ["x-name", "host"]
+
+
+def test_empty_headers() -> None:
+    headers = Headers()
+    assert len(headers) == 0
+    assert list(headers) == []
+
+
+def test_build_splits_path_and_query() -> None:
+    request = Request.build("/ws?room=1&token=x&room=2")
+    assert request.path == "/ws"
+    assert request.query == {"room": "1", "token": "x"}
+    assert request.query_items == (("room", "1"), ("token", "x"), ("room", "2"))
+    assert len(request.headers) == 0
+    assert request.remote is None
+    assert request.subprotocols == ()
+
+
+@pytest.mark.parametrize("target", ["", "?a=1"])
+def test_build_empty_path_becomes_root(target: str) -> None:
+    assert Request.build(target).path == "/"
+
+
+def test_build_keeps_blank_values_and_decodes_escapes() -> None:
+    request = Request.build("/ws?empty=&flag&name=a%20b+c&x=%E2%9C%93")
+    assert request.query == {"empty": "", "flag": "", "name": "a b c", "x": "✓"}
+    assert request.query_items == (("empty", ""), ("flag", ""), ("name", "a b c"), ("x", "✓"))
+
+
+def test_build_without_query() -> None:
+    request = Request.build("/chat/room")
+    assert request.path == "/chat/room"
+    assert request.query == {}
+    assert request.query_items == ()
+
+
+def test_build_with_headers_remote_and_subprotocols() -> None:
+    request = Request.build(
+        "/ws",
+        [(b"Sec-WebSocket-Protocol", b"v1, v2"), ("Origin", "https://a.example")],
+        remote=("127.0.0.1", 5000),
+        subprotocols=iter(["v1", "v2"]),
+    )
+    assert request.headers["origin"] == "https://a.example"
+    assert request.headers["sec-websocket-protocol"] == "v1, v2"
+    assert request.remote == ("127.0.0.1", 5000)
+    assert request.subprotocols == ("v1", "v2")
+
+
+def test_request_is_frozen() -> None:
+    request = Request.build("/ws")
+    with pytest.raises(AttributeError):
+        request.path = "/other"  # type: ignore[misc]
