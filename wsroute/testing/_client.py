@@ -1,0 +1,287 @@
+"""An in-memory WebSocket client that runs the real connection code of an app.
+
+``open_client(app)`` joins a client to the app through ``trio.testing``'s memory
+streams: the server side is the same ``Runtime.handle_stream`` that serves TCP
+(handshake, on_connect, dispatch, outbox, on_disconnect), the client side is
+trio-websocket's client. No ports, no threads, so timeouts follow trio's clock and
+``autojump_clock`` makes them instant.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+from urllib.parse import urlencode
+
+import orjson
+import trio
+import trio.testing
+import trio_websocket
+
+from .._app import App
+from .._util import collapse_exception_group
+from ._frames import (
+    ClientClosed,
+    CloseInfo,
+    ErrorReply,
+    Event,
+    ExpectationFailed,
+    Frame,
+    HandshakeRejected,
+    Reply,
+    RequestError,
+    parse_frame,
+)
+
+#: Default seconds an ``expect_*``/``request`` call waits (instant under autojump_clock).
+DEFAULT_TIMEOUT = 5.0
+#: Default seconds ``expect_no_message`` listens.
+QUIET_PERIOD = 0.1
+
+
+class TestClient:
+    """One connected client. Frames it receives are decoded to Reply/ErrorReply/Event.
+
+    Frames skipped by an ``expect_*`` call are kept, in order, for later calls.
+    """
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, ws: trio_websocket.WebSocketConnection) -> None:
+        self._ws = ws
+        self._kept: deque[Frame] = deque()
+        self._ids = itertools.count(1)
+        self._closed: CloseInfo | None = None
+
+    @property
+    def closed(self) -> CloseInfo | None:
+        """The close code and reason once the connection is closed, else ``None``."""
+        if self._closed is None and self._ws.closed is not None:
+            self._closed = CloseInfo(self._ws.closed.code, self._ws.closed.reason or "")
+        return self._closed
+
+    @property
+    def subprotocol(self) -> str | None:
+        """The subprotocol the server selected, if any."""
+        return self._ws.subprotocol
+
+    # -- sending -----------------------------------------------------------------------
+
+    async def send(self, type: str, data: Any = None, *, id: int | str | None = None) -> None:
+        """Send ``{"type", "id"?, "data"?}``; ``data=None`` leaves ``data`` out."""
+        frame: dict[str, Any] = {"type": type}
+        if id is not None:
+            frame["id"] = id
+        if data is not None:
+            frame["data"] = data
+        await self.send_raw(orjson.dumps(frame).decode())
+
+    async def send_raw(self, message: str | bytes) -> None:
+        """Send a frame as is: text for ``str``, binary for ``bytes``."""
+        try:
+            await self._ws.send_message(message)
+        except trio_websocket.ConnectionClosed:
+            raise ClientClosed(self.closed) from None
+
+    async def request(
+        self,
+        type: str,
+        data: Any = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> Any:
+        """Send a request with a fresh id and return its reply's ``data``.
+
+        Raises:
+            RequestError: the server answered with an error reply.
+            ExpectationFailed: no reply within ``timeout``, or the connection closed.
+        """
+        request_id = f"t{next(self._ids)}"
+        await self.send(type, data, id=request_id)
+        reply = await self.expect_reply(request_id, timeout=timeout)
+        if isinstance(reply, ErrorReply):
+            raise RequestError(reply)
+        return reply.data
+
+    # -- receiving ---------------------------------------------------------------------
+
+    async def _next(self) -> Frame:
+        try:
+            message = await self._ws.get_message()
+        except trio_websocket.ConnectionClosed:
+            raise ClientClosed(self.closed) from None
+        return parse_frame(message)
+
+    async def receive(self, *, timeout: float = DEFAULT_TIMEOUT) -> Frame:
+        """The next frame (kept ones first).
+
+        Raises:
+            ExpectationFailed: nothing arrived within ``timeout``, or the server closed.
+        """
+        if self._kept:
+            return self._kept.popleft()
+        return await self._expect(lambda frame: True, "any frame", timeout)
+
+    async def expect_event(
+        self, type: str, *, topic: str | None = None, timeout: float = DEFAULT_TIMEOUT
+    ) -> Event:
+        """Wait for an event of ``type`` (and ``topic``, when given); return it."""
+
+        def match(frame: Frame) -> bool:
+            return (
+                isinstance(frame, Event)
+                and frame.type == type
+                and (topic is None or frame.topic == topic)
+            )
+
+        wanted = f"event {type!r}" + (f" on topic {topic!r}" if topic is not None else "")
+        event = await self._expect(match, wanted, timeout)
+        assert isinstance(event, Event)
+        return event
+
+    async def expect_reply(
+        self, id: int | str, *, timeout: float = DEFAULT_TIMEOUT
+    ) -> Reply | ErrorReply:
+        """Wait for the reply (or error reply) to the request with ``id``."""
+
+        def match(frame: Frame) -> bool:
+            return isinstance(frame, Reply | ErrorReply) and frame.id == id
+
+        reply = await self._expect(match, f"reply to id {id!r}", timeout)
+        assert isinstance(reply, Reply | ErrorReply)
+        return reply
+
+    async def expect_no_message(self, *, timeout: float = QUIET_PERIOD) -> None:
+        """Assert that nothing arrives for ``timeout`` seconds (and nothing is kept)."""
+        if self._kept:
+            raise ExpectationFailed("no message", list(self._kept), self.closed)
+        with trio.move_on_after(timeout):
+            try:
+                frame = await self._next()
+            except ClientClosed:
+                return
+            self._kept.append(frame)
+            raise ExpectationFailed("no message", list(self._kept), self.closed)
+
+    async def _expect(self, match: Callable[[Frame], bool], wanted: str, timeout: float) -> Frame:
+        for index, frame in enumerate(self._kept):
+            if match(frame):
+                del self._kept[index]
+                return frame
+        seen_before = len(self._kept)
+        with trio.move_on_after(timeout):
+            while True:
+                try:
+                    frame = await self._next()
+                except ClientClosed:
+                    break
+                if match(frame):
+                    return frame
+                self._kept.append(frame)
+        raise ExpectationFailed(wanted, list(self._kept)[seen_before:], self.closed, waited=timeout)
+
+    # -- closing -----------------------------------------------------------------------
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close from the client side (idempotent)."""
+        await self._ws.aclose(code, reason)
+
+    async def wait_closed(self, *, timeout: float = DEFAULT_TIMEOUT) -> CloseInfo:
+        """Read until the server closes; return its close code and reason.
+
+        Frames read meanwhile are kept for later ``expect_*`` calls.
+        """
+        with trio.move_on_after(timeout):
+            while True:
+                try:
+                    self._kept.append(await self._next())
+                except ClientClosed as exc:
+                    assert exc.close is not None
+                    return exc.close
+        raise ExpectationFailed("the connection to close", list(self._kept), None, waited=timeout)
+
+
+@asynccontextmanager
+async def open_app(app: App) -> AsyncIterator[App]:
+    """Run ``app`` (broker session, lifespan, background tasks) without a listener.
+
+    Clients opened inside share it. Without ``open_app``, the first ``open_client``
+    of an app runs it for as long as that client is open.
+    """
+    async with app.running_context():
+        yield app
+
+
+@asynccontextmanager
+async def open_client(
+    app: App,
+    *,
+    path: str = "/",
+    query: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+    headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+    remote: tuple[str, int] = ("127.0.0.1", 40000),
+    subprotocols: Iterable[str] = (),
+) -> AsyncIterator[TestClient]:
+    """Connect an in-memory client to ``app``; close it on exit.
+
+    Args:
+        path: the request path.
+        query: query parameters, appended to ``path``.
+        headers: extra request headers.
+        remote: the client address the app sees in ``conn.request.remote``.
+        subprotocols: subprotocols the client proposes.
+
+    Raises:
+        HandshakeRejected: the server refused the upgrade (status and body).
+    """
+    resource = path
+    if query:
+        resource += ("&" if "?" in path else "?") + urlencode(list(_pairs(query)))
+    extra = [(name.encode(), value.encode()) for name, value in _pairs(headers or ())]
+    with collapse_exception_group():
+        async with AsyncExitStack() as stack:
+            if not app.running:
+                await stack.enter_async_context(app.running_context())
+            runtime = app._runtime
+            assert runtime is not None
+            client_stream, server_stream = trio.testing.memory_stream_pair()
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(
+                        lambda: runtime.handle_stream(server_stream, remote=remote),
+                        name="wsroute test server side",
+                    )
+                    ws = await trio_websocket.wrap_client_stream(
+                        nursery,
+                        client_stream,  # type: ignore[arg-type]
+                        "testserver",
+                        resource,
+                        subprotocols=list(subprotocols),
+                        extra_headers=extra,
+                        max_message_size=2**31,
+                    )
+                    client = TestClient(ws)
+                    try:
+                        yield client
+                    finally:
+                        with trio.CancelScope(shield=True):
+                            with trio.move_on_after(runtime.config.close_timeout):
+                                await ws.aclose()
+                            await trio.aclose_forcefully(client_stream)
+            except* trio_websocket.ConnectionRejected as group:
+                rejected = group.exceptions[0]
+                assert isinstance(rejected, trio_websocket.ConnectionRejected)
+                raise HandshakeRejected(
+                    rejected.status_code,
+                    rejected.body or b"",
+                    [(k.decode("latin-1"), v.decode("latin-1")) for k, v in rejected.headers],
+                ) from None
+
+
+def _pairs(
+    items: Mapping[str, str] | Iterable[tuple[str, str]],
+) -> Iterable[tuple[str, str]]:
+    return items.items() if isinstance(items, Mapping) else items

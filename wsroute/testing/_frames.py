@@ -1,0 +1,122 @@
+"""What the test client receives, and the errors its expectations raise."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import orjson
+
+
+@attrs.frozen
+class Reply:
+    """A successful reply ``{"type", "id"?, "ok": true, "data"}``."""
+
+    type: str
+    id: int | str | None
+    data: Any
+
+
+@attrs.frozen
+class ErrorReply:
+    """An error reply ``{"type", "id"?, "ok": false, "error": {...}}``."""
+
+    type: str
+    id: int | str | None
+    code: str
+    message: str
+    details: Any = None
+
+
+@attrs.frozen
+class Event:
+    """An event ``{"type", "topic"?, "data"}`` (a broadcast or a push)."""
+
+    type: str
+    topic: str | None
+    data: Any
+
+
+@attrs.frozen
+class CloseInfo:
+    """The close code and reason the server sent."""
+
+    code: int
+    reason: str
+
+
+Frame = Reply | ErrorReply | Event
+
+
+def parse_frame(message: str | bytes) -> Frame:
+    """Decode a server frame; raise ``AssertionError`` if it breaks protocol v1."""
+    if isinstance(message, bytes):
+        raise AssertionError(f"server sent a binary frame: {message[:80]!r}")
+    obj = orjson.loads(message)
+    if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
+        raise AssertionError(f"server frame is not a protocol v1 object: {message[:200]}")
+    if "ok" not in obj:
+        assert set(obj) <= {"type", "topic", "data"}, f"malformed event: {message[:200]}"
+        return Event(obj["type"], obj.get("topic"), obj.get("data"))
+    if obj["ok"] is True:
+        assert set(obj) <= {"type", "id", "ok", "data"}, f"malformed reply: {message[:200]}"
+        return Reply(obj["type"], obj.get("id"), obj.get("data"))
+    error = obj.get("error")
+    assert isinstance(error, dict), f"malformed error reply: {message[:200]}"
+    return ErrorReply(
+        obj["type"], obj.get("id"), error["code"], error["message"], error.get("details")
+    )
+
+
+class RequestError(Exception):
+    """``client.request`` got an error reply; ``code``/``message``/``details`` are its own."""
+
+    def __init__(self, reply: ErrorReply) -> None:
+        super().__init__(f"{reply.code}: {reply.message}")
+        self.reply = reply
+        self.code = reply.code
+        self.message = reply.message
+        self.details = reply.details
+
+
+class HandshakeRejected(Exception):
+    """The server refused the WebSocket upgrade with an HTTP status."""
+
+    def __init__(self, status: int, body: bytes, headers: list[tuple[str, str]]) -> None:
+        super().__init__(f"handshake rejected with HTTP {status}: {body[:200]!r}")
+        self.status = status
+        self.body = body
+        self.headers = headers
+
+
+class ClientClosed(Exception):
+    """The connection is closed; ``close`` holds the server's code and reason."""
+
+    def __init__(self, close: CloseInfo | None) -> None:
+        super().__init__(f"connection closed: {close}")
+        self.close = close
+
+
+class ExpectationFailed(AssertionError):
+    """An ``expect_*`` call did not see what it waited for; says what arrived instead."""
+
+    def __init__(
+        self,
+        wanted: str,
+        received: list[Frame],
+        closed: CloseInfo | None,
+        *,
+        waited: float | None = None,
+    ) -> None:
+        lines = [f"expected {wanted}" + (f" within {waited:g} s" if waited is not None else "")]
+        if received:
+            lines.append(f"received instead ({len(received)}):")
+            lines.extend(f"  {frame!r}" for frame in received)
+        else:
+            lines.append("received nothing")
+        if closed is not None:
+            lines.append(f"the server closed the connection: {closed.code} {closed.reason!r}")
+        super().__init__("\n".join(lines))
+        self.wanted = wanted
+        self.received = received
+        self.closed = closed
