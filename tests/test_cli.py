@@ -1,0 +1,518 @@
+"""The ``wsroute`` command line, run as real child processes.
+
+Loader errors, ``routes`` output, options from flags and ``WSROUTE_*`` variables, and
+serving with graceful and forced shutdown by signal. Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+import trio
+
+import wsroute
+
+from .wsclient import connect
+
+REPO = Path(__file__).resolve().parent.parent
+# Upper bound for any one wait; each step normally takes well under a second.
+TIMEOUT = 10.0
+
+APP = """
+import logging
+
+import trio
+
+from wsroute import App, Connection
+
+app = App(shutdown_timeout=30)
+log = logging.getLogger("testapp")
+log.debug("debug marker from the app")
+
+
+@app.direct("ping")
+async def ping() -> str:
+    return "pong"
+
+
+@app.direct("sleep")
+async def sleep(seconds: float) -> str:
+    log.info("handler sleeping %s", seconds)
+    await trio.sleep(seconds)
+    return "slept"
+
+
+@app.on_disconnect
+async def bye(conn: Connection) -> None:
+    log.info("on_disconnect hook ran for %s", conn.id)
+"""
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WSROUTE_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+def write(directory: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        path = directory / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+    return directory
+
+
+async def wsroute_cli(
+    *args: str, cwd: Path = REPO, env: dict[str, str] | None = None, script: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """Run the CLI to completion; ``script`` uses the console script, not ``-m``."""
+    module = [sys.executable, "-m", "wsroute"]
+    command = [str(Path(sys.executable).parent / "wsroute")] if script else module
+    with trio.fail_after(TIMEOUT):
+        done = await trio.run_process(
+            [*command, *args],
+            cwd=cwd,
+            env=env if env is not None else child_env(),
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+    return subprocess.CompletedProcess(
+        done.args, done.returncode, done.stdout.decode(), done.stderr.decode()
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int, *parts: str) -> str:
+    lines = result.stderr.splitlines()
+    assert result.returncode == code, result.stderr
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("wsroute: error: "), result.stderr
+    for part in parts:
+        assert part in lines[0]
+    return lines[0]
+
+
+class Server:
+    """A ``wsroute run`` child process whose stderr is collected line by line."""
+
+    def __init__(self, process: trio.Process) -> None:
+        self.process = process
+        self.lines: list[str] = []
+        self.eof = False
+        self._changed = trio.Event()
+
+    async def read_stderr(self) -> None:
+        assert self.process.stderr is not None
+        buffer = b""
+        async with self.process.stderr as stream:
+            async for chunk in stream:
+                *complete, buffer = (buffer + chunk).split(b"\n")
+                self.lines += [line.decode() for line in complete]
+                self._notify()
+        if buffer:
+            self.lines.append(buffer.decode())
+        self.eof = True
+        self._notify()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    @property
+    def stderr(self) -> str:
+        return "\n".join(self.lines)
+
+    async def wait_for(self, pattern: str) -> re.Match[str]:
+        """The first stderr line matching ``pattern``, waiting for it to be logged."""
+        with trio.move_on_after(TIMEOUT):
+            while True:
+                for line in self.lines:
+                    if match := re.search(pattern, line):
+                        return match
+                if self.eof:
+                    break
+                await self._changed.wait()
+        raise AssertionError(f"no line matching {pattern!r} on stderr:\n{self.stderr}")
+
+    async def wait_listening(self) -> int:
+        return int((await self.wait_for(r"listening on ws://127\.0\.0\.1:(\d+) ")).group(1))
+
+    async def exit_code(self, timeout: float = TIMEOUT) -> int:
+        with trio.fail_after(timeout):
+            return await self.process.wait()
+
+    def signal(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+
+StartServer = Callable[..., Awaitable[Server]]
+
+
+@pytest.fixture
+async def start(nursery: trio.Nursery) -> AsyncIterator[StartServer]:
+    """``server = await start(*args, cwd=..., env=...)`` runs ``python -m wsroute *args``."""
+    servers: list[Server] = []
+
+    async def start_server(*args: str, cwd: Path, env: dict[str, str] | None = None) -> Server:
+        process = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "wsroute", *args],
+            cwd=cwd,
+            env=env if env is not None else child_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        server = Server(process)
+        servers.append(server)
+        nursery.start_soon(server.read_stderr)
+        return server
+
+    try:
+        yield start_server
+    finally:
+        for server in servers:
+            if server.process.returncode is None:
+                server.process.kill()
+            with trio.CancelScope(shield=True):
+                await server.process.wait()
+
+
+@pytest.fixture
+def app_dir(tmp_path: Path) -> Path:
+    return write(tmp_path / "project", {"app.py": APP})
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+# -- the command itself ---------------------------------------------------------------
+
+
+async def test_console_script_and_module_report_the_version() -> None:
+    assert (Path(sys.executable).parent / "wsroute").is_file()
+    for script in (True, False):
+        result = await wsroute_cli("--version", script=script)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == f"wsroute {wsroute.__version__}\n"
+
+
+async def test_no_command_prints_help_and_exits_2() -> None:
+    result = await wsroute_cli()
+    assert result.returncode == 2
+    assert result.stderr.startswith("usage: wsroute")
+    assert "run" in result.stderr and "routes" in result.stderr
+
+
+# -- routes -----------------------------------------------------------------------------
+
+
+async def test_routes_prints_the_items_example_table() -> None:
+    result = await wsroute_cli("routes", "--app-dir", "examples/items", "app:app")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == textwrap.dedent("""\
+        TYPE         KIND       PAYLOAD     RESULT      TOPIC
+        list_items   direct     -           list[Item]  -
+        get_item     direct     ItemRef     Item        -
+        create_item  broadcast  CreateItem  Item        items
+        delete_item  broadcast  ItemRef     ItemRef     items
+    """)
+
+
+async def test_routes_formats_types_and_topic_functions(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        {
+            "rooms.py": """
+            from typing import Literal
+            from types import SimpleNamespace
+
+            import attrs
+
+            from wsroute import App, Connection
+
+            app = App()
+            holder = SimpleNamespace(app=app)
+
+            @attrs.frozen
+            class Msg:
+                room: str
+
+            def room_of(msg, conn):
+                return msg.room
+
+            @app.direct("raw")
+            async def raw(data):
+                return data
+
+            @app.direct("maybe")
+            async def maybe(key: Literal["a", "b"]) -> dict[str, list[Msg]] | None:
+                return None
+
+            @app.broadcast("say", topic=room_of)
+            async def say(msg: Msg, conn: Connection) -> Msg:
+                return msg
+            """
+        },
+    )
+    result = await wsroute_cli("routes", "rooms:holder.app", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == textwrap.dedent("""\
+        TYPE   KIND       PAYLOAD            RESULT                       TOPIC
+        raw    direct     Any                Any                          -
+        maybe  direct     Literal['a', 'b']  dict[str, list[Msg]] | None  -
+        say    broadcast  Msg                Msg                          <fn rooms.room_of>
+    """)
+
+
+# -- loader errors ----------------------------------------------------------------------
+
+MODULES = {
+    "mod.py": """
+    from types import SimpleNamespace
+    from wsroute import App
+
+    app = App()
+    number = 3
+
+    def factory():
+        return App()
+    """,
+    "pkg/__init__.py": "",
+    "broken.py": """
+    import json
+    import missing_dependency_xyz
+    """,
+    "badname.py": """
+    from json import no_such_name
+    """,
+}
+
+
+@pytest.mark.parametrize(
+    ("spec", "parts"),
+    [
+        ("mod", ["'mod' is not a valid app spec", "expected MODULE:ATTR"]),
+        ("mod:", ["'mod:' is not a valid app spec"]),
+        (":app", ["':app' is not a valid app spec"]),
+        ("mod:app:x", ["is not a valid app spec"]),
+        ("mod.py:app", ["not a file path: use 'mod:app'"]),
+        ("src/mod.py:app", ["use 'mod:app' and --app-dir src"]),
+        ("nosuch:app", ["no module named 'nosuch' on sys.path", "--app-dir"]),
+        ("pkg.nosuch:app", ["no module named 'pkg.nosuch' on sys.path"]),
+        ("nopkg.mod:app", ["no module named 'nopkg' on sys.path"]),
+        ("mod:nope", ["'mod' has no attribute 'nope'", "mod.py", "the module's App: 'mod:app'"]),
+        ("mod:app.nope", ["'app' has no attribute 'nope'"]),
+        ("mod:factory", ["is the function factory, not a wsroute.App", "app = create_app()"]),
+        ("mod:number", ["'mod:number' is an int, not a wsroute.App"]),
+        ("mod:SimpleNamespace", ["is the class SimpleNamespace, not a wsroute.App"]),
+    ],
+)
+async def test_loader_errors_are_one_line_and_exit_2(
+    tmp_path: Path, spec: str, parts: list[str]
+) -> None:
+    write(tmp_path, MODULES)
+    result = await wsroute_cli("routes", spec, cwd=tmp_path)
+    assert_one_line_error(result, 2, *parts)
+
+
+async def test_run_reports_loader_errors_before_serving(tmp_path: Path) -> None:
+    write(tmp_path, MODULES)
+    result = await wsroute_cli("run", "mod:number", "--port", "0", cwd=tmp_path)
+    assert_one_line_error(result, 2, "'mod:number' is an int, not a wsroute.App")
+
+
+async def test_import_error_inside_the_module_is_not_module_not_found(tmp_path: Path) -> None:
+    write(tmp_path, MODULES)
+    line = assert_one_line_error(
+        await wsroute_cli("routes", "broken:app", cwd=tmp_path),
+        2,
+        "module 'broken' was found, but importing it failed at",
+        f"{tmp_path / 'broken.py'}:3",
+        "No module named 'missing_dependency_xyz'",
+        "is a dependency missing?",
+    )
+    assert "on sys.path" not in line and "--app-dir" not in line
+    assert_one_line_error(
+        await wsroute_cli("routes", "badname:app", cwd=tmp_path),
+        2,
+        f"importing it failed at {tmp_path / 'badname.py'}:2",
+        "cannot import name 'no_such_name' from 'json'",
+    )
+
+
+async def test_app_dir_is_searched_first_and_must_exist(tmp_path: Path) -> None:
+    write(tmp_path / "project", MODULES)
+    result = await wsroute_cli("routes", "--app-dir", str(tmp_path / "project"), "mod:app")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["TYPE  KIND  PAYLOAD  RESULT  TOPIC"]
+    result = await wsroute_cli(
+        "routes", "mod:app", env=child_env(WSROUTE_APP_DIR="project"), cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    missing = str(tmp_path / "missing")
+    assert_one_line_error(
+        await wsroute_cli("routes", "--app-dir", missing, "mod:app"), 2, "is not a directory"
+    )
+
+
+async def test_exception_while_importing_prints_the_users_traceback_and_exits_1(
+    tmp_path: Path,
+) -> None:
+    write(tmp_path, {"boom.py": "x = 1\nraise RuntimeError('boom from the module')\n"})
+    result = await wsroute_cli("run", "boom:app", "--port", "0", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.splitlines()
+    # The traceback starts at the user's module, not in the loader or importlib.
+    assert lines[:2] == [
+        "Traceback (most recent call last):",
+        f'  File "{tmp_path / "boom.py"}", line 2, in <module>',
+    ]
+    assert "RuntimeError: boom from the module" in lines
+    assert lines[-1] == "wsroute: error: importing 'boom' raised RuntimeError (traceback above)"
+
+
+# -- options ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "parts"),
+    [
+        (["--port", "65536"], {}, ["argument --port: invalid port '65536'"]),
+        (["--port", "http"], {}, ["argument --port: invalid port 'http'"]),
+        (["--log-level", "loud"], {}, ["argument --log-level: invalid log level 'loud'"]),
+        ([], {"WSROUTE_PORT": "-1"}, ["environment variable WSROUTE_PORT: invalid port '-1'"]),
+        ([], {"WSROUTE_LOG_LEVEL": "x"}, ["environment variable WSROUTE_LOG_LEVEL: invalid log"]),
+    ],
+)
+async def test_invalid_options_exit_2(
+    app_dir: Path, args: list[str], env: dict[str, str], parts: list[str]
+) -> None:
+    result = await wsroute_cli("run", "app:app", *args, cwd=app_dir, env=child_env(**env))
+    assert result.returncode == 2
+    assert result.stderr.startswith("usage: wsroute run")
+    last = result.stderr.splitlines()[-1]
+    assert last.startswith("wsroute run: error: ")
+    for part in parts:
+        assert part in last
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["--broker", "redis://localhost"], {}, "broker redis:// is not available"),
+        ([], {"WSROUTE_BROKER": "kafka://x"}, "unknown broker URL 'kafka://x'"),
+    ],
+)
+async def test_bad_broker_url_exits_2(
+    app_dir: Path, args: list[str], env: dict[str, str], message: str
+) -> None:
+    result = await wsroute_cli("run", "app:app", *args, cwd=app_dir, env=child_env(**env))
+    assert_one_line_error(result, 2, message)
+
+
+async def test_port_in_use_is_one_line_and_exits_1(app_dir: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = await wsroute_cli("run", "app:app", "--port", str(port), cwd=app_dir)
+    assert_one_line_error(
+        result, 1, f"cannot listen on 127.0.0.1:{port}: [Errno 98] Address already in use"
+    )
+
+
+async def test_options_from_the_environment(start: StartServer, app_dir: Path) -> None:
+    port = free_port()
+    env = child_env(
+        WSROUTE_HOST="127.0.0.1",
+        WSROUTE_PORT=str(port),
+        WSROUTE_BROKER="memory://",
+        WSROUTE_LOG_LEVEL="debug",
+        WSROUTE_APP_DIR=str(app_dir),
+    )
+    server = await start("run", "app:app", cwd=app_dir.parent, env=env)
+    await server.wait_for(rf"INFO listening on ws://127\.0\.0\.1:{port} \(broker memory://\)$")
+    await server.wait_for(r"DEBUG debug marker from the app$")
+    server.signal(signal.SIGTERM)
+    assert await server.exit_code() == 0
+
+
+async def test_flags_win_over_the_environment(start: StartServer, app_dir: Path) -> None:
+    env = child_env(
+        WSROUTE_PORT="not a port", WSROUTE_LOG_LEVEL="error", WSROUTE_APP_DIR="/nonexistent"
+    )
+    flags = ["--port", "0", "--log-level", "info", "--app-dir", str(app_dir)]
+    server = await start("run", "app:app", *flags, cwd=app_dir.parent, env=env)
+    assert await server.wait_listening() > 0
+    assert "debug marker" not in server.stderr
+    server.signal(signal.SIGTERM)
+    assert await server.exit_code() == 0
+
+
+# -- serving and signals --------------------------------------------------------------------
+
+
+async def test_serves_then_sigterm_closes_clients_with_1001(
+    start: StartServer, app_dir: Path
+) -> None:
+    server = await start("run", "app:app", "--app-dir", str(app_dir), "--port", "0", cwd=app_dir)
+    port = await server.wait_listening()
+    async with connect(port) as client:
+        assert await client.request("ping") == {"type": "ping", "id": 1, "ok": True, "data": "pong"}
+        conn_id = (await server.wait_for(r"INFO connect (\S+) from 127\.0\.0\.1:\d+ path=/$"))[1]
+        server.signal(signal.SIGTERM)
+        assert (await client.wait_closed())[0] == 1001
+    assert await server.exit_code() == 0
+    await server.wait_for(r"INFO received SIGTERM, shutting down gracefully$")
+    await server.wait_for(rf"INFO on_disconnect hook ran for {conn_id}$")
+    await server.wait_for(rf"INFO disconnect {conn_id} code=1001 by=server ")
+
+
+async def test_sigterm_lets_the_handler_in_flight_reply_first(
+    start: StartServer, app_dir: Path
+) -> None:
+    server = await start("run", "app:app", "--app-dir", str(app_dir), "--port", "0", cwd=app_dir)
+    async with connect(await server.wait_listening()) as client:
+        await client.send({"type": "sleep", "id": 5, "data": 0.3})
+        await server.wait_for("handler sleeping 0.3")
+        server.signal(signal.SIGTERM)
+        assert await client.recv() == {"type": "sleep", "id": 5, "ok": True, "data": "slept"}
+        assert (await client.wait_closed())[0] == 1001
+    assert await server.exit_code() == 0
+
+
+async def test_second_signal_during_the_drain_exits_at_once(
+    start: StartServer, app_dir: Path
+) -> None:
+    server = await start("run", "app:app", "--app-dir", str(app_dir), "--port", "0", cwd=app_dir)
+    async with connect(await server.wait_listening()) as client:
+        await client.send({"type": "sleep", "id": 1, "data": 30.0})
+        await server.wait_for("handler sleeping 30.0")
+        server.signal(signal.SIGTERM)
+        await server.wait_for(r"shutting down: closing 1 connection\(s\), waiting up to 30\.0 s")
+        server.signal(signal.SIGTERM)
+        # Well within the handler's 30 s and the app's 30 s shutdown_timeout.
+        assert await server.exit_code(timeout=3) == 1
+    await server.wait_for(r"WARNING received SIGTERM again, exiting now$")
+
+
+async def test_sigint_shuts_down_gracefully(start: StartServer, app_dir: Path) -> None:
+    server = await start("run", "app:app", "--app-dir", str(app_dir), "--port", "0", cwd=app_dir)
+    async with connect(await server.wait_listening()) as client:
+        server.signal(signal.SIGINT)
+        assert (await client.wait_closed())[0] == 1001
+    assert await server.exit_code() == 0
+    await server.wait_for(r"INFO received SIGINT, shutting down gracefully$")

@@ -1,0 +1,311 @@
+"""The ``wsroute`` command: ``run`` serves an app, ``routes`` prints its handler table.
+
+A thin shell over :func:`wsroute._importer.load_app` and :meth:`App.run`. Each option
+comes from its flag, else its ``WSROUTE_*`` environment variable, else its default.
+Exit codes: 0 after a clean shutdown, 1 when the app crashed, could not listen or was
+forced down by a second signal, 2 for a usage or load error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import logging
+import os
+import re
+import sys
+import traceback
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from . import __version__
+from ._app import App
+from ._errors import LoadError
+from ._importer import load_app, user_frames
+from ._routing import Handler, describe
+from ._runtime import Runtime
+from .brokers import from_url
+
+PROG = "wsroute"
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
+LOG_DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+class _Exit(Exception):
+    """Stop the command with an exit code; the message, if any, is already printed."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"invalid port {text!r}: expected an integer from 0 to 65535 (0 picks a free port)"
+        )
+    return port
+
+
+def _log_level(text: str) -> str:
+    if text.lower() not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(
+            f"invalid log level {text!r}: choose from {', '.join(LOG_LEVELS)}"
+        )
+    return text.lower()
+
+
+def _non_empty(text: str) -> str:
+    if not text:
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
+
+
+@dataclass(frozen=True)
+class _Option:
+    """A ``run``/``routes`` option: its flag, environment variable and default."""
+
+    flag: str
+    env: str
+    default: str | None
+    parse: Callable[[str], Any]
+    metavar: str
+    help: str
+    unset: str = ""  # what an option without a default means, for --help
+
+    @property
+    def dest(self) -> str:
+        return self.flag.removeprefix("--").replace("-", "_")
+
+
+_HOST = _Option("--host", "WSROUTE_HOST", "127.0.0.1", _non_empty, "HOST", "interface to bind")
+_PORT = _Option("--port", "WSROUTE_PORT", "8000", _port, "PORT", "TCP port; 0 picks a free one")
+_BROKER = _Option(
+    "--broker",
+    "WSROUTE_BROKER",
+    None,
+    _non_empty,
+    "URL",
+    "replace the app's broker, e.g. memory://",
+    unset="the app's own broker",
+)
+_LOG_LEVEL = _Option(
+    "--log-level", "WSROUTE_LOG_LEVEL", "info", _log_level, "LEVEL", "/".join(LOG_LEVELS)
+)
+_APP_DIR = _Option(
+    "--app-dir",
+    "WSROUTE_APP_DIR",
+    ".",
+    _non_empty,
+    "DIR",
+    "directory put first on sys.path before importing MODULE",
+)
+_OPTIONS: Mapping[str, Sequence[_Option]] = {
+    "run": (_HOST, _PORT, _BROKER, _LOG_LEVEL, _APP_DIR),
+    "routes": (_APP_DIR,),
+}
+
+
+def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Serve and inspect wsroute apps. Apps are named MODULE:ATTR."
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    summaries = {
+        "run": "serve the app until SIGINT/SIGTERM (a second signal exits at once)",
+        "routes": "print the app's handler table",
+    }
+    subparsers = {}
+    for name, options in _OPTIONS.items():
+        sub = commands.add_parser(name, help=summaries[name], description=summaries[name])
+        sub.add_argument("app", metavar="MODULE:ATTR", help="the App to load, e.g. app:app")
+        for option in options:
+            default = option.default or option.unset
+            sub.add_argument(
+                option.flag,
+                type=option.parse,
+                default=None,
+                metavar=option.metavar,
+                help=f"{option.help} (env {option.env}; default {default})",
+            )
+        subparsers[name] = sub
+    return parser, subparsers
+
+
+def _resolve(
+    args: argparse.Namespace,
+    options: Sequence[_Option],
+    environ: Mapping[str, str],
+    parser: argparse.ArgumentParser,
+) -> None:
+    """Fill options not given as flags from the environment, then from defaults."""
+    for option in options:
+        if getattr(args, option.dest) is not None:
+            continue
+        raw = environ.get(option.env, "")
+        value: Any = None
+        if raw:
+            try:
+                value = option.parse(raw)
+            except argparse.ArgumentTypeError as exc:
+                parser.error(f"environment variable {option.env}: {exc}")
+        elif option.default is not None:
+            value = option.parse(option.default)
+        setattr(args, option.dest, value)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``wsroute`` command line; returns the process exit code.
+
+    Usage errors exit through argparse (``SystemExit(2)``), as do ``--help`` and
+    ``--version`` (``SystemExit(0)``).
+    """
+    parser, subparsers = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    _resolve(args, _OPTIONS[args.command], os.environ, subparsers[args.command])
+    try:
+        if args.command == "run":
+            return _run(args)
+        return _routes(args)
+    except _Exit as stop:
+        return stop.code
+
+
+def _error(message: str) -> None:
+    print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)
+
+
+def _load(spec: str, app_dir: str) -> App:
+    try:
+        return load_app(spec, app_dir)
+    except LoadError as exc:
+        _error(str(exc))
+        raise _Exit(EXIT_USAGE) from None
+    except Exception as exc:
+        # A bug in the user's module: show where, starting at their code.
+        traceback.print_exception(type(exc), exc, user_frames(exc), file=sys.stderr)
+        module = spec.partition(":")[0]
+        _error(f"importing {module!r} raised {type(exc).__name__} (traceback above)")
+        raise _Exit(EXIT_ERROR) from None
+
+
+def _run(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=args.log_level.upper(),
+        format=LOG_FORMAT,
+        datefmt=LOG_DATE_FORMAT,
+    )
+    broker = None
+    if args.broker is not None:
+        try:
+            broker = from_url(args.broker)
+        except ValueError as exc:
+            _error(str(exc))
+            return EXIT_USAGE
+    app = _load(args.app, args.app_dir)
+    if broker is not None:
+        app.broker = broker
+    try:
+        app.run(args.host, args.port)
+    except Exception as exc:
+        failure = _bind_error(exc)
+        if failure is None:
+            raise
+        host = f"[{args.host}]" if ":" in args.host else args.host
+        _error(f"cannot listen on {host}:{args.port}: {failure}")
+        return EXIT_ERROR
+    return EXIT_OK
+
+
+def _bind_error(exc: BaseException) -> OSError | None:
+    """The OSError from opening the app's listener, if that is what ended ``app.run``.
+
+    Told apart by where it was raised, so an OSError from the app's own start-up code
+    (say, a database connection refused in a lifespan) keeps its traceback.
+    """
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    if not isinstance(exc, OSError):
+        return None
+    codes = [frame.f_code for frame, _ in traceback.walk_tb(exc.__traceback__)]
+    listen = (Runtime.serve_tcp.__code__, trio.open_tcp_listeners.__code__)
+    return exc if listen in itertools.pairwise(codes) else None
+
+
+def _routes(args: argparse.Namespace) -> int:
+    app = _load(args.app, args.app_dir)
+    rows = [("TYPE", "KIND", "PAYLOAD", "RESULT", "TOPIC")]
+    rows += [_row(handler) for handler in app.handlers]
+    print(_table(rows))
+    return EXIT_OK
+
+
+def _row(handler: Handler) -> tuple[str, str, str, str, str]:
+    topic = handler.topic
+    if topic is None:
+        shown = "-"
+    elif isinstance(topic, str):
+        shown = topic
+    else:
+        shown = f"<fn {describe(topic)}>"
+    return (
+        handler.name,
+        handler.kind.value,
+        format_type(handler.payload_type),
+        format_type(handler.result_type),
+        shown,
+    )
+
+
+def _table(rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
+
+
+def format_type(tp: Any) -> str:
+    """A type as a reader writes it: ``list[Item]``, ``Item | None``, ``Any``; ``-`` for none.
+
+    Module prefixes are dropped: the table is for scanning, and the handler's module
+    is where the reader looks the names up.
+    """
+    if tp is None:
+        return "-"
+    if tp is Any:
+        return "Any"
+    if tp is type(None):
+        return "None"
+    if tp is Ellipsis:
+        return "..."
+    if isinstance(tp, list):  # the parameter list of Callable[[...], R]
+        return f"[{', '.join(format_type(arg) for arg in tp)}]"
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Annotated:
+        return format_type(args[0])
+    if origin is typing.Literal:
+        return f"Literal[{', '.join(repr(arg) for arg in args)}]"
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(format_type(arg) for arg in args)
+    if origin is not None and args:
+        return f"{format_type(origin)}[{', '.join(format_type(arg) for arg in args)}]"
+    if isinstance(tp, type):
+        return tp.__name__
+    return re.sub(r"\b(?:\w+\.)+", "", repr(tp)).removeprefix("~")
