@@ -687,3 +687,50 @@ async def test_request_metadata_reaches_handlers(serve):
             "header": "yes",
             "remote": "127.0.0.1",
         }
+
+
+async def test_cancelled_server_still_closes_and_disconnects(nursery):
+    app = items_app()
+    rec = Recorder(app)
+    scope = trio.CancelScope()
+
+    async def serve_until_cancelled(*, task_status=trio.TASK_STATUS_IGNORED):
+        with scope:
+            await app.serve("127.0.0.1", 0, task_status=task_status)
+
+    port = await nursery.start(serve_until_cancelled)
+    async with connect(port) as client:
+        await assert_nothing_pending(client)
+        scope.cancel()
+        assert await client.wait_closed() == (1001, "server shutting down")
+    assert await rec.wait_ended() == [Disconnect(1001, "server shutting down", "server")]
+
+
+async def test_shutdown_requested_during_start_up_is_not_lost(nursery):
+    class SlowBroker(MemoryBroker):
+        def connect(self):  # type: ignore[override]
+            manager = super().connect()
+
+            class Slow:
+                async def __aenter__(self) -> Any:
+                    await trio.sleep(0.05)
+                    return await manager.__aenter__()
+
+                async def __aexit__(self, *exc: object) -> None:
+                    await manager.__aexit__(*exc)
+
+            return Slow()
+
+    app = items_app(broker=SlowBroker())
+    done = trio.Event()
+
+    async def serve_then_signal() -> None:
+        await app.serve("127.0.0.1", 0)
+        done.set()
+
+    nursery.start_soon(serve_then_signal)
+    await trio.sleep(0.01)
+    assert not app.running
+    app.shutdown()  # as a SIGTERM during start-up would
+    with trio.fail_after(5):
+        await done.wait()

@@ -88,6 +88,8 @@ class App:
         self._on_disconnect: list[Hook] = []
         self._lifespans: list[Lifespan] = []
         self._started = False
+        self._starting = False
+        self._stop_requested = False
         self._runtime: Runtime | None = None
         self._tasks: trio.Nursery | None = None
         self._pending_tasks: list[tuple[Callable[..., Awaitable[Any]], tuple[Any, ...]]] = []
@@ -254,9 +256,14 @@ class App:
             self._tasks.start_soon(_guard_task, fn, args)
 
     def shutdown(self) -> None:
-        """Stop serving gracefully: connections get 1001 after in-flight handlers finish."""
+        """Stop serving gracefully: connections get 1001 after in-flight handlers finish.
+
+        Called while the app is still starting, it takes effect as soon as it serves.
+        """
         if self._runtime is not None:
             self._runtime.request_stop()
+        elif self._starting:
+            self._stop_requested = True
 
     @asynccontextmanager
     async def running_context(self) -> AsyncIterator[Runtime]:
@@ -270,36 +277,45 @@ class App:
                 " second App on the same broker"
             )
         self._started = True
-        with collapse_exception_group():
-            async with self.broker.connect() as session, trio.open_nursery() as system:
-                hub = Hub(session)
-                await system.start(hub.pump)
-                runtime = Runtime(
-                    config=self.config,
-                    converter=self.converter,
-                    routes=self._routes,
-                    on_connect=self._on_connect,
-                    on_disconnect=self._on_disconnect,
-                    hub=hub,
-                    broker_name=self.broker.describe(),
-                )
-                self._runtime = runtime
-                try:
-                    async with AsyncExitStack() as stack:
-                        for lifespan in self._lifespans:
-                            await stack.enter_async_context(self._enter_lifespan(lifespan))
-                        async with trio.open_nursery() as tasks:
-                            self._tasks = tasks
-                            for fn, args in self._pending_tasks:
-                                tasks.start_soon(_guard_task, fn, args)
-                            self._pending_tasks.clear()
-                            yield runtime
-                            tasks.cancel_scope.cancel()
-                finally:
-                    self._tasks = None
-                    self._runtime = None
-                    self._pending_tasks.clear()
-                    system.cancel_scope.cancel()
+        self._starting = True
+        self._stop_requested = False
+        try:
+            with collapse_exception_group():
+                async with self.broker.connect() as session, trio.open_nursery() as system:
+                    hub = Hub(session)
+                    await system.start(hub.pump)
+                    runtime = Runtime(
+                        config=self.config,
+                        converter=self.converter,
+                        routes=self._routes,
+                        on_connect=self._on_connect,
+                        on_disconnect=self._on_disconnect,
+                        hub=hub,
+                        broker_name=self.broker.describe(),
+                    )
+                    self._runtime = runtime
+                    self._starting = False
+                    if self._stop_requested:
+                        runtime.request_stop()
+                    try:
+                        async with AsyncExitStack() as stack:
+                            for lifespan in self._lifespans:
+                                await stack.enter_async_context(self._enter_lifespan(lifespan))
+                            async with trio.open_nursery() as tasks:
+                                self._tasks = tasks
+                                for fn, args in self._pending_tasks:
+                                    tasks.start_soon(_guard_task, fn, args)
+                                self._pending_tasks.clear()
+                                yield runtime
+                                tasks.cancel_scope.cancel()
+                    finally:
+                        self._tasks = None
+                        self._runtime = None
+                        self._stop_requested = False
+                        self._pending_tasks.clear()
+                        system.cancel_scope.cancel()
+        finally:
+            self._starting = False
 
     def _enter_lifespan(self, fn: Lifespan) -> AbstractAsyncContextManager[Any]:
         args = (self,) if len(inspect.signature(fn).parameters) == 1 else ()

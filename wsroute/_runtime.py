@@ -78,11 +78,23 @@ class Runtime:
     async def handle_stream(
         self, stream: trio.abc.Stream, *, remote: tuple[str, int] | None = None
     ) -> None:
-        """Serve one client on ``stream`` until the connection ends. Never raises."""
+        """Serve one client on ``stream`` until the connection ends. Never raises.
+
+        Cancellation from outside (the server being torn down) does not cut the
+        connection mid-frame: it aborts the session, which sends 1001, runs its
+        on_disconnect hooks and returns within ``close_timeout`` + ``hook_timeout``.
+        The connection's own work is shielded so that trio-websocket's socket reader
+        stays alive long enough to complete the closing handshake.
+        """
+        state = _StreamState()
         try:
-            async with trio.open_nursery() as nursery:
-                await self._handshake_and_serve(nursery, stream, remote)
-                nursery.cancel_scope.cancel()  # trio-websocket's socket reader
+            async with trio.open_nursery() as guard:
+                guard.start_soon(_abort_when_cancelled, state)
+                with trio.CancelScope(shield=True):
+                    async with trio.open_nursery() as nursery:
+                        await self._handshake_and_serve(nursery, stream, remote, state)
+                        nursery.cancel_scope.cancel()  # trio-websocket's socket reader
+                guard.cancel_scope.cancel()
         except Exception:
             logger.exception("unexpected error while serving a connection")
         finally:
@@ -95,10 +107,12 @@ class Runtime:
         nursery: trio.Nursery,
         stream: trio.abc.Stream,
         remote: tuple[str, int] | None,
+        state: _StreamState,
     ) -> None:
         config = self.config
         ws: trio_websocket.WebSocketConnection | None = None
-        with trio.move_on_after(config.handshake_timeout):
+        with state.handshake_scope:
+            state.handshake_scope.deadline = trio.current_time() + config.handshake_timeout
             upgrade = await trio_websocket.wrap_server_stream(
                 nursery,
                 stream,
@@ -116,7 +130,8 @@ class Runtime:
                 return
             ws = await upgrade.accept()
         if ws is None:
-            logger.info("handshake timed out after %.1f s", config.handshake_timeout)
+            if not state.aborted:
+                logger.info("handshake timed out after %.1f s", config.handshake_timeout)
             return
         conn = Connection(
             request,
@@ -125,11 +140,13 @@ class Runtime:
             outbox_size=config.outbox_size,
             policy=config.slow_consumer,
         )
-        session = Session(self, ws, conn)
+        session = state.session = Session(self, ws, conn)
         self.sessions.add(session)
         where = f"{request.remote[0]}:{request.remote[1]}" if request.remote else "?"
         logger.info("connect %s from %s path=%s", conn.id, where, request.path)
-        if self._stopping:
+        if state.aborted:
+            session.abort()
+        elif self._stopping:
             session.begin_close(CLOSE_GOING_AWAY, "server shutting down", trio.current_time())
         try:
             await session.run()
@@ -197,6 +214,27 @@ class Runtime:
         return (
             deadline + config.close_timeout + config.hook_timeout * max(1, len(self.on_disconnect))
         )
+
+
+class _StreamState:
+    """What the cancellation watcher of one stream needs to abort it."""
+
+    __slots__ = ("aborted", "handshake_scope", "session")
+
+    def __init__(self) -> None:
+        self.handshake_scope = trio.CancelScope()
+        self.session: Session | None = None
+        self.aborted = False
+
+
+async def _abort_when_cancelled(state: _StreamState) -> None:
+    try:
+        await trio.sleep_forever()
+    finally:
+        state.aborted = True
+        state.handshake_scope.cancel()
+        if state.session is not None:
+            state.session.abort()
 
 
 def _host_for_url(host: Any) -> str:

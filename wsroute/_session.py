@@ -51,6 +51,7 @@ _Item = ClientMessage | str
 
 class Session:
     __slots__ = (
+        "_connect_scope",
         "_deadline",
         "_intake_done",
         "_intake_scope",
@@ -72,12 +73,18 @@ class Session:
         self._intake_done = trio.Event()
         self._writer_done = trio.Event()
         self._deadline: float | None = None
+        self._connect_scope = trio.CancelScope()
 
     def begin_close(self, code: int, reason: str, deadline: float) -> None:
         """Close gracefully, letting handlers finish until ``deadline`` (shutdown)."""
         if self._deadline is None:
             self._deadline = deadline
         self.conn._request_close(code, reason, "server")
+
+    def abort(self) -> None:
+        """Close at once with 1001 (the server is being torn down); idempotent."""
+        self.conn._request_close(CLOSE_GOING_AWAY, "server shutting down", "server", graceful=False)
+        self._connect_scope.cancel()
 
     async def run(self) -> None:
         conn = self.conn
@@ -87,7 +94,10 @@ class Session:
                 conn._nursery = nursery
                 nursery.start_soon(self._writer)
                 began = True
-                if await self._connect():
+                connected = False
+                with self._connect_scope:
+                    connected = await self._connect()
+                if connected:
                     nursery.start_soon(self._intake)
                 else:
                     self._intake_done.set()

@@ -1,0 +1,81 @@
+"""Local fan-out: one decoded frame shared by all recipients, refcounted broker topics."""
+
+from __future__ import annotations
+
+import trio
+import trio.testing
+
+from wsroute import Connection, SlowConsumerPolicy
+from wsroute._hub import Hub
+from wsroute._request import Request
+from wsroute.brokers import MemoryBroker
+
+
+def connection(hub: Hub, outbox_size: int = 8) -> Connection:
+    return Connection(
+        Request.build("/"),
+        hub=hub,
+        unstructure=lambda value: value,
+        outbox_size=outbox_size,
+        policy=SlowConsumerPolicy.CLOSE,
+    )
+
+
+async def test_an_event_is_decoded_once_for_every_recipient():
+    broker = MemoryBroker()
+    async with broker.connect() as session:
+        hub = Hub(session)
+        conns = [connection(hub) for _ in range(3)]
+        for conn in conns:
+            await conn.subscribe("t")
+        hub.deliver("t", b'{"type":"x","topic":"t","data":1}')
+        frames = [conn._outbox._frames[0] for conn in conns]
+        assert frames[0] == '{"type":"x","topic":"t","data":1}'
+        assert all(frame is frames[0] for frame in frames)
+
+
+async def test_broker_topic_follows_the_first_and_last_local_subscriber():
+    broker = MemoryBroker()
+    async with broker.connect() as session:
+        hub = Hub(session)
+        a, b = connection(hub), connection(hub)
+        await a.subscribe("room")
+        await b.subscribe("room")
+        await a.subscribe("room")  # idempotent per connection
+        assert session._counts["room"] == 1  # type: ignore[attr-defined]
+        assert hub.subscribers("room") == 2
+        await a.unsubscribe("room")
+        assert session._counts["room"] == 1  # type: ignore[attr-defined]
+        await hub.leave(b)
+        assert "room" not in session._counts  # type: ignore[attr-defined]
+        assert "room" not in broker._subscribers
+        assert b.topics == frozenset()
+
+
+async def test_a_full_outbox_does_not_stop_the_others(autojump_clock):
+    broker = MemoryBroker()
+    async with broker.connect() as session:
+        hub = Hub(session)
+        slow, fine = connection(hub, outbox_size=2), connection(hub, outbox_size=100)
+        await slow.subscribe("t")
+        await fine.subscribe("t")
+        for n in range(5):
+            hub.deliver("t", str(n).encode())
+        assert slow.closing and slow._disconnect is not None
+        assert (slow._disconnect.code, slow._disconnect.reason) == (1008, "slow consumer")
+        assert len(slow._outbox) == 0  # memory released at once
+        assert list(fine._outbox._frames) == ["0", "1", "2", "3", "4"]
+
+
+async def test_pump_delivers_what_the_broker_yields(autojump_clock):
+    broker = MemoryBroker()
+    async with broker.connect() as session, broker.connect() as publisher:
+        hub = Hub(session)
+        conn = connection(hub)
+        await conn.subscribe("t")
+        async with trio.open_nursery() as nursery:
+            await nursery.start(hub.pump)
+            await publisher.publish("t", b"hello")
+            await trio.testing.wait_all_tasks_blocked()
+            assert list(conn._outbox._frames) == ["hello"]
+            nursery.cancel_scope.cancel()
