@@ -211,8 +211,8 @@ async def test_broker_failure_gives_broker_unavailable(serve):
     class BrokenBroker(MemoryBroker):
         """A memory broker whose publish always fails, as a down Redis would."""
 
-        def connect(self):  # type: ignore[override]
-            manager = super().connect()
+        def connect(self, **options):  # type: ignore[override]
+            manager = super().connect(**options)
 
             class Wrapped:
                 async def __aenter__(self):
@@ -708,8 +708,8 @@ async def test_cancelled_server_still_closes_and_disconnects(nursery):
 
 async def test_shutdown_requested_during_start_up_is_not_lost(nursery):
     class SlowBroker(MemoryBroker):
-        def connect(self):  # type: ignore[override]
-            manager = super().connect()
+        def connect(self, **options):  # type: ignore[override]
+            manager = super().connect(**options)
 
             class Slow:
                 async def __aenter__(self) -> Any:

@@ -280,8 +280,8 @@ async def test_memory_broker_passes_conformance(autojump_clock):
 class _NoRefcountBroker(MemoryBroker):
     """Broken on purpose: one unsubscribe drops every subscription to the topic."""
 
-    def connect(self):  # type: ignore[override]
-        manager = super().connect()
+    def connect(self, **options):  # type: ignore[override]
+        manager = super().connect(**options)
 
         class Broken:
             async def __aenter__(self) -> Any:

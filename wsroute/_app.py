@@ -23,7 +23,7 @@ from ._protocol import encode_event
 from ._routing import Handler, Hook, Kind, Route, TopicSpec, check_name, check_topic, describe
 from ._runtime import Runtime
 from ._util import collapse_exception_group
-from .brokers import Broker, MemoryBroker
+from .brokers import Broker, BrokerState, MemoryBroker
 
 logger = logging.getLogger("wsroute")
 
@@ -51,6 +51,8 @@ class App:
             handshake) before the socket is dropped.
         shutdown_timeout: seconds in-flight handlers get to finish on shutdown.
         hook_timeout: seconds each ``on_disconnect`` hook may run.
+        broker_state_events: send every client a ``broker_state`` event when the
+            broker connection is lost or recovered, so clients can resync.
     """
 
     def __init__(
@@ -68,6 +70,7 @@ class App:
         close_timeout: float = 10.0,
         shutdown_timeout: float = 10.0,
         hook_timeout: float = 5.0,
+        broker_state_events: bool = False,
     ) -> None:
         self.config = Config(
             default_topic=default_topic,
@@ -80,6 +83,7 @@ class App:
             close_timeout=close_timeout,
             shutdown_timeout=shutdown_timeout,
             hook_timeout=hook_timeout,
+            broker_state_events=broker_state_events,
         )
         self.converter = converter if converter is not None else make_converter()
         self.broker: Broker = broker if broker is not None else MemoryBroker()
@@ -87,6 +91,7 @@ class App:
         self._on_connect: list[Hook] = []
         self._on_disconnect: list[Hook] = []
         self._lifespans: list[Lifespan] = []
+        self._on_broker_state: list[Callable[[BrokerState], Awaitable[Any]]] = []
         self._started = False
         self._starting = False
         self._stop_requested = False
@@ -159,6 +164,19 @@ class App:
         self._check_open("an on_disconnect hook")
         self._on_disconnect.append(Hook(fn, "on_disconnect hook", disconnect=True))
 
+    def add_on_broker_state(self, fn: Callable[[BrokerState], Awaitable[Any]]) -> None:
+        """Run ``fn(state)`` when the broker connection is lost or recovered.
+
+        Hooks run in the background, in registration order; errors are logged.
+        """
+        self._check_open("an on_broker_state hook")
+        if not inspect.iscoroutinefunction(fn):
+            raise RegistrationError(
+                f"on_broker_state hook {describe(fn)} must be an async function:"
+                " write `async def hook(state: BrokerState) -> None`"
+            )
+        self._on_broker_state.append(fn)
+
     def add_lifespan(self, fn: Lifespan) -> None:
         """Run ``fn`` around serving: an async generator function that yields once, or a
         function returning an async context manager. It may take the app as argument."""
@@ -197,6 +215,11 @@ class App:
     def on_disconnect(self, fn: F) -> F:
         """Decorator form of :meth:`add_on_disconnect`."""
         self.add_on_disconnect(fn)
+        return fn
+
+    def on_broker_state(self, fn: F) -> F:
+        """Decorator form of :meth:`add_on_broker_state`."""
+        self.add_on_broker_state(fn)
         return fn
 
     def lifespan(self, fn: Lifespan) -> Lifespan:
@@ -281,7 +304,12 @@ class App:
         self._stop_requested = False
         try:
             with collapse_exception_group():
-                async with self.broker.connect() as session, trio.open_nursery() as system:
+                async with (
+                    trio.open_nursery() as system,
+                    self.broker.connect(
+                        on_state=lambda state: self._broker_state_changed(system, state)
+                    ) as session,
+                ):
                     hub = Hub(session)
                     await system.start(hub.pump)
                     runtime = Runtime(
@@ -316,6 +344,13 @@ class App:
                         system.cancel_scope.cancel()
         finally:
             self._starting = False
+
+    def _broker_state_changed(self, system: trio.Nursery, state: BrokerState) -> None:
+        runtime = self._runtime
+        if runtime is not None and self.config.broker_state_events:
+            runtime.push_to_all("broker_state", {"state": state.value})
+        for hook in self._on_broker_state:
+            system.start_soon(_guard_task, hook, (state,))
 
     def _enter_lifespan(self, fn: Lifespan) -> AbstractAsyncContextManager[Any]:
         args = (self,) if len(inspect.signature(fn).parameters) == 1 else ()

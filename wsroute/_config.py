@@ -42,3 +42,4 @@ class Config:
     close_timeout: float = attrs.field(default=10.0, validator=_positive)
     shutdown_timeout: float = attrs.field(default=10.0, validator=_positive)
     hook_timeout: float = attrs.field(default=5.0, validator=_positive)
+    broker_state_events: bool = False

@@ -21,7 +21,7 @@ from ._config import Config
 from ._connection import Connection
 from ._dispatch import Dispatcher
 from ._hub import Hub
-from ._protocol import CLOSE_GOING_AWAY
+from ._protocol import CLOSE_GOING_AWAY, encode_event
 from ._request import Request
 from ._routing import Hook, Route
 from ._session import Session
@@ -70,6 +70,12 @@ class Runtime:
     @property
     def connections(self) -> list[Connection]:
         return [session.conn for session in self.sessions]
+
+    def push_to_all(self, type: str, data: Any) -> None:
+        """Queue an event on every local connection, bypassing the broker."""
+        frame = encode_event(type, None, data).decode()
+        for session in self.sessions:
+            session.conn._push(frame)
 
     def request_stop(self) -> None:
         """Ask ``serve_tcp`` to stop accepting and drain (idempotent)."""

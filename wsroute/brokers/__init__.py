@@ -7,9 +7,19 @@ from urllib.parse import urlsplit
 from ._base import Broker as Broker
 from ._base import BrokerMessage as BrokerMessage
 from ._base import BrokerSession as BrokerSession
+from ._base import BrokerState as BrokerState
+from ._base import StateListener as StateListener
 from .memory import MemoryBroker as MemoryBroker
 
-__all__ = ["Broker", "BrokerMessage", "BrokerSession", "MemoryBroker", "from_url"]
+__all__ = [
+    "Broker",
+    "BrokerMessage",
+    "BrokerSession",
+    "BrokerState",
+    "MemoryBroker",
+    "StateListener",
+    "from_url",
+]
 
 
 def from_url(url: str) -> Broker:

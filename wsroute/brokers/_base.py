@@ -21,8 +21,23 @@ implementation keeps (checked by ``wsroute.testing.check_broker``):
 from __future__ import annotations
 
 import abc
+import enum
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import NamedTuple
+
+
+class BrokerState(enum.Enum):
+    """Whether a broker session can currently carry messages."""
+
+    #: Connected (again): publishes go through, subscriptions are active.
+    CONNECTED = "connected"
+    #: Connection lost: publishes fail with BrokerError, nothing is delivered.
+    DISCONNECTED = "disconnected"
+
+
+#: Called (synchronously, must not block) when a session's state changes.
+StateListener = Callable[[BrokerState], None]
 
 
 class BrokerMessage(NamedTuple):
@@ -68,8 +83,19 @@ class Broker(abc.ABC):
     backlog: int = 4096
 
     @abc.abstractmethod
-    def connect(self) -> AbstractAsyncContextManager[BrokerSession]:
-        """Open a session; it is ready to publish and subscribe once entered."""
+    def connect(
+        self, *, on_state: StateListener | None = None
+    ) -> AbstractAsyncContextManager[BrokerSession]:
+        """Open a session; it is ready to publish and subscribe once entered.
+
+        Args:
+            on_state: told when the session loses its connection and when it has
+                recovered (resubscribed). A session that cannot recover must raise
+                out of its context (so the process fails loudly), never go silent.
+
+        Raises:
+            BrokerError: the broker cannot be reached at start.
+        """
 
     def describe(self) -> str:
         """A short description for logs, without credentials."""

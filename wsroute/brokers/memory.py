@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 import trio
 
 from .._errors import BrokerClosed
-from ._base import Broker, BrokerMessage, BrokerSession
+from ._base import Broker, BrokerMessage, BrokerSession, StateListener
 
 
 class MemoryBroker(Broker):
@@ -37,7 +37,10 @@ class MemoryBroker(Broker):
         return "memory://"
 
     @asynccontextmanager
-    async def connect(self) -> AsyncIterator[BrokerSession]:
+    async def connect(
+        self, *, on_state: StateListener | None = None
+    ) -> AsyncIterator[BrokerSession]:
+        # In-process: never disconnected, so on_state is never called.
         session = _MemorySession(self)
         try:
             yield session
