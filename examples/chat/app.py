@@ -1,0 +1,127 @@
+"""The chat example: rooms as topics, one room per connection at a time.
+
+Run it with ``wsroute run app:app --app-dir examples/chat``, then send, for example::
+
+    {"type": "join", "id": 1, "data": {"room": "lobby", "nick": "ada"}}
+    {"type": "say", "data": {"text": "hello"}}
+    {"type": "who", "id": 2}
+    {"type": "leave", "id": 3}
+
+Each room is the topic ``room:<name>``. Everyone in a room receives its ``say``
+events and a ``joined``/``left`` event when somebody arrives or goes. There is no
+default topic: a connection hears nothing until it joins a room.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from wsroute import App, Connection, HandlerError
+
+app = App(default_topic=None)
+
+
+@attrs.frozen
+class Join:
+    room: str
+    nick: str
+
+
+@attrs.frozen
+class Say:
+    text: str
+
+
+@attrs.frozen
+class Roster:
+    """The reply to ``join`` and ``who``: a room and the nicks in it, in join order."""
+
+    room: str
+    nicks: list[str]
+
+
+@attrs.frozen
+class Line:
+    """The event a ``say`` publishes to the room."""
+
+    room: str
+    nick: str
+    text: str
+
+
+@attrs.frozen
+class Presence:
+    """Who arrived or went: the ``joined``/``left`` events and the ``leave`` reply."""
+
+    room: str
+    nick: str
+
+
+#: Who is where: room name -> {connection id: nick}. Rooms disappear when empty.
+rooms: dict[str, dict[str, str]] = {}
+
+
+def room_topic(room: str) -> str:
+    return f"room:{room}"
+
+
+def current_room(conn: Connection) -> tuple[str, str]:
+    """The connection's ``(room, nick)``, or the ``not_in_room`` error."""
+    room: str | None = getattr(conn.state, "room", None)  # unset until the first join
+    if room is None:
+        raise HandlerError("not_in_room", "join a room first")
+    return room, conn.state.nick
+
+
+async def leave_room(conn: Connection) -> None:
+    """Take ``conn`` out of its room, if any, and tell those who stay."""
+    room: str | None = getattr(conn.state, "room", None)
+    if room is None:
+        return
+    nick: str = conn.state.nick
+    conn.state.room = conn.state.nick = None
+    members = rooms.get(room, {})
+    members.pop(conn.id, None)
+    if not members:
+        rooms.pop(room, None)
+    await conn.unsubscribe(room_topic(room))  # first, so the leaver does not hear "left"
+    await app.publish(room_topic(room), "left", Presence(room, nick))
+
+
+@app.on_disconnect
+async def gone(conn: Connection) -> None:
+    await leave_room(conn)
+
+
+@app.direct("join")
+async def join(msg: Join, conn: Connection) -> Roster:
+    room, nick = msg.room.strip(), msg.nick.strip()
+    if not room:
+        raise HandlerError("invalid_room", "room must not be empty")
+    if not nick:
+        raise HandlerError("invalid_nick", "nick must not be empty")
+    await leave_room(conn)
+    conn.state.room, conn.state.nick = room, nick
+    rooms.setdefault(room, {})[conn.id] = nick
+    await conn.subscribe(room_topic(room))  # first, so the joiner hears its own "joined"
+    await app.publish(room_topic(room), "joined", Presence(room, nick))
+    return Roster(room, list(rooms[room].values()))
+
+
+@app.broadcast("say", topic=lambda msg, conn: room_topic(conn.state.room))
+async def say(msg: Say, conn: Connection) -> Line:
+    room, nick = current_room(conn)
+    return Line(room, nick, msg.text)  # published to the room's topic
+
+
+@app.direct("leave")
+async def leave(conn: Connection) -> Presence:
+    room, nick = current_room(conn)
+    await leave_room(conn)
+    return Presence(room, nick)
+
+
+@app.direct("who")
+async def who(conn: Connection) -> Roster:
+    room, _ = current_room(conn)
+    return Roster(room, list(rooms[room].values()))
