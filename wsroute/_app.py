@@ -7,7 +7,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Any, TypeVar
 
@@ -17,10 +17,21 @@ import trio
 from ._config import Config
 from ._converter import make_converter
 from ._errors import NotRunningError, RegistrationError
+from ._handshake import AcceptHook
 from ._hub import Hub
 from ._outbox import SlowConsumerPolicy
 from ._protocol import encode_event
-from ._routing import Handler, Hook, Kind, Route, TopicSpec, check_name, check_topic, describe
+from ._routing import (
+    FrameHandler,
+    Handler,
+    Hook,
+    Kind,
+    Route,
+    TopicSpec,
+    check_name,
+    check_topic,
+    describe,
+)
 from ._runtime import Runtime
 from ._util import collapse_exception_group
 from .brokers import Broker, BrokerState, MemoryBroker
@@ -28,6 +39,7 @@ from .brokers import Broker, BrokerState, MemoryBroker
 logger = logging.getLogger("wsroute")
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+A = TypeVar("A", bound=AcceptHook)
 Lifespan = Callable[..., Any]
 
 
@@ -53,6 +65,23 @@ class App:
         hook_timeout: seconds each ``on_disconnect`` hook may run.
         broker_state_events: send every client a ``broker_state`` event when the
             broker connection is lost or recovered, so clients can resync.
+        allowed_origins: browser origins allowed to connect (exact match, e.g.
+            ``["https://app.example.com"]``) or a function ``(origin) -> bool``; others
+            get 403. ``None`` allows any origin: see docs/limits.md for the risk.
+        subprotocols: subprotocols the server speaks, in order of preference; the
+            first one the client offers is selected (``conn.subprotocol``).
+        require_subprotocol: refuse (400) clients that offer none of ``subprotocols``.
+        max_connections: open connections per process; more are refused with 503.
+        max_connections_per_ip: open connections per client address (429); off by
+            default because clients behind one proxy share an address.
+        ping_interval: seconds between pings to each client; ``None`` disables.
+        ping_timeout: seconds to wait for the pong before closing with 1011.
+        rate_limit: ``(messages, seconds)`` per connection; excess messages get
+            ``rate_limited`` errors, twice the limit closes with 1008. Off by default.
+        invalid_message_limit: ``(frames, seconds)``; more invalid frames than this
+            (bad JSON, bad envelope, unknown type, invalid data) close with 1008.
+        handler_timeout: seconds a handler may run before its request gets a
+            ``timeout`` error; ``None`` (default) for no limit. Routes may override.
     """
 
     def __init__(
@@ -71,6 +100,16 @@ class App:
         shutdown_timeout: float = 10.0,
         hook_timeout: float = 5.0,
         broker_state_events: bool = False,
+        allowed_origins: Sequence[str] | Callable[[str], bool] | None = None,
+        subprotocols: Sequence[str] = (),
+        require_subprotocol: bool = False,
+        max_connections: int | None = 10_000,
+        max_connections_per_ip: int | None = None,
+        ping_interval: float | None = 20.0,
+        ping_timeout: float = 20.0,
+        rate_limit: tuple[int, float] | None = None,
+        invalid_message_limit: tuple[int, float] | None = (10, 60.0),
+        handler_timeout: float | None = None,
     ) -> None:
         self.config = Config(
             default_topic=default_topic,
@@ -84,6 +123,16 @@ class App:
             shutdown_timeout=shutdown_timeout,
             hook_timeout=hook_timeout,
             broker_state_events=broker_state_events,
+            allowed_origins=allowed_origins,
+            subprotocols=subprotocols,
+            require_subprotocol=require_subprotocol,
+            max_connections=max_connections,
+            max_connections_per_ip=max_connections_per_ip,
+            ping_interval=ping_interval,
+            ping_timeout=ping_timeout,
+            rate_limit=rate_limit,
+            invalid_message_limit=invalid_message_limit,
+            handler_timeout=handler_timeout,
         )
         self.converter = converter if converter is not None else make_converter()
         self.broker: Broker = broker if broker is not None else MemoryBroker()
@@ -91,6 +140,8 @@ class App:
         self._on_connect: list[Hook] = []
         self._on_disconnect: list[Hook] = []
         self._lifespans: list[Lifespan] = []
+        self._accept_hook: AcceptHook | None = None
+        self._frame_handler: FrameHandler | None = None
         self._on_broker_state: list[Callable[[BrokerState], Awaitable[Any]]] = []
         self._started = False
         self._starting = False
@@ -108,12 +159,22 @@ class App:
                 " every handler and hook at import time, before serve()/run()."
             )
 
-    def add_direct(self, name: str, fn: Callable[..., Awaitable[Any]]) -> None:
-        """Register ``fn`` to answer messages of type ``name`` with a reply to the sender."""
-        self._add(name, Kind.DIRECT, fn)
+    def add_direct(
+        self, name: str, fn: Callable[..., Awaitable[Any]], *, timeout: float | None = None
+    ) -> None:
+        """Register ``fn`` to answer messages of type ``name`` with a reply to the sender.
+
+        ``timeout`` overrides the app's ``handler_timeout`` for this route.
+        """
+        self._add(name, Kind.DIRECT, fn, timeout=timeout)
 
     def add_broadcast(
-        self, name: str, fn: Callable[..., Awaitable[Any]], *, topic: TopicSpec | None = None
+        self,
+        name: str,
+        fn: Callable[..., Awaitable[Any]],
+        *,
+        topic: TopicSpec | None = None,
+        timeout: float | None = None,
     ) -> None:
         """Register ``fn`` to publish its return value as an event on ``topic``.
 
@@ -128,7 +189,7 @@ class App:
                     " default_topic"
                 )
             topic = self.config.default_topic
-        self._add(name, Kind.BROADCAST, fn, check_topic(name, topic))
+        self._add(name, Kind.BROADCAST, fn, check_topic(name, topic), timeout=timeout)
 
     def _add(
         self,
@@ -136,10 +197,19 @@ class App:
         kind: Kind,
         fn: Callable[..., Awaitable[Any]],
         topic: TopicSpec | None = None,
+        *,
+        timeout: float | None = None,
     ) -> None:
         check_name(name)
         self._check_open(f"{kind.value} handler {name!r}")
-        handler = Handler(name, kind, fn, self.converter, topic)
+        if self._frame_handler is not None:
+            raise RegistrationError(
+                f"cannot register {kind.value} handler {name!r}: this app has a frame handler,"
+                " which receives every frame instead of the JSON protocol"
+            )
+        if timeout is None:
+            timeout = self.config.handler_timeout
+        handler = Handler(name, kind, fn, self.converter, topic, timeout)
         route = self._routes.get(name) or Route(name)
         existing = route.direct if kind is Kind.DIRECT else route.broadcast
         if existing is not None:
@@ -189,23 +259,68 @@ class App:
             )
         self._lifespans.append(fn)
 
-    def direct(self, name: str) -> Callable[[F], F]:
+    def add_accept(self, fn: AcceptHook) -> None:
+        """Run ``fn(request)`` before accepting each upgrade (authentication).
+
+        Its return value becomes ``conn.user``; raising :class:`Reject` refuses the
+        upgrade with that HTTP status. See also :func:`wsroute.bearer_auth`.
+        """
+        self._check_open("an accept hook")
+        if self._accept_hook is not None:
+            raise RegistrationError(
+                f"an accept hook is already registered ({describe(self._accept_hook)});"
+                " an app has one: combine the checks in one function"
+            )
+        if not (inspect.iscoroutinefunction(fn) and len(inspect.signature(fn).parameters) == 1):
+            raise RegistrationError(
+                f"accept hook {describe(fn)} must be `async def accept(request: Request)`"
+            )
+        self._accept_hook = fn
+
+    def add_frame_handler(self, fn: Callable[..., Awaitable[Any]]) -> None:
+        """Receive every frame raw instead of the JSON protocol (a low-level route).
+
+        ``async def fn(frame: str | bytes, conn: Connection) -> str | bytes | None``:
+        a returned ``str`` is sent back as a text frame, ``bytes`` as a binary frame.
+        Binary frames are accepted. Hooks, limits and ``conn.send_frame`` still apply.
+        """
+        self._check_open("a frame handler")
+        if self._routes or self._frame_handler is not None:
+            raise RegistrationError(
+                "a frame handler replaces the JSON protocol: an app has either one frame"
+                " handler or direct/broadcast handlers, not both"
+            )
+        self._frame_handler = FrameHandler(fn)
+
+    def direct(self, name: str, *, timeout: float | None = None) -> Callable[[F], F]:
         """Decorator form of :meth:`add_direct`."""
 
         def register(fn: F) -> F:
-            self.add_direct(name, fn)
+            self.add_direct(name, fn, timeout=timeout)
             return fn
 
         return register
 
-    def broadcast(self, name: str, *, topic: TopicSpec | None = None) -> Callable[[F], F]:
+    def broadcast(
+        self, name: str, *, topic: TopicSpec | None = None, timeout: float | None = None
+    ) -> Callable[[F], F]:
         """Decorator form of :meth:`add_broadcast`."""
 
         def register(fn: F) -> F:
-            self.add_broadcast(name, fn, topic=topic)
+            self.add_broadcast(name, fn, topic=topic, timeout=timeout)
             return fn
 
         return register
+
+    def accept(self, fn: A) -> A:
+        """Decorator form of :meth:`add_accept`."""
+        self.add_accept(fn)
+        return fn
+
+    def frame_handler(self, fn: F) -> F:
+        """Decorator form of :meth:`add_frame_handler`."""
+        self.add_frame_handler(fn)
+        return fn
 
     def on_connect(self, fn: F) -> F:
         """Decorator form of :meth:`add_on_connect`."""
@@ -318,6 +433,8 @@ class App:
                         routes=self._routes,
                         on_connect=self._on_connect,
                         on_disconnect=self._on_disconnect,
+                        accept_hook=self._accept_hook,
+                        frame_handler=self._frame_handler,
                         hub=hub,
                         broker_name=self.broker.describe(),
                     )

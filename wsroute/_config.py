@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
@@ -26,6 +27,51 @@ def _topic(_: Any, attribute: attrs.Attribute[Any], value: str | None) -> None:
         raise ValueError("App option default_topic must be a non-empty string or None")
 
 
+def _optional_positive(_: Any, attribute: attrs.Attribute[Any], value: float | None) -> None:
+    if value is not None:
+        _positive(_, attribute, value)
+
+
+def _optional_positive_int(_: Any, attribute: attrs.Attribute[Any], value: int | None) -> None:
+    if value is not None:
+        _positive_int(_, attribute, value)
+
+
+def _window(_: Any, attribute: attrs.Attribute[Any], value: tuple[int, float] | None) -> None:
+    if value is None:
+        return
+    if (
+        not isinstance(value, tuple)
+        or len(value) != 2
+        or isinstance(value[0], bool)
+        or not isinstance(value[0], int)
+        or value[0] < 1
+        or isinstance(value[1], bool)
+        or not isinstance(value[1], int | float)
+        or not value[1] > 0
+    ):
+        raise ValueError(
+            f"App option {attribute.name} must be (count, seconds) such as (100, 1.0), or None;"
+            f" not {value!r}"
+        )
+
+
+def _origins(
+    value: Sequence[str] | Callable[[str], bool] | None,
+) -> frozenset[str] | Callable[[str], bool] | None:
+    if value is None or callable(value):
+        return value
+    if isinstance(value, str):
+        raise ValueError("App option allowed_origins must be a list of origins, not one string")
+    return frozenset(origin.lower().rstrip("/") for origin in value)
+
+
+def _subprotocols(value: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(value, str):
+        raise ValueError("App option subprotocols must be a list of names, not one string")
+    return tuple(value)
+
+
 @attrs.frozen(kw_only=True)
 class Config:
     """Every tunable of an App; see ``App`` for what each one means."""
@@ -43,3 +89,19 @@ class Config:
     shutdown_timeout: float = attrs.field(default=10.0, validator=_positive)
     hook_timeout: float = attrs.field(default=5.0, validator=_positive)
     broker_state_events: bool = False
+    # Handshake admission.
+    allowed_origins: frozenset[str] | Callable[[str], bool] | None = attrs.field(
+        default=None, converter=_origins
+    )
+    subprotocols: tuple[str, ...] = attrs.field(default=(), converter=_subprotocols)
+    require_subprotocol: bool = False
+    max_connections: int | None = attrs.field(default=10_000, validator=_optional_positive_int)
+    max_connections_per_ip: int | None = attrs.field(default=None, validator=_optional_positive_int)
+    # Per-connection behaviour.
+    ping_interval: float | None = attrs.field(default=20.0, validator=_optional_positive)
+    ping_timeout: float = attrs.field(default=20.0, validator=_positive)
+    rate_limit: tuple[int, float] | None = attrs.field(default=None, validator=_window)
+    invalid_message_limit: tuple[int, float] | None = attrs.field(
+        default=(10, 60.0), validator=_window
+    )
+    handler_timeout: float | None = attrs.field(default=None, validator=_optional_positive)

@@ -12,6 +12,7 @@ import attrs
 import trio
 
 from ._errors import ConnectionClosed
+from ._limits import Window
 from ._outbox import Outbox, SlowConsumerPolicy
 from ._protocol import CLOSE_INTERNAL_ERROR, CLOSE_POLICY_VIOLATION, encode_event
 from ._request import Request
@@ -59,6 +60,7 @@ class Connection:
     Attributes:
         id: unique among connections (random, URL-safe).
         user: what the accept hook returned for this connection (``None`` without one).
+        subprotocol: the negotiated subprotocol, or ``None``.
         request: the upgrade request: path, query, headers, remote address.
         state: free-form per-connection attributes, e.g. ``conn.state.room = "lobby"``.
     """
@@ -68,6 +70,7 @@ class Connection:
         "_disconnect",
         "_graceful",
         "_hub",
+        "_invalid",
         "_nursery",
         "_outbox",
         "_topics",
@@ -75,6 +78,7 @@ class Connection:
         "id",
         "request",
         "state",
+        "subprotocol",
         "user",
     )
 
@@ -87,9 +91,13 @@ class Connection:
         outbox_size: int,
         policy: SlowConsumerPolicy,
         user: Any = None,
+        subprotocol: str | None = None,
+        invalid_limit: tuple[int, float] | None = None,
     ) -> None:
         self.id = secrets.token_urlsafe(9)
         self.user = user
+        self.subprotocol = subprotocol
+        self._invalid = Window(*invalid_limit) if invalid_limit is not None else None
         self.request = request
         self.state = SimpleNamespace()
         self._hub = hub
@@ -123,6 +131,18 @@ class Connection:
             ConnectionClosed: the connection is closing and takes no more frames.
         """
         frame = encode_event(type, None, self._unstructure(data)).decode()
+        if not self._outbox.put(frame) and self._outbox.closed:
+            raise ConnectionClosed(f"connection {self.id} is closed")
+
+    async def send_frame(self, frame: str | bytes) -> None:
+        """Push a raw frame (text for ``str``, binary for ``bytes``), bypassing the
+        JSON protocol; meant for apps with a frame handler.
+
+        Raises:
+            ConnectionClosed: the connection is closing and takes no more frames.
+        """
+        if not isinstance(frame, str | bytes):
+            raise TypeError(f"a frame is str or bytes, not {type(frame).__name__}")
         if not self._outbox.put(frame) and self._outbox.closed:
             raise ConnectionClosed(f"connection {self.id} is closed")
 
@@ -168,8 +188,14 @@ class Connection:
 
     # -- runtime side --------------------------------------------------------------
 
-    def _push(self, frame: str) -> None:
+    def _push(self, frame: str | bytes) -> None:
         self._outbox.put(frame)
+
+    def _note_invalid(self) -> None:
+        """Count an invalid frame against the budget; close with 1008 when spent."""
+        if self._invalid is not None and self._invalid.exceeded(trio.current_time()):
+            logger.info("connection %s: too many invalid messages, closing", self.id)
+            self._request_close(CLOSE_POLICY_VIOLATION, "too many invalid messages", "server")
 
     def _request_close(
         self,
@@ -181,7 +207,8 @@ class Connection:
     ) -> None:
         """Record why the connection ends (the first reason wins) and wake its session."""
         if self._disconnect is None:
-            self._disconnect = Disconnect(code, reason, initiator)
+            # int(): trio-websocket hands over wsproto's CloseReason enum for known codes.
+            self._disconnect = Disconnect(int(code), reason, initiator)
             self._graceful = graceful
             self._closing.set()
 

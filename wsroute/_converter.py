@@ -111,6 +111,25 @@ def _union_name(tp: Any) -> str:
     return " or ".join(names.get(arg, "null") for arg in get_args(tp))
 
 
+def _is_enum(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, enum.Enum)
+
+
+def _enum_factory(tp: Any) -> Callable[..., Any]:
+    """Match type as well as value, so ``true`` is not a member whose value is 1."""
+    members = {(type(m.value), m.value): m for m in tp}
+
+    def structure(value: Any, _: Any) -> Any:
+        try:
+            return members[(type(value), value)]
+        except (KeyError, TypeError):
+            raise StrictTypeError(
+                "expected one of " + ", ".join(_json_repr(m.value) for m in tp)
+            ) from None
+
+    return structure
+
+
 def _is_literal(tp: Any) -> bool:
     return get_origin(tp) is Literal
 
@@ -160,6 +179,7 @@ def make_converter(*, forbid_extra_keys: bool = True) -> cattrs.Converter:
         base = make_dict_structure_fn(tp, converter, _cattrs_forbid_extra_keys=forbid_extra_keys)
         return _guarded(dict, "an object", base)
 
+    converter.register_structure_hook_factory(_is_enum, _enum_factory)
     converter.register_structure_hook_factory(_is_primitive_union, _primitive_union_factory)
     converter.register_structure_hook_factory(_is_literal, _literal_factory)
     converter.register_structure_hook_factory(_is_array_type, array_factory)

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import trio
 
 from ._errors import BrokerError, ConnectionClosed, HandlerError
 from ._protocol import (
     BROKER_UNAVAILABLE,
     INTERNAL_ERROR,
     INVALID_DATA,
+    TIMEOUT,
     UNKNOWN_TYPE,
     ClientMessage,
     encode_error,
@@ -32,6 +35,18 @@ if TYPE_CHECKING:
 logger = logging.getLogger("wsroute")
 
 
+class _TimedOut(Exception):
+    pass
+
+
+async def _call(handler: Handler, payload: object, conn: Connection) -> Any:
+    if handler.timeout is None:
+        return await handler.call(payload, conn)
+    with trio.move_on_after(handler.timeout):
+        return await handler.call(payload, conn)
+    raise _TimedOut
+
+
 class Dispatcher:
     __slots__ = ("_hub", "_routes")
 
@@ -43,6 +58,7 @@ class Dispatcher:
         """Handle ``msg`` from ``conn``; return the reply frame, or ``None`` for none."""
         route = self._routes.get(msg.type)
         if route is None:
+            conn._note_invalid()
             return encode_error(
                 msg.type, msg.id, UNKNOWN_TYPE, f"unknown message type {msg.type!r}"
             )
@@ -51,13 +67,13 @@ class Dispatcher:
             handler = route.direct
             if handler is not None:
                 payload = handler.structure(msg.data)
-                result = await handler.call(payload, conn)
+                result = await _call(handler, payload, conn)
                 if result is not None or route.broadcast is None:
                     return encode_reply(msg.type, msg.id, handler.unstructure(result))
             handler = route.broadcast
             assert handler is not None
             payload = handler.structure(msg.data)
-            result = await handler.call(payload, conn)
+            result = await _call(handler, payload, conn)
             data = None
             if result is not None:
                 data = handler.unstructure(result)
@@ -67,12 +83,28 @@ class Dispatcher:
                 return None
             return encode_reply(msg.type, msg.id, data)
         except InvalidData as exc:
+            conn._note_invalid()
             return encode_error(
                 msg.type,
                 msg.id,
                 INVALID_DATA,
                 "data does not match the message type",
                 exc.details,
+            )
+        except _TimedOut:
+            assert handler is not None
+            logger.warning(
+                "handler %s for %r timed out after %g s on connection %s",
+                handler.fn.__qualname__,
+                msg.type,
+                handler.timeout,
+                conn.id,
+            )
+            return encode_error(
+                msg.type,
+                msg.id,
+                TIMEOUT,
+                f"the handler did not finish within {handler.timeout:g} s",
             )
         except HandlerError as exc:
             return encode_error(msg.type, msg.id, exc.code, exc.message, exc.details)

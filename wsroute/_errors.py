@@ -5,6 +5,7 @@
     WsrouteError
     ├── RegistrationError      a handler or option is wrong; raised at decoration time
     ├── HandlerError           raised by app code; becomes an error reply with its code
+    ├── Reject                 raised by an accept hook; refuses the upgrade with an HTTP status
     ├── ProtocolError          a client frame breaks the wire protocol (invalid_json, ...)
     ├── ConnectionClosed       sending on, or subscribing, a connection that is closing
     ├── NotRunningError        app.publish / app.start_soon while the app is not serving
@@ -18,6 +19,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 
@@ -48,6 +50,36 @@ class HandlerError(WsrouteError):
 
     def __repr__(self) -> str:
         return f"HandlerError({self.code!r}, {self.message!r}, details={self.details!r})"
+
+
+class Reject(WsrouteError):
+    """Raise in an accept hook to refuse the WebSocket upgrade.
+
+    The client gets an HTTP response with ``status`` and ``message`` as a plain-text
+    body; the connection never exists, so no other hook runs.
+
+    Args:
+        status: the HTTP status, 400-599 (e.g. 401, 403, 429, 503).
+        message: the response body, sent to the client.
+        headers: extra response headers, e.g. ``{"WWW-Authenticate": "Bearer"}``.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        message: str = "",
+        headers: Mapping[str, str] | Sequence[tuple[str, str]] | None = None,
+    ) -> None:
+        if not isinstance(status, int) or not 400 <= status <= 599:
+            raise ValueError(f"Reject status must be an HTTP error status 400-599, not {status!r}")
+        super().__init__(status, message)
+        self.status = status
+        self.message = message
+        items = headers.items() if isinstance(headers, Mapping) else headers or ()
+        self.headers: list[tuple[str, str]] = [(str(k), str(v)) for k, v in items]
+
+    def __repr__(self) -> str:
+        return f"Reject({self.status!r}, {self.message!r})"
 
 
 class ProtocolError(WsrouteError):

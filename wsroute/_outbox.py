@@ -30,7 +30,7 @@ class SlowConsumerPolicy(enum.Enum):
 
 
 class Outbox:
-    """A bounded FIFO of encoded text frames with one consumer.
+    """A bounded FIFO of encoded frames with one consumer.
 
     Args:
         maxsize: the most frames held at once.
@@ -49,7 +49,7 @@ class Outbox:
         self.maxsize = maxsize
         self.policy = policy
         self.dropped = 0  # frames discarded by the policy or after close, for stats
-        self._frames: deque[str] = deque()
+        self._frames: deque[str | bytes] = deque()
         self._lot = trio.lowlevel.ParkingLot()
         self._on_overflow = on_overflow
         self._closed = False
@@ -61,7 +61,7 @@ class Outbox:
     def closed(self) -> bool:
         return self._closed
 
-    def put(self, frame: str) -> bool:
+    def put(self, frame: str | bytes) -> bool:
         """Queue ``frame`` without waiting; return whether it was queued."""
         if self._closed:
             self.dropped += 1
@@ -97,7 +97,7 @@ class Outbox:
         self._frames.clear()
         self.close()
 
-    async def get_batch(self) -> list[str]:
+    async def get_batch(self) -> list[str | bytes]:
         """Wait for frames and take all that are queued, oldest first.
 
         Returns an empty list once the outbox is closed and drained.

@@ -32,6 +32,8 @@ INVALID_DATA: Final = "invalid_data"
 INTERNAL_ERROR: Final = "internal_error"
 OVERLOADED: Final = "overloaded"
 BROKER_UNAVAILABLE: Final = "broker_unavailable"
+RATE_LIMITED: Final = "rate_limited"
+TIMEOUT: Final = "timeout"
 
 # WebSocket close codes (RFC 6455 section 7.4.1) that wsroute sends.
 CLOSE_NORMAL: Final = 1000

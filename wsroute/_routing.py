@@ -38,6 +38,7 @@ class InvalidData(Exception):
         self.details = details
 
 
+_NO_DEFAULT: Final = object()
 _NO_DATA: Final = [{"path": "$", "message": "this message type takes no data"}]
 _CONN: Final = "conn"
 _PAYLOAD: Final = "payload"
@@ -120,6 +121,7 @@ class Handler:
         "payload_type",
         "result_type",
         "takes_payload",
+        "timeout",
         "topic",
         "unstructure",
     )
@@ -131,8 +133,13 @@ class Handler:
         fn: Callable[..., Awaitable[Any]],
         converter: cattrs.Converter,
         topic: TopicSpec | None = None,
+        timeout: float | None = None,
     ) -> None:
         what = f"{kind.value} handler {name!r},"
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
+        ):
+            raise RegistrationError(f"{what} timeout must be a positive number of seconds")
         params = _parameters(fn, what)
         hints = _hints(fn, what)
         slots: list[tuple[inspect.Parameter, str]] = []
@@ -154,6 +161,7 @@ class Handler:
         self.kind = kind
         self.fn = fn
         self.topic = topic
+        self.timeout = timeout
         self._caller = Caller(fn, slots)
         self.takes_payload = payload is not None
         self._default = (
@@ -212,9 +220,6 @@ class Handler:
         return topic
 
 
-_NO_DEFAULT: Final = object()
-
-
 class Route:
     """The handlers registered for one message type."""
 
@@ -254,6 +259,33 @@ def check_topic(name: str, topic: object) -> TopicSpec:
         f"broadcast {name!r}: topic must be a string or a function `(payload, conn) -> str`,"
         f" not {type(topic).__name__}"
     )
+
+
+class FrameHandler:
+    """The low-level route: every frame, text or binary, unparsed."""
+
+    __slots__ = ("_caller", "fn")
+
+    def __init__(self, fn: Callable[..., Awaitable[Any]]) -> None:
+        what = "frame handler"
+        params = _parameters(fn, what)
+        hints = _hints(fn, what)
+        slots: list[tuple[inspect.Parameter, str]] = []
+        for param in params:
+            if _is_conn(hints.get(param.name)):
+                slots.append((param, _CONN))
+            elif _PAYLOAD not in (slot for _, slot in slots):
+                slots.append((param, _PAYLOAD))
+            else:
+                raise RegistrationError(
+                    f"{what} {describe(fn)}: takes (frame: str | bytes, conn: Connection);"
+                    f" cannot tell what to pass as {param.name!r}"
+                )
+        self.fn = fn
+        self._caller = Caller(fn, slots)
+
+    def __call__(self, frame: str | bytes, conn: Connection) -> Awaitable[Any]:
+        return self._caller({_PAYLOAD: frame, _CONN: conn})
 
 
 class Hook:

@@ -20,11 +20,14 @@ import trio_websocket
 from ._config import Config
 from ._connection import Connection
 from ._dispatch import Dispatcher
+from ._errors import Reject
+from ._handshake import AcceptHook, Admission, Gate, describe_request
 from ._hub import Hub
 from ._protocol import CLOSE_GOING_AWAY, encode_event
 from ._request import Request
-from ._routing import Hook, Route
+from ._routing import FrameHandler, Hook, Route
 from ._session import Session
+from ._websocket import wrap_server_stream
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -53,6 +56,8 @@ class Runtime:
         routes: Mapping[str, Route],
         on_connect: Sequence[Hook],
         on_disconnect: Sequence[Hook],
+        accept_hook: AcceptHook | None,
+        frame_handler: FrameHandler | None,
         hub: Hub,
         broker_name: str,
     ) -> None:
@@ -62,6 +67,8 @@ class Runtime:
         self.on_disconnect = tuple(on_disconnect)
         self.hub = hub
         self.dispatcher = Dispatcher(routes, hub)
+        self.frame_handler = frame_handler
+        self.gate = Gate(config, accept_hook)
         self.broker_name = broker_name
         self.sessions: set[Session] = set()
         self._stop = trio.Event()
@@ -115,11 +122,26 @@ class Runtime:
         remote: tuple[str, int] | None,
         state: _StreamState,
     ) -> None:
+        try:
+            accepted = await self._handshake(nursery, stream, remote, state)
+            if accepted is not None:
+                await self._serve(*accepted, state)
+        finally:
+            if state.reserved is not None:
+                self.gate.release(state.reserved)
+
+    async def _handshake(
+        self,
+        nursery: trio.Nursery,
+        stream: trio.abc.Stream,
+        remote: tuple[str, int] | None,
+        state: _StreamState,
+    ) -> tuple[trio_websocket.WebSocketConnection, Request, Admission] | None:
+        """Read the upgrade request and accept or refuse it, all within handshake_timeout."""
         config = self.config
-        ws: trio_websocket.WebSocketConnection | None = None
         with state.handshake_scope:
             state.handshake_scope.deadline = trio.current_time() + config.handshake_timeout
-            upgrade = await trio_websocket.wrap_server_stream(
+            upgrade = await wrap_server_stream(
                 nursery,
                 stream,
                 message_queue_size=_WS_QUEUE,
@@ -131,25 +153,42 @@ class Runtime:
                 remote=remote or _remote(upgrade.remote),
                 subprotocols=upgrade.proposed_subprotocols,
             )
-            if self._stopping:
-                await upgrade.reject(503, body=b"server shutting down")
-                return
-            ws = await upgrade.accept()
-        if ws is None:
-            if not state.aborted:
-                logger.info("handshake timed out after %.1f s", config.handshake_timeout)
-            return
+            try:
+                if self._stopping:
+                    raise Reject(503, "server shutting down")
+                self.gate.reserve(request)
+                state.reserved = request
+                admission = await self.gate.admit(request)
+            except Reject as refusal:
+                await _refuse(upgrade, request, refusal)
+                return None
+            ws = await upgrade.accept(subprotocol=admission.subprotocol)
+            return ws, request, admission
+        if not state.aborted:
+            logger.info("handshake timed out after %.1f s", config.handshake_timeout)
+        return None
+
+    async def _serve(
+        self,
+        ws: trio_websocket.WebSocketConnection,
+        request: Request,
+        admission: Admission,
+        state: _StreamState,
+    ) -> None:
+        config = self.config
         conn = Connection(
             request,
             hub=self.hub,
             unstructure=self.converter.unstructure,
             outbox_size=config.outbox_size,
             policy=config.slow_consumer,
+            user=admission.user,
+            subprotocol=admission.subprotocol,
+            invalid_limit=config.invalid_message_limit,
         )
         session = state.session = Session(self, ws, conn)
         self.sessions.add(session)
-        where = f"{request.remote[0]}:{request.remote[1]}" if request.remote else "?"
-        logger.info("connect %s from %s path=%s", conn.id, where, request.path)
+        logger.info("connect %s %s", conn.id, describe_request(request))
         if state.aborted:
             session.abort()
         elif self._stopping:
@@ -222,14 +261,24 @@ class Runtime:
         )
 
 
+async def _refuse(
+    upgrade: trio_websocket.WebSocketRequest, request: Request, refusal: Reject
+) -> None:
+    logger.info("refused %s: %d %s", describe_request(request), refusal.status, refusal.message)
+    headers = [(b"content-type", b"text/plain; charset=utf-8")]
+    headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in refusal.headers]
+    await upgrade.reject(refusal.status, extra_headers=headers, body=refusal.message.encode())
+
+
 class _StreamState:
     """What the cancellation watcher of one stream needs to abort it."""
 
-    __slots__ = ("aborted", "handshake_scope", "session")
+    __slots__ = ("aborted", "handshake_scope", "reserved", "session")
 
     def __init__(self) -> None:
         self.handshake_scope = trio.CancelScope()
         self.session: Session | None = None
+        self.reserved: Request | None = None  # counted by the gate; released at the end
         self.aborted = False
 
 

@@ -20,19 +20,22 @@ connection, then
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import trio
 import trio_websocket
 
 from ._errors import ProtocolError
+from ._limits import Verdict, Window
 from ._protocol import (
     CLOSE_ABNORMAL,
     CLOSE_GOING_AWAY,
     CLOSE_INTERNAL_ERROR,
     CLOSE_MESSAGE_TOO_BIG,
+    CLOSE_POLICY_VIOLATION,
     CLOSE_UNSUPPORTED_DATA,
     OVERLOADED,
+    RATE_LIMITED,
     ClientMessage,
     decode,
     encode_error,
@@ -41,12 +44,20 @@ from ._protocol import (
 
 if TYPE_CHECKING:
     from ._connection import Connection
+    from ._routing import FrameHandler
     from ._runtime import Runtime
 
 logger = logging.getLogger("wsroute")
 
-# An intake item: a decoded request, or an error reply already encoded.
-_Item = ClientMessage | str
+
+class RawFrame(NamedTuple):
+    """A frame for the app's frame handler, unparsed."""
+
+    frame: str | bytes
+
+
+# An intake item: a decoded request, an error reply already encoded, or a raw frame.
+_Item = ClientMessage | str | RawFrame
 
 
 class Session:
@@ -99,6 +110,8 @@ class Session:
                     connected = await self._connect()
                 if connected:
                     nursery.start_soon(self._intake)
+                    if self.rt.config.ping_interval is not None:
+                        nursery.start_soon(self._heartbeat)
                 else:
                     self._intake_done.set()
                 await conn._closing.wait()
@@ -137,6 +150,9 @@ class Session:
 
     async def _reader(self, send: trio.MemorySendChannel[_Item]) -> None:
         conn, ws = self.conn, self.ws
+        raw = self.rt.frame_handler is not None
+        limit = self.rt.config.rate_limit
+        window = Window(*limit) if limit is not None else None
         with self._reader_scope, send:
             while True:
                 try:
@@ -150,28 +166,68 @@ class Session:
                     else:
                         conn._request_close(code, reason, "client", graceful=False)
                     return
-                if isinstance(message, bytes):
+                item: _Item
+                if raw:
+                    item = RawFrame(message)
+                elif isinstance(message, bytes):
                     conn._request_close(
                         CLOSE_UNSUPPORTED_DATA, "binary frames are not supported", "server"
                     )
                     return
-                item: _Item
-                try:
-                    item = decode(message)
-                except ProtocolError as exc:
-                    item = encode_protocol_error(exc)
+                else:
+                    try:
+                        item = decode(message)
+                    except ProtocolError as exc:
+                        conn._note_invalid()
+                        item = encode_protocol_error(exc)
+                if window is not None:
+                    verdict = window.hit(trio.current_time())
+                    if verdict is Verdict.ABUSIVE:
+                        conn._request_close(CLOSE_POLICY_VIOLATION, "rate limit exceeded", "server")
+                        return
+                    if verdict is Verdict.LIMITED:
+                        conn._push(_refusal(item, RATE_LIMITED, _RATE_LIMITED_MESSAGE))
+                        continue
                 try:
                     send.send_nowait(item)
                 except trio.WouldBlock:
-                    conn._push(_overloaded(item))
+                    conn._push(_refusal(item, OVERLOADED, _OVERLOADED_MESSAGE))
 
     async def _worker(self, receive: trio.MemoryReceiveChannel[_Item]) -> None:
-        conn, dispatcher = self.conn, self.rt.dispatcher
+        conn, dispatcher, frames = self.conn, self.rt.dispatcher, self.rt.frame_handler
         async with receive:
             async for item in receive:
-                frame = item if isinstance(item, str) else await dispatcher.dispatch(conn, item)
+                frame: str | bytes | None
+                if isinstance(item, str):
+                    frame = item
+                elif isinstance(item, RawFrame):
+                    assert frames is not None
+                    frame = await _handle_frame(frames, item.frame, conn)
+                else:
+                    frame = await dispatcher.dispatch(conn, item)
                 if frame is not None:
                     conn._push(frame)
+
+    async def _heartbeat(self) -> None:
+        """Ping every ping_interval; a client that does not answer is closed with 1011.
+
+        Catches clients that vanished without a close (a dead TCP peer sends nothing).
+        """
+        config = self.rt.config
+        assert config.ping_interval is not None
+        while True:
+            await trio.sleep(config.ping_interval)
+            with trio.move_on_after(config.ping_timeout) as waiting:
+                try:
+                    await self.ws.ping()
+                except trio_websocket.ConnectionClosed:
+                    return
+            if waiting.cancelled_caught:
+                logger.info("connection %s: no pong within %g s", self.conn.id, config.ping_timeout)
+                self.conn._request_close(
+                    CLOSE_INTERNAL_ERROR, "ping timeout", "server", graceful=False
+                )
+                return
 
     async def _writer(self) -> None:
         conn, ws = self.conn, self.ws
@@ -236,12 +292,31 @@ class Session:
                 )
 
 
-def _overloaded(item: _Item) -> str:
+_OVERLOADED_MESSAGE = "too many requests are waiting on this connection; slow down and retry"
+_RATE_LIMITED_MESSAGE = "too many messages; slow down"
+
+
+def _refusal(item: _Item, code: str, message: str) -> str:
+    """The error reply for a message that will not be handled."""
     if isinstance(item, str):
         return item  # already an error reply: send it anyway, it is small
-    return encode_error(
-        item.type,
-        item.id,
-        OVERLOADED,
-        "too many requests are waiting on this connection; slow down and retry",
-    )
+    if isinstance(item, RawFrame):
+        return encode_error(None, None, code, message)
+    return encode_error(item.type, item.id, code, message)
+
+
+async def _handle_frame(
+    handler: FrameHandler, frame: str | bytes, conn: Connection
+) -> str | bytes | None:
+    """Run the frame handler; it has no error replies, so failures close with 1011."""
+    try:
+        result = await handler(frame, conn)
+    except Exception:
+        logger.exception("frame handler failed on connection %s", conn.id)
+        conn._request_close(CLOSE_INTERNAL_ERROR, "internal error", "server")
+        return None
+    if result is not None and not isinstance(result, str | bytes):
+        logger.error("frame handler returned %s, not str, bytes or None", type(result).__name__)
+        conn._request_close(CLOSE_INTERNAL_ERROR, "internal error", "server")
+        return None
+    return result

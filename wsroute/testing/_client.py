@@ -23,6 +23,7 @@ import trio_websocket
 
 from .._app import App
 from .._util import collapse_exception_group
+from .._websocket import wrap_client_stream
 from ._frames import (
     ClientClosed,
     CloseInfo,
@@ -254,9 +255,9 @@ async def open_client(
                         lambda: runtime.handle_stream(server_stream, remote=remote),
                         name="wsroute test server side",
                     )
-                    ws = await trio_websocket.wrap_client_stream(
+                    ws = await wrap_client_stream(
                         nursery,
-                        client_stream,  # type: ignore[arg-type]
+                        client_stream,
                         "testserver",
                         resource,
                         subprotocols=list(subprotocols),

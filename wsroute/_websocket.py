@@ -1,0 +1,86 @@
+"""The one place wsroute reaches into trio-websocket's internals, and why.
+
+trio-websocket answers a ping by sending a pong from its socket-reader task. When the
+ping arrives after this side sent its close frame, wsproto refuses the pong
+(``LocalProtocolError: ... cannot be sent in state LOCAL_CLOSING``) and the exception
+kills the reader task and its nursery: trio-websocket issue #184, fix proposed in PR
+#198, unreleased as of trio-websocket 0.12.2. With wsroute's heartbeat pinging every
+connection, that race happens in practice. ``_Connection`` answers pings only while
+the connection is open and reports any other send refused during a close as
+``ConnectionClosed``, which every caller already handles.
+
+The two ``wrap_*`` functions are trio-websocket's own ``wrap_server_stream`` and
+``wrap_client_stream`` with ``_Connection`` in place of ``WebSocketConnection``.
+Delete this module once a fixed trio-websocket is required.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import trio
+import trio_websocket
+from wsproto import ConnectionType, WSConnection
+from wsproto.connection import ConnectionState
+from wsproto.events import Event, Ping
+from wsproto.utilities import LocalProtocolError
+
+
+class _Connection(trio_websocket.WebSocketConnection):
+    async def _handle_ping_event(self, event: Ping) -> None:
+        if self._wsproto.state is ConnectionState.OPEN:
+            await super()._handle_ping_event(event)
+
+    async def _send(self, event: Event) -> None:
+        try:
+            await super()._send(event)
+        except LocalProtocolError:
+            if self._wsproto.state is ConnectionState.OPEN:
+                raise  # not the closing race: a real bug, keep it loud
+            reason = self._close_reason or trio_websocket.CloseReason(1006, "connection closing")
+            raise trio_websocket.ConnectionClosed(reason) from None
+
+
+async def wrap_server_stream(
+    nursery: trio.Nursery,
+    stream: trio.abc.Stream,
+    *,
+    message_queue_size: int,
+    max_message_size: int,
+) -> trio_websocket.WebSocketRequest:
+    """Start the server side of a WebSocket on ``stream``; return its upgrade request."""
+    connection = _Connection(
+        stream,
+        WSConnection(ConnectionType.SERVER),
+        message_queue_size=message_queue_size,
+        max_message_size=max_message_size,
+    )
+    nursery.start_soon(connection._reader_task)
+    request: trio_websocket.WebSocketRequest = await connection._get_request()
+    return request
+
+
+async def wrap_client_stream(
+    nursery: trio.Nursery,
+    stream: Any,
+    host: str,
+    resource: str,
+    *,
+    subprotocols: Iterable[str] = (),
+    extra_headers: list[tuple[bytes, bytes]] | None = None,
+    max_message_size: int = 2**31,
+) -> trio_websocket.WebSocketConnection:
+    """Open the client side of a WebSocket on ``stream`` (used by wsroute.testing)."""
+    connection = _Connection(
+        stream,
+        WSConnection(ConnectionType.CLIENT),
+        host=host,
+        path=resource,
+        client_subprotocols=list(subprotocols),
+        client_extra_headers=extra_headers or [],
+        max_message_size=max_message_size,
+    )
+    nursery.start_soon(connection._reader_task)
+    await connection._open_handshake.wait()
+    return connection
