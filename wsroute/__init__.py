@@ -14,7 +14,9 @@ from ._errors import LoadError as LoadError
 from ._errors import NotRunningError as NotRunningError
 from ._errors import ProtocolError as ProtocolError
 from ._errors import RegistrationError as RegistrationError
+from ._errors import Reject as Reject
 from ._errors import WsrouteError as WsrouteError
+from ._handshake import bearer_auth as bearer_auth
 from ._outbox import SlowConsumerPolicy as SlowConsumerPolicy
 from ._request import Headers as Headers
 from ._request import Request as Request
@@ -34,9 +36,11 @@ __all__ = [
     "NotRunningError",
     "ProtocolError",
     "RegistrationError",
+    "Reject",
     "Request",
     "SlowConsumerPolicy",
     "WsrouteError",
     "__version__",
+    "bearer_auth",
     "make_converter",
 ]

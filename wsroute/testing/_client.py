@@ -22,6 +22,7 @@ import trio.testing
 import trio_websocket
 
 from .._app import App
+from .._request import Headers
 from .._util import collapse_exception_group
 from .._websocket import wrap_client_stream
 from ._frames import (
@@ -125,6 +126,20 @@ class TestClient:
         if self._kept:
             return self._kept.popleft()
         return await self._expect(lambda frame: True, "any frame", timeout)
+
+    async def receive_raw(self, *, timeout: float = DEFAULT_TIMEOUT) -> str | bytes:
+        """The next frame exactly as sent (for apps with a frame handler).
+
+        Raises:
+            ExpectationFailed: nothing arrived within ``timeout``, or the server closed.
+        """
+        with trio.move_on_after(timeout):
+            try:
+                message: str | bytes = await self._ws.get_message()
+            except trio_websocket.ConnectionClosed:
+                raise ExpectationFailed("a frame", [], self.closed) from None
+            return message
+        raise ExpectationFailed("a frame", [], self.closed, waited=timeout)
 
     async def expect_event(
         self, type: str, *, topic: str | None = None, timeout: float = DEFAULT_TIMEOUT
@@ -278,7 +293,7 @@ async def open_client(
                 raise HandshakeRejected(
                     rejected.status_code,
                     rejected.body or b"",
-                    [(k.decode("latin-1"), v.decode("latin-1")) for k, v in rejected.headers],
+                    Headers(rejected.headers),
                 ) from None
 
 

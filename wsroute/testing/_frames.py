@@ -7,6 +7,8 @@ from typing import Any
 import attrs
 import orjson
 
+from .._request import Headers
+
 
 @attrs.frozen
 class Reply:
@@ -80,9 +82,10 @@ class RequestError(Exception):
 
 
 class HandshakeRejected(Exception):
-    """The server refused the WebSocket upgrade with an HTTP status."""
+    """The server refused the WebSocket upgrade: ``status``, ``body`` and ``headers``
+    (case-insensitive) of its HTTP response."""
 
-    def __init__(self, status: int, body: bytes, headers: list[tuple[str, str]]) -> None:
+    def __init__(self, status: int, body: bytes, headers: Headers) -> None:
         super().__init__(f"handshake rejected with HTTP {status}: {body[:200]!r}")
         self.status = status
         self.body = body

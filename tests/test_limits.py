@@ -1,0 +1,354 @@
+"""Per-connection limits and timeouts, on in-memory streams under the mock clock."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, CloseConnection, Request, TextMessage
+
+from wsroute import App, Connection, Disconnect
+from wsroute.testing import CloseInfo, ErrorReply, Reply, open_app, open_client
+
+
+class RawPeer:
+    """A WebSocket client driven by hand: it answers no ping and reads only when told."""
+
+    def __init__(self, stream: trio.abc.Stream, served: trio.Event) -> None:
+        self.stream = stream
+        self.served = served  # set when the server's handling of the stream has ended
+        self.ws = WSConnection(ConnectionType.CLIENT)
+
+    async def handshake(self, target: str = "/") -> None:
+        await self.stream.send_all(self.ws.send(Request(host="test", target=target)))
+        while True:
+            self.ws.receive_data(await self.stream.receive_some(65536))
+            if any(isinstance(event, AcceptConnection) for event in self.ws.events()):
+                return
+
+    async def send_text(self, text: str) -> None:
+        await self.stream.send_all(self.ws.send(TextMessage(data=text)))
+
+    async def read_events(self) -> list[Any]:
+        """Everything the server sent so far, until it closes or goes quiet."""
+        events: list[Any] = []
+        while True:
+            with trio.move_on_after(1):
+                data = await self.stream.receive_some(65536)
+                if not data:
+                    return events
+                self.ws.receive_data(data)
+                events.extend(self.ws.events())
+                continue
+            return events
+
+
+@asynccontextmanager
+async def raw_peer(app: App, *, lockstep: bool = False) -> AsyncIterator[RawPeer]:
+    pair = trio.testing.lockstep_stream_pair if lockstep else trio.testing.memory_stream_pair
+    client, server = pair()
+    served = trio.Event()
+    async with open_app(app), trio.open_nursery() as nursery:
+        runtime = app._runtime
+        assert runtime is not None
+
+        async def serve() -> None:
+            await runtime.handle_stream(server, remote=("127.0.0.1", 1))
+            served.set()
+
+        nursery.start_soon(serve)
+        yield RawPeer(client, served)
+        nursery.cancel_scope.cancel()
+
+
+def recorded(app: App) -> list[Disconnect]:
+    ended: list[Disconnect] = []
+
+    @app.on_disconnect
+    async def record(conn: Connection, reason: Disconnect) -> None:
+        ended.append(reason)
+
+    return ended
+
+
+def ping_app(**options: Any) -> App:
+    app = App(**options)
+
+    @app.direct("ping")
+    async def ping() -> str:
+        return "pong"
+
+    return app
+
+
+# -- handshake deadline -----------------------------------------------------------------
+
+
+async def test_silent_handshake_is_cut_at_handshake_timeout(autojump_clock):
+    app = ping_app(handshake_timeout=10)
+    async with raw_peer(app) as peer:
+        with trio.fail_after(11):
+            await peer.served.wait()
+        assert trio.current_time() >= 10
+
+
+async def test_trickled_handshake_is_cut_at_the_same_total_deadline(autojump_clock):
+    app = ping_app(handshake_timeout=10)
+    request = WSConnection(ConnectionType.CLIENT).send(Request(host="test", target="/"))
+    assert len(request) > 11  # at a byte a second, it cannot finish in time
+
+    async def trickle(stream: trio.abc.Stream) -> None:
+        try:
+            for byte in request:
+                await stream.send_all(bytes([byte]))
+                await trio.sleep(1)
+        except trio.BrokenResourceError:
+            pass  # the server hung up
+
+    async with raw_peer(app) as peer, trio.open_nursery() as nursery:
+        nursery.start_soon(trickle, peer.stream)
+        with trio.fail_after(10.5):
+            await peer.served.wait()
+
+
+# -- heartbeat ---------------------------------------------------------------------------
+
+
+async def test_unresponsive_client_is_closed_with_1011_by_the_heartbeat(autojump_clock):
+    app = ping_app(ping_interval=5, ping_timeout=5, close_timeout=2)
+    ended = recorded(app)
+    async with raw_peer(app) as peer:
+        await peer.handshake()
+        with trio.fail_after(5 + 5 + 2 + 1):
+            await peer.served.wait()
+    assert ended == [Disconnect(1011, "ping timeout", "server")]
+
+
+async def test_responsive_client_stays_connected(autojump_clock):
+    app = ping_app(ping_interval=5, ping_timeout=5)
+    async with open_client(app) as client:
+        await trio.sleep(300)
+        assert await client.request("ping") == "pong"
+        assert client.closed is None
+
+
+async def test_heartbeat_can_be_disabled(autojump_clock):
+    app = ping_app(ping_interval=None)
+    ended = recorded(app)
+    async with raw_peer(app) as peer:
+        await peer.handshake()
+        await trio.sleep(3600)
+        assert not peer.served.is_set()
+    assert ended == [Disconnect(1001, "server shutting down", "server")]
+
+
+# -- message size ------------------------------------------------------------------------
+
+
+async def test_oversized_message_closes_with_1009(autojump_clock):
+    app = ping_app(max_message_size=100)
+    ended = recorded(app)
+    async with open_client(app) as client:
+        await client.send("ping", "x" * 200)
+        closed = await client.wait_closed()
+        assert closed.code == 1009
+    assert [d.code for d in ended] == [1009]
+
+
+async def test_oversized_message_frees_the_socket_even_if_the_peer_never_answers(
+    autojump_clock,
+):
+    app = ping_app(max_message_size=100, close_timeout=5)
+    async with raw_peer(app) as peer:
+        await peer.handshake()
+        await peer.send_text("x" * 500)
+        # The peer reads nothing and never answers the close: the server drops it.
+        with trio.fail_after(5):
+            await peer.served.wait()
+
+
+# -- rate limit and invalid-message budget --------------------------------------------------
+
+
+async def test_rate_limit_answers_rate_limited_then_closes_abusers(autojump_clock):
+    app = ping_app(rate_limit=(5, 1.0))
+    async with open_client(app) as client:
+        for i in range(10):
+            await client.send("ping", id=i)
+        frames = [await client.receive() for _ in range(10)]
+        assert frames[:5] == [Reply("ping", i, "pong") for i in range(5)]
+        assert [f.code for f in frames[5:] if isinstance(f, ErrorReply)] == ["rate_limited"] * 5
+        assert [f.id for f in frames[5:]] == list(range(5, 10))
+        await client.send("ping", id=10)
+        assert await client.wait_closed() == CloseInfo(1008, "rate limit exceeded")
+
+
+async def test_rate_limit_window_refills(autojump_clock):
+    app = ping_app(rate_limit=(3, 1.0))
+    async with open_client(app) as client:
+        for _ in range(4):
+            for _ in range(3):
+                assert await client.request("ping") == "pong"
+            await trio.sleep(1)
+
+
+@pytest.mark.parametrize(
+    "bad_frame",
+    ["not json", '{"type": 1}', '{"type": "nope"}', '{"type": "ping", "data": 1}'],
+)
+async def test_invalid_frames_spend_the_budget(bad_frame, autojump_clock):
+    app = ping_app(invalid_message_limit=(3, 60.0))
+    ended = recorded(app)
+    async with open_client(app) as client:
+        for _ in range(4):
+            await client.send_raw(bad_frame)
+        assert await client.wait_closed() == CloseInfo(1008, "too many invalid messages")
+        # Every invalid frame was still answered before the close.
+        replies = [await client.receive() for _ in range(4)]
+        assert all(isinstance(r, ErrorReply) for r in replies)
+    assert ended == [Disconnect(1008, "too many invalid messages", "server")]
+
+
+async def test_invalid_budget_refills_and_handler_errors_do_not_count(autojump_clock):
+    app = ping_app(invalid_message_limit=(2, 10.0))
+
+    @app.direct("fail")
+    async def fail() -> None:
+        from wsroute import HandlerError
+
+        raise HandlerError("nope", "app-level errors are not the client's fault")
+
+    async with open_client(app) as client:
+        for _ in range(3):
+            await client.send_raw("{bad")
+            await client.send_raw("{bad")
+            for _ in range(5):
+                await client.send("fail")
+            await trio.sleep(10)
+        assert await client.request("ping") == "pong"
+        assert client.closed is None
+
+
+# -- handler timeout ---------------------------------------------------------------------------
+
+
+async def test_handler_timeout_and_per_route_override(autojump_clock):
+    app = App(handler_timeout=1, ping_interval=0.5, ping_timeout=0.5)
+
+    @app.direct("slow")
+    async def slow(seconds: float) -> str:
+        await trio.sleep(seconds)
+        return "done"
+
+    @app.direct("patient", timeout=10)
+    async def patient(seconds: float) -> str:
+        await trio.sleep(seconds)
+        return "done"
+
+    async with open_client(app) as client:
+        await client.send("slow", 5, id=1)
+        reply = await client.expect_reply(1)
+        assert isinstance(reply, ErrorReply) and reply.code == "timeout"
+        assert trio.current_time() == pytest.approx(1, abs=0.01)
+        # Pings kept being answered while the handler ran: the connection is alive.
+        assert await client.request("patient", 5, timeout=20) == "done"
+        assert await client.request("slow", 0.5) == "done"
+
+
+# -- frame handler -------------------------------------------------------------------------------
+
+
+async def test_frame_handler_echoes_text_and_binary(autojump_clock):
+    app = App()
+    seen: list[Any] = []
+
+    @app.frame_handler
+    async def echo(frame: str | bytes, conn: Connection) -> str | bytes:
+        seen.append((type(frame), conn.id is not None))
+        return frame
+
+    async with open_client(app) as client:
+        await client.send_raw("plain text, not JSON")
+        assert await client.receive_raw() == "plain text, not JSON"
+        await client.send_raw(b"\x00\x01\xff")
+        assert await client.receive_raw() == b"\x00\x01\xff"
+    assert seen == [(str, True), (bytes, True)]
+
+
+async def test_frame_handler_failure_closes_with_1011(autojump_clock, caplog):
+    app = App()
+
+    @app.frame_handler
+    async def broken(frame: str | bytes) -> None:
+        raise ValueError("bug")
+
+    async with open_client(app) as client:
+        await client.send_raw("x")
+        assert await client.wait_closed() == CloseInfo(1011, "internal error")
+    assert any("frame handler failed" in r.getMessage() for r in caplog.records)
+
+
+def test_frame_handler_and_routes_are_exclusive():
+    from wsroute import RegistrationError
+
+    app = ping_app()
+    with pytest.raises(RegistrationError, match="either one frame handler"):
+
+        @app.frame_handler
+        async def echo(frame: str) -> str:
+            return frame
+
+    other = App()
+
+    @other.frame_handler
+    async def echo2(frame: str) -> str:
+        return frame
+
+    with pytest.raises(RegistrationError, match="has a frame handler"):
+
+        @other.direct("ping")
+        async def ping() -> str:
+            return "pong"
+
+
+# -- slow-consumer policies ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected"),
+    [("drop_oldest", [0, 7, 8, 9]), ("drop_newest", [0, 1, 2, 3])],
+)
+async def test_drop_policies_keep_the_connection(policy, expected, autojump_clock):
+    app = App(outbox_size=3, slow_consumer=policy, ping_interval=None)
+    async with raw_peer(app, lockstep=True) as peer:
+        await peer.handshake()
+        await trio.testing.wait_all_tasks_blocked()
+        for n in range(10):
+            await app.publish("all", "n", n)
+        await trio.testing.wait_all_tasks_blocked()
+        events = await peer.read_events()
+        texts = [e.data for e in events if isinstance(e, TextMessage)]
+        import json
+
+        assert [json.loads(t)["data"] for t in texts] == expected
+        assert not any(isinstance(e, CloseConnection) for e in events)
+        assert app.connections and app.connections[0]._outbox.dropped == 6
+
+
+async def test_close_policy_closes_with_1008(autojump_clock):
+    app = App(outbox_size=3, ping_interval=None, close_timeout=5)
+    ended = recorded(app)
+    async with raw_peer(app, lockstep=True) as peer:
+        await peer.handshake()
+        await trio.testing.wait_all_tasks_blocked()
+        for n in range(10):
+            await app.publish("all", "n", n)
+        events = await peer.read_events()
+        closes = [e for e in events if isinstance(e, CloseConnection)]
+        assert [(c.code, c.reason) for c in closes] == [(1008, "slow consumer")]
+    assert ended == [Disconnect(1008, "slow consumer", "server")]
