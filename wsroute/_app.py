@@ -14,7 +14,16 @@ from typing import Any, TypeVar
 import cattrs
 import trio
 
+from ._addressing import (
+    conn_topic,
+    default_user_id,
+    encode_close,
+    encode_info,
+    user_topic,
+)
+from ._coalesce import CoalesceStats, SingleFlight
 from ._config import Config
+from ._connection import check_close
 from ._converter import make_converter
 from ._errors import NotRunningError, RegistrationError
 from ._handshake import AcceptHook
@@ -22,6 +31,7 @@ from ._hub import Hub
 from ._outbox import SlowConsumerPolicy
 from ._protocol import encode_event
 from ._routing import (
+    CoalesceSpec,
     FrameHandler,
     Handler,
     Hook,
@@ -82,6 +92,9 @@ class App:
             (bad JSON, bad envelope, unknown type, invalid data) close with 1008.
         handler_timeout: seconds a handler may run before its request gets a
             ``timeout`` error; ``None`` (default) for no limit. Routes may override.
+        user_id: derives ``conn.user_id`` (and the ``user:<id>`` topic) from what the
+            accept hook returned; by default the value itself if a str or int, else
+            its ``id`` attribute or key, else no user.
     """
 
     def __init__(
@@ -110,6 +123,7 @@ class App:
         rate_limit: tuple[int, float] | None = None,
         invalid_message_limit: tuple[int, float] | None = (10, 60.0),
         handler_timeout: float | None = None,
+        user_id: Callable[[Any], str | None] = default_user_id,
     ) -> None:
         self.config = Config(
             default_topic=default_topic,
@@ -141,6 +155,10 @@ class App:
         self._on_disconnect: list[Hook] = []
         self._lifespans: list[Lifespan] = []
         self._accept_hook: AcceptHook | None = None
+        self._info: dict[str, Handler] = {}
+        self._user_id = user_id
+        #: Counters of request coalescing (see ``direct(..., coalesce=True)``).
+        self.coalesce_stats = CoalesceStats()
         self._frame_handler: FrameHandler | None = None
         self._on_broker_state: list[Callable[[BrokerState], Awaitable[Any]]] = []
         self._started = False
@@ -160,13 +178,34 @@ class App:
             )
 
     def add_direct(
-        self, name: str, fn: Callable[..., Awaitable[Any]], *, timeout: float | None = None
+        self,
+        name: str,
+        fn: Callable[..., Awaitable[Any]],
+        *,
+        timeout: float | None = None,
+        coalesce: CoalesceSpec = False,
+        coalesce_timeout: float | None = None,
     ) -> None:
         """Register ``fn`` to answer messages of type ``name`` with a reply to the sender.
 
-        ``timeout`` overrides the app's ``handler_timeout`` for this route.
+        Args:
+            timeout: overrides the app's ``handler_timeout`` for this route.
+            coalesce: ``True`` to let identical concurrent requests (same type and
+                data) share one run of ``fn`` and all get its result or error; or a
+                function ``(payload, conn) -> key`` for a custom key. The run sees the
+                first requester's connection: include the user in a custom key when
+                the result depends on who asks.
+            coalesce_timeout: seconds the shared run may take; waiters then get
+                ``timeout`` error replies.
         """
-        self._add(name, Kind.DIRECT, fn, timeout=timeout)
+        self._add(
+            name,
+            Kind.DIRECT,
+            fn,
+            timeout=timeout,
+            coalesce=coalesce,
+            coalesce_timeout=coalesce_timeout,
+        )
 
     def add_broadcast(
         self,
@@ -175,11 +214,13 @@ class App:
         *,
         topic: TopicSpec | None = None,
         timeout: float | None = None,
+        exclude_sender: bool = False,
     ) -> None:
         """Register ``fn`` to publish its return value as an event on ``topic``.
 
         ``topic`` is a string or a function ``(payload, conn) -> str``; by default the
-        app's ``default_topic``.
+        app's ``default_topic``. With ``exclude_sender``, the sending connection does
+        not receive the event (it still gets its acknowledgement reply).
         """
         check_name(name)
         if topic is None:
@@ -189,7 +230,14 @@ class App:
                     " default_topic"
                 )
             topic = self.config.default_topic
-        self._add(name, Kind.BROADCAST, fn, check_topic(name, topic), timeout=timeout)
+        self._add(
+            name,
+            Kind.BROADCAST,
+            fn,
+            check_topic(name, topic),
+            timeout=timeout,
+            exclude_sender=exclude_sender,
+        )
 
     def _add(
         self,
@@ -199,6 +247,9 @@ class App:
         topic: TopicSpec | None = None,
         *,
         timeout: float | None = None,
+        coalesce: CoalesceSpec = False,
+        coalesce_timeout: float | None = None,
+        exclude_sender: bool = False,
     ) -> None:
         check_name(name)
         self._check_open(f"{kind.value} handler {name!r}")
@@ -209,7 +260,17 @@ class App:
             )
         if timeout is None:
             timeout = self.config.handler_timeout
-        handler = Handler(name, kind, fn, self.converter, topic, timeout)
+        handler = Handler(
+            name,
+            kind,
+            fn,
+            self.converter,
+            topic,
+            timeout,
+            coalesce=coalesce,
+            coalesce_timeout=coalesce_timeout,
+            exclude_sender=exclude_sender,
+        )
         route = self._routes.get(name) or Route(name)
         existing = route.direct if kind is Kind.DIRECT else route.broadcast
         if existing is not None:
@@ -223,6 +284,25 @@ class App:
         else:
             route.broadcast = handler
         self._routes[name] = route
+
+    def add_info(self, name: str, fn: Callable[..., Awaitable[Any]]) -> None:
+        """Register ``fn`` to handle info messages of type ``name``.
+
+        Info messages come from elsewhere in the system (``app.tell_user``,
+        ``tell_connection``, ``tell_topic``), in any process, and run inside each
+        target connection's context, in order with its requests. ``fn`` takes a
+        payload and/or a ``Connection``, like a direct handler; it may send,
+        subscribe or close. Nothing reaches the client unless it sends something.
+        """
+        check_name(name)
+        self._check_open(f"info handler {name!r}")
+        if name in self._info:
+            raise RegistrationError(
+                f"an info handler for {name!r} is already registered"
+                f" ({describe(self._info[name].fn)}); rename one"
+            )
+        timeout = self.config.handler_timeout
+        self._info[name] = Handler(name, Kind.INFO, fn, self.converter, None, timeout)
 
     def add_on_connect(self, fn: Callable[..., Awaitable[Any]]) -> None:
         """Run ``fn(conn)`` when a connection opens; hooks run in registration order."""
@@ -292,22 +372,47 @@ class App:
             )
         self._frame_handler = FrameHandler(fn)
 
-    def direct(self, name: str, *, timeout: float | None = None) -> Callable[[F], F]:
+    def direct(
+        self,
+        name: str,
+        *,
+        timeout: float | None = None,
+        coalesce: CoalesceSpec = False,
+        coalesce_timeout: float | None = None,
+    ) -> Callable[[F], F]:
         """Decorator form of :meth:`add_direct`."""
 
         def register(fn: F) -> F:
-            self.add_direct(name, fn, timeout=timeout)
+            self.add_direct(
+                name, fn, timeout=timeout, coalesce=coalesce, coalesce_timeout=coalesce_timeout
+            )
             return fn
 
         return register
 
     def broadcast(
-        self, name: str, *, topic: TopicSpec | None = None, timeout: float | None = None
+        self,
+        name: str,
+        *,
+        topic: TopicSpec | None = None,
+        timeout: float | None = None,
+        exclude_sender: bool = False,
     ) -> Callable[[F], F]:
         """Decorator form of :meth:`add_broadcast`."""
 
         def register(fn: F) -> F:
-            self.add_broadcast(name, fn, topic=topic, timeout=timeout)
+            self.add_broadcast(
+                name, fn, topic=topic, timeout=timeout, exclude_sender=exclude_sender
+            )
+            return fn
+
+        return register
+
+    def info(self, name: str) -> Callable[[F], F]:
+        """Decorator form of :meth:`add_info`."""
+
+        def register(fn: F) -> F:
+            self.add_info(name, fn)
             return fn
 
         return register
@@ -381,6 +486,52 @@ class App:
             topic, encode_event(type, topic, self.converter.unstructure(data))
         )
 
+    async def _publish_raw(self, what: str, topic: str, data: bytes) -> None:
+        await self._require_runtime(what).hub.publish(topic, data)
+
+    async def send_to_user(self, user_id: object, type: str, data: Any = None) -> None:
+        """Push the event ``{"type", "data"}`` to every connection of ``user_id``, in every
+        process (all the user's tabs and devices)."""
+        event = encode_event(type, None, self.converter.unstructure(data))
+        await self._publish_raw("app.send_to_user()", user_topic(user_id), event)
+
+    async def send_to_connection(self, conn_id: str, type: str, data: Any = None) -> None:
+        """Push the event ``{"type", "data"}`` to connection ``conn_id``, wherever it is."""
+        event = encode_event(type, None, self.converter.unstructure(data))
+        await self._publish_raw("app.send_to_connection()", conn_topic(conn_id), event)
+
+    async def disconnect_user(self, user_id: object, *, code: int = 1000, reason: str = "") -> None:
+        """Close every connection of ``user_id`` in every process, gracefully, with
+        ``code`` and ``reason``; their on_disconnect hooks run."""
+        check_close(code, reason)
+        await self._publish_raw(
+            "app.disconnect_user()", user_topic(user_id), encode_close(code, reason)
+        )
+
+    async def disconnect_connection(
+        self, conn_id: str, *, code: int = 1000, reason: str = ""
+    ) -> None:
+        """Close connection ``conn_id``, wherever it is, with ``code`` and ``reason``."""
+        check_close(code, reason)
+        await self._publish_raw(
+            "app.disconnect_connection()", conn_topic(conn_id), encode_close(code, reason)
+        )
+
+    async def tell_user(self, user_id: object, type: str, data: Any = None) -> None:
+        """Run info handler ``type`` on every connection of ``user_id``, in every process."""
+        info = encode_info(type, self.converter.unstructure(data))
+        await self._publish_raw("app.tell_user()", user_topic(user_id), info)
+
+    async def tell_connection(self, conn_id: str, type: str, data: Any = None) -> None:
+        """Run info handler ``type`` on connection ``conn_id``, wherever it is."""
+        info = encode_info(type, self.converter.unstructure(data))
+        await self._publish_raw("app.tell_connection()", conn_topic(conn_id), info)
+
+    async def tell_topic(self, topic: str, type: str, data: Any = None) -> None:
+        """Run info handler ``type`` on every connection subscribed to ``topic``."""
+        info = encode_info(type, self.converter.unstructure(data))
+        await self._publish_raw("app.tell_topic()", topic, info)
+
     def start_soon(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
         """Run ``fn(*args)`` in the background for as long as the app serves.
 
@@ -435,6 +586,9 @@ class App:
                         on_disconnect=self._on_disconnect,
                         accept_hook=self._accept_hook,
                         frame_handler=self._frame_handler,
+                        info=self._info,
+                        flights=SingleFlight(system, self.coalesce_stats),
+                        user_id=self._user_id,
                         hub=hub,
                         broker_name=self.broker.describe(),
                     )

@@ -18,6 +18,7 @@ from ._protocol import CLOSE_INTERNAL_ERROR, CLOSE_POLICY_VIOLATION, encode_even
 from ._request import Request
 
 if TYPE_CHECKING:
+    from ._addressing import Control
     from ._hub import Hub
 
 logger = logging.getLogger("wsroute")
@@ -61,6 +62,8 @@ class Connection:
         id: unique among connections (random, URL-safe).
         user: what the accept hook returned for this connection (``None`` without one).
         subprotocol: the negotiated subprotocol, or ``None``.
+        user_id: the id derived from ``user`` (App option ``user_id``); the connection
+            is subscribed to ``user:<user_id>``. ``None`` for anonymous connections.
         request: the upgrade request: path, query, headers, remote address.
         state: free-form per-connection attributes, e.g. ``conn.state.room = "lobby"``.
     """
@@ -70,6 +73,7 @@ class Connection:
         "_disconnect",
         "_graceful",
         "_hub",
+        "_info_sink",
         "_invalid",
         "_nursery",
         "_outbox",
@@ -80,6 +84,7 @@ class Connection:
         "state",
         "subprotocol",
         "user",
+        "user_id",
     )
 
     def __init__(
@@ -93,9 +98,11 @@ class Connection:
         user: Any = None,
         subprotocol: str | None = None,
         invalid_limit: tuple[int, float] | None = None,
+        user_id: str | None = None,
     ) -> None:
         self.id = secrets.token_urlsafe(9)
         self.user = user
+        self.user_id = user_id
         self.subprotocol = subprotocol
         self._invalid = Window(*invalid_limit) if invalid_limit is not None else None
         self.request = request
@@ -108,6 +115,7 @@ class Connection:
         self._closing = trio.Event()
         self._disconnect: Disconnect | None = None
         self._graceful = True
+        self._info_sink: Callable[[Control], bool] | None = None
 
     def __repr__(self) -> str:
         return f"<Connection {self.id} {self.request.path}>"
@@ -190,6 +198,18 @@ class Connection:
 
     def _push(self, frame: str | bytes) -> None:
         self._outbox.put(frame)
+
+    def _control(self, control: Control) -> None:
+        """An order from elsewhere in the system (see ``_addressing``)."""
+        if control.op == "close":
+            self._request_close(control.code, control.reason, "server")
+        elif self._info_sink is None or not self._info_sink(control):
+            logger.warning(
+                "connection %s: info message %r dropped (connection %s)",
+                self.id,
+                control.type,
+                "closing" if self._disconnect else "busy: its request queue is full",
+            )
 
     def _note_invalid(self) -> None:
         """Count an invalid frame against the budget; close with 1008 when spent."""

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import trio
 
+from ._addressing import Control, encode_excluding
+from ._coalesce import CoalesceTimeout, SingleFlight
 from ._errors import BrokerError, ConnectionClosed, HandlerError
 from ._protocol import (
     BROKER_UNAVAILABLE,
@@ -48,11 +51,19 @@ async def _call(handler: Handler, payload: object, conn: Connection) -> Any:
 
 
 class Dispatcher:
-    __slots__ = ("_hub", "_routes")
+    __slots__ = ("_flights", "_hub", "_info", "_routes")
 
-    def __init__(self, routes: Mapping[str, Route], hub: Hub) -> None:
+    def __init__(
+        self,
+        routes: Mapping[str, Route],
+        hub: Hub,
+        info: Mapping[str, Handler],
+        flights: SingleFlight,
+    ) -> None:
         self._routes = routes
         self._hub = hub
+        self._info = info
+        self._flights = flights
 
     async def dispatch(self, conn: Connection, msg: ClientMessage) -> str | None:
         """Handle ``msg`` from ``conn``; return the reply frame, or ``None`` for none."""
@@ -67,7 +78,14 @@ class Dispatcher:
             handler = route.direct
             if handler is not None:
                 payload = handler.structure(msg.data)
-                result = await _call(handler, payload, conn)
+                if handler.coalesce is False:
+                    result = await _call(handler, payload, conn)
+                else:
+                    result = await self._flights.run(
+                        handler.coalesce_key(msg.data, payload, conn),
+                        partial(_call, handler, payload, conn),
+                        handler.coalesce_timeout,
+                    )
                 if result is not None or route.broadcast is None:
                     return encode_reply(msg.type, msg.id, handler.unstructure(result))
             handler = route.broadcast
@@ -78,7 +96,10 @@ class Dispatcher:
             if result is not None:
                 data = handler.unstructure(result)
                 topic = handler.topic_for(payload, conn)
-                await self._hub.publish(topic, encode_event(msg.type, topic, data))
+                event = encode_event(msg.type, topic, data)
+                if handler.exclude_sender:
+                    event = encode_excluding(conn.id, event)
+                await self._hub.publish(topic, event)
             if msg.id is None:
                 return None
             return encode_reply(msg.type, msg.id, data)
@@ -91,20 +112,19 @@ class Dispatcher:
                 "data does not match the message type",
                 exc.details,
             )
-        except _TimedOut:
+        except (_TimedOut, CoalesceTimeout):
             assert handler is not None
             logger.warning(
-                "handler %s for %r timed out after %g s on connection %s",
+                "handler %s for %r timed out on connection %s",
                 handler.fn.__qualname__,
                 msg.type,
-                handler.timeout,
                 conn.id,
             )
             return encode_error(
                 msg.type,
                 msg.id,
                 TIMEOUT,
-                f"the handler did not finish within {handler.timeout:g} s",
+                "the handler did not finish in time",
             )
         except HandlerError as exc:
             return encode_error(msg.type, msg.id, exc.code, exc.message, exc.details)
@@ -119,3 +139,28 @@ class Dispatcher:
             where = handler.fn.__qualname__ if handler is not None else "?"
             logger.exception("handler %s for %r failed on connection %s", where, msg.type, conn.id)
             return encode_error(msg.type, msg.id, INTERNAL_ERROR, "internal server error")
+
+    async def dispatch_info(self, conn: Connection, control: Control) -> None:
+        """Run the info handler for ``control`` in ``conn``'s context. Nothing is sent
+        to the client unless the handler sends it; failures are logged."""
+        handler = self._info.get(control.type)
+        if handler is None:
+            logger.warning(
+                "connection %s: no info handler for %r; message dropped", conn.id, control.type
+            )
+            return
+        try:
+            await _call(handler, handler.structure(control.data), conn)
+        except ConnectionClosed:
+            pass
+        except InvalidData as exc:
+            logger.warning(
+                "info message %r for connection %s has invalid data: %s",
+                control.type,
+                conn.id,
+                exc.details,
+            )
+        except _TimedOut:
+            logger.warning("info handler %r timed out on connection %s", control.type, conn.id)
+        except Exception:
+            logger.exception("info handler %r failed on connection %s", control.type, conn.id)

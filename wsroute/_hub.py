@@ -3,7 +3,8 @@
 The hub subscribes a topic on the broker when its first local connection joins and
 unsubscribes when the last one leaves, so a process only receives traffic for the
 topics it hosts. Messages from the broker are decoded once and appended to every
-member's outbox without waiting; the pump never blocks on a client.
+member's outbox without waiting; the pump never blocks on a client. Messages that
+skip their sender or carry control orders are described in ``_addressing``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from ._addressing import CONTROL, EXCLUDING, decode_control
 from ._errors import BrokerError
 
 if TYPE_CHECKING:
@@ -87,11 +89,28 @@ class Hub:
 
     def deliver(self, topic: str, data: bytes) -> None:
         members = self._members.get(topic)
-        if not members:
+        if not members or not data:
             return
-        frame = data.decode()
-        for conn in members:
-            conn._push(frame)
+        kind = data[0]
+        if kind == EXCLUDING:
+            sender, _, rest = data[1:].partition(b"\n")
+            frame = rest.decode()
+            sender_id = sender.decode()
+            for conn in members:
+                if conn.id != sender_id:
+                    conn._push(frame)
+        elif kind == CONTROL:
+            try:
+                control = decode_control(data)
+            except ValueError as exc:
+                logger.warning("dropped a message on topic %r: %s", topic, exc)
+                return
+            for conn in list(members):
+                conn._control(control)
+        else:
+            frame = data.decode()
+            for conn in members:
+                conn._push(frame)
 
     async def pump(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Deliver everything the broker session yields until it ends."""

@@ -11,10 +11,11 @@ from __future__ import annotations
 import enum
 import inspect
 import typing
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, Final
 
 import cattrs
+import orjson
 from cattrs.errors import StructureHandlerNotFoundError
 
 from ._connection import Connection, Disconnect
@@ -28,6 +29,12 @@ TopicSpec = str | Callable[[Any, Connection], str]
 class Kind(enum.Enum):
     DIRECT = "direct"
     BROADCAST = "broadcast"
+    INFO = "info"
+
+
+#: ``coalesce=`` of a direct route: ``True`` (key: the message data), or a function
+#: ``(payload, conn) -> hashable`` giving the key.
+CoalesceSpec = bool | Callable[[Any, Connection], Hashable]
 
 
 class InvalidData(Exception):
@@ -115,6 +122,9 @@ class Handler:
         "_caller",
         "_default",
         "_structure_hook",
+        "coalesce",
+        "coalesce_timeout",
+        "exclude_sender",
         "fn",
         "kind",
         "name",
@@ -134,12 +144,27 @@ class Handler:
         converter: cattrs.Converter,
         topic: TopicSpec | None = None,
         timeout: float | None = None,
+        *,
+        coalesce: CoalesceSpec = False,
+        coalesce_timeout: float | None = None,
+        exclude_sender: bool = False,
     ) -> None:
         what = f"{kind.value} handler {name!r},"
-        if timeout is not None and (
-            isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
-        ):
-            raise RegistrationError(f"{what} timeout must be a positive number of seconds")
+        for option, value in (("timeout", timeout), ("coalesce_timeout", coalesce_timeout)):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | float) or value <= 0
+            ):
+                raise RegistrationError(f"{what} {option} must be a positive number of seconds")
+        if not (isinstance(coalesce, bool) or callable(coalesce)):
+            raise RegistrationError(
+                f"{what} coalesce must be True, False or a function (payload, conn) -> key"
+            )
+        if coalesce is not False and kind is not Kind.DIRECT:
+            raise RegistrationError(f"{what} only direct handlers can coalesce requests")
+        if coalesce_timeout is not None and coalesce is False:
+            raise RegistrationError(
+                f"{what} coalesce_timeout needs coalesce=True or a key function"
+            )
         params = _parameters(fn, what)
         hints = _hints(fn, what)
         slots: list[tuple[inspect.Parameter, str]] = []
@@ -162,6 +187,9 @@ class Handler:
         self.fn = fn
         self.topic = topic
         self.timeout = timeout
+        self.coalesce = coalesce
+        self.coalesce_timeout = coalesce_timeout
+        self.exclude_sender = exclude_sender
         self._caller = Caller(fn, slots)
         self.takes_payload = payload is not None
         self._default = (
@@ -209,6 +237,12 @@ class Handler:
 
     def call(self, payload: Any, conn: Connection) -> Awaitable[Any]:
         return self._caller({_PAYLOAD: payload, _CONN: conn})
+
+    def coalesce_key(self, data: Any, payload: Any, conn: Connection) -> Hashable:
+        """The key under which identical concurrent requests share one run."""
+        if callable(self.coalesce):
+            return (self.name, self.coalesce(payload, conn))
+        return (self.name, orjson.dumps(data, option=orjson.OPT_SORT_KEYS))
 
     def topic_for(self, payload: Any, conn: Connection) -> str:
         """The topic a broadcast's event goes to."""

@@ -25,12 +25,14 @@ from ._handshake import AcceptHook, Admission, Gate, describe_request
 from ._hub import Hub
 from ._protocol import CLOSE_GOING_AWAY, encode_event
 from ._request import Request
-from ._routing import FrameHandler, Hook, Route
+from ._routing import FrameHandler, Handler, Hook, Route
 from ._session import Session
 from ._websocket import wrap_server_stream
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
+
+    from ._coalesce import SingleFlight
 
 logger = logging.getLogger("wsroute")
 
@@ -58,6 +60,9 @@ class Runtime:
         on_disconnect: Sequence[Hook],
         accept_hook: AcceptHook | None,
         frame_handler: FrameHandler | None,
+        info: Mapping[str, Handler],
+        flights: SingleFlight,
+        user_id: Callable[[Any], str | None],
         hub: Hub,
         broker_name: str,
     ) -> None:
@@ -66,7 +71,8 @@ class Runtime:
         self.on_connect = tuple(on_connect)
         self.on_disconnect = tuple(on_disconnect)
         self.hub = hub
-        self.dispatcher = Dispatcher(routes, hub)
+        self.dispatcher = Dispatcher(routes, hub, info, flights)
+        self._user_id = user_id
         self.frame_handler = frame_handler
         self.gate = Gate(config, accept_hook)
         self.broker_name = broker_name
@@ -183,6 +189,7 @@ class Runtime:
             outbox_size=config.outbox_size,
             policy=config.slow_consumer,
             user=admission.user,
+            user_id=self._user_id(admission.user),
             subprotocol=admission.subprotocol,
             invalid_limit=config.invalid_message_limit,
         )

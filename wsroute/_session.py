@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import trio
 import trio_websocket
 
+from ._addressing import Control, conn_topic, user_topic
 from ._errors import ProtocolError
 from ._limits import Verdict, Window
 from ._protocol import (
@@ -34,6 +35,7 @@ from ._protocol import (
     CLOSE_MESSAGE_TOO_BIG,
     CLOSE_POLICY_VIOLATION,
     CLOSE_UNSUPPORTED_DATA,
+    INTERNAL_ERROR,
     OVERLOADED,
     RATE_LIMITED,
     ClientMessage,
@@ -56,8 +58,9 @@ class RawFrame(NamedTuple):
     frame: str | bytes
 
 
-# An intake item: a decoded request, an error reply already encoded, or a raw frame.
-_Item = ClientMessage | str | RawFrame
+# An intake item: a decoded request, an error reply already encoded, a raw frame, or
+# an info message from elsewhere in the system.
+_Item = ClientMessage | str | RawFrame | Control
 
 
 class Session:
@@ -67,6 +70,8 @@ class Session:
         "_intake_done",
         "_intake_scope",
         "_reader_scope",
+        "_receive",
+        "_send",
         "_writer_done",
         "conn",
         "rt",
@@ -85,6 +90,17 @@ class Session:
         self._writer_done = trio.Event()
         self._deadline: float | None = None
         self._connect_scope = trio.CancelScope()
+        # Requests and info messages share one queue, so an info handler runs in
+        # order with the connection's requests, like a message in its mailbox.
+        self._send, self._receive = trio.open_memory_channel[_Item](rt.config.max_queued_requests)
+        conn._info_sink = self._queue_info
+
+    def _queue_info(self, control: Control) -> bool:
+        try:
+            self._send.send_nowait(control)
+        except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+            return False
+        return True
 
     def begin_close(self, code: int, reason: str, deadline: float) -> None:
         """Close gracefully, letting handlers finish until ``deadline`` (shutdown)."""
@@ -125,6 +141,9 @@ class Session:
     async def _connect(self) -> bool:
         conn, rt = self.conn, self.rt
         try:
+            await conn.subscribe(conn_topic(conn.id))
+            if conn.user_id is not None:
+                await conn.subscribe(user_topic(conn.user_id))
             if rt.config.default_topic is not None:
                 await conn.subscribe(rt.config.default_topic)
             for hook in rt.on_connect:
@@ -137,7 +156,7 @@ class Session:
         return not conn.closing
 
     async def _intake(self) -> None:
-        send, receive = trio.open_memory_channel[_Item](self.rt.config.max_queued_requests)
+        send, receive = self._send, self._receive
         try:
             with self._intake_scope:
                 async with trio.open_nursery() as nursery:
@@ -203,8 +222,16 @@ class Session:
                 elif isinstance(item, RawFrame):
                     assert frames is not None
                     frame = await _handle_frame(frames, item.frame, conn)
+                elif isinstance(item, Control):
+                    await dispatcher.dispatch_info(conn, item)
+                    continue
                 else:
-                    frame = await dispatcher.dispatch(conn, item)
+                    try:
+                        frame = await dispatcher.dispatch(conn, item)
+                    except Exception:
+                        # dispatch() is the error boundary; this is the net below it.
+                        logger.exception("wsroute bug while dispatching %r", item.type)
+                        frame = encode_error(item.type, item.id, INTERNAL_ERROR, "internal error")
                 if frame is not None:
                     conn._push(frame)
 
@@ -300,9 +327,9 @@ def _refusal(item: _Item, code: str, message: str) -> str:
     """The error reply for a message that will not be handled."""
     if isinstance(item, str):
         return item  # already an error reply: send it anyway, it is small
-    if isinstance(item, RawFrame):
-        return encode_error(None, None, code, message)
-    return encode_error(item.type, item.id, code, message)
+    if isinstance(item, ClientMessage):
+        return encode_error(item.type, item.id, code, message)
+    return encode_error(None, None, code, message)
 
 
 async def _handle_frame(
