@@ -4,32 +4,19 @@ from __future__ import annotations
 
 import inspect
 import logging
-import os
-import signal
-import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import cattrs
-import trio
 
-from ._addressing import (
-    conn_topic,
-    default_user_id,
-    encode_close,
-    encode_info,
-    user_topic,
-)
-from ._coalesce import CoalesceStats, SingleFlight
+from ._addressing import default_user_id
+from ._coalesce import CoalesceStats
 from ._config import Config
-from ._connection import check_close
 from ._converter import make_converter
-from ._errors import NotRunningError, RegistrationError
+from ._errors import RegistrationError
 from ._handshake import AcceptHook
-from ._hub import Hub
+from ._messaging import Messaging
 from ._outbox import SlowConsumerPolicy
-from ._protocol import encode_event
 from ._routing import (
     CoalesceSpec,
     FrameHandler,
@@ -42,18 +29,16 @@ from ._routing import (
     check_topic,
     describe,
 )
-from ._runtime import Runtime
-from ._util import collapse_exception_group
+from ._serving import Lifespan, Serving
 from .brokers import Broker, BrokerState, MemoryBroker
 
 logger = logging.getLogger("wsroute")
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 A = TypeVar("A", bound=AcceptHook)
-Lifespan = Callable[..., Any]
 
 
-class App:
+class App(Serving, Messaging):
     """A wsroute application: its handlers, hooks, options and broker.
 
     Args:
@@ -164,9 +149,9 @@ class App:
         self._started = False
         self._starting = False
         self._stop_requested = False
-        self._runtime: Runtime | None = None
-        self._tasks: trio.Nursery | None = None
-        self._pending_tasks: list[tuple[Callable[..., Awaitable[Any]], tuple[Any, ...]]] = []
+        self._runtime = None
+        self._tasks = None
+        self._pending_tasks = []
 
     # -- registration ------------------------------------------------------------
 
@@ -456,231 +441,3 @@ class App:
             for handler in (route.direct, route.broadcast)
             if handler is not None
         ]
-
-    # -- running -----------------------------------------------------------------
-
-    @property
-    def running(self) -> bool:
-        return self._runtime is not None
-
-    def _require_runtime(self, what: str) -> Runtime:
-        if self._runtime is None:
-            raise NotRunningError(f"{what} needs a running app: call it while serving")
-        return self._runtime
-
-    @property
-    def connections(self) -> list[Any]:
-        """The connections currently open on this app (in this process)."""
-        return self._runtime.connections if self._runtime is not None else []
-
-    async def publish(self, topic: str, type: str, data: Any = None) -> None:
-        """Send the event ``{"type", "topic", "data"}`` to every subscriber of ``topic``,
-        in every process that shares the broker.
-
-        Raises:
-            NotRunningError: the app is not serving.
-            BrokerError: the broker could not take the message.
-        """
-        runtime = self._require_runtime("app.publish()")
-        await runtime.hub.publish(
-            topic, encode_event(type, topic, self.converter.unstructure(data))
-        )
-
-    async def _publish_raw(self, what: str, topic: str, data: bytes) -> None:
-        await self._require_runtime(what).hub.publish(topic, data)
-
-    async def send_to_user(self, user_id: object, type: str, data: Any = None) -> None:
-        """Push the event ``{"type", "data"}`` to every connection of ``user_id``, in every
-        process (all the user's tabs and devices)."""
-        event = encode_event(type, None, self.converter.unstructure(data))
-        await self._publish_raw("app.send_to_user()", user_topic(user_id), event)
-
-    async def send_to_connection(self, conn_id: str, type: str, data: Any = None) -> None:
-        """Push the event ``{"type", "data"}`` to connection ``conn_id``, wherever it is."""
-        event = encode_event(type, None, self.converter.unstructure(data))
-        await self._publish_raw("app.send_to_connection()", conn_topic(conn_id), event)
-
-    async def disconnect_user(self, user_id: object, *, code: int = 1000, reason: str = "") -> None:
-        """Close every connection of ``user_id`` in every process, gracefully, with
-        ``code`` and ``reason``; their on_disconnect hooks run."""
-        check_close(code, reason)
-        await self._publish_raw(
-            "app.disconnect_user()", user_topic(user_id), encode_close(code, reason)
-        )
-
-    async def disconnect_connection(
-        self, conn_id: str, *, code: int = 1000, reason: str = ""
-    ) -> None:
-        """Close connection ``conn_id``, wherever it is, with ``code`` and ``reason``."""
-        check_close(code, reason)
-        await self._publish_raw(
-            "app.disconnect_connection()", conn_topic(conn_id), encode_close(code, reason)
-        )
-
-    async def tell_user(self, user_id: object, type: str, data: Any = None) -> None:
-        """Run info handler ``type`` on every connection of ``user_id``, in every process."""
-        info = encode_info(type, self.converter.unstructure(data))
-        await self._publish_raw("app.tell_user()", user_topic(user_id), info)
-
-    async def tell_connection(self, conn_id: str, type: str, data: Any = None) -> None:
-        """Run info handler ``type`` on connection ``conn_id``, wherever it is."""
-        info = encode_info(type, self.converter.unstructure(data))
-        await self._publish_raw("app.tell_connection()", conn_topic(conn_id), info)
-
-    async def tell_topic(self, topic: str, type: str, data: Any = None) -> None:
-        """Run info handler ``type`` on every connection subscribed to ``topic``."""
-        info = encode_info(type, self.converter.unstructure(data))
-        await self._publish_raw("app.tell_topic()", topic, info)
-
-    def start_soon(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
-        """Run ``fn(*args)`` in the background for as long as the app serves.
-
-        Called during lifespan start-up, the task starts once start-up completes. It
-        is cancelled before the lifespan's teardown; if it raises, the error is logged.
-        """
-        self._require_runtime("app.start_soon()")
-        if self._tasks is None:
-            self._pending_tasks.append((fn, args))
-        else:
-            self._tasks.start_soon(_guard_task, fn, args)
-
-    def shutdown(self) -> None:
-        """Stop serving gracefully: connections get 1001 after in-flight handlers finish.
-
-        Called while the app is still starting, it takes effect as soon as it serves.
-        """
-        if self._runtime is not None:
-            self._runtime.request_stop()
-        elif self._starting:
-            self._stop_requested = True
-
-    @asynccontextmanager
-    async def running_context(self) -> AsyncIterator[Runtime]:
-        """Run the app without a listener: broker session, lifespan and tasks.
-
-        ``serve`` uses it; so does ``wsroute.testing``. Freezes the handler table.
-        """
-        if self._runtime is not None:
-            raise NotRunningError(
-                "this App is already running; to simulate another process, create a"
-                " second App on the same broker"
-            )
-        self._started = True
-        self._starting = True
-        self._stop_requested = False
-        try:
-            with collapse_exception_group():
-                async with (
-                    trio.open_nursery() as system,
-                    self.broker.connect(
-                        on_state=lambda state: self._broker_state_changed(system, state)
-                    ) as session,
-                ):
-                    hub = Hub(session)
-                    await system.start(hub.pump)
-                    runtime = Runtime(
-                        config=self.config,
-                        converter=self.converter,
-                        routes=self._routes,
-                        on_connect=self._on_connect,
-                        on_disconnect=self._on_disconnect,
-                        accept_hook=self._accept_hook,
-                        frame_handler=self._frame_handler,
-                        info=self._info,
-                        flights=SingleFlight(system, self.coalesce_stats),
-                        user_id=self._user_id,
-                        hub=hub,
-                        broker_name=self.broker.describe(),
-                    )
-                    self._runtime = runtime
-                    self._starting = False
-                    if self._stop_requested:
-                        runtime.request_stop()
-                    try:
-                        async with AsyncExitStack() as stack:
-                            for lifespan in self._lifespans:
-                                await stack.enter_async_context(self._enter_lifespan(lifespan))
-                            async with trio.open_nursery() as tasks:
-                                self._tasks = tasks
-                                for fn, args in self._pending_tasks:
-                                    tasks.start_soon(_guard_task, fn, args)
-                                self._pending_tasks.clear()
-                                yield runtime
-                                tasks.cancel_scope.cancel()
-                    finally:
-                        self._tasks = None
-                        self._runtime = None
-                        self._stop_requested = False
-                        self._pending_tasks.clear()
-                        system.cancel_scope.cancel()
-        finally:
-            self._starting = False
-
-    def _broker_state_changed(self, system: trio.Nursery, state: BrokerState) -> None:
-        runtime = self._runtime
-        if runtime is not None and self.config.broker_state_events:
-            runtime.push_to_all("broker_state", {"state": state.value})
-        for hook in self._on_broker_state:
-            system.start_soon(_guard_task, hook, (state,))
-
-    def _enter_lifespan(self, fn: Lifespan) -> AbstractAsyncContextManager[Any]:
-        args = (self,) if len(inspect.signature(fn).parameters) == 1 else ()
-        if inspect.isasyncgenfunction(fn):
-            return asynccontextmanager(fn)(*args)
-        manager = fn(*args)
-        if not hasattr(manager, "__aenter__"):
-            raise RegistrationError(
-                f"lifespan {describe(fn)} must be an async generator function or return an"
-                f" async context manager, not {type(manager).__name__}"
-            )
-        return manager  # type: ignore[no-any-return]
-
-    async def serve(
-        self,
-        host: str = "127.0.0.1",
-        port: int = 8000,
-        *,
-        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
-        """Serve on ``host:port`` until :meth:`shutdown` (graceful) or cancellation.
-
-        Supports ``port = await nursery.start(app.serve, host, 0)``: reports the bound
-        port once listening.
-        """
-        async with self.running_context() as runtime:
-            await runtime.serve_tcp(host, port, task_status=task_status)
-
-    def run(self, host: str = "127.0.0.1", port: int = 8000) -> None:
-        """Serve until SIGINT or SIGTERM, then shut down gracefully.
-
-        A second signal during the shutdown exits at once with status 1.
-        """
-        trio.run(self._serve_until_signal, host, port)
-
-    async def _serve_until_signal(self, host: str, port: int) -> None:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._watch_signals, signals)
-                await self.serve(host, port)
-                nursery.cancel_scope.cancel()
-
-    async def _watch_signals(self, signals: AsyncIterator[int]) -> None:
-        count = 0
-        async for signum in signals:
-            count += 1
-            name = signal.Signals(signum).name
-            if count == 1:
-                logger.info("received %s, shutting down gracefully", name)
-                self.shutdown()
-            else:
-                logger.warning("received %s again, exiting now", name)
-                logging.shutdown()
-                sys.stdout.flush()
-                os._exit(1)
-
-
-async def _guard_task(fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:
-    try:
-        await fn(*args)
-    except Exception:
-        logger.exception("background task %r failed", fn)

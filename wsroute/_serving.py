@@ -1,0 +1,227 @@
+"""Running an app: its lifespan, background tasks, listener, signals and shutdown.
+
+A mixin of :class:`~wsroute.App`. ``running_context`` is the one place an app comes
+alive (broker session, hub pump, lifespan, background tasks); ``serve`` adds a TCP
+listener to it, ``run`` adds signal handling, and ``wsroute.testing`` uses it without
+any listener.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from typing import Any
+
+import cattrs
+import trio
+
+from ._coalesce import CoalesceStats, SingleFlight
+from ._config import Config
+from ._errors import NotRunningError, RegistrationError
+from ._handshake import AcceptHook
+from ._hub import Hub
+from ._routing import FrameHandler, Handler, Hook, Route, describe
+from ._runtime import Runtime
+from ._util import collapse_exception_group
+from .brokers import Broker, BrokerState
+
+logger = logging.getLogger("wsroute")
+
+Lifespan = Callable[..., Any]
+
+
+class Serving:
+    """The running state of an App and the ways to run it."""
+
+    # Set by App.__init__; listed here for the type checker.
+    config: Config
+    converter: cattrs.Converter
+    broker: Broker
+    coalesce_stats: CoalesceStats
+    _routes: dict[str, Route]
+    _info: dict[str, Handler]
+    _on_connect: list[Hook]
+    _on_disconnect: list[Hook]
+    _on_broker_state: list[Callable[[BrokerState], Awaitable[Any]]]
+    _lifespans: list[Lifespan]
+    _accept_hook: AcceptHook | None
+    _frame_handler: FrameHandler | None
+    _user_id: Callable[[Any], str | None]
+    _started: bool
+    _starting: bool
+    _stop_requested: bool
+    _runtime: Runtime | None
+    _tasks: trio.Nursery | None
+    _pending_tasks: list[tuple[Callable[..., Awaitable[Any]], tuple[Any, ...]]]
+
+    @property
+    def running(self) -> bool:
+        return self._runtime is not None
+
+    def _require_runtime(self, what: str) -> Runtime:
+        if self._runtime is None:
+            raise NotRunningError(f"{what} needs a running app: call it while serving")
+        return self._runtime
+
+    @property
+    def connections(self) -> list[Any]:
+        """The connections currently open on this app (in this process)."""
+        return self._runtime.connections if self._runtime is not None else []
+
+    def start_soon(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        """Run ``fn(*args)`` in the background for as long as the app serves.
+
+        Called during lifespan start-up, the task starts once start-up completes. It
+        is cancelled before the lifespan's teardown; if it raises, the error is logged.
+        """
+        self._require_runtime("app.start_soon()")
+        if self._tasks is None:
+            self._pending_tasks.append((fn, args))
+        else:
+            self._tasks.start_soon(_guard_task, fn, args)
+
+    def shutdown(self) -> None:
+        """Stop serving gracefully: connections get 1001 after in-flight handlers finish.
+
+        Called while the app is still starting, it takes effect as soon as it serves.
+        """
+        if self._runtime is not None:
+            self._runtime.request_stop()
+        elif self._starting:
+            self._stop_requested = True
+
+    @asynccontextmanager
+    async def running_context(self) -> AsyncIterator[Runtime]:
+        """Run the app without a listener: broker session, lifespan and tasks.
+
+        ``serve`` uses it; so does ``wsroute.testing``. Freezes the handler table.
+        """
+        if self._runtime is not None:
+            raise NotRunningError(
+                "this App is already running; to simulate another process, create a"
+                " second App on the same broker"
+            )
+        self._started = True
+        self._starting = True
+        self._stop_requested = False
+        try:
+            with collapse_exception_group():
+                async with (
+                    trio.open_nursery() as system,
+                    self.broker.connect(
+                        on_state=lambda state: self._broker_state_changed(system, state)
+                    ) as session,
+                ):
+                    hub = Hub(session)
+                    await system.start(hub.pump)
+                    runtime = Runtime(
+                        config=self.config,
+                        converter=self.converter,
+                        routes=self._routes,
+                        on_connect=self._on_connect,
+                        on_disconnect=self._on_disconnect,
+                        accept_hook=self._accept_hook,
+                        frame_handler=self._frame_handler,
+                        info=self._info,
+                        flights=SingleFlight(system, self.coalesce_stats),
+                        user_id=self._user_id,
+                        hub=hub,
+                        broker_name=self.broker.describe(),
+                    )
+                    self._runtime = runtime
+                    self._starting = False
+                    if self._stop_requested:
+                        runtime.request_stop()
+                    try:
+                        async with AsyncExitStack() as stack:
+                            for lifespan in self._lifespans:
+                                await stack.enter_async_context(self._enter_lifespan(lifespan))
+                            async with trio.open_nursery() as tasks:
+                                self._tasks = tasks
+                                for fn, args in self._pending_tasks:
+                                    tasks.start_soon(_guard_task, fn, args)
+                                self._pending_tasks.clear()
+                                yield runtime
+                                tasks.cancel_scope.cancel()
+                    finally:
+                        self._tasks = None
+                        self._runtime = None
+                        self._stop_requested = False
+                        self._pending_tasks.clear()
+                        system.cancel_scope.cancel()
+        finally:
+            self._starting = False
+
+    def _broker_state_changed(self, system: trio.Nursery, state: BrokerState) -> None:
+        runtime = self._runtime
+        if runtime is not None and self.config.broker_state_events:
+            runtime.push_to_all("broker_state", {"state": state.value})
+        for hook in self._on_broker_state:
+            system.start_soon(_guard_task, hook, (state,))
+
+    def _enter_lifespan(self, fn: Lifespan) -> AbstractAsyncContextManager[Any]:
+        args = (self,) if len(inspect.signature(fn).parameters) == 1 else ()
+        if inspect.isasyncgenfunction(fn):
+            return asynccontextmanager(fn)(*args)
+        manager = fn(*args)
+        if not hasattr(manager, "__aenter__"):
+            raise RegistrationError(
+                f"lifespan {describe(fn)} must be an async generator function or return an"
+                f" async context manager, not {type(manager).__name__}"
+            )
+        return manager  # type: ignore[no-any-return]
+
+    async def serve(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        *,
+        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Serve on ``host:port`` until :meth:`shutdown` (graceful) or cancellation.
+
+        Supports ``port = await nursery.start(app.serve, host, 0)``: reports the bound
+        port once listening.
+        """
+        async with self.running_context() as runtime:
+            await runtime.serve_tcp(host, port, task_status=task_status)
+
+    def run(self, host: str = "127.0.0.1", port: int = 8000) -> None:
+        """Serve until SIGINT or SIGTERM, then shut down gracefully.
+
+        A second signal during the shutdown exits at once with status 1.
+        """
+        trio.run(self._serve_until_signal, host, port)
+
+    async def _serve_until_signal(self, host: str, port: int) -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._watch_signals, signals)
+                await self.serve(host, port)
+                nursery.cancel_scope.cancel()
+
+    async def _watch_signals(self, signals: AsyncIterator[int]) -> None:
+        count = 0
+        async for signum in signals:
+            count += 1
+            name = signal.Signals(signum).name
+            if count == 1:
+                logger.info("received %s, shutting down gracefully", name)
+                self.shutdown()
+            else:
+                logger.warning("received %s again, exiting now", name)
+                logging.shutdown()
+                sys.stdout.flush()
+                os._exit(1)
+
+
+async def _guard_task(fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:
+    try:
+        await fn(*args)
+    except Exception:
+        logger.exception("background task %r failed", fn)
