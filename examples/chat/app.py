@@ -1,24 +1,36 @@
 """The chat example: rooms as topics, one room per connection at a time.
 
-Run it with ``wsroute run app:app --app-dir examples/chat``, then send, for example::
+Run it with ``wsroute run app:app --app-dir examples/chat``, connect to
+``ws://127.0.0.1:8000/?user=ada``, then send, for example::
 
     {"type": "join", "id": 1, "data": {"room": "lobby", "nick": "ada"}}
     {"type": "say", "data": {"text": "hello"}}
     {"type": "who", "id": 2}
-    {"type": "leave", "id": 3}
+    {"type": "whisper", "id": 3, "data": {"to": "bob", "text": "psst"}}
+    {"type": "kick", "id": 4, "data": {"user": "bob", "reason": "spam"}}
+    {"type": "leave", "id": 5}
 
 Each room is the topic ``room:<name>``. Everyone in a room receives its ``say``
 events and a ``joined``/``left`` event when somebody arrives or goes. There is no
 default topic: a connection hears nothing until it joins a room.
+
+A connection's user is the ``user`` query parameter: a stand-in for real
+authentication (use ``bearer_auth`` or your own accept hook). Users get private
+``whisper`` messages on all their connections, in every process; moderators can
+``kick`` a user, which runs the ``kicked`` info handler inside each of that user's
+connections, wherever they are.
 """
 
 from __future__ import annotations
 
 import attrs
 
-from wsroute import App, Connection, HandlerError
+from wsroute import App, Connection, HandlerError, Request
 
 app = App(default_topic=None)
+
+#: Users allowed to kick others.
+MODERATORS = frozenset({"mod"})
 
 
 @attrs.frozen
@@ -47,6 +59,18 @@ class Line:
     room: str
     nick: str
     text: str
+
+
+@attrs.frozen
+class Whisper:
+    to: str
+    text: str
+
+
+@attrs.frozen
+class Kick:
+    user: str
+    reason: str = ""
 
 
 @attrs.frozen
@@ -88,6 +112,18 @@ async def leave_room(conn: Connection) -> None:
     await app.publish(room_topic(room), "left", Presence(room, nick))
 
 
+@app.accept
+async def identify(request: Request) -> str | None:
+    """The user from ``?user=``; anonymous without it (see the module docstring)."""
+    return request.query.get("user") or None
+
+
+def require_user(conn: Connection) -> str:
+    if conn.user_id is None:
+        raise HandlerError("anonymous", "connect with ?user=<name> to do this")
+    return conn.user_id
+
+
 @app.on_disconnect
 async def gone(conn: Connection) -> None:
     await leave_room(conn)
@@ -125,3 +161,27 @@ async def leave(conn: Connection) -> Presence:
 async def who(conn: Connection) -> Roster:
     room, _ = current_room(conn)
     return Roster(room, list(rooms[room].values()))
+
+
+@app.direct("whisper")
+async def whisper(msg: Whisper, conn: Connection) -> Whisper:
+    """A private message to every connection of user ``to``, in any process."""
+    sender = require_user(conn)
+    await app.send_to_user(msg.to, "whisper", {"from": sender, "text": msg.text})
+    return msg
+
+
+@app.direct("kick")
+async def kick(msg: Kick, conn: Connection) -> Kick:
+    if require_user(conn) not in MODERATORS:
+        raise HandlerError("forbidden", "only moderators can kick")
+    await app.tell_user(msg.user, "kicked", {"by": conn.user_id, "reason": msg.reason})
+    return msg
+
+
+@app.info("kicked")
+async def kicked(order: dict[str, str], conn: Connection) -> None:
+    """Runs inside each connection of the kicked user: leave, tell them, close."""
+    await leave_room(conn)
+    await conn.send("kicked", order)
+    await conn.close(4003, order.get("reason") or "kicked")
