@@ -69,3 +69,31 @@ def test_hook_must_be_async():
 
         @app.on_broker_state
         def sync_hook(state: BrokerState) -> None: ...
+
+
+async def test_connection_whose_topics_cannot_be_subscribed_closes_with_1013(autojump_clock):
+    from wsroute import BrokerError
+    from wsroute.testing import CloseInfo
+
+    class DeafBroker(MemoryBroker):
+        def connect(self, *, on_state: StateListener | None = None) -> Any:
+            manager = super().connect(on_state=on_state)
+
+            class Deaf:
+                async def __aenter__(self) -> Any:
+                    session = await manager.__aenter__()
+
+                    async def subscribe(topic: str) -> None:
+                        raise BrokerError("broker is down")
+
+                    session.subscribe = subscribe  # type: ignore[method-assign]
+                    return session
+
+                async def __aexit__(self, *exc: object) -> None:
+                    await manager.__aexit__(*exc)
+
+            return Deaf()
+
+    app = App(broker=DeafBroker())
+    async with open_client(app) as client:
+        assert await client.wait_closed() == CloseInfo(1013, "broker unavailable")

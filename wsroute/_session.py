@@ -26,7 +26,7 @@ import trio
 import trio_websocket
 
 from ._addressing import Control, conn_topic, user_topic
-from ._errors import ProtocolError
+from ._errors import BrokerError, ProtocolError
 from ._limits import Verdict, Window
 from ._protocol import (
     CLOSE_ABNORMAL,
@@ -34,6 +34,7 @@ from ._protocol import (
     CLOSE_INTERNAL_ERROR,
     CLOSE_MESSAGE_TOO_BIG,
     CLOSE_POLICY_VIOLATION,
+    CLOSE_TRY_AGAIN_LATER,
     CLOSE_UNSUPPORTED_DATA,
     INTERNAL_ERROR,
     OVERLOADED,
@@ -146,6 +147,12 @@ class Session:
                 await conn.subscribe(user_topic(conn.user_id))
             if rt.config.default_topic is not None:
                 await conn.subscribe(rt.config.default_topic)
+        except BrokerError as exc:
+            # Without its topics the connection would be deaf: let the client retry.
+            logger.warning("connection %s: cannot subscribe its topics: %s", conn.id, exc)
+            conn._request_close(CLOSE_TRY_AGAIN_LATER, "broker unavailable", "server")
+            return False
+        try:
             for hook in rt.on_connect:
                 if conn.closing:
                     break
