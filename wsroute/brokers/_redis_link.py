@@ -1,0 +1,325 @@
+"""One live attachment to Redis: a publishing and a subscribing connection.
+
+A :class:`Link` is made, used and dropped as a unit by the session's supervisor
+(``redis.py``): when either connection fails, Redis stops answering, or a
+subscription is not confirmed, the whole link ends and the supervisor builds a new
+one. That keeps one simple state per session — connected or not — and makes
+"resubscribe everything" the only recovery path there is.
+
+The link owns three background jobs:
+
+- the **publisher** takes publishes queued by any number of handlers and writes them
+  as one pipeline (many ``PUBLISH`` commands in one write, one round trip), then
+  completes each caller once Redis has answered its command;
+- the **reader** drains the subscriber connection's push messages as fast as they
+  come and hands each to the session without waiting, so Redis never has to buffer
+  output for us;
+- the **health check** pings both connections while they are idle, because a Redis
+  that hangs, or a network that silently drops packets, closes no socket.
+
+coredis is imported here at module level; ``redis.py`` imports the session (and so
+this module) inside a guard, so that wsroute works without the redis extra.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections import deque
+from collections.abc import Callable, Collection, Sequence
+from typing import Any
+
+import trio
+from coredis.commands import CommandRequest
+from coredis.connection import BaseConnection
+from coredis.exceptions import ConnectionError as RedisConnectionError
+from coredis.exceptions import RedisError, ResponseError
+
+
+class _QuietConnectionLoss(logging.Filter):
+    """Drop coredis' traceback for a lost connection: the session logs it in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg != "Connection closed unexpectedly!"
+
+
+logging.getLogger("coredis").addFilter(_QuietConnectionLoss())
+
+#: The most publishes written as one pipeline, and their most bytes together.
+MAX_BATCH = 512
+MAX_BATCH_BYTES = 1 << 20
+#: The most channels named in one SUBSCRIBE command while resubscribing.
+SUBSCRIBE_CHUNK = 512
+
+
+class Pending:
+    """One publish waiting for Redis; its caller waits on ``done``."""
+
+    __slots__ = ("abandoned", "channel", "data", "done", "error")
+
+    def __init__(self, channel: bytes, data: bytes) -> None:
+        self.channel = channel
+        self.data = data
+        self.done = trio.Event()
+        self.error: BaseException | None = None
+        #: The caller gave up (timeout or cancellation): do not publish it late.
+        self.abandoned = False
+
+    def finish(self, error: BaseException | None = None) -> None:
+        if not self.done.is_set():
+            self.error = error
+            self.done.set()
+
+
+def explain(exc: BaseException) -> str:
+    """``exc`` and its root cause in one line, e.g. "... to 127.0.0.1:1: Connection refused"."""
+    root = exc
+    while root.__cause__ is not None:
+        root = root.__cause__
+    text = str(exc) or type(exc).__name__
+    if root is not exc:
+        detail = os.strerror(root.errno) if isinstance(root, OSError) and root.errno else str(root)
+        text = f"{text}: {detail or type(root).__name__}"
+    return text
+
+
+class Link:
+    """A publisher and a subscriber connection that live and die together.
+
+    Args:
+        make_connection: returns a new, unconnected coredis connection.
+        wanted: the channels the session currently wants (refcount above zero).
+        deliver: called with ``(channel, data)`` for every message; must not block.
+        pending: publishes queued by the session, consumed here in order.
+        timeout: seconds for connecting, for a subscription to be confirmed and for
+            a PING to be answered.
+        publish_timeout: seconds Redis may take to answer one PUBLISH.
+        health_check_interval: seconds between PINGs on each connection.
+    """
+
+    def __init__(
+        self,
+        make_connection: Callable[[], BaseConnection],
+        *,
+        wanted: Callable[[], Collection[bytes]],
+        deliver: Callable[[bytes, bytes], None],
+        pending: trio.MemoryReceiveChannel[Pending],
+        timeout: float,
+        publish_timeout: float,
+        health_check_interval: float,
+    ) -> None:
+        self._make_connection = make_connection
+        self._wanted = wanted
+        self._deliver = deliver
+        self._pending = pending
+        self._timeout = timeout
+        self._publish_timeout = publish_timeout
+        self._health_check_interval = health_check_interval
+        self._subscriber: BaseConnection | None = None
+        #: Channels SUBSCRIBEd on this link's subscriber connection.
+        self._live: set[bytes] = set()
+        #: Per channel, one event per SUBSCRIBE sent and not yet confirmed.
+        self._confirmations: dict[bytes, deque[trio.Event]] = {}
+        self._cancel_scope: trio.CancelScope | None = None
+        self._reason: str | None = None
+        self.ready = False
+
+    @property
+    def broken(self) -> bool:
+        return self._reason is not None
+
+    @property
+    def subscribed(self) -> int:
+        """How many channels this link has subscribed."""
+        return len(self._live)
+
+    async def run(self, on_ready: Callable[[], None]) -> str:
+        """Connect, subscribe every wanted channel, call ``on_ready``, serve until broken.
+
+        Returns why the link ended (check :attr:`ready` to tell whether it ever
+        worked). A failure to connect or to subscribe is returned too, not raised.
+        """
+        async with trio.open_nursery() as nursery:
+            self._cancel_scope = nursery.cancel_scope
+            publisher = self._make_connection()
+            subscriber = self._make_connection()
+            try:
+                with trio.fail_after(self._timeout):
+                    await nursery.start(self._hold, publisher, "publishing")
+                    await nursery.start(self._hold, subscriber, "subscribing")
+                    self._subscriber = subscriber
+                    nursery.start_soon(self._read, subscriber)
+                    await self._subscribe_wanted()
+            except trio.TooSlowError:
+                self.fail(f"no answer from Redis within {self._timeout:g} s")
+            except (RedisError, OSError) as exc:
+                self.fail(explain(exc))
+            if not self.broken:
+                nursery.start_soon(self._publish, publisher)
+                nursery.start_soon(self._check_health, publisher, subscriber)
+                self.ready = True
+                on_ready()
+        return self._reason or "the connection to Redis was closed"
+
+    def fail(self, reason: str) -> None:
+        """End the link (idempotent); the first reason given is the one reported."""
+        if self._reason is None:
+            self._reason = reason
+        if self._cancel_scope is not None:
+            self._cancel_scope.cancel()
+        # Nobody waits for a confirmation that can no longer come.
+        for events in self._confirmations.values():
+            for event in events:
+                event.set()
+        self._confirmations.clear()
+
+    # -- subscriptions -----------------------------------------------------------------
+
+    async def subscribe(self, channels: Sequence[bytes]) -> None:
+        """SUBSCRIBE ``channels`` and wait until Redis confirms each one.
+
+        Returns early, without raising, if the link breaks meanwhile: the session
+        still wants the channels, and the next link subscribes them.
+        """
+        if self.broken or self._subscriber is None:
+            return
+        events = []
+        for channel in channels:
+            event = trio.Event()
+            self._confirmations.setdefault(channel, deque()).append(event)
+            events.append(event)
+        self._live.update(channels)
+        try:
+            self._subscriber.send_command(b"SUBSCRIBE", *channels)
+        except RedisError as exc:
+            self.fail(explain(exc))
+            return
+        with trio.move_on_after(self._timeout):
+            for event in events:
+                await event.wait()
+            return
+        self.fail(f"Redis did not confirm SUBSCRIBE within {self._timeout:g} s")
+
+    def unsubscribe(self, channel: bytes) -> None:
+        """UNSUBSCRIBE ``channel`` without waiting: the session already ignores it."""
+        if self.broken or self._subscriber is None or channel not in self._live:
+            return
+        self._live.discard(channel)
+        try:
+            self._subscriber.send_command(b"UNSUBSCRIBE", channel)
+        except RedisError as exc:
+            self.fail(explain(exc))
+
+    async def _subscribe_wanted(self) -> None:
+        # Loops because the session may want more channels while we wait for Redis.
+        while True:
+            wanted = set(self._wanted())
+            for channel in self._live - wanted:
+                self.unsubscribe(channel)
+            missing = sorted(wanted - self._live)
+            if not missing:
+                return
+            for start in range(0, len(missing), SUBSCRIBE_CHUNK):
+                await self.subscribe(missing[start : start + SUBSCRIBE_CHUNK])
+
+    # -- background jobs ---------------------------------------------------------------
+
+    async def _hold(
+        self,
+        connection: BaseConnection,
+        role: str,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        # coredis' run() reports started once connected and handshaken, and returns
+        # when the connection is lost.
+        await connection.run(task_status=task_status)
+        self.fail(f"the {role} connection was closed by Redis or the network")
+
+    async def _read(self, connection: BaseConnection) -> None:
+        try:
+            async with contextlib.aclosing(connection.push_messages) as messages:
+                async for push in messages:
+                    kind = push[0]
+                    if kind == b"message":
+                        self._deliver(push[1], push[2])  # type: ignore[arg-type]
+                    elif kind == b"subscribe":
+                        channel: bytes = push[1]  # type: ignore[assignment]
+                        events = self._confirmations.get(channel)
+                        if events:
+                            events.popleft().set()
+                            if not events:
+                                del self._confirmations[channel]
+        except RedisConnectionError:
+            self.fail("the subscribing connection was closed by Redis or the network")
+
+    async def _publish(self, connection: BaseConnection) -> None:
+        """Write queued publishes as pipelines, one batch in flight at a time.
+
+        Everything queued while a batch is on its way goes out as the next batch, so
+        the batch size grows with the load and a publish waits about one round trip.
+        """
+        batch: list[Pending] = []
+        try:
+            while True:
+                batch = self._take_batch(await self._pending.receive())
+                if batch and (reason := await self._send(connection, batch)) is not None:
+                    self.fail(reason)
+                    return
+        finally:
+            lost = RedisConnectionError("the connection to Redis was lost")
+            for item in batch:
+                item.finish(lost)
+
+    async def _send(self, connection: BaseConnection, batch: list[Pending]) -> str | None:
+        """PUBLISH ``batch`` as one pipeline and complete each item.
+
+        Returns why the connection can no longer be trusted, if it cannot.
+        """
+        commands: list[CommandRequest[Any]] = [
+            CommandRequest(b"PUBLISH", item.channel, item.data, execution_parameters={})
+            for item in batch
+        ]
+        try:
+            replies = await connection.create_request_batch(commands, timeout=self._publish_timeout)
+        except RedisError as exc:
+            return explain(exc)
+        reason = None
+        for item, reply in zip(batch, replies, strict=True):
+            if not isinstance(reply, BaseException):
+                item.finish()
+                continue
+            item.finish(reply)
+            if isinstance(reply, TimeoutError):
+                reason = f"Redis did not answer PUBLISH within {self._publish_timeout:g} s"
+            elif not isinstance(reply, ResponseError):  # a refusal (e.g. ACL) fails only it
+                reason = explain(reply)
+        return reason
+
+    def _take_batch(self, first: Pending) -> list[Pending]:
+        """``first`` and whatever else is queued, up to the batch limits."""
+        batch = [] if first.abandoned else [first]
+        size = len(first.data)
+        while len(batch) < MAX_BATCH and size < MAX_BATCH_BYTES:
+            try:
+                item = self._pending.receive_nowait()
+            except trio.WouldBlock:
+                break
+            if not item.abandoned:
+                batch.append(item)
+                size += len(item.data)
+        return batch
+
+    async def _check_health(self, *connections: BaseConnection) -> None:
+        while True:
+            await trio.sleep(self._health_check_interval)
+            for connection in connections:
+                try:
+                    await connection.create_request(b"PING", timeout=self._timeout)
+                except TimeoutError:
+                    self.fail(f"Redis did not answer PING within {self._timeout:g} s")
+                    return
+                except RedisError as exc:
+                    self.fail(explain(exc))
+                    return

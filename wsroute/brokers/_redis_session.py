@@ -1,0 +1,299 @@
+"""The Redis broker's session: what the app calls, and the supervisor behind it.
+
+The supervisor keeps one :class:`~._redis_link.Link` up at a time. When it breaks it
+logs one warning, tells the app (``on_state``), fails queued publishes at once,
+reconnects with jittered exponential backoff, resubscribes every topic and logs the
+recovery; after ``give_up_after`` seconds without Redis it raises
+:class:`BrokerError` out of ``RedisBroker.connect()``, so the process exits instead
+of serving clients who would receive nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import TYPE_CHECKING
+
+import trio
+
+from .._errors import BrokerClosed, BrokerError
+from ._base import BrokerMessage, BrokerSession, BrokerState, StateListener
+from ._redis_link import Link, Pending, explain
+
+if TYPE_CHECKING:
+    from .redis import RedisBroker
+
+logger = logging.getLogger("wsroute")
+
+#: The most publishes queued for the publisher task; further publishers wait.
+PENDING_LIMIT = 4096
+#: Reconnection delays: from BACKOFF_BASE doubling up to BACKOFF_CAP seconds, jittered.
+BACKOFF_BASE = 0.1
+BACKOFF_CAP = 2.0
+#: A link that stayed up this long was a success: the backoff starts over.
+STABLE_AFTER = 1.0
+#: At most one "backlog full" log line per this many seconds.
+DROP_LOG_INTERVAL = 10.0
+
+
+class RedisSession(BrokerSession):
+    """One process's attachment to Redis; made by :meth:`RedisBroker.connect`."""
+
+    def __init__(self, broker: RedisBroker, on_state: StateListener | None) -> None:
+        self._broker = broker
+        self._on_state = on_state
+        self._prefix = broker.prefix.encode()
+        self._counts: dict[str, int] = {}
+        self._inbound_send, self._inbound = trio.open_memory_channel[BrokerMessage](broker.backlog)
+        self._pending_send, self._pending = trio.open_memory_channel[Pending](PENDING_LIMIT)
+        self._link: Link | None = None
+        self._connected = False
+        self._closed = False
+        self._overflowing = False
+        self._last_drop_log = -DROP_LOG_INTERVAL
+        #: Messages dropped because the consumer's backlog was full.
+        self.dropped = 0
+
+    @property
+    def connected(self) -> bool:
+        """Whether Redis is reachable and every topic is subscribed."""
+        return self._connected
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BrokerClosed("the Redis broker session is closed")
+
+    def _channel(self, topic: str) -> bytes:
+        return self._prefix + topic.encode()
+
+    # -- the BrokerSession interface -----------------------------------------------------
+
+    async def publish(self, topic: str, data: bytes) -> None:
+        """Publish ``data``; returns once Redis has accepted it.
+
+        Fails at once while Redis is known to be unreachable, and after
+        ``publish_timeout`` seconds if Redis does not answer. If cancelled, the
+        message is published anyway if it had already been sent to Redis.
+
+        Raises:
+            BrokerError: Redis is unreachable, did not answer in time, or refused.
+            BrokerClosed: the session is closed.
+        """
+        self._check_open()
+        if not self._connected:
+            await trio.lowlevel.checkpoint()
+            raise BrokerError(f"Redis at {self._broker.describe()} is unreachable (reconnecting)")
+        item = Pending(self._channel(topic), data)
+        timeout = self._broker.publish_timeout
+        try:
+            with trio.move_on_after(timeout):
+                await self._pending_send.send(item)
+                await item.done.wait()
+        except trio.ClosedResourceError:
+            raise BrokerClosed("the Redis broker session is closed") from None
+        finally:
+            if not item.done.is_set():
+                item.abandoned = True
+        if not item.done.is_set():
+            raise BrokerError(f"Redis did not accept the publish within {timeout:g} s")
+        error = item.error
+        if isinstance(error, BrokerClosed):
+            raise error
+        if error is not None:
+            raise BrokerError(f"publishing to Redis failed: {explain(error)}") from error
+
+    async def subscribe(self, topic: str) -> None:
+        """Start receiving ``topic`` (refcounted).
+
+        Returns once Redis confirmed the subscription. While Redis is unreachable it
+        only records the topic, which is subscribed as soon as Redis is back.
+        """
+        self._check_open()
+        count = self._counts[topic] = self._counts.get(topic, 0) + 1
+        link = self._link
+        if count > 1 or link is None or not link.ready:
+            await trio.lowlevel.checkpoint()
+            return
+        try:
+            await link.subscribe([self._channel(topic)])
+        except BaseException:
+            self._release(topic)  # cancelled: the caller will not unsubscribe
+            raise
+
+    async def unsubscribe(self, topic: str) -> None:
+        """Drop one subscription to ``topic``; delivery stops at once at zero."""
+        self._check_open()
+        await trio.lowlevel.checkpoint()
+        self._release(topic)
+
+    async def __anext__(self) -> BrokerMessage:
+        try:
+            return await self._inbound.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            raise StopAsyncIteration from None
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _release(self, topic: str) -> None:
+        count = self._counts.get(topic, 0)
+        if count > 1:
+            self._counts[topic] = count - 1
+        elif count == 1:
+            del self._counts[topic]
+            if self._link is not None:
+                self._link.unsubscribe(self._channel(topic))
+
+    def _deliver(self, channel: bytes, data: bytes) -> None:
+        """Called by the link's reader for each message: never blocks.
+
+        When the consumer's backlog is full, messages are dropped until it has
+        drained to half: an overloaded consumer then sees one gap it can resync
+        after, rather than a message missing here and there.
+        """
+        topic = channel[len(self._prefix) :].decode()
+        if topic not in self._counts:
+            return  # unsubscribed while the message was on its way
+        if self._overflowing:
+            used = self._inbound_send.statistics().current_buffer_used
+            self._overflowing = used > self._broker.backlog // 2
+        if not self._overflowing:
+            try:
+                self._inbound_send.send_nowait(BrokerMessage(topic, data))
+                return
+            except trio.WouldBlock:
+                self._overflowing = True
+            except trio.ClosedResourceError:
+                return
+        self.dropped += 1
+        now = trio.current_time()
+        if now - self._last_drop_log >= DROP_LOG_INTERVAL:
+            self._last_drop_log = now
+            logger.error(
+                "Redis broker: the consumer fell %d messages behind; dropping messages until"
+                " it catches up (%d dropped so far, latest on topic %r)",
+                self._broker.backlog,
+                self.dropped,
+                topic,
+            )
+
+    def _new_link(self) -> Link:
+        broker = self._broker
+        return Link(
+            broker._new_connection,
+            wanted=lambda: [self._channel(topic) for topic in self._counts],
+            deliver=self._deliver,
+            pending=self._pending,
+            timeout=broker.timeout,
+            publish_timeout=broker.publish_timeout,
+            health_check_interval=broker.health_check_interval,
+        )
+
+    async def _supervise(self, *, task_status: trio.TaskStatus[None]) -> None:
+        """Keep a link up: reconnect with backoff, resubscribe, report state changes.
+
+        Raises:
+            BrokerError: no link within ``start_timeout`` at start (before reporting
+                started), or none within ``give_up_after`` after a loss.
+        """
+        broker = self._broker
+        where = broker.describe()
+        backoff = _Backoff()
+        started = False
+        down_since = trio.current_time()
+        up_since = down_since
+
+        def on_ready() -> None:
+            nonlocal started, up_since
+            assert self._link is not None
+            self._connected = True
+            now = up_since = trio.current_time()
+            if not started:
+                started = True
+                logger.info("connected to Redis at %s (channel prefix %r)", where, broker.prefix)
+                task_status.started()
+            else:
+                logger.info(
+                    "reconnected to Redis at %s after %.1f s; resubscribed %d topic(s)",
+                    where,
+                    now - down_since,
+                    self._link.subscribed,
+                )
+                self._notify(BrokerState.CONNECTED)
+
+        while True:
+            link = self._link = self._new_link()
+            reason = await link.run(on_ready)
+            self._link = None
+            if self._closed:
+                return  # closing ended the link: not an outage
+            self._connected = False
+            self._fail_pending(BrokerError(f"the connection to Redis was lost: {reason}"))
+            now = trio.current_time()
+            if link.ready:
+                down_since = now
+                if now - up_since >= STABLE_AFTER:
+                    backoff.reset()
+                logger.warning(
+                    "lost the connection to Redis at %s (%s); reconnecting, giving up after %g s",
+                    where,
+                    reason,
+                    broker.give_up_after,
+                )
+                self._notify(BrokerState.DISCONNECTED)
+                limit = broker.give_up_after
+            elif not started:
+                limit = broker.start_timeout
+                if now - down_since >= limit:
+                    raise BrokerError(f"cannot connect to Redis at {where}: {reason}")
+            else:
+                limit = broker.give_up_after
+                if now - down_since >= limit:
+                    raise BrokerError(
+                        f"lost the connection to Redis at {where} and could not reconnect"
+                        f" within {limit:g} s: {reason}"
+                    )
+                logger.debug("still cannot reach Redis at %s: %s", where, reason)
+            await trio.sleep(max(0.0, min(backoff.next(), down_since + limit - now)))
+
+    def _fail_pending(self, error: BaseException) -> None:
+        while True:
+            try:
+                self._pending.receive_nowait().finish(error)
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                return
+
+    def _notify(self, state: BrokerState) -> None:
+        if self._on_state is None:
+            return
+        try:
+            self._on_state(state)
+        except Exception:
+            logger.exception("the broker state listener failed on %s", state.value)
+
+    def _close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._connected = False
+        if self._link is not None:
+            self._link.fail("the session was closed")
+        self._pending_send.close()
+        self._fail_pending(BrokerClosed("the Redis broker session is closed"))
+        self._pending.close()
+        self._inbound_send.close()
+        self._inbound.close()
+
+
+class _Backoff:
+    """Exponential reconnection delays with jitter, so that many processes spread out."""
+
+    def __init__(self) -> None:
+        self._attempt = 0
+
+    def reset(self) -> None:
+        self._attempt = 0
+
+    def next(self) -> float:
+        delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** min(self._attempt, 16))
+        self._attempt += 1
+        return random.uniform(delay / 2, delay)
