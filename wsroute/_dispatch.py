@@ -38,6 +38,27 @@ if TYPE_CHECKING:
 logger = logging.getLogger("wsroute")
 
 
+class _ThrottledWarning:
+    """Logs at most one warning per ``period``, with how many were held back: an
+    outage must be visible in the logs without flooding them once per request."""
+
+    def __init__(self, period: float = 10.0) -> None:
+        self._period = period
+        self._next = float("-inf")
+        self._held = 0
+
+    def warn(self, message: str, *args: object) -> None:
+        now = trio.current_time()
+        if now < self._next:
+            self._held += 1
+            return
+        if self._held:
+            message += f" ({self._held} more since the last warning)"
+        logger.warning(message, *args)
+        self._held = 0
+        self._next = now + self._period
+
+
 class _TimedOut(Exception):
     pass
 
@@ -51,7 +72,7 @@ async def _call(handler: Handler, payload: object, conn: Connection) -> Any:
 
 
 class Dispatcher:
-    __slots__ = ("_flights", "_hub", "_info", "_routes")
+    __slots__ = ("_broker_warnings", "_flights", "_hub", "_info", "_routes")
 
     def __init__(
         self,
@@ -64,6 +85,7 @@ class Dispatcher:
         self._hub = hub
         self._info = info
         self._flights = flights
+        self._broker_warnings = _ThrottledWarning()
 
     async def dispatch(self, conn: Connection, msg: ClientMessage) -> str | None:
         """Handle ``msg`` from ``conn``; return the reply frame, or ``None`` for none."""
@@ -131,7 +153,9 @@ class Dispatcher:
         except ConnectionClosed:
             return None  # the client is going away; there is nobody to answer
         except BrokerError as exc:
-            logger.warning("broadcast %r could not be published: %s", msg.type, exc)
+            self._broker_warnings.warn(
+                "broadcasts could not be published (e.g. %r): %s", msg.type, exc
+            )
             return encode_error(
                 msg.type, msg.id, BROKER_UNAVAILABLE, "the broadcast could not be published"
             )
