@@ -48,6 +48,11 @@ async def ban(user: str) -> None:
     await app.disconnect_user(user, code=4001, reason="banned")
 
 
+@app.direct("drop")
+async def drop(conn_id: str) -> None:
+    await app.disconnect_connection(conn_id, code=4002, reason="dropped")
+
+
 @app.direct("poke")
 async def poke(user: str) -> None:
     await app.tell_user(user, "poke", "hey")
@@ -104,6 +109,12 @@ async def test_users_and_connections_are_reached_across_processes(
         assert await ann_a.wait_closed() == (4001, "banned")
         assert await ann_b.wait_closed() == (4001, "banned")
         assert (await bob.request("whoami", id=8))["ok"] is True
+        # disconnect_connection: exactly that connection, from the other process.
+        async with connect(port_a, "/?user=cat") as cat:
+            cat_id = (await cat.request("whoami", id=9))["data"]
+            await bob.request("drop", cat_id, id=10)
+            assert await cat.wait_closed() == (4002, "dropped")
+        assert (await bob.request("whoami", id=11))["ok"] is True
 
 
 async def test_chat_example_whisper_and_kick_across_processes(
