@@ -9,6 +9,16 @@ connection, that race happens in practice. ``_Connection`` answers pings only wh
 the connection is open and reports any other send refused during a close as
 ``ConnectionClosed``, which every caller already handles.
 
+When a frame breaks the protocol (text that is not UTF-8, a reserved opcode or RSV
+bit, a fragmented control frame, ...), wsproto reports it as a ``CloseConnection``
+event, as if the peer had closed, while the connection is still OPEN. trio-websocket
+then closes the TCP connection without a close frame, so the client sees 1006 and
+never learns why. RFC 6455 section 7.1.7 says the endpoint SHOULD send a close frame
+with the appropriate code first (1002 protocol error, 1007 invalid data), which is
+what Autobahn's cases expect; ``_Connection`` sends it. The same event after a real
+close frame from the peer arrives in state REMOTE_CLOSING or CLOSED, so OPEN is
+exactly the case of a locally detected protocol error.
+
 The two ``wrap_*`` functions are trio-websocket's own ``wrap_server_stream`` and
 ``wrap_client_stream`` with ``_Connection`` in place of ``WebSocketConnection``.
 Delete this module once a fixed trio-websocket is required.
@@ -17,13 +27,14 @@ Delete this module once a fixed trio-websocket is required.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from contextlib import suppress
 from typing import Any
 
 import trio
 import trio_websocket
 from wsproto import ConnectionType, WSConnection
 from wsproto.connection import ConnectionState
-from wsproto.events import Event, Ping
+from wsproto.events import CloseConnection, Event, Ping
 from wsproto.utilities import LocalProtocolError
 
 
@@ -31,6 +42,14 @@ class _Connection(trio_websocket.WebSocketConnection):
     async def _handle_ping_event(self, event: Ping) -> None:
         if self._wsproto.state is ConnectionState.OPEN:
             await super()._handle_ping_event(event)
+
+    async def _handle_close_connection_event(self, event: CloseConnection) -> None:
+        if self._wsproto.state is ConnectionState.OPEN:
+            # wsproto failed the connection on a frame it could not parse: tell the
+            # peer why. If it is already gone, closing below still records the code.
+            with suppress(trio_websocket.ConnectionClosed):
+                await self._send(CloseConnection(code=event.code, reason=event.reason))
+        await super()._handle_close_connection_event(event)
 
     async def _send(self, event: Event) -> None:
         try:
