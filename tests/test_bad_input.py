@@ -10,6 +10,7 @@ cases and their answers.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from typing import Any
@@ -20,7 +21,7 @@ import trio
 from websockets.exceptions import InvalidStatus
 from wsproto.events import Pong, TextMessage
 
-from wsroute import App, bearer_auth
+from wsroute import App, Disconnect, bearer_auth
 
 from .rawws import (
     CLOSE,
@@ -457,3 +458,35 @@ async def test_message_flood_over_the_rate_limit(serve: Serve) -> None:
         assert {r["error"]["code"] for r in replies if not r["ok"]} == {"rate_limited"}
         await raw.answer_close()
         await raw.dropped()
+
+
+async def test_a_refused_upgrade_ends_at_once_not_at_the_handshake_timeout(
+    serve: Serve, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="wsroute")
+    port = await serve(make_app(handshake_timeout=30))
+    answer = await http_exchange(port, handshake())
+    assert answer.status == 400
+    with trio.fail_after(1):
+        while not any("refused an upgrade" in r.getMessage() for r in caplog.records):
+            await trio.sleep(0.01)
+    assert not any("timed out" in r.getMessage() for r in caplog.records)
+
+
+async def test_protocol_errors_are_recorded_as_the_servers_close(serve: Serve) -> None:
+    app = make_app()
+    ended: list[Disconnect] = []
+    gone = trio.Event()
+
+    @app.on_disconnect
+    async def record(reason: Disconnect) -> None:
+        ended.append(reason)
+        gone.set()
+
+    port = await serve(app)
+    async with open_raw(port) as raw:
+        await raw.send(frame(3, b"x"))
+        assert (await raw.closed()).code == 1002
+    with trio.fail_after(5):
+        await gone.wait()
+    assert [(d.code, d.initiator) for d in ended] == [(1002, "server")]

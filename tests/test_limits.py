@@ -352,3 +352,29 @@ async def test_close_policy_closes_with_1008(autojump_clock):
         closes = [e for e in events if isinstance(e, CloseConnection)]
         assert [(c.code, c.reason) for c in closes] == [(1008, "slow consumer")]
     assert ended == [Disconnect(1008, "slow consumer", "server")]
+
+
+async def test_frame_handler_apps_are_closed_instead_of_getting_json_errors(autojump_clock):
+    rate_limited = App(rate_limit=(3, 1.0))
+    blocked = App(max_queued_requests=1)
+    release = trio.Event()
+
+    @rate_limited.frame_handler
+    async def echo(frame: str | bytes) -> str | bytes:
+        return frame
+
+    @blocked.frame_handler
+    async def stuck(frame: str | bytes) -> None:
+        await release.wait()
+
+    async with open_client(rate_limited) as client:
+        for n in range(4):
+            await client.send_raw(f"frame {n}")
+        assert [await client.receive_raw() for _ in range(3)] == ["frame 0", "frame 1", "frame 2"]
+        assert await client.wait_closed() == CloseInfo(1008, "rate limit exceeded")
+    async with open_client(blocked) as client:
+        for n in range(3):  # one running, one queued, one with no room
+            await client.send_raw(f"frame {n}")
+        # The close is graceful: the stuck handler gets close_timeout (10 s) first.
+        assert await client.wait_closed(timeout=30) == CloseInfo(1013, "overloaded")
+        release.set()

@@ -27,7 +27,7 @@ from ._protocol import CLOSE_GOING_AWAY, encode_event
 from ._request import Request
 from ._routing import FrameHandler, Handler, Hook, Route
 from ._session import Session
-from ._websocket import wrap_server_stream
+from ._websocket import UpgradeFailed, wrap_server_stream
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -45,6 +45,16 @@ def _remote(endpoint: object) -> tuple[str, int] | None:
     if isinstance(endpoint, trio_websocket.Endpoint):
         return (str(endpoint.address), endpoint.port)
     return None
+
+
+def _peer(stream: trio.abc.Stream, remote: tuple[str, int] | None) -> str:
+    if remote is None and isinstance(stream, trio.SocketStream):
+        try:
+            host, port, *_ = stream.socket.getpeername()
+        except OSError:  # already closed
+            return "?"
+        remote = (host, port)
+    return f"{remote[0]}:{remote[1]}" if remote else "?"
 
 
 class Runtime:
@@ -145,14 +155,19 @@ class Runtime:
     ) -> tuple[trio_websocket.WebSocketConnection, Request, Admission] | None:
         """Read the upgrade request and accept or refuse it, all within handshake_timeout."""
         config = self.config
+        peer = _peer(stream, remote)  # now: a refused upgrade may close the socket
         with state.handshake_scope:
             state.handshake_scope.deadline = trio.current_time() + config.handshake_timeout
-            upgrade = await wrap_server_stream(
-                nursery,
-                stream,
-                message_queue_size=_WS_QUEUE,
-                max_message_size=config.max_message_size,
-            )
+            try:
+                upgrade = await wrap_server_stream(
+                    nursery,
+                    stream,
+                    message_queue_size=_WS_QUEUE,
+                    max_message_size=config.max_message_size,
+                )
+            except UpgradeFailed as exc:
+                logger.info("refused an upgrade from %s: %s", peer, exc)
+                return None
             request = Request.build(
                 upgrade.path,
                 upgrade.headers,

@@ -44,6 +44,7 @@ from ._protocol import (
     encode_error,
     encode_protocol_error,
 )
+from ._websocket import failed_locally
 
 if TYPE_CHECKING:
     from ._connection import Connection
@@ -186,8 +187,9 @@ class Session:
                 except trio_websocket.ConnectionClosed as exc:
                     code = exc.reason.code if exc.reason else CLOSE_ABNORMAL
                     reason = (exc.reason.reason if exc.reason else None) or ""
-                    # trio-websocket itself closes with 1009 on an oversized message.
-                    if code == CLOSE_MESSAGE_TOO_BIG:
+                    # trio-websocket closes with 1009 on an oversized message, and our
+                    # _websocket layer with 1002/1007 on a frame that breaks RFC 6455.
+                    if code == CLOSE_MESSAGE_TOO_BIG or failed_locally(ws):
                         conn._request_close(code, reason, "server", graceful=False)
                     else:
                         conn._request_close(code, reason, "client", graceful=False)
@@ -208,15 +210,20 @@ class Session:
                         item = encode_protocol_error(exc)
                 if window is not None:
                     verdict = window.hit(trio.current_time())
-                    if verdict is Verdict.ABUSIVE:
+                    # A frame handler's protocol has no error replies: close instead.
+                    if verdict is Verdict.ABUSIVE or (raw and verdict is Verdict.LIMITED):
                         conn._request_close(CLOSE_POLICY_VIOLATION, "rate limit exceeded", "server")
                         return
                     if verdict is Verdict.LIMITED:
+                        assert not isinstance(item, RawFrame)
                         conn._push(_refusal(item, RATE_LIMITED, _RATE_LIMITED_MESSAGE))
                         continue
                 try:
                     send.send_nowait(item)
                 except trio.WouldBlock:
+                    if isinstance(item, RawFrame):
+                        conn._request_close(CLOSE_TRY_AGAIN_LATER, "overloaded", "server")
+                        return
                     conn._push(_refusal(item, OVERLOADED, _OVERLOADED_MESSAGE))
 
     async def _worker(self, receive: trio.MemoryReceiveChannel[_Item]) -> None:
@@ -330,13 +337,11 @@ _OVERLOADED_MESSAGE = "too many requests are waiting on this connection; slow do
 _RATE_LIMITED_MESSAGE = "too many messages; slow down"
 
 
-def _refusal(item: _Item, code: str, message: str) -> str:
+def _refusal(item: ClientMessage | str, code: str, message: str) -> str:
     """The error reply for a message that will not be handled."""
     if isinstance(item, str):
         return item  # already an error reply: send it anyway, it is small
-    if isinstance(item, ClientMessage):
-        return encode_error(item.type, item.id, code, message)
-    return encode_error(None, None, code, message)
+    return encode_error(item.type, item.id, code, message)
 
 
 async def _handle_frame(

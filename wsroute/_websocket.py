@@ -38,7 +38,15 @@ from wsproto.events import CloseConnection, Event, Ping
 from wsproto.utilities import LocalProtocolError
 
 
+class UpgradeFailed(Exception):
+    """The client's upgrade request was refused by the protocol layer (wsproto already
+    answered it, e.g. 400 or 426), or the connection closed before it was complete."""
+
+
 class _Connection(trio_websocket.WebSocketConnection):
+    #: Whether this side failed the connection on a protocol error (1002, 1007).
+    failed_locally = False
+
     async def _handle_ping_event(self, event: Ping) -> None:
         if self._wsproto.state is ConnectionState.OPEN:
             await super()._handle_ping_event(event)
@@ -47,6 +55,7 @@ class _Connection(trio_websocket.WebSocketConnection):
         if self._wsproto.state is ConnectionState.OPEN:
             # wsproto failed the connection on a frame it could not parse: tell the
             # peer why. If it is already gone, closing below still records the code.
+            self.failed_locally = True
             with suppress(trio_websocket.ConnectionClosed):
                 await self._send(CloseConnection(code=event.code, reason=event.reason))
         await super()._handle_close_connection_event(event)
@@ -75,9 +84,39 @@ async def wrap_server_stream(
         message_queue_size=message_queue_size,
         max_message_size=max_message_size,
     )
-    nursery.start_soon(connection._reader_task)
-    request: trio_websocket.WebSocketRequest = await connection._get_request()
+    reader_done = trio.Event()
+
+    async def read() -> None:
+        try:
+            await connection._reader_task()
+        finally:
+            reader_done.set()
+
+    nursery.start_soon(read)
+    # trio-websocket waits for the request forever even after wsproto refused it and
+    # its reader ended: race the two so a bad request ends at once.
+    request: trio_websocket.WebSocketRequest | None = None
+    async with trio.open_nursery() as race:
+
+        async def get_request() -> None:
+            nonlocal request
+            request = await connection._get_request()
+            race.cancel_scope.cancel()
+
+        async def reader_ended() -> None:
+            await reader_done.wait()
+            race.cancel_scope.cancel()
+
+        race.start_soon(get_request)
+        race.start_soon(reader_ended)
+    if request is None:
+        raise UpgradeFailed("not a valid WebSocket upgrade request, or closed before one")
     return request
+
+
+def failed_locally(ws: trio_websocket.WebSocketConnection) -> bool:
+    """Whether wsroute's side failed ``ws`` on a protocol error (see _Connection)."""
+    return bool(getattr(ws, "failed_locally", False))
 
 
 async def wrap_client_stream(
