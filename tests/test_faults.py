@@ -8,11 +8,8 @@ memory stays bounded, and shutdown answers what it took in.
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
-import subprocess
-import sys
 import textwrap
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -27,9 +24,12 @@ from wsroute import App, Connection, Disconnect
 from wsroute._outbox import Outbox
 
 from .rawws import RawWS, open_raw
+from .test_cli import StartServer, start
 from .wsclient import WSClient, connect
 
 Serve = Callable[[App], Awaitable[int]]
+__all__ = ["start"]  # fixture, imported to be found
+
 TIMEOUT = 10.0
 
 
@@ -191,36 +191,6 @@ async def work(n: int, conn: Connection) -> int:
 """
 
 
-class Process:
-    """A ``wsroute run`` child process whose stderr is collected line by line."""
-
-    def __init__(self, process: trio.Process) -> None:
-        self.process = process
-        self.lines: list[str] = []
-        self.eof = trio.Event()
-
-    async def read_stderr(self) -> None:
-        assert self.process.stderr is not None
-        buffer = b""
-        async with self.process.stderr as stream:
-            async for chunk in stream:
-                *complete, buffer = (buffer + chunk).split(b"\n")
-                self.lines += [line.decode() for line in complete]
-        if buffer:
-            self.lines.append(buffer.decode())
-        self.eof.set()
-
-    async def port(self) -> int:
-        pattern = re.compile(r"listening on ws://127\.0\.0\.1:(\d+) ")
-        with trio.move_on_after(TIMEOUT):
-            while not self.eof.is_set():
-                for line in self.lines:
-                    if match := pattern.search(line):
-                        return int(match[1])
-                await trio.sleep(0.01)
-        raise AssertionError("the server did not start:\n" + "\n".join(self.lines))
-
-
 class Worker:
     """A client that keeps up to ``window`` requests in flight until it is closed."""
 
@@ -263,47 +233,32 @@ class Worker:
 
 
 async def test_sigterm_during_traffic_answers_every_request_taken_in(
-    tmp_path: Path, nursery: trio.Nursery
+    tmp_path: Path, start: StartServer
 ) -> None:
     (tmp_path / "workapp.py").write_text(textwrap.dedent(WORK_APP))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WSROUTE_")}
-    env["PYTHONUNBUFFERED"] = "1"
-    command = [sys.executable, "-m", "wsroute", "run", "workapp:app", "--port", "0"]
-    command += ["--app-dir", str(tmp_path)]
-    process = await trio.lowlevel.open_process(
-        command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    server = Process(process)
-    try:
-        nursery.start_soon(server.read_stderr)
-        port = await server.port()
-        async with (
-            connect(port, "/?name=c0") as c0,
-            connect(port, "/?name=c1") as c1,
-            connect(port, "/?name=c2") as c2,
-            connect(port, "/?name=c3") as c3,
-            connect(port, "/?name=c4") as c4,
-            connect(port, "/?name=c5") as c5,
-        ):
-            workers = [Worker(f"c{i}", c) for i, c in enumerate([c0, c1, c2, c3, c4, c5])]
-            with trio.fail_after(TIMEOUT):
-                async with trio.open_nursery() as traffic:
-                    for worker in workers:
-                        traffic.start_soon(worker.run)
-                    await wait_until(lambda: all(len(w.replies) >= 20 for w in workers))
-                    process.send_signal(signal.SIGTERM)
-                    for worker in workers:
-                        worker.signalled = True
-            closes = [(w.client.close_code, w.client.close_reason) for w in workers]
-            assert closes == [(1001, "server shutting down")] * len(workers)
+    server = await start("run", "workapp:app", "--port", "0", cwd=tmp_path)
+    port = await server.wait_listening()
+    async with (
+        connect(port, "/?name=c0") as c0,
+        connect(port, "/?name=c1") as c1,
+        connect(port, "/?name=c2") as c2,
+        connect(port, "/?name=c3") as c3,
+        connect(port, "/?name=c4") as c4,
+        connect(port, "/?name=c5") as c5,
+    ):
+        workers = [Worker(f"c{i}", c) for i, c in enumerate([c0, c1, c2, c3, c4, c5])]
         with trio.fail_after(TIMEOUT):
-            assert await process.wait() == 0
-            await server.eof.wait()
-    finally:
-        if process.returncode is None:
-            process.kill()
-        with trio.CancelScope(shield=True):
-            await process.wait()
+            async with trio.open_nursery() as traffic:
+                for worker in workers:
+                    traffic.start_soon(worker.run)
+                await wait_until(lambda: all(len(w.replies) >= 20 for w in workers))
+                server.signal(signal.SIGTERM)
+                for worker in workers:
+                    worker.signalled = True
+        closes = [(w.client.close_code, w.client.close_reason) for w in workers]
+        assert closes == [(1001, "server shutting down")] * len(workers)
+    assert await server.exit_code() == 0
+    await server.wait_for("shutting down")  # stderr read to the end
 
     handled: dict[str, list[int]] = {w.name: [] for w in workers}
     for line in server.lines:
