@@ -44,7 +44,7 @@ from ._protocol import (
     encode_error,
     encode_protocol_error,
 )
-from ._websocket import failed_locally
+from ._websocket import failed_locally, send_batch
 
 if TYPE_CHECKING:
     from ._connection import Connection
@@ -275,8 +275,7 @@ class Session:
         outbox = conn._outbox
         try:
             while batch := await outbox.get_batch():
-                for frame in batch:
-                    await ws.send_message(frame)
+                await send_batch(ws, batch)
         except trio_websocket.ConnectionClosed as exc:
             outbox.discard()
             code = exc.reason.code if exc.reason else CLOSE_ABNORMAL

@@ -19,6 +19,12 @@ what Autobahn's cases expect; ``_Connection`` sends it. The same event after a r
 close frame from the peer arrives in state REMOTE_CLOSING or CLOSED, so OPEN is
 exactly the case of a locally detected protocol error.
 
+Writing: trio-websocket writes each message with its own ``send_all``. A connection's
+writer usually has many frames pending (a fan-out, a burst of replies), so
+``send_batch`` encodes them all with wsproto and writes them in as few ``send_all``
+calls as possible (chunks of up to ``_WRITE_CHUNK`` bytes), under the same lock and
+with the same error handling as trio-websocket's ``_send``.
+
 The two ``wrap_*`` functions are trio-websocket's own ``wrap_server_stream`` and
 ``wrap_client_stream`` with ``_Connection`` in place of ``WebSocketConnection``.
 Delete this module once a fixed trio-websocket is required.
@@ -34,8 +40,11 @@ import trio
 import trio_websocket
 from wsproto import ConnectionType, WSConnection
 from wsproto.connection import ConnectionState
-from wsproto.events import CloseConnection, Event, Ping
+from wsproto.events import BytesMessage, CloseConnection, Event, Ping, TextMessage
 from wsproto.utilities import LocalProtocolError
+
+#: Pending frames are joined into writes of about this size.
+_WRITE_CHUNK = 64 * 1024
 
 
 class UpgradeFailed(Exception):
@@ -59,6 +68,43 @@ class _Connection(trio_websocket.WebSocketConnection):
             with suppress(trio_websocket.ConnectionClosed):
                 await self._send(CloseConnection(code=event.code, reason=event.reason))
         await super()._handle_close_connection_event(event)
+
+    async def send_batch(self, frames: list[str | bytes]) -> None:
+        """Send ``frames`` in order (text for str, binary for bytes), few writes.
+
+        Raises:
+            trio_websocket.ConnectionClosed: the connection is closed or closing.
+        """
+        if self._close_reason:
+            raise trio_websocket.ConnectionClosed(self._close_reason)
+        encode = self._wsproto.send
+        chunk: list[bytes] = []
+        size = 0
+        try:
+            for frame in frames:
+                event = (
+                    TextMessage(data=frame) if isinstance(frame, str) else BytesMessage(data=frame)
+                )
+                data = encode(event)
+                chunk.append(data)
+                size += len(data)
+                if size >= _WRITE_CHUNK:
+                    await self._write(b"".join(chunk))
+                    chunk, size = [], 0
+        except LocalProtocolError:
+            reason = self._close_reason or trio_websocket.CloseReason(1006, "connection closing")
+            raise trio_websocket.ConnectionClosed(reason) from None
+        if chunk:
+            await self._write(b"".join(chunk))
+
+    async def _write(self, data: bytes) -> None:
+        async with self._stream_lock:
+            try:
+                await self._stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                await self._abort_web_socket()
+                assert self._close_reason is not None
+                raise trio_websocket.ConnectionClosed(self._close_reason) from None
 
     async def _send(self, event: Event) -> None:
         try:
@@ -112,6 +158,15 @@ async def wrap_server_stream(
     if request is None:
         raise UpgradeFailed("not a valid WebSocket upgrade request, or closed before one")
     return request
+
+
+async def send_batch(ws: trio_websocket.WebSocketConnection, frames: list[str | bytes]) -> None:
+    """Send ``frames`` on ``ws`` with as few socket writes as possible."""
+    if isinstance(ws, _Connection):
+        await ws.send_batch(frames)
+    else:  # a plain trio-websocket connection: one write per frame
+        for frame in frames:
+            await ws.send_message(frame)
 
 
 def failed_locally(ws: trio_websocket.WebSocketConnection) -> bool:
