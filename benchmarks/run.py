@@ -1,0 +1,183 @@
+"""Run the wsroute benchmark suite side by side with reference servers.
+
+Usage (from the repository root)::
+
+    .venv/bin/python benchmarks/run.py            # full run, about 12 minutes
+    .venv/bin/python benchmarks/run.py --quick    # smoke test, 1 run each, < 3 minutes
+
+Every server runs pinned to CPU 0, the Node.js load generator to CPU 1, on
+127.0.0.1; each run starts a fresh server. Scenarios (README.md has the details):
+``rpc``, ``fanout-N``, ``idle-N``, ``churn`` and ``redis-fanout``. Results go to
+stdout and to ``benchmarks/results/<time>/`` (report.md, runs.json, logs, profiles).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import signal
+import sys
+import time
+from dataclasses import asdict, replace
+from datetime import datetime
+from pathlib import Path
+
+import _procs
+import _report
+import _runs
+import _setup
+from _procs import ServerSpec
+from _runs import FULL, QUICK, Plan
+
+HERE = Path(__file__).resolve().parent
+SERVER_DIR = HERE / "servers"
+REFERENCES = ("trio-websocket", "websockets", "starlette")
+ALL_SERVERS = ("wsroute", *REFERENCES)
+QUIET = ("--log-level", "warning")  # no log line per connection (both log at info)
+FAMILIES = ("rpc", "fanout", "idle", "churn", "redis-fanout")
+
+
+def server_specs(wsroute: Path, bins: dict[str, Path]) -> dict[str, ServerSpec]:
+    """The four servers; ``bins`` holds the reference venvs' ``bin`` directories."""
+
+    def venv(name: str, program: str) -> str:
+        return str(bins.get(name, Path("/nonexistent")) / program)
+
+    specs = [
+        ServerSpec(
+            "wsroute",
+            (str(wsroute), "run", "wsroute_app:app", "--port", "{port}", *QUIET),
+            SERVER_DIR,
+            "`wsroute run` with every App default (ping every 20 s, strict typed payloads, "
+            "outbox 1024 frames, policy close), log level warning",
+        ),
+        ServerSpec(
+            "trio-websocket",
+            (venv("trio-websocket", "python"), "trio_websocket_server.py", "{port}"),
+            SERVER_DIR,
+            "trio-websocket defaults (no ping), stdlib json, naive send loop",
+        ),
+        ServerSpec(
+            "websockets",
+            (venv("websockets", "python"), "websockets_server.py", "{port}"),
+            SERVER_DIR,
+            "websockets.asyncio defaults (ping every 20 s), stdlib json, broadcast()",
+        ),
+        ServerSpec(
+            "starlette",
+            (venv("starlette", "uvicorn"), "starlette_app:app", "--port", "{port}", *QUIET),
+            SERVER_DIR,
+            "uvicorn[standard] defaults (uvloop, httptools, websockets; ping every 20 s), "
+            "stdlib json, naive send_text loop, log level warning",
+        ),
+    ]
+    return {spec.name: spec for spec in specs}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="1 run each, shorter scenarios")
+    parser.add_argument("--runs", type=int, help="runs per scenario and server (median)")
+    parser.add_argument(
+        "--servers", default=",".join(ALL_SERVERS), help="comma-separated subset of servers"
+    )
+    parser.add_argument(
+        "--scenarios", default=",".join(FAMILIES), help="comma-separated subset of scenarios"
+    )
+    parser.add_argument("--fanout-sizes", help="subscriber counts, e.g. 500,2000")
+    parser.add_argument("--idle-sizes", help="connection counts, e.g. 1000,5000")
+    parser.add_argument("--no-profile", action="store_true", help="skip the py-spy profiles")
+    parser.add_argument(
+        "--profile-servers",
+        default="wsroute",
+        help="servers to profile under rpc, fanout and churn (default wsroute)",
+    )
+    args = parser.parse_args(argv)
+    for name in [*args.servers.split(","), *args.profile_servers.split(",")]:
+        if name not in ALL_SERVERS:
+            parser.error(f"unknown server {name!r}: choose from {', '.join(ALL_SERVERS)}")
+    for name in args.scenarios.split(","):
+        if name not in FAMILIES:
+            parser.error(f"unknown scenario {name!r}: choose from {', '.join(FAMILIES)}")
+    return args
+
+
+def make_plan(args: argparse.Namespace) -> Plan:
+    plan = QUICK if args.quick else FULL
+    if args.runs:
+        plan = replace(plan, runs=args.runs)
+    if args.fanout_sizes:
+        plan = replace(plan, fanout_sizes=tuple(int(n) for n in args.fanout_sizes.split(",")))
+    if args.idle_sizes:
+        plan = replace(plan, idle_sizes=tuple(int(n) for n in args.idle_sizes.split(",")))
+    return plan
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    plan = make_plan(args)
+    servers = [name for name in ALL_SERVERS if name in args.servers.split(",")]
+    families = set(args.scenarios.split(","))
+    started = time.monotonic()
+    try:
+        tools = _setup.check_tools()
+        _setup.ensure_node_modules(tools["npm"])
+        wsroute = _setup.check_wsroute()
+        bins = {name: _setup.ensure_venv(name) for name in REFERENCES if name in servers}
+        profiled = [n for n in args.profile_servers.split(",") if n in servers]
+        if args.quick or args.no_profile:
+            profiled = []
+        py_spy = _setup.ensure_venv("tools") / "py-spy" if profiled else None
+        _setup.raise_fd_limit(max((*plan.idle_sizes, 0)) + 1024)
+        if "wsroute" in servers and max((*plan.idle_sizes, 0)) >= 10_000:
+            raise _setup.SetupError("idle sizes must stay below wsroute's max_connections (10000)")
+        environment = _setup.describe_environment(bins, tools["node"])
+    except _setup.SetupError as exc:
+        print(f"benchmarks: {exc}", file=sys.stderr)
+        return 2
+    out = HERE / "results" / datetime.now().strftime("%Y%m%d-%H%M%S")
+    out.mkdir(parents=True)
+    specs = {name: spec for name, spec in server_specs(wsroute, bins).items() if name in servers}
+    names = _runs.scenarios(plan, families)
+    command = shlex.join([".venv/bin/python", "benchmarks/run.py", *(argv or sys.argv[1:])])
+    print(f"{command}\nresults in {out.relative_to(HERE.parent)}", flush=True)
+    try:
+        runs, failures = _runs.run_matrix(tools["node"], specs, plan, names, out)
+        redis = _runs.run_redis_fanout(plan, out) if "redis-fanout" in families else ""
+        profiles = ""
+        if py_spy is not None:
+            targets = [n for n in names if n in ("rpc", "churn") or n.startswith("fanout")]
+            to_profile = [specs[name] for name in profiled]
+            profiles = _runs.run_profiles(tools["node"], to_profile, py_spy, plan, targets, out)
+    finally:
+        _procs.stop_all()
+    if _setup.wsroute_commit() != environment["wsroute commit"]:
+        failures.append(
+            f"the work tree changed during the run ({environment['wsroute commit']} → "
+            f"{_setup.wsroute_commit()}): later runs may have served other code"
+        )
+    report = _report.render(
+        command, environment, plan, specs, runs, redis, profiles, failures, started
+    )
+    (out / "report.md").write_text(report)
+    (out / "runs.json").write_text(
+        json.dumps({"plan": asdict(plan), "environment": environment, "runs": runs}, indent=1)
+    )
+    print("\n" + report)
+    return 1 if failures else 0
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, _terminate)  # also when started with SIGINT ignored
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        _procs.stop_all()
+        print("\nbenchmarks: interrupted; every server and client was stopped", file=sys.stderr)
+        sys.exit(130)
