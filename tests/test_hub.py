@@ -1,4 +1,4 @@
-"""Local fan-out: one decoded frame shared by all recipients, refcounted broker topics."""
+"""Local fan-out: one framed event shared by all recipients, refcounted broker topics."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import trio.testing
 from wsroute import Connection, SlowConsumerPolicy
 from wsroute._hub import Hub
 from wsroute._request import Request
+from wsroute._websocket import Prepared
 from wsroute.brokers import MemoryBroker
 
 
@@ -21,16 +22,26 @@ def connection(hub: Hub, outbox_size: int = 8) -> Connection:
     )
 
 
-async def test_an_event_is_decoded_once_for_every_recipient():
+def texts(conn: Connection) -> list[bytes]:
+    """The payloads of the (short) text frames queued on ``conn``."""
+    frames = list(conn._outbox._frames)
+    assert all(isinstance(frame, Prepared) and len(frame.wire) < 127 for frame in frames)
+    return [frame.wire[2:] for frame in frames]  # type: ignore[union-attr]
+
+
+async def test_an_event_is_framed_once_for_every_recipient():
     broker = MemoryBroker()
     async with broker.connect() as session:
         hub = Hub(session)
         conns = [connection(hub) for _ in range(3)]
         for conn in conns:
             await conn.subscribe("t")
-        hub.deliver("t", b'{"type":"x","topic":"t","data":1}')
+        event = b'{"type":"x","topic":"t","data":1}'
+        hub.deliver("t", event)
         frames = [conn._outbox._frames[0] for conn in conns]
-        assert frames[0] == '{"type":"x","topic":"t","data":1}'
+        assert isinstance(frames[0], Prepared)
+        # FIN + text opcode, unmasked length, then the event as the broker gave it.
+        assert frames[0].wire == bytes([0x81, len(event)]) + event
         assert all(frame is frames[0] for frame in frames)
 
 
@@ -64,7 +75,7 @@ async def test_a_full_outbox_does_not_stop_the_others(autojump_clock):
         assert slow.closing and slow._disconnect is not None
         assert (slow._disconnect.code, slow._disconnect.reason) == (1008, "slow consumer")
         assert len(slow._outbox) == 0  # memory released at once
-        assert list(fine._outbox._frames) == ["0", "1", "2", "3", "4"]
+        assert texts(fine) == [b"0", b"1", b"2", b"3", b"4"]
 
 
 async def test_pump_delivers_what_the_broker_yields(autojump_clock):
@@ -77,5 +88,5 @@ async def test_pump_delivers_what_the_broker_yields(autojump_clock):
             await nursery.start(hub.pump)
             await publisher.publish("t", b"hello")
             await trio.testing.wait_all_tasks_blocked()
-            assert list(conn._outbox._frames) == ["hello"]
+            assert texts(conn) == [b"hello"]
             nursery.cancel_scope.cancel()

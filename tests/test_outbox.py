@@ -8,6 +8,7 @@ import trio.testing
 
 from wsroute import SlowConsumerPolicy
 from wsroute._outbox import Outbox
+from wsroute._websocket import PENDING, QUEUE, WRITTEN, Frame
 
 CLOSE = SlowConsumerPolicy.CLOSE
 DROP_OLDEST = SlowConsumerPolicy.DROP_OLDEST
@@ -108,12 +109,12 @@ async def test_close_policy_clears_closes_and_reports_once() -> None:
     assert not box.put("e")
     assert overflow.calls == 1
     assert box.dropped == 5
-    assert await box.get_batch() == []
+    assert await box.get_batch() is None
 
 
 async def test_close_policy_wakes_a_waiting_consumer(nursery: trio.Nursery) -> None:
     box, overflow = outbox(maxsize=1, policy=CLOSE)
-    batches: list[list[str]] = []
+    batches: list[list[Frame] | None] = []
 
     async def consume() -> None:
         batches.append(await box.get_batch())
@@ -123,11 +124,11 @@ async def test_close_policy_wakes_a_waiting_consumer(nursery: trio.Nursery) -> N
     box.put("b")  # overflows before the consumer ever runs
     nursery.start_soon(consume)
     await trio.testing.wait_all_tasks_blocked()
-    assert batches == [[], []]
+    assert batches == [None, None]
     assert overflow.calls == 1
 
 
-async def test_close_lets_the_consumer_drain_then_returns_empty() -> None:
+async def test_close_lets_the_consumer_drain_then_returns_none() -> None:
     box, overflow = outbox(maxsize=5)
     box.put("a")
     box.put("b")
@@ -136,14 +137,14 @@ async def test_close_lets_the_consumer_drain_then_returns_empty() -> None:
     assert not box.put("c")
     assert box.dropped == 1
     assert await box.get_batch() == ["a", "b"]
-    assert await box.get_batch() == []
-    assert await box.get_batch() == []
+    assert await box.get_batch() is None
+    assert await box.get_batch() is None
     assert overflow.calls == 0
 
 
 async def test_close_wakes_a_waiting_consumer(nursery: trio.Nursery) -> None:
     box, _ = outbox()
-    batches: list[list[str]] = []
+    batches: list[list[Frame] | None] = []
 
     async def consume() -> None:
         batches.append(await box.get_batch())
@@ -152,7 +153,7 @@ async def test_close_wakes_a_waiting_consumer(nursery: trio.Nursery) -> None:
     await trio.testing.wait_all_tasks_blocked()
     box.close()
     await trio.testing.wait_all_tasks_blocked()
-    assert batches == [[]]
+    assert batches == [None]
 
 
 async def test_discard_drops_everything() -> None:
@@ -165,7 +166,7 @@ async def test_discard_drops_everything() -> None:
     assert box.dropped == 3
     assert not box.put("d")
     assert box.dropped == 4
-    assert await box.get_batch() == []
+    assert await box.get_batch() is None
     assert overflow.calls == 0
 
 
@@ -175,7 +176,7 @@ async def test_never_holds_more_than_maxsize_frames(policy: SlowConsumerPolicy) 
     for n in range(50):
         box.put(f"frame {n}")
         assert len(box) <= 4
-    batch = await box.get_batch()
+    batch = await box.get_batch() or []
     assert len(batch) <= 4
     if policy is DROP_OLDEST:
         assert batch == ["frame 46", "frame 47", "frame 48", "frame 49"]
@@ -202,3 +203,90 @@ async def test_interleaved_producer_and_consumer_keep_order(nursery: trio.Nurser
     box.close()
     await trio.testing.wait_all_tasks_blocked()
     assert received == [str(n) for n in range(30)]
+
+
+# -- the socket side: direct writes and a writer started on first need ------------------
+
+
+class Socket:
+    """Stands in for ``WebSocket.write_now``: answers each frame with ``verdict``."""
+
+    def __init__(self, verdict: int) -> None:
+        self.verdict = verdict
+        self.written: list[Frame] = []
+
+    def __call__(self, frame: Frame) -> int:
+        if self.verdict != QUEUE:
+            self.written.append(frame)
+        return self.verdict
+
+
+class Spawner:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self) -> None:
+        self.calls += 1
+
+
+def test_an_idle_socket_takes_frames_directly_and_no_writer_starts() -> None:
+    box, _ = outbox()
+    socket, spawn = Socket(WRITTEN), Spawner()
+    box.attach(socket, spawn)
+    for frame in ["a", "b", "c", "d", "e"]:  # more than maxsize: none is queued
+        assert box.put(frame)
+    assert socket.written == ["a", "b", "c", "d", "e"]
+    assert len(box) == 0
+    assert spawn.calls == 0
+
+
+async def test_a_busy_socket_queues_and_starts_the_writer_once() -> None:
+    box, _ = outbox()
+    socket, spawn = Socket(QUEUE), Spawner()
+    box.attach(socket, spawn)
+    box.put("a")
+    socket.verdict = WRITTEN  # idle again, but "a" is queued: order comes first
+    box.put("b")
+    assert socket.written == []
+    assert spawn.calls == 1
+    assert await box.get_batch() == ["a", "b"]
+
+
+async def test_a_partial_write_asks_the_writer_to_flush() -> None:
+    box, _ = outbox()
+    socket, spawn = Socket(PENDING), Spawner()
+    box.attach(socket, spawn)
+    assert box.put("a")
+    assert socket.written == ["a"]
+    assert spawn.calls == 1
+    assert await box.get_batch() == []  # nothing queued, but the socket must flush
+    box.close()
+    assert await box.get_batch() is None
+
+
+async def test_closing_starts_a_writer_to_report_the_drain() -> None:
+    box, _ = outbox()
+    spawn = Spawner()
+    box.attach(Socket(WRITTEN), spawn)
+    box.close()
+    assert spawn.calls == 1
+    assert await box.get_batch() is None
+
+
+def test_frames_queued_before_attach_start_the_writer() -> None:
+    box, _ = outbox()
+    box.put("early")
+    spawn = Spawner()
+    box.attach(Socket(WRITTEN), spawn)
+    assert spawn.calls == 1
+
+
+def test_detached_outbox_neither_writes_nor_spawns() -> None:
+    box, _ = outbox()
+    socket, spawn = Socket(WRITTEN), Spawner()
+    box.attach(socket, spawn)
+    box.detach()
+    box.put("a")
+    box.discard()
+    assert socket.written == []
+    assert spawn.calls == 0

@@ -16,6 +16,7 @@ from ._limits import Window
 from ._outbox import Outbox, SlowConsumerPolicy
 from ._protocol import CLOSE_INTERNAL_ERROR, CLOSE_POLICY_VIOLATION, encode_event
 from ._request import Request
+from ._websocket import Frame, Prepared
 
 if TYPE_CHECKING:
     from ._addressing import Control
@@ -138,7 +139,7 @@ class Connection:
         Raises:
             ConnectionClosed: the connection is closing and takes no more frames.
         """
-        frame = encode_event(type, None, self._unstructure(data)).decode()
+        frame = Prepared(encode_event(type, None, self._unstructure(data)))
         if not self._outbox.put(frame) and self._outbox.closed:
             raise ConnectionClosed(f"connection {self.id} is closed")
 
@@ -196,7 +197,7 @@ class Connection:
 
     # -- runtime side --------------------------------------------------------------
 
-    def _push(self, frame: str | bytes) -> None:
+    def _push(self, frame: Frame) -> None:
         self._outbox.put(frame)
 
     def _control(self, control: Control) -> None:

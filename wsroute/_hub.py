@@ -16,6 +16,7 @@ import trio
 
 from ._addressing import CONTROL, EXCLUDING, decode_control
 from ._errors import BrokerError
+from ._websocket import Prepared
 
 if TYPE_CHECKING:
     from ._connection import Connection
@@ -94,7 +95,7 @@ class Hub:
         kind = data[0]
         if kind == EXCLUDING:
             sender, _, rest = data[1:].partition(b"\n")
-            frame = rest.decode()
+            frame = Prepared(rest)
             sender_id = sender.decode()
             for conn in members:
                 if conn.id != sender_id:
@@ -108,7 +109,7 @@ class Hub:
             for conn in list(members):
                 conn._control(control)
         else:
-            frame = data.decode()
+            frame = Prepared(data)  # framed once for every member
             for conn in members:
                 conn._push(frame)
 

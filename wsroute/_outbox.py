@@ -1,11 +1,14 @@
 """A connection's bounded outbox and the named policies for when it is full.
 
 Everything the server sends to one client (replies, events, pushes) goes through its
-outbox, drained in order by that connection's single writer task. Producers never
-wait: ``put`` is synchronous, so a fan-out to thousands of connections is a loop of
-appends and one slow client can never delay the others. When a client reads slower
-than it is sent to, its outbox fills and the policy decides; the memory bound per
-connection is ``outbox_size`` frames.
+outbox. Producers never wait: ``put`` is synchronous, so a fan-out to thousands of
+connections is a loop of puts and one slow client can never delay the others. When
+the outbox is empty and the socket idle, ``put`` writes the frame at once (see
+``_websocket.WebSocket.write_now``); otherwise the frame is queued and the
+connection's single writer task, started on first need, drains the queue in order.
+When a client reads slower than it is sent to, its outbox fills and the policy
+decides; the memory bound per connection is ``outbox_size`` frames (plus at most one
+frame the kernel took only in part).
 """
 
 from __future__ import annotations
@@ -13,8 +16,14 @@ from __future__ import annotations
 import enum
 from collections import deque
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import trio
+
+from ._websocket import PENDING, WRITTEN
+
+if TYPE_CHECKING:
+    from ._websocket import Frame
 
 
 class SlowConsumerPolicy(enum.Enum):
@@ -38,7 +47,18 @@ class Outbox:
         on_overflow: called (synchronously) once when the ``CLOSE`` policy trips.
     """
 
-    __slots__ = ("_closed", "_frames", "_lot", "_on_overflow", "dropped", "maxsize", "policy")
+    __slots__ = (
+        "_closed",
+        "_flush",
+        "_frames",
+        "_lot",
+        "_on_overflow",
+        "_spawn",
+        "_write_now",
+        "dropped",
+        "maxsize",
+        "policy",
+    )
 
     def __init__(
         self,
@@ -49,10 +69,38 @@ class Outbox:
         self.maxsize = maxsize
         self.policy = policy
         self.dropped = 0  # frames discarded by the policy or after close, for stats
-        self._frames: deque[str | bytes] = deque()
+        self._frames: deque[Frame] = deque()
         self._lot = trio.lowlevel.ParkingLot()
         self._on_overflow = on_overflow
         self._closed = False
+        self._flush = False  # the socket holds bytes the writer must write first
+        self._write_now: Callable[[Frame], int] | None = None
+        self._spawn: Callable[[], None] | None = None
+
+    def attach(self, write_now: Callable[[Frame], int] | None, spawn: Callable[[], None]) -> None:
+        """Connect the socket: ``write_now`` bypasses the queue when it can, and
+        ``spawn`` starts the writer task the first time one is needed."""
+        self._write_now = write_now
+        self._spawn = spawn
+        if self._frames or self._closed:
+            self._wake()
+
+    def detach(self) -> None:
+        """The writer's nursery is gone: stop writing directly or spawning."""
+        self._write_now = None
+        self._spawn = None
+
+    def _wake(self) -> None:
+        if self._lot:
+            self._lot.unpark()
+        elif self._spawn is not None:
+            spawn, self._spawn = self._spawn, None
+            spawn()
+
+    def request_flush(self) -> None:
+        """The socket has bytes pending (a partial write, a ping): have them written."""
+        self._flush = True
+        self._wake()
 
     def __len__(self) -> int:
         return len(self._frames)
@@ -61,12 +109,19 @@ class Outbox:
     def closed(self) -> bool:
         return self._closed
 
-    def put(self, frame: str | bytes) -> bool:
-        """Queue ``frame`` without waiting; return whether it was queued."""
+    def put(self, frame: Frame) -> bool:
+        """Write or queue ``frame`` without waiting; return whether it was taken."""
         if self._closed:
             self.dropped += 1
             return False
         frames = self._frames
+        if not frames and self._write_now is not None:
+            done = self._write_now(frame)
+            if done == WRITTEN:
+                return True
+            if done == PENDING:
+                self.request_flush()
+                return True
         if len(frames) >= self.maxsize:
             if self.policy is SlowConsumerPolicy.DROP_NEWEST:
                 self.dropped += 1
@@ -82,14 +137,17 @@ class Outbox:
                 self._on_overflow()
                 return False
         frames.append(frame)
-        if self._lot:
-            self._lot.unpark()
+        if len(frames) == 1:
+            self._wake()
         return True
 
     def close(self) -> None:
         """Refuse further frames; the writer still drains what is queued."""
         self._closed = True
+        self._write_now = None
         self._lot.unpark_all()
+        if self._spawn is not None:
+            self._wake()  # so that a writer exists to report the drain
 
     def discard(self) -> None:
         """Close and drop everything queued (the peer is gone)."""
@@ -97,16 +155,17 @@ class Outbox:
         self._frames.clear()
         self.close()
 
-    async def get_batch(self) -> list[str | bytes]:
-        """Wait for frames and take all that are queued, oldest first.
+    async def get_batch(self) -> list[Frame] | None:
+        """Wait for frames (or a flush) and take all that are queued, oldest first.
 
-        Returns an empty list once the outbox is closed and drained.
+        Returns ``None`` once the outbox is closed and drained.
         Cancellation leaves the queue untouched.
         """
-        while not self._frames:
+        while not self._frames and not self._flush:
             if self._closed:
-                return []
+                return None
             await self._lot.park()
+        self._flush = False
         batch = list(self._frames)
         self._frames.clear()
         return batch

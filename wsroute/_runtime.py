@@ -22,12 +22,13 @@ from ._connection import Connection
 from ._dispatch import Dispatcher
 from ._errors import Reject
 from ._handshake import AcceptHook, Admission, Gate, describe_request
+from ._heartbeat import Heartbeat
 from ._hub import Hub
 from ._protocol import CLOSE_GOING_AWAY, encode_event
 from ._request import Request
 from ._routing import FrameHandler, Handler, Hook, Route
 from ._session import Session
-from ._websocket import UpgradeFailed, wrap_server_stream
+from ._websocket import Prepared, UpgradeFailed, WebSocket, wrap_server_stream
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -87,6 +88,7 @@ class Runtime:
         self.gate = Gate(config, accept_hook)
         self.broker_name = broker_name
         self.sessions: set[Session] = set()
+        self.heartbeat = Heartbeat(config.ping_interval) if config.ping_interval else None
         self._stop = trio.Event()
         self._stopping = False
 
@@ -96,7 +98,7 @@ class Runtime:
 
     def push_to_all(self, type: str, data: Any) -> None:
         """Queue an event on every local connection, bypassing the broker."""
-        frame = encode_event(type, None, data).decode()
+        frame = Prepared(encode_event(type, None, data))
         for session in self.sessions:
             session.conn._push(frame)
 
@@ -152,7 +154,7 @@ class Runtime:
         stream: trio.abc.Stream,
         remote: tuple[str, int] | None,
         state: _StreamState,
-    ) -> tuple[trio_websocket.WebSocketConnection, Request, Admission] | None:
+    ) -> tuple[WebSocket, Request, Admission] | None:
         """Read the upgrade request and accept or refuse it, all within handshake_timeout."""
         config = self.config
         peer = _peer(stream, remote)  # now: a refused upgrade may close the socket
@@ -184,6 +186,7 @@ class Runtime:
                 await _refuse(upgrade, request, refusal)
                 return None
             ws = await upgrade.accept(subprotocol=admission.subprotocol)
+            assert isinstance(ws, WebSocket)
             return ws, request, admission
         if not state.aborted:
             logger.info("handshake timed out after %.1f s", config.handshake_timeout)
@@ -191,7 +194,7 @@ class Runtime:
 
     async def _serve(
         self,
-        ws: trio_websocket.WebSocketConnection,
+        ws: WebSocket,
         request: Request,
         admission: Admission,
         state: _StreamState,

@@ -133,6 +133,8 @@ class Serving:
                         hub=hub,
                         broker_name=self.broker.describe(),
                     )
+                    if runtime.heartbeat is not None:
+                        system.start_soon(runtime.heartbeat.run)
                     self._runtime = runtime
                     self._starting = False
                     if self._stop_requested:

@@ -1,10 +1,12 @@
 """The lifetime of one accepted connection.
 
-One nursery per connection holds its writer, its intake (a reader plus
-``max_concurrency`` workers) and whatever the app starts with ``conn.start_soon``;
-nothing outlives it. The reader never waits for a handler: it decodes each frame and
-queues it (bounded; a full queue answers ``overloaded``), so pings and close frames
-keep being read while handlers run.
+One nursery per connection holds its writer, its workers and whatever the app starts
+with ``conn.start_soon``; nothing outlives it. Both kinds of task start only when
+needed, so an idle connection costs no task of its own besides trio-websocket's
+socket reader. That reader hands each complete message to ``_on_message``, which
+decodes it and queues it for the workers (bounded; a full queue answers
+``overloaded``) without ever waiting, so pings and close frames keep being read
+while handlers run. Up to ``max_concurrency`` workers run handlers.
 
 Ending, whoever starts it, goes one way: the first reason is recorded on the
 connection, then
@@ -12,7 +14,7 @@ connection, then
 1. server-initiated and graceful: stop reading, let queued and running handlers
    finish, flush the outbox (all within the grace deadline);
 2. send the close frame (within ``close_timeout``; the writer's current frame is
-   never cut, because trio-websocket serialises writes);
+   never cut, because writes are serialised);
 3. cancel the nursery, leave every topic, and run ``on_disconnect`` hooks once,
    shielded, each under ``hook_timeout``.
 """
@@ -20,6 +22,8 @@ connection, then
 from __future__ import annotations
 
 import logging
+from collections import deque
+from functools import partial
 from typing import TYPE_CHECKING, NamedTuple
 
 import trio
@@ -44,12 +48,14 @@ from ._protocol import (
     encode_error,
     encode_protocol_error,
 )
-from ._websocket import failed_locally, send_batch
+from ._websocket import PENDING, QUEUE
 
 if TYPE_CHECKING:
     from ._connection import Connection
+    from ._heartbeat import Handle
     from ._routing import FrameHandler
     from ._runtime import Runtime
+    from ._websocket import WebSocket
 
 logger = logging.getLogger("wsroute")
 
@@ -67,42 +73,47 @@ _Item = ClientMessage | str | RawFrame | Control
 
 class Session:
     __slots__ = (
+        "_beat",
         "_connect_scope",
         "_deadline",
+        "_intake_closed",
         "_intake_done",
-        "_intake_scope",
-        "_reader_scope",
-        "_receive",
-        "_send",
+        "_lot",
+        "_ping_sent",
+        "_queue",
+        "_raw",
+        "_started",
+        "_window",
+        "_worker_scopes",
+        "_workers",
         "_writer_done",
         "conn",
         "rt",
         "ws",
     )
 
-    def __init__(
-        self, rt: Runtime, ws: trio_websocket.WebSocketConnection, conn: Connection
-    ) -> None:
+    def __init__(self, rt: Runtime, ws: WebSocket, conn: Connection) -> None:
         self.rt = rt
         self.ws = ws
         self.conn = conn
-        self._reader_scope = trio.CancelScope()
-        self._intake_scope = trio.CancelScope()
+        # Requests and info messages share one queue, so an info handler runs in
+        # order with the connection's requests, like a message in its mailbox.
+        self._queue: deque[_Item] = deque()
+        self._lot = trio.lowlevel.ParkingLot()  # idle workers
+        self._workers = 0
+        self._worker_scopes: set[trio.CancelScope] = set()
+        self._started = False  # on_connect done: workers may start
+        self._intake_closed = False
         self._intake_done = trio.Event()
         self._writer_done = trio.Event()
         self._deadline: float | None = None
         self._connect_scope = trio.CancelScope()
-        # Requests and info messages share one queue, so an info handler runs in
-        # order with the connection's requests, like a message in its mailbox.
-        self._send, self._receive = trio.open_memory_channel[_Item](rt.config.max_queued_requests)
-        conn._info_sink = self._queue_info
-
-    def _queue_info(self, control: Control) -> bool:
-        try:
-            self._send.send_nowait(control)
-        except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
-            return False
-        return True
+        self._ping_sent: float | None = None
+        self._beat: Handle | None = None
+        self._raw = rt.frame_handler is not None
+        limit = rt.config.rate_limit
+        self._window = Window(*limit) if limit is not None else None
+        conn._info_sink = self._enqueue
 
     def begin_close(self, code: int, reason: str, deadline: float) -> None:
         """Close gracefully, letting handlers finish until ``deadline`` (shutdown)."""
@@ -116,27 +127,32 @@ class Session:
         self._connect_scope.cancel()
 
     async def run(self) -> None:
-        conn = self.conn
+        conn, ws = self.conn, self.ws
+        outbox = conn._outbox
         began = False
         try:
             async with trio.open_nursery() as nursery:
                 conn._nursery = nursery
-                nursery.start_soon(self._writer)
+                outbox.attach(ws.write_now, partial(nursery.start_soon, self._writer))
                 began = True
                 connected = False
                 with self._connect_scope:
                     connected = await self._connect()
                 if connected:
-                    nursery.start_soon(self._intake)
-                    if self.rt.config.ping_interval is not None:
-                        nursery.start_soon(self._heartbeat)
+                    self._started = True
+                    if self._queue:
+                        self._spawn_worker()
+                    ws.attach(self._on_message, self._reader_ended)
+                    if self.rt.heartbeat is not None:
+                        self._beat = self.rt.heartbeat.watch(self)
                 else:
-                    self._intake_done.set()
+                    self._close_intake()
                 await conn._closing.wait()
                 await self._wind_down()
                 await self._close_socket()
                 nursery.cancel_scope.cancel()
         finally:
+            outbox.detach()
             with trio.CancelScope(shield=True):
                 await self._finish(began)
 
@@ -163,119 +179,164 @@ class Session:
             conn._request_close(CLOSE_INTERNAL_ERROR, "internal error", "server")
         return not conn.closing
 
-    async def _intake(self) -> None:
-        send, receive = self._send, self._receive
-        try:
-            with self._intake_scope:
-                async with trio.open_nursery() as nursery:
-                    for _ in range(self.rt.config.max_concurrency):
-                        nursery.start_soon(self._worker, receive.clone())
-                    receive.close()
-                    await self._reader(send)
-        finally:
+    # -- intake: called by the socket reader, never waits ----------------------------
+
+    def _on_message(self, message: str | bytes) -> None:
+        if self._intake_closed:
+            return  # closing: what the client sends now is not read
+        conn = self.conn
+        item: _Item
+        if self._raw:
+            item = RawFrame(message)
+        elif isinstance(message, bytes):
+            conn._request_close(CLOSE_UNSUPPORTED_DATA, "binary frames are not supported", "server")
+            self._close_intake()
+            return
+        else:
+            try:
+                item = decode(message)
+            except ProtocolError as exc:
+                conn._note_invalid()
+                item = encode_protocol_error(exc)
+        window = self._window
+        if window is not None:
+            verdict = window.hit(trio.current_time())
+            # A frame handler's protocol has no error replies: close instead.
+            if verdict is Verdict.ABUSIVE or (self._raw and verdict is Verdict.LIMITED):
+                conn._request_close(CLOSE_POLICY_VIOLATION, "rate limit exceeded", "server")
+                self._close_intake()
+                return
+            if verdict is Verdict.LIMITED:
+                assert not isinstance(item, RawFrame)
+                conn._push(_refusal(item, RATE_LIMITED, _RATE_LIMITED_MESSAGE))
+                return
+        if not self._enqueue(item):
+            if isinstance(item, RawFrame):
+                conn._request_close(CLOSE_TRY_AGAIN_LATER, "overloaded", "server")
+                self._close_intake()
+                return
+            conn._push(_refusal(item, OVERLOADED, _OVERLOADED_MESSAGE))
+
+    def _reader_ended(self) -> None:
+        """trio-websocket's socket reader stopped: the peer closed or vanished, or a
+        limit or protocol error made our side close."""
+        ws = self.ws
+        reason = ws.closed
+        code = reason.code if reason else CLOSE_ABNORMAL
+        text = (reason.reason if reason else None) or ""
+        # trio-websocket closes with 1009 on an oversized message, and our _websocket
+        # layer with 1002/1007 on a frame that breaks RFC 6455.
+        if code == CLOSE_MESSAGE_TOO_BIG or ws.failed_locally:
+            self.conn._request_close(code, text, "server", graceful=False)
+        else:
+            self.conn._request_close(code, text, "client", graceful=False)
+        self._close_intake()
+
+    def _enqueue(self, item: _Item) -> bool:
+        """Queue ``item`` for a worker; False when the queue is full or closed."""
+        queue = self._queue
+        if self._intake_closed or len(queue) >= self.rt.config.max_queued_requests:
+            return False
+        queue.append(item)
+        if self._lot:
+            self._lot.unpark()
+        elif self._started and self._workers < self.rt.config.max_concurrency:
+            self._spawn_worker()
+        return True
+
+    def _close_intake(self) -> None:
+        """Take no more items; workers finish what is queued, then end."""
+        self._intake_closed = True
+        self._lot.unpark_all()
+        if not self._workers:
             self._intake_done.set()
 
-    async def _reader(self, send: trio.MemorySendChannel[_Item]) -> None:
-        conn, ws = self.conn, self.ws
-        raw = self.rt.frame_handler is not None
-        limit = self.rt.config.rate_limit
-        window = Window(*limit) if limit is not None else None
-        with self._reader_scope, send:
-            while True:
-                try:
-                    message = await ws.get_message()
-                except trio_websocket.ConnectionClosed as exc:
-                    code = exc.reason.code if exc.reason else CLOSE_ABNORMAL
-                    reason = (exc.reason.reason if exc.reason else None) or ""
-                    # trio-websocket closes with 1009 on an oversized message, and our
-                    # _websocket layer with 1002/1007 on a frame that breaks RFC 6455.
-                    if code == CLOSE_MESSAGE_TOO_BIG or failed_locally(ws):
-                        conn._request_close(code, reason, "server", graceful=False)
-                    else:
-                        conn._request_close(code, reason, "client", graceful=False)
-                    return
-                item: _Item
-                if raw:
-                    item = RawFrame(message)
-                elif isinstance(message, bytes):
-                    conn._request_close(
-                        CLOSE_UNSUPPORTED_DATA, "binary frames are not supported", "server"
-                    )
-                    return
-                else:
-                    try:
-                        item = decode(message)
-                    except ProtocolError as exc:
-                        conn._note_invalid()
-                        item = encode_protocol_error(exc)
-                if window is not None:
-                    verdict = window.hit(trio.current_time())
-                    # A frame handler's protocol has no error replies: close instead.
-                    if verdict is Verdict.ABUSIVE or (raw and verdict is Verdict.LIMITED):
-                        conn._request_close(CLOSE_POLICY_VIOLATION, "rate limit exceeded", "server")
-                        return
-                    if verdict is Verdict.LIMITED:
-                        assert not isinstance(item, RawFrame)
-                        conn._push(_refusal(item, RATE_LIMITED, _RATE_LIMITED_MESSAGE))
-                        continue
-                try:
-                    send.send_nowait(item)
-                except trio.WouldBlock:
-                    if isinstance(item, RawFrame):
-                        conn._request_close(CLOSE_TRY_AGAIN_LATER, "overloaded", "server")
-                        return
-                    conn._push(_refusal(item, OVERLOADED, _OVERLOADED_MESSAGE))
+    def _spawn_worker(self) -> None:
+        nursery = self.conn._nursery
+        assert nursery is not None
+        self._workers += 1
+        nursery.start_soon(self._worker)
 
-    async def _worker(self, receive: trio.MemoryReceiveChannel[_Item]) -> None:
+    async def _worker(self) -> None:
         conn, dispatcher, frames = self.conn, self.rt.dispatcher, self.rt.frame_handler
-        async with receive:
-            async for item in receive:
-                frame: str | bytes | None
-                if isinstance(item, str):
-                    frame = item
-                elif isinstance(item, RawFrame):
-                    assert frames is not None
-                    frame = await _handle_frame(frames, item.frame, conn)
-                elif isinstance(item, Control):
-                    await dispatcher.dispatch_info(conn, item)
-                    continue
-                else:
-                    try:
-                        frame = await dispatcher.dispatch(conn, item)
-                    except Exception:
-                        # dispatch() is the error boundary; this is the net below it.
-                        logger.exception("wsroute bug while dispatching %r", item.type)
-                        frame = encode_error(item.type, item.id, INTERNAL_ERROR, "internal error")
-                if frame is not None:
-                    conn._push(frame)
+        queue, lot = self._queue, self._lot
+        scope = trio.CancelScope()
+        self._worker_scopes.add(scope)
+        try:
+            with scope:
+                while True:
+                    while not queue:
+                        if self._intake_closed:
+                            return
+                        await lot.park()
+                    item = queue.popleft()
+                    frame: str | bytes | None
+                    if isinstance(item, str):
+                        frame = item
+                    elif isinstance(item, RawFrame):
+                        assert frames is not None
+                        frame = await _handle_frame(frames, item.frame, conn)
+                    elif isinstance(item, Control):
+                        await dispatcher.dispatch_info(conn, item)
+                        continue
+                    else:
+                        try:
+                            frame = await dispatcher.dispatch(conn, item)
+                        except Exception:
+                            # dispatch() is the error boundary; this is the net below it.
+                            logger.exception("wsroute bug while dispatching %r", item.type)
+                            frame = encode_error(
+                                item.type, item.id, INTERNAL_ERROR, "internal error"
+                            )
+                    if frame is not None:
+                        conn._push(frame)
+        finally:
+            self._worker_scopes.discard(scope)
+            self._workers -= 1
+            if not self._workers and self._intake_closed:
+                self._intake_done.set()
 
-    async def _heartbeat(self) -> None:
-        """Ping every ping_interval; a client that does not answer is closed with 1011.
+    def _stop_intake(self) -> None:
+        """Cancel running handlers and drop queued items (not graceful)."""
+        self._close_intake()
+        self._queue.clear()
+        for scope in self._worker_scopes:
+            scope.cancel()
 
-        Catches clients that vanished without a close (a dead TCP peer sends nothing).
-        """
-        config = self.rt.config
+    # -- heartbeat (driven by the runtime's Heartbeat) ---------------------------------
+
+    def heartbeat(self, now: float) -> float | None:
+        """Ping, or check the last ping was answered; return when to come back, or
+        ``None`` to stop (the connection is closing)."""
+        conn, config = self.conn, self.rt.config
+        if conn.closing:
+            return None
         assert config.ping_interval is not None
-        while True:
-            await trio.sleep(config.ping_interval)
-            with trio.move_on_after(config.ping_timeout) as waiting:
-                try:
-                    await self.ws.ping()
-                except trio_websocket.ConnectionClosed:
-                    return
-            if waiting.cancelled_caught:
-                logger.info("connection %s: no pong within %g s", self.conn.id, config.ping_timeout)
-                self.conn._request_close(
-                    CLOSE_INTERNAL_ERROR, "ping timeout", "server", graceful=False
-                )
-                return
+        sent = self._ping_sent
+        if sent is not None:
+            pong = self.ws.pong_at
+            if pong < sent:
+                logger.info("connection %s: no pong within %g s", conn.id, config.ping_timeout)
+                conn._request_close(CLOSE_INTERNAL_ERROR, "ping timeout", "server", graceful=False)
+                return None
+            self._ping_sent = None
+            return max(now, pong + config.ping_interval)
+        done = self.ws.ping_now()
+        if done == QUEUE:
+            return None  # no longer open: the reader will report why
+        if done == PENDING:
+            conn._outbox.request_flush()
+        self._ping_sent = now
+        return now + config.ping_timeout
+
+    # -- writing and ending ---------------------------------------------------------
 
     async def _writer(self) -> None:
         conn, ws = self.conn, self.ws
         outbox = conn._outbox
         try:
-            while batch := await outbox.get_batch():
-                await send_batch(ws, batch)
+            while (batch := await outbox.get_batch()) is not None:
+                await ws.send_batch(batch)
         except trio_websocket.ConnectionClosed as exc:
             outbox.discard()
             code = exc.reason.code if exc.reason else CLOSE_ABNORMAL
@@ -292,11 +353,11 @@ class Session:
             if deadline is None:
                 deadline = trio.current_time() + self.rt.config.close_timeout
             with trio.move_on_at(deadline):
-                self._reader_scope.cancel()
+                self._close_intake()
                 await self._intake_done.wait()
                 conn._outbox.close()
                 await self._writer_done.wait()
-        self._intake_scope.cancel()
+        self._stop_intake()
         conn._outbox.discard()
 
     async def _close_socket(self) -> None:
@@ -312,6 +373,8 @@ class Session:
         conn, rt = self.conn, self.rt
         conn._request_close(CLOSE_GOING_AWAY, "server shutting down", "server", graceful=False)
         conn._outbox.discard()
+        if self._beat is not None and rt.heartbeat is not None:
+            rt.heartbeat.forget(self._beat)
         await rt.hub.leave(conn)
         await self._close_socket()  # no-op unless we were cancelled from outside
         if not began:

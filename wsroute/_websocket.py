@@ -4,8 +4,7 @@ trio-websocket answers a ping by sending a pong from its socket-reader task. Whe
 ping arrives after this side sent its close frame, wsproto refuses the pong
 (``LocalProtocolError: ... cannot be sent in state LOCAL_CLOSING``) and the exception
 kills the reader task and its nursery: trio-websocket issue #184, fix proposed in PR
-#198, unreleased as of trio-websocket 0.12.2. With wsroute's heartbeat pinging every
-connection, that race happens in practice. ``_Connection`` answers pings only while
+#198, unreleased as of trio-websocket 0.12.2. ``WebSocket`` answers pings only while
 the connection is open and reports any other send refused during a close as
 ``ConnectionClosed``, which every caller already handles.
 
@@ -15,24 +14,36 @@ event, as if the peer had closed, while the connection is still OPEN. trio-webso
 then closes the TCP connection without a close frame, so the client sees 1006 and
 never learns why. RFC 6455 section 7.1.7 says the endpoint SHOULD send a close frame
 with the appropriate code first (1002 protocol error, 1007 invalid data), which is
-what Autobahn's cases expect; ``_Connection`` sends it. The same event after a real
+what Autobahn's cases expect; ``WebSocket`` sends it. The same event after a real
 close frame from the peer arrives in state REMOTE_CLOSING or CLOSED, so OPEN is
 exactly the case of a locally detected protocol error.
 
-Writing: trio-websocket writes each message with its own ``send_all``. A connection's
-writer usually has many frames pending (a fan-out, a burst of replies), so
-``send_batch`` encodes them all with wsproto and writes them in as few ``send_all``
-calls as possible (chunks of up to ``_WRITE_CHUNK`` bytes), under the same lock and
-with the same error handling as trio-websocket's ``_send``.
+The rest is speed (see docs/performance.md), measured against trio-websocket's own path:
+
+- Reading: trio-websocket puts each message on a channel that another task reads.
+  ``attach`` hands complete messages to a synchronous sink instead, called from the
+  socket-reader task, which saves a task switch per message (and the task).
+- Writing: trio-websocket writes each message with its own ``send_all`` from a task
+  that holds the connection's lock. ``write_now`` writes a frame straight to the
+  socket, without waiting, when nothing else is being written and nothing is pending:
+  the common case for replies and fan-out, and no task switch at all. What the kernel
+  does not take at once is kept in ``_pending`` and written first by the next writer,
+  which always holds the lock. ``send_batch`` writes many frames in few ``send_all``
+  calls. Every write that holds the lock encodes under it (``_send`` included), so
+  bytes reach the socket in the order they were framed.
+- Framing: data frames from a server are never masked and wsroute negotiates no
+  extension, so a frame is a header and the payload; ``Prepared`` frames a message
+  once for every recipient of a broadcast. Control frames still go through wsproto.
 
 The two ``wrap_*`` functions are trio-websocket's own ``wrap_server_stream`` and
-``wrap_client_stream`` with ``_Connection`` in place of ``WebSocketConnection``.
-Delete this module once a fixed trio-websocket is required.
+``wrap_client_stream`` with ``WebSocket`` in place of ``WebSocketConnection``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import os
+import struct
+from collections.abc import Callable, Iterable
 from contextlib import suppress
 from typing import Any
 
@@ -40,11 +51,51 @@ import trio
 import trio_websocket
 from wsproto import ConnectionType, WSConnection
 from wsproto.connection import ConnectionState
-from wsproto.events import BytesMessage, CloseConnection, Event, Ping, TextMessage
+from wsproto.events import BytesMessage, CloseConnection, Event, Ping, Pong, TextMessage
 from wsproto.utilities import LocalProtocolError
 
 #: Pending frames are joined into writes of about this size.
 _WRITE_CHUNK = 64 * 1024
+
+#: What ``write_now`` and ``ping_now`` did with a frame.
+QUEUE = 0  # nothing: queue the frame for the writer task
+WRITTEN = 1  # the kernel took all of it
+PENDING = 2  # framed, partly written: the writer task must flush ``_pending``
+
+_OPEN = ConnectionState.OPEN
+_PING = b"\x89\x00"  # an unmasked ping without payload
+
+
+def _header(opcode: int, size: int) -> bytes:
+    if size < 126:
+        return bytes((0x80 | opcode, size))
+    if size < 65536:
+        return struct.pack("!BBH", 0x80 | opcode, 126, size)
+    return struct.pack("!BBQ", 0x80 | opcode, 127, size)
+
+
+class Prepared:
+    """A text message framed once for any number of server connections.
+
+    ``payload`` must be valid UTF-8 (orjson's output always is).
+    """
+
+    __slots__ = ("wire",)
+
+    def __init__(self, payload: bytes) -> None:
+        self.wire = _header(0x1, len(payload)) + payload
+
+
+Frame = str | bytes | Prepared
+
+
+def _server_frame(frame: Frame) -> bytes:
+    if isinstance(frame, Prepared):
+        return frame.wire
+    if isinstance(frame, str):
+        data = frame.encode()
+        return _header(0x1, len(data)) + data
+    return _header(0x2, len(frame)) + frame
 
 
 class UpgradeFailed(Exception):
@@ -52,16 +103,85 @@ class UpgradeFailed(Exception):
     answered it, e.g. 400 or 426), or the connection closed before it was complete."""
 
 
-class _Connection(trio_websocket.WebSocketConnection):
+class WebSocket(trio_websocket.WebSocketConnection):
     #: Whether this side failed the connection on a protocol error (1002, 1007).
     failed_locally = False
+    #: When the last pong arrived (trio time), for wsroute's heartbeat.
+    pong_at = float("-inf")
+    _server = False
+    _sock: Any = None  # the trio socket under a plain TCP stream, for write_now
+    _pending = b""
+    _sink: Callable[[str | bytes], None] | None = None
+    _on_closed: Callable[[], None] | None = None
+    _reader_done = False
+
+    def _setup_server(self) -> None:
+        self._server = True
+        if isinstance(self._stream, trio.SocketStream):
+            self._sock = self._stream.socket
+
+    # -- reading -------------------------------------------------------------------
+
+    def attach(self, sink: Callable[[str | bytes], None], on_closed: Callable[[], None]) -> None:
+        """Hand every complete message to ``sink`` from now on, starting with those
+        already queued; call ``on_closed`` once, when the connection is closed for
+        reading (a close frame, 1009, a protocol error, the socket gone)."""
+        receive = self._recv_channel
+        while True:
+            try:
+                sink(receive.receive_nowait())
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                break
+        self._sink = sink
+        self._on_closed = on_closed
+        if self._close_reason is not None or self._reader_done:
+            self._notify_closed()
+
+    def _notify_closed(self) -> None:
+        on_closed, self._on_closed = self._on_closed, None
+        if on_closed is not None:
+            on_closed()
+
+    def _reader_finished(self) -> None:
+        self._reader_done = True
+        self._notify_closed()
+
+    async def _close_web_socket(self, code: int, reason: str | None = None) -> None:
+        await super()._close_web_socket(code, reason)
+        self._notify_closed()
+
+    async def _handle_message_event(self, event: TextMessage | BytesMessage) -> None:
+        sink = self._sink
+        if (
+            sink is None
+            or not event.message_finished
+            or self._message_size + len(event.data) > self._max_message_size
+        ):
+            # Accumulating a fragmented message, or over the limit (1009): as is.
+            await super()._handle_message_event(event)
+            if self._close_reason is not None:
+                self._notify_closed()  # 1009 sent; trio-websocket stops reading
+            return
+        message: str | bytes = bytes(event.data) if isinstance(event, BytesMessage) else event.data
+        parts: list[Any] = self._message_parts
+        if parts:
+            parts.append(message)
+            message = "".join(parts) if isinstance(message, str) else b"".join(parts)
+            self._message_parts = []
+            self._message_size = 0
+        sink(message)
 
     async def _handle_ping_event(self, event: Ping) -> None:
-        if self._wsproto.state is ConnectionState.OPEN:
+        if self._wsproto.state is _OPEN:
             await super()._handle_ping_event(event)
 
+    async def _handle_pong_event(self, event: Pong) -> None:
+        self.pong_at = trio.current_time()
+        if self._pings:
+            await super()._handle_pong_event(event)
+
     async def _handle_close_connection_event(self, event: CloseConnection) -> None:
-        if self._wsproto.state is ConnectionState.OPEN:
+        if self._wsproto.state is _OPEN:
             # wsproto failed the connection on a frame it could not parse: tell the
             # peer why. If it is already gone, closing below still records the code.
             self.failed_locally = True
@@ -69,51 +189,106 @@ class _Connection(trio_websocket.WebSocketConnection):
                 await self._send(CloseConnection(code=event.code, reason=event.reason))
         await super()._handle_close_connection_event(event)
 
-    async def send_batch(self, frames: list[str | bytes]) -> None:
-        """Send ``frames`` in order (text for str, binary for bytes), few writes.
+    # -- writing -------------------------------------------------------------------
+
+    def write_now(self, frame: Frame) -> int:
+        """Write ``frame`` at once if the connection is idle; see QUEUE and friends.
+
+        Synchronous: nothing else can frame or write in between.
+        """
+        sock = self._sock
+        if (
+            sock is None
+            or self._pending
+            or self._stream_lock.locked()
+            or self._wsproto.state is not _OPEN
+        ):
+            return QUEUE
+        return self._write_nowait(sock, _server_frame(frame))
+
+    def ping_now(self) -> int:
+        """Send a ping without waiting; QUEUE means the connection is not open."""
+        if self._wsproto.state is not _OPEN or not self._server:
+            return QUEUE
+        sock = self._sock
+        if sock is None or self._pending or self._stream_lock.locked():
+            # A control frame may go between any two frames: the next write takes it.
+            self._pending += _PING
+            return PENDING
+        return self._write_nowait(sock, _PING)
+
+    def _write_nowait(self, sock: Any, data: bytes) -> int:
+        fd = sock.fileno()
+        if fd < 0:
+            return QUEUE
+        try:
+            sent = os.write(fd, data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            # Broken: nothing was written and framing keeps no state, so let the
+            # writer task meet the error the usual way.
+            return QUEUE
+        if sent == len(data):
+            return WRITTEN
+        self._pending = data[sent:]
+        return PENDING
+
+    async def send_batch(self, frames: list[Frame]) -> None:
+        """Send what is pending, then ``frames`` in order, in few socket writes.
 
         Raises:
             trio_websocket.ConnectionClosed: the connection is closed or closing.
         """
         if self._close_reason:
             raise trio_websocket.ConnectionClosed(self._close_reason)
-        encode = self._wsproto.send
-        chunk: list[bytes] = []
-        size = 0
-        try:
+        async with self._stream_lock:
+            chunk: list[bytes] = []
+            size = 0
             for frame in frames:
-                event = (
-                    TextMessage(data=frame) if isinstance(frame, str) else BytesMessage(data=frame)
-                )
-                data = encode(event)
+                if self._wsproto.state is not _OPEN:
+                    raise trio_websocket.ConnectionClosed(self._closing_reason())
+                data = _server_frame(frame) if self._server else self._client_frame(frame)
                 chunk.append(data)
                 size += len(data)
                 if size >= _WRITE_CHUNK:
-                    await self._write(b"".join(chunk))
+                    await self._send_all(b"".join(chunk))
                     chunk, size = [], 0
-        except LocalProtocolError:
-            reason = self._close_reason or trio_websocket.CloseReason(1006, "connection closing")
-            raise trio_websocket.ConnectionClosed(reason) from None
-        if chunk:
-            await self._write(b"".join(chunk))
+            if chunk or self._pending:
+                await self._send_all(b"".join(chunk))
 
-    async def _write(self, data: bytes) -> None:
-        async with self._stream_lock:
-            try:
-                await self._stream.send_all(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                await self._abort_web_socket()
-                assert self._close_reason is not None
-                raise trio_websocket.ConnectionClosed(self._close_reason) from None
+    def _client_frame(self, frame: Frame) -> bytes:
+        if isinstance(frame, Prepared):
+            raise TypeError("prepared frames are for server connections")
+        event = TextMessage(data=frame) if isinstance(frame, str) else BytesMessage(data=frame)
+        return self._wsproto.send(event)
+
+    async def _send_all(self, data: bytes) -> None:
+        """Write ``pending + data``; the caller holds the stream lock."""
+        if self._pending:
+            data = self._pending + data
+            self._pending = b""
+        try:
+            await self._stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            await self._abort_web_socket()
+            assert self._close_reason is not None
+            raise trio_websocket.ConnectionClosed(self._close_reason) from None
 
     async def _send(self, event: Event) -> None:
-        try:
-            await super()._send(event)
-        except LocalProtocolError:
-            if self._wsproto.state is ConnectionState.OPEN:
-                raise  # not the closing race: a real bug, keep it loud
-            reason = self._close_reason or trio_websocket.CloseReason(1006, "connection closing")
-            raise trio_websocket.ConnectionClosed(reason) from None
+        # trio-websocket frames before taking the lock; framing under it keeps the
+        # order of frames that write_now and the writer task put on the wire.
+        async with self._stream_lock:
+            try:
+                data = self._wsproto.send(event)
+            except LocalProtocolError:
+                if self._wsproto.state is _OPEN:
+                    raise  # not the closing race: a real bug, keep it loud
+                raise trio_websocket.ConnectionClosed(self._closing_reason()) from None
+            await self._send_all(data)
+
+    def _closing_reason(self) -> trio_websocket.CloseReason:
+        return self._close_reason or trio_websocket.CloseReason(1006, "connection closing")
 
 
 async def wrap_server_stream(
@@ -124,53 +299,32 @@ async def wrap_server_stream(
     max_message_size: int,
 ) -> trio_websocket.WebSocketRequest:
     """Start the server side of a WebSocket on ``stream``; return its upgrade request."""
-    connection = _Connection(
+    connection = WebSocket(
         stream,
         WSConnection(ConnectionType.SERVER),
         message_queue_size=message_queue_size,
         max_message_size=max_message_size,
     )
-    reader_done = trio.Event()
+    connection._setup_server()
+    # trio-websocket waits for the request forever even after wsproto refused it and
+    # its reader ended: stop waiting when the reader ends.
+    waiting = trio.CancelScope()
 
     async def read() -> None:
         try:
             await connection._reader_task()
         finally:
-            reader_done.set()
+            waiting.cancel()
+            connection._reader_finished()
 
     nursery.start_soon(read)
-    # trio-websocket waits for the request forever even after wsproto refused it and
-    # its reader ended: race the two so a bad request ends at once.
-    request: trio_websocket.WebSocketRequest | None = None
-    async with trio.open_nursery() as race:
-
-        async def get_request() -> None:
-            nonlocal request
-            request = await connection._get_request()
-            race.cancel_scope.cancel()
-
-        async def reader_ended() -> None:
-            await reader_done.wait()
-            race.cancel_scope.cancel()
-
-        race.start_soon(get_request)
-        race.start_soon(reader_ended)
-    if request is None:
-        raise UpgradeFailed("not a valid WebSocket upgrade request, or closed before one")
-    return request
-
-
-async def send_batch(ws: trio_websocket.WebSocketConnection, frames: list[str | bytes]) -> None:
-    """Send ``frames`` on ``ws`` with as few socket writes as possible."""
-    if isinstance(ws, _Connection):
-        await ws.send_batch(frames)
-    else:  # a plain trio-websocket connection: one write per frame
-        for frame in frames:
-            await ws.send_message(frame)
+    with waiting:
+        return await connection._get_request()
+    raise UpgradeFailed("not a valid WebSocket upgrade request, or closed before one")
 
 
 def failed_locally(ws: trio_websocket.WebSocketConnection) -> bool:
-    """Whether wsroute's side failed ``ws`` on a protocol error (see _Connection)."""
+    """Whether wsroute's side failed ``ws`` on a protocol error (see WebSocket)."""
     return bool(getattr(ws, "failed_locally", False))
 
 
@@ -185,7 +339,7 @@ async def wrap_client_stream(
     max_message_size: int = 2**31,
 ) -> trio_websocket.WebSocketConnection:
     """Open the client side of a WebSocket on ``stream`` (used by wsroute.testing)."""
-    connection = _Connection(
+    connection = WebSocket(
         stream,
         WSConnection(ConnectionType.CLIENT),
         host=host,
