@@ -1,0 +1,117 @@
+"""wsroute's WebSocket layer (``wsroute._websocket``): direct writes, pending bytes,
+pings between frames, messages handed to the session without a task.
+
+Real sockets where the kernel's buffers matter (a partial write only happens on one);
+the in-memory client where only the order of events does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import orjson
+import pytest
+import trio
+from wsproto.events import Ping, TextMessage
+
+from wsroute import App, Connection
+from wsroute._websocket import Prepared
+from wsroute.testing import open_client
+
+from .rawws import open_raw
+
+Serve = Callable[[App], Awaitable[int]]
+
+
+def burst_app(**options: object) -> App:
+    app = App(**options)  # type: ignore[arg-type]
+
+    @app.direct("burst")
+    async def burst(spec: dict[str, int], conn: Connection) -> int:
+        # Every send returns at once; the socket cannot take it all, so the frames
+        # go out directly, then partly (pending bytes), then through the writer.
+        filler = "x" * spec["size"]
+        for seq in range(spec["count"]):
+            await conn.send("chunk", {"seq": seq, "filler": filler})
+        return spec["count"]
+
+    return app
+
+
+async def read_burst(raw, count: int, size: int) -> list[object]:  # type: ignore[no-untyped-def]
+    """Read ``count`` chunk events and the reply; return the other events seen."""
+    seen, others = 0, []
+    while True:
+        event = await raw.event()
+        if isinstance(event, TextMessage):
+            message = orjson.loads(event.data)
+            if message["type"] == "burst":
+                assert message["data"] == count
+                assert seen == count  # the reply was sent after the last chunk
+                return others
+            assert message["data"] == {"seq": seen, "filler": "x" * size}
+            seen += 1
+        else:
+            others.append(event)
+
+
+async def test_a_burst_larger_than_the_socket_buffers_arrives_whole_and_in_order(
+    serve: Serve,
+) -> None:
+    port = await serve(burst_app(ping_interval=None))
+    count, size = 200, 50_000  # 10 MB: far more than a 4 KiB receive window holds
+    async with open_raw(port, rcvbuf=4096) as raw:
+        await raw.send_json({"type": "burst", "id": 1, "data": {"count": count, "size": size}})
+        assert await read_burst(raw, count, size) == []
+
+
+async def test_a_ping_slips_between_frames_while_writes_are_pending(serve: Serve) -> None:
+    port = await serve(burst_app(ping_interval=0.02, ping_timeout=5))
+    count, size = 100, 50_000
+    async with open_raw(port, rcvbuf=4096) as raw:
+        await raw.send_json({"type": "burst", "id": 1, "data": {"count": count, "size": size}})
+        # Not reading: the server's socket stays full while its heartbeat pings, so
+        # the ping must wait among the pending bytes and still arrive as a whole frame.
+        await trio.sleep(0.1)
+        others = await read_burst(raw, count, size)
+    assert others and all(isinstance(event, Ping) for event in others)
+
+
+async def test_messages_sent_during_on_connect_are_handled_in_order_afterwards(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    app = App()
+    release = trio.Event()
+
+    @app.on_connect
+    async def slow_hello(conn: Connection) -> None:
+        await release.wait()
+
+    @app.direct("echo")
+    async def echo(n: int) -> int:
+        return n
+
+    async with open_client(app) as client:
+        for n in range(10):  # more than trio-websocket's own queue holds
+            await client.send("echo", n, id=n)
+        await trio.sleep(1)
+        await client.expect_no_message()
+        release.set()
+        for n in range(10):
+            reply = await client.receive()
+            assert (reply.id, reply.data) == (n, n)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536, 100_000])
+def test_prepared_frames_use_the_shortest_length_encoding(size: int) -> None:
+    payload = b"a" * size
+    wire = Prepared(payload).wire
+    assert wire[0] == 0x81  # FIN, text, no mask
+    if size < 126:
+        assert wire[1] == size and wire[2:] == payload
+    elif size < 65536:
+        assert wire[1] == 126 and int.from_bytes(wire[2:4], "big") == size
+        assert wire[4:] == payload
+    else:
+        assert wire[1] == 127 and int.from_bytes(wire[2:10], "big") == size
+        assert wire[10:] == payload
