@@ -91,6 +91,9 @@ class Runtime:
         self.heartbeat = Heartbeat(config.ping_interval) if config.ping_interval else None
         self._stop = trio.Event()
         self._stopping = False
+        self._streams: set[_StreamState] = set()  # every stream from handshake to end
+        self._aborting = False
+        self._all_ended: trio.Event | None = None
 
     @property
     def connections(self) -> list[Connection]:
@@ -111,27 +114,59 @@ class Runtime:
     ) -> None:
         """Serve one client on ``stream`` until the connection ends. Never raises.
 
-        Cancellation from outside (the server being torn down) does not cut the
-        connection mid-frame: it aborts the session, which sends 1001, runs its
-        on_disconnect hooks and returns within ``close_timeout`` + ``hook_timeout``.
-        The connection's own work is shielded so that trio-websocket's socket reader
-        stays alive long enough to complete the closing handshake.
+        The connection's work is shielded so that cancellation from outside never cuts
+        it mid-frame, and trio-websocket's socket reader stays alive long enough to
+        complete the closing handshake. Instead, cancelling the caller aborts the
+        session: it sends 1001, runs its on_disconnect hooks and returns within
+        ``close_timeout`` + ``hook_timeout``.
         """
         state = _StreamState()
+        async with trio.open_nursery() as guard:
+            guard.start_soon(_abort_when_cancelled, state)
+            await self._serve_stream(stream, remote, state)
+            guard.cancel_scope.cancel()
+
+    async def _serve_stream(
+        self, stream: trio.abc.Stream, remote: tuple[str, int] | None, state: _StreamState
+    ) -> None:
+        """``handle_stream`` without a watcher of its own: the TCP server has one for
+        all its connections (``abort_when_cancelled``), as a task per connection would
+        cost every connection memory and time."""
+        self._streams.add(state)
+        if self._aborting:
+            state.abort()
         try:
-            async with trio.open_nursery() as guard:
-                guard.start_soon(_abort_when_cancelled, state)
-                with trio.CancelScope(shield=True):
-                    async with trio.open_nursery() as nursery:
-                        await self._handshake_and_serve(nursery, stream, remote, state)
-                        nursery.cancel_scope.cancel()  # trio-websocket's socket reader
-                guard.cancel_scope.cancel()
+            with trio.CancelScope(shield=True):
+                async with trio.open_nursery() as nursery:
+                    await self._handshake_and_serve(nursery, stream, remote, state)
+                    nursery.cancel_scope.cancel()  # trio-websocket's socket reader
         except Exception:
             logger.exception("unexpected error while serving a connection")
         finally:
+            self._streams.discard(state)
+            if not self._streams and self._all_ended is not None:
+                self._all_ended.set()
             # Also ends connections trio-websocket stopped reading without closing
             # the socket (e.g. after it sent 1009 for an oversized message).
             await trio.aclose_forcefully(stream)
+
+    async def _serve_tcp_stream(self, stream: trio.SocketStream) -> None:
+        await self._serve_stream(stream, None, _StreamState())
+
+    async def abort_when_cancelled(self) -> None:
+        """Sleep until cancelled, then abort every connection (see handle_stream)."""
+        try:
+            await trio.sleep_forever()
+        finally:
+            self._aborting = True
+            for state in list(self._streams):
+                state.abort()
+
+    async def _all_streams_ended(self) -> None:
+        while self._streams:
+            self._all_ended = trio.Event()
+            await self._all_ended.wait()
+        self._all_ended = None
 
     async def _handshake_and_serve(
         self,
@@ -247,11 +282,12 @@ class Runtime:
         hard_stop = trio.CancelScope()
         with hard_stop:
             async with trio.open_nursery() as connections:
+                connections.start_soon(self.abort_when_cancelled)
                 async with trio.open_nursery() as accepting:
                     await accepting.start(
                         partial(
                             trio.serve_listeners,
-                            self.handle_stream,
+                            self._serve_tcp_stream,
                             listeners,
                             handler_nursery=connections,
                         )
@@ -268,6 +304,8 @@ class Runtime:
                 for listener in listeners:
                     await listener.aclose()
                 hard_stop.deadline = self.drain()
+                await self._all_streams_ended()
+                connections.cancel_scope.cancel()  # the watcher: nothing left to abort
 
     def drain(self) -> float:
         """Start closing every connection with 1001; return the deadline for all of it."""
@@ -296,7 +334,7 @@ async def _refuse(
 
 
 class _StreamState:
-    """What the cancellation watcher of one stream needs to abort it."""
+    """What ``abort_when_cancelled`` needs to abort one stream."""
 
     __slots__ = ("aborted", "handshake_scope", "reserved", "session")
 
@@ -306,15 +344,18 @@ class _StreamState:
         self.reserved: Request | None = None  # counted by the gate; released at the end
         self.aborted = False
 
+    def abort(self) -> None:
+        self.aborted = True
+        self.handshake_scope.cancel()
+        if self.session is not None:
+            self.session.abort()
+
 
 async def _abort_when_cancelled(state: _StreamState) -> None:
     try:
         await trio.sleep_forever()
     finally:
-        state.aborted = True
-        state.handshake_scope.cancel()
-        if state.session is not None:
-            state.session.abort()
+        state.abort()
 
 
 def _host_for_url(host: Any) -> str:

@@ -135,6 +135,9 @@ class Serving:
                     )
                     if runtime.heartbeat is not None:
                         system.start_soon(runtime.heartbeat.run)
+                    # Streams served by handle_stream outlive this nursery's
+                    # cancellation otherwise (they are shielded).
+                    system.start_soon(runtime.abort_when_cancelled)
                     self._runtime = runtime
                     self._starting = False
                     if self._stop_requested:

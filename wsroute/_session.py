@@ -22,7 +22,6 @@ connection, then
 from __future__ import annotations
 
 import logging
-from collections import deque
 from functools import partial
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -77,16 +76,17 @@ class Session:
         "_connect_scope",
         "_deadline",
         "_intake_closed",
-        "_intake_done",
+        "_intake_finished",
         "_lot",
         "_ping_sent",
+        "_progress",
         "_queue",
         "_raw",
         "_started",
         "_window",
         "_worker_scopes",
         "_workers",
-        "_writer_done",
+        "_writer_finished",
         "conn",
         "rt",
         "ws",
@@ -98,14 +98,16 @@ class Session:
         self.conn = conn
         # Requests and info messages share one queue, so an info handler runs in
         # order with the connection's requests, like a message in its mailbox.
-        self._queue: deque[_Item] = deque()
+        self._queue: list[_Item] = []  # at most max_queued_requests long
         self._lot = trio.lowlevel.ParkingLot()  # idle workers
         self._workers = 0
         self._worker_scopes: set[trio.CancelScope] = set()
         self._started = False  # on_connect done: workers may start
         self._intake_closed = False
-        self._intake_done = trio.Event()
-        self._writer_done = trio.Event()
+        # For the graceful wind-down: every worker ended, the writer drained.
+        self._intake_finished = False
+        self._writer_finished = False
+        self._progress: trio.Event | None = None
         self._deadline: float | None = None
         self._connect_scope = trio.CancelScope()
         self._ping_sent: float | None = None
@@ -249,7 +251,21 @@ class Session:
         self._intake_closed = True
         self._lot.unpark_all()
         if not self._workers:
-            self._intake_done.set()
+            self._finished_intake()
+
+    def _finished_intake(self) -> None:
+        self._intake_finished = True
+        self._made_progress()
+
+    def _made_progress(self) -> None:
+        if self._progress is not None:
+            self._progress.set()
+            self._progress = None
+
+    async def _wait_progress(self) -> None:
+        if self._progress is None:
+            self._progress = trio.Event()
+        await self._progress.wait()
 
     def _spawn_worker(self) -> None:
         nursery = self.conn._nursery
@@ -269,7 +285,7 @@ class Session:
                         if self._intake_closed:
                             return
                         await lot.park()
-                    item = queue.popleft()
+                    item = queue.pop(0)
                     frame: str | bytes | None
                     if isinstance(item, str):
                         frame = item
@@ -294,7 +310,7 @@ class Session:
             self._worker_scopes.discard(scope)
             self._workers -= 1
             if not self._workers and self._intake_closed:
-                self._intake_done.set()
+                self._finished_intake()
 
     def _stop_intake(self) -> None:
         """Cancel running handlers and drop queued items (not graceful)."""
@@ -342,7 +358,8 @@ class Session:
             code = exc.reason.code if exc.reason else CLOSE_ABNORMAL
             conn._request_close(code, "", "client", graceful=False)
         finally:
-            self._writer_done.set()
+            self._writer_finished = True
+            self._made_progress()
 
     async def _wind_down(self) -> None:
         conn = self.conn
@@ -354,9 +371,11 @@ class Session:
                 deadline = trio.current_time() + self.rt.config.close_timeout
             with trio.move_on_at(deadline):
                 self._close_intake()
-                await self._intake_done.wait()
+                while not self._intake_finished:
+                    await self._wait_progress()
                 conn._outbox.close()
-                await self._writer_done.wait()
+                while not self._writer_finished:
+                    await self._wait_progress()
         self._stop_intake()
         conn._outbox.discard()
 
