@@ -31,6 +31,7 @@ The rest is speed (see docs/performance.md), measured against trio-websocket's o
   which always holds the lock. ``send_batch`` writes many frames in few ``send_all``
   calls. Every write that holds the lock encodes under it (``_send`` included), so
   bytes reach the socket in the order they were framed.
+- Memory: wsproto's HTTP parser is dropped once the connection is open (``_accept``).
 - Framing: data frames from a server are never masked and wsroute negotiates no
   extension, so a frame is a header and the payload; ``Prepared`` frames a message
   once for every recipient of a broadcast. Control frames still go through wsproto.
@@ -43,7 +44,7 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from contextlib import suppress
 from typing import Any
 
@@ -51,8 +52,19 @@ import trio
 import trio_websocket
 from wsproto import ConnectionType, WSConnection
 from wsproto.connection import ConnectionState
-from wsproto.events import BytesMessage, CloseConnection, Event, Ping, Pong, TextMessage
-from wsproto.utilities import LocalProtocolError
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Event,
+    Ping,
+    Pong,
+    RejectConnection,
+    RejectData,
+    Request,
+    TextMessage,
+)
+from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 #: Pending frames are joined into writes of about this size.
 _WRITE_CHUNK = 64 * 1024
@@ -114,11 +126,21 @@ class WebSocket(trio_websocket.WebSocketConnection):
     _sink: Callable[[str | bytes], None] | None = None
     _on_closed: Callable[[], None] | None = None
     _reader_done = False
+    _handshake_wait: trio.CancelScope | None = None
 
     def _setup_server(self) -> None:
         self._server = True
         if isinstance(self._stream, trio.SocketStream):
             self._sock = self._stream.socket
+
+    async def _accept(self, request: Any, subprotocol: str | None, extra_headers: Any) -> None:
+        await super()._accept(request, subprotocol, extra_headers)
+        # wsproto keeps the HTTP parser and the upgrade request for the connection's
+        # life, though it never uses them again once open: let them go (about 2 KiB).
+        handshake = self._wsproto.handshake
+        if self._wsproto.state is _OPEN:
+            handshake._h11_connection = None  # type: ignore[assignment]
+            handshake._initiating_request = None
 
     # -- reading -------------------------------------------------------------------
 
@@ -144,7 +166,60 @@ class WebSocket(trio_websocket.WebSocketConnection):
 
     def _reader_finished(self) -> None:
         self._reader_done = True
+        if self._handshake_wait is not None:
+            self._handshake_wait.cancel()
         self._notify_closed()
+
+    async def _reader_task(self) -> None:
+        """trio-websocket's socket reader, for the server side, with complete
+        messages handed to the sink without a task switch or an await, and the event
+        handlers looked up in one table for all connections rather than a dict built
+        per connection (about 1 KiB each)."""
+        if not self._server:
+            await super()._reader_task()
+            return
+        wsproto, stream = self._wsproto, self._stream
+        try:
+            async with self._send_channel:
+                while self._reader_running:
+                    for event in wsproto.events():
+                        kind = type(event)
+                        sink = self._sink
+                        if (
+                            kind is TextMessage
+                            and sink is not None
+                            and event.message_finished  # type: ignore[attr-defined]
+                            and not self._message_parts
+                            and len(event.data) <= self._max_message_size  # type: ignore[attr-defined]
+                        ):
+                            sink(event.data)  # type: ignore[attr-defined]
+                            continue
+                        handler = _HANDLERS.get(kind)
+                        if handler is None:
+                            continue  # trio-websocket logs these; wsproto has no others
+                        try:
+                            await handler(self, event)
+                        except trio_websocket.ConnectionClosed:
+                            self._reader_running = False
+                            break
+                    try:
+                        data = await stream.receive_some(self._receive_buffer_size)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        await self._abort_web_socket()
+                        break
+                    if not data:
+                        if wsproto.state is not ConnectionState.CLOSED:
+                            await self._abort_web_socket()
+                        break
+                    if wsproto.state is not ConnectionState.CLOSED:
+                        try:
+                            wsproto.receive_data(data)  # type: ignore[arg-type]
+                        except RemoteProtocolError as err:
+                            if err.event_hint:
+                                await self._send(err.event_hint)
+                            await self._close_stream()
+        finally:
+            self._reader_finished()
 
     async def _close_web_socket(self, code: int, reason: str | None = None) -> None:
         await super()._close_web_socket(code, reason)
@@ -308,19 +383,27 @@ async def wrap_server_stream(
     connection._setup_server()
     # trio-websocket waits for the request forever even after wsproto refused it and
     # its reader ended: stop waiting when the reader ends.
-    waiting = trio.CancelScope()
-
-    async def read() -> None:
-        try:
-            await connection._reader_task()
-        finally:
-            waiting.cancel()
-            connection._reader_finished()
-
-    nursery.start_soon(read)
-    with waiting:
-        return await connection._get_request()
+    connection._handshake_wait = waiting = trio.CancelScope()
+    nursery.start_soon(connection._reader_task)
+    try:
+        with waiting:
+            return await connection._get_request()
+    finally:
+        connection._handshake_wait = None
     raise UpgradeFailed("not a valid WebSocket upgrade request, or closed before one")
+
+
+_HANDLERS: dict[type[Event], Callable[[WebSocket, Any], Awaitable[None]]] = {
+    AcceptConnection: WebSocket._handle_accept_connection_event,
+    BytesMessage: WebSocket._handle_message_event,
+    CloseConnection: WebSocket._handle_close_connection_event,
+    Ping: WebSocket._handle_ping_event,
+    Pong: WebSocket._handle_pong_event,
+    RejectConnection: WebSocket._handle_reject_connection_event,
+    RejectData: WebSocket._handle_reject_data_event,
+    Request: WebSocket._handle_request_event,
+    TextMessage: WebSocket._handle_message_event,
+}
 
 
 def failed_locally(ws: trio_websocket.WebSocketConnection) -> bool:
