@@ -42,20 +42,16 @@ logger = logging.getLogger("wsroute")
 _WS_QUEUE = 4
 
 
-def _remote(endpoint: object) -> tuple[str, int] | None:
-    if isinstance(endpoint, trio_websocket.Endpoint):
-        return (str(endpoint.address), endpoint.port)
-    return None
-
-
-def _peer(stream: trio.abc.Stream, remote: tuple[str, int] | None) -> str:
-    if remote is None and isinstance(stream, trio.SocketStream):
+def _peer_address(stream: trio.abc.Stream) -> tuple[str, int] | None:
+    """The client's address, read once (trio-websocket's ``remote`` reads it again and
+    parses it into an ``ip_address``: measurable at thousands of connections/s)."""
+    if isinstance(stream, trio.SocketStream):
         try:
             host, port, *_ = stream.socket.getpeername()
         except OSError:  # already closed
-            return "?"
-        remote = (host, port)
-    return f"{remote[0]}:{remote[1]}" if remote else "?"
+            return None
+        return (str(host), int(port))
+    return None
 
 
 class Runtime:
@@ -192,7 +188,8 @@ class Runtime:
     ) -> tuple[WebSocket, Request, Admission] | None:
         """Read the upgrade request and accept or refuse it, all within handshake_timeout."""
         config = self.config
-        peer = _peer(stream, remote)  # now: a refused upgrade may close the socket
+        if remote is None:
+            remote = _peer_address(stream)  # now: a refused upgrade may close the socket
         with state.handshake_scope:
             state.handshake_scope.deadline = trio.current_time() + config.handshake_timeout
             try:
@@ -203,12 +200,13 @@ class Runtime:
                     max_message_size=config.max_message_size,
                 )
             except UpgradeFailed as exc:
+                peer = f"{remote[0]}:{remote[1]}" if remote else "?"
                 logger.info("refused an upgrade from %s: %s", peer, exc)
                 return None
             request = Request.build(
                 upgrade.path,
                 upgrade.headers,
-                remote=remote or _remote(upgrade.remote),
+                remote=remote,
                 subprotocols=upgrade.proposed_subprotocols,
             )
             try:
@@ -248,7 +246,8 @@ class Runtime:
         )
         session = state.session = Session(self, ws, conn)
         self.sessions.add(session)
-        logger.info("connect %s %s", conn.id, describe_request(request))
+        if logger.isEnabledFor(logging.INFO):
+            logger.info("connect %s %s", conn.id, describe_request(request))
         if state.aborted:
             session.abort()
         elif self._stopping:

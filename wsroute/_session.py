@@ -395,7 +395,8 @@ class Session:
         if self._beat is not None and rt.heartbeat is not None:
             rt.heartbeat.forget(self._beat)
         await rt.hub.leave(conn)
-        await self._close_socket()  # no-op unless we were cancelled from outside
+        if self.ws.closed is None:  # cancelled from outside before closing
+            await self._close_socket()
         if not began:
             return
         disconnect = conn._disconnect
