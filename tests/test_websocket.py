@@ -19,6 +19,7 @@ from wsroute._websocket import Prepared
 from wsroute.testing import open_client
 
 from .rawws import open_raw
+from .wsclient import connect
 
 Serve = Callable[[App], Awaitable[int]]
 
@@ -115,3 +116,18 @@ def test_prepared_frames_use_the_shortest_length_encoding(size: int) -> None:
     else:
         assert wire[1] == 127 and int.from_bytes(wire[2:10], "big") == size
         assert wire[10:] == payload
+
+
+async def test_heartbeat_over_a_real_socket_keeps_answering_clients_and_drops_silent_ones(
+    serve: Serve,
+) -> None:
+    app = burst_app(ping_interval=0.05, ping_timeout=0.1)
+    port = await serve(app)
+    async with connect(port) as answering, open_raw(port) as silent:
+        # The raw client reads but never answers pings; the `websockets` client does.
+        closed = await silent.closed()
+        assert (closed.code, closed.reason) == (1011, "ping timeout")
+        assert closed.frames and all(isinstance(event, Ping) for event in closed.frames)
+        reply = await answering.request("burst", {"count": 1, "size": 1})
+        assert reply["data"] == 1
+        assert answering.close_code is None

@@ -143,7 +143,6 @@ class Outbox:
     def close(self) -> None:
         """Refuse further frames; the writer still drains what is queued."""
         self._closed = True
-        self._write_now = None
         self._lot.unpark_all()
         if self._spawn is not None:
             self._wake()  # so that a writer exists to report the drain

@@ -37,8 +37,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("wsroute")
 
-# trio-websocket buffers this many complete messages between its socket reader and
-# ours; ours never blocks for long, so a small buffer is enough.
+# trio-websocket buffers this many complete messages that arrive before the session
+# takes them over (while on_connect hooks run); then its reader waits.
 _WS_QUEUE = 4
 
 

@@ -184,15 +184,8 @@ class WebSocket(trio_websocket.WebSocketConnection):
                 while self._reader_running:
                     for event in wsproto.events():
                         kind = type(event)
-                        sink = self._sink
-                        if (
-                            kind is TextMessage
-                            and sink is not None
-                            and event.message_finished  # type: ignore[attr-defined]
-                            and not self._message_parts
-                            and len(event.data) <= self._max_message_size  # type: ignore[attr-defined]
-                        ):
-                            sink(event.data)  # type: ignore[attr-defined]
+                        # The common case, without an await: a message for the sink.
+                        if kind is TextMessage and self._take_message(event):  # type: ignore[arg-type]
                             continue
                         handler = _HANDLERS.get(kind)
                         if handler is None:
@@ -225,18 +218,16 @@ class WebSocket(trio_websocket.WebSocketConnection):
         await super()._close_web_socket(code, reason)
         self._notify_closed()
 
-    async def _handle_message_event(self, event: TextMessage | BytesMessage) -> None:
+    def _take_message(self, event: TextMessage | BytesMessage) -> bool:
+        """Hand the message ``event`` completes to the sink; False when trio-websocket's
+        own handling is needed (no sink yet, a fragment to keep, over the size limit)."""
         sink = self._sink
         if (
             sink is None
             or not event.message_finished
             or self._message_size + len(event.data) > self._max_message_size
         ):
-            # Accumulating a fragmented message, or over the limit (1009): as is.
-            await super()._handle_message_event(event)
-            if self._close_reason is not None:
-                self._notify_closed()  # 1009 sent; trio-websocket stops reading
-            return
+            return False
         message: str | bytes = bytes(event.data) if isinstance(event, BytesMessage) else event.data
         parts: list[Any] = self._message_parts
         if parts:
@@ -245,6 +236,13 @@ class WebSocket(trio_websocket.WebSocketConnection):
             self._message_parts = []
             self._message_size = 0
         sink(message)
+        return True
+
+    async def _handle_message_event(self, event: TextMessage | BytesMessage) -> None:
+        if not self._take_message(event):
+            await super()._handle_message_event(event)
+            if self._close_reason is not None:
+                self._notify_closed()  # 1009 sent; trio-websocket stops reading
 
     async def _handle_ping_event(self, event: Ping) -> None:
         if self._wsproto.state is _OPEN:
@@ -310,7 +308,8 @@ class WebSocket(trio_websocket.WebSocketConnection):
         return PENDING
 
     async def send_batch(self, frames: list[Frame]) -> None:
-        """Send what is pending, then ``frames`` in order, in few socket writes.
+        """Send what is pending, then ``frames`` in order, in few socket writes
+        (server side: frames are not masked).
 
         Raises:
             trio_websocket.ConnectionClosed: the connection is closed or closing.
@@ -323,7 +322,7 @@ class WebSocket(trio_websocket.WebSocketConnection):
             for frame in frames:
                 if self._wsproto.state is not _OPEN:
                     raise trio_websocket.ConnectionClosed(self._closing_reason())
-                data = _server_frame(frame) if self._server else self._client_frame(frame)
+                data = _server_frame(frame)
                 chunk.append(data)
                 size += len(data)
                 if size >= _WRITE_CHUNK:
@@ -331,12 +330,6 @@ class WebSocket(trio_websocket.WebSocketConnection):
                     chunk, size = [], 0
             if chunk or self._pending:
                 await self._send_all(b"".join(chunk))
-
-    def _client_frame(self, frame: Frame) -> bytes:
-        if isinstance(frame, Prepared):
-            raise TypeError("prepared frames are for server connections")
-        event = TextMessage(data=frame) if isinstance(frame, str) else BytesMessage(data=frame)
-        return self._wsproto.send(event)
 
     async def _send_all(self, data: bytes) -> None:
         """Write ``pending + data``; the caller holds the stream lock."""
