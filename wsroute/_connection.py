@@ -70,13 +70,13 @@ class Connection:
     """
 
     __slots__ = (
-        "_closing",
         "_disconnect",
         "_graceful",
         "_hub",
         "_info_sink",
         "_invalid",
         "_nursery",
+        "_on_closing",
         "_outbox",
         "_topics",
         "_unstructure",
@@ -113,7 +113,7 @@ class Connection:
         self._topics: set[str] = set()
         self._outbox = Outbox(outbox_size, policy, self._on_overflow)
         self._nursery: trio.Nursery | None = None
-        self._closing = trio.Event()
+        self._on_closing: Callable[[], None] | None = None  # the session's
         self._disconnect: Disconnect | None = None
         self._graceful = True
         self._info_sink: Callable[[Control], bool] | None = None
@@ -231,7 +231,8 @@ class Connection:
             # int(): trio-websocket hands over wsproto's CloseReason enum for known codes.
             self._disconnect = Disconnect(int(code), reason, initiator)
             self._graceful = graceful
-            self._closing.set()
+            if self._on_closing is not None:
+                self._on_closing()
 
     def _on_overflow(self) -> None:
         logger.warning(

@@ -2,8 +2,8 @@
 
 ``Runtime.handle_stream`` turns any byte stream into a served connection. The TCP
 listener and the in-memory test client both go through it, so tests exercise the
-same code as production. Nurseries: server → one task per stream (handshake, then
-the connection's session) → the session's own nursery.
+same code as production. Nurseries: server → one task per stream, with one nursery
+for everything the connection runs: the socket reader, then the session's tasks.
 """
 
 from __future__ import annotations
@@ -132,19 +132,35 @@ class Runtime:
         if self._aborting:
             state.abort()
         try:
-            with trio.CancelScope(shield=True):
-                async with trio.open_nursery() as nursery:
-                    await self._handshake_and_serve(nursery, stream, remote, state)
+            async with trio.open_nursery() as nursery:
+                # Shielded: see handle_stream. The nursery's own scope, so that an idle
+                # connection does not also hold a scope for the shield.
+                nursery.cancel_scope.shield = True
+                if not await self._handshake_and_start(nursery, stream, remote, state):
                     nursery.cancel_scope.cancel()  # trio-websocket's socket reader
         except Exception:
             logger.exception("unexpected error while serving a connection")
         finally:
-            self._streams.discard(state)
-            if not self._streams and self._all_ended is not None:
-                self._all_ended.set()
-            # Also ends connections trio-websocket stopped reading without closing
-            # the socket (e.g. after it sent 1009 for an oversized message).
-            await trio.aclose_forcefully(stream)
+            with trio.CancelScope(shield=True):
+                await self._end_stream(stream, state)
+
+    async def _end_stream(self, stream: trio.abc.Stream, state: _StreamState) -> None:
+        session = state.session
+        if session is not None:
+            try:
+                await session.finish()
+            except Exception:
+                logger.exception("unexpected error while ending a connection")
+            self._log_disconnect(session)
+            self.sessions.discard(session)
+        if state.reserved is not None:
+            self.gate.release(state.reserved)
+        self._streams.discard(state)
+        if not self._streams and self._all_ended is not None:
+            self._all_ended.set()
+        # Also ends connections trio-websocket stopped reading without closing the
+        # socket (e.g. after it sent 1009 for an oversized message).
+        await trio.aclose_forcefully(stream)
 
     async def _serve_tcp_stream(self, stream: trio.SocketStream) -> None:
         await self._serve_stream(stream, None, _StreamState())
@@ -164,20 +180,19 @@ class Runtime:
             await self._all_ended.wait()
         self._all_ended = None
 
-    async def _handshake_and_serve(
+    async def _handshake_and_start(
         self,
         nursery: trio.Nursery,
         stream: trio.abc.Stream,
         remote: tuple[str, int] | None,
         state: _StreamState,
-    ) -> None:
-        try:
-            accepted = await self._handshake(nursery, stream, remote, state)
-            if accepted is not None:
-                await self._serve(*accepted, state)
-        finally:
-            if state.reserved is not None:
-                self.gate.release(state.reserved)
+    ) -> bool:
+        """Handshake, then start the session in ``nursery``; False if refused."""
+        accepted = await self._handshake(nursery, stream, remote, state)
+        if accepted is None:
+            return False
+        await self._start(nursery, *accepted, state)
+        return True
 
     async def _handshake(
         self,
@@ -225,8 +240,9 @@ class Runtime:
             logger.info("handshake timed out after %.1f s", config.handshake_timeout)
         return None
 
-    async def _serve(
+    async def _start(
         self,
+        nursery: trio.Nursery,
         ws: WebSocket,
         request: Request,
         admission: Admission,
@@ -252,10 +268,12 @@ class Runtime:
             session.abort()
         elif self._stopping:
             session.begin_close(CLOSE_GOING_AWAY, "server shutting down", trio.current_time())
-        try:
-            await session.run()
-        finally:
-            self.sessions.discard(session)
+        await session.start(nursery)
+
+    @staticmethod
+    def _log_disconnect(session: Session) -> None:
+        if logger.isEnabledFor(logging.INFO):
+            conn = session.conn
             d = conn._disconnect
             logger.info(
                 "disconnect %s code=%s by=%s reason=%r",

@@ -1,12 +1,14 @@
 """The lifetime of one accepted connection.
 
-One nursery per connection holds its writer, its workers and whatever the app starts
-with ``conn.start_soon``; nothing outlives it. Both kinds of task start only when
-needed, so an idle connection costs no task of its own besides trio-websocket's
-socket reader. That reader hands each complete message to ``_on_message``, which
-decodes it and queues it for the workers (bounded; a full queue answers
-``overloaded``) without ever waiting, so pings and close frames keep being read
-while handlers run. Up to ``max_concurrency`` workers run handlers.
+A connection's tasks all run in one nursery, the stream's (see ``_runtime``): its
+socket reader, its writer, its workers and whatever the app starts with
+``conn.start_soon``; nothing outlives it. Tasks start only when needed, so an idle
+connection costs no task of its own besides the socket reader: once ``on_connect``
+is done, the serving task just waits for the nursery, and a closing task starts
+when something asks the connection to close. The reader hands each complete message
+to ``_on_message``, which decodes it and queues it for the workers (bounded; a full
+queue answers ``overloaded``) without ever waiting, so pings and close frames keep
+being read while handlers run. Up to ``max_concurrency`` workers run handlers.
 
 Ending, whoever starts it, goes one way: the first reason is recorded on the
 connection, then
@@ -15,8 +17,8 @@ connection, then
    finish, flush the outbox (all within the grace deadline);
 2. send the close frame (within ``close_timeout``; the writer's current frame is
    never cut, because writes are serialised);
-3. cancel the nursery, leave every topic, and run ``on_disconnect`` hooks once,
-   shielded, each under ``hook_timeout``.
+3. cancel the nursery; once it has ended, leave every topic and run
+   ``on_disconnect`` hooks once, shielded, each under ``hook_timeout``.
 """
 
 from __future__ import annotations
@@ -73,10 +75,12 @@ _Item = ClientMessage | str | RawFrame | Control
 class Session:
     __slots__ = (
         "_beat",
+        "_began",
         "_connect_scope",
         "_deadline",
         "_intake_closed",
         "_intake_finished",
+        "_live",
         "_lot",
         "_ping_sent",
         "_progress",
@@ -103,6 +107,8 @@ class Session:
         self._workers = 0
         self._worker_scopes: set[trio.CancelScope] = set()
         self._started = False  # on_connect done: workers may start
+        self._began = False  # start() got as far as the outbox: on_disconnect runs
+        self._live = False  # connected and no closing task yet
         self._intake_closed = False
         # For the graceful wind-down: every worker ended, the writer drained.
         self._intake_finished = False
@@ -116,6 +122,7 @@ class Session:
         limit = rt.config.rate_limit
         self._window = Window(*limit) if limit is not None else None
         conn._info_sink = self._enqueue
+        conn._on_closing = self._closing_requested
 
     def begin_close(self, code: int, reason: str, deadline: float) -> None:
         """Close gracefully, letting handlers finish until ``deadline`` (shutdown)."""
@@ -128,35 +135,53 @@ class Session:
         self.conn._request_close(CLOSE_GOING_AWAY, "server shutting down", "server", graceful=False)
         self._connect_scope.cancel()
 
-    async def run(self) -> None:
+    async def start(self, nursery: trio.Nursery) -> None:
+        """Run ``on_connect`` and attach the connection to its socket, its tasks to
+        ``nursery``; return once connected (the rest runs in tasks started when
+        needed), or once closed if it closed meanwhile. Then, once ``nursery`` has
+        ended, call :meth:`finish`."""
         conn, ws = self.conn, self.ws
-        outbox = conn._outbox
-        began = False
-        try:
-            async with trio.open_nursery() as nursery:
-                conn._nursery = nursery
-                outbox.attach(ws.write_now, partial(nursery.start_soon, self._writer))
-                began = True
-                connected = False
-                with self._connect_scope:
-                    connected = await self._connect()
-                if connected:
-                    self._started = True
-                    if self._queue:
-                        self._spawn_worker()
-                    ws.attach(self._on_message, self._reader_ended)
-                    if self.rt.heartbeat is not None:
-                        self._beat = self.rt.heartbeat.watch(self)
-                else:
-                    self._close_intake()
-                await conn._closing.wait()
-                await self._wind_down()
-                await self._close_socket()
-                nursery.cancel_scope.cancel()
-        finally:
-            outbox.detach()
-            with trio.CancelScope(shield=True):
-                await self._finish(began)
+        conn._nursery = nursery
+        conn._outbox.attach(ws.write_now, partial(nursery.start_soon, self._writer))
+        self._began = True
+        connected = False
+        with self._connect_scope:
+            connected = await self._connect()
+        if connected:
+            self._started = True
+            if self._queue:
+                self._spawn_worker()
+            ws.attach(self._on_message, self._reader_ended)
+            if self.rt.heartbeat is not None:
+                self._beat = self.rt.heartbeat.watch(self)
+        else:
+            self._close_intake()
+        if conn.closing:
+            await self._close()
+        else:
+            self._live = True  # from now on, _closing_requested starts _close
+
+    def _closing_requested(self) -> None:
+        """Called by the connection when the first reason to close is recorded."""
+        if self._live:
+            self._live = False
+            nursery = self.conn._nursery
+            assert nursery is not None
+            nursery.start_soon(self._close)
+
+    async def _close(self) -> None:
+        await self._wind_down()
+        await self._close_socket()
+        nursery = self.conn._nursery
+        assert nursery is not None
+        nursery.cancel_scope.cancel()  # the app's tasks, and the socket reader
+
+    async def finish(self) -> None:
+        """The connection is over, whatever ended it: leave its topics and run its
+        ``on_disconnect`` hooks. The caller shields it."""
+        self._live = False
+        self.conn._outbox.detach()
+        await self._finish(self._began)
 
     async def _connect(self) -> bool:
         conn, rt = self.conn, self.rt
@@ -386,6 +411,7 @@ class Session:
             code, reason = disconnect.code, disconnect.reason
         with trio.move_on_after(self.rt.config.close_timeout):
             await self.ws.aclose(code, reason)
+            await self.ws.wait_reader_done()
 
     async def _finish(self, began: bool) -> None:
         """Runs shielded: the connection is over, whatever ended it."""

@@ -126,6 +126,7 @@ class WebSocket(trio_websocket.WebSocketConnection):
     _sink: Callable[[str | bytes], None] | None = None
     _on_closed: Callable[[], None] | None = None
     _reader_done = False
+    _reader_ended: trio.Event | None = None  # created only when waited on
     _handshake_wait: trio.CancelScope | None = None
 
     def _setup_server(self) -> None:
@@ -168,7 +169,18 @@ class WebSocket(trio_websocket.WebSocketConnection):
         self._reader_done = True
         if self._handshake_wait is not None:
             self._handshake_wait.cancel()
+        if self._reader_ended is not None:
+            self._reader_ended.set()
         self._notify_closed()
+
+    async def wait_reader_done(self) -> None:
+        """Wait until the socket reader has ended. The reader has the last word in a
+        close: it answers the peer's close frame, then closes the TCP connection, so
+        cancelling it before then would cut the closing handshake."""
+        if not self._reader_done:
+            if self._reader_ended is None:
+                self._reader_ended = trio.Event()
+            await self._reader_ended.wait()
 
     async def _reader_task(self) -> None:
         """trio-websocket's socket reader, for the server side, with complete
@@ -176,7 +188,10 @@ class WebSocket(trio_websocket.WebSocketConnection):
         handlers looked up in one table for all connections rather than a dict built
         per connection (about 1 KiB each)."""
         if not self._server:
-            await super()._reader_task()
+            try:
+                await super()._reader_task()
+            finally:
+                self._reader_finished()
             return
         wsproto, stream = self._wsproto, self._stream
         try:
@@ -195,6 +210,8 @@ class WebSocket(trio_websocket.WebSocketConnection):
                         except trio_websocket.ConnectionClosed:
                             self._reader_running = False
                             break
+                    if not self._reader_running:
+                        break  # e.g. after 1009: read no more, and say so now
                     try:
                         data = await stream.receive_some(self._receive_buffer_size)
                     except (trio.BrokenResourceError, trio.ClosedResourceError):
