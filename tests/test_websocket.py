@@ -18,7 +18,7 @@ from wsroute import App, Connection
 from wsroute._websocket import Prepared
 from wsroute.testing import open_client
 
-from .rawws import open_raw
+from .rawws import CLOSE, open_raw
 from .wsclient import connect
 
 Serve = Callable[[App], Awaitable[int]]
@@ -101,6 +101,20 @@ async def test_messages_sent_during_on_connect_are_handled_in_order_afterwards(
         for n in range(10):
             reply = await client.receive()
             assert (reply.id, reply.data) == (n, n)  # type: ignore[union-attr]
+
+
+async def test_a_close_from_the_client_right_after_the_handshake_is_answered(
+    serve: Serve,
+) -> None:
+    # The socket reader answers the client's close frame while the session may still
+    # be starting; ending the session must not cut that answer (it once did, at random).
+    port = await serve(App(ping_interval=None))
+    for _ in range(50):
+        async with open_raw(port) as raw:
+            await raw.send_frame(CLOSE, (4000).to_bytes(2, "big"))
+            closed = await raw.closed()
+            assert closed.code == 4000  # the echo of our close frame
+            await raw.dropped()
 
 
 @pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536, 100_000])
