@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import suppress
 from typing import Any
 
@@ -157,8 +157,34 @@ class WebSocket(trio_websocket.WebSocketConnection):
                 break
         self._sink = sink
         self._on_closed = on_closed
+        self._shed()
         if self._close_reason is not None or self._reader_done:
             self._notify_closed()
+
+    def _shed(self) -> None:
+        """Let go of what a server connection no longer uses once messages go to the
+        sink: the message channel (a deque and two dicts), two events that are only
+        ever set, and wsproto's opening handshake. About 2.5 KiB per connection.
+
+        Shared stand-ins keep trio-websocket's own code paths working: a closed
+        channel pair (closing it again does nothing; sending to it raises what
+        trio-websocket already catches), an event already set, a handshake without
+        events. Only ``get_message`` changes: it raises ``ClosedResourceError`` rather
+        than waiting, and nothing calls it on a connection with a sink.
+        """
+        if not self._server or self._wsproto.connection is None:
+            return
+        global _SHED
+        if _SHED is None:
+            send, receive = trio.open_memory_channel[Any](0)
+            send.close()
+            receive.close()
+            done = trio.Event()
+            done.set()
+            _SHED = (send, receive, done)
+        self._send_channel, self._recv_channel, done = _SHED
+        self._open_handshake = self._for_testing_peer_closed_connection = done
+        self._wsproto.handshake = _OPENED  # type: ignore[assignment]
 
     def _notify_closed(self) -> None:
         on_closed, self._on_closed = self._on_closed, None
@@ -195,40 +221,42 @@ class WebSocket(trio_websocket.WebSocketConnection):
             return
         wsproto, stream = self._wsproto, self._stream
         try:
-            async with self._send_channel:
-                while self._reader_running:
-                    for event in wsproto.events():
-                        kind = type(event)
-                        # The common case, without an await: a message for the sink.
-                        if kind is TextMessage and self._take_message(event):  # type: ignore[arg-type]
-                            continue
-                        handler = _HANDLERS.get(kind)
-                        if handler is None:
-                            continue  # trio-websocket logs these; wsproto has no others
-                        try:
-                            await handler(self, event)
-                        except trio_websocket.ConnectionClosed:
-                            self._reader_running = False
-                            break
-                    if not self._reader_running:
-                        break  # e.g. after 1009: read no more, and say so now
+            # Not ``async with self._send_channel``: that would hold on to the channel
+            # after _shed has let it go (closed in finally).
+            while self._reader_running:
+                for event in wsproto.events():
+                    kind = type(event)
+                    # The common case, without an await: a message for the sink.
+                    if kind is TextMessage and self._take_message(event):  # type: ignore[arg-type]
+                        continue
+                    handler = _HANDLERS.get(kind)
+                    if handler is None:
+                        continue  # trio-websocket logs these; wsproto has no others
                     try:
-                        data = await stream.receive_some(self._receive_buffer_size)
-                    except (trio.BrokenResourceError, trio.ClosedResourceError):
-                        await self._abort_web_socket()
+                        await handler(self, event)
+                    except trio_websocket.ConnectionClosed:
+                        self._reader_running = False
                         break
-                    if not data:
-                        if wsproto.state is not ConnectionState.CLOSED:
-                            await self._abort_web_socket()
-                        break
+                if not self._reader_running:
+                    break  # e.g. after 1009: read no more, and say so now
+                try:
+                    data = await stream.receive_some(self._receive_buffer_size)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    await self._abort_web_socket()
+                    break
+                if not data:
                     if wsproto.state is not ConnectionState.CLOSED:
-                        try:
-                            wsproto.receive_data(data)  # type: ignore[arg-type]
-                        except RemoteProtocolError as err:
-                            if err.event_hint:
-                                await self._send(err.event_hint)
-                            await self._close_stream()
+                        await self._abort_web_socket()
+                    break
+                if wsproto.state is not ConnectionState.CLOSED:
+                    try:
+                        wsproto.receive_data(data)  # type: ignore[arg-type]
+                    except RemoteProtocolError as err:
+                        if err.event_hint:
+                            await self._send(err.event_hint)
+                        await self._close_stream()
         finally:
+            self._send_channel.close()
             self._reader_finished()
 
     async def _close_web_socket(self, code: int, reason: str | None = None) -> None:
@@ -401,6 +429,20 @@ async def wrap_server_stream(
     finally:
         connection._handshake_wait = None
     raise UpgradeFailed("not a valid WebSocket upgrade request, or closed before one")
+
+
+class _Opened:
+    """Stands in for wsproto's handshake once the connection is open (see _shed):
+    ``WSConnection`` still asks it for events, and it has none."""
+
+    __slots__ = ()
+
+    def events(self) -> Iterator[Event]:
+        return iter(())
+
+
+_OPENED = _Opened()
+_SHED: tuple[trio.MemorySendChannel[Any], trio.MemoryReceiveChannel[Any], trio.Event] | None = None
 
 
 _HANDLERS: dict[type[Event], Callable[[WebSocket, Any], Awaitable[None]]] = {
