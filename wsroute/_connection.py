@@ -78,11 +78,11 @@ class Connection:
         "_nursery",
         "_on_closing",
         "_outbox",
+        "_state",
         "_topics",
         "_unstructure",
         "id",
         "request",
-        "state",
         "subprotocol",
         "user",
         "user_id",
@@ -107,7 +107,7 @@ class Connection:
         self.subprotocol = subprotocol
         self._invalid = Window(*invalid_limit) if invalid_limit is not None else None
         self.request = request
-        self.state = SimpleNamespace()
+        self._state: SimpleNamespace | None = None  # created when first used
         self._hub = hub
         self._unstructure = unstructure
         self._topics: set[str] = set()
@@ -120,6 +120,16 @@ class Connection:
 
     def __repr__(self) -> str:
         return f"<Connection {self.id} {self.request.path}>"
+
+    @property
+    def state(self) -> SimpleNamespace:
+        if self._state is None:
+            self._state = SimpleNamespace()
+        return self._state
+
+    @state.setter
+    def state(self, value: SimpleNamespace) -> None:
+        self._state = value
 
     @property
     def topics(self) -> frozenset[str]:

@@ -69,7 +69,7 @@ class Outbox:
         self.policy = policy
         self.dropped = 0  # frames discarded by the policy or after close, for stats
         self._frames: list[Frame] = []  # a list: lighter than a deque when idle
-        self._lot = trio.lowlevel.ParkingLot()
+        self._lot: trio.lowlevel.ParkingLot | None = None  # with the first wait
         self._on_overflow = on_overflow
         self._closed = False
         self._flush = False  # the socket holds bytes the writer must write first
@@ -90,7 +90,7 @@ class Outbox:
         self._spawn = None
 
     def _wake(self) -> None:
-        if self._lot:
+        if self._lot:  # None or empty: the writer is not waiting
             self._lot.unpark()
         elif self._spawn is not None:
             spawn, self._spawn = self._spawn, None
@@ -143,7 +143,8 @@ class Outbox:
     def close(self) -> None:
         """Refuse further frames; the writer still drains what is queued."""
         self._closed = True
-        self._lot.unpark_all()
+        if self._lot is not None:
+            self._lot.unpark_all()
         if self._spawn is not None:
             self._wake()  # so that a writer exists to report the drain
 
@@ -162,6 +163,8 @@ class Outbox:
         while not self._frames and not self._flush:
             if self._closed:
                 return None
+            if self._lot is None:
+                self._lot = trio.lowlevel.ParkingLot()
             await self._lot.park()
         self._flush = False
         batch, self._frames = self._frames, []

@@ -189,6 +189,7 @@ class Runtime:
     ) -> bool:
         """Handshake, then start the session in ``nursery``; False if refused."""
         accepted = await self._handshake(nursery, stream, remote, state)
+        state.handshake_scope = None
         if accepted is None:
             return False
         await self._start(nursery, *accepted, state)
@@ -205,8 +206,9 @@ class Runtime:
         config = self.config
         if remote is None:
             remote = _peer_address(stream)  # now: a refused upgrade may close the socket
-        with state.handshake_scope:
-            state.handshake_scope.deadline = trio.current_time() + config.handshake_timeout
+        with trio.move_on_after(config.handshake_timeout) as state.handshake_scope:
+            if state.aborted:
+                state.handshake_scope.cancel()
             try:
                 upgrade = await wrap_server_stream(
                     nursery,
@@ -356,14 +358,15 @@ class _StreamState:
     __slots__ = ("aborted", "handshake_scope", "reserved", "session")
 
     def __init__(self) -> None:
-        self.handshake_scope = trio.CancelScope()
+        self.handshake_scope: trio.CancelScope | None = None  # while handshaking
         self.session: Session | None = None
         self.reserved: Request | None = None  # counted by the gate; released at the end
         self.aborted = False
 
     def abort(self) -> None:
         self.aborted = True
-        self.handshake_scope.cancel()
+        if self.handshake_scope is not None:
+            self.handshake_scope.cancel()
         if self.session is not None:
             self.session.abort()
 

@@ -74,6 +74,7 @@ _Item = ClientMessage | str | RawFrame | Control
 
 class Session:
     __slots__ = (
+        "_aborted",
         "_beat",
         "_began",
         "_connect_scope",
@@ -103,9 +104,11 @@ class Session:
         # Requests and info messages share one queue, so an info handler runs in
         # order with the connection's requests, like a message in its mailbox.
         self._queue: list[_Item] = []  # at most max_queued_requests long
-        self._lot = trio.lowlevel.ParkingLot()  # idle workers
+        # Idle workers, and the running workers' scopes: created with the first worker
+        # (most idle connections never get one).
+        self._lot: trio.lowlevel.ParkingLot | None = None
         self._workers = 0
-        self._worker_scopes: set[trio.CancelScope] = set()
+        self._worker_scopes: set[trio.CancelScope] | None = None
         self._started = False  # on_connect done: workers may start
         self._began = False  # start() got as far as the outbox: on_disconnect runs
         self._live = False  # connected and no closing task yet
@@ -115,7 +118,8 @@ class Session:
         self._writer_finished = False
         self._progress: trio.Event | None = None
         self._deadline: float | None = None
-        self._connect_scope = trio.CancelScope()
+        self._connect_scope: trio.CancelScope | None = None  # while on_connect runs
+        self._aborted = False
         self._ping_sent: float | None = None
         self._beat: Handle | None = None
         self._raw = rt.frame_handler is not None
@@ -133,7 +137,9 @@ class Session:
     def abort(self) -> None:
         """Close at once with 1001 (the server is being torn down); idempotent."""
         self.conn._request_close(CLOSE_GOING_AWAY, "server shutting down", "server", graceful=False)
-        self._connect_scope.cancel()
+        self._aborted = True
+        if self._connect_scope is not None:
+            self._connect_scope.cancel()
 
     async def start(self, nursery: trio.Nursery) -> None:
         """Run ``on_connect`` and attach the connection to its socket, its tasks to
@@ -145,8 +151,11 @@ class Session:
         conn._outbox.attach(ws.write_now, partial(nursery.start_soon, self._writer))
         self._began = True
         connected = False
-        with self._connect_scope:
+        with trio.CancelScope() as self._connect_scope:
+            if self._aborted:
+                self._connect_scope.cancel()
             connected = await self._connect()
+        self._connect_scope = None
         if connected:
             self._started = True
             if self._queue:
@@ -265,7 +274,7 @@ class Session:
         if self._intake_closed or len(queue) >= self.rt.config.max_queued_requests:
             return False
         queue.append(item)
-        if self._lot:
+        if self._lot:  # None or empty: no idle worker
             self._lot.unpark()
         elif self._started and self._workers < self.rt.config.max_concurrency:
             self._spawn_worker()
@@ -274,7 +283,8 @@ class Session:
     def _close_intake(self) -> None:
         """Take no more items; workers finish what is queued, then end."""
         self._intake_closed = True
-        self._lot.unpark_all()
+        if self._lot is not None:
+            self._lot.unpark_all()
         if not self._workers:
             self._finished_intake()
 
@@ -295,14 +305,18 @@ class Session:
     def _spawn_worker(self) -> None:
         nursery = self.conn._nursery
         assert nursery is not None
+        if self._lot is None:
+            self._lot = trio.lowlevel.ParkingLot()
+            self._worker_scopes = set()
         self._workers += 1
         nursery.start_soon(self._worker)
 
     async def _worker(self) -> None:
         conn, dispatcher, frames = self.conn, self.rt.dispatcher, self.rt.frame_handler
-        queue, lot = self._queue, self._lot
+        queue, lot, scopes = self._queue, self._lot, self._worker_scopes
+        assert lot is not None and scopes is not None
         scope = trio.CancelScope()
-        self._worker_scopes.add(scope)
+        scopes.add(scope)
         try:
             with scope:
                 while True:
@@ -332,7 +346,7 @@ class Session:
                     if frame is not None:
                         conn._push(frame)
         finally:
-            self._worker_scopes.discard(scope)
+            scopes.discard(scope)
             self._workers -= 1
             if not self._workers and self._intake_closed:
                 self._finished_intake()
@@ -341,7 +355,7 @@ class Session:
         """Cancel running handlers and drop queued items (not graceful)."""
         self._close_intake()
         self._queue.clear()
-        for scope in self._worker_scopes:
+        for scope in self._worker_scopes or ():
             scope.cancel()
 
     # -- heartbeat (driven by the runtime's Heartbeat) ---------------------------------
