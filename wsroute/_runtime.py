@@ -123,7 +123,12 @@ class Runtime:
             guard.cancel_scope.cancel()
 
     async def _serve_stream(
-        self, stream: trio.abc.Stream, remote: tuple[str, int] | None, state: _StreamState
+        self,
+        stream: trio.abc.Stream,
+        remote: tuple[str, int] | None,
+        state: _StreamState,
+        *,
+        close_stream: bool = True,
     ) -> None:
         """``handle_stream`` without a watcher of its own: the TCP server has one for
         all its connections (``abort_when_cancelled``), as a task per connection would
@@ -142,9 +147,13 @@ class Runtime:
             logger.exception("unexpected error while serving a connection")
         finally:
             with trio.CancelScope(shield=True):
-                await self._end_stream(stream, state)
+                await self._end_stream(state)
+            if close_stream:
+                # Also ends connections trio-websocket stopped reading without closing
+                # the socket (e.g. after it sent 1009 for an oversized message).
+                await trio.aclose_forcefully(stream)
 
-    async def _end_stream(self, stream: trio.abc.Stream, state: _StreamState) -> None:
+    async def _end_stream(self, state: _StreamState) -> None:
         session = state.session
         if session is not None:
             try:
@@ -158,12 +167,10 @@ class Runtime:
         self._streams.discard(state)
         if not self._streams and self._all_ended is not None:
             self._all_ended.set()
-        # Also ends connections trio-websocket stopped reading without closing the
-        # socket (e.g. after it sent 1009 for an oversized message).
-        await trio.aclose_forcefully(stream)
 
     async def _serve_tcp_stream(self, stream: trio.SocketStream) -> None:
-        await self._serve_stream(stream, None, _StreamState())
+        # trio.serve_listeners closes the stream as soon as this returns.
+        await self._serve_stream(stream, None, _StreamState(), close_stream=False)
 
     async def abort_when_cancelled(self) -> None:
         """Sleep until cancelled, then abort every connection (see handle_stream)."""

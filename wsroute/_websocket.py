@@ -391,14 +391,29 @@ class WebSocket(trio_websocket.WebSocketConnection):
     async def _send(self, event: Event) -> None:
         # trio-websocket frames before taking the lock; framing under it keeps the
         # order of frames that write_now and the writer task put on the wire.
+        sock = self._sock
+        if sock is not None and not self._pending and not self._stream_lock.locked():
+            # Nobody is writing: frame and write at once, as write_now does (the
+            # handshake's answer, pongs, close frames).
+            data = self._frame(event)
+            done = self._write_nowait(sock, data)
+            if done == WRITTEN:
+                return
+            async with self._stream_lock:
+                # The rest (now in _pending), or all of it on a broken socket, which
+                # then raises ConnectionClosed as usual.
+                await self._send_all(b"" if done == PENDING else data)
+            return
         async with self._stream_lock:
-            try:
-                data = self._wsproto.send(event)
-            except LocalProtocolError:
-                if self._wsproto.state is _OPEN:
-                    raise  # not the closing race: a real bug, keep it loud
-                raise trio_websocket.ConnectionClosed(self._closing_reason()) from None
-            await self._send_all(data)
+            await self._send_all(self._frame(event))
+
+    def _frame(self, event: Event) -> bytes:
+        try:
+            return self._wsproto.send(event)
+        except LocalProtocolError:
+            if self._wsproto.state is _OPEN:
+                raise  # not the closing race: a real bug, keep it loud
+            raise trio_websocket.ConnectionClosed(self._closing_reason()) from None
 
     def _closing_reason(self) -> trio_websocket.CloseReason:
         return self._close_reason or trio_websocket.CloseReason(1006, "connection closing")
