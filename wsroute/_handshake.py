@@ -86,10 +86,12 @@ class Gate:
 
     def _check_origin(self, request: Request) -> None:
         allowed = self._config.allowed_origins
+        if allowed is None:
+            return
         origin = request.headers.get("origin")
         # Browsers always send Origin; other clients need not, and cross-site
         # hijacking is a browser attack, so a missing Origin is not refused.
-        if allowed is None or origin is None:
+        if origin is None:
             return
         ok = allowed(origin) if callable(allowed) else origin.lower().rstrip("/") in allowed
         if not ok:

@@ -149,10 +149,14 @@ class Outbox:
             self._wake()  # so that a writer exists to report the drain
 
     def discard(self) -> None:
-        """Close and drop everything queued (the peer is gone)."""
+        """Close and drop everything queued (the peer is gone). Starts no writer:
+        with nothing to write, only one already waiting needs to know."""
         self.dropped += len(self._frames)
         self._frames = []
-        self.close()
+        self._closed = True
+        self._flush = False
+        if self._lot is not None:
+            self._lot.unpark_all()
 
     async def get_batch(self) -> list[Frame] | None:
         """Wait for frames (or a flush) and take all that are queued, oldest first.

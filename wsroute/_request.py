@@ -81,13 +81,18 @@ class Request:
         subprotocols: Iterable[str] = (),
     ) -> Request:
         """Build from a raw request target such as ``"/ws?room=1&token=x"``."""
-        parts = urlsplit(target)
-        items = tuple(parse_qsl(parts.query, keep_blank_values=True))
         query: dict[str, str] = {}
-        for key, value in items:
-            query.setdefault(key, value)
+        items: tuple[tuple[str, str], ...] = ()
+        if target[:1] == "/" and target[1:2] != "/" and "?" not in target and "#" not in target:
+            path = target  # the usual target: nothing to parse
+        else:
+            parts = urlsplit(target)
+            path = parts.path or "/"
+            items = tuple(parse_qsl(parts.query, keep_blank_values=True))
+            for key, value in items:
+                query.setdefault(key, value)
         return cls(
-            path=parts.path or "/",
+            path=path,
             query=query,
             query_items=items,
             headers=Headers(headers),
