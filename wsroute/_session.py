@@ -174,9 +174,17 @@ class Session:
         """Called by the connection when the first reason to close is recorded."""
         if self._live:
             self._live = False
-            nursery = self.conn._nursery
+            conn = self.conn
+            nursery = conn._nursery
             assert nursery is not None
-            nursery.start_soon(self._close)
+            if conn._graceful or not self.ws.read_closed:
+                nursery.start_soon(self._close)
+                return
+            # The peer closed, or the socket is gone, and the reader has sent all it
+            # owed: what _close would do, without a task (most connections end so).
+            self._stop_intake()
+            conn._outbox.discard()
+            nursery.cancel_scope.cancel()
 
     async def _close(self) -> None:
         await self._wind_down()

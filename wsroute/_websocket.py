@@ -126,6 +126,9 @@ class WebSocket(trio_websocket.WebSocketConnection):
     _sink: Callable[[str | bytes], None] | None = None
     _on_closed: Callable[[], None] | None = None
     _reader_done = False
+    #: The reader has done its part of a close (answered the peer's close frame, or
+    #: found the socket gone); what is left of it never waits.
+    read_closed = False
     _reader_ended: trio.Event | None = None  # created only when waited on
     _handshake_wait: trio.CancelScope | None = None
 
@@ -192,7 +195,7 @@ class WebSocket(trio_websocket.WebSocketConnection):
             on_closed()
 
     def _reader_finished(self) -> None:
-        self._reader_done = True
+        self._reader_done = self.read_closed = True
         if self._handshake_wait is not None:
             self._handshake_wait.cancel()
         if self._reader_ended is not None:
@@ -261,6 +264,9 @@ class WebSocket(trio_websocket.WebSocketConnection):
 
     async def _close_web_socket(self, code: int, reason: str | None = None) -> None:
         await super()._close_web_socket(code, reason)
+        # trio-websocket calls this once the close frames it owes are sent: after
+        # answering the peer's close frame, or when the socket is gone.
+        self.read_closed = True
         self._notify_closed()
 
     def _take_message(self, event: TextMessage | BytesMessage) -> bool:
