@@ -468,6 +468,31 @@ async def test_client_close(serve):
     assert len(rec.connected) == 1
 
 
+async def test_client_close_cancels_running_handlers_and_is_answered(serve):
+    app = items_app()
+    rec = Recorder(app)
+    started, cancelled = trio.Event(), trio.Event()
+
+    @app.direct("hang")
+    async def hang() -> None:
+        started.set()
+        try:
+            await trio.sleep_forever()
+        finally:
+            cancelled.set()
+
+    port = await serve(app)
+    async with connect(port) as client:
+        await client.send({"type": "hang", "id": 1})
+        with trio.fail_after(5):
+            await started.wait()
+        await client.close(4000, "bye")
+        assert client.close_code == 4000  # the server answered our close frame
+    with trio.fail_after(5):
+        await cancelled.wait()
+    assert await rec.wait_ended() == [Disconnect(4000, "bye", "client")]
+
+
 async def test_client_vanishes_without_close(serve):
     app = items_app()
     rec = Recorder(app)
