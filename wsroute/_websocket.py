@@ -22,7 +22,10 @@ The rest is speed (see docs/performance.md), measured against trio-websocket's o
 
 - Reading: trio-websocket puts each message on a channel that another task reads.
   ``attach`` hands complete messages to a synchronous sink instead, called from the
-  socket-reader task, which saves a task switch per message (and the task).
+  socket-reader task, which saves a task switch per message (and the task). The
+  reader reads the socket itself (``_receive``: os.read, trio's wait for
+  readability) rather than through ``SocketStream.receive_some``, whose layers cost
+  time on every read and memory in every idle connection's wait.
 - Writing: trio-websocket writes each message with its own ``send_all`` from a task
   that holds the connection's lock. ``write_now`` writes a frame straight to the
   socket, without waiting, when nothing else is being written and nothing is pending:
@@ -31,7 +34,8 @@ The rest is speed (see docs/performance.md), measured against trio-websocket's o
   which always holds the lock. ``send_batch`` writes many frames in few ``send_all``
   calls. Every write that holds the lock encodes under it (``_send`` included), so
   bytes reach the socket in the order they were framed.
-- Memory: wsproto's HTTP parser is dropped once the connection is open (``_accept``).
+- Memory: wsproto's HTTP parser is dropped once the connection is open (``_accept``),
+  and what the server no longer uses once the session takes over (``_shed``).
 - Framing: data frames from a server are never masked and wsroute negotiates no
   extension, so a frame is a header and the payload; ``Prepared`` frames a message
   once for every recipient of a broadcast. Control frames still go through wsproto.
@@ -66,6 +70,8 @@ from wsproto.events import (
 )
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
+#: What one read asks of the socket when trio-websocket sets no size (as trio does).
+_READ_SIZE = 65536
 #: Pending frames are joined into writes of about this size.
 _WRITE_CHUNK = 64 * 1024
 
@@ -226,7 +232,7 @@ class WebSocket(trio_websocket.WebSocketConnection):
             finally:
                 self._reader_finished()
             return
-        wsproto, stream = self._wsproto, self._stream
+        wsproto, stream, sock = self._wsproto, self._stream, self._sock
         event: Event | None
         handler: Callable[[WebSocket, Any], Awaitable[None]] | None
         data: bytes | bytearray | None
@@ -254,7 +260,10 @@ class WebSocket(trio_websocket.WebSocketConnection):
                 # all; the last data its bytes).
                 event = handler = data = None
                 try:
-                    data = await stream.receive_some(self._receive_buffer_size)
+                    if sock is not None:
+                        data = await _receive(sock, self._receive_buffer_size)
+                    else:
+                        data = await stream.receive_some(self._receive_buffer_size)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     await self._abort_web_socket()
                     break
@@ -434,6 +443,43 @@ class WebSocket(trio_websocket.WebSocketConnection):
 
     def _closing_reason(self) -> trio_websocket.CloseReason:
         return self._close_reason or trio_websocket.CloseReason(1006, "connection closing")
+
+
+async def _receive(sock: Any, size: int | None) -> bytes:
+    """``SocketStream.receive_some`` without its layers (a conflict detector, an error
+    translating context manager, the socket wrapper's method): a read from the
+    non-blocking socket, waiting for readability only when there is nothing to read.
+    The same checkpoints as trio's; about 1 KiB less held by every idle connection's
+    wait, and less work per read.
+
+    Raises:
+        trio.ClosedResourceError: the socket was closed (here or by another task).
+        trio.BrokenResourceError: the connection is broken (reset, ...).
+    """
+    await trio.lowlevel.checkpoint_if_cancelled()
+    size = size or _READ_SIZE
+    data = _read_nowait(sock, size)
+    if data is not None:
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return data
+    while True:
+        await trio.lowlevel.wait_readable(sock)
+        data = _read_nowait(sock, size)
+        if data is not None:
+            return data
+
+
+def _read_nowait(sock: Any, size: int) -> bytes | None:
+    """Up to ``size`` bytes, or ``None`` if none have arrived (see _receive)."""
+    fd = sock.fileno()
+    if fd < 0:
+        raise trio.ClosedResourceError("the socket was closed")
+    try:
+        return os.read(fd, size)
+    except BlockingIOError:
+        return None
+    except OSError as exc:
+        raise trio.BrokenResourceError(f"socket error: {exc}") from exc
 
 
 async def wrap_server_stream(
