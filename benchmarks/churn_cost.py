@@ -6,7 +6,7 @@ drifting speed cannot move.
 Runs each server under ``valgrind --tool=callgrind`` and drives it from this process
 with sequential cycles on raw sockets: connect, upgrade, one ``echo`` request, close
 (client first), exactly as ``churn`` does but one at a time. The counters are dumped
-after a few warm-up cycles and again after ``--cycles`` more; the difference divided
+after a few warm-up cycles and again after ``--cycles`` more; the second dump divided
 by the cycles is the server's cost of one cycle in instructions (no sampling, no
 timing). Needs valgrind and the reference venvs that ``run.py`` creates. Slow: the
 servers run about 50 times slower under valgrind.
@@ -87,7 +87,8 @@ def _cycle(port: int, seq: int) -> None:
 
 
 def _instructions(out: Path, pid: int, dumps_before: int) -> int:
-    """Dump the counters of callgrind process ``pid``; return the dump's total."""
+    """Dump the counters of callgrind process ``pid``; return the dump's total: what
+    ran since the previous dump (a dump zeroes the counters)."""
     subprocess.run(["callgrind_control", "--dump", str(pid)], check=True, capture_output=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -121,15 +122,15 @@ def measure(name: str, cycles: int, workdir: Path) -> float:
                 time.sleep(0.5)
         for seq in range(WARMUP):
             _cycle(port, seq)
-        before = _instructions(out, server.pid, 0)
+        _instructions(out, server.pid, 0)  # start, imports and warm-up
         for seq in range(cycles):
             _cycle(port, WARMUP + seq)
-        after = _instructions(out, server.pid, 1)
+        spent = _instructions(out, server.pid, 1)
     finally:
         server.send_signal(signal.SIGKILL)
         server.wait()
         log.close()
-    return (after - before) / cycles
+    return spent / cycles
 
 
 def main() -> None:

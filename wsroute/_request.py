@@ -15,12 +15,20 @@ class Headers(Mapping[str, str]):
     ``getall`` gives every value of a repeated header.
     """
 
-    __slots__ = ("_items",)
+    __slots__ = ("_decoded", "_raw")
 
     def __init__(self, items: Iterable[tuple[str | bytes, str | bytes]] = ()) -> None:
-        self._items: tuple[tuple[str, str], ...] = tuple(
-            (_text(name).lower(), _text(value)) for name, value in items
-        )
+        # Decoded on first use: most connections never look at their headers, and
+        # every connection pays for the upgrade.
+        self._raw = items if isinstance(items, list | tuple) else tuple(items)
+        self._decoded: tuple[tuple[str, str], ...] | None = None
+
+    @property
+    def _items(self) -> tuple[tuple[str, str], ...]:
+        if self._decoded is None:
+            self._decoded = tuple((_text(name).lower(), _text(value)) for name, value in self._raw)
+            self._raw = ()
+        return self._decoded
 
     def __getitem__(self, name: str) -> str:
         key = name.lower()

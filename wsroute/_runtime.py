@@ -28,7 +28,7 @@ from ._protocol import CLOSE_GOING_AWAY, encode_event
 from ._request import Request
 from ._routing import FrameHandler, Handler, Hook, Route
 from ._session import Session
-from ._websocket import Prepared, UpgradeFailed, WebSocket, wrap_server_stream
+from ._websocket import Prepared, WebSocket, server_websocket
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -213,20 +213,13 @@ class Runtime:
         config = self.config
         if remote is None:
             remote = _peer_address(stream)  # now: a refused upgrade may close the socket
+        ws = server_websocket(
+            stream, message_queue_size=_WS_QUEUE, max_message_size=config.max_message_size
+        )
         with trio.move_on_after(config.handshake_timeout) as state.handshake_scope:
             if state.aborted:
                 state.handshake_scope.cancel()
-            try:
-                upgrade = await wrap_server_stream(
-                    nursery,
-                    stream,
-                    message_queue_size=_WS_QUEUE,
-                    max_message_size=config.max_message_size,
-                )
-            except UpgradeFailed as exc:
-                peer = f"{remote[0]}:{remote[1]}" if remote else "?"
-                logger.info("refused an upgrade from %s: %s", peer, exc)
-                return None
+            upgrade = await ws.upgrade(nursery, state.handshake_scope)
             request = Request.build(
                 upgrade.path,
                 upgrade.headers,
@@ -242,10 +235,16 @@ class Runtime:
             except Reject as refusal:
                 await _refuse(upgrade, request, refusal)
                 return None
-            ws = await upgrade.accept(subprotocol=admission.subprotocol)
-            assert isinstance(ws, WebSocket)
+            await upgrade.accept(subprotocol=admission.subprotocol)
             return ws, request, admission
-        if not state.aborted:
+        if ws.upgrade_failed:
+            peer = f"{remote[0]}:{remote[1]}" if remote else "?"
+            logger.info(
+                "refused an upgrade from %s: not a valid WebSocket upgrade request, or"
+                " closed before one",
+                peer,
+            )
+        elif not state.aborted:
             logger.info("handshake timed out after %.1f s", config.handshake_timeout)
         return None
 

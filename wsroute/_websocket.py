@@ -40,8 +40,9 @@ The rest is speed (see docs/performance.md), measured against trio-websocket's o
   extension, so a frame is a header and the payload; ``Prepared`` frames a message
   once for every recipient of a broadcast. Control frames still go through wsproto.
 
-The two ``wrap_*`` functions are trio-websocket's own ``wrap_server_stream`` and
-``wrap_client_stream`` with ``WebSocket`` in place of ``WebSocketConnection``.
+``server_websocket`` with ``WebSocket.upgrade``, and ``wrap_client_stream``, are
+trio-websocket's own ``wrap_server_stream`` and ``wrap_client_stream`` with
+``WebSocket`` in place of ``WebSocketConnection``.
 """
 
 from __future__ import annotations
@@ -116,11 +117,6 @@ def _server_frame(frame: Frame) -> bytes:
     return _header(0x2, len(frame)) + frame
 
 
-class UpgradeFailed(Exception):
-    """The client's upgrade request was refused by the protocol layer (wsproto already
-    answered it, e.g. 400 or 426), or the connection closed before it was complete."""
-
-
 class WebSocket(trio_websocket.WebSocketConnection):
     #: Whether this side failed the connection on a protocol error (1002, 1007).
     failed_locally = False
@@ -137,6 +133,28 @@ class WebSocket(trio_websocket.WebSocketConnection):
     read_closed = False
     _reader_ended: trio.Event | None = None  # created only when waited on
     _handshake_wait: trio.CancelScope | None = None
+
+    @property
+    def upgrade_failed(self) -> bool:
+        """The reader ended before an upgrade request: wsproto refused it (and
+        answered, e.g. 400 or 426), or the peer closed before sending one whole."""
+        return self._reader_done and self._connection_proposal is not None
+
+    async def upgrade(
+        self, nursery: trio.Nursery, scope: trio.CancelScope
+    ) -> trio_websocket.WebSocketRequest:
+        """Start the socket reader in ``nursery`` and wait for the upgrade request.
+
+        trio-websocket would wait for it forever even after wsproto refused it and the
+        reader ended, so the reader cancels ``scope`` (the caller's, around this call)
+        when it ends first; then ``upgrade_failed`` is true.
+        """
+        self._handshake_wait = scope
+        nursery.start_soon(self._reader_task)
+        try:
+            return await self._get_request()
+        finally:
+            self._handshake_wait = None
 
     def _setup_server(self) -> None:
         self._server = True
@@ -288,6 +306,14 @@ class WebSocket(trio_websocket.WebSocketConnection):
         # answering the peer's close frame, or when the socket is gone.
         self.read_closed = True
         self._notify_closed()
+
+    async def _close_stream(self) -> None:
+        if self._sock is None:
+            await super()._close_stream()
+            return
+        # SocketStream.aclose, without its checkpoint: closing a socket never waits.
+        self._reader_running = False
+        self._sock.close()
 
     def _take_message(self, event: TextMessage | BytesMessage) -> bool:
         """Hand the message ``event`` completes to the sink; False when trio-websocket's
@@ -482,14 +508,10 @@ def _read_nowait(sock: Any, size: int) -> bytes | None:
         raise trio.BrokenResourceError(f"socket error: {exc}") from exc
 
 
-async def wrap_server_stream(
-    nursery: trio.Nursery,
-    stream: trio.abc.Stream,
-    *,
-    message_queue_size: int,
-    max_message_size: int,
-) -> trio_websocket.WebSocketRequest:
-    """Start the server side of a WebSocket on ``stream``; return its upgrade request."""
+def server_websocket(
+    stream: trio.abc.Stream, *, message_queue_size: int, max_message_size: int
+) -> WebSocket:
+    """The server side of a WebSocket on ``stream``; see :meth:`WebSocket.upgrade`."""
     connection = WebSocket(
         stream,
         WSConnection(ConnectionType.SERVER),
@@ -497,16 +519,7 @@ async def wrap_server_stream(
         max_message_size=max_message_size,
     )
     connection._setup_server()
-    # trio-websocket waits for the request forever even after wsproto refused it and
-    # its reader ended: stop waiting when the reader ends.
-    connection._handshake_wait = waiting = trio.CancelScope()
-    nursery.start_soon(connection._reader_task)
-    try:
-        with waiting:
-            return await connection._get_request()
-    finally:
-        connection._handshake_wait = None
-    raise UpgradeFailed("not a valid WebSocket upgrade request, or closed before one")
+    return connection
 
 
 class _Opened:
