@@ -125,14 +125,18 @@ class Runtime:
     async def _serve_stream(
         self,
         stream: trio.abc.Stream,
-        remote: tuple[str, int] | None,
-        state: _StreamState,
+        remote: tuple[str, int] | None = None,
+        state: _StreamState | None = None,
         *,
         close_stream: bool = True,
     ) -> None:
         """``handle_stream`` without a watcher of its own: the TCP server has one for
         all its connections (``abort_when_cancelled``), as a task per connection would
-        cost every connection memory and time."""
+        cost every connection memory and time. The TCP server calls it directly
+        (``close_stream=False``: trio.serve_listeners closes the stream as soon as this
+        returns), so that no wrapper's frame stays on every connection's stack."""
+        if state is None:
+            state = _StreamState()
         self._streams.add(state)
         if self._aborting:
             state.abort()
@@ -167,10 +171,6 @@ class Runtime:
         self._streams.discard(state)
         if not self._streams and self._all_ended is not None:
             self._all_ended.set()
-
-    async def _serve_tcp_stream(self, stream: trio.SocketStream) -> None:
-        # trio.serve_listeners closes the stream as soon as this returns.
-        await self._serve_stream(stream, None, _StreamState(), close_stream=False)
 
     async def abort_when_cancelled(self) -> None:
         """Sleep until cancelled, then abort every connection (see handle_stream)."""
@@ -312,7 +312,7 @@ class Runtime:
                     await accepting.start(
                         partial(
                             trio.serve_listeners,
-                            self._serve_tcp_stream,
+                            partial(self._serve_stream, close_stream=False),
                             listeners,
                             handler_nursery=connections,
                         )
