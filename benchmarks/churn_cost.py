@@ -31,14 +31,14 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 SERVERS = HERE / "servers"
 WARMUP = 20
+QUIET = ("--log-level", "warning")  # as run.py serves it: no log line per connection
 
 
 def _commands(port: int) -> dict[str, list[str]]:
     wsroute = str(Path(sys.executable).parent / "wsroute")
     trio_ws = str(HERE / ".venvs" / "trio-websocket" / "bin" / "python")
     return {
-        "wsroute": [wsroute, "run", "wsroute_app:app", "--port", str(port)]
-        + ["--log-level", "warning"],
+        "wsroute": [wsroute, "run", "wsroute_app:app", "--port", str(port), *QUIET],
         "trio-websocket": [trio_ws, "trio_websocket_server.py", str(port)],
     }
 
