@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import parse_qsl, urlsplit
+
 import pytest
 
 from wsroute import Headers, Request
@@ -74,6 +76,23 @@ def test_build_without_query() -> None:
     assert request.path == "/chat/room"
     assert request.query == {}
     assert request.query_items == ()
+
+
+@pytest.mark.parametrize(
+    "target", ["/", "/ws", "/a%20b", "//host/path", "/p#frag", "http://h/ws", "*", "/q?a=1"]
+)
+def test_build_gives_what_urlsplit_gives(target: str) -> None:
+    # A plain path skips URL parsing; every other target must come out the same.
+    parts = urlsplit(target)
+    request = Request.build(target)
+    assert request.path == (parts.path or "/")
+    assert request.query_items == tuple(parse_qsl(parts.query, keep_blank_values=True))
+
+
+def test_headers_given_as_a_generator_are_kept() -> None:
+    headers = Headers((name, value) for name, value in [(b"X-A", b"1"), (b"x-a", b"2")])
+    assert headers.getall("x-a") == ["1", "2"]
+    assert dict(headers) == {"x-a": "1"}
 
 
 def test_build_with_headers_remote_and_subprotocols() -> None:
