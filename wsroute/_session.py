@@ -182,8 +182,7 @@ class Session:
                 return
             # The peer closed, or the socket is gone, and the reader has sent all it
             # owed: what _close would do, without a task (most connections end so).
-            self._stop_intake()
-            conn._outbox.discard()
+            self._drop_work()
             nursery.cancel_scope.cancel()
 
     async def _close(self) -> None:
@@ -359,6 +358,11 @@ class Session:
             if not self._workers and self._intake_closed:
                 self._finished_intake()
 
+    def _drop_work(self) -> None:
+        """Not graceful: cancel running handlers, drop queued requests and frames."""
+        self._stop_intake()
+        self.conn._outbox.discard()
+
     def _stop_intake(self) -> None:
         """Cancel running handlers and drop queued items (not graceful)."""
         self._close_intake()
@@ -423,8 +427,7 @@ class Session:
                 conn._outbox.close()
                 while not self._writer_finished:
                     await self._wait_progress()
-        self._stop_intake()
-        conn._outbox.discard()
+        self._drop_work()
 
     async def _close_socket(self) -> None:
         disconnect = self.conn._disconnect

@@ -361,18 +361,20 @@ class WebSocket(trio_websocket.WebSocketConnection):
 
     # -- writing -------------------------------------------------------------------
 
+    def _free_socket(self) -> Any:
+        """The socket, if a frame may be written to it right now: a plain TCP socket,
+        no task writing, no bytes pending (which must go first); else ``None``."""
+        if self._pending or self._stream_lock.locked():
+            return None
+        return self._sock
+
     def write_now(self, frame: Frame) -> int:
         """Write ``frame`` at once if the connection is idle; see QUEUE and friends.
 
         Synchronous: nothing else can frame or write in between.
         """
-        sock = self._sock
-        if (
-            sock is None
-            or self._pending
-            or self._stream_lock.locked()
-            or self._wsproto.state is not _OPEN
-        ):
+        sock = self._free_socket()
+        if sock is None or self._wsproto.state is not _OPEN:
             return QUEUE
         return self._write_nowait(sock, _server_frame(frame))
 
@@ -380,8 +382,8 @@ class WebSocket(trio_websocket.WebSocketConnection):
         """Send a ping without waiting; QUEUE means the connection is not open."""
         if self._wsproto.state is not _OPEN or not self._server:
             return QUEUE
-        sock = self._sock
-        if sock is None or self._pending or self._stream_lock.locked():
+        sock = self._free_socket()
+        if sock is None:
             # A control frame may go between any two frames: the next write takes it.
             self._pending += _PING
             return PENDING
@@ -443,8 +445,8 @@ class WebSocket(trio_websocket.WebSocketConnection):
     async def _send(self, event: Event) -> None:
         # trio-websocket frames before taking the lock; framing under it keeps the
         # order of frames that write_now and the writer task put on the wire.
-        sock = self._sock
-        if sock is not None and not self._pending and not self._stream_lock.locked():
+        sock = self._free_socket()
+        if sock is not None:
             # Nobody is writing: frame and write at once, as write_now does (the
             # handshake's answer, pongs, close frames).
             data = self._frame(event)
