@@ -7,6 +7,9 @@ the in-memory client where only the order of events does.
 
 from __future__ import annotations
 
+import logging
+import socket
+import struct
 from collections.abc import Awaitable, Callable
 
 import orjson
@@ -14,7 +17,7 @@ import pytest
 import trio
 from wsproto.events import Ping, TextMessage
 
-from wsroute import App, Connection
+from wsroute import App, Connection, Disconnect
 from wsroute._websocket import Prepared
 from wsroute.testing import open_client
 
@@ -115,6 +118,37 @@ async def test_a_close_from_the_client_right_after_the_handshake_is_answered(
             closed = await raw.closed()
             assert closed.code == 4000  # the echo of our close frame
             await raw.dropped()
+
+
+async def test_a_connection_reset_by_the_peer_ends_with_1006_and_spares_the_others(
+    serve: Serve, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The reader reads the socket itself: a reset (not an orderly EOF) must end only
+    # that connection, as one that vanished (1006), and run its on_disconnect.
+    app = App(ping_interval=None)
+    ended: list[int] = []
+    done = trio.Event()
+
+    @app.direct("echo")
+    async def echo(n: int) -> int:
+        return n
+
+    @app.on_disconnect
+    async def bye(conn: Connection, reason: Disconnect) -> None:
+        ended.append(reason.code)
+        done.set()
+
+    port = await serve(app)
+    async with open_raw(port) as other, open_raw(port) as doomed:
+        sock = doomed.stream.socket
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()  # SO_LINGER 0: the kernel sends RST
+        with trio.fail_after(5):
+            await done.wait()
+        await other.send_json({"type": "echo", "id": 1, "data": 7})
+        assert (await other.recv_json())["data"] == 7
+    assert ended[0] == 1006
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # an expected end
 
 
 @pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536, 100_000])
