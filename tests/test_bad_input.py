@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from typing import Any
@@ -19,7 +20,8 @@ import attrs
 import pytest
 import trio
 from websockets.exceptions import InvalidStatus
-from wsproto.events import Pong, TextMessage
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, Pong, Request, TextMessage
 
 from wsroute import App, Disconnect, bearer_auth
 
@@ -110,6 +112,29 @@ VERSION = ("Sec-WebSocket-Version", "13")
             id="POST",
         ),
         pytest.param(b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03" + bytes(160), 400, id="TLS"),
+        pytest.param(
+            handshake(UPGRADE, CONNECTION, KEY, VERSION).replace(b"HTTP/1.1", b"HTTP/1.0"),
+            400,
+            id="HTTP/1.0",
+        ),
+        pytest.param(
+            handshake(UPGRADE, CONNECTION, KEY, VERSION, ("Host", "b.test")), 400, id="two Hosts"
+        ),
+        pytest.param(
+            handshake(UPGRADE, CONNECTION, KEY, VERSION, ("X-Folded", "a\r\n b")),
+            400,
+            id="folded header",
+        ),
+        pytest.param(
+            handshake(UPGRADE, CONNECTION, ("Sec-WebSocket-Key", "c2hvcnQ="), VERSION),
+            400,
+            id="key of 5 bytes",
+        ),
+        pytest.param(
+            handshake(UPGRADE, CONNECTION, KEY, VERSION, ("Content-Length", "5")) + b"hello",
+            400,
+            id="a body",
+        ),
         pytest.param(
             upgrade_request(headers=[(f"X-Pad-{i}", "a" * 1000) for i in range(200)]),
             400,
@@ -458,6 +483,59 @@ async def test_message_flood_over_the_rate_limit(serve: Serve) -> None:
         assert {r["error"]["code"] for r in replies if not r["ok"]} == {"rate_limited"}
         await raw.answer_close()
         await raw.dropped()
+
+
+async def test_a_frame_sent_with_the_upgrade_request_is_read_after_the_answer(
+    serve: Serve,
+) -> None:
+    # RFC 6455 says a client waits for the 101; one that does not still gets its
+    # frames read, in order, once the connection is open.
+    port = await serve(make_app())
+    client = WSConnection(ConnectionType.CLIENT)
+    early = frame(TEXT, json.dumps({"type": "ping", "id": 1}).encode())
+    async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
+        await stream.send_all(client.send(Request(host="127.0.0.1", target="/")) + early)
+        events: list[Any] = []
+        with trio.fail_after(5):
+            while not any(isinstance(e, TextMessage) for e in events):
+                data = await stream.receive_some(65536)
+                assert data, "closed by the server"
+                client.receive_data(data)
+                events += client.events()
+    assert isinstance(events[0], AcceptConnection)
+    assert json.loads(events[1].data) == {"type": "ping", "id": 1, "ok": True, "data": "pong"}
+
+
+async def test_a_peer_gone_while_the_accept_hook_runs_is_no_error(
+    serve: Serve, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="wsroute")
+    app = make_app()
+    asked = trio.Event()
+    gone = trio.Event()
+
+    @app.accept
+    async def accept(request: Any) -> None:
+        if request.path == "/doomed":
+            asked.set()
+            await gone.wait()  # then the 101 meets a reset socket
+
+    port = await serve(app)
+    async with control(port):
+        sock = trio.socket.socket()
+        await sock.connect(("127.0.0.1", port))
+        await sock.send(upgrade_request("/doomed"))
+        with trio.fail_after(5):
+            await asked.wait()
+        sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()  # RST
+        await trio.sleep(0.1)  # the reset reaches the server's socket
+        gone.set()
+        with trio.fail_after(5):
+            while not any("closed during the handshake" in r.getMessage() for r in caplog.records):
+                await trio.sleep(0.01)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert app.connections == []
 
 
 async def test_a_refused_upgrade_ends_at_once_not_at_the_handshake_timeout(

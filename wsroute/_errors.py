@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -76,10 +77,27 @@ class Reject(WsrouteError):
         self.status = status
         self.message = message
         items = headers.items() if isinstance(headers, Mapping) else headers or ()
-        self.headers: list[tuple[str, str]] = [(str(k), str(v)) for k, v in items]
+        self.headers: list[tuple[str, str]] = [_header(str(k), str(v)) for k, v in items]
 
     def __repr__(self) -> str:
         return f"Reject({self.status!r}, {self.message!r})"
+
+
+_TOKEN = re.compile(r"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
+_NOT_IN_VALUE = re.compile(r"[^\t\x20-\x7e\x80-\xff]")
+
+
+def _header(name: str, value: str) -> tuple[str, str]:
+    """A response header as given, if HTTP allows it: no line break may sneak
+    another header (or a body) into the answer."""
+    if not _TOKEN.fullmatch(name):
+        raise ValueError(f"Reject header name {name!r} is not an HTTP token (letters, digits, -)")
+    if _NOT_IN_VALUE.search(value):
+        raise ValueError(
+            f"Reject header {name} has a value {value!r} with a line break, a control"
+            " character or a character beyond Latin-1"
+        )
+    return name, value
 
 
 class ProtocolError(WsrouteError):

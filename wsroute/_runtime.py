@@ -227,16 +227,12 @@ class Runtime:
                 subprotocols=upgrade.proposed_subprotocols,
             )
             try:
-                if self._stopping:
-                    raise Reject(503, "server shutting down")
-                self.gate.reserve(request)
-                state.reserved = request
-                admission = await self.gate.admit(request)
-            except Reject as refusal:
-                await _refuse(upgrade, request, refusal)
+                admission = await self._answer(upgrade, request, state)
+            except trio_websocket.ConnectionClosed:
+                # The peer left while the accept hook ran: the answer met a dead socket.
+                logger.info("%s closed during the handshake", describe_request(request))
                 return None
-            await upgrade.accept(subprotocol=admission.subprotocol)
-            return ws, request, admission
+            return None if admission is None else (ws, request, admission)
         if ws.upgrade_failed:
             peer = f"{remote[0]}:{remote[1]}" if remote else "?"
             logger.info(
@@ -247,6 +243,22 @@ class Runtime:
         elif not state.aborted:
             logger.info("handshake timed out after %.1f s", config.handshake_timeout)
         return None
+
+    async def _answer(
+        self, upgrade: trio_websocket.WebSocketRequest, request: Request, state: _StreamState
+    ) -> Admission | None:
+        """Admit or refuse ``request`` and send the answer; None if refused."""
+        try:
+            if self._stopping:
+                raise Reject(503, "server shutting down")
+            self.gate.reserve(request)
+            state.reserved = request
+            admission = await self.gate.admit(request)
+        except Reject as refusal:
+            await _refuse(upgrade, request, refusal)
+            return None
+        await upgrade.accept(subprotocol=admission.subprotocol)
+        return admission
 
     async def _start(
         self,

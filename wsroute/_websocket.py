@@ -71,6 +71,8 @@ from wsproto.events import (
 )
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
+from ._upgrade import ServerConnection, ServerHandshake
+
 #: What one read asks of the socket when trio-websocket sets no size (as trio does).
 _READ_SIZE = 65536
 #: Pending frames are joined into writes of about this size.
@@ -133,6 +135,7 @@ class WebSocket(trio_websocket.WebSocketConnection):
     read_closed = False
     _reader_ended: trio.Event | None = None  # created only when waited on
     _handshake_wait: trio.CancelScope | None = None
+    _answered: trio.Event | None = None  # while the reader waits for the upgrade's answer
 
     @property
     def upgrade_failed(self) -> bool:
@@ -156,19 +159,26 @@ class WebSocket(trio_websocket.WebSocketConnection):
         finally:
             self._handshake_wait = None
 
+    async def _accept(self, request: Any, subprotocol: str | None, extra_headers: Any) -> None:
+        try:
+            await super()._accept(request, subprotocol, extra_headers)
+        finally:
+            self._answer_sent()
+
+    async def _reject(self, status_code: int, headers: Any, body: bytes) -> None:
+        try:
+            await super()._reject(status_code, headers, body)
+        finally:
+            self._answer_sent()
+
+    def _answer_sent(self) -> None:
+        if self._answered is not None:
+            self._answered.set()
+
     def _setup_server(self) -> None:
         self._server = True
         if isinstance(self._stream, trio.SocketStream):
             self._sock = self._stream.socket
-
-    async def _accept(self, request: Any, subprotocol: str | None, extra_headers: Any) -> None:
-        await super()._accept(request, subprotocol, extra_headers)
-        # wsproto keeps the HTTP parser and the upgrade request for the connection's
-        # life, though it never uses them again once open: let them go (about 2 KiB).
-        handshake = self._wsproto.handshake
-        if self._wsproto.state is _OPEN:
-            handshake._h11_connection = None  # type: ignore[assignment]
-            handshake._initiating_request = None
 
     # -- reading -------------------------------------------------------------------
 
@@ -273,6 +283,14 @@ class WebSocket(trio_websocket.WebSocketConnection):
                         break
                 if not self._reader_running:
                     break  # e.g. after 1009: read no more, and say so now
+                if wsproto.connection is None and self._awaiting_answer():
+                    # The client waits for the answer before it sends more (RFC 6455
+                    # section 4.1), and so does the reader: what came early is read
+                    # in order once the connection is open.
+                    self._answered = trio.Event()
+                    await self._answered.wait()
+                    self._answered = None
+                    continue
                 # An idle connection waits below for as long as it lives: keep nothing
                 # alive meanwhile (the last event was the upgrade request, headers and
                 # all; the last data its bytes).
@@ -299,6 +317,10 @@ class WebSocket(trio_websocket.WebSocketConnection):
         finally:
             self._send_channel.close()
             self._reader_finished()
+
+    def _awaiting_answer(self) -> bool:
+        handshake = self._wsproto.handshake
+        return isinstance(handshake, ServerHandshake) and handshake.awaiting_answer
 
     async def _close_web_socket(self, code: int, reason: str | None = None) -> None:
         await super()._close_web_socket(code, reason)
@@ -516,7 +538,7 @@ def server_websocket(
     """The server side of a WebSocket on ``stream``; see :meth:`WebSocket.upgrade`."""
     connection = WebSocket(
         stream,
-        WSConnection(ConnectionType.SERVER),
+        ServerConnection(),
         message_queue_size=message_queue_size,
         max_message_size=max_message_size,
     )
