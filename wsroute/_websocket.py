@@ -34,8 +34,11 @@ The rest is speed (see docs/performance.md), measured against trio-websocket's o
   which always holds the lock. ``send_batch`` writes many frames in few ``send_all``
   calls. Every write that holds the lock encodes under it (``_send`` included), so
   bytes reach the socket in the order they were framed.
-- Memory: wsproto's HTTP parser is dropped once the connection is open (``_accept``),
-  and what the server no longer uses once the session takes over (``_shed``).
+- Handshake: a server's ``WSConnection`` is ``_upgrade.ServerConnection``, which reads
+  the upgrade request and writes the answer without h11 (see there). Once the
+  request is in, the reader waits for the answer before it reads again (a client
+  waits for it too), so that frames sent early are read once the connection is open.
+- Memory: what the server no longer uses once the session takes over (``_shed``).
 - Framing: data frames from a server are never masked and wsroute negotiates no
   extension, so a frame is a header and the payload; ``Prepared`` frames a message
   once for every recipient of a broadcast. Control frames still go through wsproto.
