@@ -138,7 +138,6 @@ class WebSocket(trio_websocket.WebSocketConnection):
     read_closed = False
     _reader_ended: trio.Event | None = None  # created only when waited on
     _handshake_wait: trio.CancelScope | None = None
-    _answered: trio.Event | None = None  # while the reader waits for the upgrade's answer
 
     @property
     def upgrade_failed(self) -> bool:
@@ -161,22 +160,6 @@ class WebSocket(trio_websocket.WebSocketConnection):
             return await self._get_request()
         finally:
             self._handshake_wait = None
-
-    async def _accept(self, request: Any, subprotocol: str | None, extra_headers: Any) -> None:
-        try:
-            await super()._accept(request, subprotocol, extra_headers)
-        finally:
-            self._answer_sent()
-
-    async def _reject(self, status_code: int, headers: Any, body: bytes) -> None:
-        try:
-            await super()._reject(status_code, headers, body)
-        finally:
-            self._answer_sent()
-
-    def _answer_sent(self) -> None:
-        if self._answered is not None:
-            self._answered.set()
 
     def _setup_server(self) -> None:
         self._server = True
@@ -290,9 +273,8 @@ class WebSocket(trio_websocket.WebSocketConnection):
                     # The client waits for the answer before it sends more (RFC 6455
                     # section 4.1), and so does the reader: what came early is read
                     # in order once the connection is open.
-                    self._answered = trio.Event()
-                    await self._answered.wait()
-                    self._answered = None
+                    # (A refusal ends with the reader cancelled.)
+                    await self._open_handshake.wait()
                     continue
                 # An idle connection waits below for as long as it lives: keep nothing
                 # alive meanwhile (the last event was the upgrade request, headers and
