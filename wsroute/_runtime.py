@@ -3,7 +3,9 @@
 ``Runtime.handle_stream`` turns any byte stream into a served connection. The TCP
 listener and the in-memory test client both go through it, so tests exercise the
 same code as production. Nurseries: server → one task per stream, with one nursery
-for everything the connection runs: the socket reader, then the session's tasks.
+for everything the connection starts. The stream's task itself does the handshake,
+runs on_connect, then reads the socket until the connection is closed: an idle
+connection has no other task.
 """
 
 from __future__ import annotations
@@ -36,10 +38,6 @@ if TYPE_CHECKING:
     from ._coalesce import SingleFlight
 
 logger = logging.getLogger("wsroute")
-
-# trio-websocket buffers this many complete messages that arrive before the session
-# takes them over (while on_connect hooks run); then its reader waits.
-_WS_QUEUE = 4
 
 
 def _peer_address(stream: trio.abc.Stream) -> tuple[str, int] | None:
@@ -145,8 +143,9 @@ class Runtime:
                 # Shielded: see handle_stream. The nursery's own scope, so that an idle
                 # connection does not also hold a scope for the shield.
                 nursery.cancel_scope.shield = True
-                if not await self._handshake_and_start(nursery, stream, remote, state):
-                    nursery.cancel_scope.cancel()  # trio-websocket's socket reader
+                ws = await self._handshake_and_start(nursery, stream, remote, state)
+                if ws is not None:
+                    await ws.run_reader()
         except Exception:
             logger.exception("unexpected error while serving a connection")
         finally:
@@ -193,18 +192,17 @@ class Runtime:
         stream: trio.abc.Stream,
         remote: tuple[str, int] | None,
         state: _StreamState,
-    ) -> bool:
-        """Handshake, then start the session in ``nursery``; False if refused."""
-        accepted = await self._handshake(nursery, stream, remote, state)
+    ) -> WebSocket | None:
+        """Handshake, then start the session in ``nursery``; None if refused."""
+        accepted = await self._handshake(stream, remote, state)
         state.handshake_scope = None
         if accepted is None:
-            return False
+            return None
         await self._start(nursery, *accepted, state)
-        return True
+        return accepted[0]
 
     async def _handshake(
         self,
-        nursery: trio.Nursery,
         stream: trio.abc.Stream,
         remote: tuple[str, int] | None,
         state: _StreamState,
@@ -213,13 +211,19 @@ class Runtime:
         config = self.config
         if remote is None:
             remote = _peer_address(stream)  # now: a refused upgrade may close the socket
-        ws = server_websocket(
-            stream, message_queue_size=_WS_QUEUE, max_message_size=config.max_message_size
-        )
+        ws = server_websocket(stream, max_message_size=config.max_message_size)
         with trio.move_on_after(config.handshake_timeout) as state.handshake_scope:
             if state.aborted:
                 state.handshake_scope.cancel()
-            upgrade = await ws.upgrade(nursery, state.handshake_scope)
+            upgrade = await ws.read_request()
+            if upgrade is None:
+                peer = f"{remote[0]}:{remote[1]}" if remote else "?"
+                logger.info(
+                    "refused an upgrade from %s: not a valid WebSocket upgrade request, or"
+                    " closed before one",
+                    peer,
+                )
+                return None
             request = Request.build(
                 upgrade.path,
                 upgrade.headers,
@@ -233,14 +237,7 @@ class Runtime:
                 logger.info("%s closed during the handshake", describe_request(request))
                 return None
             return None if admission is None else (ws, request, admission)
-        if ws.upgrade_failed:
-            peer = f"{remote[0]}:{remote[1]}" if remote else "?"
-            logger.info(
-                "refused an upgrade from %s: not a valid WebSocket upgrade request, or"
-                " closed before one",
-                peer,
-            )
-        elif not state.aborted:
+        if not state.aborted:
             logger.info("handshake timed out after %.1f s", config.handshake_timeout)
         return None
 

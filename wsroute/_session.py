@@ -1,11 +1,12 @@
 """The lifetime of one accepted connection.
 
 A connection's tasks all run in one nursery, the stream's (see ``_runtime``): its
-socket reader, its writer, its workers and whatever the app starts with
+writer, its workers, its closing task and whatever the app starts with
 ``conn.start_soon``; nothing outlives it. Tasks start only when needed, so an idle
-connection costs no task of its own besides the socket reader: once ``on_connect``
-is done, the serving task just waits for the nursery, and a closing task starts
-when something asks the connection to close. The reader hands each complete message
+connection costs no task at all besides the stream's own, which runs ``on_connect``
+and then reads the socket; a closing task starts when something asks the
+connection to close. The socket is not read while ``on_connect`` runs (the kernel
+buffers what arrives). The reader hands each complete message
 to ``_on_message``, which decodes it and queues it for the workers (bounded; a full
 queue answers ``overloaded``) without ever waiting, so pings and close frames keep
 being read while handlers run. Up to ``max_concurrency`` workers run handlers.
@@ -143,9 +144,9 @@ class Session:
 
     async def start(self, nursery: trio.Nursery) -> None:
         """Run ``on_connect`` and attach the connection to its socket, its tasks to
-        ``nursery``; return once connected (the rest runs in tasks started when
-        needed), or once closed if it closed meanwhile. Then, once ``nursery`` has
-        ended, call :meth:`finish`."""
+        ``nursery``; return once connected, or closing (the rest runs in tasks
+        started when needed). The caller then runs the socket reader, and once
+        ``nursery`` has ended, calls :meth:`finish`."""
         conn, ws = self.conn, self.ws
         conn._nursery = nursery
         conn._outbox.attach(ws.write_now, partial(nursery.start_soon, self._writer))
@@ -160,15 +161,16 @@ class Session:
             self._started = True
             if self._queue:
                 self._spawn_worker()
-            ws.attach(self._on_message, self._reader_ended)
             if self.rt.heartbeat is not None:
                 self._beat = self.rt.heartbeat.watch(self)
         else:
-            self._close_intake()
+            self._close_intake()  # what the client sends now is not read
+        # Before the caller reads the socket (run_reader), so every message, and the
+        # end of reading, reaches the session.
+        ws.attach(self._on_message, self._reader_ended)
+        self._live = True  # from now on, _closing_requested starts _close
         if conn.closing:
-            await self._close()
-        else:
-            self._live = True  # from now on, _closing_requested starts _close
+            self._closing_requested()
 
     def _closing_requested(self) -> None:
         """Called by the connection when the first reason to close is recorded."""

@@ -166,8 +166,8 @@ class ServerHandshake:
 
     Bytes that arrive after the request and before the answer break RFC 6455 (a
     client waits for the answer); they are kept, up to ``MAX_HEAD``, and read as the
-    connection's first frames once it is open. (wsroute's reader reads no more while
-    ``awaiting_answer``: only what came with the request can be early.)
+    connection's first frames once it is open. (wsroute reads no more before it
+    answers: only what came with the request can be early.)
     """
 
     __slots__ = (
@@ -196,11 +196,6 @@ class ServerHandshake:
     @property
     def connection(self) -> Connection | None:
         return self._connection
-
-    @property
-    def awaiting_answer(self) -> bool:
-        """The request is in and neither accepted nor refused yet."""
-        return self._request is not None and self._state is _CONNECTING
 
     def events(self) -> Iterator[Event]:
         while self._events:

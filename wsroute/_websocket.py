@@ -20,12 +20,14 @@ exactly the case of a locally detected protocol error.
 
 The rest is speed (see docs/performance.md), measured against trio-websocket's own path:
 
-- Reading: trio-websocket puts each message on a channel that another task reads.
-  ``attach`` hands complete messages to a synchronous sink instead, called from the
-  socket-reader task, which saves a task switch per message (and the task). The
-  reader reads the socket itself (``_receive``: os.read, trio's wait for
-  readability) rather than through ``SocketStream.receive_some``, whose layers cost
-  time on every read and memory in every idle connection's wait.
+- Reading: trio-websocket puts each message on a channel that another task reads,
+  and reads the socket in a task of its own. On a server, ``read_request`` and
+  ``run_reader`` read in the caller's task (the connection's own: an idle
+  connection has no other), and ``attach`` hands complete messages to a synchronous
+  sink, which saves a task switch per message. The reader reads the socket itself
+  (``_receive``: os.read, trio's wait for readability) rather than through
+  ``SocketStream.receive_some``, whose layers cost time on every read and memory in
+  every idle connection's wait.
 - Writing: trio-websocket writes each message with its own ``send_all`` from a task
   that holds the connection's lock. ``write_now`` writes a frame straight to the
   socket, without waiting, when nothing else is being written and nothing is pending:
@@ -35,17 +37,17 @@ The rest is speed (see docs/performance.md), measured against trio-websocket's o
   calls. Every write that holds the lock encodes under it (``_send`` included), so
   bytes reach the socket in the order they were framed.
 - Handshake: a server's ``WSConnection`` is ``_upgrade.ServerConnection``, which reads
-  the upgrade request and writes the answer without h11 (see there). Once the
-  request is in, the reader waits for the answer before it reads again (a client
-  waits for it too), so that frames sent early are read once the connection is open.
+  the upgrade request and writes the answer without h11 (see there). Nothing more
+  is read until the request is answered (a client waits for the answer too), so
+  frames sent early are read once the connection is open.
 - Memory: what the server no longer uses once the session takes over (``_shed``).
 - Framing: data frames from a server are never masked and wsroute negotiates no
   extension, so a frame is a header and the payload; ``Prepared`` frames a message
   once for every recipient of a broadcast. Control frames still go through wsproto.
 
-``server_websocket`` with ``WebSocket.upgrade``, and ``wrap_client_stream``, are
-trio-websocket's own ``wrap_server_stream`` and ``wrap_client_stream`` with
-``WebSocket`` in place of ``WebSocketConnection``.
+``server_websocket`` and ``wrap_client_stream`` are trio-websocket's own
+``wrap_server_stream`` and ``wrap_client_stream`` with ``WebSocket`` in place of
+``WebSocketConnection`` (and for the server, the reader in the caller's task).
 """
 
 from __future__ import annotations
@@ -74,7 +76,7 @@ from wsproto.events import (
 )
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
-from ._upgrade import ServerConnection, ServerHandshake
+from ._upgrade import ServerConnection
 
 #: What one read asks of the socket when trio-websocket sets no size (as trio does).
 _READ_SIZE = 65536
@@ -137,29 +139,34 @@ class WebSocket(trio_websocket.WebSocketConnection):
     #: found the socket gone); what is left of it never waits.
     read_closed = False
     _reader_ended: trio.Event | None = None  # created only when waited on
-    _handshake_wait: trio.CancelScope | None = None
 
-    @property
-    def upgrade_failed(self) -> bool:
-        """The reader ended before an upgrade request: wsproto refused it (and
-        answered, e.g. 400 or 426), or the peer closed before sending one whole."""
-        return self._reader_done and self._connection_proposal is not None
-
-    async def upgrade(
-        self, nursery: trio.Nursery, scope: trio.CancelScope
-    ) -> trio_websocket.WebSocketRequest:
-        """Start the socket reader in ``nursery`` and wait for the upgrade request.
-
-        trio-websocket would wait for it forever even after wsproto refused it and the
-        reader ended, so the reader cancels ``scope`` (the caller's, around this call)
-        when it ends first; then ``upgrade_failed`` is true.
-        """
-        self._handshake_wait = scope
-        nursery.start_soon(self._reader_task)
-        try:
-            return await self._get_request()
-        finally:
-            self._handshake_wait = None
+    async def read_request(self) -> trio_websocket.WebSocketRequest | None:
+        """Read the upgrade request, in the caller's task: the server's socket reader
+        until there is something to answer. ``None`` if there never will be: the
+        request was refused (and answered, e.g. 400 or 426) or the peer left first."""
+        wsproto, stream, sock = self._wsproto, self._stream, self._sock
+        data: bytes | bytearray
+        while True:
+            for event in wsproto.events():
+                if type(event) is Request:
+                    return trio_websocket.WebSocketRequest(self, event)
+            try:
+                if sock is not None:
+                    data = await _receive(sock, self._receive_buffer_size)
+                else:
+                    data = await stream.receive_some(self._receive_buffer_size)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                data = b""
+            if not data:
+                return None
+            try:
+                wsproto.receive_data(bytes(data))
+            except RemoteProtocolError as err:
+                if err.event_hint:
+                    with suppress(trio_websocket.ConnectionClosed):
+                        await self._send(err.event_hint)
+                await self._close_stream()
+                return None
 
     def _setup_server(self) -> None:
         self._server = True
@@ -220,8 +227,6 @@ class WebSocket(trio_websocket.WebSocketConnection):
 
     def _reader_finished(self) -> None:
         self._reader_done = self.read_closed = True
-        if self._handshake_wait is not None:
-            self._handshake_wait.cancel()
         if self._reader_ended is not None:
             self._reader_ended.set()
         self._notify_closed()
@@ -236,16 +241,21 @@ class WebSocket(trio_websocket.WebSocketConnection):
             await self._reader_ended.wait()
 
     async def _reader_task(self) -> None:
-        """trio-websocket's socket reader, for the server side, with complete
-        messages handed to the sink without a task switch or an await, and the event
-        handlers looked up in one table for all connections rather than a dict built
-        per connection (about 1 KiB each)."""
-        if not self._server:
-            try:
-                await super()._reader_task()
-            finally:
-                self._reader_finished()
+        if self._server:
+            await self.run_reader()
             return
+        try:
+            await super()._reader_task()
+        finally:
+            self._reader_finished()
+
+    async def run_reader(self) -> None:
+        """The server's socket reader, from the answer to the upgrade until the
+        connection is closed for reading, in the caller's task (so an idle connection
+        costs no task of its own). trio-websocket's reader, with complete messages
+        handed to the sink without a task switch or an await, and the event handlers
+        looked up in one table for all connections rather than a dict built per
+        connection (about 1 KiB each)."""
         wsproto, stream, sock = self._wsproto, self._stream, self._sock
         event: Event | None
         handler: Callable[[WebSocket, Any], Awaitable[None]] | None
@@ -269,13 +279,6 @@ class WebSocket(trio_websocket.WebSocketConnection):
                         break
                 if not self._reader_running:
                     break  # e.g. after 1009: read no more, and say so now
-                if wsproto.connection is None and self._awaiting_answer():
-                    # The client waits for the answer before it sends more (RFC 6455
-                    # section 4.1), and so does the reader: what came early is read
-                    # in order once the connection is open.
-                    # (A refusal ends with the reader cancelled.)
-                    await self._open_handshake.wait()
-                    continue
                 # An idle connection waits below for as long as it lives: keep nothing
                 # alive meanwhile (the last event was the upgrade request, headers and
                 # all; the last data its bytes).
@@ -302,10 +305,6 @@ class WebSocket(trio_websocket.WebSocketConnection):
         finally:
             self._send_channel.close()
             self._reader_finished()
-
-    def _awaiting_answer(self) -> bool:
-        handshake = self._wsproto.handshake
-        return isinstance(handshake, ServerHandshake) and handshake.awaiting_answer
 
     async def _close_web_socket(self, code: int, reason: str | None = None) -> None:
         await super()._close_web_socket(code, reason)
@@ -517,14 +516,15 @@ def _read_nowait(sock: Any, size: int) -> bytes | None:
         raise trio.BrokenResourceError(f"socket error: {exc}") from exc
 
 
-def server_websocket(
-    stream: trio.abc.Stream, *, message_queue_size: int, max_message_size: int
-) -> WebSocket:
-    """The server side of a WebSocket on ``stream``; see :meth:`WebSocket.upgrade`."""
+def server_websocket(stream: trio.abc.Stream, *, max_message_size: int) -> WebSocket:
+    """The server side of a WebSocket on ``stream``: :meth:`WebSocket.read_request`,
+    answer it, :meth:`WebSocket.attach` a sink, then :meth:`WebSocket.run_reader`."""
     connection = WebSocket(
         stream,
         ServerConnection(),
-        message_queue_size=message_queue_size,
+        # Messages go to the sink, attached before the reader reads any: trio-websocket's
+        # channel is never used.
+        message_queue_size=0,
         max_message_size=max_message_size,
     )
     connection._setup_server()
