@@ -27,8 +27,16 @@ sys.path.insert(0, str(Path(__file__).parent / "servers"))
 
 from wsroute_app import app
 
+_ECHO = b'{"type": "echo", "id": 1, "data": {"seq": 0, "t": 0.0}}'
 
-async def _open_idle(port: int, count: int) -> list[trio.SocketStream]:
+
+def _masked_text(payload: bytes) -> bytes:
+    mask = os.urandom(4)
+    body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return bytes((0x81, 0x80 | len(payload))) + mask + body
+
+
+async def _open_idle(port: int, count: int, echo: bool = False) -> list[trio.SocketStream]:
     streams = []
     for _ in range(count):
         stream = await trio.open_tcp_stream("127.0.0.1", port)
@@ -44,6 +52,10 @@ async def _open_idle(port: int, count: int) -> list[trio.SocketStream]:
         while b"\r\n\r\n" not in answer:
             answer += await stream.receive_some(4096)
         assert answer.startswith(b"HTTP/1.1 101"), answer[:80]
+        if echo:  # as run.py's idle scenario does: one request, answered
+            await stream.send_all(_masked_text(_ECHO))
+            while b'"ok":true' not in answer:
+                answer += await stream.receive_some(4096)
         streams.append(stream)
     return streams
 
@@ -62,16 +74,16 @@ def _where(trace: tracemalloc.Traceback) -> str:
     return innermost
 
 
-async def main(count: int, top: int) -> None:
+async def main(count: int, top: int, echo: bool) -> None:
     logging.getLogger("wsroute").setLevel(logging.WARNING)
     async with trio.open_nursery() as nursery:
         port = await nursery.start(app.serve, "127.0.0.1", 0)
-        warm = await _open_idle(port, 50)  # first-use caches, interned strings
+        warm = await _open_idle(port, 50, echo)  # first-use caches, interned strings
         await trio.sleep(0.2)
         gc.collect()
         tracemalloc.start(25)
         before = tracemalloc.take_snapshot()
-        streams = await _open_idle(port, count)
+        streams = await _open_idle(port, count, echo)
         await trio.sleep(0.5)  # let every session settle into its idle wait
         gc.collect()
         after = tracemalloc.take_snapshot()
@@ -84,7 +96,8 @@ async def main(count: int, top: int) -> None:
             where = _where(stat.traceback)
             grouped[where] = grouped.get(where, 0) + stat.size_diff
             total += stat.size_diff
-        print(f"{count} idle connections: {total / count / 1024:.2f} KiB of Python objects each")
+        what = "idle connections after one request" if echo else "idle connections"
+        print(f"{count} {what}: {total / count / 1024:.2f} KiB of Python objects each")
         for where, size in sorted(grouped.items(), key=lambda kv: -kv[1])[:top]:
             print(f"  {size / count:8.0f} B  {where}")
         for stream in streams + warm:
@@ -96,5 +109,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--connections", type=int, default=2000)
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument(
+        "--echo", action="store_true", help="one request per connection first (as run.py's idle)"
+    )
     args = parser.parse_args()
-    trio.run(main, args.connections, args.top)
+    trio.run(main, args.connections, args.top, args.echo)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 from functools import partial
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import trio
 import trio_websocket
@@ -80,10 +80,10 @@ class Session:
         "_began",
         "_connect_scope",
         "_deadline",
+        "_idle",
         "_intake_closed",
         "_intake_finished",
         "_live",
-        "_lot",
         "_ping_sent",
         "_progress",
         "_queue",
@@ -107,9 +107,9 @@ class Session:
         self._queue: list[_Item] = []  # at most max_queued_requests long
         # Idle workers, and the running workers' scopes: created with the first worker
         # (most idle connections never get one).
-        self._lot: trio.lowlevel.ParkingLot | None = None
+        self._idle: list[trio.lowlevel.Task] | None = None
         self._workers = 0
-        self._worker_scopes: set[trio.CancelScope] | None = None
+        self._worker_scopes: list[trio.CancelScope] | None = None  # a few at most
         self._started = False  # on_connect done: workers may start
         self._began = False  # start() got as far as the outbox: on_disconnect runs
         self._live = False  # connected and no closing task yet
@@ -149,7 +149,7 @@ class Session:
         ``nursery`` has ended, calls :meth:`finish`."""
         conn, ws = self.conn, self.ws
         conn._nursery = nursery
-        conn._outbox.attach(ws.write_now, partial(nursery.start_soon, self._writer))
+        conn._outbox.attach(ws.write_now, self._start_writer)
         self._began = True
         connected = False
         with trio.CancelScope() as self._connect_scope:
@@ -283,8 +283,8 @@ class Session:
         if self._intake_closed or len(queue) >= self.rt.config.max_queued_requests:
             return False
         queue.append(item)
-        if self._lot:  # None or empty: no idle worker
-            self._lot.unpark()
+        if self._idle:  # None or empty: no idle worker
+            trio.lowlevel.reschedule(self._idle.pop())
         elif self._started and self._workers < self.rt.config.max_concurrency:
             self._spawn_worker()
         return True
@@ -292,8 +292,9 @@ class Session:
     def _close_intake(self) -> None:
         """Take no more items; workers finish what is queued, then end."""
         self._intake_closed = True
-        if self._lot is not None:
-            self._lot.unpark_all()
+        idle = self._idle
+        while idle:
+            trio.lowlevel.reschedule(idle.pop())
         if not self._workers:
             self._finished_intake()
 
@@ -314,25 +315,25 @@ class Session:
     def _spawn_worker(self) -> None:
         nursery = self.conn._nursery
         assert nursery is not None
-        if self._lot is None:
-            self._lot = trio.lowlevel.ParkingLot()
-            self._worker_scopes = set()
+        if self._idle is None:
+            self._idle = []
+            self._worker_scopes = []
         self._workers += 1
         nursery.start_soon(self._worker)
 
     async def _worker(self) -> None:
         conn, dispatcher, frames = self.conn, self.rt.dispatcher, self.rt.frame_handler
-        queue, lot, scopes = self._queue, self._lot, self._worker_scopes
-        assert lot is not None and scopes is not None
+        queue, idle, scopes = self._queue, self._idle, self._worker_scopes
+        assert idle is not None and scopes is not None
         scope = trio.CancelScope()
-        scopes.add(scope)
+        scopes.append(scope)
         try:
             with scope:
                 while True:
                     while not queue:
                         if self._intake_closed:
                             return
-                        await lot.park()
+                        await _park(idle)
                     item = queue.pop(0)
                     frame: str | bytes | None
                     if isinstance(item, str):
@@ -355,7 +356,7 @@ class Session:
                     if frame is not None:
                         conn._push(frame)
         finally:
-            scopes.discard(scope)
+            scopes.remove(scope)
             self._workers -= 1
             if not self._workers and self._intake_closed:
                 self._finished_intake()
@@ -399,6 +400,11 @@ class Session:
         return now + config.ping_timeout
 
     # -- writing and ending ---------------------------------------------------------
+
+    def _start_writer(self) -> None:
+        nursery = self.conn._nursery
+        assert nursery is not None
+        nursery.start_soon(self._writer)
 
     async def _writer(self) -> None:
         conn, ws = self.conn, self.ws
@@ -470,6 +476,20 @@ class Session:
 
 _OVERLOADED_MESSAGE = "too many requests are waiting on this connection; slow down and retry"
 _RATE_LIMITED_MESSAGE = "too many messages; slow down"
+
+
+async def _park(idle: list[trio.lowlevel.Task]) -> None:
+    """Wait in ``idle`` until rescheduled: what ParkingLot.park does, in a list
+    rather than a ParkingLot's dict (a parked worker is the most common task an
+    open connection keeps, so its wait should cost little)."""
+    task = trio.lowlevel.current_task()
+    idle.append(task)
+    await trio.lowlevel.wait_task_rescheduled(partial(_unpark_cancelled, idle, task))
+
+
+def _unpark_cancelled(idle: list[trio.lowlevel.Task], task: trio.lowlevel.Task, _: Any) -> Any:
+    idle.remove(task)
+    return trio.lowlevel.Abort.SUCCEEDED
 
 
 def _refusal(item: ClientMessage | str, code: str, message: str) -> str:

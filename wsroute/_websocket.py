@@ -170,6 +170,7 @@ class WebSocket(trio_websocket.WebSocketConnection):
 
     def _setup_server(self) -> None:
         self._server = True
+        self._connection_proposal = None  # read_request does without it
         if isinstance(self._stream, trio.SocketStream):
             self._sock = self._stream.socket
 
