@@ -61,7 +61,7 @@ from typing import Any
 import trio
 import trio_websocket
 from wsproto import ConnectionType, WSConnection
-from wsproto.connection import ConnectionState
+from wsproto.connection import Connection, ConnectionState
 from wsproto.events import (
     AcceptConnection,
     BytesMessage,
@@ -76,6 +76,7 @@ from wsproto.events import (
 )
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
+from ._frames import split_text_frames
 from ._upgrade import ServerConnection
 
 #: What one read asks of the socket when trio-websocket sets no size (as trio does).
@@ -296,6 +297,16 @@ class WebSocket(trio_websocket.WebSocketConnection):
                     if wsproto.state is not ConnectionState.CLOSED:
                         await self._abort_web_socket()
                     break
+                if self._sink is not None and self._wsproto_idle():
+                    # Whole text messages first, without wsproto (see _frames).
+                    messages, used = split_text_frames(data, self._max_message_size)
+                    if used:
+                        sink = self._sink
+                        for message in messages:
+                            sink(message)
+                        if used == len(data):
+                            continue
+                        data = data[used:]
                 if wsproto.state is not ConnectionState.CLOSED:
                     try:
                         wsproto.receive_data(data)  # type: ignore[arg-type]
@@ -306,6 +317,10 @@ class WebSocket(trio_websocket.WebSocketConnection):
         finally:
             self._send_channel.close()
             self._reader_finished()
+
+    def _wsproto_idle(self) -> bool:
+        connection = self._wsproto.connection
+        return connection is not None and not self._message_parts and wsproto_idle(connection)
 
     async def _close_web_socket(self, code: int, reason: str | None = None) -> None:
         await super()._close_web_socket(code, reason)
@@ -478,6 +493,21 @@ class WebSocket(trio_websocket.WebSocketConnection):
 
     def _closing_reason(self) -> trio_websocket.CloseReason:
         return self._close_reason or trio_websocket.CloseReason(1006, "connection closing")
+
+
+def wsproto_idle(connection: Connection) -> bool:
+    """``connection`` is open and holds no unparsed bytes, no event and no part of a
+    message, so the next bytes may skip it (wsproto's internals, checked against
+    wsproto itself by tests/test_frames.py)."""
+    if connection.state is not _OPEN or connection._events:
+        return False
+    proto = connection._proto
+    decoder = proto._frame_decoder
+    return (
+        decoder.header is None
+        and not decoder.buffer.buffer
+        and proto._message_decoder.opcode is None
+    )
 
 
 async def _receive(sock: Any, size: int | None) -> bytes:
