@@ -49,7 +49,10 @@ _INT64_MIN: Final = -(2**63)
 _UINT64_MAX: Final = 2**64 - 1
 # orjson silently turns integers beyond 64 bits into floats. Any such literal has at
 # least 19 digits, so frames without a 19-digit run (nearly all) skip the slow check.
-_LONG_DIGIT_RUN: Final = re.compile(r"\d{19}")
+# The run is looked for with every digit mapped to "0" and anything else to a space
+# (bytes.translate and a substring search, both in C: a third of a regex's time).
+_DIGITS_AS_ZEROS: Final = bytes(0x30 if 0x30 <= c <= 0x39 else 0x20 for c in range(256))
+_LONG_DIGIT_RUN: Final = b"0" * 19
 # The slow check: walk string and number tokens (strings skipped whole, so digits in
 # text never count); iterative, so nesting depth does not matter.
 _TOKENS: Final = re.compile(r'"(?:[^"\\]|\\.)*"|-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?')
@@ -75,9 +78,10 @@ def decode(text: str | bytes) -> ClientMessage:
         obj = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
         raise ProtocolError(INVALID_JSON, f"frame is not valid JSON: {exc}") from None
-    if isinstance(text, bytes):
-        text = text.decode()  # orjson accepted it, so it is valid UTF-8
-    if _LONG_DIGIT_RUN.search(text):
+    data = text if isinstance(text, bytes) else text.encode()
+    if _LONG_DIGIT_RUN in data.translate(_DIGITS_AS_ZEROS):
+        if isinstance(text, bytes):
+            text = text.decode()  # orjson accepted it, so it is valid UTF-8
         _reject_wide_integers(text)
     if not isinstance(obj, dict):
         raise ProtocolError(INVALID_MESSAGE, "frame must be a JSON object")
