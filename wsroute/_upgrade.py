@@ -34,22 +34,45 @@ MAX_HEAD = 16 * 1024
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _TOKEN = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+"
 _REQUEST_LINE = re.compile(rb"(%s) ([\x21-\x7e]+) HTTP/([0-9])\.([0-9])" % _TOKEN)
-_HEADER = re.compile(rb"(%s):[ \t]*(.*?)[ \t]*" % _TOKEN, re.DOTALL)
+_TOKEN_BYTES = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+# What a request's head may hold: no control characters but HTAB, LF and CR.
+_HEAD_BYTES = bytes((9, 10, 13, *range(0x20, 0x7F), *range(0x80, 0x100)))
 _IS_TOKEN = re.compile(_TOKEN)
 # Control characters other than HTAB (CR and LF included): never in a field value.
 _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 # Never in a request line (its CR aside).
 _NOT_IN_LINE = re.compile(rb"[^\x20-\x7e\r]")
 _END = re.compile(rb"\n\r?\n")
-_LINE_END = re.compile(rb"\r?\n")
+
+# Headers _parse looks at; of them, the ones wsproto reports only in their own fields
+# of the Request (Host, the extensions, the subprotocols), not among the headers.
+_REPORTED_APART = frozenset((b"host", b"sec-websocket-extensions", b"sec-websocket-protocol"))
+_CHECKED = _REPORTED_APART | {
+    b"connection",
+    b"upgrade",
+    b"sec-websocket-key",
+    b"sec-websocket-version",
+    b"transfer-encoding",
+    b"content-length",
+}
 
 _CONNECTING = ConnectionState.CONNECTING
 _VERSION = b"13"
 
 
-def _token_list(value: bytes) -> list[str]:
-    """The elements of a comma-separated header value, empty ones left out."""
-    return [item for item in (part.strip() for part in value.decode("ascii").split(",")) if item]
+def _tokens(values: list[bytes] | None) -> list[str]:
+    """The elements of comma-separated header values, empty ones left out. (Callers
+    compare list tokens in lower case themselves where HTTP says so.)"""
+    if not values:
+        return []
+    if len(values) == 1 and values[0].isalpha():  # one token: most often
+        return [values[0].decode("ascii")]
+    return [
+        item
+        for value in values
+        for item in (p.strip() for p in value.decode("ascii").split(","))
+        if item
+    ]
 
 
 def _refuse(message: str, status: int = 400) -> RemoteProtocolError:
@@ -70,8 +93,10 @@ def _parse(head: bytes) -> Request:
     Raises:
         RemoteProtocolError: with the answer to send as its ``event_hint``.
     """
-    lines = _LINE_END.split(head)
-    match = _REQUEST_LINE.fullmatch(lines[0])
+    if head.translate(None, _HEAD_BYTES):
+        raise _refuse("control characters in the request")
+    lines = head.split(b"\n")
+    match = _REQUEST_LINE.fullmatch(lines[0].removesuffix(b"\r"))
     if match is None:
         raise _refuse("not an HTTP/1.1 request line")
     method, target, major, minor = match.groups()
@@ -79,60 +104,47 @@ def _parse(head: bytes) -> Request:
         raise _refuse("HTTP version must be 1.1")
     if method != b"GET":
         raise _refuse("Request method must be GET")
-    connection: list[str] = []
-    upgrade: list[str] = []
-    extensions: list[str] = []
-    subprotocols: list[str] = []
-    host: list[bytes] = []
-    key: list[bytes] = []
-    version: bytes | None = None
-    has_body = False
     headers: list[tuple[bytes, bytes]] = []
+    checked: dict[bytes, list[bytes]] = {}  # the values of the headers checked below
+    for line in lines[1:]:
+        line = line.removesuffix(b"\r")
+        name, colon, value = line.partition(b":")
+        # Not a token (empty, a space before the colon, a folded line's leading
+        # space...), or a CR that is not a line's end.
+        if not colon or not name or name.translate(None, _TOKEN_BYTES) or b"\r" in line:
+            raise _refuse("malformed header line")
+        name, value = name.lower(), value.strip(b" \t")
+        if name in _CHECKED:
+            checked.setdefault(name, []).append(value)
+            if name in _REPORTED_APART:
+                continue
+        headers.append((name, value))
+    get = checked.get
     try:
-        for line in lines[1:]:
-            field = _HEADER.fullmatch(line)
-            if field is None or _CONTROL.search(field[2]):
-                raise _refuse("malformed header line")  # folded lines included
-            name, value = field[1].lower(), field[2]
-            # As wsproto does: Host, the extensions and the subprotocols are only
-            # reported in their own fields of the Request.
-            if name == b"host":
-                host.append(value)
-                continue
-            if name == b"sec-websocket-extensions":
-                extensions += _token_list(value)
-                continue
-            if name == b"sec-websocket-protocol":
-                subprotocols += _token_list(value)
-                continue
-            if name == b"connection":
-                connection += _token_list(value)
-            elif name == b"upgrade":
-                upgrade += _token_list(value)
-            elif name == b"sec-websocket-key":
-                key.append(value)
-            elif name == b"sec-websocket-version":
-                version = value
-            elif name == b"transfer-encoding" or (name == b"content-length" and value != b"0"):
-                has_body = True
-            headers.append((name, value))
+        connection = _tokens(get(b"connection"))
+        upgrade = _tokens(get(b"upgrade"))
+        extensions = _tokens(get(b"sec-websocket-extensions"))
+        subprotocols = _tokens(get(b"sec-websocket-protocol"))
     except UnicodeDecodeError:
         raise _refuse("non-ASCII characters in a list header") from None
+    versions, keys, hosts = get(b"sec-websocket-version"), get(b"sec-websocket-key"), get(b"host")
+    version = versions[-1] if versions else None  # the last, as wsproto
     # The order and answers of wsproto's own checks.
-    if not any(token.lower() == "upgrade" for token in connection):
+    if "upgrade" not in (token.lower() for token in connection):
         raise _refuse("Missing header, 'Connection: Upgrade'")
     if version != _VERSION:
         raise _refuse("Missing header, 'Sec-WebSocket-Version'", 426 if version else 400)
-    if len(key) != 1 or not _valid_key(key[0]):
+    if keys is None or len(keys) != 1 or not _valid_key(keys[0]):
         raise _refuse("Missing header, 'Sec-WebSocket-Key', or not 16 bytes in base64")
-    if not any(token.lower() == "websocket" for token in upgrade):
+    if "websocket" not in (token.lower() for token in upgrade):
         raise _refuse("Missing header, 'Upgrade: websocket'")
-    if len(host) != 1 or not host[0].isascii():
+    if hosts is None or len(hosts) != 1 or not hosts[0].isascii():
         raise _refuse("Missing header, 'Host', or more than one")
-    if has_body:
+    lengths = get(b"content-length")
+    if get(b"transfer-encoding") or (lengths and lengths != [b"0"]):
         raise _refuse("an upgrade request has no body")
     return Request(
-        host=host[0].decode("ascii"),
+        host=hosts[0].decode("ascii"),
         target=target.decode("ascii"),
         extensions=extensions,
         extra_headers=headers,
@@ -265,8 +277,9 @@ class ServerHandshake:
             if event.subprotocol not in request.subprotocols:
                 raise LocalProtocolError(f"unexpected subprotocol {event.subprotocol}")
             headers.append((b"Sec-WebSocket-Protocol", event.subprotocol.encode("ascii")))
-        answer = b"HTTP/1.1 101 Switching Protocols\r\n%s\r\n" % _header_lines(
-            [*headers, *event.extra_headers]
+        answer = b"HTTP/1.1 101 Switching Protocols\r\n%s%s\r\n" % (
+            b"".join(b"%s: %s\r\n" % header for header in headers),  # all valid
+            _header_lines(event.extra_headers),
         )
         self._connection = Connection(ConnectionType.SERVER, None, bytes(self._buffer))
         self._state = ConnectionState.OPEN
