@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import cattrs
 import trio
 import trio_websocket
 
+from ._accept import accept_loop
 from ._config import Config
 from ._connection import Connection
 from ._dispatch import Dispatcher
@@ -125,14 +125,11 @@ class Runtime:
         stream: trio.abc.Stream,
         remote: tuple[str, int] | None = None,
         state: _StreamState | None = None,
-        *,
-        close_stream: bool = True,
     ) -> None:
         """``handle_stream`` without a watcher of its own: the TCP server has one for
         all its connections (``abort_when_cancelled``), as a task per connection would
-        cost every connection memory and time. The TCP server calls it directly
-        (``close_stream=False``: trio.serve_listeners closes the stream as soon as this
-        returns), so that no wrapper's frame stays on every connection's stack."""
+        cost every connection memory and time. The TCP server's accept loop starts it
+        directly, so that no wrapper's frame stays on every connection's stack."""
         if state is None:
             state = _StreamState()
         self._streams.add(state)
@@ -151,9 +148,11 @@ class Runtime:
         finally:
             with trio.CancelScope(shield=True):
                 await self._end_stream(state)
-            if close_stream:
-                # Also ends connections trio-websocket stopped reading without closing
-                # the socket (e.g. after it sent 1009 for an oversized message).
+            # Also ends connections trio-websocket stopped reading without closing the
+            # socket (e.g. after it sent 1009 for an oversized message).
+            if isinstance(stream, trio.SocketStream):
+                stream.socket.close()  # never waits: no need for aclose's checkpoint
+            else:
                 await trio.aclose_forcefully(stream)
 
     async def _end_stream(self, state: _StreamState) -> None:
@@ -318,14 +317,8 @@ class Runtime:
             async with trio.open_nursery() as connections:
                 connections.start_soon(self.abort_when_cancelled)
                 async with trio.open_nursery() as accepting:
-                    await accepting.start(
-                        partial(
-                            trio.serve_listeners,
-                            partial(self._serve_stream, close_stream=False),
-                            listeners,
-                            handler_nursery=connections,
-                        )
-                    )
+                    for listener in listeners:
+                        accepting.start_soon(accept_loop, listener, connections, self._serve_stream)
                     logger.info(
                         "listening on ws://%s:%d (broker %s)",
                         _host_for_url(host),
