@@ -27,9 +27,10 @@ from ._protocol import (
     ClientMessage,
     encode_error,
     encode_event,
-    encode_reply,
+    reply_bytes,
 )
 from ._routing import Handler, InvalidData, Route
+from ._websocket import Prepared
 
 if TYPE_CHECKING:
     from ._connection import Connection
@@ -87,7 +88,7 @@ class Dispatcher:
         self._flights = flights
         self._broker_warnings = _ThrottledWarning()
 
-    async def dispatch(self, conn: Connection, msg: ClientMessage) -> str | None:
+    async def dispatch(self, conn: Connection, msg: ClientMessage) -> str | Prepared | None:
         """Handle ``msg`` from ``conn``; return the reply frame, or ``None`` for none."""
         route = self._routes.get(msg.type)
         if route is None:
@@ -109,7 +110,7 @@ class Dispatcher:
                         handler.coalesce_timeout,
                     )
                 if result is not None or route.broadcast is None:
-                    return encode_reply(msg.type, msg.id, handler.unstructure(result))
+                    return Prepared(reply_bytes(msg.type, msg.id, handler.unstructure(result)))
             handler = route.broadcast
             assert handler is not None
             payload = handler.structure(msg.data)
@@ -124,7 +125,7 @@ class Dispatcher:
                 await self._hub.publish(topic, event)
             if msg.id is None:
                 return None
-            return encode_reply(msg.type, msg.id, data)
+            return Prepared(reply_bytes(msg.type, msg.id, data))
         except InvalidData as exc:
             conn._note_invalid()
             return encode_error(

@@ -139,9 +139,14 @@ def encode_reply(type: str, id: int | str | None, data: Any) -> str:
     Raises:
         TypeError: ``data`` is not JSON-serialisable (orjson's ``JSONEncodeError``).
     """
+    return reply_bytes(type, id, data).decode()
+
+
+def reply_bytes(type: str, id: int | str | None, data: Any) -> bytes:
+    """``encode_reply`` as UTF-8 bytes, ready to be framed (the server's hot path)."""
     if id is None:
-        return _dumps({"type": type, "ok": True, "data": data})
-    return _dumps({"type": type, "id": id, "ok": True, "data": data})
+        return orjson.dumps({"type": type, "ok": True, "data": data}, option=_DUMPS_OPTIONS)
+    return orjson.dumps({"type": type, "id": id, "ok": True, "data": data}, option=_DUMPS_OPTIONS)
 
 
 def encode_error(

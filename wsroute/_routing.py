@@ -108,6 +108,21 @@ class Caller:
         self._positional = tuple(s for p, s in slots if p.kind is not p.KEYWORD_ONLY)
         self._keyword = tuple((p.name, s) for p, s in slots if p.kind is p.KEYWORD_ONLY)
 
+    def bind_payload_conn(self) -> Callable[[Any, Any], Awaitable[Any]]:
+        """A function of ``(payload, conn)`` that calls ``fn`` with what it asks for;
+        the common signatures without a dict per call (the request path)."""
+        fn, positional = self._fn, self._positional
+        if not self._keyword:
+            if positional == (_PAYLOAD, _CONN):
+                return fn
+            if positional == (_PAYLOAD,):
+                return lambda payload, conn: fn(payload)
+            if positional == (_CONN,):
+                return lambda payload, conn: fn(conn)
+            if not positional:
+                return lambda payload, conn: fn()
+        return lambda payload, conn: self({_PAYLOAD: payload, _CONN: conn})
+
     def __call__(self, values: dict[str, Any]) -> Awaitable[Any]:
         args = [values[slot] for slot in self._positional]
         if self._keyword:
@@ -122,6 +137,7 @@ class Handler:
         "_caller",
         "_default",
         "_structure_hook",
+        "call",
         "coalesce",
         "coalesce_timeout",
         "exclude_sender",
@@ -191,6 +207,8 @@ class Handler:
         self.coalesce_timeout = coalesce_timeout
         self.exclude_sender = exclude_sender
         self._caller = Caller(fn, slots)
+        #: ``call(payload, conn)``: the function, called with what it asks for.
+        self.call: Callable[[Any, Connection], Awaitable[Any]] = self._caller.bind_payload_conn()
         self.takes_payload = payload is not None
         self._default = (
             payload.default
@@ -234,9 +252,6 @@ class Handler:
             return hook(data, self.payload_type)
         except Exception as exc:
             raise InvalidData(describe_error(exc, self.payload_type)) from None
-
-    def call(self, payload: Any, conn: Connection) -> Awaitable[Any]:
-        return self._caller({_PAYLOAD: payload, _CONN: conn})
 
     def coalesce_key(self, data: Any, payload: Any, conn: Connection) -> Hashable:
         """The key under which identical concurrent requests share one run."""

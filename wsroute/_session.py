@@ -57,7 +57,7 @@ if TYPE_CHECKING:
     from ._heartbeat import Handle
     from ._routing import FrameHandler
     from ._runtime import Runtime
-    from ._websocket import WebSocket
+    from ._websocket import Prepared, WebSocket
 
 logger = logging.getLogger("wsroute")
 
@@ -335,7 +335,7 @@ class Session:
                             return
                         await _park(idle)
                     item = queue.pop(0)
-                    frame: str | bytes | None
+                    frame: str | bytes | Prepared | None
                     if isinstance(item, str):
                         frame = item
                     elif isinstance(item, RawFrame):

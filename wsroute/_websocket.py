@@ -261,6 +261,7 @@ class WebSocket(trio_websocket.WebSocketConnection):
         wsproto, stream, sock = self._wsproto, self._stream, self._sock
         read_size = self._receive_buffer_size or _READ_SIZE
         drained = False  # the last read emptied the socket
+        skipped = False  # the last read went all around wsproto
         event: Event | None
         handler: Callable[[WebSocket, Any], Awaitable[None]] | None
         data: bytes | bytearray | None
@@ -300,7 +301,9 @@ class WebSocket(trio_websocket.WebSocketConnection):
                     if wsproto.state is not ConnectionState.CLOSED:
                         await self._abort_web_socket()
                     break
-                if self._sink is not None and self._wsproto_idle():
+                if self._sink is not None and (
+                    (skipped and self._close_reason is None) or self._wsproto_idle()
+                ):
                     # Whole text messages first, without wsproto (see _frames).
                     messages, used = split_text_frames(data, self._max_message_size)
                     if used:
@@ -308,8 +311,10 @@ class WebSocket(trio_websocket.WebSocketConnection):
                         for message in messages:
                             sink(message)
                         if used == len(data):
+                            skipped = True  # so wsproto is as idle as it was
                             continue
                         data = data[used:]
+                skipped = False
                 if wsproto.state is not ConnectionState.CLOSED:
                     try:
                         wsproto.receive_data(data)  # type: ignore[arg-type]
