@@ -15,10 +15,13 @@ from collections.abc import Awaitable, Callable
 import orjson
 import pytest
 import trio
+import trio.testing
+import trio_websocket
+from wsproto import ConnectionType, WSConnection
 from wsproto.events import Ping, TextMessage
 
 from wsroute import App, Connection, Disconnect
-from wsroute._websocket import Prepared
+from wsroute._websocket import Prepared, server_websocket
 from wsroute.testing import open_client
 
 from .rawws import CLOSE, open_raw
@@ -179,3 +182,19 @@ async def test_heartbeat_over_a_real_socket_keeps_answering_clients_and_drops_si
         reply = await answering.request("burst", {"count": 1, "size": 1})
         assert reply["data"] == 1
         assert answering.close_code is None
+
+
+def test_the_server_constructor_sets_what_trio_websockets_own_sets() -> None:
+    # server_websocket sets WebSocketConnection's attributes itself (to do without
+    # those a server never uses): a new trio-websocket must not add one unseen.
+    stream, _ = trio.testing.memory_stream_pair()  # nothing is read here
+    ours = server_websocket(stream, max_message_size=100)  # type: ignore[arg-type]
+    theirs = trio_websocket.WebSocketConnection(
+        stream,  # type: ignore[arg-type]
+        WSConnection(ConnectionType.SERVER),
+        max_message_size=100,
+    )
+    assert set(vars(theirs)) <= set(vars(ours))
+    for name in ("_max_message_size", "_receive_buffer_size", "_message_size", "_path"):
+        assert getattr(ours, name) == getattr(theirs, name), name
+    assert ours._id != theirs._id  # one counter for both

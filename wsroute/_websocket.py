@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import os
 import struct
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import suppress
 from typing import Any
@@ -81,6 +82,8 @@ from ._upgrade import ServerConnection
 
 #: What one read asks of the socket when trio-websocket sets no size (as trio does).
 _READ_SIZE = 65536
+#: What a server connection reads at a time (trio-websocket's default).
+_SERVER_READ_SIZE = trio_websocket._impl.RECEIVE_BYTES
 #: Pending frames are joined into writes of about this size.
 _WRITE_CHUNK = 64 * 1024
 
@@ -194,30 +197,15 @@ class WebSocket(trio_websocket.WebSocketConnection):
             self._notify_closed()
 
     def _shed(self) -> None:
-        """Let go of what a server connection no longer uses once messages go to the
-        sink: the message channel (a deque and two dicts), two events that are only
-        ever set, and wsproto's opening handshake; and hold wsproto's queue of
-        pending events (almost always empty) in a list rather than a deque. About
-        3 KiB per connection.
-
-        Shared stand-ins keep trio-websocket's own code paths working: a closed
-        channel pair (closing it again does nothing; sending to it raises what
-        trio-websocket already catches), an event already set, a handshake without
-        events. Only ``get_message`` changes: it raises ``ClosedResourceError`` rather
-        than waiting, and nothing calls it on a connection with a sink.
+        """Let go of wsproto's opening handshake once the connection is open (a
+        shared stand-in without events takes its place), and hold wsproto's queue of
+        pending events (almost always empty) in a list rather than a deque.
+        ``server_websocket`` already did without trio-websocket's channel and events.
+        ``get_message`` raises ``ClosedResourceError`` rather than waiting: nothing
+        calls it on a server connection, whose messages go to the sink.
         """
         if not self._server or self._wsproto.connection is None:
             return
-        global _SHED
-        if _SHED is None:
-            send, receive = trio.open_memory_channel[Any](0)
-            send.close()
-            receive.close()
-            done = trio.Event()
-            done.set()
-            _SHED = (send, receive, done)
-        self._send_channel, self._recv_channel, done = _SHED
-        self._open_handshake = self._for_testing_peer_closed_connection = done
         self._wsproto.handshake = _OPENED  # type: ignore[assignment]
         connection = self._wsproto.connection
         connection._events = _EventQueue(connection._events)  # type: ignore[assignment]
@@ -564,17 +552,56 @@ def _read_nowait(sock: Any, size: int) -> bytes | None:
 
 def server_websocket(stream: trio.abc.Stream, *, max_message_size: int) -> WebSocket:
     """The server side of a WebSocket on ``stream``: :meth:`WebSocket.read_request`,
-    answer it, :meth:`WebSocket.attach` a sink, then :meth:`WebSocket.run_reader`."""
-    connection = WebSocket(
-        stream,
-        ServerConnection(),
-        # Messages go to the sink, attached before the reader reads any: trio-websocket's
-        # channel is never used.
-        message_queue_size=0,
-        max_message_size=max_message_size,
-    )
-    connection._setup_server()
-    return connection
+    answer it, :meth:`WebSocket.attach` a sink, then :meth:`WebSocket.run_reader`.
+
+    What ``WebSocketConnection.__init__`` sets up, without what a server connection
+    never uses: the message channel (messages go to the sink, attached before the
+    reader reads any), the future for the upgrade request (``read_request`` returns
+    it), and two events that are only ever set. Shared stand-ins keep trio-websocket's
+    own code working (see ``_shared``); tests/test_websocket.py checks that the
+    attributes are the same as trio-websocket's own.
+    """
+    send, receive, done = _shared()
+    ws = WebSocket.__new__(WebSocket)
+    ws._close_reason = None
+    ws._id = next(trio_websocket.WebSocketConnection.CONNECTION_ID)
+    ws._stream = stream
+    ws._stream_lock = trio.StrictFIFOLock()
+    ws._wsproto = ServerConnection()
+    ws._message_size = 0
+    ws._message_parts = []
+    ws._max_message_size = max_message_size
+    ws._receive_buffer_size = _SERVER_READ_SIZE
+    ws._reader_running = True
+    ws._initial_request = None
+    ws._path = None
+    ws._subprotocol = None
+    ws._handshake_headers = ()
+    ws._reject_status = 0
+    ws._reject_headers = ()
+    ws._reject_body = b""
+    ws._send_channel, ws._recv_channel = send, receive
+    ws._pings = OrderedDict()
+    ws._connection_proposal = None
+    ws._open_handshake = ws._for_testing_peer_closed_connection = done
+    ws._close_handshake = trio.Event()
+    ws._setup_server()
+    return ws
+
+
+def _shared() -> _Shared:
+    """Stand-ins shared by every server connection: a closed channel pair (closing it
+    again does nothing; sending to it raises what trio-websocket already catches) and
+    an event already set (setting it again does nothing)."""
+    global _SHARED
+    if _SHARED is None:
+        send, receive = trio.open_memory_channel[Any](0)
+        send.close()
+        receive.close()
+        done = trio.Event()
+        done.set()
+        _SHARED = (send, receive, done)
+    return _SHARED
 
 
 class _Opened:
@@ -601,7 +628,8 @@ class _EventQueue(list[Event]):
         return self.pop(0)
 
 
-_SHED: tuple[trio.MemorySendChannel[Any], trio.MemoryReceiveChannel[Any], trio.Event] | None = None
+_Shared = tuple[trio.MemorySendChannel[Any], trio.MemoryReceiveChannel[Any], trio.Event]
+_SHARED: _Shared | None = None
 
 
 _HANDLERS: dict[type[Event], Callable[[WebSocket, Any], Awaitable[None]]] = {
