@@ -319,7 +319,12 @@ class WebSocket(trio_websocket.WebSocketConnection):
         return connection is not None and not self._message_parts and wsproto_idle(connection)
 
     async def _close_web_socket(self, code: int, reason: str | None = None) -> None:
-        await super()._close_web_socket(code, reason)
+        if self._server:
+            # trio-websocket's, less closing the message channel: a server's is the
+            # shared closed one, and closing it would only cost a checkpoint.
+            self._close_reason = trio_websocket.CloseReason(code, reason)
+        else:
+            await super()._close_web_socket(code, reason)
         # trio-websocket calls this once the close frames it owes are sent: after
         # answering the peer's close frame, or when the socket is gone.
         self.read_closed = True
