@@ -32,6 +32,11 @@ class Hub:
         self._broker = broker
         self._members: dict[str, set[Connection]] = {}
 
+    @property
+    def subscribe_may_wait(self) -> bool:
+        """Whether joining or leaving a topic may wait (see BrokerSession)."""
+        return self._broker.subscribe_may_wait
+
     def subscribers(self, topic: str) -> int:
         """How many local connections are subscribed to ``topic``."""
         return len(self._members.get(topic, ()))

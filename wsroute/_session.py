@@ -151,12 +151,16 @@ class Session:
         conn._nursery = nursery
         conn._outbox.attach(ws.write_now, self._start_writer)
         self._began = True
-        connected = False
-        with trio.CancelScope() as self._connect_scope:
-            if self._aborted:
-                self._connect_scope.cancel()
+        if self.rt.on_connect or self.rt.hub.subscribe_may_wait:
+            connected = False
+            with trio.CancelScope() as self._connect_scope:
+                if self._aborted:
+                    self._connect_scope.cancel()
+                connected = await self._connect()
+            self._connect_scope = None
+        else:
+            # Nothing in _connect can wait, so there is nothing for abort() to cancel.
             connected = await self._connect()
-        self._connect_scope = None
         if connected:
             self._started = True
             if self._queue:

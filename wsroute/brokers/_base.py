@@ -50,6 +50,11 @@ class BrokerMessage(NamedTuple):
 class BrokerSession(abc.ABC):
     """One app's attachment to a broker. Iterate it to receive messages."""
 
+    #: Whether ``subscribe`` and ``unsubscribe`` may wait (a network round trip, or
+    #: just a checkpoint). A session whose never do says False, and the runtime then
+    #: spares every connection the cancel scope around its subscriptions.
+    subscribe_may_wait: bool = True
+
     @abc.abstractmethod
     async def publish(self, topic: str, data: bytes) -> None:
         """Publish ``data`` to every session subscribed to ``topic``.

@@ -71,6 +71,8 @@ class _MemorySession(BrokerSession):
     # No checkpoint in subscribe and unsubscribe: nothing here waits, and every
     # connection subscribes and unsubscribes its own topic, so a yield to the
     # scheduler in each would cost every connection two trips through trio's loop.
+    subscribe_may_wait = False
+
     async def subscribe(self, topic: str) -> None:
         self._check_open()
         self._counts[topic] += 1
