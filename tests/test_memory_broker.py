@@ -219,3 +219,18 @@ def test_from_url_unknown_scheme(url: str) -> None:
     with pytest.raises(ValueError, match=r"unknown broker URL.*expected memory://") as info:
         from_url(url)
     assert repr(url) in str(info.value)
+
+
+async def test_subscribe_and_unsubscribe_never_wait() -> None:
+    # subscribe_may_wait = False lets every connection skip a cancel scope (and the
+    # shield when it ends): a checkpoint here would raise Cancelled in this scope.
+    async with MemoryBroker().connect() as session:
+        assert session.subscribe_may_wait is False
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await session.subscribe("t")
+            await session.subscribe("t")
+            await session.unsubscribe("t")
+            await session.unsubscribe("t")
+            await session.unsubscribe("never subscribed")
+        assert not scope.cancelled_caught

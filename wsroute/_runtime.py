@@ -146,14 +146,24 @@ class Runtime:
         except Exception:
             logger.exception("unexpected error while serving a connection")
         finally:
-            with trio.CancelScope(shield=True):
-                await self._end_stream(state)
+            if self._end_may_wait(state.session):
+                with trio.CancelScope(shield=True):
+                    await self._end_stream(state)
+            else:
+                await self._end_stream(state)  # never waits: nothing to shield
             # Also ends connections trio-websocket stopped reading without closing the
             # socket (e.g. after it sent 1009 for an oversized message).
             if isinstance(stream, trio.SocketStream):
                 stream.socket.close()  # never waits: no need for aclose's checkpoint
             else:
                 await trio.aclose_forcefully(stream)
+
+    def _end_may_wait(self, session: Session | None) -> bool:
+        """Whether ending ``session`` may wait (see Session.finish): on_disconnect
+        hooks, a broker whose unsubscribe waits, or a close handshake still to do."""
+        return session is not None and bool(
+            self.on_disconnect or self.hub.subscribe_may_wait or session.ws.closed is None
+        )
 
     async def _end_stream(self, state: _StreamState) -> None:
         session = state.session

@@ -200,7 +200,8 @@ class Session:
 
     async def finish(self) -> None:
         """The connection is over, whatever ended it: leave its topics and run its
-        ``on_disconnect`` hooks. The caller shields it."""
+        ``on_disconnect`` hooks. The caller shields it, unless nothing here can wait
+        (``Runtime._end_may_wait``: keep the two in step)."""
         self._live = False
         self.conn._outbox.detach()
         await self._finish(self._began)
