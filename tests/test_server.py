@@ -9,6 +9,7 @@ from typing import Any
 import attrs
 import pytest
 import trio
+import trio.testing
 
 from wsroute import App, Connection, Disconnect, HandlerError
 from wsroute.brokers import MemoryBroker
@@ -331,6 +332,24 @@ async def test_unsubscribed_connection_misses_broadcasts(serve):
 
 
 # -- concurrency and flow control -----------------------------------------------------
+
+
+async def test_a_connection_that_asked_once_keeps_no_worker(serve):
+    # Most connections ask once (a join), then listen: their worker ends with the
+    # request. From the second request on, one worker waits for the next.
+    app = items_app()
+    port = await serve(app)
+    async with connect(port) as client:
+        [conn] = app.connections
+        nursery = conn._nursery
+        assert (await client.request("ping"))["data"] == "pong"
+        await trio.testing.wait_all_tasks_blocked()  # the worker's end, after the reply
+        assert nursery.child_tasks == set()
+        assert (await client.request("ping", id=2))["data"] == "pong"
+        assert (await client.request("ping", id=3))["data"] == "pong"
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(nursery.child_tasks) == 1  # the waiting worker
+        assert (await client.request("ping", id=4))["data"] == "pong"
 
 
 async def test_replies_in_request_order_by_default(serve):

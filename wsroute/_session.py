@@ -89,6 +89,7 @@ class Session:
         "_queue",
         "_raw",
         "_started",
+        "_taken",
         "_window",
         "_worker_scopes",
         "_workers",
@@ -109,6 +110,7 @@ class Session:
         # (most idle connections never get one).
         self._idle: list[trio.lowlevel.Task] | None = None
         self._workers = 0
+        self._taken = 0  # items the workers took off the queue, all told
         self._worker_scopes: list[trio.CancelScope] | None = None  # a few at most
         self._started = False  # on_connect done: workers may start
         self._began = False  # start() got as far as the outbox: on_disconnect runs
@@ -336,10 +338,15 @@ class Session:
             with scope:
                 while True:
                     while not queue:
-                        if self._intake_closed:
+                        # After a connection's first request, its worker ends rather
+                        # than wait: many connections ask once (a join, a fetch) and
+                        # then only listen, and a waiting worker costs about 2.5 KiB.
+                        # One that asked twice will likely ask again.
+                        if self._intake_closed or self._taken < 2:
                             return
                         await _park(idle)
                     item = queue.pop(0)
+                    self._taken += 1
                     frame: str | bytes | Prepared | None
                     if isinstance(item, str):
                         frame = item
