@@ -257,7 +257,9 @@ class WebSocket(trio_websocket.WebSocketConnection):
             # Not ``async with self._send_channel``: that would hold on to the channel
             # after _shed has let it go (closed in finally).
             while self._reader_running:
-                for event in wsproto.events():
+                # After a read that went all around wsproto it has no event to give,
+                # and asking runs its parser's generators over an empty buffer.
+                for event in () if skipped else wsproto.events():
                     kind = type(event)
                     # The common case, without an await: a message for the sink.
                     if kind is TextMessage and self._take_message(event):  # type: ignore[arg-type]
