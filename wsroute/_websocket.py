@@ -25,9 +25,11 @@ The rest is speed (see docs/performance.md), measured against trio-websocket's o
   ``run_reader`` read in the caller's task (the connection's own: an idle
   connection has no other), and ``attach`` hands complete messages to a synchronous
   sink, which saves a task switch per message. The reader reads the socket itself
-  (``_receive``: os.read, trio's wait for readability) rather than through
-  ``SocketStream.receive_some``, whose layers cost time on every read and memory in
-  every idle connection's wait.
+  (``_receive``: os.read on the standard library socket under trio's, trio's wait for
+  readability) rather than through ``SocketStream.receive_some``, whose layers cost
+  time on every read and memory in every idle connection's wait. Whole text frames
+  skip wsproto while it holds nothing (``_frames``), and so does asking it for
+  events after such a read.
 - Writing: trio-websocket writes each message with its own ``send_all`` from a task
   that holds the connection's lock. ``write_now`` writes a frame straight to the
   socket, without waiting, when nothing else is being written and nothing is pending:
@@ -134,7 +136,10 @@ class WebSocket(trio_websocket.WebSocketConnection):
     #: When the last pong arrived (trio time), for wsroute's heartbeat.
     pong_at = float("-inf")
     _server = False
-    _sock: Any = None  # the trio socket under a plain TCP stream, for write_now
+    # The standard library socket under a plain TCP stream (trio's wraps it: every
+    # method of trio's is a Python call more, and the hot path asks for fileno()
+    # several times per message).
+    _sock: Any = None
     _pending = b""
     _sink: Callable[[str | bytes], None] | None = None
     _on_closed: Callable[[], None] | None = None
@@ -176,7 +181,7 @@ class WebSocket(trio_websocket.WebSocketConnection):
         self._server = True
         self._connection_proposal = None  # read_request does without it
         if isinstance(self._stream, trio.SocketStream):
-            self._sock = self._stream.socket
+            self._sock = self._stream.socket._sock  # type: ignore[attr-defined]
 
     # -- reading -------------------------------------------------------------------
 
@@ -337,8 +342,12 @@ class WebSocket(trio_websocket.WebSocketConnection):
             await super()._close_stream()
             return
         # SocketStream.aclose, without its checkpoint: closing a socket never waits.
+        # As trio's socket closes: tell trio first, so a task waiting on it wakes.
         self._reader_running = False
-        self._sock.close()
+        sock = self._sock
+        if sock.fileno() != -1:
+            trio.lowlevel.notify_closing(sock)
+            sock.close()
 
     def _take_message(self, event: TextMessage | BytesMessage) -> bool:
         """Hand the message ``event`` completes to the sink; False when trio-websocket's
@@ -538,7 +547,7 @@ async def _receive(sock: Any, size: int | None, drained: bool = False) -> bytes:
             await trio.lowlevel.cancel_shielded_checkpoint()
             return data
     while True:
-        await trio.lowlevel.wait_readable(sock)
+        await trio.lowlevel.wait_readable(sock.fileno())
         data = _read_nowait(sock, size)
         if data is not None:
             return data
