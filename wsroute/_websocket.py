@@ -186,15 +186,9 @@ class WebSocket(trio_websocket.WebSocketConnection):
     # -- reading -------------------------------------------------------------------
 
     def attach(self, sink: Callable[[str | bytes], None], on_closed: Callable[[], None]) -> None:
-        """Hand every complete message to ``sink`` from now on, starting with those
-        already queued; call ``on_closed`` once, when the connection is closed for
-        reading (a close frame, 1009, a protocol error, the socket gone)."""
-        receive = self._recv_channel
-        while True:
-            try:
-                sink(receive.receive_nowait())
-            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
-                break
+        """Hand every complete message to ``sink``; call ``on_closed`` once, when the
+        connection is closed for reading (a close frame, 1009, a protocol error, the
+        socket gone). Before ``run_reader``: no message was read yet."""
         self._sink = sink
         self._on_closed = on_closed
         self._shed()
