@@ -191,7 +191,10 @@ class Session:
             # The peer closed, or the socket is gone, and the reader has sent all it
             # owed: what _close would do, without a task (most connections end so).
             self._drop_work()
-            nursery.cancel_scope.cancel()
+            if nursery.child_tasks:
+                # The app's tasks. Not the reader: it has done its part and ends by
+                # itself, and a cancel costs trio a repr of the task, for its reason.
+                nursery.cancel_scope.cancel()
 
     async def _close(self) -> None:
         await self._wind_down()
