@@ -37,13 +37,21 @@ CONTINUATION, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 
 
 def frame(
-    opcode: int, payload: bytes = b"", *, fin: bool = True, rsv: int = 0, mask: bool = True
+    opcode: int,
+    payload: bytes = b"",
+    *,
+    fin: bool = True,
+    rsv: int = 0,
+    mask: bool = True,
+    long_form: bool = False,
 ) -> bytes:
-    """One frame exactly as given: ``rsv`` is the 3 RSV bits (RSV1 = 0b100)."""
+    """One frame exactly as given: ``rsv`` is the 3 RSV bits (RSV1 = 0b100);
+    ``long_form`` gives a length under 126 in the 16-bit form (not the shortest:
+    a protocol error)."""
     size = len(payload)
     first = (0x80 if fin else 0) | (rsv << 4) | opcode
     masked = 0x80 if mask else 0
-    if size < 126:
+    if size < 126 and not long_form:
         header = struct.pack("!BB", first, masked | size)
     elif size < 2**16:
         header = struct.pack("!BBH", first, masked | 126, size)

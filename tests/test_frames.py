@@ -8,9 +8,6 @@ alone gives: the property test below runs both on the same bytes.
 
 from __future__ import annotations
 
-import os
-import struct
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -20,34 +17,9 @@ from wsproto.events import BytesMessage, CloseConnection, Message, Ping, Pong, T
 from wsroute._frames import split_text_frames
 from wsroute._websocket import wsproto_idle
 
-TEXT, BINARY, CLOSE, PING, PONG, CONTINUATION = 0x1, 0x2, 0x8, 0x9, 0xA, 0x0
+from .rawws import BINARY, CLOSE, CONTINUATION, PING, PONG, TEXT, frame
+
 BIG = 2**20
-
-
-def frame(
-    opcode: int,
-    payload: bytes = b"",
-    *,
-    fin: bool = True,
-    rsv: int = 0,
-    mask: bool = True,
-    long_form: bool = False,
-) -> bytes:
-    """A client frame exactly as asked, malformed if asked (``long_form``: a length
-    in the 16-bit form even when it fits in 7 bits)."""
-    size = len(payload)
-    first = (0x80 if fin else 0) | (rsv << 4) | opcode
-    bit = 0x80 if mask else 0
-    if size < 126 and not long_form:
-        header = struct.pack("!BB", first, bit | size)
-    elif size < 2**16:
-        header = struct.pack("!BBH", first, bit | 126, size)
-    else:
-        header = struct.pack("!BBQ", first, bit | 127, size)
-    if not mask:
-        return header + payload
-    key = os.urandom(4)
-    return header + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
 
 
 def text(message: str, **options: bool) -> bytes:
