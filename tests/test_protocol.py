@@ -18,7 +18,7 @@ from wsroute._protocol import (
     encode_error,
     encode_event,
     encode_protocol_error,
-    encode_reply,
+    reply_bytes,
 )
 
 
@@ -205,26 +205,26 @@ def parsed(frame: str | bytes) -> dict[str, Any]:
     return value
 
 
-def test_encode_reply_with_id() -> None:
-    frame = encode_reply("add", 7, {"sum": 3})
-    assert isinstance(frame, str)
+def test_reply_bytes_with_id() -> None:
+    frame = reply_bytes("add", 7, {"sum": 3})
+    assert isinstance(frame, bytes)
     assert parsed(frame) == {"type": "add", "id": 7, "ok": True, "data": {"sum": 3}}
 
 
-def test_encode_reply_omits_a_missing_id_but_keeps_null_data() -> None:
-    reply = parsed(encode_reply("ping", None, None))
+def test_reply_bytes_omits_a_missing_id_but_keeps_null_data() -> None:
+    reply = parsed(reply_bytes("ping", None, None))
     assert reply == {"type": "ping", "ok": True, "data": None}
     assert set(reply) == {"type", "ok", "data"}
 
 
-def test_encode_reply_keeps_a_string_id_and_non_string_keys() -> None:
-    reply = parsed(encode_reply("t", "req-1", {1: "one"}))
+def test_reply_bytes_keeps_a_string_id_and_non_string_keys() -> None:
+    reply = parsed(reply_bytes("t", "req-1", {1: "one"}))
     assert reply == {"type": "t", "id": "req-1", "ok": True, "data": {"1": "one"}}
 
 
-def test_encode_reply_rejects_unserialisable_data() -> None:
+def test_reply_bytes_rejects_unserialisable_data() -> None:
     with pytest.raises(TypeError):
-        encode_reply("t", 1, object())
+        reply_bytes("t", 1, object())
 
 
 def test_encode_error_full() -> None:

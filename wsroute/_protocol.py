@@ -133,17 +133,13 @@ def _dumps(obj: dict[str, Any]) -> str:
     return orjson.dumps(obj, option=_DUMPS_OPTIONS).decode()
 
 
-def encode_reply(type: str, id: int | str | None, data: Any) -> str:
-    """A successful reply: ``{"type", "id"?, "ok": true, "data"}``.
+def reply_bytes(type: str, id: int | str | None, data: Any) -> bytes:
+    """A successful reply: ``{"type", "id"?, "ok": true, "data"}``, as UTF-8 bytes
+    ready to be framed (no round trip through ``str`` on the request path).
 
     Raises:
         TypeError: ``data`` is not JSON-serialisable (orjson's ``JSONEncodeError``).
     """
-    return reply_bytes(type, id, data).decode()
-
-
-def reply_bytes(type: str, id: int | str | None, data: Any) -> bytes:
-    """``encode_reply`` as UTF-8 bytes, ready to be framed (the server's hot path)."""
     if id is None:
         return orjson.dumps({"type": type, "ok": True, "data": data}, option=_DUMPS_OPTIONS)
     return orjson.dumps({"type": type, "id": id, "ok": True, "data": data}, option=_DUMPS_OPTIONS)
