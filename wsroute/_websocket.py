@@ -66,14 +66,11 @@ import trio_websocket
 from wsproto import ConnectionType, WSConnection
 from wsproto.connection import Connection, ConnectionState
 from wsproto.events import (
-    AcceptConnection,
     BytesMessage,
     CloseConnection,
     Event,
     Ping,
     Pong,
-    RejectConnection,
-    RejectData,
     Request,
     TextMessage,
 )
@@ -177,12 +174,6 @@ class WebSocket(trio_websocket.WebSocketConnection):
                 await self._close_stream()
                 return None
 
-    def _setup_server(self) -> None:
-        self._server = True
-        self._connection_proposal = None  # read_request does without it
-        if isinstance(self._stream, trio.SocketStream):
-            self._sock = self._stream.socket._sock  # type: ignore[attr-defined]
-
     # -- reading -------------------------------------------------------------------
 
     def attach(self, sink: Callable[[str | bytes], None], on_closed: Callable[[], None]) -> None:
@@ -230,9 +221,7 @@ class WebSocket(trio_websocket.WebSocketConnection):
             await self._reader_ended.wait()
 
     async def _reader_task(self) -> None:
-        if self._server:
-            await self.run_reader()
-            return
+        """The client's reader (a server reads with ``run_reader``)."""
         try:
             await super()._reader_task()
         finally:
@@ -265,7 +254,7 @@ class WebSocket(trio_websocket.WebSocketConnection):
                         continue
                     handler = _HANDLERS.get(kind)
                     if handler is None:
-                        continue  # trio-websocket logs these; wsproto has no others
+                        continue  # wsproto gives an open connection no others
                     try:
                         await handler(self, event)
                     except trio_websocket.ConnectionClosed:
@@ -595,7 +584,9 @@ def server_websocket(stream: trio.abc.Stream, *, max_message_size: int) -> WebSo
     ws._connection_proposal = None
     ws._open_handshake = ws._for_testing_peer_closed_connection = done
     ws._close_handshake = trio.Event()
-    ws._setup_server()
+    ws._server = True
+    if isinstance(stream, trio.SocketStream):
+        ws._sock = stream.socket._sock  # type: ignore[attr-defined]
     return ws
 
 
@@ -642,15 +633,13 @@ _Shared = tuple[trio.MemorySendChannel[Any], trio.MemoryReceiveChannel[Any], tri
 _SHARED: _Shared | None = None
 
 
+# What an open server connection's events can be: the handshake's are read by
+# read_request, before run_reader starts.
 _HANDLERS: dict[type[Event], Callable[[WebSocket, Any], Awaitable[None]]] = {
-    AcceptConnection: WebSocket._handle_accept_connection_event,
     BytesMessage: WebSocket._handle_message_event,
     CloseConnection: WebSocket._handle_close_connection_event,
     Ping: WebSocket._handle_ping_event,
     Pong: WebSocket._handle_pong_event,
-    RejectConnection: WebSocket._handle_reject_connection_event,
-    RejectData: WebSocket._handle_reject_data_event,
-    Request: WebSocket._handle_request_event,
     TextMessage: WebSocket._handle_message_event,
 }
 
