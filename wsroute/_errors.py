@@ -19,9 +19,10 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from ._upgrade import is_field_value, is_token
 
 
 class WsrouteError(Exception):
@@ -83,16 +84,16 @@ class Reject(WsrouteError):
         return f"Reject({self.status!r}, {self.message!r})"
 
 
-_TOKEN = re.compile(r"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
-_NOT_IN_VALUE = re.compile(r"[^\t\x20-\x7e\x80-\xff]")
-
-
 def _header(name: str, value: str) -> tuple[str, str]:
-    """A response header as given, if HTTP allows it: no line break may sneak
-    another header (or a body) into the answer."""
-    if not _TOKEN.fullmatch(name):
+    """A response header as given, if HTTP allows it (the rule the answer is written
+    with, ``_upgrade``'s), checked when the hook raises rather than when answering."""
+    if not name.isascii() or not is_token(name.encode()):
         raise ValueError(f"Reject header name {name!r} is not an HTTP token (letters, digits, -)")
-    if _NOT_IN_VALUE.search(value):
+    try:
+        allowed = is_field_value(value.encode("latin-1"))
+    except UnicodeEncodeError:
+        allowed = False
+    if not allowed:
         raise ValueError(
             f"Reject header {name} has a value {value!r} with a line break, a control"
             " character or a character beyond Latin-1"

@@ -37,9 +37,8 @@ _REQUEST_LINE = re.compile(rb"(%s) ([\x21-\x7e]+) HTTP/([0-9])\.([0-9])" % _TOKE
 _TOKEN_BYTES = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 # What a request's head may hold: no control characters but HTAB, LF and CR.
 _HEAD_BYTES = bytes((9, 10, 13, *range(0x20, 0x7F), *range(0x80, 0x100)))
-_IS_TOKEN = re.compile(_TOKEN)
-# Control characters other than HTAB (CR and LF included): never in a field value.
-_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+# What a header's value may hold: no control characters but HTAB (so no line break).
+_VALUE_BYTES = bytes((9, *range(0x20, 0x7F), *range(0x80, 0x100)))
 # Never in a request line (its CR aside).
 _NOT_IN_LINE = re.compile(rb"[^\x20-\x7e\r]")
 _END = re.compile(rb"\n\r?\n")
@@ -111,7 +110,7 @@ def _parse(head: bytes) -> Request:
         name, colon, value = line.partition(b":")
         # Not a token (empty, a space before the colon, a folded line's leading
         # space...), or a CR that is not a line's end.
-        if not colon or not name or name.translate(None, _TOKEN_BYTES) or b"\r" in line:
+        if not colon or not is_token(name) or b"\r" in line:
             raise _refuse("malformed header line")
         name, value = name.lower(), value.strip(b" \t")
         if name in _CHECKED:
@@ -164,10 +163,21 @@ def accept_token(key: bytes) -> bytes:
     return base64.b64encode(hashlib.sha1(key + _GUID).digest())
 
 
+def is_token(name: bytes) -> bool:
+    """Whether ``name`` may be a header's name (an HTTP token)."""
+    return bool(name) and not name.translate(None, _TOKEN_BYTES)
+
+
+def is_field_value(value: bytes) -> bool:
+    """Whether ``value`` may be a header's value: no line break may sneak another
+    header (or a body) into a message."""
+    return not value.translate(None, _VALUE_BYTES)
+
+
 def _header_lines(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
     lines = []
     for name, value in headers:
-        if not _IS_TOKEN.fullmatch(name) or _CONTROL.search(value):
+        if not is_token(name) or not is_field_value(value):
             raise LocalProtocolError(f"invalid response header {name!r}: {value!r}")
         lines.append(b"%s: %s\r\n" % (name, value))
     return b"".join(lines)
