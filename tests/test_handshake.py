@@ -64,6 +64,19 @@ async def test_reject_answers_with_status_body_and_headers(autojump_clock):
     assert connected == []
 
 
+async def test_a_reject_smuggling_a_header_answers_500(autojump_clock, caplog):
+    app = make_app()
+
+    @app.accept
+    async def accept(request) -> None:
+        raise Reject(403, "no", {"X-Reason": "a\r\nSet-Cookie: session=stolen"})
+
+    refusal = await rejected(app)
+    assert (refusal.status, refusal.body) == (500, b"internal server error")
+    assert "set-cookie" not in {name.lower() for name in refusal.headers}
+    assert any("accept hook failed" in r.getMessage() for r in caplog.records)
+
+
 async def test_crashing_accept_hook_answers_500_and_is_logged(autojump_clock, caplog):
     app = make_app()
 
