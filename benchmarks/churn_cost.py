@@ -1,7 +1,7 @@
 """Server instructions per connection cycle, counted by valgrind: a figure the VM's
 drifting speed cannot move.
 
-    .venv/bin/python benchmarks/churn_cost.py [--cycles 200] [--servers wsroute,trio-websocket]
+    .venv/bin/python benchmarks/churn_cost.py [--cycles 200] [--servers wsroute,websockets]
 
 Runs each server under ``valgrind --tool=callgrind`` and drives it from this process
 with sequential cycles on raw sockets: connect, upgrade, one ``echo`` request, close
@@ -36,10 +36,19 @@ QUIET = ("--log-level", "warning")  # as run.py serves it: no log line per conne
 
 def _commands(port: int) -> dict[str, list[str]]:
     wsroute = str(Path(sys.executable).parent / "wsroute")
-    trio_ws = str(HERE / ".venvs" / "trio-websocket" / "bin" / "python")
+    venvs = HERE / ".venvs"
     return {
         "wsroute": [wsroute, "run", "wsroute_app:app", "--port", str(port), *QUIET],
-        "trio-websocket": [trio_ws, "trio_websocket_server.py", str(port)],
+        "trio-websocket": [
+            str(venvs / "trio-websocket" / "bin" / "python"),
+            "trio_websocket_server.py",
+            str(port),
+        ],
+        "websockets": [
+            str(venvs / "websockets" / "bin" / "python"),
+            "websockets_server.py",
+            str(port),
+        ],
     }
 
 
