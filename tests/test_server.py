@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import socket
 from typing import Any
@@ -520,6 +521,57 @@ async def test_client_vanishes_without_close(serve):
         await assert_nothing_pending(client)
         client.conn.socket.shutdown(socket.SHUT_RDWR)
         assert await rec.wait_ended() == [Disconnect(1006, "", "client")]
+
+
+@pytest.mark.parametrize("on_disconnect", [False, True], ids=["plain", "on_disconnect"])
+async def test_an_ended_connection_is_freed_without_the_garbage_collector(serve, on_disconnect):
+    """A connection's objects hold each other's callbacks while it runs; once it has
+    ended, reference counting alone must free them (the cyclic collector stays off
+    here), however it ended: the client closed, the server closed, the client
+    vanished. A cycle left anywhere keeps them all."""
+    from wsroute._session import Session
+    from wsroute._websocket import WebSocket
+
+    app = items_app()
+    ended = 0
+
+    @app.direct("kick")
+    async def kick(conn: Connection) -> str:
+        await conn.close(4001, "kicked")
+        return "done"
+
+    if on_disconnect:
+
+        @app.on_disconnect
+        async def count(conn: Connection, disconnect: Disconnect) -> None:
+            nonlocal ended
+            ended += 1
+
+    def alive() -> list[object]:
+        kinds = (Session, WebSocket, Connection)
+        return [o for o in gc.get_objects() if type(o) in kinds]  # no isinstance: proxies
+
+    port = await serve(app)
+    gc.collect()
+    gc.disable()
+    try:
+        async with connect(port) as client:
+            assert (await client.request("ping"))["data"] == "pong"
+            await client.close(1000, "")
+        async with connect(port) as client:
+            await client.send({"type": "kick", "id": 1})
+            assert await client.wait_closed() == (4001, "kicked")
+        async with connect(port) as client:
+            await assert_nothing_pending(client)
+            client.conn.socket.shutdown(socket.SHUT_RDWR)
+        with trio.fail_after(5):
+            while app.connections:
+                await trio.sleep(0.01)
+        await trio.testing.wait_all_tasks_blocked()
+        assert alive() == []
+        assert ended == (3 if on_disconnect else 0)
+    finally:
+        gc.enable()
 
 
 async def test_handler_closes_after_its_reply(serve):

@@ -44,6 +44,7 @@ class Outbox:
         maxsize: the most frames held at once.
         policy: what a ``put`` on a full outbox does.
         on_overflow: called (synchronously) once when the ``CLOSE`` policy trips.
+            ``release`` drops it.
     """
 
     __slots__ = (
@@ -63,7 +64,7 @@ class Outbox:
         self,
         maxsize: int,
         policy: SlowConsumerPolicy,
-        on_overflow: Callable[[], None],
+        on_overflow: Callable[[], None] | None,
     ) -> None:
         self.maxsize = maxsize
         self.policy = policy
@@ -88,6 +89,11 @@ class Outbox:
         """The writer's nursery is gone: stop writing directly or spawning."""
         self._write_now = None
         self._spawn = None
+
+    def release(self) -> None:
+        """The connection is over: drop the overflow callback, the outbox's one
+        reference back to its owner besides those ``detach`` drops."""
+        self._on_overflow = None
 
     def _wake(self) -> None:
         if self._lot:  # None or empty: the writer is not waiting
@@ -133,7 +139,8 @@ class Outbox:
                 self.dropped += len(frames) + 1
                 self._frames = []
                 self.close()
-                self._on_overflow()
+                if self._on_overflow is not None:
+                    self._on_overflow()
                 return False
         frames.append(frame)
         if len(frames) == 1:

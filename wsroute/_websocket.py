@@ -200,6 +200,10 @@ class WebSocket(trio_websocket.WebSocketConnection):
         connection = self._wsproto.connection
         connection._events = _EventQueue(connection._events)  # type: ignore[assignment]
 
+    def release(self) -> None:
+        """The connection is over: drop the session's callbacks (see Session._release)."""
+        self._sink = self._on_closed = None
+
     def _notify_closed(self) -> None:
         on_closed, self._on_closed = self._on_closed, None
         if on_closed is not None:
