@@ -123,6 +123,41 @@ async def test_a_close_from_the_client_right_after_the_handshake_is_answered(
             await raw.dropped()
 
 
+@pytest.mark.parametrize(
+    ("payload", "code", "reason"),
+    [
+        pytest.param(b"", 1005, "", id="no code"),
+        pytest.param((1001).to_bytes(2, "big"), 1001, "", id="1001"),
+        pytest.param((4000).to_bytes(2, "big") + "à bientôt".encode(), 4000, "à bientôt", id="4k"),
+    ],
+)
+async def test_the_clients_close_is_echoed_then_the_server_hangs_up(
+    serve: Serve, payload: bytes, code: int, reason: str
+) -> None:
+    # The reader reads a close frame itself (wsroute/_frames.read_close): the answer
+    # must be wsproto's (the same code and reason; none for 1005), and the session
+    # must hear of it as the client's close.
+    app = App(ping_interval=None)
+    ended: list[Disconnect] = []
+    done = trio.Event()
+
+    @app.on_disconnect
+    async def record(conn: Connection, disconnect: Disconnect) -> None:
+        ended.append(disconnect)
+        done.set()
+
+    port = await serve(app)
+    async with open_raw(port) as raw:
+        await raw.send_json({"type": "nothing", "id": 1})
+        assert (await raw.recv_json())["error"]["code"] == "unknown_type"
+        await raw.send_frame(CLOSE, payload)
+        assert await raw.closed() == (code, reason, [])
+        await raw.dropped()
+    with trio.fail_after(5):
+        await done.wait()
+    assert ended == [Disconnect(code, reason, "client")]
+
+
 async def test_a_connection_reset_by_the_peer_ends_with_1006_and_spares_the_others(
     serve: Serve, caplog: pytest.LogCaptureFixture
 ) -> None:

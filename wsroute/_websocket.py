@@ -29,7 +29,7 @@ The rest is speed (see docs/performance.md), measured against trio-websocket's o
   readability) rather than through ``SocketStream.receive_some``, whose layers cost
   time on every read and memory in every idle connection's wait. Whole text frames
   skip wsproto while it holds nothing (``_frames``), and so does asking it for
-  events after such a read.
+  events after such a read, and the peer's close frame (``_closed_by_peer``).
 - Writing: trio-websocket writes each message with its own ``send_all`` from a task
   that holds the connection's lock. ``write_now`` writes a frame straight to the
   socket, without waiting, when nothing else is being written and nothing is pending:
@@ -45,7 +45,8 @@ The rest is speed (see docs/performance.md), measured against trio-websocket's o
 - Memory: what the server no longer uses once the session takes over (``_shed``).
 - Framing: data frames from a server are never masked and wsroute negotiates no
   extension, so a frame is a header and the payload; ``Prepared`` frames a message
-  once for every recipient of a broadcast. Control frames still go through wsproto.
+  once for every recipient of a broadcast; the answer to the peer's close frame is
+  framed by ``_frames.close_answer``. Other control frames go through wsproto.
 
 ``server_websocket`` and ``wrap_client_stream`` are trio-websocket's own
 ``wrap_server_stream`` and ``wrap_client_stream`` with ``WebSocket`` in place of
@@ -76,7 +77,7 @@ from wsproto.events import (
 )
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
-from ._frames import split_text_frames
+from ._frames import close_answer, read_close, split_text_frames
 from ._upgrade import ServerConnection
 
 #: What one read asks of the socket when trio-websocket sets no size (as trio does).
@@ -296,6 +297,12 @@ class WebSocket(trio_websocket.WebSocketConnection):
                             skipped = True  # so wsproto is as idle as it was
                             continue
                         data = data[used:]
+                    closing = read_close(data) if wsproto.state is _OPEN else None
+                    if closing is not None:
+                        # The peer's close frame, the last it sends: skip wsproto too.
+                        with suppress(trio_websocket.ConnectionClosed):
+                            await self._closed_by_peer(*closing)
+                        break
                 skipped = False
                 if wsproto.state is not ConnectionState.CLOSED:
                     try:
@@ -307,6 +314,20 @@ class WebSocket(trio_websocket.WebSocketConnection):
         finally:
             self._send_channel.close()
             self._reader_finished()
+
+    async def _closed_by_peer(self, code: int, reason: str) -> None:
+        """What wsproto and trio-websocket's _handle_close_connection_event do with
+        the peer's close frame (read by ``_frames.read_close``), without wsproto: the
+        same answer, framed by ``close_answer``; then the server closes the TCP
+        connection first (RFC 6455 section 7.1.1)."""
+        # As wsproto once it has read the frame and framed the answer: nothing may be
+        # sent after that answer, and it is committed.
+        self._wsproto.connection._state = ConnectionState.CLOSED  # type: ignore[union-attr]
+        self._close_reason = trio_websocket.CloseReason(code, reason or None)
+        await self._send_framed(close_answer(code, reason))
+        await self._close_web_socket(code, reason or None)
+        self._close_handshake.set()
+        await self._close_stream()
 
     def _wsproto_idle(self) -> bool:
         connection = self._wsproto.connection
@@ -466,11 +487,18 @@ class WebSocket(trio_websocket.WebSocketConnection):
     async def _send(self, event: Event) -> None:
         # trio-websocket frames before taking the lock; framing under it keeps the
         # order of frames that write_now and the writer task put on the wire.
-        sock = self._free_socket()
-        if sock is not None:
+        if self._free_socket() is not None:
             # Nobody is writing: frame and write at once, as write_now does (the
             # handshake's answer, pongs, close frames).
-            data = self._frame(event)
+            await self._send_framed(self._frame(event))
+            return
+        async with self._stream_lock:
+            await self._send_all(self._frame(event))
+
+    async def _send_framed(self, data: bytes) -> None:
+        """Write the frame ``data``: at once if nobody is writing, else in turn."""
+        sock = self._free_socket()
+        if sock is not None:
             done = self._write_nowait(sock, data)
             if done == WRITTEN:
                 return
@@ -480,7 +508,7 @@ class WebSocket(trio_websocket.WebSocketConnection):
                 await self._send_all(b"" if done == PENDING else data)
             return
         async with self._stream_lock:
-            await self._send_all(self._frame(event))
+            await self._send_all(data)
 
     def _frame(self, event: Event) -> bytes:
         try:
