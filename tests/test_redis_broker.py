@@ -332,18 +332,26 @@ async def test_start_timeout_waits_for_redis_to_come_up(nursery: trio.Nursery) -
     with running_server() as probe:
         binary = probe.binary
     server = RedisServer(binary)
+    # Until Redis starts, its port is held by a listener that hangs up on whoever
+    # connects: the broker's first try fails for certain, and Redis starts right
+    # after (no guess at how long the broker takes to try).
+    listeners = await trio.open_tcp_listeners(server.port, host="127.0.0.1")
     try:
 
-        async def start_later() -> None:
-            await trio.sleep(0.5)
+        async def start_after_the_first_try() -> None:
+            stream = await listeners[0].accept()
+            await stream.aclose()
+            await listeners[0].aclose()
             await server.astart()
 
-        nursery.start_soon(start_later)
+        nursery.start_soon(start_after_the_first_try)
         async with RedisBroker(server.url, start_timeout=TIMEOUT).connect() as session:
             await session.subscribe("t")
             await session.publish("t", b"late but fine")
             assert await next_message(session) == BrokerMessage("t", b"late but fine")
     finally:
+        for listener in listeners:
+            await listener.aclose()
         server.kill()
 
 
