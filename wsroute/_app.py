@@ -57,7 +57,8 @@ class App(Serving, Messaging):
         close_timeout: seconds for a graceful close (handlers in flight, flush, close
             handshake) before the socket is dropped.
         shutdown_timeout: seconds in-flight handlers get to finish on shutdown.
-        hook_timeout: seconds each ``on_disconnect`` hook may run.
+        hook_timeout: seconds each ``on_connect`` or ``on_disconnect`` hook may run;
+            an ``on_connect`` hook that overruns closes the connection with 1011.
         broker_state_events: send every client a ``broker_state`` event when the
             broker connection is lost or recovered, so clients can resync.
         allowed_origins: browser origins allowed to connect (exact match, e.g.

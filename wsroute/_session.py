@@ -6,7 +6,8 @@ writer, its workers, its closing task and whatever the app starts with
 connection costs no task at all besides the stream's own, which runs ``on_connect``
 and then reads the socket; a closing task starts when something asks the
 connection to close. The socket is not read while ``on_connect`` runs (the kernel
-buffers what arrives). The reader hands each complete message
+buffers what arrives); each hook runs under ``hook_timeout``, and one that overruns
+closes the connection with 1011. The reader hands each complete message
 to ``_on_message``, which decodes it and queues it for the workers (bounded; a full
 queue answers ``overloaded``) without ever waiting, so pings and close frames keep
 being read while handlers run. Up to ``max_concurrency`` workers run handlers.
@@ -55,7 +56,7 @@ from ._websocket import PENDING, QUEUE
 if TYPE_CHECKING:
     from ._connection import Connection
     from ._heartbeat import Handle
-    from ._routing import FrameHandler
+    from ._routing import FrameHandler, Hook
     from ._runtime import Runtime
     from ._websocket import Prepared, WebSocket
 
@@ -242,7 +243,16 @@ class Session:
             for hook in rt.on_connect:
                 if conn.closing:
                     break
-                await hook(conn)
+                with trio.move_on_after(rt.config.hook_timeout) as scope:
+                    await hook(conn)
+                if scope.cancelled_caught:
+                    # A connection stuck in set-up would hold its slot and read nothing.
+                    logger.warning(
+                        "on_connect hook %s timed out for connection %s; closing it",
+                        _hook_name(hook),
+                        conn.id,
+                    )
+                    conn._request_close(CLOSE_INTERNAL_ERROR, "internal error", "server")
         except Exception:
             logger.exception("on_connect hook failed for connection %s", conn.id)
             conn._request_close(CLOSE_INTERNAL_ERROR, "internal error", "server")
@@ -497,10 +507,12 @@ class Session:
                     logger.exception("on_disconnect hook failed for connection %s", conn.id)
             if scope.cancelled_caught:
                 logger.warning(
-                    "on_disconnect hook %s timed out for connection %s",
-                    getattr(hook.fn, "__qualname__", hook.fn),
-                    conn.id,
+                    "on_disconnect hook %s timed out for connection %s", _hook_name(hook), conn.id
                 )
+
+
+def _hook_name(hook: Hook) -> str:
+    return str(getattr(hook.fn, "__qualname__", hook.fn))
 
 
 _OVERLOADED_MESSAGE = "too many requests are waiting on this connection; slow down and retry"
