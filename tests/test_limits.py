@@ -89,12 +89,48 @@ def ping_app(**options: Any) -> App:
 # -- handshake deadline -----------------------------------------------------------------
 
 
-async def test_silent_handshake_is_cut_at_handshake_timeout(autojump_clock):
+async def test_silent_handshake_is_cut_at_handshake_timeout(autojump_clock, caplog):
     app = ping_app(handshake_timeout=10)
-    async with raw_peer(app) as peer:
-        with trio.fail_after(11):
-            await peer.served.wait()
-        assert trio.current_time() >= 10
+    with caplog.at_level("INFO", logger="wsroute"):
+        async with raw_peer(app) as peer:
+            with trio.fail_after(11):
+                await peer.served.wait()
+            assert trio.current_time() >= 10
+    assert "handshake timed out after 10.0 s" in caplog.messages
+
+
+async def test_an_accept_hook_is_cut_at_the_handshake_timeout(autojump_clock, caplog):
+    app = ping_app(handshake_timeout=10)
+    cancelled = trio.Event()
+
+    @app.accept
+    async def slow(request: Any) -> None:
+        try:
+            await trio.sleep_forever()
+        finally:
+            cancelled.set()
+
+    with caplog.at_level("INFO", logger="wsroute"):
+        async with raw_peer(app) as peer:
+            await peer.stream.send_all(
+                WSConnection(ConnectionType.CLIENT).send(Request(host="test", target="/"))
+            )
+            with trio.fail_after(11):
+                await peer.served.wait()
+    assert cancelled.is_set()
+    assert "handshake timed out after 10.0 s" in caplog.messages
+
+
+async def test_the_handshake_deadline_ends_with_the_handshake(autojump_clock, caplog):
+    # The deadline is the connection nursery's while the handshake lasts: an open
+    # connection must outlive it by far.
+    app = ping_app(handshake_timeout=10)
+    with caplog.at_level("INFO", logger="wsroute"):
+        async with open_client(app) as client:
+            await trio.sleep(60)
+            assert await client.request("ping") == "pong"
+            assert client.closed is None
+    assert not any("timed out" in message for message in caplog.messages)
 
 
 async def test_trickled_handshake_is_cut_at_the_same_total_deadline(autojump_clock):
