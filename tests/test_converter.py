@@ -246,15 +246,33 @@ def test_fixed_tuple() -> None:
     assert errors(tuple[int, str], [1, 2]) == [
         {"path": "$[1]", "message": "expected a string, got number"}
     ]
-    assert [d["path"] for d in errors(tuple[int, str], [1])] == ["$"]
-    assert [d["path"] for d in errors(tuple[int, str], [1, "a", 2])] == ["$"]
+    assert errors(tuple[int, str], [1]) == top("expected an array of 2 items, got 1")
+    assert errors(tuple[int, str], [1, "a", 2]) == top("expected an array of 2 items, got 3")
 
 
-def test_fixed_tuple_rejects_non_arrays() -> None:
+def test_one_item_tuple() -> None:
+    assert CONVERTER.structure(["a"], tuple[str]) == ("a",)
+    assert errors(tuple[str], []) == top("expected an array of 1 item, got 0")
+    assert errors(tuple[str], ["a", "b"]) == top("expected an array of 1 item, got 2")
+    assert errors(tuple[str], [1]) == [{"path": "$[0]", "message": "expected a string, got number"}]
+
+
+def test_wrong_tuple_length_inside_a_record() -> None:
+    @attrs.frozen
+    class Move:
+        to: tuple[int, int]
+
+    assert errors(Move, {"to": [1]}) == [
+        {"path": "$.to", "message": "expected an array of 2 items, got 1"}
+    ]
+
+
+@pytest.mark.parametrize("tp", [tuple[str, str], tuple[str]], ids=["two items", "one item"])
+def test_fixed_tuple_rejects_non_arrays(tp: Any) -> None:
     # A string is not an array: "ab" must not become ("a", "b").
-    assert errors(tuple[str, str], "ab") == top("expected an array, got string")
-    assert errors(tuple[int, str], {"0": 1}) == top("expected an array, got object")
-    assert errors(tuple[int, str], None) == top("expected an array, got null")
+    assert errors(tp, "ab") == top("expected an array, got string")
+    assert errors(tp, {"0": 1}) == top("expected an array, got object")
+    assert errors(tp, None) == top("expected an array, got null")
 
 
 def test_set_and_frozenset() -> None:

@@ -78,7 +78,10 @@ def _structure_bool(value: Any, _: type) -> bool:
 
 
 def _is_array_type(tp: Any) -> bool:
-    return cols.is_sequence(tp) or cols.is_any_set(tp) or get_origin(tp) is tuple
+    # The tuple test first: cattrs' is_sequence raises on tuple[X] (one item), and a
+    # predicate that raises is skipped, which left tuple[X] to a hook without our
+    # guard against non-arrays.
+    return get_origin(tp) is tuple or cols.is_sequence(tp) or cols.is_any_set(tp)
 
 
 _PRIMITIVES = frozenset({str, int, float, bool, type(None)})
@@ -199,8 +202,24 @@ def _default_array_hook(converter: cattrs.Converter, tp: Any) -> Callable[..., A
     if cols.is_any_set(tp):
         return converter._structure_set
     if getattr(tp, "__origin__", tp) is tuple:
-        return converter._structure_tuple
+        items = get_args(tp)
+        if not items or items[-1] is Ellipsis:
+            return converter._structure_tuple
+        return _fixed_tuple_hook(converter, len(items))
     return cols.list_structure_factory(tp, converter)
+
+
+def _fixed_tuple_hook(converter: cattrs.Converter, size: int) -> Callable[..., Any]:
+    """cattrs' hook for ``tuple[A, B]``, saying what a wrong length is (cattrs' own
+    error would reach the client as "invalid value")."""
+    noun = "item" if size == 1 else "items"
+
+    def structure(value: list[Any], tp: Any) -> Any:
+        if len(value) != size:
+            raise StrictTypeError(f"expected an array of {size} {noun}, got {len(value)}")
+        return converter._structure_tuple(value, tp)
+
+    return structure
 
 
 def _format(exc: BaseException, tp: Any) -> str:
