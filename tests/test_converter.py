@@ -252,6 +252,7 @@ def test_fixed_tuple() -> None:
 
 def test_one_item_tuple() -> None:
     assert CONVERTER.structure(["a"], tuple[str]) == ("a",)
+    assert errors(tuple[str], "a") == top("expected an array, got string")  # not ("a",)
     assert errors(tuple[str], []) == top("expected an array of 1 item, got 0")
     assert errors(tuple[str], ["a", "b"]) == top("expected an array of 1 item, got 2")
     assert errors(tuple[str], [1]) == [{"path": "$[0]", "message": "expected a string, got number"}]
