@@ -98,6 +98,39 @@ def test_int_widens_to_float() -> None:
     assert type(result) is float
 
 
+def test_int_keys_are_read_from_json_strings() -> None:
+    # JSON keys are strings; replies write int keys as strings (orjson's
+    # OPT_NON_STR_KEYS), so a dict[int, X] must read them back.
+    assert CONVERTER.structure({"1": "a", "-20": "b", "0": "c"}, dict[int, str]) == {
+        1: "a",
+        -20: "b",
+        0: "c",
+    }
+    top_key = str(2**64 - 1)
+    assert CONVERTER.structure({top_key: 1}, dict[int, int]) == {2**64 - 1: 1}
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["x", "", "01", "-0", "+1", " 1", "1 ", "1_000", "1.0", "1e3", str(2**64), str(-(2**63) - 1)],
+)
+def test_int_keys_must_be_integers_in_shortest_form(key: str) -> None:
+    assert errors(dict[int, str], {key: "a"}) == [
+        {"path": f"$[{key!r}]", "message": f'expected an integer key, got "{key}"'}
+    ]
+
+
+def test_int_key_and_value_errors_have_paths() -> None:
+    @attrs.frozen
+    class Scores:
+        by_player: dict[int, int]
+
+    assert errors(Scores, {"by_player": {"7": 1, "x": 2, "8": "3"}}) == [
+        {"path": "$.by_player['x']", "message": 'expected an integer key, got "x"'},
+        {"path": "$.by_player['8']", "message": "expected an integer, got string"},
+    ]
+
+
 @pytest.mark.parametrize(
     ("tp", "value", "got"),
     [

@@ -164,6 +164,26 @@ async def test_error_replies(serve, frame, expected_type, expected_id, code):
         await assert_nothing_pending(client)
 
 
+async def test_int_keys_round_trip(serve):
+    # JSON keys are strings both ways: a dict[int, X] payload reads "2" as 2, and a
+    # reply's int keys are written as strings.
+    app = App()
+
+    @app.direct("double")
+    async def double(scores: dict[int, int]) -> dict[int, int]:
+        assert all(type(key) is int for key in scores)
+        return {key * 2: value * 2 for key, value in scores.items()}
+
+    port = await serve(app)
+    async with connect(port) as client:
+        reply = await client.request("double", {"2": 5, "-3": 1})
+        assert reply == {"type": "double", "id": 1, "ok": True, "data": {"4": 10, "-6": 2}}
+        reply = await client.request("double", {"two": 5}, id=2)
+        assert reply["error"]["details"] == [
+            {"path": "$['two']", "message": 'expected an integer key, got "two"'}
+        ]
+
+
 async def test_error_details(serve):
     port = await serve(items_app())
     async with connect(port) as client:

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import re
 from collections.abc import Callable
 from types import UnionType
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Any, Literal, NewType, Union, get_args, get_origin
 
 import attrs
 import cattrs
@@ -75,6 +76,22 @@ def _structure_bool(value: Any, _: type) -> bool:
     if type(value) is not bool:
         raise _expect("a boolean", value)
     return value
+
+
+#: The key of a ``dict[int, X]``, which JSON writes as a string.
+_IntKey = NewType("_IntKey", int)
+_INT_KEY = re.compile(r"0|-?[1-9][0-9]{0,19}")
+
+
+def _structure_int_key(value: Any, _: type) -> int:
+    """An object key for ``dict[int, X]``: an integer written in its shortest decimal
+    form, as orjson writes one (so no "+1", "01", " 1" or "1_000", which int() takes),
+    within 64 bits like any integer wsroute reads."""
+    if type(value) is str and _INT_KEY.fullmatch(value):
+        number = int(value)
+        if -(2**63) <= number < 2**64:
+            return number
+    raise StrictTypeError(f"expected an integer key, got {_json_repr(value)}")
 
 
 def _is_array_type(tp: Any) -> bool:
@@ -171,12 +188,19 @@ def make_converter(*, forbid_extra_keys: bool = True) -> cattrs.Converter:
     converter.register_structure_hook(float, _structure_float)
     converter.register_structure_hook(str, _structure_str)
     converter.register_structure_hook(bool, _structure_bool)
+    converter.register_structure_hook(_IntKey, _structure_int_key)
 
     def array_factory(tp: Any) -> Callable[..., Any]:
         return _guarded(list, "an array", _default_array_hook(converter, tp))
 
     def mapping_factory(tp: Any) -> Callable[..., Any]:
-        return _guarded(dict, "an object", cols.mapping_structure_factory(tp, converter))
+        keys = get_args(tp)[:1]
+        if keys == (int,):
+            # JSON keys are strings: read "1" as 1, as replies write 1 as "1".
+            base = cols.mapping_structure_factory(tp, converter, key_type=_IntKey)
+        else:
+            base = cols.mapping_structure_factory(tp, converter)
+        return _guarded(dict, "an object", base)
 
     def class_factory(tp: Any) -> Callable[..., Any]:
         base = make_dict_structure_fn(tp, converter, _cattrs_forbid_extra_keys=forbid_extra_keys)
