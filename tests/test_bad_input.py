@@ -58,6 +58,10 @@ def make_app(**options: Any) -> App:
     async def move(point: Point) -> Point:
         return point
 
+    @app.direct("echo")
+    async def echo(text: str) -> str:
+        return text
+
     return app
 
 
@@ -266,6 +270,47 @@ async def test_message_of_exactly_max_message_size_is_served(serve: Serve) -> No
         request = '{"type": "ping", "id": 1}'
         await raw.send_text(request.ljust(MAX))  # JSON allows trailing whitespace
         assert await raw.recv_json() == {"type": "ping", "id": 1, "ok": True, "data": "pong"}
+
+
+async def test_message_of_exactly_max_message_size_in_bytes_of_utf8_is_served(
+    serve: Serve,
+) -> None:
+    port = await serve(make_app(max_message_size=MAX))
+    async with control(port), open_raw(port) as raw:
+        head = '{"type": "echo", "id": 1, "data": "'
+        text = "é" * ((MAX - len(head) - 2) // 2)  # 2 bytes each
+        message = (head + text + '"}').ljust(MAX - len(text))  # MAX bytes, fewer chars
+        assert len(message.encode()) == MAX
+        await raw.send_text(message)
+        assert (await raw.recv_json())["data"] == text
+
+
+@pytest.mark.parametrize("fragment", [None, 64], ids=["one frame", "64-byte fragments"])
+async def test_a_text_message_over_the_limit_in_bytes_closes_with_1009(
+    serve: Serve, fragment: int | None
+) -> None:
+    # The limit counts bytes, for text too: fewer characters than MAX, more bytes.
+    port = await serve(make_app(max_message_size=MAX))
+    payload = ('{"type": "echo", "data": "' + "é" * (MAX // 2) + '"}').encode()
+    assert len(payload.decode()) < MAX < len(payload)
+    frames = [frame(TEXT, payload)] if fragment is None else fragments(payload, fragment)
+    async with control(port), open_raw(port) as raw:
+        for data in frames:
+            await raw.send(data)
+        closed = await raw.closed()
+        await raw.dropped()
+    assert (closed.code, closed.frames) == (1009, [])
+    assert closed.reason == f"Exceeded maximum message size: {MAX} bytes"
+
+
+def fragments(payload: bytes, size: int) -> list[bytes]:
+    """``payload`` as one text message in frames of ``size`` bytes (the cuts may
+    fall inside a UTF-8 sequence, as RFC 6455 allows)."""
+    chunks = [payload[i : i + size] for i in range(0, len(payload), size)]
+    return [
+        frame(TEXT if i == 0 else CONTINUATION, chunk, fin=i == len(chunks) - 1)
+        for i, chunk in enumerate(chunks)
+    ]
 
 
 @pytest.mark.parametrize("fragment", [None, 64], ids=["one frame", "64-byte fragments"])

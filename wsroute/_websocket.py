@@ -358,13 +358,13 @@ class WebSocket(trio_websocket.WebSocketConnection):
             sock.close()
 
     def _take_message(self, event: TextMessage | BytesMessage) -> bool:
-        """Hand the message ``event`` completes to the sink; False when trio-websocket's
-        own handling is needed (no sink yet, a fragment to keep, over the size limit)."""
+        """Hand the message ``event`` completes to the sink; False when more is
+        needed: no sink (a client), a fragment to keep, or over the size limit."""
         sink = self._sink
         if (
             sink is None
             or not event.message_finished
-            or self._message_size + len(event.data) > self._max_message_size
+            or self._message_size + _size(event.data) > self._max_message_size
         ):
             return False
         message: str | bytes = bytes(event.data) if isinstance(event, BytesMessage) else event.data
@@ -378,10 +378,26 @@ class WebSocket(trio_websocket.WebSocketConnection):
         return True
 
     async def _handle_message_event(self, event: TextMessage | BytesMessage) -> None:
-        if not self._take_message(event):
-            await super()._handle_message_event(event)
-            if self._close_reason is not None:
-                self._notify_closed()  # 1009 sent; trio-websocket stops reading
+        if self._take_message(event):
+            return
+        if self._sink is None:
+            await super()._handle_message_event(event)  # a client's: to its channel
+            return
+        # trio-websocket's, but counting the bytes of a text message (it counts its
+        # characters), as the fast path (_frames) and the 1009's reason do.
+        data = event.data
+        self._message_size += _size(data)
+        if self._message_size <= self._max_message_size:
+            # A fragment: the rest is to come.
+            self._message_parts.append(bytes(data) if isinstance(data, bytearray) else data)
+            return
+        reason = f"Exceeded maximum message size: {self._max_message_size} bytes"
+        self._message_size = 0
+        self._message_parts = []
+        self._close_reason = trio_websocket.CloseReason(1009, reason)
+        await self._send(CloseConnection(code=1009, reason=reason))
+        self._reader_running = False  # read no more
+        self._notify_closed()
 
     async def _handle_ping_event(self, event: Ping) -> None:
         if self._wsproto.state is _OPEN:
@@ -520,6 +536,14 @@ class WebSocket(trio_websocket.WebSocketConnection):
 
     def _closing_reason(self) -> trio_websocket.CloseReason:
         return self._close_reason or trio_websocket.CloseReason(1006, "connection closing")
+
+
+def _size(data: str | bytes | bytearray) -> int:
+    """A message part's size in bytes: UTF-8 for text (ASCII text is one byte a
+    character, which ``isascii`` knows without looking)."""
+    if isinstance(data, str) and not data.isascii():
+        return len(data.encode())
+    return len(data)
 
 
 def wsproto_idle(connection: Connection) -> bool:
