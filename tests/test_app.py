@@ -14,6 +14,7 @@ import trio
 from wsroute import (
     App,
     Connection,
+    Disconnect,
     NotRunningError,
     RegistrationError,
     SlowConsumerPolicy,
@@ -21,6 +22,7 @@ from wsroute import (
 )
 from wsroute._routing import Kind
 from wsroute.brokers import BrokerMessage, MemoryBroker
+from wsroute.testing import open_client
 
 
 @attrs.define
@@ -495,3 +497,46 @@ async def test_publish_unstructures_data_with_the_app_converter() -> None:
             assert await session.__anext__() == BrokerMessage(
                 "items", b'{"type":"empty","topic":"items","data":null}'
             )
+
+
+async def test_loosely_annotated_hooks_and_handlers_run_with_the_real_values(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """Loose forms, registered through the decorators and called by a running app."""
+    app = App()
+    seen: list[tuple[str, Any]] = []
+    ended = trio.Event()
+
+    @app.on_connect
+    async def hello(conn: object) -> None:
+        seen.append(("connect", conn))
+
+    @app.on_disconnect
+    async def bye(conn: Any, reason: object) -> None:
+        seen.append(("disconnect", reason))
+
+    @app.on_disconnect
+    async def bye_optional(conn: Connection | None, reason: Disconnect | None) -> None:
+        seen.append(("disconnect optional", reason))
+        ended.set()
+
+    @app.direct("whoami")
+    async def whoami(msg: Item, conn: object) -> str:
+        assert isinstance(conn, Connection)
+        return f"{msg.id}:{conn.id}"
+
+    @app.broadcast("shout", topic="all")
+    async def shout(msg: Item, conn: Any) -> int:
+        assert isinstance(conn, Connection)
+        return msg.id
+
+    async with open_client(app) as client:
+        conn = app.connections[0]
+        assert await client.request("whoami", {"id": 7}) == f"7:{conn.id}"
+        assert await client.request("shout", {"id": 8}) == 8
+        await client.close()
+    with trio.fail_after(5):
+        await ended.wait()
+    assert seen[0] == ("connect", conn)
+    assert [kind for kind, _ in seen[1:]] == ["disconnect", "disconnect optional"]
+    assert all(isinstance(reason, Disconnect) and reason.code == 1000 for _, reason in seen[1:])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any, Optional
 
 import attrs
 import pytest
@@ -125,10 +125,75 @@ def test_more_than_one_payload_parameter_is_rejected() -> None:
     assert "Connection" in message
 
 
-def test_unannotated_connection_counts_as_a_payload() -> None:
+def test_two_loose_parameters_are_ambiguous() -> None:
     async def untyped(msg, conn) -> None: ...  # type: ignore[no-untyped-def]
 
-    assert "more than one payload parameter" in registration_error(untyped)
+    async def loose(msg: Any, conn: object) -> None: ...
+
+    for fn in (untyped, loose):
+        message = registration_error(fn)
+        assert "cannot tell which of 'msg' and 'conn' is the payload" in message
+        assert "`Connection`" in message
+
+
+async def conn_object(msg: Item, conn: object) -> Any:
+    return msg, conn
+
+
+async def conn_any(msg: Item, conn: Any) -> Any:
+    return msg, conn
+
+
+async def conn_unannotated(msg: Item, conn) -> Any:  # type: ignore[no-untyped-def]
+    return msg, conn
+
+
+async def conn_optional(conn: Connection | None, msg: Item) -> Any:
+    return msg, conn
+
+
+async def conn_optional_typing(conn: Optional[Connection], msg: Item) -> Any:  # noqa: UP045
+    return msg, conn
+
+
+async def conn_annotated(msg: Item, conn: Annotated[object, "the connection"]) -> Any:
+    return msg, conn
+
+
+LOOSE_CONN_HANDLERS = [
+    conn_object,
+    conn_any,
+    conn_unannotated,
+    conn_optional,
+    conn_optional_typing,
+    conn_annotated,
+]
+
+
+@pytest.mark.parametrize("fn", LOOSE_CONN_HANDLERS, ids=lambda fn: fn.__name__)
+@pytest.mark.parametrize("kind", list(Kind), ids=lambda kind: kind.value)
+async def test_connection_parameter_takes_any_annotation_a_connection_satisfies(
+    fn: Callable[..., Any], kind: Kind
+) -> None:
+    h = handler(fn, kind, "room" if kind is Kind.BROADCAST else None)
+    assert h.payload_type is Item
+    assert await h.call(h.structure({"id": 3}), CONN) == (Item(3), CONN)
+
+
+async def test_a_lone_loose_parameter_is_the_payload() -> None:
+    async def echo(data: object) -> object:
+        return data
+
+    h = handler(echo)
+    assert h.takes_payload
+    assert h.payload_type is Any  # `object`: any JSON value, as it came
+    assert await h.call(h.structure({"any": "json"}), CONN) == {"any": "json"}
+
+
+def test_connection_parameter_with_an_impossible_annotation_is_a_payload() -> None:
+    async def two(msg: Item, conn: int) -> None: ...
+
+    assert "more than one payload parameter ('msg' and 'conn')" in registration_error(two)
 
 
 @pytest.mark.parametrize("variadic", ["args", "kwargs"])
@@ -367,6 +432,70 @@ async def test_disconnect_hook_parameters_in_any_order() -> None:
     assert await Hook(reversed_, hook, disconnect=True)(CONN, reason) == (CONN, reason)
     assert await Hook(positional, hook, disconnect=True)(CONN, reason) == (CONN, reason)
     assert await Hook(reason_only, hook, disconnect=True)(CONN, reason) is reason
+
+
+async def disconnect_object(conn: Connection, reason: object) -> Any:
+    return conn, reason
+
+
+async def disconnect_any(conn: Any, reason: Any) -> Any:
+    return conn, reason
+
+
+async def disconnect_optional(conn: object, reason: Disconnect | None) -> Any:
+    return conn, reason
+
+
+async def disconnect_optional_first(reason: Optional[Disconnect], conn) -> Any:  # type: ignore[no-untyped-def]  # noqa: UP045
+    return conn, reason
+
+
+async def disconnect_annotated(
+    conn: Annotated[Connection, "x"], reason: Annotated[Disconnect | None, "y"]
+) -> Any:
+    return conn, reason
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [
+        disconnect_object,
+        disconnect_any,
+        disconnect_optional,
+        disconnect_optional_first,
+        disconnect_annotated,
+    ],
+    ids=lambda fn: fn.__name__,
+)
+async def test_disconnect_hook_takes_any_annotation_its_values_satisfy(
+    fn: Callable[..., Any],
+) -> None:
+    reason = Disconnect(1001, "going", "server")
+    assert await Hook(fn, "on_disconnect hook", disconnect=True)(CONN, reason) == (CONN, reason)
+
+
+@pytest.mark.parametrize("annotation", [object, Any, Connection | None, "Optional[Connection]"])
+async def test_connect_hook_takes_any_annotation_a_connection_satisfies(annotation: Any) -> None:
+    async def hook(conn):  # type: ignore[no-untyped-def]
+        return conn
+
+    hook.__annotations__ = {"conn": annotation}
+    assert await Hook(hook, "on_connect hook", disconnect=False)(CONN) is CONN
+
+
+def test_disconnect_hook_parameter_no_value_satisfies_is_rejected() -> None:
+    async def wants_int(conn: Connection, reason: int) -> None: ...
+
+    async def wants_str_or_none(conn: Connection, reason: str | None) -> None: ...
+
+    async def three_loose(conn, reason, extra):  # type: ignore[no-untyped-def]
+        ...
+
+    for fn, name in ((wants_int, "reason"), (wants_str_or_none, "reason"), (three_loose, "extra")):
+        with pytest.raises(RegistrationError) as info:
+            Hook(fn, "on_disconnect hook", disconnect=True)
+        assert f"cannot tell what to pass as {name!r}" in str(info.value)
+        assert "(conn: Connection, reason: Disconnect)" in str(info.value)
 
 
 def test_hook_parameter_that_cannot_be_filled_is_rejected() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import inspect
+import types
 import typing
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, Final
@@ -92,8 +93,75 @@ def _parameters(fn: Callable[..., Any], what: str) -> list[inspect.Parameter]:
     return params
 
 
-def _is_conn(annotation: Any) -> bool:
-    return isinstance(annotation, type) and issubclass(annotation, Connection)
+#: ``typing.get_type_hints`` has no entry for an unannotated parameter.
+_UNANNOTATED: Final = None
+
+
+def _members(annotation: Any) -> tuple[Any, ...]:
+    """The alternatives an annotation allows: a union's members, ``Annotated``'s
+    type, or the annotation itself."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _members(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        return tuple(m for arg in typing.get_args(annotation) for m in _members(arg))
+    return (annotation,)
+
+
+def _names(annotation: Any, cls: type) -> bool:
+    """Whether ``annotation`` names ``cls`` itself (or a subclass), alone or in a union:
+    ``Connection``, ``Connection | None``, ``Optional[Disconnect]``."""
+    return any(isinstance(m, type) and issubclass(m, cls) for m in _members(annotation))
+
+
+def _admits(annotation: Any, cls: type) -> bool:
+    """Whether a value of ``cls`` satisfies ``annotation``: none at all, ``Any``, a
+    base class such as ``object``, or a union with one of those."""
+    for member in _members(annotation):
+        if member is _UNANNOTATED or member is Any:
+            return True
+        if isinstance(member, type):
+            try:
+                if issubclass(cls, member) or issubclass(member, cls):
+                    return True
+            except TypeError:  # e.g. a Protocol that is not runtime-checkable
+                continue
+    return False
+
+
+def _handler_slots(
+    params: list[inspect.Parameter], hints: dict[str, Any], what: str, fn: Callable[..., Any]
+) -> tuple[list[tuple[inspect.Parameter, str]], inspect.Parameter | None]:
+    """Which parameter takes the payload and which the connection.
+
+    A parameter whose annotation names ``Connection`` takes the connection. Of the
+    others, one whose annotation a ``Connection`` cannot satisfy is the payload;
+    loose ones (unannotated, ``Any``, ``object``) take the connection when the
+    payload is that typed one, and the payload when they stand alone.
+    """
+    loose: list[inspect.Parameter] = []
+    typed: list[inspect.Parameter] = []
+    for param in params:
+        annotation = hints.get(param.name, _UNANNOTATED)
+        if _names(annotation, Connection):
+            continue
+        (loose if _admits(annotation, Connection) else typed).append(param)
+    if len(typed) > 1:
+        raise RegistrationError(
+            f"{what} {describe(fn)}: more than one payload parameter ({typed[0].name!r}"
+            f" and {typed[1].name!r}). A handler takes at most one payload; group the"
+            " fields in an attrs class or dataclass, and annotate the connection"
+            " parameter with `Connection`."
+        )
+    if not typed and len(loose) > 1:
+        raise RegistrationError(
+            f"{what} {describe(fn)}: cannot tell which of {loose[0].name!r} and"
+            f" {loose[1].name!r} is the payload: annotate the connection parameter with"
+            " `Connection` (and the payload with its type)."
+        )
+    payload = typed[0] if typed else (loose[0] if loose else None)
+    slots = [(param, _PAYLOAD if param is payload else _CONN) for param in params]
+    return slots, payload
 
 
 class Caller:
@@ -183,21 +251,7 @@ class Handler:
             )
         params = _parameters(fn, what)
         hints = _hints(fn, what)
-        slots: list[tuple[inspect.Parameter, str]] = []
-        payload: inspect.Parameter | None = None
-        for param in params:
-            if _is_conn(hints.get(param.name)):
-                slots.append((param, _CONN))
-            elif payload is None:
-                payload = param
-                slots.append((param, _PAYLOAD))
-            else:
-                raise RegistrationError(
-                    f"{what} {describe(fn)}: more than one payload parameter ({payload.name!r}"
-                    f" and {param.name!r}). A handler takes at most one payload; group the"
-                    " fields in an attrs class or dataclass, and annotate the connection"
-                    " parameter with `Connection`."
-                )
+        slots, payload = _handler_slots(params, hints, what, fn)
         self.name = name
         self.kind = kind
         self.fn = fn
@@ -216,6 +270,8 @@ class Handler:
             else _NO_DEFAULT
         )
         self.payload_type: Any = hints.get(payload.name, Any) if payload is not None else None
+        if self.payload_type is object:
+            self.payload_type = Any  # any JSON value, as it came
         self._structure_hook: Callable[[Any, Any], Any] | None = None
         if payload is not None and self.payload_type is not Any:
             try:
@@ -319,17 +375,12 @@ class FrameHandler:
         what = "frame handler"
         params = _parameters(fn, what)
         hints = _hints(fn, what)
-        slots: list[tuple[inspect.Parameter, str]] = []
-        for param in params:
-            if _is_conn(hints.get(param.name)):
-                slots.append((param, _CONN))
-            elif _PAYLOAD not in (slot for _, slot in slots):
-                slots.append((param, _PAYLOAD))
-            else:
-                raise RegistrationError(
-                    f"{what} {describe(fn)}: takes (frame: str | bytes, conn: Connection);"
-                    f" cannot tell what to pass as {param.name!r}"
-                )
+        try:
+            slots, _ = _handler_slots(params, hints, what, fn)
+        except RegistrationError as exc:
+            raise RegistrationError(
+                f"{exc} A frame handler takes (frame: str | bytes, conn: Connection)."
+            ) from None
         self.fn = fn
         self._caller = Caller(fn, slots)
 
@@ -345,26 +396,30 @@ class Hook:
     def __init__(self, fn: Callable[..., Awaitable[Any]], what: str, *, disconnect: bool):
         params = _parameters(fn, what)
         hints = _hints(fn, what)
-        positional = [_CONN, _DISCONNECT] if disconnect else [_CONN]
-        slots: list[tuple[inspect.Parameter, str]] = []
-        for index, param in enumerate(params):
-            annotation = hints.get(param.name)
-            if _is_conn(annotation):
-                slots.append((param, _CONN))
-            elif disconnect and annotation is Disconnect:
-                slots.append((param, _DISCONNECT))
-            elif annotation is None and index < len(positional):
-                slots.append((param, positional[index]))
-            else:
-                takes = (
-                    "(conn: Connection, reason: Disconnect)"
-                    if disconnect
-                    else ("(conn: Connection)")
-                )
+        values = {_CONN: Connection, _DISCONNECT: Disconnect} if disconnect else {_CONN: Connection}
+        takes = "(conn: Connection, reason: Disconnect)" if disconnect else "(conn: Connection)"
+        # A parameter that names one of the values takes it; the others take, in
+        # order, a value not named elsewhere that their annotation admits.
+        chosen: dict[str, str] = {}
+        for param in params:
+            annotation = hints.get(param.name, _UNANNOTATED)
+            named = [slot for slot, cls in values.items() if _names(annotation, cls)]
+            if len(named) == 1:
+                chosen[param.name] = named[0]
+        free = [slot for slot in values if slot not in chosen.values()]
+        for param in params:
+            if param.name in chosen:
+                continue
+            annotation = hints.get(param.name, _UNANNOTATED)
+            fits = [slot for slot in free if _admits(annotation, values[slot])]
+            if not fits:
                 raise RegistrationError(
                     f"{what} {describe(fn)}: cannot tell what to pass as {param.name!r}."
                     f" The hook takes {takes}; each parameter is optional."
                 )
+            chosen[param.name] = fits[0]
+            free.remove(fits[0])
+        slots = [(param, chosen[param.name]) for param in params]
         self.fn = fn
         self._caller = Caller(fn, slots)
 
