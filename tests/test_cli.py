@@ -384,6 +384,36 @@ async def test_exception_while_importing_prints_the_users_traceback_and_exits_1(
     assert lines[-1] == "wsroute: error: importing 'boom' raised RuntimeError (traceback above)"
 
 
+@pytest.mark.parametrize("command", ["run", "routes"])
+async def test_registration_error_is_one_line_under_the_users_frame(
+    tmp_path: Path, command: str
+) -> None:
+    write(
+        tmp_path,
+        {
+            "sync.py": """\
+                from wsroute import App
+
+                app = App()
+
+
+                @app.direct("ping")
+                def ping() -> str:
+                    return "pong"
+                """
+        },
+    )
+    args = ["--port", "0"] if command == "run" else []
+    result = await wsroute_cli(command, "sync:app", *args, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        f'  File "{tmp_path / "sync.py"}", line 6, in <module>',
+        '    @app.direct("ping")',
+        "wsroute: error: direct handler 'ping', sync.ping must be an async function: write"
+        " `async def ping(...)`.",
+    ]
+
+
 # -- options ------------------------------------------------------------------------------
 
 

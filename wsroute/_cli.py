@@ -26,7 +26,7 @@ import trio
 
 from . import __version__
 from ._app import App
-from ._errors import BrokerError, LoadError
+from ._errors import BrokerError, LoadError, RegistrationError
 from ._importer import load_app, user_frames
 from ._routing import Handler, describe
 from ._runtime import Runtime
@@ -197,12 +197,30 @@ def _load(spec: str, app_dir: str) -> App:
     except LoadError as exc:
         _error(str(exc))
         raise _Exit(EXIT_USAGE) from None
+    except RegistrationError as exc:
+        # The app's own definition is wrong and the message says how to fix it: show
+        # the user's line that registered it, not wsroute's frames below it.
+        where = _registering_frame(exc)
+        if where is not None:
+            shown = f'  File "{where.filename}", line {where.lineno}, in {where.name}'
+            print(shown + (f"\n    {where.line}" if where.line else ""), file=sys.stderr)
+        _error(str(exc))
+        raise _Exit(EXIT_USAGE) from None
     except Exception as exc:
         # A bug in the user's module: show where, starting at their code.
         traceback.print_exception(type(exc), exc, user_frames(exc), file=sys.stderr)
         module = spec.partition(":")[0]
         _error(f"importing {module!r} raised {type(exc).__name__} (traceback above)")
         raise _Exit(EXIT_ERROR) from None
+
+
+def _registering_frame(exc: BaseException) -> traceback.FrameSummary | None:
+    """The innermost frame of ``exc``'s traceback outside wsroute: the app's line
+    that made the registration (a decorator, an ``add_*`` call)."""
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frames = traceback.extract_tb(user_frames(exc))
+    outside = [frame for frame in frames if not frame.filename.startswith(package)]
+    return outside[-1] if outside else None
 
 
 def _run(args: argparse.Namespace) -> int:
