@@ -109,7 +109,7 @@ VERSION = ("Sec-WebSocket-Version", "13")
             id="version 8",
         ),
         pytest.param(handshake(UPGRADE, CONNECTION, VERSION), 400, id="no key"),
-        pytest.param(handshake(), 400, id="plain HTTP GET"),
+        pytest.param(handshake(), 426, id="plain HTTP GET"),
         pytest.param(
             handshake(UPGRADE, CONNECTION, KEY, VERSION, ("Content-Length", "0"), method="POST"),
             400,
@@ -153,8 +153,30 @@ async def test_bad_upgrade_requests_are_refused(
     async with control(port):
         answer = await http_exchange(port, request_bytes)
         assert answer.status == status, answer
-        if status == 426:
+        if status == 426 and b"Upgrade:" in request_bytes:
             assert answer.headers["sec-websocket-version"] == "13"
+        elif status == 426:  # a plain request: say what this endpoint is
+            assert answer.headers["upgrade"] == "websocket"
+            assert answer.headers["content-type"] == "text/plain; charset=utf-8"
+            assert answer.body == (
+                b"This is a WebSocket endpoint: connect with a WebSocket client"
+                b" (ws:// or wss://).\n"
+            )
+
+
+async def test_a_browser_opening_the_endpoint_as_a_page_is_told_what_it_is(
+    serve: Serve,
+) -> None:
+    port = await serve(make_app())
+    request = (
+        b"GET /?x=1 HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/html,*/*;q=0.8\r\n"
+        b"User-Agent: Mozilla/5.0\r\nAccept-Encoding: gzip\r\n\r\n"
+    )
+    answer = await http_exchange(port, request)
+    assert answer.status == 426
+    assert answer.headers["content-length"] == str(len(answer.body))
+    assert answer.headers["connection"] == "close"
+    assert answer.body.startswith(b"This is a WebSocket endpoint")
 
 
 async def test_silent_handshake_is_dropped_at_handshake_timeout(serve: Serve) -> None:
@@ -589,7 +611,7 @@ async def test_a_refused_upgrade_ends_at_once_not_at_the_handshake_timeout(
 ) -> None:
     caplog.set_level(logging.INFO, logger="wsroute")
     port = await serve(make_app(handshake_timeout=30))
-    answer = await http_exchange(port, handshake())
+    answer = await http_exchange(port, handshake(UPGRADE, CONNECTION, KEY))  # no version
     assert answer.status == 400
     with trio.fail_after(1):
         while not any("refused an upgrade" in r.getMessage() for r in caplog.records):

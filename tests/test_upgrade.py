@@ -21,7 +21,7 @@ from wsproto.events import (
 )
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
-from wsroute._upgrade import MAX_HEAD, ServerConnection, accept_token
+from wsroute._upgrade import MAX_HEAD, NOT_AN_UPGRADE, Refusal, ServerConnection, accept_token
 
 KEY = b"dGhlIHNhbXBsZSBub25jZQ=="  # RFC 6455 section 1.3
 BASE = [
@@ -220,6 +220,29 @@ def test_refusals(data: bytes, status: int) -> None:
     assert hint.status_code == status
     if status == 426:
         assert (b"Sec-WebSocket-Version", b"13") in hint.headers
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [(b"Host", b"127.0.0.1")],
+        [(b"Host", b"127.0.0.1"), (b"Connection", b"keep-alive"), (b"Accept", b"text/html")],
+    ],
+    ids=["bare", "browser"],
+)
+def test_a_plain_request_is_told_to_upgrade(headers: list[tuple[bytes, bytes]]) -> None:
+    ws = ServerConnection()
+    with pytest.raises(Refusal) as info:
+        ws.receive_data(head(headers))
+    hint = info.value.event_hint
+    assert isinstance(hint, RejectConnection) and hint.status_code == 426 and hint.has_body
+    assert (b"Upgrade", b"websocket") in hint.headers
+    assert (b"Content-Length", str(len(NOT_AN_UPGRADE)).encode()) in hint.headers
+    assert info.value.body == NOT_AN_UPGRADE
+    answer = ws.send(hint) + ws.send(RejectData(info.value.body))
+    assert answer.startswith(b"HTTP/1.1 426 Upgrade Required\r\n")
+    assert answer.endswith(b"\r\n\r\n" + NOT_AN_UPGRADE)
+    assert ws.state is ConnectionState.CLOSED
 
 
 def test_not_http_is_refused_before_a_line_ends() -> None:

@@ -81,6 +81,33 @@ def _refuse(message: str, status: int = 400) -> RemoteProtocolError:
     )
 
 
+#: The body of the answer to a plain HTTP request on a WebSocket endpoint.
+NOT_AN_UPGRADE = (
+    b"This is a WebSocket endpoint: connect with a WebSocket client (ws:// or wss://).\n"
+)
+
+
+class Refusal(RemoteProtocolError):
+    """A refusal whose answer has a body: send ``event_hint``, then ``body``."""
+
+    def __init__(self, message: str, event_hint: RejectConnection, body: bytes) -> None:
+        super().__init__(message, event_hint=event_hint)
+        self.body = body
+
+
+def _refuse_plain_request() -> Refusal:
+    """426 for a GET that asks for no upgrade at all (a browser opening the URL as a
+    page, curl, a health checker), saying what the endpoint is (RFC 9110 section
+    15.5.22: a 426 names the protocol to upgrade to)."""
+    headers = [
+        (b"Upgrade", b"websocket"),
+        (b"Content-Type", b"text/plain; charset=utf-8"),
+        (b"Content-Length", b"%d" % len(NOT_AN_UPGRADE)),
+    ]
+    hint = RejectConnection(status_code=426, headers=headers, has_body=True)
+    return Refusal("a plain HTTP request, not an upgrade", hint, NOT_AN_UPGRADE)
+
+
 def _parse(head: bytes) -> Request:
     """The upgrade request in ``head`` (its lines, without the blank line ending it).
 
@@ -126,6 +153,8 @@ def _parse(head: bytes) -> Request:
         subprotocols = _tokens(get(b"sec-websocket-protocol"))
     except UnicodeDecodeError:
         raise _refuse("non-ASCII characters in a list header") from None
+    if not upgrade and "upgrade" not in (token.lower() for token in connection):
+        raise _refuse_plain_request()  # asks for no upgrade at all
     versions, keys, hosts = get(b"sec-websocket-version"), get(b"sec-websocket-key"), get(b"host")
     version = versions[-1] if versions else None  # the last, as wsproto
     # The order and answers of wsproto's own checks.

@@ -72,13 +72,14 @@ from wsproto.events import (
     Event,
     Ping,
     Pong,
+    RejectData,
     Request,
     TextMessage,
 )
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from ._frames import close_answer, read_close, split_text_frames
-from ._upgrade import ServerConnection
+from ._upgrade import Refusal, ServerConnection
 
 #: What one read asks of the socket when trio-websocket sets no size (as trio does).
 _READ_SIZE = 65536
@@ -172,6 +173,8 @@ class WebSocket(trio_websocket.WebSocketConnection):
                 if err.event_hint:
                     with suppress(trio_websocket.ConnectionClosed):
                         await self._send(err.event_hint)
+                        if isinstance(err, Refusal):
+                            await self._send(RejectData(err.body))
                 await self._close_stream()
                 return None
 
