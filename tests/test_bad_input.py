@@ -325,6 +325,48 @@ async def test_a_text_message_over_the_limit_in_bytes_closes_with_1009(
     assert closed.reason == f"Exceeded maximum message size: {MAX} bytes"
 
 
+def bare_header(opcode: int, length: int, *, fin: bool = True) -> bytes:
+    """A masked frame's header announcing ``length`` bytes (in the shortest form), and
+    none of them."""
+    first = (0x80 if fin else 0) | opcode
+    if length < 2**16:
+        return struct.pack("!BBH", first, 0x80 | 126, length) + b"mask"
+    return struct.pack("!BBQ", first, 0x80 | 127, length) + b"mask"
+
+
+@pytest.mark.parametrize(
+    "prefix",
+    [
+        pytest.param(b"", id="one frame"),
+        pytest.param(frame(TEXT, b'{"type": "echo", "data": "', fin=False), id="a fragment"),
+    ],
+)
+@pytest.mark.parametrize("length", [2**62, MAX + 1], ids=["2^62", "limit + 1"])
+async def test_a_header_announcing_too_much_closes_with_1009_at_once(
+    serve: Serve, prefix: bytes, length: int
+) -> None:
+    """Refused from the header, before a byte of the payload: no heartbeat runs here,
+    so nothing else could end the connection before the test's timeout."""
+    port = await serve(make_app(max_message_size=MAX, ping_interval=None))
+    opcode = CONTINUATION if prefix else TEXT
+    async with control(port), open_raw(port) as raw:
+        await raw.send(prefix + bare_header(opcode, length - len(prefix) + 6 * bool(prefix)))
+        closed = await raw.closed()
+        await raw.dropped()
+    assert (closed.code, closed.frames) == (1009, [])
+    assert closed.reason == f"Exceeded maximum message size: {MAX} bytes"
+
+
+async def test_a_header_announcing_exactly_the_limit_is_read(serve: Serve) -> None:
+    port = await serve(make_app(max_message_size=MAX, ping_interval=None))
+    message = ('{"type": "echo", "id": 1, "data": "' + "x" * MAX)[: MAX - 2] + '"}'
+    data = frame(TEXT, message.encode())
+    async with control(port), open_raw(port) as raw:
+        await raw.send(data[:14])  # the header and a few bytes: the rest comes later
+        await raw.send(data[14:])
+        assert (await raw.recv_json())["id"] == 1
+
+
 def fragments(payload: bytes, size: int) -> list[bytes]:
     """``payload`` as one text message in frames of ``size`` bytes (the cuts may
     fall inside a UTF-8 sequence, as RFC 6455 allows)."""

@@ -156,13 +156,20 @@ async def test_trickled_handshake_is_cut_at_the_same_total_deadline(autojump_clo
 
 
 async def test_unresponsive_client_is_closed_with_1011_by_the_heartbeat(autojump_clock):
-    app = ping_app(ping_interval=5, ping_timeout=5, close_timeout=2)
+    # The close frame goes out, and the connection ends, at the ping timeout: the
+    # server does not wait close_timeout for an answer from a peer it judged dead.
+    app = ping_app(ping_interval=5, ping_timeout=5, close_timeout=30)
     ended = recorded(app)
     async with raw_peer(app) as peer:
         await peer.handshake()
-        with trio.fail_after(5 + 5 + 2 + 1):
+        start = trio.current_time()
+        with trio.fail_after(5 + 5 + 0.5):
             await peer.served.wait()
+        assert trio.current_time() - start == 10
+        events = await peer.read_events()
     assert ended == [Disconnect(1011, "ping timeout", "server")]
+    closes = [event for event in events if isinstance(event, CloseConnection)]
+    assert [(close.code, close.reason) for close in closes] == [(1011, "ping timeout")]
 
 
 async def test_responsive_client_stays_connected(autojump_clock):

@@ -219,6 +219,27 @@ async def test_heartbeat_over_a_real_socket_keeps_answering_clients_and_drops_si
         assert answering.close_code is None
 
 
+async def test_a_silent_peer_is_dropped_at_the_ping_timeout_not_after_close_timeout(
+    serve: Serve,
+) -> None:
+    # close_timeout is far beyond the test's own timeout: the TCP connection must end,
+    # and on_disconnect run, right after the 1011, not when close_timeout runs out.
+    app = burst_app(ping_interval=0.05, ping_timeout=0.1, close_timeout=60)
+    ended = trio.Event()
+
+    @app.on_disconnect
+    async def bye() -> None:
+        ended.set()
+
+    port = await serve(app)
+    async with open_raw(port) as silent:
+        closed = await silent.closed()
+        assert (closed.code, closed.reason) == (1011, "ping timeout")
+        await silent.dropped()
+        with trio.fail_after(5):
+            await ended.wait()
+
+
 def test_the_server_constructor_sets_what_trio_websockets_own_sets() -> None:
     # server_websocket sets WebSocketConnection's attributes itself (to do without
     # those a server never uses): a new trio-websocket must not add one unseen.

@@ -76,6 +76,7 @@ _Item = ClientMessage | str | RawFrame | Control
 
 class Session:
     __slots__ = (
+        "_abandon",
         "_aborted",
         "_beat",
         "_began",
@@ -124,6 +125,7 @@ class Session:
         self._deadline: float | None = None
         self._connect_scope: trio.CancelScope | None = None  # while on_connect runs
         self._aborted = False
+        self._abandon = False  # close without waiting for the peer's answer
         self._ping_sent: float | None = None
         self._beat: Handle | None = None
         self._raw = rt.frame_handler is not None
@@ -426,6 +428,8 @@ class Session:
             pong = self.ws.pong_at
             if pong < sent:
                 logger.info("connection %s: no pong within %g s", conn.id, config.ping_timeout)
+                # The peer is judged dead: it will not answer the close frame either.
+                self._abandon = True
                 conn._request_close(CLOSE_INTERNAL_ERROR, "ping timeout", "server", graceful=False)
                 return None
             self._ping_sent = None
@@ -482,7 +486,10 @@ class Session:
         if disconnect is not None and disconnect.initiator == "server":
             code, reason = disconnect.code, disconnect.reason
         with trio.move_on_after(self.rt.config.close_timeout):
-            await self.ws.aclose(code, reason)
+            if self._abandon:
+                await self.ws.abandon(code, reason)
+            else:
+                await self.ws.aclose(code, reason)
             await self.ws.wait_reader_done()
 
     async def _finish(self, began: bool) -> None:

@@ -270,6 +270,16 @@ class WebSocket(trio_websocket.WebSocketConnection):
                         break
                 if not self._reader_running:
                     break  # e.g. after 1009: read no more, and say so now
+                if (
+                    not skipped
+                    and self._sink is not None
+                    and self._message_size + announced_rest(wsproto) > self._max_message_size
+                ):
+                    # The frame being read announces more than the limit allows: say
+                    # so now (1009), not once that much has come, or never.
+                    with suppress(trio_websocket.ConnectionClosed):
+                        await self._refuse_oversized()
+                    break
                 # An idle connection waits below for as long as it lives: keep nothing
                 # alive meanwhile (the last event was the upgrade request, headers and
                 # all; the last data its bytes).
@@ -394,13 +404,19 @@ class WebSocket(trio_websocket.WebSocketConnection):
             # A fragment: the rest is to come.
             self._message_parts.append(bytes(data) if isinstance(data, bytearray) else data)
             return
+        await self._refuse_oversized()
+
+    async def _refuse_oversized(self) -> None:
+        """Close with 1009 and read no more; the caller then drops the connection."""
         reason = f"Exceeded maximum message size: {self._max_message_size} bytes"
         self._message_size = 0
         self._message_parts = []
         self._close_reason = trio_websocket.CloseReason(1009, reason)
-        await self._send(CloseConnection(code=1009, reason=reason))
         self._reader_running = False  # read no more
-        self._notify_closed()
+        try:
+            await self._send(CloseConnection(code=1009, reason=reason))
+        finally:
+            self._notify_closed()
 
     async def _handle_ping_event(self, event: Ping) -> None:
         if self._wsproto.state is _OPEN:
@@ -421,6 +437,41 @@ class WebSocket(trio_websocket.WebSocketConnection):
         await super()._handle_close_connection_event(event)
 
     # -- writing -------------------------------------------------------------------
+
+    async def abandon(self, code: int, reason: str) -> None:
+        """Send the close frame and close the connection without waiting for the
+        peer's answer: for a peer judged dead (no pong), which would never give one.
+        What the 1009 case does, so that ``on_disconnect`` runs now rather than
+        after ``close_timeout``."""
+        if self._sock is not None:
+            self._close_now(code, reason)
+            return
+        # Another stream (in memory, say): send as usual; the caller bounds the wait.
+        if self._close_reason is None and self._wsproto.state is _OPEN:
+            self._close_reason = trio_websocket.CloseReason(code, reason)
+            with suppress(trio_websocket.ConnectionClosed):
+                await self._send(CloseConnection(code=code, reason=reason))
+        await self._close_stream()
+
+    def _close_now(self, code: int, reason: str) -> None:
+        """``abandon`` on a socket, without waiting: the close frame goes only if the
+        kernel takes it at once (not if the writer task is in the middle of a
+        frame: the peer is not reading anyway)."""
+        if self._close_reason is not None:
+            return
+        if self._wsproto.state is _OPEN:
+            frame = self._frame(CloseConnection(code=code, reason=reason))
+            if not self._stream_lock.locked():
+                # After the rest of a frame the kernel took only in part.
+                sock, pending, self._pending = self._sock, self._pending, b""
+                if sock.fileno() >= 0:
+                    self._write_nowait(sock, pending + frame)
+        self._close_reason = trio_websocket.CloseReason(code, reason)
+        self._reader_running = False
+        sock = self._sock
+        if sock.fileno() != -1:
+            trio.lowlevel.notify_closing(sock)
+            sock.close()
 
     def _free_socket(self) -> Any:
         """The socket, if a frame may be written to it right now: a plain TCP socket,
@@ -562,6 +613,23 @@ def wsproto_idle(connection: Connection) -> bool:
         and not decoder.buffer.buffer
         and proto._message_decoder.opcode is None
     )
+
+
+def announced_rest(connection: WSConnection) -> int:
+    """How many payload bytes of the data frame wsproto is reading are still to come,
+    as its header announced them (0 between frames). wsproto hands a data frame's
+    payload over as it arrives but waits for the rest without a limit, so a header
+    announcing 2^62 bytes would hold the connection until the heartbeat ends it.
+    (wsproto's internals, as ``wsproto_idle``; the owned wire layer will read it
+    from its own frame header.)"""
+    inner = connection.connection
+    if inner is None:
+        return 0
+    decoder = inner._proto._frame_decoder
+    header = decoder.header
+    if header is None or header.opcode.iscontrol():
+        return 0
+    return int(header.payload_len - decoder.payload_consumed)
 
 
 async def _receive(sock: Any, size: int | None, drained: bool = False) -> bytes:
