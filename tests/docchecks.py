@@ -425,3 +425,31 @@ async def redis_broker(run: Runner) -> None:
     broker = (await run()).app.broker
     assert broker.prefix == "shop:"
     assert broker.describe() == "redis://cache.internal:6379/0"
+
+
+# -- docs/http.md ------------------------------------------------------------------------
+
+
+@check("docs/http.md", '@app.get("/healthz")', real_time=True)
+async def get_routes(run: Runner) -> None:
+    """Both routes answer plain GETs on the app's port, next to the WebSocket."""
+    app: App = (await run()).app
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(app.serve, "127.0.0.1", 0)
+        for path, body in (("/healthz", b"ok\n"), ("/whoami", None)):
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            async with stream:
+                await stream.send_all(
+                    f"GET {path} HTTP/1.1\r\nHost: x\r\nUser-Agent: docs\r\n\r\n".encode()
+                )
+                answer = b""
+                while chunk := await stream.receive_some():
+                    answer += chunk
+            head, _, content = answer.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200 OK"), answer
+            if body is not None:
+                assert content == body
+            else:
+                assert json.loads(content) == {"path": "/whoami", "agent": "docs"}
+                assert b"Content-Type: application/json" in head
+        app.shutdown()

@@ -21,7 +21,7 @@ from wsproto.events import (
 )
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
-from wsroute._upgrade import MAX_HEAD, NOT_AN_UPGRADE, Refusal, ServerConnection, accept_token
+from wsroute._upgrade import MAX_HEAD, PlainRequest, ServerConnection, accept_token
 
 KEY = b"dGhlIHNhbXBsZSBub25jZQ=="  # RFC 6455 section 1.3
 BASE = [
@@ -230,19 +230,24 @@ def test_refusals(data: bytes, status: int) -> None:
     ],
     ids=["bare", "browser"],
 )
-def test_a_plain_request_is_told_to_upgrade(headers: list[tuple[bytes, bytes]]) -> None:
+def test_a_plain_request_is_reported_for_the_plain_routes(
+    headers: list[tuple[bytes, bytes]],
+) -> None:
     ws = ServerConnection()
-    with pytest.raises(Refusal) as info:
-        ws.receive_data(head(headers))
-    hint = info.value.event_hint
-    assert isinstance(hint, RejectConnection) and hint.status_code == 426 and hint.has_body
-    assert (b"Upgrade", b"websocket") in hint.headers
-    assert (b"Content-Length", str(len(NOT_AN_UPGRADE)).encode()) in hint.headers
-    assert info.value.body == NOT_AN_UPGRADE
-    answer = ws.send(hint) + ws.send(RejectData(info.value.body))
-    assert answer.startswith(b"HTTP/1.1 426 Upgrade Required\r\n")
-    assert answer.endswith(b"\r\n\r\n" + NOT_AN_UPGRADE)
-    assert ws.state is ConnectionState.CLOSED
+    ws.receive_data(head(headers, line=b"GET /page?x=1 HTTP/1.1") + b"GET /again HTTP/1.1\r\n")
+    assert list(ws.events()) == [
+        PlainRequest("GET", "/page?x=1", [(name.lower(), value) for name, value in headers])
+    ]
+    ws.receive_data(b"\r\n")  # the rest is not read: one answer, then the connection closes
+    assert list(ws.events()) == []
+    assert ws.state is ConnectionState.REJECTING
+
+
+def test_a_plain_request_of_any_method_is_reported() -> None:
+    # The runtime answers 405 to methods other than GET and HEAD; an upgrade
+    # request must still be a GET.
+    _, events = receive(head([(b"Host", b"h")], line=b"POST /form HTTP/1.1"))
+    assert events == [PlainRequest("POST", "/form", [(b"host", b"h")])]
 
 
 def test_not_http_is_refused_before_a_line_ends() -> None:

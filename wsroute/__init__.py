@@ -17,6 +17,7 @@ from ._errors import RegistrationError as RegistrationError
 from ._errors import Reject as Reject
 from ._errors import WsrouteError as WsrouteError
 from ._handshake import bearer_auth as bearer_auth
+from ._http import Response as Response
 from ._outbox import SlowConsumerPolicy as SlowConsumerPolicy
 from ._request import Headers as Headers
 from ._request import Request as Request
@@ -38,6 +39,7 @@ __all__ = [
     "RegistrationError",
     "Reject",
     "Request",
+    "Response",
     "SlowConsumerPolicy",
     "WsrouteError",
     "__version__",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -15,6 +16,7 @@ from ._config import Config
 from ._converter import make_converter
 from ._errors import RegistrationError
 from ._handshake import AcceptHook
+from ._http import HTTPRoutes
 from ._messaging import Messaging
 from ._outbox import SlowConsumerPolicy
 from ._routing import (
@@ -28,8 +30,10 @@ from ._routing import (
     check_name,
     check_topic,
     describe,
+    is_async,
 )
 from ._serving import Lifespan, Serving
+from ._static import CLIENT_SCRIPT, PackageFile, StaticFiles
 from .brokers import Broker, BrokerState, MemoryBroker
 
 logger = logging.getLogger("wsroute")
@@ -81,6 +85,8 @@ class App(Serving, Messaging):
         user_id: derives ``conn.user_id`` (and the ``user:<id>`` topic) from what the
             accept hook returned; by default the value itself if a str or int, else
             its ``id`` attribute or key, else no user.
+        client_path: the path a plain GET fetches the JavaScript client from
+            (``wsroute.js``); ``None`` to not serve it.
     """
 
     def __init__(
@@ -110,6 +116,7 @@ class App(Serving, Messaging):
         invalid_message_limit: tuple[int, float] | None = (10, 60.0),
         handler_timeout: float | None = None,
         user_id: Callable[[Any], str | None] = default_user_id,
+        client_path: str | None = "/wsroute.js",
     ) -> None:
         self.config = Config(
             default_topic=default_topic,
@@ -153,6 +160,9 @@ class App(Serving, Messaging):
         self._runtime = None
         self._tasks = None
         self._pending_tasks = []
+        self._http = HTTPRoutes()
+        if client_path is not None:
+            self._http.add(client_path, PackageFile(CLIENT_SCRIPT), "the JavaScript client")
 
     # -- registration ------------------------------------------------------------
 
@@ -343,6 +353,44 @@ class App(Serving, Messaging):
             )
         self._accept_hook = fn
 
+    def add_get(self, path: str, fn: Callable[..., Awaitable[Any]]) -> None:
+        """Answer plain HTTP ``GET`` (and ``HEAD``) requests for ``path`` with ``fn``.
+
+        ``async def fn(request: Request) -> Response | str | bytes``: for pages, health
+        checks and the like next to the WebSocket endpoint, on the same port. A
+        request that asks for a WebSocket upgrade is never routed here. ``fn`` runs
+        under ``handshake_timeout``; if it raises, the answer is 500 and the error
+        is logged. See docs/http.md.
+        """
+        what = f"GET route {path!r}"
+        self._check_open(what)
+        if not is_async(fn):
+            raise RegistrationError(
+                f"{what}: {describe(fn)} must be an async function:"
+                " write `async def handler(request: Request) -> Response`"
+            )
+        takes = len(inspect.signature(fn).parameters)
+        if takes > 1:
+            raise RegistrationError(
+                f"{what}: {describe(fn)} takes at most one parameter, the Request"
+            )
+        handler = fn if takes == 1 else _ignore_request(fn)
+        self._http.add(path, handler, f"{describe(fn)}")
+
+    def add_static(
+        self, path: str, directory: str | os.PathLike[str], *, index: str = "index.html"
+    ) -> None:
+        """Serve the files of ``directory`` to plain ``GET`` requests below ``path``
+        (``"/"`` for every path no other route answers); a path ending in ``/`` gets
+        its ``index`` file. Files outside ``directory`` are never served.
+
+        Raises:
+            RegistrationError: ``directory`` is not a directory.
+        """
+        what = f"static files at {path!r}"
+        self._check_open(what)
+        self._http.mount(path, StaticFiles(directory, index=index), f"{what} ({directory})")
+
     def add_frame_handler(self, fn: Callable[..., Awaitable[Any]]) -> None:
         """Receive every frame raw instead of the JSON protocol (a low-level route).
 
@@ -403,6 +451,15 @@ class App(Serving, Messaging):
 
         return register
 
+    def get(self, path: str) -> Callable[[F], F]:
+        """Decorator form of :meth:`add_get`."""
+
+        def register(fn: F) -> F:
+            self.add_get(path, fn)
+            return fn
+
+        return register
+
     def accept(self, fn: A) -> A:
         """Decorator form of :meth:`add_accept`."""
         self.add_accept(fn)
@@ -442,3 +499,10 @@ class App(Serving, Messaging):
             for handler in (route.direct, route.broadcast)
             if handler is not None
         ]
+
+
+def _ignore_request(fn: Callable[[], Awaitable[Any]]) -> Callable[[Any], Awaitable[Any]]:
+    async def handler(request: Any) -> Any:
+        return await fn()
+
+    return handler

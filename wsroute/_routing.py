@@ -59,7 +59,7 @@ def describe(fn: Callable[..., Any]) -> str:
     return f"{module}.{getattr(fn, '__qualname__', repr(fn))}"
 
 
-def _is_async(fn: Callable[..., Any]) -> bool:
+def is_async(fn: Callable[..., Any]) -> bool:
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
         getattr(fn, "__call__", None)  # noqa: B004 - async callable objects
     )
@@ -78,7 +78,7 @@ def _hints(fn: Callable[..., Any], what: str) -> dict[str, Any]:
 
 
 def _parameters(fn: Callable[..., Any], what: str) -> list[inspect.Parameter]:
-    if not _is_async(fn):
+    if not is_async(fn):
         name = getattr(fn, "__name__", "handler")
         raise RegistrationError(
             f"{what} {describe(fn)} must be an async function: write `async def {name}(...)`."
@@ -354,7 +354,7 @@ def check_topic(name: str, topic: object) -> TopicSpec:
             raise RegistrationError(f"broadcast {name!r}: topic must not be empty")
         return topic
     if callable(topic):
-        if _is_async(topic):
+        if is_async(topic):
             raise RegistrationError(
                 f"broadcast {name!r}: the topic function {describe(topic)} must be a plain"
                 " (non-async) function `(payload, conn) -> str`"

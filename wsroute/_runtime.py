@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
 import cattrs
@@ -26,11 +27,13 @@ from ._dispatch import Dispatcher
 from ._errors import Reject
 from ._handshake import AcceptHook, Admission, Gate, describe_request
 from ._heartbeat import Heartbeat
+from ._http import METHODS, HTTPRoutes, Response, as_response, method_not_allowed, not_an_upgrade
 from ._hub import Hub
 from ._protocol import CLOSE_GOING_AWAY, encode_event
 from ._request import Request
 from ._routing import FrameHandler, Handler, Hook, Route
 from ._session import Session
+from ._upgrade import PlainRequest
 from ._websocket import Prepared, WebSocket, server_websocket
 
 if TYPE_CHECKING:
@@ -66,6 +69,7 @@ class Runtime:
         on_disconnect: Sequence[Hook],
         accept_hook: AcceptHook | None,
         frame_handler: FrameHandler | None,
+        http: HTTPRoutes,
         info: Mapping[str, Handler],
         flights: SingleFlight,
         user_id: Callable[[Any], str | None],
@@ -80,6 +84,7 @@ class Runtime:
         self.dispatcher = Dispatcher(routes, hub, info, flights)
         self._user_id = user_id
         self.frame_handler = frame_handler
+        self.http = http
         self.gate = Gate(config, accept_hook)
         self.broker_name = broker_name
         self.sessions: set[Session] = set()
@@ -238,6 +243,9 @@ class Runtime:
             remote = _peer_address(stream)  # now: a refused upgrade may close the socket
         ws = server_websocket(stream, max_message_size=config.max_message_size)
         upgrade = await ws.read_request()
+        if isinstance(upgrade, PlainRequest):
+            await self._answer_plain(ws, upgrade, remote)
+            return None
         if upgrade is None:
             peer = f"{remote[0]}:{remote[1]}" if remote else "?"
             logger.info(
@@ -259,6 +267,31 @@ class Runtime:
             logger.info("%s closed during the handshake", describe_request(request))
             return None
         return None if admission is None else (ws, request, admission)
+
+    async def _answer_plain(
+        self, ws: WebSocket, plain: PlainRequest, remote: tuple[str, int] | None
+    ) -> None:
+        """Answer a request that asks for no upgrade from the app's plain routes
+        (``_http``), then close the connection."""
+        request = Request.build(plain.target, plain.headers, remote=remote)
+        if plain.method not in METHODS:
+            response = method_not_allowed()
+        else:
+            handler, mount, rest = self.http.find(request.path)
+            try:
+                if handler is not None:
+                    response = as_response(await handler(request))
+                elif mount is not None:
+                    response = await mount(rest, request) or Response("not found\n", 404)
+                else:
+                    response = not_an_upgrade()
+            except Exception:
+                logger.exception("GET route for %s failed", describe_request(request))
+                response = Response("internal server error\n", 500)
+        if logger.isEnabledFor(logging.INFO):
+            logger.info("%s %s %d", plain.method, describe_request(request), response.status)
+        with suppress(trio_websocket.ConnectionClosed):
+            await ws.answer_plain(response.encode(head=plain.method == "HEAD"))
 
     async def _answer(
         self, upgrade: trio_websocket.WebSocketRequest, request: Request, state: _StreamState

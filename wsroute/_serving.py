@@ -24,6 +24,7 @@ from ._coalesce import CoalesceStats, SingleFlight
 from ._config import Config
 from ._errors import NotRunningError, RegistrationError
 from ._handshake import AcceptHook
+from ._http import HTTPRoutes
 from ._hub import Hub
 from ._routing import FrameHandler, Handler, Hook, Route, describe
 from ._runtime import Runtime
@@ -51,6 +52,7 @@ class Serving:
     _lifespans: list[Lifespan]
     _accept_hook: AcceptHook | None
     _frame_handler: FrameHandler | None
+    _http: HTTPRoutes
     _user_id: Callable[[Any], str | None]
     _started: bool
     _starting: bool
@@ -127,6 +129,7 @@ class Serving:
                         on_disconnect=self._on_disconnect,
                         accept_hook=self._accept_hook,
                         frame_handler=self._frame_handler,
+                        http=self._http,
                         info=self._info,
                         flights=SingleFlight(system, self.coalesce_stats),
                         user_id=self._user_id,

@@ -18,7 +18,7 @@ import binascii
 import hashlib
 import re
 from http import HTTPStatus
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from wsproto import WSConnection
 from wsproto.connection import Connection, ConnectionState, ConnectionType
@@ -81,35 +81,32 @@ def _refuse(message: str, status: int = 400) -> RemoteProtocolError:
     )
 
 
-#: The body of the answer to a plain HTTP request on a WebSocket endpoint.
+#: The body of the answer to a plain HTTP request nothing else answers (``_http``).
 NOT_AN_UPGRADE = (
     b"This is a WebSocket endpoint: connect with a WebSocket client (ws:// or wss://).\n"
 )
 
 
-class Refusal(RemoteProtocolError):
-    """A refusal whose answer has a body: send ``event_hint``, then ``body``."""
+class PlainRequest(NamedTuple):
+    """A request that asks for no upgrade at all (a browser opening a page, a health
+    checker, curl): reported as an event, for the app's plain routes (``_http``)."""
 
-    def __init__(self, message: str, event_hint: RejectConnection, body: bytes) -> None:
-        super().__init__(message, event_hint=event_hint)
-        self.body = body
-
-
-def _refuse_plain_request() -> Refusal:
-    """426 for a GET that asks for no upgrade at all (a browser opening the URL as a
-    page, curl, a health checker), saying what the endpoint is (RFC 9110 section
-    15.5.22: a 426 names the protocol to upgrade to)."""
-    headers = [
-        (b"Upgrade", b"websocket"),
-        (b"Content-Type", b"text/plain; charset=utf-8"),
-        (b"Content-Length", b"%d" % len(NOT_AN_UPGRADE)),
-    ]
-    hint = RejectConnection(status_code=426, headers=headers, has_body=True)
-    return Refusal("a plain HTTP request, not an upgrade", hint, NOT_AN_UPGRADE)
+    method: str
+    target: str
+    headers: list[tuple[bytes, bytes]]  # (lowercase name, value), in order
 
 
-def _parse(head: bytes) -> Request:
-    """The upgrade request in ``head`` (its lines, without the blank line ending it).
+def _plain_request(method: bytes, target: bytes, lines: list[bytes]) -> PlainRequest:
+    headers = []
+    for line in lines:
+        name, _, value = line.removesuffix(b"\r").partition(b":")
+        headers.append((name.lower(), value.strip(b" \t")))
+    return PlainRequest(method.decode("ascii"), target.decode("ascii"), headers)
+
+
+def _parse(head: bytes) -> Request | PlainRequest:
+    """The upgrade request in ``head`` (its lines, without the blank line ending it),
+    or the plain request it is if it asks for no upgrade.
 
     Stricter than h11 where HTTP allows a server to be: HTTP/1.1 only (RFC 6455
     section 4.1 requires at least 1.1, and there is no 2.x over HTTP/1 framing), no
@@ -128,8 +125,6 @@ def _parse(head: bytes) -> Request:
     method, target, major, minor = match.groups()
     if (major, minor) != (b"1", b"1"):
         raise _refuse("HTTP version must be 1.1")
-    if method != b"GET":
-        raise _refuse("Request method must be GET")
     headers: list[tuple[bytes, bytes]] = []
     checked: dict[bytes, list[bytes]] = {}  # the values of the headers checked below
     for line in lines[1:]:
@@ -154,7 +149,9 @@ def _parse(head: bytes) -> Request:
     except UnicodeDecodeError:
         raise _refuse("non-ASCII characters in a list header") from None
     if not upgrade and "upgrade" not in (token.lower() for token in connection):
-        raise _refuse_plain_request()  # asks for no upgrade at all
+        return _plain_request(method, target, lines[1:])  # asks for no upgrade at all
+    if method != b"GET":
+        raise _refuse("Request method must be GET")
     versions, keys, hosts = get(b"sec-websocket-version"), get(b"sec-websocket-key"), get(b"host")
     version = versions[-1] if versions else None  # the last, as wsproto
     # The order and answers of wsproto's own checks.
@@ -236,7 +233,7 @@ class ServerHandshake:
         self._buffer = bytearray()
         self._scanned = 0  # where the search for the blank line resumes
         self._in_first_line = True
-        self._events: list[Event] = []
+        self._events: list[Event] = []  # and a PlainRequest
         self._request: Request | None = None
         self._connection: Connection | None = None
 
@@ -283,9 +280,17 @@ class ServerHandshake:
         if end.start() > MAX_HEAD:
             raise _refuse("request head too long")
         head = bytes(buffer[: end.start()])
-        self._request = _parse(head[:-1] if head.endswith(b"\r") else head)
+        parsed = _parse(head[:-1] if head.endswith(b"\r") else head)
+        if isinstance(parsed, PlainRequest):
+            # Answered by the app's plain routes, not by an upgrade: nothing more is
+            # read through the handshake (the connection closes after the answer).
+            self._state = ConnectionState.REJECTING
+            self._buffer = bytearray()
+            self._events.append(parsed)  # type: ignore[arg-type]
+            return
+        self._request = parsed
         del buffer[: end.end()]
-        self._events.append(self._request)
+        self._events.append(parsed)
 
     def send(self, event: Event) -> bytes:
         if isinstance(event, AcceptConnection):

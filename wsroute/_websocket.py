@@ -72,14 +72,13 @@ from wsproto.events import (
     Event,
     Ping,
     Pong,
-    RejectData,
     Request,
     TextMessage,
 )
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from ._frames import close_answer, read_close, split_text_frames
-from ._upgrade import Refusal, ServerConnection
+from ._upgrade import PlainRequest, ServerConnection
 
 #: What one read asks of the socket when trio-websocket sets no size (as trio does).
 _READ_SIZE = 65536
@@ -148,16 +147,20 @@ class WebSocket(trio_websocket.WebSocketConnection):
     read_closed = False
     _reader_ended: trio.Event | None = None  # created only when waited on
 
-    async def read_request(self) -> trio_websocket.WebSocketRequest | None:
+    async def read_request(self) -> trio_websocket.WebSocketRequest | PlainRequest | None:
         """Read the upgrade request, in the caller's task: the server's socket reader
-        until there is something to answer. ``None`` if there never will be: the
-        request was refused (and answered, e.g. 400 or 426) or the peer left first."""
+        until there is something to answer. A request that asks for no upgrade is a
+        ``PlainRequest``, for :meth:`answer_plain`. ``None`` if there never will be
+        an answer: the request was refused (and answered, e.g. 400) or the peer left
+        first."""
         wsproto, stream, sock = self._wsproto, self._stream, self._sock
         data: bytes | bytearray
         while True:
             for event in wsproto.events():
                 if type(event) is Request:
                     return trio_websocket.WebSocketRequest(self, event)
+                if isinstance(event, PlainRequest):  # ServerHandshake's own event
+                    return event
             try:
                 if sock is not None:
                     data = await _receive(sock, self._receive_buffer_size)
@@ -173,10 +176,19 @@ class WebSocket(trio_websocket.WebSocketConnection):
                 if err.event_hint:
                     with suppress(trio_websocket.ConnectionClosed):
                         await self._send(err.event_hint)
-                        if isinstance(err, Refusal):
-                            await self._send(RejectData(err.body))
                 await self._close_stream()
                 return None
+
+    async def answer_plain(self, answer: bytes) -> None:
+        """Send the whole answer to a ``PlainRequest`` and close the connection.
+
+        Raises:
+            trio_websocket.ConnectionClosed: the peer is gone.
+        """
+        try:
+            await self._send_framed(answer)  # raw bytes: no frame around them
+        finally:
+            await self._close_stream()
 
     # -- reading -------------------------------------------------------------------
 
