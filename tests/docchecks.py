@@ -427,6 +427,46 @@ async def redis_broker(run: Runner) -> None:
     assert broker.describe() == "redis://cache.internal:6379/0"
 
 
+# -- docs/clients.md ---------------------------------------------------------------------
+
+
+@check("docs/clients.md", "trio.run(main)", real_time=True)
+async def python_client_quick_start(run: Runner) -> None:
+    """The script prints what the page shows, against examples/items served on a free
+    port instead of 8000."""
+    app = run.load_example("items").app
+    printed: list[str] = []
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(app.serve, "127.0.0.1", 0)
+        url = {"ws://127.0.0.1:8000/": f"ws://127.0.0.1:{port}/"}
+        await run(
+            replace=url, in_thread=True, print=lambda *a: printed.append(" ".join(map(str, a)))
+        )
+        app.shutdown()
+    assert printed == text_after(run.block).code.splitlines()
+
+
+@check("docs/clients.md", "async def watch(", real_time=True)
+async def python_client_state_changes(run: Runner) -> None:
+    """``watch`` reports the close of a connection the client does not reconnect
+    (the app's code 4000) as "closed", and then returns."""
+    module = await run()
+    app = App()
+    printed: list[str] = []
+    module.print = lambda *a: printed.append(" ".join(map(str, a)))
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(app.serve, "127.0.0.1", 0)
+        nursery.start_soon(module.watch, f"ws://127.0.0.1:{port}/")
+        with trio.fail_after(10):
+            while not app.connections:
+                await trio.sleep(0.01)
+            await app.connections[0].close(4000, "bye")
+            while printed[-1:] != ["closed"]:
+                await trio.sleep(0.01)
+        app.shutdown()
+    assert printed == ["closed"]
+
+
 # -- docs/http.md ------------------------------------------------------------------------
 
 

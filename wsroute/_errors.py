@@ -11,7 +11,15 @@
     ├── NotRunningError        app.publish / app.start_soon while the app is not serving
     ├── BrokerError            the broker failed
     │   └── BrokerClosed       the broker session was closed
-    └── LoadError              ``wsroute run MODULE:ATTR`` could not load the app
+    ├── LoadError              ``wsroute run MODULE:ATTR`` could not load the app
+    └── ClientError            raised by the Python client (``wsroute.client``)
+        ├── ClientHandlerError the server answered a request with an error reply
+        ├── RequestTimeout     no reply within the request's timeout
+        ├── Disconnected       the connection dropped while the request was pending
+        │   └── ClientClosed   the client is closed for good (by you, or it gave up)
+        ├── ConnectError       the client could not connect (refused, unreachable)
+        ├── InvalidReply       a reply's data does not match the requested type
+        └── EventsLost         an event stream overflowed under the "error" policy
 
 "The client sent something bad" (ProtocolError, HandlerError) is kept apart from
 "we failed" (everything else): only the first kind is answered with a specific code.
@@ -143,3 +151,80 @@ class BrokerClosed(BrokerError):
 
 class LoadError(WsrouteError):
     """The ``MODULE:ATTR`` given to the CLI could not be loaded as an App."""
+
+
+class ClientError(WsrouteError):
+    """Base class of the Python client's errors."""
+
+
+class ClientHandlerError(ClientError):
+    """The server answered the request with an error reply.
+
+    Attributes:
+        type: the request's message type.
+        code: the error's stable code (``not_found``, ``invalid_data``, ...).
+        message: the human-readable message.
+        details: the error's details, or ``None``.
+    """
+
+    def __init__(self, type: str, code: str, message: str, details: Any = None) -> None:
+        super().__init__(f"{type}: {code}: {message}")
+        self.type = type
+        self.code = code
+        self.message = message
+        self.details = details
+
+
+class RequestTimeout(ClientError, TimeoutError):
+    """No reply came within the request's timeout (a late reply is dropped)."""
+
+
+class Disconnected(ClientError):
+    """The connection dropped while the request was pending, or before it was sent.
+
+    Attributes:
+        code: the close code (1006 when the connection broke without one).
+        reason: the close reason.
+    """
+
+    def __init__(self, message: str, code: int = 1006, reason: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
+
+
+class ClientClosed(Disconnected):
+    """The client is closed for good: closed by the app, by a close the client does
+    not reconnect after, or after its reconnect attempts ran out."""
+
+
+class ConnectError(ClientError):
+    """The client could not connect.
+
+    Attributes:
+        status: the HTTP status of a refused handshake, or ``None`` when the server
+            could not be reached.
+        body: the refusal's body (its reason), possibly empty.
+    """
+
+    def __init__(self, message: str, status: int | None = None, body: bytes = b"") -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
+class InvalidReply(ClientError):
+    """The reply's data does not match the type asked for with ``reply_type``.
+
+    Attributes:
+        details: ``{"path", "message"}`` entries, as the server's ``invalid_data``.
+    """
+
+    def __init__(self, message: str, details: list[dict[str, str]]) -> None:
+        super().__init__(message)
+        self.details = details
+
+
+class EventsLost(ClientError):
+    """An event stream under the ``"error"`` overflow policy filled up: it stopped
+    taking events, so some were lost."""

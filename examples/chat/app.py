@@ -1,7 +1,9 @@
 """The chat example: rooms as topics, one room per connection at a time.
 
-Run it with ``wsroute run app:app --app-dir examples/chat``, connect to
-``ws://127.0.0.1:8000/?user=ada``, then send, for example::
+Run it with ``wsroute run app:app --app-dir examples/chat`` and open
+``http://127.0.0.1:8000/`` in a browser: the app serves the page in ``static/``,
+which uses the JavaScript client the app serves at ``/wsroute.js``. Or connect any
+WebSocket client to ``ws://127.0.0.1:8000/?user=ada`` and send, for example::
 
     {"type": "join", "id": 1, "data": {"room": "lobby", "nick": "ada"}}
     {"type": "say", "data": {"text": "hello"}}
@@ -23,11 +25,14 @@ connections, wherever they are.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import attrs
 
 from wsroute import App, Connection, HandlerError, Request
 
 app = App(default_topic=None)
+app.add_static("/", Path(__file__).parent / "static")  # the browser page
 
 #: Users allowed to kick others.
 MODERATORS = frozenset({"mod"})

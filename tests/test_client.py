@@ -1,0 +1,429 @@
+"""The Python client (``wsroute.client``) against real servers on 127.0.0.1: served
+in-process for most cases, a real ``wsroute run`` process where the server must be
+killed and restarted. Every wait is bounded."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from wsroute import App
+from wsroute.client import (
+    Backoff,
+    ClientClosed,
+    ClientError,
+    ClientHandlerError,
+    ConnectError,
+    Disconnected,
+    Event,
+    EventsLost,
+    InvalidReply,
+    Replayed,
+    RequestTimeout,
+    State,
+    StateChange,
+    connect,
+)
+
+from .client_app import Said, Say, make_app
+from .test_cli import Server, StartServer, child_env, free_port, start
+
+__all__ = ["start"]  # fixture, imported to be found
+
+TESTS = Path(__file__).resolve().parent
+TIMEOUT = 10.0
+FAST = Backoff(initial=0.01, maximum=0.05)
+
+Serve = Callable[[App], Awaitable[int]]
+
+
+@pytest.fixture
+async def url(serve: Serve) -> str:
+    port = await serve(make_app())
+    return f"ws://127.0.0.1:{port}/"
+
+
+def alice(url: str, **options: Any) -> Any:
+    options.setdefault("reconnect", FAST)
+    return connect(url, token="alice-token", **options)
+
+
+async def next_state(changes: AsyncIterator[StateChange]) -> StateChange:
+    with trio.fail_after(TIMEOUT):
+        return await changes.__anext__()
+
+
+async def until_state(changes: AsyncIterator[StateChange], state: State) -> list[StateChange]:
+    """The changes up to the first to ``state``, that one included."""
+    seen = [await next_state(changes)]
+    while seen[-1].state is not state:
+        seen.append(await next_state(changes))
+    return seen
+
+
+def brief(change: StateChange) -> tuple[State, int | None, str]:
+    return change.state, change.code, change.reason
+
+
+# -- requests ---------------------------------------------------------------------------
+
+
+async def test_a_request_returns_its_replys_data(url: str) -> None:
+    async with alice(url) as client:
+        assert client.state is State.OPEN
+        assert await client.request("echo", {"a": [1, 2]}) == {"a": [1, 2]}
+        assert await client.request("echo") is None
+        said = await client.request("say", Say("r", "hi"), reply_type=Said)
+        assert said == Said("r", "hi", "alice")  # attrs in, attrs out
+
+
+async def test_an_error_reply_raises_with_its_code_message_and_details(url: str) -> None:
+    async with alice(url) as client:
+        with pytest.raises(ClientHandlerError) as info:
+            await client.request("fail")
+        error = info.value
+        assert (error.type, error.code, error.message, error.details) == (
+            "fail",
+            "not_found",
+            "nothing here",
+            {"id": 7},
+        )
+        with pytest.raises(ClientHandlerError) as info:
+            await client.request("say", {"room": 1})
+        assert info.value.code == "invalid_data"
+        assert await client.request("echo", 1) == 1  # the connection goes on
+
+
+async def test_a_reply_of_the_wrong_type_is_invalid(url: str) -> None:
+    async with alice(url) as client:
+        with pytest.raises(InvalidReply) as info:
+            await client.request("echo", {"room": "r"}, reply_type=Said)
+        assert {"path": "$.text", "message": "required field missing"} in info.value.details
+
+
+async def test_a_slow_reply_times_out_and_its_late_reply_is_dropped_quietly(
+    url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with alice(url) as client:
+        with pytest.raises(RequestTimeout, match=r"no reply to 'slow' within 0\.1 s"):
+            await client.request("slow", 0.3, timeout=0.1)
+        assert isinstance(RequestTimeout("x"), TimeoutError)
+        await trio.sleep(0.4)  # the late reply arrives meanwhile
+        assert await client.request("echo", "after") == "after"
+    assert "no pending request" not in caplog.text
+
+
+async def test_concurrent_requests_are_matched_by_id(url: str) -> None:
+    async with alice(url) as client:
+        results: dict[int, Any] = {}
+
+        async def ask(n: int) -> None:
+            results[n] = await client.request("echo", n)
+
+        async with trio.open_nursery() as nursery:
+            for n in range(200):
+                nursery.start_soon(ask, n)
+        assert results == {n: n for n in range(200)}
+
+
+async def test_emit_sends_without_an_id(url: str) -> None:
+    async with alice(url) as a, connect(url, token="bob-token") as b:
+        await a.request("join", "r")
+        await b.request("join", "r")
+        events = a.events("say")
+        await b.emit("say", {"room": "r", "text": "no ack"})
+        with trio.fail_after(TIMEOUT):
+            event = await events.__anext__()
+        assert event == Event("say", "room:r", {"room": "r", "text": "no ack", "by": "bob"})
+
+
+# -- events -----------------------------------------------------------------------------
+
+
+async def test_events_are_filtered_by_type_and_topic_and_decoded(
+    url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with alice(url) as client:
+        for room in ("a", "b"):
+            await client.request("join", room)
+        in_b = client.events("say", topic="room:b", data_type=Said)
+        everything = client.events()
+        for room in ("a", "b"):
+            await client.request("say", Say(room, room))
+        with trio.fail_after(TIMEOUT):
+            assert await in_b.__anext__() == Event("say", "room:b", Said("b", "b", "alice"))
+            topics = [(await everything.__anext__()).topic for _ in range(2)]
+        assert topics == ["room:a", "room:b"]
+        mismatched = client.events("say", data_type=int)
+        await client.request("say", Say("a", "x"))
+        await client.request("echo", None)  # the event came before this reply
+        assert "event 'say' skipped: its data does not match" in caplog.text
+        mismatched.close()
+
+
+async def test_a_full_event_stream_reports_the_loss(url: str) -> None:
+    async with alice(url) as client:
+        await client.request("join", "r")
+        strict = client.events("say", buffer=2)
+        lenient = client.events("say", buffer=2, overflow="drop_oldest")
+        for n in range(4):
+            await client.request("say", Say("r", str(n)))
+        await client.request("echo", None)
+        with trio.fail_after(TIMEOUT):
+            assert [(await strict.__anext__()).data["text"] for _ in range(2)] == ["0", "1"]
+            with pytest.raises(EventsLost):
+                await strict.__anext__()
+            assert [(await lenient.__anext__()).data["text"] for _ in range(2)] == ["2", "3"]
+        assert lenient.dropped == 2
+
+
+async def test_event_streams_end_when_the_client_closes(url: str) -> None:
+    async with alice(url) as client:
+        events = client.events()
+        await client.aclose()
+        with trio.fail_after(TIMEOUT):
+            assert [event async for event in events] == []
+
+
+async def test_bad_frames_from_the_server_are_logged_and_dropped(
+    url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="wsroute.client"):
+        async with alice(url) as client:
+            assert await client.request("junk") == "sent"
+            assert await client.request("echo", "still fine") == "still fine"
+    assert "dropped a frame that is not JSON" in caplog.text
+    assert "dropped a binary frame of 7 bytes" in caplog.text
+    assert "dropped a reply to no pending request" in caplog.text
+    assert "dropped a frame that is not a message" in caplog.text
+
+
+# -- connecting and authentication ------------------------------------------------------
+
+
+async def test_a_refused_token_fails_at_once_without_a_reconnect_loop(
+    url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="wsroute")
+    with trio.fail_after(TIMEOUT), pytest.raises(ConnectError) as info:
+        async with connect(url, token="wrong", reconnect=FAST):
+            pass
+    assert info.value.status == 401
+    assert info.value.body == b"invalid token"
+    assert caplog.text.count("refused from") == 1  # one attempt, no loop
+
+
+async def test_a_token_function_is_called_for_every_connection(url: str) -> None:
+    calls: list[int] = []
+
+    async def fresh_token() -> str:
+        calls.append(1)
+        return "alice-token"
+
+    async with connect(url, token=fresh_token, reconnect=FAST) as client:
+        changes = client.state_changes()
+        await client.request("kick", {"code": 1012, "reason": "restart"})
+        assert (await next_state(changes)).state is State.RECONNECTING
+        assert (await next_state(changes)).state is State.OPEN
+    assert len(calls) == 2
+
+
+async def test_an_unreachable_server_gives_up_after_max_attempts() -> None:
+    url = f"ws://127.0.0.1:{free_port()}/"
+    with trio.fail_after(TIMEOUT), pytest.raises(ConnectError, match="could not connect"):
+        async with connect(url, reconnect=Backoff(initial=0.01, max_attempts=3)):
+            pass
+
+
+# -- closes and reconnects --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("code", [4001, 1008, 1000, 3000])
+async def test_a_close_that_means_go_away_ends_the_client(url: str, code: int) -> None:
+    async with alice(url) as client:
+        changes = client.state_changes()
+        await client.request("kick", {"code": code, "reason": "bye"})  # answered, then closed
+        assert brief(await next_state(changes)) == (State.CLOSED, code, "bye")
+        with pytest.raises(ClientClosed) as info:
+            await client.request("echo", 1)
+        assert (info.value.code, info.value.reason) == (code, "bye")
+
+
+@pytest.mark.parametrize("code", [1001, 1011, 1012, 1013])
+async def test_a_close_worth_retrying_reconnects_and_replays_joins_in_order(
+    url: str, code: int
+) -> None:
+    async with alice(url) as client, connect(url, token="bob-token") as bob:
+        changes = client.state_changes()
+        await client.request("join", "first", replay=True)
+        await client.request("join", "second", replay=True)
+        await client.request("join", "first", replay=True)  # recorded once
+        await client.request("join", "unrecorded")
+        assert client.replayed == [Replayed("join", "first"), Replayed("join", "second")]
+        await client.request("kick", {"code": code, "reason": "again"})  # answered, then closed
+        reconnecting = await next_state(changes)
+        assert brief(reconnecting) == (State.RECONNECTING, code, "again")
+        assert reconnecting.attempt == 1 and 0 <= (reconnecting.delay or 0) <= FAST.initial
+        assert await next_state(changes) == StateChange(State.OPEN)
+        joins = await client.request("joins")
+        assert joins[-2:] == ["first", "second"] and joins.count("unrecorded") == 1
+        events = client.events("say")
+        await bob.request("say", Say("second", "welcome back"))
+        with trio.fail_after(TIMEOUT):
+            assert (await events.__anext__()).data["text"] == "welcome back"
+
+
+async def test_forgotten_replays_are_not_made_again(url: str) -> None:
+    async with alice(url) as client:
+        await client.request("join", "a", replay=True)
+        await client.request("join", "b", replay=True)
+        client.forget_replay("join", "a")
+        assert client.replayed == [Replayed("join", "b")]
+        client.forget_replay("join")
+        assert client.replayed == []
+
+
+async def test_a_replay_that_fails_is_reported_once_and_dropped(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    failures: list[tuple[ClientError, Replayed]] = []
+    async with alice(url, on_replay_error=lambda e, r: failures.append((e, r))) as client:
+        changes = client.state_changes()
+        await client.request("join", "doomed", replay=True)
+        await client.request("join", "fine", replay=True)
+        monkeypatch.setenv("WSROUTE_TEST_DENY", "doomed")
+        await client.request("kick", {"code": 1012})  # answered, then closed
+        assert (await next_state(changes)).state is State.RECONNECTING
+        assert (await next_state(changes)).state is State.OPEN
+        [(error, replayed)] = failures
+        assert isinstance(error, ClientHandlerError) and error.code == "forbidden"
+        assert replayed == Replayed("join", "doomed")
+        assert client.replayed == [Replayed("join", "fine")]
+
+
+async def test_requests_wait_while_the_client_reconnects(url: str) -> None:
+    async with alice(url, reconnect=Backoff(initial=0.2, maximum=0.2)) as client:
+        changes = client.state_changes()
+        await client.request("kick", {"code": 1012})  # answered, then closed
+        assert (await next_state(changes)).state is State.RECONNECTING
+        assert await client.request("echo", "queued") == "queued"
+        assert client.state is State.OPEN
+
+
+async def test_closing_fails_pending_requests_and_stops_reconnecting(url: str) -> None:
+    async with alice(url) as client:
+        changes = client.state_changes()
+        errors: list[BaseException] = []
+
+        async def pending() -> None:
+            try:
+                await client.request("slow", 5)
+            except ClientClosed as exc:
+                errors.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(pending)
+            await trio.sleep(0.05)
+            await client.aclose()
+        assert [type(e) for e in errors] == [ClientClosed]
+        assert await next_state(changes) == StateChange(State.CLOSED, 1000, "")
+        with pytest.raises(ClientClosed):
+            await client.emit("echo")
+        with pytest.raises(ValueError, match="1000 or 3000-4999"):
+            await client.aclose(1001)
+        with pytest.raises(ValueError, match="123 bytes"):
+            await client.aclose(4000, "é" * 62)
+
+
+# -- a real `wsroute run` process -------------------------------------------------------
+
+
+async def run_server(start: StartServer, port: int, **env: str) -> Server:
+    server = await start(
+        "run",
+        "client_app:app",
+        "--app-dir",
+        str(TESTS),
+        "--port",
+        str(port),
+        cwd=TESTS.parent,
+        env=child_env(**env),
+    )
+    await server.wait_listening()
+    return server
+
+
+async def test_server_restart_mid_session(start: StartServer) -> None:
+    port = free_port()
+    url = f"ws://127.0.0.1:{port}/"
+    server = await run_server(start, port)
+    async with alice(url) as client:
+        changes = client.state_changes()
+        assert await client.request("join", "lobby", replay=True) == "lobby"
+        failures: list[BaseException] = []
+
+        async def pending() -> None:
+            try:
+                await client.request("slow", 30)
+            except Disconnected as exc:
+                failures.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(pending)
+            await trio.sleep(0.1)
+            server.signal(signal.SIGKILL)
+        assert [(type(e), e.code) for e in failures] == [(Disconnected, 1006)]
+        assert (await next_state(changes)).state is State.RECONNECTING
+        await run_server(start, port)
+        seen = await until_state(changes, State.OPEN)
+        # Reported before every wait while the server was away, attempts counted.
+        attempts = [change.attempt for change in seen if change.state is State.RECONNECTING]
+        assert attempts == list(range(2, len(attempts) + 2))
+        # The replayed join put the client back in its room on the new server.
+        async with connect(url, token="bob-token") as bob:
+            events = client.events("say", topic="room:lobby")
+            await bob.request("say", Say("lobby", "after the restart"))
+            with trio.fail_after(TIMEOUT):
+                assert (await events.__anext__()).data["by"] == "bob"
+        assert await client.request("echo", "again") == "again"
+
+
+async def test_a_real_server_refuses_a_bad_token_once(start: StartServer) -> None:
+    port = free_port()
+    server = await run_server(start, port)
+    with trio.fail_after(TIMEOUT), pytest.raises(ConnectError) as info:
+        async with connect(f"ws://127.0.0.1:{port}/", token="nope"):
+            pass
+    assert info.value.status == 401
+    await trio.sleep(0.2)  # a reconnect loop would have logged more refusals by now
+    assert server.stderr.count("refused from") == 1
+
+
+async def test_timeouts_big_messages_and_many_requests_on_a_real_server(
+    start: StartServer,
+) -> None:
+    port = free_port()
+    await run_server(start, port)
+    async with alice(f"ws://127.0.0.1:{port}/") as client:
+        with pytest.raises(RequestTimeout):
+            await client.request("slow", 1, timeout=0.1)
+        mib = 1024 * 1024
+        assert len(await client.request("big", mib)) == mib
+        text = "y" * (mib - 100)  # with its envelope, just under the server's 1 MiB
+        assert await client.request("echo", text) == text
+        results: list[Any] = [None] * 1000
+
+        async def ask(n: int) -> None:
+            results[n] = await client.request("echo", n)
+
+        with trio.fail_after(TIMEOUT):
+            async with trio.open_nursery() as nursery:
+                for n in range(1000):
+                    nursery.start_soon(ask, n)
+        assert results == list(range(1000))
