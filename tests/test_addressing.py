@@ -138,6 +138,8 @@ async def test_tell_topic_and_info_handlers_that_subscribe(autojump_clock):
     broker, log = MemoryBroker(), []
     first, second = make_app(broker, log), make_app(broker, log)
     async with open_client(first) as a, open_client(second) as b:
+        for client in (a, b):  # answered once set up: subscribed to "all"
+            await client.request("whoami")
         await first.tell_topic("all", "join", "lobby")
         await trio.sleep(1)
         await second.publish("room:lobby", "news", "both joined")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -15,6 +16,7 @@ from wsroute import (
     App,
     Connection,
     Disconnect,
+    ListenError,
     NotRunningError,
     RegistrationError,
     SlowConsumerPolicy,
@@ -540,3 +542,17 @@ async def test_loosely_annotated_hooks_and_handlers_run_with_the_real_values(
     assert seen[0] == ("connect", conn)
     assert [kind for kind, _ in seen[1:]] == ["disconnect", "disconnect optional"]
     assert all(isinstance(reason, Disconnect) and reason.code == 1000 for _, reason in seen[1:])
+
+
+async def test_serving_on_a_taken_port_raises_listen_error(nursery: trio.Nursery) -> None:
+    with trio.socket.socket() as holder:
+        await holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        with pytest.raises(ListenError) as info:
+            await nursery.start(App().serve, "127.0.0.1", port)
+    error = info.value
+    assert (error.host, error.port) == ("127.0.0.1", port)
+    assert isinstance(error, OSError) and error.errno == errno.EADDRINUSE
+    assert isinstance(error.error, OSError)
+    assert str(error).startswith(f"cannot listen on 127.0.0.1:{port}: [Errno ")

@@ -83,10 +83,10 @@ async def test_connection_whose_topics_cannot_be_subscribed_closes_with_1013(aut
                 async def __aenter__(self) -> Any:
                     session = await manager.__aenter__()
 
-                    async def subscribe(topic: str) -> None:
+                    async def subscribe(topics: Any) -> None:
                         raise BrokerError("broker is down")
 
-                    session.subscribe = subscribe  # type: ignore[method-assign]
+                    session.subscribe = session.subscribe_many = subscribe  # type: ignore[method-assign]
                     return session
 
                 async def __aexit__(self, *exc: object) -> None:

@@ -8,7 +8,7 @@ import trio.testing
 from wsroute import Connection, SlowConsumerPolicy
 from wsroute._hub import Hub
 from wsroute._request import Request
-from wsroute._websocket import Prepared
+from wsroute._wire.frames import Prepared
 from wsroute.brokers import MemoryBroker
 
 

@@ -221,16 +221,22 @@ def test_from_url_unknown_scheme(url: str) -> None:
     assert repr(url) in str(info.value)
 
 
-async def test_subscribe_and_unsubscribe_never_wait() -> None:
-    # subscribe_may_wait = False lets every connection skip a cancel scope (and the
-    # shield when it ends): a checkpoint here would raise Cancelled in this scope.
+async def test_subscribe_is_a_checkpoint_and_unsubscribe_is_never_cancelled() -> None:
+    # subscribe_may_wait = False lets a connection end without a shield: its
+    # unsubscribes yield to the scheduler but never raise Cancelled.
     async with MemoryBroker().connect() as session:
         assert session.subscribe_may_wait is False
+        await session.subscribe("t")
         with trio.CancelScope() as scope:
             scope.cancel()
-            await session.subscribe("t")
-            await session.subscribe("t")
-            await session.unsubscribe("t")
             await session.unsubscribe("t")
             await session.unsubscribe("never subscribed")
         assert not scope.cancelled_caught
+        assert session._counts == {}
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await session.subscribe("t")  # a checkpoint, as any trio async function
+        assert scope.cancelled_caught
+        assert session._counts == {}
+        with trio.testing.assert_checkpoints():
+            await session.subscribe("t")

@@ -8,7 +8,8 @@ import trio.testing
 
 from wsroute import SlowConsumerPolicy
 from wsroute._outbox import Outbox
-from wsroute._websocket import PENDING, QUEUE, WRITTEN, Frame
+from wsroute._server.transport import PENDING, QUEUE, WRITTEN
+from wsroute._wire.frames import Frame
 
 CLOSE = SlowConsumerPolicy.CLOSE
 DROP_OLDEST = SlowConsumerPolicy.DROP_OLDEST

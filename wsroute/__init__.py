@@ -10,6 +10,7 @@ from ._errors import BrokerClosed as BrokerClosed
 from ._errors import BrokerError as BrokerError
 from ._errors import ConnectionClosed as ConnectionClosed
 from ._errors import HandlerError as HandlerError
+from ._errors import ListenError as ListenError
 from ._errors import LoadError as LoadError
 from ._errors import NotRunningError as NotRunningError
 from ._errors import ProtocolError as ProtocolError
@@ -33,6 +34,7 @@ __all__ = [
     "Disconnect",
     "HandlerError",
     "Headers",
+    "ListenError",
     "LoadError",
     "NotRunningError",
     "ProtocolError",

@@ -10,7 +10,6 @@ load error.
 from __future__ import annotations
 
 import argparse
-import itertools
 import logging
 import os
 import re
@@ -22,14 +21,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import trio
-
 from . import __version__
 from ._app import App
-from ._errors import BrokerError, LoadError, RegistrationError
+from ._errors import BrokerError, ListenError, LoadError, RegistrationError
 from ._importer import load_app, user_frames
 from ._routing import Handler, describe
-from ._runtime import Runtime
 from .brokers import from_url
 
 PROG = "wsroute"
@@ -243,42 +239,21 @@ def _run(args: argparse.Namespace) -> int:
     try:
         app.run(args.host, args.port)
     except Exception as exc:
-        broker_failure = _broker_error(exc)
-        if broker_failure is not None:
-            _error(str(broker_failure))
-            return EXIT_ERROR
-        failure = _bind_error(exc)
-        if failure is None:
+        # What ends a run for a known reason says which and why in its message: one
+        # line. Anything else (a bug in the app) keeps its traceback.
+        known = _single(exc)
+        if not isinstance(known, BrokerError | ListenError):
             raise
-        host = f"[{args.host}]" if ":" in args.host else args.host
-        _error(f"cannot listen on {host}:{args.port}: {failure}")
+        _error(str(known))
         return EXIT_ERROR
     return EXIT_OK
 
 
-def _broker_error(exc: BaseException) -> BrokerError | None:
-    """The BrokerError that ended ``app.run``: unreachable at start, or lost for good.
-
-    Its message already says which broker and why, so it is reported in one line.
-    """
+def _single(exc: BaseException) -> BaseException:
+    """The one exception in nested groups of one (trio wraps what ends a nursery)."""
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
         exc = exc.exceptions[0]
-    return exc if isinstance(exc, BrokerError) else None
-
-
-def _bind_error(exc: BaseException) -> OSError | None:
-    """The OSError from opening the app's listener, if that is what ended ``app.run``.
-
-    Told apart by where it was raised, so an OSError from the app's own start-up code
-    (say, a database connection refused in a lifespan) keeps its traceback.
-    """
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    if not isinstance(exc, OSError):
-        return None
-    codes = [frame.f_code for frame, _ in traceback.walk_tb(exc.__traceback__)]
-    listen = (Runtime.serve_tcp.__code__, trio.open_tcp_listeners.__code__)
-    return exc if listen in itertools.pairwise(codes) else None
+    return exc
 
 
 def _routes(args: argparse.Namespace) -> int:

@@ -14,19 +14,16 @@ import trio
 from ._errors import ConnectionClosed
 from ._limits import Window
 from ._outbox import Outbox, SlowConsumerPolicy
-from ._protocol import CLOSE_INTERNAL_ERROR, CLOSE_POLICY_VIOLATION, encode_event
+from ._protocol import encode_event
 from ._request import Request
-from ._websocket import Frame, Prepared
+from ._wire import closes
+from ._wire.frames import MAX_CLOSE_REASON, Frame, Prepared
 
 if TYPE_CHECKING:
     from ._addressing import Control
     from ._hub import Hub
 
 logger = logging.getLogger("wsroute")
-
-#: Codes an application may send (RFC 6455 section 7.4 and the IANA registry).
-_SENDABLE_CODES = frozenset({1000, 1001, 1002, 1003, *range(1007, 1015)})
-_MAX_REASON_BYTES = 123
 
 
 @attrs.frozen
@@ -47,13 +44,13 @@ class Disconnect:
 
 def check_close(code: int, reason: str) -> None:
     """Raise ``ValueError`` unless ``code`` and ``reason`` may be sent in a close frame."""
-    if code not in _SENDABLE_CODES and not 3000 <= code <= 4999:
+    if not closes.is_sendable(code):
         raise ValueError(
             f"close code {code} cannot be sent: use 1000-1003, 1007-1014, or an application"
             " code in 3000-4999"
         )
-    if len(reason.encode()) > _MAX_REASON_BYTES:
-        raise ValueError(f"close reason must be at most {_MAX_REASON_BYTES} bytes of UTF-8")
+    if len(reason.encode()) > MAX_CLOSE_REASON:
+        raise ValueError(f"close reason must be at most {MAX_CLOSE_REASON} bytes of UTF-8")
 
 
 class Connection:
@@ -149,6 +146,7 @@ class Connection:
         Raises:
             ConnectionClosed: the connection is closing and takes no more frames.
         """
+        await trio.lowlevel.checkpoint()
         frame = Prepared(encode_event(type, None, self._unstructure(data)))
         if not self._outbox.put(frame) and self._outbox.closed:
             raise ConnectionClosed(f"connection {self.id} is closed")
@@ -162,6 +160,7 @@ class Connection:
         """
         if not isinstance(frame, str | bytes):
             raise TypeError(f"a frame is str or bytes, not {type(frame).__name__}")
+        await trio.lowlevel.checkpoint()
         if not self._outbox.put(frame) and self._outbox.closed:
             raise ConnectionClosed(f"connection {self.id} is closed")
 
@@ -186,6 +185,7 @@ class Connection:
             ValueError: ``code`` may not be sent, or ``reason`` is too long.
         """
         check_close(code, reason)
+        await trio.lowlevel.checkpoint()
         self._request_close(code, reason, "server")
 
     def start_soon(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
@@ -203,7 +203,7 @@ class Connection:
             await fn(*args)
         except Exception:
             logger.exception("task %r of connection %s failed", fn, self.id)
-            self._request_close(CLOSE_INTERNAL_ERROR, "internal error", "server")
+            self._request_close(*closes.INTERNAL, "server")
 
     # -- runtime side --------------------------------------------------------------
 
@@ -226,7 +226,7 @@ class Connection:
         """Count an invalid frame against the budget; close with 1008 when spent."""
         if self._invalid is not None and self._invalid.exceeded(trio.current_time()):
             logger.info("connection %s: too many invalid messages, closing", self.id)
-            self._request_close(CLOSE_POLICY_VIOLATION, "too many invalid messages", "server")
+            self._request_close(*closes.TOO_MANY_INVALID, "server")
 
     def _request_close(
         self,
@@ -251,4 +251,4 @@ class Connection:
             self._outbox.maxsize,
         )
         # Graceful would mean waiting on a writer that cannot make progress.
-        self._request_close(CLOSE_POLICY_VIOLATION, "slow consumer", "server", graceful=False)
+        self._request_close(*closes.SLOW_CONSUMER, "server", graceful=False)

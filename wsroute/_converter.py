@@ -20,7 +20,7 @@ import attrs
 import cattrs
 import orjson
 from cattrs import cols
-from cattrs.errors import ClassValidationError, IterableValidationError
+from cattrs.errors import ClassValidationError, IterableValidationError, IterableValidationNote
 from cattrs.gen import make_dict_structure_fn
 from cattrs.preconf.orjson import make_converter as _make_orjson_converter
 from cattrs.v import format_exception, transform_error
@@ -220,28 +220,55 @@ def _is_record_class(tp: Any) -> bool:
 
 
 def _default_array_hook(converter: cattrs.Converter, tp: Any) -> Callable[..., Any]:
-    """cattrs' own hook for a sequence or set type, without our guard around it."""
+    """The hook for a sequence or set type, without our guard around it: each item
+    through its own hook, every failure reported with its index, as cattrs does."""
+    args = get_args(tp)
+    origin = get_origin(tp) or tp
+    if origin is tuple and args and args[-1] is not Ellipsis:
+        return _items_hook(converter, tp, list(args), tuple)
+    item = args[0] if args else Any
     if cols.is_frozenset(tp):
-        return converter._structure_frozenset
+        return _items_hook(converter, tp, item, frozenset)
     if cols.is_any_set(tp):
-        return converter._structure_set
-    if getattr(tp, "__origin__", tp) is tuple:
-        items = get_args(tp)
-        if not items or items[-1] is Ellipsis:
-            return converter._structure_tuple
-        return _fixed_tuple_hook(converter, len(items))
+        return _items_hook(converter, tp, item, set)
+    if origin is tuple:
+        return _items_hook(converter, tp, item, tuple)
     return cols.list_structure_factory(tp, converter)
 
 
-def _fixed_tuple_hook(converter: cattrs.Converter, size: int) -> Callable[..., Any]:
-    """cattrs' hook for ``tuple[A, B]``, saying what a wrong length is (cattrs' own
-    error would reach the client as "invalid value")."""
+def _items_hook(
+    converter: cattrs.Converter,
+    tp: Any,
+    items: Any,
+    build: Callable[[list[Any]], Any],
+) -> Callable[..., Any]:
+    """Structure a JSON array into ``build(...)``: every item as ``items`` (one type),
+    or as its position's type (a list of types: a fixed tuple, whose length must
+    match; cattrs' own error would reach the client as "invalid value")."""
+    fixed = isinstance(items, list)
+    kinds = items if fixed else [items]
+    hooks = [(kind, converter.get_structure_hook(kind)) for kind in kinds]
+    size = len(kinds)
     noun = "item" if size == 1 else "items"
 
-    def structure(value: list[Any], tp: Any) -> Any:
-        if len(value) != size:
+    def structure(value: list[Any], _: Any) -> Any:
+        if fixed and len(value) != size:
             raise StrictTypeError(f"expected an array of {size} {noun}, got {len(value)}")
-        return converter._structure_tuple(value, tp)
+        done: list[Any] = []
+        errors: list[Exception] = []
+        for index, element in enumerate(value):
+            kind, hook = hooks[index if fixed else 0]
+            try:
+                done.append(element if kind is Any else hook(element, kind))
+            except Exception as exc:
+                exc.__notes__ = [
+                    *getattr(exc, "__notes__", []),
+                    IterableValidationNote(f"Structuring {tp} @ index {index}", index, kind),
+                ]
+                errors.append(exc)
+        if errors:
+            raise IterableValidationError(f"While structuring {tp!r}", errors, tp)
+        return build(done)
 
     return structure
 

@@ -30,7 +30,7 @@ from ._protocol import (
     reply_bytes,
 )
 from ._routing import Handler, InvalidData, Route
-from ._websocket import Prepared
+from ._wire.frames import Prepared
 
 if TYPE_CHECKING:
     from ._connection import Connection

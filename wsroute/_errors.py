@@ -12,6 +12,7 @@
     ├── BrokerError            the broker failed
     │   └── BrokerClosed       the broker session was closed
     ├── LoadError              ``wsroute run MODULE:ATTR`` could not load the app
+    ├── ListenError            the server could not listen on its address (also an OSError)
     └── ClientError            raised by the Python client (``wsroute.client``)
         ├── ClientHandlerError the server answered a request with an error reply
         ├── RequestTimeout     no reply within the request's timeout
@@ -30,7 +31,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ._upgrade import is_field_value, is_token
+from ._wire.handshake import is_field_value, is_token
 
 
 class WsrouteError(Exception):
@@ -94,7 +95,7 @@ class Reject(WsrouteError):
 
 def _header(name: str, value: str) -> tuple[str, str]:
     """A response header as given, if HTTP allows it (the rule the answer is written
-    with, ``_upgrade``'s), checked when the hook raises rather than when answering."""
+    with, ``_wire.handshake``'s), checked when the hook raises rather than when answering."""
     if not name.isascii() or not is_token(name.encode()):
         raise ValueError(f"Reject header name {name!r} is not an HTTP token (letters, digits, -)")
     try:
@@ -151,6 +152,27 @@ class BrokerClosed(BrokerError):
 
 class LoadError(WsrouteError):
     """The ``MODULE:ATTR`` given to the CLI could not be loaded as an App."""
+
+
+class ListenError(WsrouteError, OSError):
+    """The server could not listen on ``host:port``: the port is taken, the address
+    is not this machine's, or the process may not bind it.
+
+    Attributes:
+        host: the address asked for.
+        port: the port asked for.
+        error: the system's error.
+    """
+
+    def __init__(self, host: str, port: int, error: OSError) -> None:
+        shown = f"[{host}]" if ":" in host else host
+        super().__init__(error.errno, f"cannot listen on {shown}:{port}: {error}")
+        self.host = host
+        self.port = port
+        self.error = error
+
+    def __str__(self) -> str:
+        return str(self.args[1])
 
 
 class ClientError(WsrouteError):

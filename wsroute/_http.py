@@ -19,7 +19,7 @@ from typing import Any, Final
 
 from ._errors import RegistrationError
 from ._request import Request
-from ._upgrade import NOT_AN_UPGRADE, is_field_value, is_token
+from ._wire.handshake import NOT_AN_UPGRADE, is_field_value, is_token
 
 #: Methods a plain route answers; HEAD gets GET's headers without the body.
 METHODS: Final = ("GET", "HEAD")
@@ -100,7 +100,7 @@ def _header(name: str, value: str) -> tuple[bytes, bytes]:
 
 
 def not_an_upgrade() -> Response:
-    """``426`` for a plain request nothing here answers (see ``_upgrade``)."""
+    """``426`` for a plain request nothing here answers."""
     return Response(NOT_AN_UPGRADE.decode(), 426, headers={"Upgrade": "websocket"})
 
 

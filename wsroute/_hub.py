@@ -9,14 +9,16 @@ skip their sender or carry control orders are described in ``_addressing``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import trio
 
 from ._addressing import CONTROL, EXCLUDING, decode_control
 from ._errors import BrokerError
-from ._websocket import Prepared
+from ._wire.frames import Prepared
 
 if TYPE_CHECKING:
     from ._connection import Connection
@@ -42,29 +44,52 @@ class Hub:
         return len(self._members.get(topic, ()))
 
     async def subscribe(self, conn: Connection, topic: str) -> None:
-        if not isinstance(topic, str) or not topic:
-            raise ValueError("a topic must be a non-empty string")
-        if topic in conn._topics:
+        await self.join(conn, (topic,))
+
+    async def join(self, conn: Connection, topics: Sequence[str]) -> None:
+        """Subscribe ``conn`` to ``topics``, and the broker to those this process did
+        not host yet, in one call. If the broker fails, ``conn`` joins none of them.
+
+        Raises:
+            ValueError: a topic is not a non-empty string.
+            BrokerError: the broker refused.
+        """
+        for topic in topics:
+            if not isinstance(topic, str) or not topic:
+                raise ValueError("a topic must be a non-empty string")
+        added: list[str] = []
+        new: list[str] = []  # hosted by no connection of this process until now
+        for topic in topics:
+            if topic in conn._topics:
+                continue
+            conn._topics.add(topic)
+            added.append(topic)
+            members = self._members.get(topic)
+            if members is None:
+                self._members[topic] = {conn}
+                new.append(topic)
+            else:
+                members.add(conn)
+        if not new:
+            await trio.lowlevel.checkpoint()
             return
-        conn._topics.add(topic)
-        members = self._members.get(topic)
-        if members is not None:
-            members.add(conn)
-            return
-        self._members[topic] = {conn}
         try:
-            await self._broker.subscribe(topic)
+            await self._broker.subscribe_many(new)
         except BaseException:
-            conn._topics.discard(topic)
-            self._forget(conn, topic)
+            for topic in added:
+                conn._topics.discard(topic)
+                self._forget(conn, topic)
+            with trio.CancelScope(shield=True), contextlib.suppress(BrokerError):
+                await self._broker.unsubscribe_many(new)  # those it did take, if any
             raise
 
     async def unsubscribe(self, conn: Connection, topic: str) -> None:
-        if topic not in conn._topics:
-            return
-        conn._topics.discard(topic)
-        if self._forget(conn, topic):
-            await self._broker.unsubscribe(topic)
+        if topic in conn._topics:
+            conn._topics.discard(topic)
+            if self._forget(conn, topic):
+                await self._broker.unsubscribe(topic)
+                return
+        await trio.lowlevel.checkpoint()
 
     def _forget(self, conn: Connection, topic: str) -> bool:
         """Remove ``conn`` from ``topic``; return whether the topic became empty."""
@@ -84,11 +109,11 @@ class Hub:
             if self._forget(conn, topic):
                 emptied.append(topic)
         conn._topics.clear()
-        for topic in emptied:
+        if emptied:
             try:
-                await self._broker.unsubscribe(topic)
+                await self._broker.unsubscribe_many(emptied)
             except BrokerError as exc:
-                logger.warning("could not unsubscribe topic %r from the broker: %s", topic, exc)
+                logger.warning("could not unsubscribe topics %r from the broker: %s", emptied, exc)
 
     async def publish(self, topic: str, data: bytes) -> None:
         await self._broker.publish(topic, data)

@@ -35,15 +35,6 @@ BROKER_UNAVAILABLE: Final = "broker_unavailable"
 RATE_LIMITED: Final = "rate_limited"
 TIMEOUT: Final = "timeout"
 
-# WebSocket close codes (RFC 6455 section 7.4.1) that wsroute sends.
-CLOSE_NORMAL: Final = 1000
-CLOSE_GOING_AWAY: Final = 1001
-CLOSE_UNSUPPORTED_DATA: Final = 1003
-CLOSE_ABNORMAL: Final = 1006
-CLOSE_POLICY_VIOLATION: Final = 1008
-CLOSE_MESSAGE_TOO_BIG: Final = 1009
-CLOSE_INTERNAL_ERROR: Final = 1011
-CLOSE_TRY_AGAIN_LATER: Final = 1013
 
 _INT64_MIN: Final = -(2**63)
 _UINT64_MAX: Final = 2**64 - 1

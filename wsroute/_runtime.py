@@ -13,28 +13,28 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
 import cattrs
 import trio
-import trio_websocket
 
 from ._accept import accept_loop
 from ._config import Config
 from ._connection import Connection
 from ._dispatch import Dispatcher
-from ._errors import Reject
+from ._errors import ListenError, Reject
 from ._handshake import AcceptHook, Admission, Gate, describe_request
 from ._heartbeat import Heartbeat
 from ._http import METHODS, HTTPRoutes, Response, as_response, method_not_allowed, not_an_upgrade
 from ._hub import Hub
-from ._protocol import CLOSE_GOING_AWAY, encode_event
+from ._protocol import encode_event
 from ._request import Request
 from ._routing import FrameHandler, Handler, Hook, Route
+from ._server.transport import Transport, TransportClosed
 from ._session import Session
-from ._upgrade import PlainRequest
-from ._websocket import Prepared, WebSocket, server_websocket
+from ._wire import closes
+from ._wire.frames import Prepared
+from ._wire.handshake import PlainRequest, UpgradeRequest
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -149,7 +149,7 @@ class Runtime:
                 ws = await self._handshake_and_start(nursery, stream, remote, state)
                 if ws is not None:
                     await ws.run_reader()
-            timed_out = state.session is None and nursery.cancel_scope.cancelled_caught
+            timed_out = not state.accepted and nursery.cancel_scope.cancelled_caught
             if timed_out and not state.aborted:
                 logger.info("handshake timed out after %.1f s", self.config.handshake_timeout)
         except Exception:
@@ -160,8 +160,8 @@ class Runtime:
                     await self._end_stream(state)
             else:
                 await self._end_stream(state)  # never waits: nothing to shield
-            # Also ends connections trio-websocket stopped reading without closing the
-            # socket (e.g. after it sent 1009 for an oversized message).
+            # The reader closes the socket when it ends; this also closes it when the
+            # connection ended before the reader ran (a refusal, a timeout).
             if isinstance(stream, trio.SocketStream):
                 stream.socket.close()  # never waits: no need for aclose's checkpoint
             else:
@@ -210,7 +210,7 @@ class Runtime:
         stream: trio.abc.Stream,
         remote: tuple[str, int] | None,
         state: _StreamState,
-    ) -> WebSocket | None:
+    ) -> Transport | None:
         """Handshake within ``handshake_timeout``, then start the session in
         ``nursery``; None if refused or out of time.
 
@@ -223,25 +223,40 @@ class Runtime:
         scope.deadline = trio.current_time() + self.config.handshake_timeout
         if state.aborted:
             scope.cancel()
-        accepted = await self._handshake(stream, remote, state)
+        admitted = await self._handshake(stream, remote, state)
+        if admitted is None:
+            return None
+        ws, upgrade, request, admission = admitted
+        session = self._new_session(ws, request, admission, state)
+        # The connection's own topics are joined before the 101: a client that sees
+        # its connection open receives whatever is published to them from then on.
+        subscribed = await session.subscribe()
+        try:
+            await ws.accept(upgrade, admission.subprotocol)
+        except TransportClosed:
+            logger.info("%s closed during the handshake", describe_request(request))
+            return None
         scope.deadline = math.inf
         state.handshake_scope = None
-        if accepted is None or scope.cancel_called:
-            return None  # refused; or out of time (or aborted) just as it was answered
-        await self._start(nursery, *accepted, state)
-        return accepted[0]
+        state.accepted = True
+        if logger.isEnabledFor(logging.INFO):
+            logger.info("connect %s %s", session.conn.id, describe_request(request))
+        if scope.cancel_called:
+            return None  # out of time (or aborted) just as it was answered
+        await session.start(nursery, subscribed)
+        return ws
 
     async def _handshake(
         self,
         stream: trio.abc.Stream,
         remote: tuple[str, int] | None,
         state: _StreamState,
-    ) -> tuple[WebSocket, Request, Admission] | None:
-        """Read the upgrade request and accept or refuse it."""
+    ) -> tuple[Transport, UpgradeRequest, Request, Admission] | None:
+        """Read the upgrade request and admit it (or refuse it: ``None``)."""
         config = self.config
         if remote is None:
             remote = _peer_address(stream)  # now: a refused upgrade may close the socket
-        ws = server_websocket(stream, max_message_size=config.max_message_size)
+        ws = Transport(stream, max_message_size=config.max_message_size)
         upgrade = await ws.read_request()
         if isinstance(upgrade, PlainRequest):
             await self._answer_plain(ws, upgrade, remote)
@@ -255,21 +270,16 @@ class Runtime:
             )
             return None
         request = Request.build(
-            upgrade.path,
+            upgrade.target,
             upgrade.headers,
             remote=remote,
-            subprotocols=upgrade.proposed_subprotocols,
+            subprotocols=upgrade.subprotocols,
         )
-        try:
-            admission = await self._answer(upgrade, request, state)
-        except trio_websocket.ConnectionClosed:
-            # The peer left while the accept hook ran: the answer met a dead socket.
-            logger.info("%s closed during the handshake", describe_request(request))
-            return None
-        return None if admission is None else (ws, request, admission)
+        admission = await self._admit(ws, request, state)
+        return None if admission is None else (ws, upgrade, request, admission)
 
     async def _answer_plain(
-        self, ws: WebSocket, plain: PlainRequest, remote: tuple[str, int] | None
+        self, ws: Transport, plain: PlainRequest, remote: tuple[str, int] | None
     ) -> None:
         """Answer a request that asks for no upgrade from the app's plain routes
         (``_http``), then close the connection."""
@@ -290,13 +300,12 @@ class Runtime:
                 response = Response("internal server error\n", 500)
         if logger.isEnabledFor(logging.INFO):
             logger.info("%s %s %d", plain.method, describe_request(request), response.status)
-        with suppress(trio_websocket.ConnectionClosed):
-            await ws.answer_plain(response.encode(head=plain.method == "HEAD"))
+        await ws.answer_plain(response.encode(head=plain.method == "HEAD"))
 
-    async def _answer(
-        self, upgrade: trio_websocket.WebSocketRequest, request: Request, state: _StreamState
+    async def _admit(
+        self, ws: Transport, request: Request, state: _StreamState
     ) -> Admission | None:
-        """Admit or refuse ``request`` and send the answer; None if refused."""
+        """Admit ``request``, or refuse it with its answer (``None``)."""
         try:
             if self._stopping:
                 raise Reject(503, "server shutting down")
@@ -304,19 +313,13 @@ class Runtime:
             state.reserved = request
             admission = await self.gate.admit(request)
         except Reject as refusal:
-            await _refuse(upgrade, request, refusal)
+            await _refuse(ws, request, refusal)
             return None
-        await upgrade.accept(subprotocol=admission.subprotocol)
         return admission
 
-    async def _start(
-        self,
-        nursery: trio.Nursery,
-        ws: WebSocket,
-        request: Request,
-        admission: Admission,
-        state: _StreamState,
-    ) -> None:
+    def _new_session(
+        self, ws: Transport, request: Request, admission: Admission, state: _StreamState
+    ) -> Session:
         config = self.config
         conn = Connection(
             request,
@@ -331,13 +334,11 @@ class Runtime:
         )
         session = state.session = Session(self, ws, conn)
         self.sessions.add(session)
-        if logger.isEnabledFor(logging.INFO):
-            logger.info("connect %s %s", conn.id, describe_request(request))
         if state.aborted:
             session.abort()
         elif self._stopping:
-            session.begin_close(CLOSE_GOING_AWAY, "server shutting down", trio.current_time())
-        await session.start(nursery)
+            session.begin_close(*closes.SHUTTING_DOWN, trio.current_time())
+        return session
 
     @staticmethod
     def _log_disconnect(session: Session) -> None:
@@ -362,8 +363,14 @@ class Runtime:
         """Listen on ``host:port`` until ``request_stop``, then drain and return.
 
         Reports the bound port through ``task_status`` (so port 0 works).
+
+        Raises:
+            ListenError: the address cannot be listened on.
         """
-        listeners = await trio.open_tcp_listeners(port, host=host)
+        try:
+            listeners = await trio.open_tcp_listeners(port, host=host)
+        except OSError as error:
+            raise ListenError(host, port, error) from error
         bound: int = listeners[0].socket.getsockname()[1]
         hard_stop = trio.CancelScope()
         with hard_stop:
@@ -398,31 +405,30 @@ class Runtime:
             config.shutdown_timeout,
         )
         for session in list(self.sessions):
-            session.begin_close(CLOSE_GOING_AWAY, "server shutting down", deadline)
+            session.begin_close(*closes.SHUTTING_DOWN, deadline)
         return (
             deadline + config.close_timeout + config.hook_timeout * max(1, len(self.on_disconnect))
         )
 
 
-async def _refuse(
-    upgrade: trio_websocket.WebSocketRequest, request: Request, refusal: Reject
-) -> None:
+async def _refuse(ws: Transport, request: Request, refusal: Reject) -> None:
     logger.info("refused %s: %d %s", describe_request(request), refusal.status, refusal.message)
-    headers = [(b"content-type", b"text/plain; charset=utf-8")]
+    headers = [(b"Content-Type", b"text/plain; charset=utf-8")]
     headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in refusal.headers]
-    await upgrade.reject(refusal.status, extra_headers=headers, body=refusal.message.encode())
+    await ws.refuse(refusal.status, headers, refusal.message.encode())
 
 
 class _StreamState:
     """What ``abort_when_cancelled`` needs to abort one stream."""
 
-    __slots__ = ("aborted", "handshake_scope", "reserved", "session")
+    __slots__ = ("aborted", "accepted", "handshake_scope", "reserved", "session")
 
     def __init__(self) -> None:
         # While handshaking: the connection nursery's scope, which has the deadline.
         self.handshake_scope: trio.CancelScope | None = None
         self.session: Session | None = None
         self.reserved: Request | None = None  # counted by the gate; released at the end
+        self.accepted = False  # the 101 was sent
         self.aborted = False
 
     def abort(self) -> None:

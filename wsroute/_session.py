@@ -26,23 +26,14 @@ connection, then
 from __future__ import annotations
 
 import logging
-from functools import partial
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import trio
-import trio_websocket
 
 from ._addressing import Control, conn_topic, user_topic
 from ._errors import BrokerError, ProtocolError
 from ._limits import Verdict, Window
 from ._protocol import (
-    CLOSE_ABNORMAL,
-    CLOSE_GOING_AWAY,
-    CLOSE_INTERNAL_ERROR,
-    CLOSE_MESSAGE_TOO_BIG,
-    CLOSE_POLICY_VIOLATION,
-    CLOSE_TRY_AGAIN_LATER,
-    CLOSE_UNSUPPORTED_DATA,
     INTERNAL_ERROR,
     OVERLOADED,
     RATE_LIMITED,
@@ -51,14 +42,16 @@ from ._protocol import (
     encode_error,
     encode_protocol_error,
 )
-from ._websocket import PENDING, QUEUE
+from ._server.transport import PENDING, QUEUE, TransportClosed
+from ._wire import closes
 
 if TYPE_CHECKING:
     from ._connection import Connection
     from ._heartbeat import Handle
     from ._routing import FrameHandler, Hook
     from ._runtime import Runtime
-    from ._websocket import Prepared, WebSocket
+    from ._server.transport import Transport
+    from ._wire.frames import Prepared
 
 logger = logging.getLogger("wsroute")
 
@@ -101,7 +94,7 @@ class Session:
         "ws",
     )
 
-    def __init__(self, rt: Runtime, ws: WebSocket, conn: Connection) -> None:
+    def __init__(self, rt: Runtime, ws: Transport, conn: Connection) -> None:
         self.rt = rt
         self.ws = ws
         self.conn = conn
@@ -110,7 +103,7 @@ class Session:
         self._queue: list[_Item] = []  # at most max_queued_requests long
         # Idle workers, and the running workers' scopes: created with the first worker
         # (most idle connections never get one).
-        self._idle: list[trio.lowlevel.Task] | None = None
+        self._idle: trio.lowlevel.ParkingLot | None = None
         self._workers = 0
         self._taken = 0  # items the workers took off the queue, all told
         self._worker_scopes: list[trio.CancelScope] | None = None  # a few at most
@@ -142,21 +135,42 @@ class Session:
 
     def abort(self) -> None:
         """Close at once with 1001 (the server is being torn down); idempotent."""
-        self.conn._request_close(CLOSE_GOING_AWAY, "server shutting down", "server", graceful=False)
+        self.conn._request_close(*closes.SHUTTING_DOWN, "server", graceful=False)
         self._aborted = True
         if self._connect_scope is not None:
             self._connect_scope.cancel()
 
-    async def start(self, nursery: trio.Nursery) -> None:
-        """Run ``on_connect`` and attach the connection to its socket, its tasks to
-        ``nursery``; return once connected, or closing (the rest runs in tasks
-        started when needed). The caller then runs the socket reader, and once
-        ``nursery`` has ended, calls :meth:`finish`."""
+    async def subscribe(self) -> bool:
+        """Join the connection's own topics (its id's, its user's, the default one);
+        before the 101, under the handshake's deadline. False if the broker refused:
+        without its topics the connection would be deaf, so ``start`` closes it (1013)
+        and the client retries."""
+        conn, rt = self.conn, self.rt
+        topics = [conn_topic(conn.id)]
+        if conn.user_id is not None:
+            topics.append(user_topic(conn.user_id))
+        if rt.config.default_topic is not None:
+            topics.append(rt.config.default_topic)
+        try:
+            await rt.hub.join(conn, topics)
+        except BrokerError as exc:
+            logger.warning("connection %s: cannot subscribe its topics: %s", conn.id, exc)
+            return False
+        return True
+
+    async def start(self, nursery: trio.Nursery, subscribed: bool = True) -> None:
+        """Once the 101 is sent: run ``on_connect`` and attach the connection to its
+        socket, its tasks to ``nursery``; return once connected, or closing (the rest
+        runs in tasks started when needed). The caller then runs the socket reader,
+        and once ``nursery`` has ended, calls :meth:`finish`. ``subscribed``: what
+        :meth:`subscribe` said."""
         conn, ws = self.conn, self.ws
         conn._nursery = nursery
         conn._outbox.attach(ws.write_now, self._start_writer)
         self._began = True
-        if self.rt.on_connect or self.rt.hub.subscribe_may_wait:
+        if not subscribed:
+            conn._request_close(*closes.BROKER_UNAVAILABLE, "server")
+        if self.rt.on_connect:
             connected = False
             with trio.CancelScope() as self._connect_scope:
                 if self._aborted:
@@ -164,8 +178,7 @@ class Session:
                 connected = await self._connect()
             self._connect_scope = None
         else:
-            # Nothing in _connect can wait, so there is nothing for abort() to cancel.
-            connected = await self._connect()
+            connected = not conn.closing  # without hooks, nothing is left to do
         if connected:
             self._started = True
             if self._queue:
@@ -231,17 +244,6 @@ class Session:
     async def _connect(self) -> bool:
         conn, rt = self.conn, self.rt
         try:
-            await conn.subscribe(conn_topic(conn.id))
-            if conn.user_id is not None:
-                await conn.subscribe(user_topic(conn.user_id))
-            if rt.config.default_topic is not None:
-                await conn.subscribe(rt.config.default_topic)
-        except BrokerError as exc:
-            # Without its topics the connection would be deaf: let the client retry.
-            logger.warning("connection %s: cannot subscribe its topics: %s", conn.id, exc)
-            conn._request_close(CLOSE_TRY_AGAIN_LATER, "broker unavailable", "server")
-            return False
-        try:
             for hook in rt.on_connect:
                 if conn.closing:
                     break
@@ -254,10 +256,10 @@ class Session:
                         _hook_name(hook),
                         conn.id,
                     )
-                    conn._request_close(CLOSE_INTERNAL_ERROR, "internal error", "server")
+                    conn._request_close(*closes.INTERNAL, "server")
         except Exception:
             logger.exception("on_connect hook failed for connection %s", conn.id)
-            conn._request_close(CLOSE_INTERNAL_ERROR, "internal error", "server")
+            conn._request_close(*closes.INTERNAL, "server")
         return not conn.closing
 
     # -- intake: called by the socket reader, never waits ----------------------------
@@ -270,7 +272,7 @@ class Session:
         if self._raw:
             item = RawFrame(message)
         elif isinstance(message, bytes):
-            conn._request_close(CLOSE_UNSUPPORTED_DATA, "binary frames are not supported", "server")
+            conn._request_close(*closes.BINARY_UNSUPPORTED, "server")
             self._close_intake()
             return
         else:
@@ -284,7 +286,7 @@ class Session:
             verdict = window.hit(trio.current_time())
             # A frame handler's protocol has no error replies: close instead.
             if verdict is Verdict.ABUSIVE or (self._raw and verdict is Verdict.LIMITED):
-                conn._request_close(CLOSE_POLICY_VIOLATION, "rate limit exceeded", "server")
+                conn._request_close(*closes.RATE_LIMIT_EXCEEDED, "server")
                 self._close_intake()
                 return
             if verdict is Verdict.LIMITED:
@@ -293,21 +295,20 @@ class Session:
                 return
         if not self._enqueue(item):
             if isinstance(item, RawFrame):
-                conn._request_close(CLOSE_TRY_AGAIN_LATER, "overloaded", "server")
+                conn._request_close(*closes.OVERLOADED, "server")
                 self._close_intake()
                 return
             conn._push(_refusal(item, OVERLOADED, _OVERLOADED_MESSAGE))
 
     def _reader_ended(self) -> None:
-        """trio-websocket's socket reader stopped: the peer closed or vanished, or a
-        limit or protocol error made our side close."""
+        """The socket reader stopped: the peer closed or vanished, or this side failed
+        the connection (an oversized message, 1009; a frame that breaks RFC 6455,
+        1002 or 1007)."""
         ws = self.ws
-        reason = ws.closed
-        code = reason.code if reason else CLOSE_ABNORMAL
-        text = (reason.reason if reason else None) or ""
-        # trio-websocket closes with 1009 on an oversized message, and our _websocket
-        # layer with 1002/1007 on a frame that breaks RFC 6455.
-        if code == CLOSE_MESSAGE_TOO_BIG or ws.failed_locally:
+        record = ws.closed
+        code = record.code if record else closes.ABNORMAL
+        text = record.reason if record else ""
+        if ws.failed_locally:
             self.conn._request_close(code, text, "server", graceful=False)
         else:
             self.conn._request_close(code, text, "client", graceful=False)
@@ -320,7 +321,7 @@ class Session:
             return False
         queue.append(item)
         if self._idle:  # None or empty: no idle worker
-            trio.lowlevel.reschedule(self._idle.pop())
+            self._idle.unpark()
         elif self._started and self._workers < self.rt.config.max_concurrency:
             self._spawn_worker()
         return True
@@ -328,9 +329,8 @@ class Session:
     def _close_intake(self) -> None:
         """Take no more items; workers finish what is queued, then end."""
         self._intake_closed = True
-        idle = self._idle
-        while idle:
-            trio.lowlevel.reschedule(idle.pop())
+        if self._idle:
+            self._idle.unpark_all()
         if not self._workers:
             self._finished_intake()
 
@@ -352,7 +352,7 @@ class Session:
         nursery = self.conn._nursery
         assert nursery is not None
         if self._idle is None:
-            self._idle = []
+            self._idle = trio.lowlevel.ParkingLot()
             self._worker_scopes = []
         self._workers += 1
         nursery.start_soon(self._worker)
@@ -373,7 +373,7 @@ class Session:
                         # One that asked twice will likely ask again.
                         if self._intake_closed or self._taken < 2:
                             return
-                        await _park(idle)
+                        await idle.park()
                     item = queue.pop(0)
                     self._taken += 1
                     frame: str | bytes | Prepared | None
@@ -430,7 +430,7 @@ class Session:
                 logger.info("connection %s: no pong within %g s", conn.id, config.ping_timeout)
                 # The peer is judged dead: it will not answer the close frame either.
                 self._abandon = True
-                conn._request_close(CLOSE_INTERNAL_ERROR, "ping timeout", "server", graceful=False)
+                conn._request_close(*closes.PING_TIMEOUT, "server", graceful=False)
                 return None
             self._ping_sent = None
             return max(now, pong + config.ping_interval)
@@ -455,9 +455,9 @@ class Session:
         try:
             while (batch := await outbox.get_batch()) is not None:
                 await ws.send_batch(batch)
-        except trio_websocket.ConnectionClosed as exc:
+        except TransportClosed as exc:
             outbox.discard()
-            code = exc.reason.code if exc.reason else CLOSE_ABNORMAL
+            code = exc.record.code
             conn._request_close(code, "", "client", graceful=False)
         finally:
             self._writer_finished = True
@@ -482,7 +482,7 @@ class Session:
 
     async def _close_socket(self) -> None:
         disconnect = self.conn._disconnect
-        code, reason = CLOSE_GOING_AWAY, "server shutting down"
+        code, reason = closes.SHUTTING_DOWN
         if disconnect is not None and disconnect.initiator == "server":
             code, reason = disconnect.code, disconnect.reason
         with trio.move_on_after(self.rt.config.close_timeout):
@@ -495,7 +495,7 @@ class Session:
     async def _finish(self, began: bool) -> None:
         """Runs shielded: the connection is over, whatever ended it."""
         conn, rt = self.conn, self.rt
-        conn._request_close(CLOSE_GOING_AWAY, "server shutting down", "server", graceful=False)
+        conn._request_close(*closes.SHUTTING_DOWN, "server", graceful=False)
         conn._outbox.discard()
         if self._beat is not None and rt.heartbeat is not None:
             rt.heartbeat.forget(self._beat)
@@ -526,20 +526,6 @@ _OVERLOADED_MESSAGE = "too many requests are waiting on this connection; slow do
 _RATE_LIMITED_MESSAGE = "too many messages; slow down"
 
 
-async def _park(idle: list[trio.lowlevel.Task]) -> None:
-    """Wait in ``idle`` until rescheduled: what ParkingLot.park does, in a list
-    rather than a ParkingLot's dict (a parked worker is the most common task an
-    open connection keeps, so its wait should cost little)."""
-    task = trio.lowlevel.current_task()
-    idle.append(task)
-    await trio.lowlevel.wait_task_rescheduled(partial(_unpark_cancelled, idle, task))
-
-
-def _unpark_cancelled(idle: list[trio.lowlevel.Task], task: trio.lowlevel.Task, _: Any) -> Any:
-    idle.remove(task)
-    return trio.lowlevel.Abort.SUCCEEDED
-
-
 def _refusal(item: ClientMessage | str, code: str, message: str) -> str:
     """The error reply for a message that will not be handled."""
     if isinstance(item, str):
@@ -555,10 +541,10 @@ async def _handle_frame(
         result = await handler(frame, conn)
     except Exception:
         logger.exception("frame handler failed on connection %s", conn.id)
-        conn._request_close(CLOSE_INTERNAL_ERROR, "internal error", "server")
+        conn._request_close(*closes.INTERNAL, "server")
         return None
     if result is not None and not isinstance(result, str | bytes):
         logger.error("frame handler returned %s, not str, bytes or None", type(result).__name__)
-        conn._request_close(CLOSE_INTERNAL_ERROR, "internal error", "server")
+        conn._request_close(*closes.INTERNAL, "server")
         return None
     return result

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import abc
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import NamedTuple
 
@@ -50,9 +50,10 @@ class BrokerMessage(NamedTuple):
 class BrokerSession(abc.ABC):
     """One app's attachment to a broker. Iterate it to receive messages."""
 
-    #: Whether ``subscribe`` and ``unsubscribe`` may wait (a network round trip, or
-    #: just a checkpoint). A session whose never do says False, and the runtime then
-    #: spares every connection the cancel scope around its subscriptions.
+    #: Whether ``subscribe`` and ``unsubscribe`` may wait on I/O (a network round
+    #: trip). A session whose never do, and whose ``unsubscribe`` is never cancelled
+    #: (a cancel-shielded schedule point at most), says False: the runtime then ends
+    #: a connection without a shielded scope around its clean-up.
     subscribe_may_wait: bool = True
 
     @abc.abstractmethod
@@ -72,6 +73,22 @@ class BrokerSession(abc.ABC):
     @abc.abstractmethod
     async def unsubscribe(self, topic: str) -> None:
         """Drop one subscription to ``topic``; delivery stops at zero."""
+
+    async def subscribe_many(self, topics: Sequence[str]) -> None:
+        """``subscribe`` to each of ``topics``, in order. Every connection joins two or
+        three topics at once when it opens: a broker that can do several in one round
+        trip (or one checkpoint) should override this.
+
+        Raises:
+            BrokerError: as ``subscribe``; the topics subscribed before it stay so.
+        """
+        for topic in topics:
+            await self.subscribe(topic)
+
+    async def unsubscribe_many(self, topics: Sequence[str]) -> None:
+        """``unsubscribe`` from each of ``topics``, as a connection that ends does."""
+        for topic in topics:
+            await self.unsubscribe(topic)
 
     def __aiter__(self) -> BrokerSession:
         return self

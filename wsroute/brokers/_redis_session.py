@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import trio
@@ -108,16 +109,25 @@ class RedisSession(BrokerSession):
         Returns once Redis confirmed the subscription. While Redis is unreachable it
         only records the topic, which is subscribed as soon as Redis is back.
         """
+        await self.subscribe_many((topic,))
+
+    async def subscribe_many(self, topics: Sequence[str]) -> None:
+        """Subscribe to ``topics`` in one ``SUBSCRIBE`` (one round trip)."""
         self._check_open()
-        count = self._counts[topic] = self._counts.get(topic, 0) + 1
+        new = []
+        for topic in topics:
+            count = self._counts[topic] = self._counts.get(topic, 0) + 1
+            if count == 1:
+                new.append(topic)
         link = self._link
-        if count > 1 or link is None or not link.ready:
+        if not new or link is None or not link.ready:
             await trio.lowlevel.checkpoint()
             return
         try:
-            await link.subscribe([self._channel(topic)])
+            await link.subscribe([self._channel(topic) for topic in new])
         except BaseException:
-            self._release(topic)  # cancelled: the caller will not unsubscribe
+            for topic in topics:
+                self._release(topic)  # cancelled or failed: the caller will not unsubscribe
             raise
 
     async def unsubscribe(self, topic: str) -> None:

@@ -3,8 +3,8 @@
 ``open_client(app)`` joins a client to the app through ``trio.testing``'s memory
 streams: the server side is the same ``Runtime.handle_stream`` that serves TCP
 (handshake, on_connect, dispatch, outbox, on_disconnect), the client side is
-trio-websocket's client. No ports, no threads, so timeouts follow trio's clock and
-``autojump_clock`` makes them instant.
+wsroute's own sans-IO protocol in the client role (``_connection``). No ports, no
+threads, so timeouts follow trio's clock and ``autojump_clock`` makes them instant.
 """
 
 from __future__ import annotations
@@ -19,12 +19,11 @@ from urllib.parse import urlencode
 import orjson
 import trio
 import trio.testing
-import trio_websocket
 
 from .._app import App
 from .._request import Headers
 from .._util import collapse_exception_group
-from .._websocket import wrap_client_stream
+from ._connection import ClientConnection, Closed, Rejected, connect
 from ._frames import (
     ClientClosed,
     CloseInfo,
@@ -52,7 +51,7 @@ class TestClient:
 
     __test__ = False  # not a pytest test class
 
-    def __init__(self, ws: trio_websocket.WebSocketConnection) -> None:
+    def __init__(self, ws: ClientConnection) -> None:
         self._ws = ws
         self._kept: deque[Frame] = deque()
         self._ids = itertools.count(1)
@@ -62,7 +61,7 @@ class TestClient:
     def closed(self) -> CloseInfo | None:
         """The close code and reason once the connection is closed, else ``None``."""
         if self._closed is None and self._ws.closed is not None:
-            self._closed = CloseInfo(self._ws.closed.code, self._ws.closed.reason or "")
+            self._closed = self._ws.closed
         return self._closed
 
     @property
@@ -85,7 +84,7 @@ class TestClient:
         """Send a frame as is: text for ``str``, binary for ``bytes``."""
         try:
             await self._ws.send_message(message)
-        except trio_websocket.ConnectionClosed:
+        except Closed:
             raise ClientClosed(self.closed) from None
 
     async def request(
@@ -113,7 +112,7 @@ class TestClient:
     async def _next(self) -> Frame:
         try:
             message = await self._ws.get_message()
-        except trio_websocket.ConnectionClosed:
+        except Closed:
             raise ClientClosed(self.closed) from None
         return parse_frame(message)
 
@@ -136,7 +135,7 @@ class TestClient:
         with trio.move_on_after(timeout):
             try:
                 message: str | bytes = await self._ws.get_message()
-            except trio_websocket.ConnectionClosed:
+            except Closed:
                 raise ExpectationFailed("a frame", [], self.closed) from None
             return message
         raise ExpectationFailed("a frame", [], self.closed, waited=timeout)
@@ -270,14 +269,13 @@ async def open_client(
                         lambda: runtime.handle_stream(server_stream, remote=remote),
                         name="wsroute test server side",
                     )
-                    ws = await wrap_client_stream(
+                    ws = await connect(
                         nursery,
                         client_stream,
                         "testserver",
                         resource,
                         subprotocols=list(subprotocols),
-                        extra_headers=extra,
-                        max_message_size=2**31,
+                        headers=extra,
                     )
                     client = TestClient(ws)
                     try:
@@ -287,13 +285,11 @@ async def open_client(
                             with trio.move_on_after(runtime.config.close_timeout):
                                 await ws.aclose()
                             await trio.aclose_forcefully(client_stream)
-            except* trio_websocket.ConnectionRejected as group:
+            except* Rejected as group:
                 rejected = group.exceptions[0]
-                assert isinstance(rejected, trio_websocket.ConnectionRejected)
+                assert isinstance(rejected, Rejected)
                 raise HandshakeRejected(
-                    rejected.status_code,
-                    rejected.body or b"",
-                    Headers(rejected.headers),
+                    rejected.status, rejected.body, Headers(rejected.headers)
                 ) from None
 
 

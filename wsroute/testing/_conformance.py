@@ -131,6 +131,26 @@ async def check_refcount(make_broker: BrokerFactory) -> None:
         await _expect_only_sentinel(pub, sub, sentinel, "the last unsubscribe stops delivery")
 
 
+async def check_many(make_broker: BrokerFactory) -> None:
+    """``subscribe_many`` and ``unsubscribe_many`` count as one call per topic."""
+    broker = await _make(make_broker)
+    first, second, kept, sentinel = _topics("first", "second", "kept", "sentinel")
+    async with broker.connect() as pub, broker.connect() as sub:
+        await sub.subscribe_many([first, second, kept, sentinel])
+        await sub.subscribe(kept)
+        for topic in (first, second):
+            await pub.publish(topic, b"many")
+            message = await _next(sub, f"subscribe_many subscribes {topic}")
+            assert message == BrokerMessage(topic, b"many"), f"got {message!r}"
+        await sub.unsubscribe_many([first, second, kept])
+        await pub.publish(kept, b"still one")
+        message = await _next(sub, "unsubscribe_many drops one subscription of each")
+        assert message == BrokerMessage(kept, b"still one"), f"got {message!r}"
+        for topic in (first, second):
+            await pub.publish(topic, b"gone")
+        await _expect_only_sentinel(pub, sub, sentinel, "unsubscribe_many stops delivery")
+
+
 async def check_no_subscribers(make_broker: BrokerFactory) -> None:
     """Publishing to a topic nobody subscribes to succeeds and reaches nobody."""
     broker = await _make(make_broker)
@@ -235,6 +255,7 @@ def broker_checks() -> dict[str, Check]:
         "order": check_order,
         "unsubscribe": check_unsubscribe,
         "refcount": check_refcount,
+        "many": check_many,
         "no_subscribers": check_no_subscribers,
         "payloads": check_payloads,
         "closed": check_closed,

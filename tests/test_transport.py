@@ -1,5 +1,7 @@
-"""wsroute's WebSocket layer (``wsroute._websocket``): direct writes, pending bytes,
-pings between frames, messages handed to the session without a task.
+"""A server connection's socket I/O (``wsroute._server.transport``): direct writes,
+pending bytes, pings between frames, messages handed to the session without a task,
+the close handshake; on both paths, the file descriptor's (POSIX) and the portable
+one through the stream's own methods (Windows, TLS).
 
 Real sockets where the kernel's buffers matter (a partial write only happens on one);
 the in-memory client where only the order of events does.
@@ -16,18 +18,26 @@ import orjson
 import pytest
 import trio
 import trio.testing
-import trio_websocket
-from wsproto import ConnectionType, WSConnection
 from wsproto.events import Ping, TextMessage
 
 from wsroute import App, Connection, Disconnect
-from wsroute._websocket import Prepared, server_websocket
+from wsroute._server import transport
 from wsroute.testing import open_client
 
-from .rawws import CLOSE, open_raw
+from .rawws import CLOSE, TEXT, frame, open_raw
 from .wsclient import connect
 
 Serve = Callable[[App], Awaitable[int]]
+
+
+@pytest.fixture(params=["fd", "stream"])
+def io_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways a server reads and writes a TCP socket: os.read/os.write on its file
+    descriptor (POSIX), or the stream's receive_some/send_all (chosen where the OS
+    cannot read a socket's descriptor, e.g. Windows)."""
+    if request.param == "stream":
+        monkeypatch.setattr(transport, "_FD_IO", False)
+    return str(request.param)
 
 
 def burst_app(**options: object) -> App:
@@ -63,7 +73,7 @@ async def read_burst(raw, count: int, size: int) -> list[object]:  # type: ignor
 
 
 async def test_a_burst_larger_than_the_socket_buffers_arrives_whole_and_in_order(
-    serve: Serve,
+    serve: Serve, io_path: str
 ) -> None:
     port = await serve(burst_app(ping_interval=None))
     count, size = 200, 50_000  # 10 MB: far more than a 4 KiB receive window holds
@@ -72,7 +82,9 @@ async def test_a_burst_larger_than_the_socket_buffers_arrives_whole_and_in_order
         assert await read_burst(raw, count, size) == []
 
 
-async def test_a_ping_slips_between_frames_while_writes_are_pending(serve: Serve) -> None:
+async def test_a_ping_slips_between_frames_while_writes_are_pending(
+    serve: Serve, io_path: str
+) -> None:
     port = await serve(burst_app(ping_interval=0.02, ping_timeout=5))
     count, size = 100, 50_000
     async with open_raw(port, rcvbuf=4096) as raw:
@@ -110,7 +122,7 @@ async def test_messages_sent_during_on_connect_are_handled_in_order_afterwards(
 
 
 async def test_a_close_from_the_client_right_after_the_handshake_is_answered(
-    serve: Serve,
+    serve: Serve, io_path: str
 ) -> None:
     # The socket reader answers the client's close frame while the session may still
     # be starting; ending the session must not cut that answer (it once did, at random).
@@ -132,11 +144,10 @@ async def test_a_close_from_the_client_right_after_the_handshake_is_answered(
     ],
 )
 async def test_the_clients_close_is_echoed_then_the_server_hangs_up(
-    serve: Serve, payload: bytes, code: int, reason: str
+    serve: Serve, io_path: str, payload: bytes, code: int, reason: str
 ) -> None:
-    # The reader reads a close frame itself (wsroute/_frames.read_close): the answer
-    # must be wsproto's (the same code and reason; none for 1005), and the session
-    # must hear of it as the client's close.
+    # The answer is the same code and reason (none for 1005), the server closes the
+    # TCP connection first, and the session hears of it as the client's close.
     app = App(ping_interval=None)
     ended: list[Disconnect] = []
     done = trio.Event()
@@ -159,7 +170,7 @@ async def test_the_clients_close_is_echoed_then_the_server_hangs_up(
 
 
 async def test_a_connection_reset_by_the_peer_ends_with_1006_and_spares_the_others(
-    serve: Serve, caplog: pytest.LogCaptureFixture
+    serve: Serve, io_path: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     # The reader reads the socket itself: a reset (not an orderly EOF) must end only
     # that connection, as one that vanished (1006), and run its on_disconnect.
@@ -189,23 +200,8 @@ async def test_a_connection_reset_by_the_peer_ends_with_1006_and_spares_the_othe
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # an expected end
 
 
-@pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536, 100_000])
-def test_prepared_frames_use_the_shortest_length_encoding(size: int) -> None:
-    payload = b"a" * size
-    wire = Prepared(payload).wire
-    assert wire[0] == 0x81  # FIN, text, no mask
-    if size < 126:
-        assert wire[1] == size and wire[2:] == payload
-    elif size < 65536:
-        assert wire[1] == 126 and int.from_bytes(wire[2:4], "big") == size
-        assert wire[4:] == payload
-    else:
-        assert wire[1] == 127 and int.from_bytes(wire[2:10], "big") == size
-        assert wire[10:] == payload
-
-
 async def test_heartbeat_over_a_real_socket_keeps_answering_clients_and_drops_silent_ones(
-    serve: Serve,
+    serve: Serve, io_path: str
 ) -> None:
     app = burst_app(ping_interval=0.05, ping_timeout=0.1)
     port = await serve(app)
@@ -220,7 +216,7 @@ async def test_heartbeat_over_a_real_socket_keeps_answering_clients_and_drops_si
 
 
 async def test_a_silent_peer_is_dropped_at_the_ping_timeout_not_after_close_timeout(
-    serve: Serve,
+    serve: Serve, io_path: str
 ) -> None:
     # close_timeout is far beyond the test's own timeout: the TCP connection must end,
     # and on_disconnect run, right after the 1011, not when close_timeout runs out.
@@ -240,17 +236,45 @@ async def test_a_silent_peer_is_dropped_at_the_ping_timeout_not_after_close_time
             await ended.wait()
 
 
-def test_the_server_constructor_sets_what_trio_websockets_own_sets() -> None:
-    # server_websocket sets WebSocketConnection's attributes itself (to do without
-    # those a server never uses): a new trio-websocket must not add one unseen.
-    stream, _ = trio.testing.memory_stream_pair()  # nothing is read here
-    ours = server_websocket(stream, max_message_size=100)  # type: ignore[arg-type]
-    theirs = trio_websocket.WebSocketConnection(
-        stream,  # type: ignore[arg-type]
-        WSConnection(ConnectionType.SERVER),
-        max_message_size=100,
-    )
-    assert set(vars(theirs)) <= set(vars(ours))
-    for name in ("_max_message_size", "_receive_buffer_size", "_message_size", "_path"):
-        assert getattr(ours, name) == getattr(theirs, name), name
-    assert ours._id != theirs._id  # one counter for both
+async def test_the_path_is_chosen_once_per_connection(
+    serve: Serve, io_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A TCP socket takes the descriptor path on POSIX unless switched off; any other
+    stream (the test kit's memory streams, TLS) always takes the stream's methods."""
+    chosen: list[bool] = []
+    original = transport.Transport.__init__
+
+    def spy(self: transport.Transport, *args: object, **kwargs: object) -> None:
+        original(self, *args, **kwargs)  # type: ignore[arg-type]
+        chosen.append(self._fd)
+
+    monkeypatch.setattr(transport.Transport, "__init__", spy)
+    app = App(ping_interval=None)
+
+    @app.direct("echo")
+    async def echo(n: int) -> int:
+        return n
+
+    port = await serve(app)
+    async with connect(port) as client:
+        assert (await client.request("echo", 1, id=1))["data"] == 1
+    async with open_client(app) as client:
+        assert await client.request("echo", 2) == 2
+    assert chosen == [io_path == "fd", False]
+
+
+async def test_a_message_split_across_many_reads_is_read_whole(serve: Serve, io_path: str) -> None:
+    app = App(ping_interval=None, max_message_size=4 * 1024 * 1024)
+
+    @app.direct("size")
+    async def size(text: str) -> int:
+        return len(text)
+
+    port = await serve(app)
+    text = "é" * 1_000_000  # 2 MB on the wire, in many reads
+    async with open_raw(port) as raw:
+        data = orjson.dumps({"type": "size", "id": 1, "data": text})
+        wire = frame(TEXT, data)
+        for start in range(0, len(wire), 50_000):
+            await raw.send(wire[start : start + 50_000])
+        assert (await raw.recv_json(timeout=20))["data"] == 1_000_000

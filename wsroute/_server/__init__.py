@@ -1,0 +1,1 @@
+"""The trio part of the server: sockets, sessions, dispatch, fan-out."""

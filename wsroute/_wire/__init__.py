@@ -1,0 +1,12 @@
+"""The WebSocket protocol, sans-IO: bytes in, events and bytes out.
+
+- ``handshake``: the opening handshake, server side: read the upgrade request (or a
+  plain HTTP request), negotiate subprotocols and extensions, write the answer.
+- ``frames``: frame headers, masking, close payloads, frames prepared once for many
+  connections.
+- ``protocol``: an open connection's state machine: messages, control frames, the
+  closing handshake, limits.
+
+Nothing here imports trio or touches a socket (an import-linter contract checks it):
+``wsroute._server`` reads and writes the bytes.
+"""
