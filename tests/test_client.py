@@ -427,3 +427,35 @@ async def test_timeouts_big_messages_and_many_requests_on_a_real_server(
                 for n in range(1000):
                     nursery.start_soon(ask, n)
         assert results == list(range(1000))
+
+
+async def test_a_ping_after_the_clients_close_does_not_crash_it(nursery: trio.Nursery) -> None:
+    """trio-websocket's reader dies answering a ping that comes after its own close
+    frame (its issue #184): the client must still close cleanly, within close_timeout."""
+    from wsroute._wire.frames import OP_PING, encode
+    from wsroute._wire.handshake import RequestReader, UpgradeRequest, accept
+
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+
+    async def server() -> None:
+        stream = await listeners[0].accept()
+        reader = RequestReader()
+        request = None
+        while request is None:
+            request = reader.feed(await stream.receive_some(65536))
+        assert isinstance(request, UpgradeRequest)
+        await stream.send_all(accept(request))
+        data = b""
+        while not data.startswith(b"\x88"):  # the client's close frame
+            data = await stream.receive_some(65536)
+        await stream.send_all(encode(OP_PING, b"late"))
+        await trio.sleep_forever()
+
+    nursery.start_soon(server)
+    with trio.fail_after(TIMEOUT):
+        async with connect(
+            f"ws://127.0.0.1:{port}/", ping_interval=None, close_timeout=0.5
+        ) as client:
+            assert client.state is State.OPEN
+    assert client.state is State.CLOSED

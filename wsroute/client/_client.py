@@ -198,6 +198,7 @@ class Client:
         self._replays: dict[bytes, Replayed] = {}
         self._closing = False
         self._started = False  # the first connection opened
+        self._opened = False  # the current connection reached the open state
         self._run_scope = trio.CancelScope()
         #: The subprotocol the server selected on the current connection.
         self.subprotocol: str | None = None
@@ -574,6 +575,13 @@ class Client:
         except (trio_websocket.HandshakeError, OSError) as exc:
             error = ConnectError(f"could not connect to {self.url}: {exc}")
             return _Ended(False, True, _ABNORMAL, str(exc) or type(exc).__name__, error)
+        except Exception as exc:
+            # trio-websocket's reader can die on its own (issue #184: a ping that
+            # arrives after this side's close frame): the connection is gone, as if
+            # dropped, and the client goes on.
+            if not self._closing:
+                logger.warning("%s: the connection failed: %r", self.url, exc, exc_info=exc)
+            return _Ended(self._opened, True, _ABNORMAL, "connection failed", None)
         retry = backoff is not None and backoff.retries_close(code)
         return _Ended(opened, retry, code, reason, None)
 
@@ -582,7 +590,7 @@ class Client:
     ) -> tuple[int, str, bool]:
         """Serve one open connection until it ends; return its close code and reason,
         and whether it got as far as the open state."""
-        opened = False
+        opened = self._opened = False
         self.subprotocol = ws.subprotocol
         async with trio.open_nursery() as nursery:
             link = _Link(ws, nursery.cancel_scope)
@@ -594,7 +602,7 @@ class Client:
             try:
                 await self._replay(link)
                 if not self._closing:
-                    opened = True
+                    opened = self._opened = True
                     self._set_state(State.OPEN)
                     if not self._started:
                         self._started = True
