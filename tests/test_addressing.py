@@ -9,7 +9,7 @@ import pytest
 import trio
 
 from wsroute import App, Connection, Disconnect, Request
-from wsroute._addressing import (
+from wsroute._server.addressing import (
     decode_control,
     default_user_id,
     encode_close,

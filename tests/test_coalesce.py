@@ -9,7 +9,7 @@ import trio
 import trio.testing
 
 from wsroute import App, Connection, HandlerError, RegistrationError
-from wsroute._coalesce import CoalesceStats, CoalesceTimeout, SingleFlight
+from wsroute._server.coalesce import CoalesceStats, CoalesceTimeout, SingleFlight
 from wsroute.testing import ErrorReply, Reply, open_client
 
 

@@ -21,7 +21,7 @@ from websockets.exceptions import ConnectionClosed
 from wsproto.events import TextMessage
 
 from wsroute import App, Connection, Disconnect
-from wsroute._outbox import Outbox
+from wsroute._server.outbox import Outbox
 
 from .rawws import RawWS, open_raw
 from .test_cli import StartServer, start

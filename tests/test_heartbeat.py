@@ -1,4 +1,4 @@
-"""The runtime's single heartbeat timer (``wsroute._heartbeat``), with fake sessions."""
+"""The runtime's single heartbeat timer (``wsroute._server.heartbeat``), with fake sessions."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import weakref
 import trio
 import trio.testing
 
-from wsroute._heartbeat import Heartbeat
+from wsroute._server.heartbeat import Heartbeat
 
 
 class Session:

@@ -6,8 +6,8 @@ import trio
 import trio.testing
 
 from wsroute import Connection, SlowConsumerPolicy
-from wsroute._hub import Hub
 from wsroute._request import Request
+from wsroute._server.hub import Hub
 from wsroute._wire.frames import Prepared
 from wsroute.brokers import MemoryBroker
 

@@ -1,4 +1,4 @@
-"""A connection's bounded outbox (``wsroute._outbox``) and its slow-consumer policies."""
+"""A connection's bounded outbox (``wsroute._server.outbox``) and its slow-consumer policies."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import trio
 import trio.testing
 
 from wsroute import SlowConsumerPolicy
-from wsroute._outbox import Outbox
+from wsroute._server.outbox import Outbox
 from wsroute._server.transport import PENDING, QUEUE, WRITTEN
 from wsroute._wire.frames import Frame
 

@@ -549,8 +549,8 @@ async def test_an_ended_connection_is_freed_without_the_garbage_collector(serve,
     ended, reference counting alone must free them (the cyclic collector stays off
     here), however it ended: the client closed, the server closed, the client
     vanished. A cycle left anywhere keeps them all."""
+    from wsroute._server.session import Session
     from wsroute._server.transport import Transport as WebSocket
-    from wsroute._session import Session
 
     app = items_app()
     ended = 0

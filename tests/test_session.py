@@ -1,4 +1,4 @@
-"""A connection's lifetime (``wsroute._session``): hooks and their time limits, on the
+"""A connection's lifetime (``wsroute._server.session``): hooks and their time limits, on the
 in-memory client under trio's autojump clock (the timeouts take no real time)."""
 
 from __future__ import annotations

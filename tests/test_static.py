@@ -1,4 +1,4 @@
-"""Static files for plain GET requests (``wsroute._static``), over real sockets."""
+"""Static files for plain GET requests (``wsroute._server.static``), over real sockets."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from wsroute import App, RegistrationError
-from wsroute._static import content_type
+from wsroute._server.static import content_type
 
 from .rawws import http_exchange
 from .test_http import get

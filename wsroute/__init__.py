@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 from ._app import App as App
-from ._connection import Connection as Connection
-from ._connection import Disconnect as Disconnect
 from ._converter import make_converter as make_converter
 from ._errors import BrokerClosed as BrokerClosed
 from ._errors import BrokerError as BrokerError
@@ -17,11 +15,13 @@ from ._errors import ProtocolError as ProtocolError
 from ._errors import RegistrationError as RegistrationError
 from ._errors import Reject as Reject
 from ._errors import WsrouteError as WsrouteError
-from ._handshake import bearer_auth as bearer_auth
 from ._http import Response as Response
-from ._outbox import SlowConsumerPolicy as SlowConsumerPolicy
 from ._request import Headers as Headers
 from ._request import Request as Request
+from ._server.admission import bearer_auth as bearer_auth
+from ._server.connection import Connection as Connection
+from ._server.connection import Disconnect as Disconnect
+from ._server.outbox import SlowConsumerPolicy as SlowConsumerPolicy
 
 __version__ = "0.1.0"
 

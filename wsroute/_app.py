@@ -10,15 +10,10 @@ from typing import Any, TypeVar
 
 import cattrs
 
-from ._addressing import default_user_id
-from ._coalesce import CoalesceStats
 from ._config import Config
 from ._converter import make_converter
 from ._errors import RegistrationError
-from ._handshake import AcceptHook
 from ._http import HTTPRoutes
-from ._messaging import Messaging
-from ._outbox import SlowConsumerPolicy
 from ._routing import (
     CoalesceSpec,
     FrameHandler,
@@ -32,8 +27,13 @@ from ._routing import (
     describe,
     is_async,
 )
-from ._serving import Lifespan, Serving
-from ._static import CLIENT_SCRIPT, PackageFile, StaticFiles
+from ._server.addressing import default_user_id
+from ._server.admission import AcceptHook
+from ._server.coalesce import CoalesceStats
+from ._server.messaging import Messaging
+from ._server.outbox import SlowConsumerPolicy
+from ._server.serving import Lifespan, Serving
+from ._server.static import CLIENT_SCRIPT, PackageFile, StaticFiles
 from .brokers import Broker, BrokerState, MemoryBroker
 
 logger = logging.getLogger("wsroute")

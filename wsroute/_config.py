@@ -7,7 +7,7 @@ from typing import Any
 
 import attrs
 
-from ._outbox import SlowConsumerPolicy
+from ._server.outbox import SlowConsumerPolicy
 
 _MiB = 1024 * 1024
 

@@ -19,10 +19,10 @@ import cattrs
 import orjson
 from cattrs.errors import StructureHandlerNotFoundError
 
-from ._connection import Connection, Disconnect
 from ._converter import describe_error
 from ._errors import RegistrationError
 from ._protocol import ERROR_TYPE, MAX_TYPE_LENGTH
+from ._server.connection import Connection, Disconnect
 
 TopicSpec = str | Callable[[Any, Connection], str]
 

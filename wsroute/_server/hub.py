@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from ._addressing import CONTROL, EXCLUDING, decode_control
-from ._errors import BrokerError
-from ._wire.frames import Prepared
+from .._errors import BrokerError
+from .._wire.frames import Prepared
+from .addressing import CONTROL, EXCLUDING, decode_control
 
 if TYPE_CHECKING:
-    from ._connection import Connection
-    from .brokers import BrokerSession
+    from ..brokers import BrokerSession
+    from .connection import Connection
 
 logger = logging.getLogger("wsroute")
 

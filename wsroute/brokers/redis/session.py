@@ -1,6 +1,6 @@
 """The Redis broker's session: what the app calls, and the supervisor behind it.
 
-The supervisor keeps one :class:`~._redis_link.Link` up at a time. When it breaks it
+The supervisor keeps one :class:`~.link.Link` up at a time. When it breaks it
 logs one warning, tells the app (``on_state``), fails queued publishes at once,
 reconnects with jittered exponential backoff, resubscribes every topic and logs the
 recovery; after ``give_up_after`` seconds without Redis it raises
@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from .._errors import BrokerClosed, BrokerError
-from ._base import BrokerMessage, BrokerSession, BrokerState, StateListener
-from ._redis_link import Link, Pending, explain
+from ..._errors import BrokerClosed, BrokerError
+from .._base import BrokerMessage, BrokerSession, BrokerState, StateListener
+from .link import Link, Pending, explain
 
 if TYPE_CHECKING:
-    from .redis import RedisBroker
+    from . import RedisBroker
 
 logger = logging.getLogger("wsroute")
 

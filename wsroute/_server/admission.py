@@ -14,9 +14,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Final, NamedTuple
 from urllib.parse import urlencode
 
-from ._config import Config
-from ._errors import Reject
-from ._request import Request
+from .._config import Config
+from .._errors import Reject
+from .._request import Request
 
 logger = logging.getLogger("wsroute")
 

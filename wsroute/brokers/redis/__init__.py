@@ -3,10 +3,10 @@
 Install it with ``pip install 'wsroute[redis]'``. It is built on coredis, whose
 anyio core runs on trio (redis-py's asyncio client does not). Each session keeps one
 subscriber connection, multiplexing every topic its process hosts, and one publisher
-connection that pipelines the publishes of all handlers (``_redis_link.py``).
+connection that pipelines the publishes of all handlers (``link.py``).
 
 This module holds the configuration (:class:`RedisBroker`: URL, options) and opens
-sessions; ``_redis_session.py`` supervises a session and ``_redis_link.py`` talks to
+sessions; ``session.py`` supervises a session and ``link.py`` talks to
 Redis. See docs/brokers.md for the delivery guarantees and outage behaviour.
 """
 
@@ -20,13 +20,13 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import trio
 
-from .._util import collapse_exception_group
-from ._base import Broker, BrokerSession, StateListener
+from ..._util import collapse_exception_group
+from .._base import Broker, BrokerSession, StateListener
 
 try:
     from coredis.connection import BaseConnection, TCPConnection, TCPLocation
 
-    from ._redis_session import RedisSession as RedisSession
+    from .session import RedisSession as RedisSession
 except ImportError as exc:  # the redis extra is not installed
     _missing: ImportError | None = exc
 else:

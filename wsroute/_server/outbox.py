@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from ._server.transport import PENDING, WRITTEN
+from .transport import PENDING, WRITTEN
 
 if TYPE_CHECKING:
-    from ._wire.frames import Frame
+    from .._wire.frames import Frame
 
 
 class SlowConsumerPolicy(enum.Enum):

@@ -1,4 +1,4 @@
-"""The TCP accept loop (wsroute/_accept.py).
+"""The TCP accept loop (wsroute/_server/listener.py).
 
 A real listener for the common case. The errors ``accept`` can raise cannot be had
 on demand from a real socket, so a scripted socket stands in for those.
@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import trio
 
-from wsroute._accept import accept_loop
+from wsroute._server.listener import accept_loop
 
 
 async def test_each_connection_is_served_with_its_peer_address() -> None:

@@ -11,17 +11,17 @@ from typing import TYPE_CHECKING, Any, Literal
 import attrs
 import trio
 
-from ._errors import ConnectionClosed
-from ._limits import Window
-from ._outbox import Outbox, SlowConsumerPolicy
-from ._protocol import encode_event
-from ._request import Request
-from ._wire import closes
-from ._wire.frames import MAX_CLOSE_REASON, Frame, Prepared
+from .._errors import ConnectionClosed
+from .._protocol import encode_event
+from .._request import Request
+from .._wire import closes
+from .._wire.frames import MAX_CLOSE_REASON, Frame, Prepared
+from .limits import Window
+from .outbox import Outbox, SlowConsumerPolicy
 
 if TYPE_CHECKING:
-    from ._addressing import Control
-    from ._hub import Hub
+    from .addressing import Control
+    from .hub import Hub
 
 logger = logging.getLogger("wsroute")
 

@@ -20,16 +20,16 @@ from typing import Any
 import cattrs
 import trio
 
-from ._coalesce import CoalesceStats, SingleFlight
-from ._config import Config
-from ._errors import NotRunningError, RegistrationError
-from ._handshake import AcceptHook
-from ._http import HTTPRoutes
-from ._hub import Hub
-from ._routing import FrameHandler, Handler, Hook, Route, describe
-from ._runtime import Runtime
-from ._util import collapse_exception_group
-from .brokers import Broker, BrokerState
+from .._config import Config
+from .._errors import NotRunningError, RegistrationError
+from .._http import HTTPRoutes
+from .._routing import FrameHandler, Handler, Hook, Route, describe
+from .._util import collapse_exception_group
+from ..brokers import Broker, BrokerState
+from .admission import AcceptHook
+from .coalesce import CoalesceStats, SingleFlight
+from .hub import Hub
+from .runtime import Runtime
 
 logger = logging.getLogger("wsroute")
 

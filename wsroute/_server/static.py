@@ -20,9 +20,9 @@ from urllib.parse import unquote
 
 import trio
 
-from ._errors import RegistrationError
-from ._http import Response
-from ._request import Request
+from .._errors import RegistrationError
+from .._http import Response
+from .._request import Request
 
 #: Content types wsroute names itself (the platform's table may lack or misname them).
 _TYPES: Final = {

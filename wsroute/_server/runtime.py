@@ -18,28 +18,28 @@ from typing import TYPE_CHECKING, Any
 import cattrs
 import trio
 
-from ._accept import accept_loop
-from ._config import Config
-from ._connection import Connection
-from ._dispatch import Dispatcher
-from ._errors import ListenError, Reject
-from ._handshake import AcceptHook, Admission, Gate, describe_request
-from ._heartbeat import Heartbeat
-from ._http import METHODS, HTTPRoutes, Response, as_response, method_not_allowed, not_an_upgrade
-from ._hub import Hub
-from ._protocol import encode_event
-from ._request import Request
-from ._routing import FrameHandler, Handler, Hook, Route
-from ._server.transport import Transport, TransportClosed
-from ._session import Session
-from ._wire import closes
-from ._wire.frames import Prepared
-from ._wire.handshake import PlainRequest, UpgradeRequest
+from .._config import Config
+from .._errors import ListenError, Reject
+from .._http import METHODS, HTTPRoutes, Response, as_response, method_not_allowed, not_an_upgrade
+from .._protocol import encode_event
+from .._request import Request
+from .._routing import FrameHandler, Handler, Hook, Route
+from .._wire import closes
+from .._wire.frames import Prepared
+from .._wire.handshake import PlainRequest, UpgradeRequest
+from .admission import AcceptHook, Admission, Gate, describe_request
+from .connection import Connection
+from .dispatch import Dispatcher
+from .heartbeat import Heartbeat
+from .hub import Hub
+from .listener import accept_loop
+from .session import Session
+from .transport import Transport, TransportClosed
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
-    from ._coalesce import SingleFlight
+    from .coalesce import SingleFlight
 
 logger = logging.getLogger("wsroute")
 

@@ -15,10 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ._addressing import Control, encode_excluding
-from ._coalesce import CoalesceTimeout, SingleFlight
-from ._errors import BrokerError, ConnectionClosed, HandlerError
-from ._protocol import (
+from .._errors import BrokerError, ConnectionClosed, HandlerError
+from .._protocol import (
     BROKER_UNAVAILABLE,
     INTERNAL_ERROR,
     INVALID_DATA,
@@ -29,12 +27,14 @@ from ._protocol import (
     encode_event,
     reply_bytes,
 )
-from ._routing import Handler, InvalidData, Route
-from ._wire.frames import Prepared
+from .._routing import Handler, InvalidData, Route
+from .._wire.frames import Prepared
+from .addressing import Control, encode_excluding
+from .coalesce import CoalesceTimeout, SingleFlight
 
 if TYPE_CHECKING:
-    from ._connection import Connection
-    from ._hub import Hub
+    from .connection import Connection
+    from .hub import Hub
 
 logger = logging.getLogger("wsroute")
 

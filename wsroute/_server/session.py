@@ -30,10 +30,8 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import trio
 
-from ._addressing import Control, conn_topic, user_topic
-from ._errors import BrokerError, ProtocolError
-from ._limits import Verdict, Window
-from ._protocol import (
+from .._errors import BrokerError, ProtocolError
+from .._protocol import (
     INTERNAL_ERROR,
     OVERLOADED,
     RATE_LIMITED,
@@ -42,16 +40,18 @@ from ._protocol import (
     encode_error,
     encode_protocol_error,
 )
-from ._server.transport import PENDING, QUEUE, TransportClosed
-from ._wire import closes
+from .._wire import closes
+from .addressing import Control, conn_topic, user_topic
+from .limits import Verdict, Window
+from .transport import PENDING, QUEUE, TransportClosed
 
 if TYPE_CHECKING:
-    from ._connection import Connection
-    from ._heartbeat import Handle
-    from ._routing import FrameHandler, Hook
-    from ._runtime import Runtime
-    from ._server.transport import Transport
-    from ._wire.frames import Prepared
+    from .._routing import FrameHandler, Hook
+    from .._wire.frames import Prepared
+    from .connection import Connection
+    from .heartbeat import Handle
+    from .runtime import Runtime
+    from .transport import Transport
 
 logger = logging.getLogger("wsroute")
 

@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 import cattrs
 
-from ._addressing import conn_topic, encode_close, encode_info, user_topic
-from ._connection import check_close
-from ._protocol import encode_event
+from .._protocol import encode_event
+from .addressing import conn_topic, encode_close, encode_info, user_topic
+from .connection import check_close
 
 if TYPE_CHECKING:
-    from ._runtime import Runtime
+    from .runtime import Runtime
 
 
 class Messaging:

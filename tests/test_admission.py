@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from wsroute import App, Connection, RegistrationError, Reject, bearer_auth
-from wsroute._handshake import redact_query
+from wsroute._server.admission import redact_query
 from wsroute.testing import HandshakeRejected, open_app, open_client
 
 
