@@ -9,6 +9,7 @@ import attrs
 import pytest
 
 from wsroute import Connection, Disconnect, RegistrationError, make_converter
+from wsroute._app import VALUES
 from wsroute._routing import (
     Handler,
     Hook,
@@ -37,12 +38,12 @@ CONN: Any = object()  # Handler.call only forwards the connection object
 
 
 def handler(fn: Callable[..., Any], kind: Kind = Kind.DIRECT, topic: Any = None) -> Handler:
-    return Handler("t", kind, fn, make_converter(), topic)
+    return Handler("t", kind, fn, make_converter(), topic, values=VALUES)
 
 
 def registration_error(fn: Callable[..., Any], converter: Any = None) -> str:
     with pytest.raises(RegistrationError) as info:
-        Handler("t", Kind.DIRECT, fn, converter or make_converter())
+        Handler("t", Kind.DIRECT, fn, converter or make_converter(), values=VALUES)
     return str(info.value)
 
 
@@ -219,7 +220,7 @@ def test_unstructurable_payload_works_once_a_hook_is_registered() -> None:
 
     converter = make_converter()
     converter.register_structure_hook(Plain, lambda value, _: Plain(value))
-    h = Handler("t", Kind.DIRECT, plain, converter)
+    h = Handler("t", Kind.DIRECT, plain, converter, values=VALUES)
     payload = h.structure({"k": 1})
     assert isinstance(payload, Plain)
     assert payload.value == {"k": 1}
@@ -411,9 +412,9 @@ async def test_connect_hook_parameters() -> None:
     async def none() -> str:
         return "none"
 
-    assert await Hook(annotated, "on_connect hook", disconnect=False)(CONN) is CONN
-    assert await Hook(unannotated, "on_connect hook", disconnect=False)(CONN) is CONN
-    assert await Hook(none, "on_connect hook", disconnect=False)(CONN) == "none"
+    assert await Hook(annotated, "on_connect hook", values=VALUES, disconnect=False)(CONN) is CONN
+    assert await Hook(unannotated, "on_connect hook", values=VALUES, disconnect=False)(CONN) is CONN
+    assert await Hook(none, "on_connect hook", values=VALUES, disconnect=False)(CONN) == "none"
 
 
 async def test_disconnect_hook_parameters_in_any_order() -> None:
@@ -428,10 +429,12 @@ async def test_disconnect_hook_parameters_in_any_order() -> None:
     async def reason_only(*, why: Disconnect) -> Any:
         return why
 
-    hook = "on_disconnect hook"
-    assert await Hook(reversed_, hook, disconnect=True)(CONN, reason) == (CONN, reason)
-    assert await Hook(positional, hook, disconnect=True)(CONN, reason) == (CONN, reason)
-    assert await Hook(reason_only, hook, disconnect=True)(CONN, reason) is reason
+    def disconnect_hook(fn: Callable[..., Any]) -> Hook:
+        return Hook(fn, "on_disconnect hook", values=VALUES, disconnect=True)
+
+    assert await disconnect_hook(reversed_)(CONN, reason) == (CONN, reason)
+    assert await disconnect_hook(positional)(CONN, reason) == (CONN, reason)
+    assert await disconnect_hook(reason_only)(CONN, reason) is reason
 
 
 async def disconnect_object(conn: Connection, reason: object) -> Any:
@@ -471,7 +474,8 @@ async def test_disconnect_hook_takes_any_annotation_its_values_satisfy(
     fn: Callable[..., Any],
 ) -> None:
     reason = Disconnect(1001, "going", "server")
-    assert await Hook(fn, "on_disconnect hook", disconnect=True)(CONN, reason) == (CONN, reason)
+    hook = Hook(fn, "on_disconnect hook", values=VALUES, disconnect=True)
+    assert await hook(CONN, reason) == (CONN, reason)
 
 
 @pytest.mark.parametrize("annotation", [object, Any, Connection | None, "Optional[Connection]"])
@@ -480,7 +484,7 @@ async def test_connect_hook_takes_any_annotation_a_connection_satisfies(annotati
         return conn
 
     hook.__annotations__ = {"conn": annotation}
-    assert await Hook(hook, "on_connect hook", disconnect=False)(CONN) is CONN
+    assert await Hook(hook, "on_connect hook", values=VALUES, disconnect=False)(CONN) is CONN
 
 
 def test_disconnect_hook_parameter_no_value_satisfies_is_rejected() -> None:
@@ -493,7 +497,7 @@ def test_disconnect_hook_parameter_no_value_satisfies_is_rejected() -> None:
 
     for fn, name in ((wants_int, "reason"), (wants_str_or_none, "reason"), (three_loose, "extra")):
         with pytest.raises(RegistrationError) as info:
-            Hook(fn, "on_disconnect hook", disconnect=True)
+            Hook(fn, "on_disconnect hook", values=VALUES, disconnect=True)
         assert f"cannot tell what to pass as {name!r}" in str(info.value)
         assert "(conn: Connection, reason: Disconnect)" in str(info.value)
 
@@ -508,7 +512,7 @@ def test_hook_parameter_that_cannot_be_filled_is_rejected() -> None:
 
     for fn in (wants_int, wants_int_only, two_unannotated):
         with pytest.raises(RegistrationError) as info:
-            Hook(fn, "on_connect hook", disconnect=False)
+            Hook(fn, "on_connect hook", values=VALUES, disconnect=False)
         assert "cannot tell what to pass" in str(info.value)
         assert "(conn: Connection)" in str(info.value)
 
@@ -517,11 +521,11 @@ def test_disconnect_hook_with_extra_parameter_is_rejected() -> None:
     async def extra(conn: Connection, reason: Disconnect, more: str) -> None: ...
 
     with pytest.raises(RegistrationError, match=r"\(conn: Connection, reason: Disconnect\)"):
-        Hook(extra, "on_disconnect hook", disconnect=True)
+        Hook(extra, "on_disconnect hook", values=VALUES, disconnect=True)
 
 
 def test_sync_hook_is_rejected() -> None:
     def sync(conn: Connection) -> None: ...
 
     with pytest.raises(RegistrationError, match="async def sync"):
-        Hook(sync, "on_connect hook", disconnect=False)
+        Hook(sync, "on_connect hook", values=VALUES, disconnect=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ._app import App as App
+from ._config import SlowConsumerPolicy as SlowConsumerPolicy
 from ._converter import make_converter as make_converter
 from ._errors import BrokerClosed as BrokerClosed
 from ._errors import BrokerError as BrokerError
@@ -21,7 +22,6 @@ from ._request import Request as Request
 from ._server.admission import bearer_auth as bearer_auth
 from ._server.connection import Connection as Connection
 from ._server.connection import Disconnect as Disconnect
-from ._server.outbox import SlowConsumerPolicy as SlowConsumerPolicy
 
 __version__ = "0.1.0"
 

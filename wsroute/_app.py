@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import cattrs
 
-from ._config import Config
+from ._config import Config, SlowConsumerPolicy
 from ._converter import make_converter
 from ._errors import RegistrationError
 from ._http import HTTPRoutes
@@ -22,6 +22,7 @@ from ._routing import (
     Kind,
     Route,
     TopicSpec,
+    Values,
     check_name,
     check_topic,
     describe,
@@ -30,13 +31,16 @@ from ._routing import (
 from ._server.addressing import default_user_id
 from ._server.admission import AcceptHook
 from ._server.coalesce import CoalesceStats
+from ._server.connection import Connection, Disconnect
 from ._server.messaging import Messaging
-from ._server.outbox import SlowConsumerPolicy
 from ._server.serving import Lifespan, Serving
 from ._server.static import CLIENT_SCRIPT, PackageFile, StaticFiles
 from .brokers import Broker, BrokerState, MemoryBroker
 
 logger = logging.getLogger("wsroute")
+
+#: What handlers and hooks may take besides a payload (see ``_routing.Values``).
+VALUES = Values(connection=Connection, disconnect=Disconnect)
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 A = TypeVar("A", bound=AcceptHook)
@@ -263,6 +267,7 @@ class App(Serving, Messaging):
             self.converter,
             topic,
             timeout,
+            values=VALUES,
             coalesce=coalesce,
             coalesce_timeout=coalesce_timeout,
             exclude_sender=exclude_sender,
@@ -298,17 +303,19 @@ class App(Serving, Messaging):
                 f" ({describe(self._info[name].fn)}); rename one"
             )
         timeout = self.config.handler_timeout
-        self._info[name] = Handler(name, Kind.INFO, fn, self.converter, None, timeout)
+        self._info[name] = Handler(
+            name, Kind.INFO, fn, self.converter, None, timeout, values=VALUES
+        )
 
     def add_on_connect(self, fn: Callable[..., Awaitable[Any]]) -> None:
         """Run ``fn(conn)`` when a connection opens; hooks run in registration order."""
         self._check_open("an on_connect hook")
-        self._on_connect.append(Hook(fn, "on_connect hook", disconnect=False))
+        self._on_connect.append(Hook(fn, "on_connect hook", values=VALUES, disconnect=False))
 
     def add_on_disconnect(self, fn: Callable[..., Awaitable[Any]]) -> None:
         """Run ``fn(conn, reason)`` once when a connection whose on_connect began ends."""
         self._check_open("an on_disconnect hook")
-        self._on_disconnect.append(Hook(fn, "on_disconnect hook", disconnect=True))
+        self._on_disconnect.append(Hook(fn, "on_disconnect hook", values=VALUES, disconnect=True))
 
     def add_on_broker_state(self, fn: Callable[[BrokerState], Awaitable[Any]]) -> None:
         """Run ``fn(state)`` when the broker connection is lost or recovered.
@@ -404,7 +411,7 @@ class App(Serving, Messaging):
                 "a frame handler replaces the JSON protocol: an app has either one frame"
                 " handler or direct/broadcast handlers, not both"
             )
-        self._frame_handler = FrameHandler(fn)
+        self._frame_handler = FrameHandler(fn, values=VALUES)
 
     def direct(
         self,

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
 
-from ._server.outbox import SlowConsumerPolicy
-
 _MiB = 1024 * 1024
+
+
+class SlowConsumerPolicy(enum.Enum):
+    """What happens to a connection whose outbox is full."""
+
+    #: Close the connection with 1008 "slow consumer" (the default): the client
+    #: reconnects and resyncs instead of silently missing messages.
+    CLOSE = "close"
+    #: Discard the oldest queued frame to make room (the client misses old news).
+    DROP_OLDEST = "drop_oldest"
+    #: Discard the frame being added (the client misses new news).
+    DROP_NEWEST = "drop_newest"
 
 
 def _positive(_: Any, attribute: attrs.Attribute[Any], value: float) -> None:

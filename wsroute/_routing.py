@@ -15,6 +15,7 @@ import typing
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, Final
 
+import attrs
 import cattrs
 import orjson
 from cattrs.errors import StructureHandlerNotFoundError
@@ -22,9 +23,9 @@ from cattrs.errors import StructureHandlerNotFoundError
 from ._converter import describe_error
 from ._errors import RegistrationError
 from ._protocol import ERROR_TYPE, MAX_TYPE_LENGTH
-from ._server.connection import Connection, Disconnect
 
-TopicSpec = str | Callable[[Any, Connection], str]
+#: ``topic=`` of a broadcast route: a topic, or a function ``(payload, conn) -> topic``.
+TopicSpec = str | Callable[[Any, Any], str]
 
 
 class Kind(enum.Enum):
@@ -35,7 +36,17 @@ class Kind(enum.Enum):
 
 #: ``coalesce=`` of a direct route: ``True`` (key: the message data), or a function
 #: ``(payload, conn) -> hashable`` giving the key.
-CoalesceSpec = bool | Callable[[Any, Connection], Hashable]
+CoalesceSpec = bool | Callable[[Any, Any], Hashable]
+
+
+@attrs.frozen
+class Values:
+    """The classes of what the runtime passes to handlers and hooks besides the
+    payload: the connection, and why it ended. The App names them; routing knows
+    nothing of the server that makes them."""
+
+    connection: type
+    disconnect: type
 
 
 class InvalidData(Exception):
@@ -130,7 +141,11 @@ def _admits(annotation: Any, cls: type) -> bool:
 
 
 def _handler_slots(
-    params: list[inspect.Parameter], hints: dict[str, Any], what: str, fn: Callable[..., Any]
+    params: list[inspect.Parameter],
+    hints: dict[str, Any],
+    what: str,
+    fn: Callable[..., Any],
+    connection: type,
 ) -> tuple[list[tuple[inspect.Parameter, str]], inspect.Parameter | None]:
     """Which parameter takes the payload and which the connection.
 
@@ -143,9 +158,9 @@ def _handler_slots(
     typed: list[inspect.Parameter] = []
     for param in params:
         annotation = hints.get(param.name, _UNANNOTATED)
-        if _names(annotation, Connection):
+        if _names(annotation, connection):
             continue
-        (loose if _admits(annotation, Connection) else typed).append(param)
+        (loose if _admits(annotation, connection) else typed).append(param)
     if len(typed) > 1:
         raise RegistrationError(
             f"{what} {describe(fn)}: more than one payload parameter ({typed[0].name!r}"
@@ -229,6 +244,7 @@ class Handler:
         topic: TopicSpec | None = None,
         timeout: float | None = None,
         *,
+        values: Values,
         coalesce: CoalesceSpec = False,
         coalesce_timeout: float | None = None,
         exclude_sender: bool = False,
@@ -251,7 +267,7 @@ class Handler:
             )
         params = _parameters(fn, what)
         hints = _hints(fn, what)
-        slots, payload = _handler_slots(params, hints, what, fn)
+        slots, payload = _handler_slots(params, hints, what, fn, values.connection)
         self.name = name
         self.kind = kind
         self.fn = fn
@@ -262,7 +278,7 @@ class Handler:
         self.exclude_sender = exclude_sender
         self._caller = Caller(fn, slots)
         #: ``call(payload, conn)``: the function, called with what it asks for.
-        self.call: Callable[[Any, Connection], Awaitable[Any]] = self._caller.bind_payload_conn()
+        self.call: Callable[[Any, Any], Awaitable[Any]] = self._caller.bind_payload_conn()
         self.takes_payload = payload is not None
         self._default = (
             payload.default
@@ -309,13 +325,13 @@ class Handler:
         except Exception as exc:
             raise InvalidData(describe_error(exc, self.payload_type)) from None
 
-    def coalesce_key(self, data: Any, payload: Any, conn: Connection) -> Hashable:
+    def coalesce_key(self, data: Any, payload: Any, conn: Any) -> Hashable:
         """The key under which identical concurrent requests share one run."""
         if callable(self.coalesce):
             return (self.name, self.coalesce(payload, conn))
         return (self.name, orjson.dumps(data, option=orjson.OPT_SORT_KEYS))
 
-    def topic_for(self, payload: Any, conn: Connection) -> str:
+    def topic_for(self, payload: Any, conn: Any) -> str:
         """The topic a broadcast's event goes to."""
         topic = self.topic
         if callable(topic):
@@ -371,12 +387,12 @@ class FrameHandler:
 
     __slots__ = ("_caller", "fn")
 
-    def __init__(self, fn: Callable[..., Awaitable[Any]]) -> None:
+    def __init__(self, fn: Callable[..., Awaitable[Any]], *, values: Values) -> None:
         what = "frame handler"
         params = _parameters(fn, what)
         hints = _hints(fn, what)
         try:
-            slots, _ = _handler_slots(params, hints, what, fn)
+            slots, _ = _handler_slots(params, hints, what, fn, values.connection)
         except RegistrationError as exc:
             raise RegistrationError(
                 f"{exc} A frame handler takes (frame: str | bytes, conn: Connection)."
@@ -384,7 +400,7 @@ class FrameHandler:
         self.fn = fn
         self._caller = Caller(fn, slots)
 
-    def __call__(self, frame: str | bytes, conn: Connection) -> Awaitable[Any]:
+    def __call__(self, frame: str | bytes, conn: Any) -> Awaitable[Any]:
         return self._caller({_PAYLOAD: frame, _CONN: conn})
 
 
@@ -393,25 +409,29 @@ class Hook:
 
     __slots__ = ("_caller", "fn")
 
-    def __init__(self, fn: Callable[..., Awaitable[Any]], what: str, *, disconnect: bool):
+    def __init__(
+        self, fn: Callable[..., Awaitable[Any]], what: str, *, values: Values, disconnect: bool
+    ):
         params = _parameters(fn, what)
         hints = _hints(fn, what)
-        values = {_CONN: Connection, _DISCONNECT: Disconnect} if disconnect else {_CONN: Connection}
+        kinds = {_CONN: values.connection}
+        if disconnect:
+            kinds[_DISCONNECT] = values.disconnect
         takes = "(conn: Connection, reason: Disconnect)" if disconnect else "(conn: Connection)"
         # A parameter that names one of the values takes it; the others take, in
         # order, a value not named elsewhere that their annotation admits.
         chosen: dict[str, str] = {}
         for param in params:
             annotation = hints.get(param.name, _UNANNOTATED)
-            named = [slot for slot, cls in values.items() if _names(annotation, cls)]
+            named = [slot for slot, cls in kinds.items() if _names(annotation, cls)]
             if len(named) == 1:
                 chosen[param.name] = named[0]
-        free = [slot for slot in values if slot not in chosen.values()]
+        free = [slot for slot in kinds if slot not in chosen.values()]
         for param in params:
             if param.name in chosen:
                 continue
             annotation = hints.get(param.name, _UNANNOTATED)
-            fits = [slot for slot in free if _admits(annotation, values[slot])]
+            fits = [slot for slot in free if _admits(annotation, kinds[slot])]
             if not fits:
                 raise RegistrationError(
                     f"{what} {describe(fn)}: cannot tell what to pass as {param.name!r}."
@@ -423,5 +443,5 @@ class Hook:
         self.fn = fn
         self._caller = Caller(fn, slots)
 
-    def __call__(self, conn: Connection, reason: Disconnect | None = None) -> Awaitable[Any]:
+    def __call__(self, conn: Any, reason: Any = None) -> Awaitable[Any]:
         return self._caller({_CONN: conn, _DISCONNECT: reason})

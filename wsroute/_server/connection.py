@@ -11,13 +11,14 @@ from typing import TYPE_CHECKING, Any, Literal
 import attrs
 import trio
 
+from .._config import SlowConsumerPolicy
 from .._errors import ConnectionClosed
 from .._protocol import encode_event
 from .._request import Request
 from .._wire import closes
 from .._wire.frames import MAX_CLOSE_REASON, Frame, Prepared
 from .limits import Window
-from .outbox import Outbox, SlowConsumerPolicy
+from .outbox import Outbox
 
 if TYPE_CHECKING:
     from .addressing import Control

@@ -12,19 +12,30 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import trio
 
 from .._errors import BrokerError
 from .._wire.frames import Prepared
-from .addressing import CONTROL, EXCLUDING, decode_control
+from .addressing import CONTROL, EXCLUDING, Control, decode_control
 
 if TYPE_CHECKING:
     from ..brokers import BrokerSession
-    from .connection import Connection
 
 logger = logging.getLogger("wsroute")
+
+
+class Member(Protocol):
+    """What the hub needs of a connection (``connection.Connection`` is one): its id,
+    its set of topics, and a way in for frames and control orders."""
+
+    id: str
+    _topics: set[str]
+
+    def _push(self, frame: Prepared) -> None: ...
+
+    def _control(self, control: Control) -> None: ...
 
 
 class Hub:
@@ -32,7 +43,7 @@ class Hub:
 
     def __init__(self, broker: BrokerSession) -> None:
         self._broker = broker
-        self._members: dict[str, set[Connection]] = {}
+        self._members: dict[str, set[Member]] = {}
 
     @property
     def subscribe_may_wait(self) -> bool:
@@ -43,10 +54,10 @@ class Hub:
         """How many local connections are subscribed to ``topic``."""
         return len(self._members.get(topic, ()))
 
-    async def subscribe(self, conn: Connection, topic: str) -> None:
+    async def subscribe(self, conn: Member, topic: str) -> None:
         await self.join(conn, (topic,))
 
-    async def join(self, conn: Connection, topics: Sequence[str]) -> None:
+    async def join(self, conn: Member, topics: Sequence[str]) -> None:
         """Subscribe ``conn`` to ``topics``, and the broker to those this process did
         not host yet, in one call. If the broker fails, ``conn`` joins none of them.
 
@@ -83,7 +94,7 @@ class Hub:
                 await self._broker.unsubscribe_many(new)  # those it did take, if any
             raise
 
-    async def unsubscribe(self, conn: Connection, topic: str) -> None:
+    async def unsubscribe(self, conn: Member, topic: str) -> None:
         if topic in conn._topics:
             conn._topics.discard(topic)
             if self._forget(conn, topic):
@@ -91,7 +102,7 @@ class Hub:
                 return
         await trio.lowlevel.checkpoint()
 
-    def _forget(self, conn: Connection, topic: str) -> bool:
+    def _forget(self, conn: Member, topic: str) -> bool:
         """Remove ``conn`` from ``topic``; return whether the topic became empty."""
         members = self._members.get(topic)
         if members is None:
@@ -102,7 +113,7 @@ class Hub:
         del self._members[topic]
         return True
 
-    async def leave(self, conn: Connection) -> None:
+    async def leave(self, conn: Member) -> None:
         """Unsubscribe ``conn`` from everything; used when it ends, so never raises."""
         emptied = []
         for topic in conn._topics:

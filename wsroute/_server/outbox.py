@@ -13,28 +13,16 @@ frame the kernel took only in part).
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import trio
 
+from .._config import SlowConsumerPolicy
 from .transport import PENDING, WRITTEN
 
 if TYPE_CHECKING:
     from .._wire.frames import Frame
-
-
-class SlowConsumerPolicy(enum.Enum):
-    """What happens to a connection whose outbox is full."""
-
-    #: Close the connection with 1008 "slow consumer" (the default): the client
-    #: reconnects and resyncs instead of silently missing messages.
-    CLOSE = "close"
-    #: Discard the oldest queued frame to make room (the client misses old news).
-    DROP_OLDEST = "drop_oldest"
-    #: Discard the frame being added (the client misses new news).
-    DROP_NEWEST = "drop_newest"
 
 
 class Outbox:

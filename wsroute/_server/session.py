@@ -26,7 +26,7 @@ connection, then
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import trio
 
@@ -46,14 +46,29 @@ from .limits import Verdict, Window
 from .transport import PENDING, QUEUE, TransportClosed
 
 if TYPE_CHECKING:
+    from .._config import Config
     from .._routing import FrameHandler, Hook
     from .._wire.frames import Prepared
     from .connection import Connection
-    from .heartbeat import Handle
-    from .runtime import Runtime
+    from .dispatch import Dispatcher
+    from .heartbeat import Handle, Heartbeat
+    from .hub import Hub
     from .transport import Transport
 
 logger = logging.getLogger("wsroute")
+
+
+class Context(Protocol):
+    """What a session needs of the serving it belongs to (``runtime.Runtime`` is
+    one): the app's options, its handlers and hooks, the hub, the heartbeat."""
+
+    config: Config
+    dispatcher: Dispatcher
+    hub: Hub
+    heartbeat: Heartbeat | None
+    frame_handler: FrameHandler | None
+    on_connect: tuple[Hook, ...]
+    on_disconnect: tuple[Hook, ...]
 
 
 class RawFrame(NamedTuple):
@@ -94,7 +109,7 @@ class Session:
         "ws",
     )
 
-    def __init__(self, rt: Runtime, ws: Transport, conn: Connection) -> None:
+    def __init__(self, rt: Context, ws: Transport, conn: Connection) -> None:
         self.rt = rt
         self.ws = ws
         self.conn = conn

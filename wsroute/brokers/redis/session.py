@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import trio
 
@@ -22,9 +22,26 @@ from .._base import BrokerMessage, BrokerSession, BrokerState, StateListener
 from .link import Link, Pending, explain
 
 if TYPE_CHECKING:
-    from . import RedisBroker
+    from coredis.connection import BaseConnection
 
 logger = logging.getLogger("wsroute")
+
+
+class Settings(Protocol):
+    """What a session needs of its broker (``RedisBroker`` is one): its options and a
+    way to open a connection to Redis."""
+
+    prefix: str
+    backlog: int
+    timeout: float
+    publish_timeout: float
+    health_check_interval: float
+    start_timeout: float
+    give_up_after: float
+
+    def describe(self) -> str: ...
+
+    def _new_connection(self) -> BaseConnection: ...
 
 #: The most publishes queued for the publisher task; further publishers wait.
 PENDING_LIMIT = 4096
@@ -40,7 +57,7 @@ DROP_LOG_INTERVAL = 10.0
 class RedisSession(BrokerSession):
     """One process's attachment to Redis; made by :meth:`RedisBroker.connect`."""
 
-    def __init__(self, broker: RedisBroker, on_state: StateListener | None) -> None:
+    def __init__(self, broker: Settings, on_state: StateListener | None) -> None:
         self._broker = broker
         self._on_state = on_state
         self._prefix = broker.prefix.encode()
