@@ -9,7 +9,7 @@ import trio.testing
 from wsroute import SlowConsumerPolicy
 from wsroute._server.outbox import Outbox
 from wsroute._server.transport import PENDING, QUEUE, WRITTEN
-from wsroute._wire.frames import Frame
+from wsroute._wire.frames import Outgoing
 
 CLOSE = SlowConsumerPolicy.CLOSE
 DROP_OLDEST = SlowConsumerPolicy.DROP_OLDEST
@@ -115,7 +115,7 @@ async def test_close_policy_clears_closes_and_reports_once() -> None:
 
 async def test_close_policy_wakes_a_waiting_consumer(nursery: trio.Nursery) -> None:
     box, overflow = outbox(maxsize=1, policy=CLOSE)
-    batches: list[list[Frame] | None] = []
+    batches: list[list[Outgoing] | None] = []
 
     async def consume() -> None:
         batches.append(await box.get_batch())
@@ -145,7 +145,7 @@ async def test_close_lets_the_consumer_drain_then_returns_none() -> None:
 
 async def test_close_wakes_a_waiting_consumer(nursery: trio.Nursery) -> None:
     box, _ = outbox()
-    batches: list[list[Frame] | None] = []
+    batches: list[list[Outgoing] | None] = []
 
     async def consume() -> None:
         batches.append(await box.get_batch())
@@ -214,9 +214,9 @@ class Socket:
 
     def __init__(self, verdict: int) -> None:
         self.verdict = verdict
-        self.written: list[Frame] = []
+        self.written: list[Outgoing] = []
 
-    def __call__(self, frame: Frame) -> int:
+    def __call__(self, frame: Outgoing) -> int:
         if self.verdict != QUEUE:
             self.written.append(frame)
         return self.verdict

@@ -16,7 +16,7 @@ from .._errors import ConnectionClosed
 from .._protocol import encode_event
 from .._request import Request
 from .._wire import closes
-from .._wire.frames import MAX_CLOSE_REASON, Frame, Prepared
+from .._wire.frames import MAX_CLOSE_REASON, Outgoing, Prepared
 from .limits import Window
 from .outbox import Outbox
 
@@ -208,7 +208,7 @@ class Connection:
 
     # -- runtime side --------------------------------------------------------------
 
-    def _push(self, frame: Frame) -> None:
+    def _push(self, frame: Outgoing) -> None:
         self._outbox.put(frame)
 
     def _control(self, control: Control) -> None:

@@ -22,7 +22,7 @@ from .._config import SlowConsumerPolicy
 from .transport import PENDING, WRITTEN
 
 if TYPE_CHECKING:
-    from .._wire.frames import Frame
+    from .._wire.frames import Outgoing
 
 
 class Outbox:
@@ -57,15 +57,17 @@ class Outbox:
         self.maxsize = maxsize
         self.policy = policy
         self.dropped = 0  # frames discarded by the policy or after close, for stats
-        self._frames: list[Frame] = []  # a list: lighter than a deque when idle
+        self._frames: list[Outgoing] = []  # a list: lighter than a deque when idle
         self._lot: trio.lowlevel.ParkingLot | None = None  # with the first wait
         self._on_overflow = on_overflow
         self._closed = False
         self._flush = False  # the socket holds bytes the writer must write first
-        self._write_now: Callable[[Frame], int] | None = None
+        self._write_now: Callable[[Outgoing], int] | None = None
         self._spawn: Callable[[], None] | None = None
 
-    def attach(self, write_now: Callable[[Frame], int] | None, spawn: Callable[[], None]) -> None:
+    def attach(
+        self, write_now: Callable[[Outgoing], int] | None, spawn: Callable[[], None]
+    ) -> None:
         """Connect the socket: ``write_now`` bypasses the queue when it can, and
         ``spawn`` starts the writer task the first time one is needed."""
         self._write_now = write_now
@@ -102,7 +104,7 @@ class Outbox:
     def closed(self) -> bool:
         return self._closed
 
-    def put(self, frame: Frame) -> bool:
+    def put(self, frame: Outgoing) -> bool:
         """Write or queue ``frame`` without waiting; return whether it was taken."""
         if self._closed:
             self.dropped += 1
@@ -153,7 +155,7 @@ class Outbox:
         if self._lot is not None:
             self._lot.unpark_all()
 
-    async def get_batch(self) -> list[Frame] | None:
+    async def get_batch(self) -> list[Outgoing] | None:
         """Wait for frames (or a flush) and take all that are queued, oldest first.
 
         Returns ``None`` once the outbox is closed and drained.

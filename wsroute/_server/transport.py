@@ -30,7 +30,7 @@ from typing import Any, Final, NamedTuple
 
 import trio
 
-from .._wire.frames import ABNORMAL, Frame, server_frame
+from .._wire.frames import ABNORMAL, Outgoing, server_frame
 from .._wire.handshake import PlainRequest, Refusal, RequestReader, UpgradeRequest, accept, refuse
 from .._wire.protocol import Close, Failure, Pong, Protocol, State
 
@@ -309,7 +309,7 @@ class Transport:
         writing, no bytes pending (which must go first)."""
         return self._fd and not self._pending and not self._lock.locked()
 
-    def write_now(self, frame: Frame) -> int:
+    def write_now(self, frame: Outgoing) -> int:
         """Write ``frame`` at once if the connection is idle; see QUEUE and friends.
 
         Synchronous: nothing else can frame or write in between.
@@ -348,7 +348,7 @@ class Transport:
         self._pending = data[sent:]
         return PENDING
 
-    async def send_batch(self, frames: list[Frame]) -> None:
+    async def send_batch(self, frames: list[Outgoing]) -> None:
         """Send what is pending, then ``frames`` in order, in few writes.
 
         Raises:

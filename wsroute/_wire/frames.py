@@ -137,11 +137,12 @@ class Prepared:
         self.wire = header(OP_TEXT, len(payload)) + payload
 
 
-#: What the outbox holds: a text message (str), a binary one (bytes) or a framed one.
-Frame = str | bytes | Prepared
+#: A message on its way to a client, as the outbox holds it: text (str), binary
+#: (bytes), or already framed (Prepared).
+Outgoing = str | bytes | Prepared
 
 
-def server_frame(frame: Frame) -> bytes:
+def server_frame(frame: Outgoing) -> bytes:
     """``frame`` on the wire, from a server (unmasked)."""
     if isinstance(frame, Prepared):
         return frame.wire

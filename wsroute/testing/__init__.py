@@ -13,14 +13,14 @@ from ._client import open_app as open_app
 from ._client import open_client as open_client
 from ._conformance import broker_checks as broker_checks
 from ._conformance import check_broker as check_broker
-from ._frames import ClientClosed as ClientClosed
-from ._frames import CloseInfo as CloseInfo
-from ._frames import ErrorReply as ErrorReply
-from ._frames import Event as Event
-from ._frames import ExpectationFailed as ExpectationFailed
-from ._frames import HandshakeRejected as HandshakeRejected
-from ._frames import Reply as Reply
-from ._frames import RequestError as RequestError
+from ._messages import ClientClosed as ClientClosed
+from ._messages import CloseInfo as CloseInfo
+from ._messages import ErrorReply as ErrorReply
+from ._messages import Event as Event
+from ._messages import ExpectationFailed as ExpectationFailed
+from ._messages import HandshakeRejected as HandshakeRejected
+from ._messages import Reply as Reply
+from ._messages import RequestError as RequestError
 
 __all__ = [
     "DEFAULT_TIMEOUT",

@@ -24,17 +24,17 @@ from .._app import App
 from .._request import Headers
 from .._util import collapse_exception_group
 from ._connection import ClientConnection, Closed, Rejected, connect
-from ._frames import (
+from ._messages import (
     ClientClosed,
     CloseInfo,
     ErrorReply,
     Event,
     ExpectationFailed,
-    Frame,
     HandshakeRejected,
+    Message,
     Reply,
     RequestError,
-    parse_frame,
+    parse_message,
 )
 
 #: Default seconds an ``expect_*``/``request`` call waits (instant under autojump_clock).
@@ -53,7 +53,7 @@ class TestClient:
 
     def __init__(self, ws: ClientConnection) -> None:
         self._ws = ws
-        self._kept: deque[Frame] = deque()
+        self._kept: deque[Message] = deque()
         self._ids = itertools.count(1)
         self._closed: CloseInfo | None = None
 
@@ -109,14 +109,14 @@ class TestClient:
 
     # -- receiving ---------------------------------------------------------------------
 
-    async def _next(self) -> Frame:
+    async def _next(self) -> Message:
         try:
             message = await self._ws.get_message()
         except Closed:
             raise ClientClosed(self.closed) from None
-        return parse_frame(message)
+        return parse_message(message)
 
-    async def receive(self, *, timeout: float = DEFAULT_TIMEOUT) -> Frame:
+    async def receive(self, *, timeout: float = DEFAULT_TIMEOUT) -> Message:
         """The next frame (kept ones first).
 
         Raises:
@@ -145,7 +145,7 @@ class TestClient:
     ) -> Event:
         """Wait for an event of ``type`` (and ``topic``, when given); return it."""
 
-        def match(frame: Frame) -> bool:
+        def match(frame: Message) -> bool:
             return (
                 isinstance(frame, Event)
                 and frame.type == type
@@ -162,7 +162,7 @@ class TestClient:
     ) -> Reply | ErrorReply:
         """Wait for the reply (or error reply) to the request with ``id``."""
 
-        def match(frame: Frame) -> bool:
+        def match(frame: Message) -> bool:
             return isinstance(frame, Reply | ErrorReply) and frame.id == id
 
         reply = await self._expect(match, f"reply to id {id!r}", timeout)
@@ -181,7 +181,9 @@ class TestClient:
             self._kept.append(frame)
             raise ExpectationFailed("no message", list(self._kept), self.closed)
 
-    async def _expect(self, match: Callable[[Frame], bool], wanted: str, timeout: float) -> Frame:
+    async def _expect(
+        self, match: Callable[[Message], bool], wanted: str, timeout: float
+    ) -> Message:
         for index, frame in enumerate(self._kept):
             if match(frame):
                 del self._kept[index]

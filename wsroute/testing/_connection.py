@@ -22,7 +22,7 @@ import trio
 from .._wire.frames import ABNORMAL
 from .._wire.handshake import ResponseReader, client_request
 from .._wire.protocol import Close, Failure, Protocol, State
-from ._frames import CloseInfo
+from ._messages import CloseInfo
 
 READ_SIZE = 65536
 

@@ -43,6 +43,7 @@ class Settings(Protocol):
 
     def _new_connection(self) -> BaseConnection: ...
 
+
 #: The most publishes queued for the publisher task; further publishers wait.
 PENDING_LIMIT = 4096
 #: Reconnection delays: from BACKOFF_BASE doubling up to BACKOFF_CAP seconds, jittered.

@@ -47,10 +47,10 @@ class CloseInfo:
     reason: str
 
 
-Frame = Reply | ErrorReply | Event
+Message = Reply | ErrorReply | Event
 
 
-def parse_frame(message: str | bytes) -> Frame:
+def parse_message(message: str | bytes) -> Message:
     """Decode a server frame; raise ``AssertionError`` if it breaks protocol v1."""
     if isinstance(message, bytes):
         raise AssertionError(f"server sent a binary frame: {message[:80]!r}")
@@ -106,7 +106,7 @@ class ExpectationFailed(AssertionError):
     def __init__(
         self,
         wanted: str,
-        received: list[Frame],
+        received: list[Message],
         closed: CloseInfo | None,
         *,
         waited: float | None = None,
