@@ -22,7 +22,7 @@ from wsroute import (
     SlowConsumerPolicy,
     make_converter,
 )
-from wsroute._routing import Kind
+from wsroute._routing import RouteKind
 from wsroute.brokers import BrokerMessage, MemoryBroker
 from wsroute.testing import open_client
 
@@ -61,9 +61,9 @@ def test_decorators_return_the_function_unchanged() -> None:
     assert app.on_disconnect(fn) is fn
     assert app.lifespan(life) is life
     assert [(h.name, h.kind, h.fn) for h in app.handlers] == [
-        ("d", Kind.DIRECT, fn),
-        ("b", Kind.BROADCAST, fn),
-        ("c", Kind.BROADCAST, fn),
+        ("d", RouteKind.DIRECT, fn),
+        ("b", RouteKind.BROADCAST, fn),
+        ("c", RouteKind.BROADCAST, fn),
     ]
 
 
@@ -105,8 +105,8 @@ def test_direct_and_broadcast_may_share_a_name() -> None:
     app.direct("chat")(handle)
     app.broadcast("chat")(other)
     assert [(h.name, h.kind, h.fn) for h in app.handlers] == [
-        ("chat", Kind.DIRECT, handle),
-        ("chat", Kind.BROADCAST, other),
+        ("chat", RouteKind.DIRECT, handle),
+        ("chat", RouteKind.BROADCAST, other),
     ]
 
 
@@ -122,24 +122,33 @@ def test_registration_errors_at_decoration_time() -> None:
     assert app.handlers == []
 
 
-def test_unstructurable_annotation_works_after_registering_a_hook() -> None:
+async def test_unstructurable_annotation_works_after_registering_a_hook(
+    autojump_clock: trio.abc.Clock,
+) -> None:
     app = App()
 
-    async def plain(msg: Plain) -> None: ...
+    async def plain(msg: Plain) -> int:
+        return int(msg.value)
 
     with pytest.raises(RegistrationError, match=r"app\.converter\.register_structure_hook"):
         app.direct("p")(plain)
     app.converter.register_structure_hook(Plain, lambda value, _: Plain(value))
     app.direct("p")(plain)
-    assert app.handlers[0].structure(3).value == 3
+    async with open_client(app) as client:
+        assert await client.request("p", 3) == 3
 
 
-def test_app_uses_the_given_converter() -> None:
+async def test_app_uses_the_given_converter(autojump_clock: trio.abc.Clock) -> None:
     converter = make_converter(forbid_extra_keys=False)
     app = App(converter=converter)
     assert app.converter is converter
-    app.direct("x")(handle)
-    assert app.handlers[0].structure({"id": 1, "extra": 2}) == Item(1)
+
+    @app.direct("x")
+    async def x(msg: Item) -> int:
+        return msg.id
+
+    async with open_client(app) as client:
+        assert await client.request("x", {"id": 1, "extra": 2}) == 1  # extra keys allowed
 
 
 @pytest.mark.parametrize("name", ["", "n" * 129, "error"])

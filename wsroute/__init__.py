@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ._app import App as App
+from ._config import Config as Config
 from ._config import SlowConsumerPolicy as SlowConsumerPolicy
 from ._converter import make_converter as make_converter
 from ._errors import BrokerClosed as BrokerClosed
@@ -19,7 +20,10 @@ from ._errors import WsrouteError as WsrouteError
 from ._http import Response as Response
 from ._request import Headers as Headers
 from ._request import Request as Request
+from ._routing import RouteInfo as RouteInfo
+from ._routing import RouteKind as RouteKind
 from ._server.admission import bearer_auth as bearer_auth
+from ._server.coalesce import CoalesceStats as CoalesceStats
 from ._server.connection import Connection as Connection
 from ._server.connection import Disconnect as Disconnect
 
@@ -29,6 +33,8 @@ __all__ = [
     "App",
     "BrokerClosed",
     "BrokerError",
+    "CoalesceStats",
+    "Config",
     "Connection",
     "ConnectionClosed",
     "Disconnect",
@@ -42,6 +48,8 @@ __all__ = [
     "Reject",
     "Request",
     "Response",
+    "RouteInfo",
+    "RouteKind",
     "SlowConsumerPolicy",
     "WsrouteError",
     "__version__",

@@ -19,8 +19,9 @@ from ._routing import (
     FrameHandler,
     Handler,
     Hook,
-    Kind,
     Route,
+    RouteInfo,
+    RouteKind,
     TopicSpec,
     Values,
     check_name,
@@ -200,7 +201,7 @@ class App(Serving, Messaging):
         """
         self._add(
             name,
-            Kind.DIRECT,
+            RouteKind.DIRECT,
             fn,
             timeout=timeout,
             coalesce=coalesce,
@@ -232,7 +233,7 @@ class App(Serving, Messaging):
             topic = self.config.default_topic
         self._add(
             name,
-            Kind.BROADCAST,
+            RouteKind.BROADCAST,
             fn,
             check_topic(name, topic),
             timeout=timeout,
@@ -242,7 +243,7 @@ class App(Serving, Messaging):
     def _add(
         self,
         name: str,
-        kind: Kind,
+        kind: RouteKind,
         fn: Callable[..., Awaitable[Any]],
         topic: TopicSpec | None = None,
         *,
@@ -273,14 +274,14 @@ class App(Serving, Messaging):
             exclude_sender=exclude_sender,
         )
         route = self._routes.get(name) or Route(name)
-        existing = route.direct if kind is Kind.DIRECT else route.broadcast
+        existing = route.direct if kind is RouteKind.DIRECT else route.broadcast
         if existing is not None:
             raise RegistrationError(
                 f"a {kind.value} handler for {name!r} is already registered"
                 f" ({describe(existing.fn)}); {describe(fn)} would replace it. A message"
                 f" type has at most one direct and one broadcast handler: rename one."
             )
-        if kind is Kind.DIRECT:
+        if kind is RouteKind.DIRECT:
             route.direct = handler
         else:
             route.broadcast = handler
@@ -304,7 +305,7 @@ class App(Serving, Messaging):
             )
         timeout = self.config.handler_timeout
         self._info[name] = Handler(
-            name, Kind.INFO, fn, self.converter, None, timeout, values=VALUES
+            name, RouteKind.INFO, fn, self.converter, None, timeout, values=VALUES
         )
 
     def add_on_connect(self, fn: Callable[..., Awaitable[Any]]) -> None:
@@ -498,10 +499,11 @@ class App(Serving, Messaging):
         return fn
 
     @property
-    def handlers(self) -> list[Handler]:
-        """Every registered handler, by message type, direct before broadcast."""
+    def handlers(self) -> list[RouteInfo]:
+        """Every registered direct and broadcast handler, by message type, direct
+        before broadcast."""
         return [
-            handler
+            handler.info()
             for route in self._routes.values()
             for handler in (route.direct, route.broadcast)
             if handler is not None

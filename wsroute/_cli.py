@@ -25,7 +25,7 @@ from . import __version__
 from ._app import App
 from ._errors import BrokerError, ListenError, LoadError, RegistrationError
 from ._importer import load_app, user_frames
-from ._routing import Handler, describe
+from ._routing import RouteInfo, describe
 from .brokers import from_url
 
 PROG = "wsroute"
@@ -264,7 +264,7 @@ def _routes(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _row(handler: Handler) -> tuple[str, str, str, str, str]:
+def _row(handler: RouteInfo) -> tuple[str, str, str, str, str]:
     topic = handler.topic
     if topic is None:
         shown = "-"

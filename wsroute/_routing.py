@@ -28,10 +28,42 @@ from ._protocol import ERROR_TYPE, MAX_TYPE_LENGTH
 TopicSpec = str | Callable[[Any, Any], str]
 
 
-class Kind(enum.Enum):
+class RouteKind(enum.Enum):
+    """How a handler answers: to the sender, to a topic's subscribers, or to an info
+    message sent from elsewhere in the system."""
+
     DIRECT = "direct"
     BROADCAST = "broadcast"
     INFO = "info"
+
+
+@attrs.frozen
+class RouteInfo:
+    """A registered handler, as ``App.handlers`` lists it (for tools: ``wsroute
+    routes``, schemas).
+
+    Attributes:
+        name: the message type.
+        kind: direct, broadcast or info.
+        fn: the handler function.
+        payload_type: the payload's annotation; ``None`` when it takes no payload,
+            ``Any`` for raw JSON.
+        result_type: the return annotation (``Any`` when there is none).
+        topic: a broadcast's topic, or the function that picks it; ``None`` otherwise.
+        timeout: seconds it may run, or ``None``.
+        coalesce: whether identical concurrent requests share a run (direct only).
+        exclude_sender: whether a broadcast skips its sender.
+    """
+
+    name: str
+    kind: RouteKind
+    fn: Callable[..., Awaitable[Any]]
+    payload_type: Any
+    result_type: Any
+    topic: TopicSpec | None
+    timeout: float | None
+    coalesce: bool
+    exclude_sender: bool
 
 
 #: ``coalesce=`` of a direct route: ``True`` (key: the message data), or a function
@@ -238,7 +270,7 @@ class Handler:
     def __init__(
         self,
         name: str,
-        kind: Kind,
+        kind: RouteKind,
         fn: Callable[..., Awaitable[Any]],
         converter: cattrs.Converter,
         topic: TopicSpec | None = None,
@@ -259,7 +291,7 @@ class Handler:
             raise RegistrationError(
                 f"{what} coalesce must be True, False or a function (payload, conn) -> key"
             )
-        if coalesce is not False and kind is not Kind.DIRECT:
+        if coalesce is not False and kind is not RouteKind.DIRECT:
             raise RegistrationError(f"{what} only direct handlers can coalesce requests")
         if coalesce_timeout is not None and coalesce is False:
             raise RegistrationError(
@@ -304,6 +336,19 @@ class Handler:
             self.unstructure: Callable[[Any], Any] = converter.unstructure
         else:
             self.unstructure = converter.get_unstructure_hook(self.result_type)
+
+    def info(self) -> RouteInfo:
+        return RouteInfo(
+            name=self.name,
+            kind=self.kind,
+            fn=self.fn,
+            payload_type=self.payload_type,
+            result_type=self.result_type,
+            topic=self.topic,
+            timeout=self.timeout,
+            coalesce=self.coalesce is not False,
+            exclude_sender=self.exclude_sender,
+        )
 
     def structure(self, data: Any) -> Any:
         """Turn the frame's ``data`` into the handler's payload.

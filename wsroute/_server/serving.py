@@ -98,11 +98,20 @@ class Serving:
             self._stop_requested = True
 
     @asynccontextmanager
-    async def running_context(self) -> AsyncIterator[Runtime]:
+    async def running_context(self) -> AsyncIterator[None]:
         """Run the app without a listener: broker session, lifespan and tasks.
 
-        ``serve`` uses it; so does ``wsroute.testing``. Freezes the handler table.
+        ``wsroute.testing`` uses it. Freezes the handler table.
+
+        Raises:
+            NotRunningError: the app is running already.
         """
+        async with self._running():
+            yield
+
+    @asynccontextmanager
+    async def _running(self) -> AsyncIterator[Runtime]:
+        """``running_context``, yielding the serving's runtime (``serve`` listens with it)."""
         if self._runtime is not None:
             raise NotRunningError(
                 "this App is already running; to simulate another process, create a"
@@ -196,7 +205,7 @@ class Serving:
         Supports ``port = await nursery.start(app.serve, host, 0)``: reports the bound
         port once listening.
         """
-        async with self.running_context() as runtime:
+        async with self._running() as runtime:
             await runtime.serve_tcp(host, port, task_status=task_status)
 
     def run(self, host: str = "127.0.0.1", port: int = 8000) -> None:

@@ -1,0 +1,29 @@
+"""Brokers by URL, for ``wsroute run --broker`` and configuration files."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from ._base import Broker
+from .memory import MemoryBroker
+
+
+def from_url(url: str) -> Broker:
+    """Make a broker from a URL: ``memory://``, or ``redis://``/``rediss://`` (see
+    :meth:`RedisBroker.from_url` for credentials, database and options).
+
+    Raises:
+        ValueError: the scheme is unknown, the URL is invalid, or the broker it names
+            is not installed (the message says how to install it).
+    """
+    scheme = urlsplit(url).scheme
+    if scheme == "memory":
+        return MemoryBroker()
+    if scheme in {"redis", "rediss"}:
+        from .redis import INSTALL_HINT, RedisBroker
+
+        try:
+            return RedisBroker.from_url(url)
+        except ImportError as exc:
+            raise ValueError(f"broker {scheme}://: {INSTALL_HINT}") from exc
+    raise ValueError(f"unknown broker URL {url!r}: expected memory://, redis:// or rediss://")
