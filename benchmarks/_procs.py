@@ -190,20 +190,23 @@ def run_loadgen(
     node: str,
     scenario: str,
     server: Server,
-    options: dict[str, float],
+    options: dict[str, float | str],
     *,
     timeout: float,
+    cpu: str = CLIENT_CPU,
     on_event: Callable[[dict[str, Any], IO[str]], None] | None = None,
 ) -> dict[str, Any]:
-    """Run ``loadgen.mjs SCENARIO`` pinned to the client CPU; return its result line.
+    """Run ``loadgen.mjs SCENARIO`` pinned to ``cpu``; return its result line.
 
-    ``on_event`` receives each ``{"event": ...}`` line with the client's stdin, to
-    answer it (the idle scenario waits for a line after each event).
+    With ``procs`` in ``options`` the load generator starts its other processes
+    itself (pinned to ``cpus``) and still prints one result line. ``on_event``
+    receives each ``{"event": ...}`` line with the client's stdin, to answer it (the
+    idle scenario waits for a line after each event).
     """
     cmd = [
         "taskset",
         "-c",
-        CLIENT_CPU,
+        cpu,
         node,
         str(HERE / "loadgen.mjs"),
         scenario,

@@ -2,7 +2,9 @@
 
 ``runs[scenario][server]`` is the list of result dicts of one scenario against one
 server (the load generator's JSON line plus what the runner measured). Every figure
-shown is the median over those runs; ratios are wsroute ÷ peer.
+shown is the median over those runs. The summary ranks the servers by server CPU
+time per operation (÷ picows-uvloop, and wsroute ÷ each); the results table gives
+every figure with wsroute ÷ peer.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ if TYPE_CHECKING:
 Runs = Mapping[str, Mapping[str, Sequence[Mapping[str, Any]]]]
 
 SUBJECT = "wsroute"
+BASELINE = "picows-uvloop"  # the ranking's yardstick: the cheapest server per operation
 CLIENT_BOUND = 90.0  # % of the client's core above which the client was the bottleneck
 NOISY = 15.0  # % of a core taken by other processes above which a run is flagged
 
@@ -36,6 +39,7 @@ class Metric:
         return f"{self.label} {'↑' if self.higher_is_better else '↓'}"
 
 
+_UNITS = {"rpc": "reply", "fanout": "delivery", "churn": "cycle"}
 _LATENCY = (Metric("p50_ms", "p50 ms", False), Metric("p99_ms", "p99 ms", False))
 _COST = "server_us_per_op"
 METRICS: dict[str, tuple[Metric, ...]] = {
@@ -105,6 +109,24 @@ def results_table(runs: Runs, servers: Sequence[str]) -> str:
     return _markdown(rows)
 
 
+def _client_core(run: Mapping[str, Any]) -> float | None:
+    """The client's CPU on its busiest core (several load generators: their sum per CPU)."""
+    value = run.get("client_core_cpu", run.get("client_cpu"))
+    return None if value is None else float(value)
+
+
+def _flags(server_runs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """**client-bound** and *noisy*, from the median CPU figures of some runs."""
+    flags = []
+    cores = [c for c in (_client_core(run) for run in server_runs) if c is not None]
+    if cores and statistics.median(cores) > CLIENT_BOUND:
+        flags.append("**client-bound**")
+    other = median(server_runs, "other_cpu")
+    if other is not None and other > NOISY:
+        flags.append("*noisy*")
+    return flags
+
+
 def cpu_table(runs: Runs, servers: Sequence[str]) -> str:
     """Median CPU of server / client / other processes, as % of one core."""
     rows = [["scenario", *servers], ["---"] * (len(servers) + 1)]
@@ -120,14 +142,71 @@ def cpu_table(runs: Runs, servers: Sequence[str]) -> str:
             if srv is None or cli is None:
                 cells.append("-")
                 continue
-            cell = f"{srv:.0f} / {cli:.0f} / {oth or 0:.0f}"
-            if cli > CLIENT_BOUND:
-                cell += " **client-bound**"
-            if oth is not None and oth > NOISY:
-                cell += " *noisy*"
-            cells.append(cell)
+            cells.append(
+                " ".join([f"{srv:.0f} / {cli:.0f} / {oth or 0:.0f}", *_flags(server_runs)])
+            )
         rows.append([scenario, *cells])
     return _markdown(rows)
+
+
+def ranking_table(runs: Runs, servers: Sequence[str]) -> str:
+    """Every server in every scenario, cheapest first: server CPU µs per operation.
+
+    Ratios: the server ÷ ``BASELINE`` (how many times picows + uvloop's cost) and
+    wsroute ÷ the server; both below 1 mean cheaper than the other side.
+    """
+    base = BASELINE if BASELINE in servers else None
+    subject = SUBJECT if SUBJECT in servers else None
+    header = ["scenario", "rank", "server", "server CPU µs/op ↓"]
+    header += [f"÷ {base}"] if base else []
+    header += [f"{subject} ÷ server"] if subject else []
+    header += ["ops/s", "CPU % server / client"]
+    rows = [header, ["---"] * len(header)]
+    for scenario, by_server in runs.items():
+        kind = family(scenario)
+        if kind not in _UNITS:
+            continue
+        costs = {name: median(by_server.get(name, ()), _COST) for name in servers}
+        ranked = sorted((cost, name) for name, cost in costs.items() if cost is not None)
+        rate_key = METRICS[kind][0].key
+        for rank, (cost, name) in enumerate(ranked, 1):
+            server_runs = by_server[name]
+            srv, cli = median(server_runs, "server_cpu"), median(server_runs, "client_cpu")
+            cpu = "-" if srv is None or cli is None else f"{srv:.0f} / {cli:.0f}"
+            row = [f"{scenario} (µs/{_UNITS[kind]})", str(rank), name, _fmt(cost, _COST)]
+            row += [_ratio(cost, costs[base])] if base else []
+            row += [_ratio(costs[subject], cost)] if subject else []
+            row += [
+                _fmt(median(server_runs, rate_key), rate_key),
+                " ".join([cpu, *_flags(server_runs)]),
+            ]
+            rows.append(row)
+    return _markdown(rows) if len(rows) > 2 else "No CPU figures (no rpc, fanout or churn run)."
+
+
+def overall_table(runs: Runs, servers: Sequence[str]) -> str:
+    """Per server: the geometric mean over the scenarios of its cost ÷ ``BASELINE``."""
+    if BASELINE not in servers:
+        return ""
+    rows = [
+        ["server", f"geometric mean ÷ {BASELINE} ↓", "scenarios", f"{SUBJECT} ÷ server"],
+        ["---"] * 4,
+    ]
+    means = []
+    for name in servers:
+        ratios = []
+        for by_server in (b for s, b in runs.items() if family(s) in _UNITS):
+            ours = median(by_server.get(name, ()), _COST)
+            base = median(by_server.get(BASELINE, ()), _COST)
+            if ours and base:
+                ratios.append(ours / base)
+        if ratios:
+            means.append((statistics.geometric_mean(ratios), len(ratios), name))
+    subject = next((mean for mean, _, name in means if name == SUBJECT), None)
+    for mean, count, name in sorted(means):
+        versus = f"{subject / mean:.2f}x" if subject is not None else "-"
+        rows.append([name, f"{mean:.2f}x", str(count), versus])
+    return _markdown(rows) if len(rows) > 2 else ""
 
 
 def _target(runs: Runs, scenario: str, key: str, peer: str, want: float) -> str | None:
@@ -152,6 +231,8 @@ def _target(runs: Runs, scenario: str, key: str, peer: str, want: float) -> str 
 
 def targets(runs: Runs) -> str:
     """The floor and goal of issue 7, checked against this run's medians."""
+    if not any(SUBJECT in by_server for by_server in runs.values()):
+        return f"{SUBJECT} was not in this run."
     lines = ["Floor (every scenario at least as good as bare trio-websocket):"]
     for scenario in runs:
         key = METRICS[family(scenario)][0].key
@@ -214,6 +295,19 @@ def _speed_note(runs: dict[str, dict[str, list[dict[str, Any]]]]) -> str:
     return text
 
 
+RANKING_NOTE = """\
+The server's CPU time (utime + stime of its process) over the measured window divided
+by the replies, deliveries or connect cycles: what one operation costs the server,
+whatever the speed, so it ranks the servers even where the client was the
+bottleneck and the rates are the client's. Cheapest first; `÷ {base}` is the
+server's cost in units of {base}'s, `{subject} ÷ server` is {subject}'s cost in units
+of the server's (both below 1: cheaper than the other side). **client-bound**: the
+client used more than {bound:.0f}% of its core, so the server was not saturated and
+handled fewer messages per wake-up; its cost then tends to read high rather than low.
+Only ratios within one run mean anything: absolute figures drift by ±25% between runs
+and machines."""
+
+
 def render(
     command: str,
     environment: dict[str, str],
@@ -238,11 +332,22 @@ def render(
         cap = f"{plan.publish_seconds:g} s"
         notes.append(f"Fan-out runs that hit the {cap} publishing cap: {'; '.join(capped)}.")
     notes = [note for note in notes if note]
+    clients = "one load generator process"
+    if plan.loadgens > 1:
+        clients = (
+            f"{plan.loadgens} load generator processes on CPU {plan.client_cpus} "
+            "for rpc, fanout and churn (one for idle)"
+        )
     parts = [
         f"# Benchmark report ({datetime.now():%Y-%m-%d %H:%M})",
         f"Command: `{command}` ({time.monotonic() - started:.0f} s). "
-        f"Median of {plan.runs} run(s); ratios are wsroute / peer.",
+        f"Median of {plan.runs} run(s); {clients}.",
+        "## Ranking: server CPU µs per operation",
+        RANKING_NOTE.format(base=BASELINE, subject=SUBJECT, bound=CLIENT_BOUND),
+        ranking_table(runs, servers),
+        overall_table(runs, servers),
         "## Results",
+        "Ratios are wsroute ÷ peer: above 1 is better for rates (↑), below 1 for the rest.",
         results_table(runs, servers),
         *notes,
         "## CPU (server / client / other processes, % of one core)",
@@ -262,4 +367,4 @@ def render(
         parts += ["## Profiles (py-spy)", f"```\n{profiles}\n```"]
     if failures:
         parts += ["## Failures", "\n".join(f"- {failure}" for failure in failures)]
-    return "\n\n".join(parts) + "\n"
+    return "\n\n".join(part for part in parts if part) + "\n"

@@ -42,6 +42,8 @@ class Plan:
     redis_args: tuple[str, ...] = ()
     quiet_wait: float = 3.0  # seconds to wait for other processes to go quiet
     noisy_retries: int = 1  # extra tries of a run during which other processes were busy
+    loadgens: int = 1  # load generator processes for rpc, fanout and churn (idle: 1)
+    client_cpus: str = _procs.CLIENT_CPU  # their CPUs, in turn ("1" or "1,2")
 
 
 FULL = Plan()
@@ -71,23 +73,29 @@ def scenarios(plan: Plan, families: set[str]) -> list[str]:
     return names
 
 
-def loadgen_options(plan: Plan, scenario: str) -> tuple[str, dict[str, float], float]:
+def loadgen_options(plan: Plan, scenario: str) -> tuple[str, dict[str, float | str], float]:
     """The load generator's scenario, options and time limit for ``scenario``."""
     kind, _, size = scenario.partition("-")
+    if kind == "idle":
+        return kind, {"connections": int(size), "hold": 120}, 240
+    opts: dict[str, float | str]
     if kind == "rpc":
         opts = {"clients": plan.rpc_clients, "seconds": plan.rpc_seconds, "warmup": plan.warmup}
-        return kind, opts, plan.rpc_seconds + plan.warmup + 60
-    if kind == "fanout":
+        limit = plan.rpc_seconds + plan.warmup + 60
+    elif kind == "fanout":
         opts = {
             "subscribers": int(size),
             "broadcasts": plan.broadcasts,
             "window": plan.window,
             "publish-seconds": plan.publish_seconds,
         }
-        return kind, opts, plan.publish_seconds + 120
-    if kind == "idle":
-        return kind, {"connections": int(size), "hold": 120}, 240
-    return kind, {"workers": plan.churn_workers, "seconds": plan.churn_seconds}, 90
+        limit = plan.publish_seconds + 120
+    else:
+        opts = {"workers": plan.churn_workers, "seconds": plan.churn_seconds}
+        limit = 90
+    if plan.loadgens > 1:
+        opts |= {"procs": plan.loadgens, "cpus": plan.client_cpus}
+    return kind, opts, limit
 
 
 def wait_for_quiet(limit: float) -> float:
@@ -151,10 +159,11 @@ def run_once(
     node: str, spec: ServerSpec, plan: Plan, scenario: str, log_dir: Path
 ) -> dict[str, Any]:
     kind, options, timeout = loadgen_options(plan, scenario)
+    cpu = plan.client_cpus.split(",")[0]
     server = _procs.start_server(spec, log_dir)
     try:
         if kind != "idle":
-            result = _procs.run_loadgen(node, kind, server, options, timeout=timeout)
+            result = _procs.run_loadgen(node, kind, server, options, timeout=timeout, cpu=cpu)
             _add_cpu_per_op(result)
             return result
         rss: dict[str, int] = {}
@@ -165,7 +174,9 @@ def run_once(
             stdin.write("go\n")
             stdin.flush()
 
-        result = _procs.run_loadgen(node, kind, server, options, timeout=timeout, on_event=on_event)
+        result = _procs.run_loadgen(
+            node, kind, server, options, timeout=timeout, cpu=cpu, on_event=on_event
+        )
         result["rss_before_kib"], result["rss_after_kib"] = rss["before"], rss["after"]
         result["baseline_mib"] = round(rss["before"] / 1024, 1)
         result["kib_per_conn"] = round((rss["after"] - rss["before"]) / result["connections"], 2)
@@ -190,6 +201,8 @@ def _summary(scenario: str, result: dict[str, Any]) -> str:
     text = f"{metric.label} {result.get(metric.key)}"
     if "server_cpu" in result:
         text += f" (server {result['server_cpu']}%, client {result['client_cpu']}%"
+        if result.get("loadgens"):
+            text += f" in {result['loadgens']} processes"
         text += f", other {result.get('other_cpu')}%)"
     if result.get("capped"):
         text += f" capped after {result['sent']} broadcasts"
@@ -289,7 +302,10 @@ def run_profiles(
             try:
                 server = _procs.start_server(spec, out, wrap=wrap)
                 try:
-                    result = _procs.run_loadgen(node, kind, server, options, timeout=timeout)
+                    cpu = plan.client_cpus.split(",")[0]
+                    result = _procs.run_loadgen(
+                        node, kind, server, options, timeout=timeout, cpu=cpu
+                    )
                 finally:
                     _procs.stop_server(server)
             except BenchError as exc:

@@ -16,6 +16,7 @@ import resource
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -50,8 +51,11 @@ def _digest(*paths: Path) -> str:
     return h.hexdigest()
 
 
-def check_tools() -> dict[str, str]:
-    """Find taskset, node and npm; return their paths. Two CPU cores are required."""
+def check_tools(client_cpus: Sequence[str] = ("1",)) -> dict[str, str]:
+    """Find taskset, node and npm; return their paths.
+
+    CPU 0 (the server's) and the client's CPUs (CPU 1 unless told) are required.
+    """
     found = {}
     hints = {
         "taskset": "install util-linux (apt-get install util-linux)",
@@ -73,10 +77,11 @@ def check_tools() -> dict[str, str]:
     if major < MIN_NODE_MAJOR:
         raise SetupError(f"node {version or '?'} is too old: {hints['node']}")
     cpus = os.sched_getaffinity(0)
-    if not {0, 1} <= cpus:
+    wanted = {0, *(int(cpu) for cpu in client_cpus)}
+    if not wanted <= cpus:
         raise SetupError(
-            f"the benchmark pins the server to CPU 0 and the client to CPU 1, but this "
-            f"process may only use CPUs {sorted(cpus)}"
+            f"the benchmark pins the server to CPU 0 and the client to CPU "
+            f"{','.join(client_cpus)}, but this process may only use CPUs {sorted(cpus)}"
         )
     return found
 
@@ -187,7 +192,7 @@ def wsroute_commit() -> str:
 
 
 def describe_environment(venv_bins: dict[str, Path], node: str) -> dict[str, str]:
-    """Machine and versions, for the report."""
+    """Machine and versions, for the report; ``venv_bins`` by venv name."""
     info: dict[str, str] = {"cpus": str(os.cpu_count())}
     try:
         lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=30).stdout
@@ -208,6 +213,7 @@ def describe_environment(venv_bins: dict[str, Path], node: str) -> dict[str, str
         "trio-websocket": ["trio-websocket", "trio", "wsproto"],
         "websockets": ["websockets"],
         "starlette": ["starlette", "uvicorn", "websockets", "uvloop", "httptools"],
+        "picows": ["picows", "aiofastnet", "uvloop", "multidict"],
     }
     for name, packages in wanted.items():
         if name in venv_bins:

@@ -15,7 +15,21 @@
 // prints {"event":"baseline"} after one warm-up connection came and went, and
 // {"event":"ready"} once every connection is open; after each it waits for a line on
 // stdin (or --hold seconds), so that the runner can read the server's RSS.
+//
+// --procs N (rpc, fanout, churn) runs the scenario in N processes: this one (part 0,
+// the leader) starts N-1 copies of itself (parts 1..N-1, pinned to --cpus a,b,... in
+// turn when given, else on this process's CPUs) and talks to them over Node's IPC
+// channel. The clients, subscribers or workers are split between the parts; the
+// fan-out publisher stays in the leader, which learns from every part when its
+// subscribers have all received a broadcast. Every part starts its measured window on
+// the leader's word and sends back its counts and its raw latency samples; the leader
+// prints one line in the usual format: counts and rates summed, percentiles of the
+// merged samples, server CPU from its own window, client CPU summed over the parts
+// (client_core_cpu: the busiest CPU's share). Times that cross processes (fan-out's
+// publish-to-receipt) use one clock: each part shifts performance.now() to the
+// leader's time origin (--clock-origin).
 
+import { spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { performance } from "node:perf_hooks";
 import { createInterface } from "node:readline";
@@ -43,7 +57,13 @@ const DEFAULTS = {
   workers: 16,
   // connection opening
   "open-concurrency": 64,
+  // several processes (see the top of this file)
+  procs: 1,
+  cpus: "",
+  part: 0,
+  "clock-origin": 0,
 };
+const STRING_OPTIONS = new Set(["url", "cpus"]);
 
 function parseArgs(argv) {
   const [scenario, ...rest] = argv;
@@ -53,22 +73,33 @@ function parseArgs(argv) {
     if (!(key in DEFAULTS) || i + 1 >= rest.length) {
       fail(`unknown or incomplete option ${rest[i]}`);
     }
-    opts[key] = key === "url" ? rest[i + 1] : Number(rest[i + 1]);
-    if (key !== "url" && !Number.isFinite(opts[key])) fail(`${rest[i]} needs a number`);
+    opts[key] = STRING_OPTIONS.has(key) ? rest[i + 1] : Number(rest[i + 1]);
+    if (!STRING_OPTIONS.has(key) && !Number.isFinite(opts[key])) fail(`${rest[i]} needs a number`);
   }
+  if (!Number.isInteger(opts.procs) || opts.procs < 1) fail("--procs needs a whole number >= 1");
   return { scenario, opts };
 }
 
+let NAME = "loadgen";
+
 function fail(message) {
-  process.stderr.write(`loadgen: ${message}\n`);
+  process.stderr.write(`${NAME}: ${message}\n`);
   process.exit(2);
 }
 
 function log(message) {
-  process.stderr.write(`loadgen: ${message}\n`);
+  process.stderr.write(`${NAME}: ${message}\n`);
 }
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// --- one clock --------------------------------------------------------------------
+
+// The leader's performance.now(). A part shifts its own by the difference between the
+// two processes' time origins (both wall-clock readings taken at start-up), so a
+// broadcast's send time can be compared with its receipt in another process.
+let clockShift = 0;
+const now = () => performance.now() + clockShift;
 
 // --- CPU accounting ---------------------------------------------------------------
 
@@ -94,6 +125,18 @@ function machineTicks() {
   }
 }
 
+// The CPUs this process may run on ("1", "1-2"), to add up the parts by CPU.
+function cpusAllowed() {
+  try {
+    const line = readFileSync("/proc/self/status", "utf8")
+      .split("\n")
+      .find((l) => l.startsWith("Cpus_allowed_list:"));
+    return line ? line.split(":")[1].trim() : "?";
+  } catch {
+    return "?";
+  }
+}
+
 class CpuWindow {
   constructor(opts) {
     this.serverPid = opts["server-pid"];
@@ -105,6 +148,8 @@ class CpuWindow {
     this.client0 = cpuTicks(process.pid);
     this.machine0 = machineTicks();
   }
+  // server_cpu, client_cpu, other_cpu, window_s as printed, plus machine_cpu (for
+  // adding up several parts; not printed).
   stop() {
     const seconds = (performance.now() - this.t0) / 1000;
     const pct = (before, after) =>
@@ -118,7 +163,163 @@ class CpuWindow {
       server === null || client === null || machine === null
         ? null
         : round(Math.max(0, machine - server - client), 1);
-    return { server_cpu: server, client_cpu: client, other_cpu: other, window_s: round(seconds, 3) };
+    return {
+      server_cpu: server,
+      client_cpu: client,
+      other_cpu: other,
+      window_s: round(seconds, 3),
+      machine_cpu: machine,
+    };
+  }
+}
+
+// The CPU figures of a run made of `parts`: the leader's window for the server and
+// the machine, the parts' own CPU added up (client_core_cpu: the most any one CPU set
+// carried, which is what tells whether the client was the bottleneck).
+function usageOf(parts) {
+  const { machine_cpu: machine, ...usage } = parts[0].usage;
+  if (parts.length === 1) return usage;
+  const each = parts.map((part) => part.usage.client_cpu);
+  const extra = { loadgens: parts.length, client_cpus: parts.map((part) => part.cpus) };
+  if (each.some((value) => value === null)) {
+    return { ...usage, client_cpu: null, other_cpu: null, client_core_cpu: null, ...extra };
+  }
+  const client = round(each.reduce((a, b) => a + b, 0), 1);
+  const byCpus = new Map();
+  for (const part of parts) {
+    byCpus.set(part.cpus, (byCpus.get(part.cpus) ?? 0) + part.usage.client_cpu);
+  }
+  const other =
+    usage.server_cpu === null || machine === null
+      ? null
+      : round(Math.max(0, machine - usage.server_cpu - client), 1);
+  return {
+    ...usage,
+    client_cpu: client,
+    other_cpu: other,
+    client_core_cpu: round(Math.max(...byCpus.values()), 1),
+    client_cpu_each: each,
+    ...extra,
+  };
+}
+
+// --- several processes ------------------------------------------------------------
+
+// One end of an IPC channel: messages are {kind, ...}; next(kind) waits for the next
+// one of that kind, on(kind, handler) takes every one of that kind as it comes.
+class Channel {
+  constructor(endpoint) {
+    this.endpoint = endpoint;
+    this.queue = [];
+    this.waiters = [];
+    this.handlers = new Map();
+    endpoint.on("message", (message) => this.deliver(message));
+  }
+  deliver(message) {
+    const handler = this.handlers.get(message.kind);
+    if (handler) {
+      handler(message);
+      return;
+    }
+    const i = this.waiters.findIndex((waiter) => waiter.kind === message.kind);
+    if (i >= 0) this.waiters.splice(i, 1)[0].resolve(message);
+    else this.queue.push(message);
+  }
+  next(kind) {
+    const i = this.queue.findIndex((message) => message.kind === kind);
+    if (i >= 0) return Promise.resolve(this.queue.splice(i, 1)[0]);
+    return new Promise((resolve) => this.waiters.push({ kind, resolve }));
+  }
+  on(kind, handler) {
+    this.handlers.set(kind, handler);
+    for (const message of this.queue.filter((m) => m.kind === kind)) handler(message);
+    this.queue = this.queue.filter((m) => m.kind !== kind);
+  }
+  send(message, callback) {
+    this.endpoint.send(message, callback);
+  }
+}
+
+// The processes of one run. With --procs 1 it is this process alone and every method
+// is a no-op, so the scenarios read the same either way.
+class Team {
+  constructor(opts, scenario) {
+    this.size = opts.procs;
+    this.part = opts.part;
+    this.leader = opts.part === 0;
+    this.parts = []; // the leader's channels to parts 1..N-1
+    this.parent = null; // a part's channel to the leader
+    this.finished = false;
+    if (this.size === 1) return;
+    if (!this.leader) {
+      this.parent = new Channel(process);
+      process.on("disconnect", () => {
+        log("the leader went away");
+        process.exit(1);
+      });
+      return;
+    }
+    const cpus = opts.cpus ? opts.cpus.split(",") : [];
+    for (let part = 1; part < this.size; part += 1) {
+      const args = [
+        process.argv[1],
+        scenario,
+        ...process.argv.slice(3),
+        "--part",
+        String(part),
+        "--clock-origin",
+        String(performance.timeOrigin),
+      ];
+      const cpu = cpus.length > 0 ? cpus[part % cpus.length] : null;
+      const child = spawn(
+        cpu === null ? process.execPath : "taskset",
+        cpu === null ? args : ["-c", cpu, process.execPath, ...args],
+        { stdio: ["ignore", "ignore", "inherit", "ipc"], serialization: "advanced" },
+      );
+      const lost = (why) => {
+        if (this.finished) return;
+        process.stderr.write(`${NAME}: part ${part} ${why}\n`);
+        process.exit(1);
+      };
+      child.on("error", (err) => lost(`could not start: ${err.message}`));
+      child.on("exit", (code, signal) => {
+        if (code !== 0) lost(`exited with ${code ?? signal}`);
+      });
+      this.parts.push(new Channel(child));
+    }
+  }
+  // This process's share of `total` clients, subscribers or workers.
+  share(total) {
+    return Math.floor(total / this.size) + (this.part < total % this.size ? 1 : 0);
+  }
+  // Every part is set up: the leader waits for all, then says go.
+  async ready() {
+    if (this.size === 1) return;
+    if (this.leader) {
+      await Promise.all(this.parts.map((part) => part.next("ready")));
+      for (const part of this.parts) part.send({ kind: "go" });
+    } else {
+      this.parent.send({ kind: "ready" });
+      await this.parent.next("go");
+    }
+  }
+  tellLeader(message, callback) {
+    this.parent.send(message, callback);
+  }
+  tellParts(message) {
+    for (const part of this.parts) part.send(message);
+  }
+  onParts(kind, handler) {
+    for (const part of this.parts) part.on(kind, handler);
+  }
+  nextFromLeader(kind) {
+    return this.parent.next(kind);
+  }
+  // The leader's own part first, then every other part's.
+  async gather(own) {
+    const others = await Promise.all(this.parts.map((part) => part.next("part")));
+    this.finished = true;
+    return [own, ...others.map((message) => message.part)];
   }
 }
 
@@ -140,8 +341,22 @@ function latencySummary(values) {
   return { p50_ms: percentile(sorted, 0.5), p99_ms: percentile(sorted, 0.99) };
 }
 
+// Percentiles of every part's samples taken together (not an average of percentiles).
+function mergedLatencies(parts) {
+  const all = new Float64Array(parts.reduce((n, part) => n + part.latencies.length, 0));
+  let offset = 0;
+  for (const part of parts) {
+    all.set(part.latencies, offset);
+    offset += part.latencies.length;
+  }
+  return latencySummary(all);
+}
+
+const sumOf = (parts, key) => parts.reduce((sum, part) => sum + part[key], 0);
+const rate = (parts, key) => parts.reduce((sum, part) => sum + part[key] / part.seconds, 0);
+
 function echoFrame(id, seq) {
-  return JSON.stringify({ type: "echo", id, data: { seq, t: performance.now() } });
+  return JSON.stringify({ type: "echo", id, data: { seq, t: now() } });
 }
 
 // Open one connection and complete one echo round trip on it, so the server has
@@ -200,10 +415,15 @@ function closeAll(sockets) {
 }
 
 // --- scenarios --------------------------------------------------------------------
+//
+// Each scenario's `run` returns this process's part (counts, raw latencies, CPU);
+// `summarise` turns the parts (one, or one per process) into the printed result.
 
 // rpc: every client sends one echo, waits for the reply, sends the next.
-async function rpc(opts) {
-  const { sockets } = await openMany(opts.url, opts.clients, opts["open-concurrency"]);
+async function rpc(opts, team) {
+  const clients = team.share(opts.clients);
+  const { sockets } = await openMany(opts.url, clients, opts["open-concurrency"]);
+  await team.ready();
   const cpu = new CpuWindow(opts);
   const latencies = [];
   let replies = 0;
@@ -223,12 +443,12 @@ async function rpc(opts) {
     };
     ws.on("message", (raw) => {
       inFlight -= 1;
-      const now = performance.now();
+      const t = performance.now();
       const reply = JSON.parse(raw.toString());
       if (reply.ok !== true || reply.id !== seq) errors += 1;
-      if (phase === "measure" && sentAt >= windowStart && now <= windowEnd) {
+      if (phase === "measure" && sentAt >= windowStart && t <= windowEnd) {
         replies += 1;
-        latencies.push(now - sentAt);
+        latencies.push(t - sentAt);
       }
       if (phase !== "drain") send();
     });
@@ -245,37 +465,53 @@ async function rpc(opts) {
   const drainUntil = performance.now() + 5000;
   while (inFlight > 0 && performance.now() < drainUntil) await sleep(10);
   closeAll(sockets);
-  const seconds = (windowEnd - windowStart) / 1000;
   return {
-    clients: opts.clients,
-    seconds: round(seconds, 3),
+    clients,
+    seconds: (windowEnd - windowStart) / 1000,
     replies,
-    replies_per_s: round(replies / seconds, 1),
-    ...latencySummary(latencies),
     errors: errors + inFlight,
-    ...usage,
+    latencies: Float64Array.from(latencies),
+    usage,
+    cpus: cpusAllowed(),
+  };
+}
+
+function rpcSummary(parts) {
+  return {
+    clients: sumOf(parts, "clients"),
+    seconds: round(parts[0].seconds, 3),
+    replies: sumOf(parts, "replies"),
+    replies_per_s: round(rate(parts, "replies"), 1),
+    ...mergedLatencies(parts),
+    errors: sumOf(parts, "errors"),
+    ...usageOf(parts),
   };
 }
 
 // fanout: N subscribers and one publisher, all on the server's broadcast topic. The
 // publisher sends `broadcasts` blasts (no id, so no acknowledgement), keeping at most
 // `window` of them not yet received by every subscriber, and starts none after
-// `publish-seconds` (then `capped` is true). Its own copies are ignored.
-async function fanout(opts) {
-  const n = opts.subscribers;
+// `publish-seconds` (then `capped` is true). Its own copies are ignored. With several
+// processes the publisher is the leader's, each part tells the leader when its own
+// subscribers have all received a broadcast, and the leader tells the parts when
+// publishing is over.
+async function fanout(opts, team) {
+  const n = team.share(opts.subscribers);
   const total = opts.broadcasts;
   const { sockets, openSeconds } = await openMany(opts.url, n, opts["open-concurrency"]);
-  const publisher = await openConnection(opts.url);
+  const publisher = team.leader ? await openConnection(opts.url) : null;
+  await team.ready();
   const cpu = new CpuWindow(opts);
   const counts = new Uint32Array(total);
   const latencies = new Float64Array(n * total);
+  const partsDone = new Uint16Array(total); // leader: parts whose subscribers all have it
   let received = 0;
   let complete = 0;
   let sent = 0;
   let duplicates = 0;
   let firstSend = 0;
   let lastReceipt = 0;
-  let lastProgress = performance.now();
+  let lastProgress = now();
   let finish;
   const done = new Promise((resolve) => {
     finish = resolve;
@@ -285,68 +521,106 @@ async function fanout(opts) {
   const pump = () => {
     while (sent < total && sent - complete < opts.window) {
       if (sent === 0) {
-        firstSend = performance.now();
+        firstSend = now();
         publishUntil = firstSend + opts["publish-seconds"] * 1000;
-      } else if (performance.now() > publishUntil) {
+      } else if (now() > publishUntil) {
         if (complete === sent) finish();
         return;
       }
-      publisher.send(JSON.stringify({ type: "blast", data: { seq: sent, t: performance.now() } }));
+      publisher.send(JSON.stringify({ type: "blast", data: { seq: sent, t: now() } }));
       sent += 1;
+    }
+  };
+  // Leader: one more part has delivered broadcast `seq` to all its subscribers.
+  const partDone = (seq) => {
+    lastProgress = now();
+    partsDone[seq] += 1;
+    if (partsDone[seq] === team.size) {
+      complete += 1;
+      if (complete === total) finish();
+      else pump();
     }
   };
   for (const ws of sockets) {
     ws.on("message", (raw) => {
-      const now = performance.now();
+      const t = now();
       const event = JSON.parse(raw.toString());
       if (event.type !== "blast") return;
-      const { seq, t } = event.data;
-      if (received < latencies.length) latencies[received] = now - t;
+      const { seq } = event.data;
+      if (received < latencies.length) latencies[received] = t - event.data.t;
       received += 1;
-      lastReceipt = now;
-      lastProgress = now;
+      lastReceipt = t;
+      lastProgress = t;
       counts[seq] += 1;
       if (counts[seq] > n) duplicates += 1;
       if (counts[seq] === n) {
-        complete += 1;
-        if (complete === total) finish();
-        else pump();
+        if (team.leader) partDone(seq);
+        else team.tellLeader({ kind: "done", seq });
       }
     });
   }
-  publisher.on("message", () => {});
-  const watchdog = setInterval(() => {
-    if (performance.now() - lastProgress > opts.stall * 1000) finish();
-  }, 100);
-
-  cpu.start();
-  pump();
-  await done;
+  let finished;
+  if (team.leader) {
+    team.onParts("done", (message) => partDone(message.seq));
+    publisher.on("message", () => {});
+    const watchdog = setInterval(() => {
+      if (now() - lastProgress > opts.stall * 1000) finish();
+    }, 100);
+    cpu.start();
+    pump();
+    await done;
+    clearInterval(watchdog);
+    finished = { sent };
+    team.tellParts({ kind: "finish", sent });
+  } else {
+    cpu.start();
+    finished = await team.nextFromLeader("finish");
+  }
   const usage = cpu.stop();
-  clearInterval(watchdog);
-  closeAll([...sockets, publisher]);
-  const expected = n * sent;
-  const seconds = Math.max(lastReceipt - firstSend, 1e-9) / 1000;
+  closeAll(publisher ? [...sockets, publisher] : sockets);
   return {
     subscribers: n,
     broadcasts: total,
-    sent,
-    capped: sent < total,
+    sent: finished.sent,
     window: opts.window,
-    open_s: round(openSeconds, 2),
+    open_s: openSeconds,
+    received,
+    duplicates,
+    firstSend,
+    lastReceipt,
+    latencies: latencies.slice(0, Math.min(received, n * finished.sent)),
+    usage,
+    cpus: cpusAllowed(),
+  };
+}
+
+function fanoutSummary(parts) {
+  const [leader] = parts;
+  const expected = sumOf(parts, "subscribers") * leader.sent;
+  const received = sumOf(parts, "received");
+  const lastReceipt = Math.max(...parts.map((part) => part.lastReceipt));
+  const seconds = Math.max(lastReceipt - leader.firstSend, 1e-9) / 1000;
+  return {
+    subscribers: sumOf(parts, "subscribers"),
+    broadcasts: leader.broadcasts,
+    sent: leader.sent,
+    capped: leader.sent < leader.broadcasts,
+    window: leader.window,
+    open_s: round(Math.max(...parts.map((part) => part.open_s)), 2),
     expected,
     received,
     lost: expected - Math.min(received, expected),
-    duplicates,
+    duplicates: sumOf(parts, "duplicates"),
     seconds: round(seconds, 3),
     deliveries_per_s: round(received / seconds, 1),
-    ...latencySummary(latencies.subarray(0, Math.min(received, expected))),
-    ...usage,
+    ...mergedLatencies(parts),
+    ...usageOf(parts),
   };
 }
 
 // idle: warm the server up with one connection, report "baseline" and wait for a
 // line on stdin; open N connections (one echo each), report "ready", wait again.
+// Always one process.
 const stdinLines = [];
 let stdinWaiter = null;
 let stdinReader = null;
@@ -408,7 +682,9 @@ async function idle(opts) {
 }
 
 // churn: `workers` loops of connect, one echo, close handshake, for `seconds`.
-async function churn(opts) {
+async function churn(opts, team) {
+  const workers = team.share(opts.workers);
+  await team.ready();
   const cpu = new CpuWindow(opts);
   const latencies = [];
   let cycles = 0;
@@ -462,43 +738,72 @@ async function churn(opts) {
     while (performance.now() < deadline) await cycle();
   }
   cpu.start();
-  const workers = [];
-  for (let i = 0; i < opts.workers; i += 1) workers.push(worker());
-  await Promise.all(workers);
+  const running = [];
+  for (let i = 0; i < workers; i += 1) running.push(worker());
+  await Promise.all(running);
   const usage = cpu.stop();
-  const seconds = (performance.now() - t0) / 1000;
   return {
-    workers: opts.workers,
-    seconds: round(seconds, 3),
+    workers,
+    seconds: (performance.now() - t0) / 1000,
     cycles,
-    cycles_per_s: round(cycles / seconds, 1),
-    ...latencySummary(latencies),
     errors,
     first_error: firstError[0] ?? null,
-    ...usage,
+    latencies: Float64Array.from(latencies),
+    usage,
+    cpus: cpusAllowed(),
+  };
+}
+
+function churnSummary(parts) {
+  return {
+    workers: sumOf(parts, "workers"),
+    seconds: round(parts[0].seconds, 3),
+    cycles: sumOf(parts, "cycles"),
+    cycles_per_s: round(rate(parts, "cycles"), 1),
+    ...mergedLatencies(parts),
+    errors: sumOf(parts, "errors"),
+    first_error: parts.map((part) => part.first_error).find((e) => e !== null) ?? null,
+    ...usageOf(parts),
   };
 }
 
 // --- main -------------------------------------------------------------------------
 
-const SCENARIOS = { rpc, fanout, idle, churn };
+const SCENARIOS = {
+  rpc: { run: rpc, summarise: rpcSummary },
+  fanout: { run: fanout, summarise: fanoutSummary },
+  idle: { run: idle, summarise: ([result]) => result },
+  churn: { run: churn, summarise: churnSummary },
+};
 
 async function main() {
   const { scenario, opts } = parseArgs(process.argv.slice(2));
   if (!(scenario in SCENARIOS)) {
     fail(`usage: node loadgen.mjs {${Object.keys(SCENARIOS).join(",")}} [--option value ...]`);
   }
+  if (scenario === "idle" && opts.procs > 1) fail("idle runs in one process (no --procs)");
+  const split = { rpc: "clients", fanout: "subscribers", churn: "workers" }[scenario];
+  if (split && opts[split] < opts.procs) fail(`--procs ${opts.procs} needs ${opts.procs} ${split}`);
+  if (opts.part > 0) NAME = `loadgen[${opts.part}]`;
+  if (opts["clock-origin"]) clockShift = performance.timeOrigin - opts["clock-origin"];
   const limit = setTimeout(() => {
-    process.stderr.write(`loadgen: ${scenario} exceeded --max-seconds ${opts["max-seconds"]}\n`);
+    process.stderr.write(`${NAME}: ${scenario} exceeded --max-seconds ${opts["max-seconds"]}\n`);
     process.exit(3);
   }, opts["max-seconds"] * 1000);
   limit.unref();
-  const result = await SCENARIOS[scenario](opts);
-  process.stdout.write(`${JSON.stringify({ scenario, ...result })}\n`);
+  const team = new Team(opts, scenario);
+  const { run, summarise } = SCENARIOS[scenario];
+  const part = await run(opts, team);
+  if (!team.leader) {
+    team.tellLeader({ kind: "part", part }, () => process.exit(0));
+    return;
+  }
+  const parts = await team.gather(part);
+  process.stdout.write(`${JSON.stringify({ scenario, ...summarise(parts) })}\n`);
   process.exit(0);
 }
 
 main().catch((err) => {
-  process.stderr.write(`loadgen: ${err.stack || err}\n`);
+  process.stderr.write(`${NAME}: ${err.stack || err}\n`);
   process.exit(1);
 });

@@ -2,13 +2,15 @@
 
 Usage (from the repository root)::
 
-    .venv/bin/python benchmarks/run.py            # full run, about 12 minutes
-    .venv/bin/python benchmarks/run.py --quick    # smoke test, 1 run each, < 3 minutes
+    .venv/bin/python benchmarks/run.py            # full run, about 25 minutes
+    .venv/bin/python benchmarks/run.py --quick    # smoke test, 1 run each, about 3 minutes
 
-Every server runs pinned to CPU 0, the Node.js load generator to CPU 1, on
-127.0.0.1; each run starts a fresh server. Scenarios (README.md has the details):
-``rpc``, ``fanout-N``, ``idle-N``, ``churn`` and ``redis-fanout``. Results go to
-stdout and to ``benchmarks/results/<time>/`` (report.md, runs.json, logs, profiles).
+Every server runs pinned to CPU 0, the Node.js load generator to CPU 1 (as one
+process, or several with ``--loadgens``), on 127.0.0.1; each run starts a fresh
+server. Scenarios (README.md has the details): ``rpc``, ``fanout-N``, ``idle-N``,
+``churn`` and ``redis-fanout``. The report ranks the servers by server CPU time per
+operation. Results go to stdout and to ``benchmarks/results/<time>/`` (report.md,
+runs.json, logs, profiles).
 """
 
 from __future__ import annotations
@@ -32,17 +34,26 @@ from _runs import FULL, QUICK, Plan
 
 HERE = Path(__file__).resolve().parent
 SERVER_DIR = HERE / "servers"
-REFERENCES = ("trio-websocket", "websockets", "starlette")
+# Each Python reference server and the venv (benchmarks/.venvs/NAME) it runs in.
+VENV_OF = {
+    "trio-websocket": "trio-websocket",
+    "websockets": "websockets",
+    "starlette": "starlette",
+    "picows": "picows",
+    "picows-uvloop": "picows",
+}
+REFERENCES = (*VENV_OF, "ws")
 ALL_SERVERS = ("wsroute", *REFERENCES)
+NOT_PROFILED = ("ws",)  # py-spy profiles Python only
 QUIET = ("--log-level", "warning")  # no log line per connection (both log at info)
 FAMILIES = ("rpc", "fanout", "idle", "churn", "redis-fanout")
 
 
-def server_specs(wsroute: Path, bins: dict[str, Path]) -> dict[str, ServerSpec]:
-    """The four servers; ``bins`` holds the reference venvs' ``bin`` directories."""
+def server_specs(wsroute: Path, bins: dict[str, Path], node: str) -> dict[str, ServerSpec]:
+    """Every server; ``bins`` holds the reference venvs' ``bin`` directories by venv."""
 
     def venv(name: str, program: str) -> str:
-        return str(bins.get(name, Path("/nonexistent")) / program)
+        return str(bins.get(VENV_OF[name], Path("/nonexistent")) / program)
 
     specs = [
         ServerSpec(
@@ -71,6 +82,26 @@ def server_specs(wsroute: Path, bins: dict[str, Path]) -> dict[str, ServerSpec]:
             "uvicorn[standard] defaults (uvloop, httptools, websockets; ping every 20 s), "
             "stdlib json, naive send_text loop, log level warning",
         ),
+        ServerSpec(
+            "picows",
+            (venv("picows", "python"), "picows_server.py", "{port}"),
+            SERVER_DIR,
+            "picows defaults (no ping, auto pong, aiofastnet transports), default asyncio "
+            "loop, stdlib json, a blast encoded once and sent to each connection in turn",
+        ),
+        ServerSpec(
+            "picows-uvloop",
+            (venv("picows-uvloop", "python"), "picows_server.py", "{port}", "--uvloop"),
+            SERVER_DIR,
+            "as picows, on uvloop",
+        ),
+        ServerSpec(
+            "ws",
+            (node, "ws_server.mjs", "{port}"),
+            SERVER_DIR,
+            "Node.js, npm ws defaults (no ping, no compression, no native add-ons), "
+            "JSON.parse/JSON.stringify, a blast encoded once and sent to each connection",
+        ),
     ]
     return {spec.name: spec for spec in specs}
 
@@ -93,10 +124,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="wsroute",
         help="servers to profile under rpc, fanout and churn (default wsroute)",
     )
+    parser.add_argument(
+        "--loadgens",
+        type=int,
+        help="load generator processes for rpc, fanout and churn (default 1; idle uses 1)",
+    )
+    parser.add_argument(
+        "--client-cpus",
+        help=f"CPUs for the load generator processes, in turn (default {_procs.CLIENT_CPU})",
+    )
     args = parser.parse_args(argv)
     for name in [*args.servers.split(","), *args.profile_servers.split(",")]:
         if name not in ALL_SERVERS:
             parser.error(f"unknown server {name!r}: choose from {', '.join(ALL_SERVERS)}")
+    for name in args.profile_servers.split(","):
+        if name in NOT_PROFILED:
+            parser.error(f"py-spy cannot profile {name!r} (not a Python server)")
+    if args.loadgens is not None and args.loadgens < 1:
+        parser.error("--loadgens needs 1 or more")
+    if args.client_cpus is not None:
+        cpus = args.client_cpus.split(",")
+        if not all(cpu.isdigit() for cpu in cpus) or _procs.SERVER_CPU in cpus:
+            parser.error(
+                f"--client-cpus needs CPU numbers other than the server's ({_procs.SERVER_CPU})"
+            )
     for name in args.scenarios.split(","):
         if name not in FAMILIES:
             parser.error(f"unknown scenario {name!r}: choose from {', '.join(FAMILIES)}")
@@ -111,6 +162,10 @@ def make_plan(args: argparse.Namespace) -> Plan:
         plan = replace(plan, fanout_sizes=tuple(int(n) for n in args.fanout_sizes.split(",")))
     if args.idle_sizes:
         plan = replace(plan, idle_sizes=tuple(int(n) for n in args.idle_sizes.split(",")))
+    if args.loadgens:
+        plan = replace(plan, loadgens=args.loadgens)
+    if args.client_cpus:
+        plan = replace(plan, client_cpus=args.client_cpus)
     return plan
 
 
@@ -121,10 +176,11 @@ def main(argv: list[str] | None = None) -> int:
     families = set(args.scenarios.split(","))
     started = time.monotonic()
     try:
-        tools = _setup.check_tools()
+        tools = _setup.check_tools(plan.client_cpus.split(","))
         _setup.ensure_node_modules(tools["npm"])
         wsroute = _setup.check_wsroute()
-        bins = {name: _setup.ensure_venv(name) for name in REFERENCES if name in servers}
+        venvs = sorted({VENV_OF[name] for name in servers if name in VENV_OF})
+        bins = {name: _setup.ensure_venv(name) for name in venvs}
         profiled = [n for n in args.profile_servers.split(",") if n in servers]
         if args.quick or args.no_profile:
             profiled = []
@@ -138,7 +194,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = HERE / "results" / datetime.now().strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True)
-    specs = {name: spec for name, spec in server_specs(wsroute, bins).items() if name in servers}
+    specs = {
+        name: spec
+        for name, spec in server_specs(wsroute, bins, tools["node"]).items()
+        if name in servers
+    }
     names = _runs.scenarios(plan, families)
     command = shlex.join([".venv/bin/python", "benchmarks/run.py", *(argv or sys.argv[1:])])
     print(f"{command}\nresults in {out.relative_to(HERE.parent)}", flush=True)
