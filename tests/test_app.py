@@ -1,9 +1,8 @@
-"""The App (``wsroute._app``): registration, options, and running without a listener."""
+"""The App (``wsroute._app``): registration through the decorators, default options, and
+the handler table frozen once running. Running it: tests/test_serving.py."""
 
 from __future__ import annotations
 
-import errno
-import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
@@ -16,14 +15,11 @@ from wsroute import (
     App,
     Connection,
     Disconnect,
-    ListenError,
-    NotRunningError,
     RegistrationError,
-    SlowConsumerPolicy,
     make_converter,
 )
 from wsroute._routing import RouteKind
-from wsroute.brokers import BrokerMessage, MemoryBroker
+from wsroute.brokers import MemoryBroker
 from wsroute.testing import open_client
 
 
@@ -201,35 +197,7 @@ def test_hook_with_an_unfillable_parameter_is_rejected() -> None:
         app.on_disconnect(on_connect)
 
 
-# -- options -------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "options",
-    [
-        {"max_concurrency": 0},
-        {"max_concurrency": 1.5},
-        {"max_concurrency": True},
-        {"max_queued_requests": 0},
-        {"outbox_size": -1},
-        {"max_message_size": 0},
-        {"handshake_timeout": 0},
-        {"close_timeout": -1.0},
-        {"shutdown_timeout": "10"},
-        {"hook_timeout": 0},
-        {"slow_consumer": "bogus"},
-        {"default_topic": ""},
-    ],
-    ids=lambda options: "-".join(f"{k}={v!r}" for k, v in options.items()),
-)
-def test_bad_options_raise_value_error(options: dict[str, Any]) -> None:
-    with pytest.raises(ValueError):
-        App(**options)
-
-
-def test_slow_consumer_accepts_a_policy_name() -> None:
-    assert App(slow_consumer="drop_oldest").config.slow_consumer is SlowConsumerPolicy.DROP_OLDEST
-    assert App().config.slow_consumer is SlowConsumerPolicy.CLOSE
+# -- options (their validation: tests/test_config.py) ---------------------------------
 
 
 def test_default_options() -> None:
@@ -268,33 +236,7 @@ def test_lifespan_with_two_parameters_is_rejected() -> None:
         App().lifespan(two)
 
 
-# -- not running ---------------------------------------------------------------------
-
-
-async def test_publish_and_start_soon_need_a_running_app() -> None:
-    app = App()
-
-    async def task() -> None: ...
-
-    with pytest.raises(NotRunningError):
-        await app.publish("t", "tick")
-    with pytest.raises(NotRunningError):
-        app.start_soon(task)
-    async with app.running_context():
-        pass
-    with pytest.raises(NotRunningError):
-        await app.publish("t", "tick")
-    with pytest.raises(NotRunningError):
-        app.start_soon(task)
-
-
-def test_shutdown_when_not_running_is_a_no_op() -> None:
-    app = App()
-    app.shutdown()
-    assert not app.running
-
-
-# -- running_context -----------------------------------------------------------------
+# -- once running --------------------------------------------------------------------
 
 
 def _registrations(app: App) -> list[tuple[str, Callable[[], Any]]]:
@@ -325,189 +267,6 @@ async def test_registering_after_start_is_rejected() -> None:
         with pytest.raises(RegistrationError):
             register()
     assert app.handlers == []
-
-
-async def test_running_context_cannot_be_entered_twice() -> None:
-    app = App()
-    async with app.running_context():
-        with pytest.raises(NotRunningError, match="already running"):
-            async with app.running_context():
-                pass  # pragma: no cover
-        assert app.running
-    assert not app.running
-
-
-async def test_lifespans_run_in_order_and_tear_down_in_reverse() -> None:
-    app = App()
-    log: list[Any] = []
-
-    @app.lifespan
-    async def first() -> AsyncIterator[None]:
-        log.append("enter first")
-        yield
-        log.append("exit first")
-
-    @app.lifespan
-    def second(app_arg: App) -> AbstractAsyncContextManager[None]:
-        @asynccontextmanager
-        async def manager() -> AsyncIterator[None]:
-            log.append(("enter second", app_arg is app, app.running))
-            yield
-            log.append("exit second")
-
-        return manager()
-
-    @app.lifespan
-    async def third(app_arg: App) -> AsyncIterator[None]:
-        log.append(("enter third", app_arg is app))
-        yield
-        log.append("exit third")
-
-    async with app.running_context():
-        log.append("serving")
-    assert log == [
-        "enter first",
-        ("enter second", True, True),
-        ("enter third", True),
-        "serving",
-        "exit third",
-        "exit second",
-        "exit first",
-    ]
-    assert not app.running
-
-
-async def test_lifespan_exits_even_when_the_body_raises() -> None:
-    app = App()
-    log: list[str] = []
-
-    @app.lifespan
-    async def life() -> AsyncIterator[None]:
-        try:
-            yield
-        finally:
-            log.append("exit")
-
-    with pytest.raises(KeyError):
-        async with app.running_context():
-            raise KeyError("boom")
-    assert log == ["exit"]
-    assert not app.running
-
-
-async def test_lifespan_returning_a_non_context_manager_fails_at_start() -> None:
-    app = App()
-
-    @app.lifespan
-    def bad() -> Any:
-        return 42
-
-    with pytest.raises(RegistrationError, match="async context manager, not int"):
-        async with app.running_context():
-            pass  # pragma: no cover
-    assert not app.running
-
-
-async def test_background_tasks_start_after_startup_and_stop_before_teardown(
-    autojump_clock: trio.abc.Clock,
-) -> None:
-    app = App()
-    log: list[str] = []
-
-    async def worker(name: str) -> None:
-        log.append(f"{name} started")
-        try:
-            await trio.sleep_forever()
-        except trio.Cancelled:
-            log.append(f"{name} cancelled")
-            raise
-
-    @app.lifespan
-    async def first() -> AsyncIterator[None]:
-        app.start_soon(worker, "early")
-        await trio.sleep(1)  # the task must not start yet
-        log.append("first ready")
-        yield
-        log.append("first teardown")
-
-    @app.lifespan
-    async def second() -> AsyncIterator[None]:
-        await trio.sleep(1)
-        log.append("second ready")
-        yield
-        log.append("second teardown")
-
-    async with app.running_context():
-        await trio.sleep(1)
-        log.append("serving")
-        app.start_soon(worker, "late")
-        await trio.sleep(1)
-    assert log[:5] == ["first ready", "second ready", "early started", "serving", "late started"]
-    assert sorted(log[5:7]) == ["early cancelled", "late cancelled"]
-    assert log[7:] == ["second teardown", "first teardown"]
-
-
-async def test_failing_background_task_is_logged_and_does_not_crash(
-    autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
-) -> None:
-    app = App()
-    ticks: list[int] = []
-
-    async def boom() -> None:
-        await trio.sleep(1)
-        raise RuntimeError("kaboom")
-
-    async def ticker() -> None:
-        for n in range(5):
-            ticks.append(n)
-            await trio.sleep(1)
-
-    with caplog.at_level(logging.ERROR, logger="wsroute"):
-        async with app.running_context():
-            app.start_soon(boom)
-            app.start_soon(ticker)
-            await trio.sleep(10)
-            assert app.running
-    assert ticks == [0, 1, 2, 3, 4]
-    failures = [
-        record
-        for record in caplog.records
-        if record.name == "wsroute" and record.exc_info and record.levelno == logging.ERROR
-    ]
-    assert len(failures) == 1
-    assert "background task" in failures[0].getMessage()
-    exc = failures[0].exc_info
-    assert exc is not None
-    assert isinstance(exc[1], RuntimeError)
-    assert str(exc[1]) == "kaboom"
-
-
-async def test_publish_reaches_a_subscriber_through_the_broker() -> None:
-    broker = MemoryBroker()
-    app = App(broker=broker)
-    async with app.running_context(), broker.connect() as session:
-        await session.subscribe("t")
-        await app.publish("t", "tick", {"n": 1})
-        with trio.fail_after(1):
-            assert await session.__anext__() == BrokerMessage(
-                "t", b'{"type":"tick","topic":"t","data":{"n":1}}'
-            )
-
-
-async def test_publish_unstructures_data_with_the_app_converter() -> None:
-    broker = MemoryBroker()
-    app = App(broker=broker)
-    async with app.running_context(), broker.connect() as session:
-        await session.subscribe("items")
-        await app.publish("items", "new", [Item(1), Item(2)])
-        await app.publish("items", "empty")
-        with trio.fail_after(1):
-            assert await session.__anext__() == BrokerMessage(
-                "items", b'{"type":"new","topic":"items","data":[{"id":1},{"id":2}]}'
-            )
-            assert await session.__anext__() == BrokerMessage(
-                "items", b'{"type":"empty","topic":"items","data":null}'
-            )
 
 
 async def test_loosely_annotated_hooks_and_handlers_run_with_the_real_values(
@@ -551,17 +310,3 @@ async def test_loosely_annotated_hooks_and_handlers_run_with_the_real_values(
     assert seen[0] == ("connect", conn)
     assert [kind for kind, _ in seen[1:]] == ["disconnect", "disconnect optional"]
     assert all(isinstance(reason, Disconnect) and reason.code == 1000 for _, reason in seen[1:])
-
-
-async def test_serving_on_a_taken_port_raises_listen_error(nursery: trio.Nursery) -> None:
-    with trio.socket.socket() as holder:
-        await holder.bind(("127.0.0.1", 0))
-        holder.listen()
-        port = holder.getsockname()[1]
-        with pytest.raises(ListenError) as info:
-            await nursery.start(App().serve, "127.0.0.1", port)
-    error = info.value
-    assert (error.host, error.port) == ("127.0.0.1", port)
-    assert isinstance(error, OSError) and error.errno == errno.EADDRINUSE
-    assert isinstance(error.error, OSError)
-    assert str(error).startswith(f"cannot listen on 127.0.0.1:{port}: [Errno ")

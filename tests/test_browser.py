@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
+from .cliproc import child_env, free_port
 from .needs import missing
-from .test_cli import child_env, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 TIMEOUT = 10.0

@@ -32,7 +32,7 @@ from wsroute.client import (
 )
 
 from .client_app import Said, Say, make_app
-from .test_cli import Server, StartServer, child_env, free_port, start
+from .cliproc import Server, StartServer, child_env, free_port, start
 
 __all__ = ["start"]  # fixture, imported to be found
 

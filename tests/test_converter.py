@@ -10,8 +10,10 @@ import attrs
 import cattrs
 import pytest
 
-from wsroute import make_converter
+from wsroute import App, make_converter
 from wsroute._converter import describe_error
+
+from .wsclient import connect
 
 CONVERTER = make_converter()
 
@@ -336,3 +338,26 @@ def test_unstructure_records_to_dicts() -> None:
 def test_describe_error_for_a_plain_exception_uses_the_given_type() -> None:
     assert describe_error(ValueError("nope"), Color) == top('expected one of "red", "blue"')
     assert describe_error(ValueError("nope"), int | str) == top("expected int | str")
+
+
+# -- through a served app, over a real socket ---------------------------------------
+
+
+async def test_int_keys_round_trip(serve):
+    # JSON keys are strings both ways: a dict[int, X] payload reads "2" as 2, and a
+    # reply's int keys are written as strings.
+    app = App()
+
+    @app.direct("double")
+    async def double(scores: dict[int, int]) -> dict[int, int]:
+        assert all(type(key) is int for key in scores)
+        return {key * 2: value * 2 for key, value in scores.items()}
+
+    port = await serve(app)
+    async with connect(port) as client:
+        reply = await client.request("double", {"2": 5, "-3": 1})
+        assert reply == {"type": "double", "id": 1, "ok": True, "data": {"4": 10, "-6": 2}}
+        reply = await client.request("double", {"two": 5}, id=2)
+        assert reply["error"]["details"] == [
+            {"path": "$['two']", "message": 'expected an integer key, got "two"'}
+        ]

@@ -23,8 +23,8 @@ from wsproto.events import TextMessage
 from wsroute import App, Connection, Disconnect
 from wsroute._server.outbox import Outbox
 
+from .cliproc import StartServer, start
 from .rawws import RawWS, open_raw
-from .test_cli import StartServer, start
 from .wsclient import WSClient, connect
 
 Serve = Callable[[App], Awaitable[int]]

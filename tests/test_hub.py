@@ -1,15 +1,20 @@
-"""Local fan-out: one framed event shared by all recipients, refcounted broker topics."""
+"""Local fan-out (``wsroute._server.hub``): one framed event shared by all recipients,
+refcounted broker topics; and topics between clients of a served app."""
 
 from __future__ import annotations
 
+import attrs
 import trio
 import trio.testing
 
-from wsroute import Connection, SlowConsumerPolicy
+from wsroute import App, Connection, SlowConsumerPolicy
 from wsroute._request import Request
 from wsroute._server.hub import Hub
 from wsroute._wire.frames import Prepared
 from wsroute.brokers import MemoryBroker
+
+from .servers import assert_nothing_pending, items_app
+from .wsclient import connect
 
 
 def connection(hub: Hub, outbox_size: int = 8) -> Connection:
@@ -90,3 +95,56 @@ async def test_pump_delivers_what_the_broker_yields(autojump_clock):
             await trio.testing.wait_all_tasks_blocked()
             assert texts(conn) == [b"hello"]
             nursery.cancel_scope.cancel()
+
+
+# -- topics between clients, over real sockets -------------------------------------
+
+
+@attrs.frozen
+class Room:
+    room: str
+
+
+async def test_topic_callable_reaches_only_that_room(serve):
+    app = App()
+
+    @app.direct("ping")
+    async def ping() -> str:
+        return "pong"
+
+    @app.direct("join")
+    async def join(room: Room, conn: Connection) -> list[str]:
+        await conn.unsubscribe("all")
+        await conn.subscribe(f"room:{room.room}")
+        return sorted(t for t in conn.topics if not t.startswith("conn:"))
+
+    @app.broadcast("say", topic=lambda msg, conn: f"room:{msg['room']}")
+    async def say(msg: dict[str, str]) -> str:
+        return msg["text"]
+
+    port = await serve(app)
+    async with connect(port) as a, connect(port) as b, connect(port) as c:
+        assert (await a.request("join", {"room": "x"}))["data"] == ["room:x"]
+        assert (await b.request("join", {"room": "x"}))["data"] == ["room:x"]
+        assert (await c.request("join", {"room": "y"}))["data"] == ["room:y"]
+        await a.send({"type": "say", "data": {"room": "x", "text": "hi"}})
+        expected = {"type": "say", "topic": "room:x", "data": "hi"}
+        assert await a.recv() == expected
+        assert await b.recv() == expected
+        await assert_nothing_pending(c)
+
+
+async def test_unsubscribed_connection_misses_broadcasts(serve):
+    app = items_app()
+
+    @app.direct("quiet")
+    async def quiet(conn: Connection) -> list[str]:
+        await conn.unsubscribe("all")
+        return sorted(conn.topics - {f"conn:{conn.id}"})
+
+    port = await serve(app)
+    async with connect(port) as alice, connect(port) as bob:
+        assert (await bob.request("quiet"))["data"] == []
+        await alice.send({"type": "create", "data": {"id": 1, "name": "a"}})
+        await alice.recv()
+        await assert_nothing_pending(bob)

@@ -1,4 +1,4 @@
-"""The embedded broker (``wsroute.brokers.memory``) and ``from_url``."""
+"""The embedded broker (``wsroute.brokers.memory``); ``from_url``: tests/test_broker_urls.py."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import trio
 import trio.testing
 
 from wsroute import BrokerClosed, BrokerError
-from wsroute.brokers import Broker, BrokerMessage, BrokerSession, MemoryBroker, from_url
+from wsroute.brokers import Broker, BrokerMessage, BrokerSession, MemoryBroker
 
 
 async def nothing_arrives(session: BrokerSession, seconds: float = 1) -> bool:
@@ -206,19 +206,6 @@ async def test_publisher_waits_when_a_subscriber_backlog_is_full(
             BrokerMessage("t", b"3"),
         ]
         assert await nothing_arrives(subscriber)
-
-
-def test_from_url_memory() -> None:
-    broker = from_url("memory://")
-    assert isinstance(broker, MemoryBroker)
-    assert from_url("memory://") is not broker
-
-
-@pytest.mark.parametrize("url", ["bogus://", "", "localhost:6379", "http://x"])
-def test_from_url_unknown_scheme(url: str) -> None:
-    with pytest.raises(ValueError, match=r"unknown broker URL.*expected memory://") as info:
-        from_url(url)
-    assert repr(url) in str(info.value)
 
 
 async def test_subscribe_is_a_checkpoint_and_unsubscribe_is_never_cancelled() -> None:

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import trio
 import trio.testing
 
-from wsroute import SlowConsumerPolicy
+from wsroute import App, Connection, Disconnect, SlowConsumerPolicy
 from wsroute._server.outbox import Outbox
 from wsroute._server.transport import PENDING, QUEUE, WRITTEN
 from wsroute._wire.frames import Outgoing
+
+from .servers import recv_all
+from .wsclient import connect
 
 CLOSE = SlowConsumerPolicy.CLOSE
 DROP_OLDEST = SlowConsumerPolicy.DROP_OLDEST
@@ -291,3 +296,41 @@ def test_detached_outbox_neither_writes_nor_spawns() -> None:
     box.discard()
     assert socket.written == []
     assert spawn.calls == 0
+
+
+# -- the close policy in a served app, over real sockets ----------------------------
+
+
+async def test_slow_consumer_is_closed_while_others_keep_receiving(serve):
+    app = App(outbox_size=8, close_timeout=5)
+    ended: list[Disconnect] = []
+    slow_gone = trio.Event()
+
+    @app.on_disconnect
+    async def record(conn: Connection, reason: Disconnect) -> None:
+        ended.append(reason)
+        if reason.code == 1008:
+            slow_gone.set()
+
+    @app.broadcast("blob")
+    async def blob(n: int) -> dict[str, Any]:
+        return {"n": n, "pad": "x" * 65536}
+
+    port = await serve(app)
+    count = 300
+    # The slow client buffers at most one message and then stops reading the socket;
+    # the fast one reads everything as it arrives, whenever the test gets to it.
+    async with connect(port, max_queue=1) as slow, connect(port, max_queue=None) as fast:
+        for n in range(count):
+            await fast.send({"type": "blob", "data": n})
+        received = [(await fast.recv(timeout=10))["data"]["n"] for _ in range(count)]
+        assert received == list(range(count))
+        code, reason = await slow.wait_closed(timeout=10)
+        assert (code, reason) == (1008, "slow consumer")
+        with trio.fail_after(5):
+            await slow_gone.wait()
+        assert [r for r in ended if r.code == 1008] == [Disconnect(1008, "slow consumer", "server")]
+        # The fast client is unaffected.
+        await fast.send({"type": "blob", "id": "last", "data": -1})
+        frames = await recv_all(fast, 2)
+        assert {f.get("id") for f in frames} == {None, "last"}

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from .cliproc import StartServer, start, write
 from .redisproc import RedisServer, redis_server
-from .test_cli import StartServer, start, write
 from .test_redis_processes import events, numsub_is, run_two, wait_until
 from .wsclient import connect
 

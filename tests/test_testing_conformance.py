@@ -1,0 +1,213 @@
+"""The broker conformance suite (``wsroute.testing._conformance``): the memory broker
+passes it, and each check catches a broker broken in the way that check is about."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+import trio
+
+from wsroute.brokers import BrokerMessage, BrokerSession, MemoryBroker
+from wsroute.testing import broker_checks, check_broker
+
+
+async def test_memory_broker_passes_conformance(autojump_clock):
+    await check_broker(MemoryBroker)
+    await check_broker(lambda: MemoryBroker(backlog=7))
+
+
+class _NoRefcountBroker(MemoryBroker):
+    """Broken on purpose: one unsubscribe drops every subscription to the topic."""
+
+    def connect(self, **options):  # type: ignore[override]
+        manager = super().connect(**options)
+
+        class Broken:
+            async def __aenter__(self) -> Any:
+                session = await manager.__aenter__()
+                original = session.unsubscribe
+
+                async def unsubscribe(topic: str) -> None:
+                    while session._counts.get(topic):  # type: ignore[attr-defined]
+                        await original(topic)
+
+                session.unsubscribe = unsubscribe  # type: ignore[method-assign]
+                return session
+
+            async def __aexit__(self, *exc: object) -> None:
+                await manager.__aexit__(*exc)
+
+        return Broken()
+
+
+async def test_conformance_catches_a_broken_broker(autojump_clock):
+    with pytest.raises(AssertionError, match="refcount: one subscription of two remains"):
+        await check_broker(_NoRefcountBroker)
+
+
+@pytest.mark.parametrize("name", sorted(broker_checks()))
+async def test_each_check_is_usable_alone(name, autojump_clock):
+    await broker_checks()[name](MemoryBroker)
+
+
+# -- one broken broker per check ---------------------------------------------------------
+
+Patch = Callable[["Broken", Any], None]
+
+
+class Broken(MemoryBroker):
+    """A memory broker whose sessions ``patch`` breaks as they open."""
+
+    def __init__(self, patch: Patch) -> None:
+        super().__init__()
+        self.patch = patch
+        self.sessions: list[Any] = []
+
+    @asynccontextmanager
+    async def connect(self, *, on_state: Any = None) -> AsyncIterator[BrokerSession]:
+        async with super().connect(on_state=on_state) as session:
+            self.sessions.append(session)
+            self.patch(self, session)
+            yield session
+
+
+def deliver_twice(broker: Broken, session: Any) -> None:
+    publish = session.publish
+
+    async def twice(topic: str, data: bytes) -> None:
+        await publish(topic, data)
+        await publish(topic, data)
+
+    session.publish = twice
+
+
+def swap_pairs(broker: Broken, session: Any) -> None:
+    publish, held = session.publish, []
+
+    async def swapped(topic: str, data: bytes) -> None:
+        if not held:
+            held.append((topic, data))
+            await trio.lowlevel.checkpoint()
+            return
+        await publish(topic, data)
+        await publish(*held.pop())
+
+    session.publish = swapped
+
+
+def ignore_unsubscribe(broker: Broken, session: Any) -> None:
+    async def unsubscribe_many(topics: Any) -> None:
+        await trio.lowlevel.checkpoint()
+
+    session.unsubscribe_many = unsubscribe_many
+
+
+def forget_counts(broker: Broken, session: Any) -> None:
+    """One unsubscribe drops every subscription to the topic."""
+    unsubscribe_many = session.unsubscribe_many
+
+    async def all_of_them(topics: Any) -> None:
+        for topic in topics:
+            while session._counts.get(topic):
+                await unsubscribe_many([topic])
+
+    session.unsubscribe_many = all_of_them
+
+
+def subscribe_only_the_first(broker: Broken, session: Any) -> None:
+    subscribe_many = session.subscribe_many
+
+    async def first_only(topics: Any) -> None:
+        await subscribe_many(list(topics)[:1])
+
+    session.subscribe_many = first_only
+
+
+def unrouted_to_everyone(broker: Broken, session: Any) -> None:
+    """A message for a topic nobody subscribes goes to every session instead."""
+    publish = session.publish
+
+    async def publish_or_spray(topic: str, data: bytes) -> None:
+        if broker._subscribers.get(topic):
+            await publish(topic, data)
+            return
+        for each in broker.sessions:
+            await each._send.send(BrokerMessage(topic, data))
+
+    session.publish = publish_or_spray
+
+
+def mangle_non_utf8(broker: Broken, session: Any) -> None:
+    publish = session.publish
+
+    async def as_text(topic: str, data: bytes) -> None:
+        await publish(topic, data.decode("utf-8", "replace").encode())
+
+    session.publish = as_text
+
+
+def stay_open(broker: Broken, session: Any) -> None:
+    session._check_open = lambda: None
+
+
+def unbounded(broker: Broken, session: Any) -> None:
+    session._send, session._receive = trio.open_memory_channel[BrokerMessage](math.inf)
+
+
+BREAKS: dict[str, tuple[Patch, str]] = {
+    "fan_out": (deliver_twice, "fan-out delivers exactly once: expected nothing before"),
+    "order": (swap_pairs, "messages arrived out of publish order"),
+    "unsubscribe": (ignore_unsubscribe, "unsubscribe stops delivery: expected nothing before"),
+    "refcount": (forget_counts, "one subscription of two remains: nothing arrived"),
+    "many": (subscribe_only_the_first, "subscribe_many subscribes .*: nothing arrived"),
+    "no_subscribers": (unrouted_to_everyone, "no subscriber, no delivery: expected nothing"),
+    "payloads": (mangle_non_utf8, "payload changed"),
+    "closed": (stay_open, "publish on a closed session did not raise BrokerClosed"),
+    "bounded_backlog": (unbounded, "its buffer is not bounded"),
+}
+
+
+def test_every_check_has_a_broken_broker_here() -> None:
+    assert set(BREAKS) == set(broker_checks())
+
+
+@pytest.mark.parametrize("name", sorted(BREAKS))
+async def test_each_check_catches_the_broker_broken_its_way(name: str, autojump_clock: Any) -> None:
+    patch, message = BREAKS[name]
+    with pytest.raises(AssertionError, match=message):
+        await broker_checks()[name](lambda: Broken(patch))
+    await broker_checks()[name](lambda: Broken(lambda broker, session: None))  # unbroken: passes
+
+
+async def test_check_broker_lists_every_failing_check(autojump_clock: Any) -> None:
+    with pytest.raises(AssertionError) as caught:
+        await check_broker(lambda: Broken(stay_open))
+    lines = str(caught.value).splitlines()
+    assert lines[0] == "broker conformance failed:"
+    assert [line.split(":")[0] for line in lines[1:]] == ["closed"]
+
+
+async def test_a_factory_must_make_a_broker(autojump_clock: Any) -> None:
+    with pytest.raises(AssertionError, match="make_broker returned 42, not a Broker"):
+        await broker_checks()["fan_out"](lambda: 42)  # type: ignore[arg-type,return-value]
+
+    async def made_later() -> MemoryBroker:
+        await trio.lowlevel.checkpoint()
+        return MemoryBroker()
+
+    await broker_checks()["fan_out"](made_later)  # an awaitable of a broker will do
+
+
+async def test_a_hanging_broker_fails_its_check_at_the_deadline(autojump_clock: Any) -> None:
+    def hang_on_publish(broker: Broken, session: Any) -> None:
+        async def publish(topic: str, data: bytes) -> None:
+            await trio.sleep_forever()
+
+        session.publish = publish
+
+    with pytest.raises(AssertionError, match=r"did not finish within 120 s \(a broker hang\?\)"):
+        await broker_checks()["no_subscribers"](lambda: Broken(hang_on_publish))
