@@ -162,6 +162,8 @@ class Runtime:
                 await self._end_stream(state)  # never waits: nothing to shield
             # The reader closes the socket when it ends; this also closes it when the
             # connection ended before the reader ran (a refusal, a timeout).
+            if state.session is not None:
+                state.session.ws.close_socket()  # so the transport writes no more
             if isinstance(stream, trio.SocketStream):
                 stream.socket.close()  # never waits: no need for aclose's checkpoint
             else:

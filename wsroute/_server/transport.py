@@ -26,13 +26,13 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable
 from contextlib import suppress
-from typing import Any, Final, NamedTuple
+from typing import Final, NamedTuple
 
 import trio
 
 from .._wire.frames import ABNORMAL, Outgoing, server_frame
 from .._wire.handshake import PlainRequest, Refusal, RequestReader, UpgradeRequest, accept, refuse
-from .._wire.protocol import Close, Failure, Pong, Protocol, State
+from .._wire.protocol import Close, Event, Failure, Pong, Protocol, State
 
 #: What one read asks of the socket.
 READ_SIZE: Final = 65536
@@ -76,6 +76,7 @@ class Transport:
 
     __slots__ = (
         "_fd",
+        "_fileno",
         "_lock",
         "_max",
         "_on_closed",
@@ -100,6 +101,9 @@ class Transport:
             stream.socket if isinstance(stream, trio.SocketStream) else None
         )
         self._fd = _FD_IO and self._sock is not None
+        # The descriptor, read once (trio's fileno() is a Python call more on every
+        # read and write); -1 once this transport closed the socket.
+        self._fileno = self._sock.fileno() if self._fd and self._sock is not None else -1
         self._lock = trio.StrictFIFOLock()
         self._pending = b""  # framed bytes the kernel has not taken yet
         self._protocol: Protocol | None = None
@@ -200,40 +204,47 @@ class Transport:
         drained = False  # the last read emptied the socket
         try:
             while True:
-                events = protocol.receive_data(data) if data else []
-                # An idle connection waits below for as long as it lives: keep nothing
-                # alive meanwhile.
-                data = b""
-                if events:
-                    self._handle(events)
-                    out = protocol.data_to_send()
-                    if out:
-                        with suppress(TransportClosed):
-                            await self._send_bytes(out)
-                if protocol.state is _CLOSED:
-                    break
+                if data:
+                    control = False
+                    sink = self._sink
+                    for event in protocol.receive_data(data):
+                        # Messages, the common case, straight to the session.
+                        if type(event) is str or type(event) is bytes:
+                            if sink is not None:
+                                sink(event)
+                        else:
+                            control = True
+                            self._control(event)
+                    # Only control frames and failures make the protocol owe an answer.
+                    if control:
+                        out = protocol.data_to_send()
+                        if out:
+                            with suppress(TransportClosed):
+                                await self._send_bytes(out)
+                        if protocol.state is _CLOSED:
+                            break
+                    # An idle connection waits below for as long as it lives: keep
+                    # nothing alive meanwhile.
+                    data = b""
                 try:
                     data = await self._receive(drained)
                     drained = len(data) < READ_SIZE
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     data = b""
                 if not data:
-                    self._handle(protocol.receive_eof())
+                    for event in protocol.receive_eof():
+                        self._control(event)
                     break
         finally:
             self.close_socket()
             self._reader_finished()
 
-    def _handle(self, events: list[Any]) -> None:
-        sink = self._sink
-        for event in events:
-            if type(event) is str or type(event) is bytes:
-                if sink is not None:
-                    sink(event)
-            elif type(event) is Pong:
-                self.pong_at = trio.current_time()
-            elif (type(event) is Close or type(event) is Failure) and self.closed is None:
-                self.closed = CloseRecord(event.code, event.reason)
+    def _control(self, event: Event) -> None:
+        """A control event: a pong (for the heartbeat), or the end (how it closed)."""
+        if type(event) is Pong:
+            self.pong_at = trio.current_time()
+        elif (type(event) is Close or type(event) is Failure) and self.closed is None:
+            self.closed = CloseRecord(event.code, event.reason)
 
     def _reader_finished(self) -> None:
         self._reader_done = self.read_closed = True
@@ -254,8 +265,7 @@ class Transport:
 
     async def _receive(self, drained: bool) -> bytes:
         if self._fd:
-            assert self._sock is not None
-            return await _read_fd(self._sock, drained)
+            return await _read_fd(self._fileno, drained)
         return bytes(await self._stream.receive_some(READ_SIZE))
 
     # -- closing ---------------------------------------------------------------------
@@ -293,12 +303,13 @@ class Transport:
     def close_socket(self) -> None:
         """Close a TCP socket now (it never waits); other streams close in
         :meth:`close_stream`."""
+        self._fileno = -1
         if self._sock is not None:
             self._sock.close()  # wakes any task waiting on it
 
     async def close_stream(self) -> None:
         if self._sock is not None:
-            self._sock.close()
+            self.close_socket()
         else:
             await trio.aclose_forcefully(self._stream)
 
@@ -331,8 +342,7 @@ class Transport:
         return self._write_nowait(_PING)
 
     def _write_nowait(self, data: bytes) -> int:
-        assert self._sock is not None
-        fd = self._sock.fileno()
+        fd = self._fileno
         if fd < 0:
             return QUEUE
         try:
@@ -399,38 +409,36 @@ class Transport:
             await self._send_all(data)
 
 
-async def _read_fd(sock: trio.socket.SocketType, drained: bool) -> bytes:
+async def _read_fd(fd: int, drained: bool) -> bytes:
     """``SocketStream.receive_some`` without its layers: a read from the
-    non-blocking socket, waiting for readability only when there is nothing to
+    non-blocking socket ``fd``, waiting for readability only when there is nothing to
     read. The same checkpoints as trio's. ``drained``: the last read took less than
     it could, so the socket is most likely empty: wait for readability before
     trying (a request-reply client sends nothing until answered, and a read that
     finds nothing costs a system call and an exception).
 
     Raises:
-        trio.ClosedResourceError: the socket was closed (here or by another task).
+        trio.ClosedResourceError: the socket was closed (``fd`` is -1, or trio woke
+            the wait because another task closed it).
         trio.BrokenResourceError: the connection is broken (reset, ...).
     """
+    if fd < 0:
+        raise trio.ClosedResourceError("the socket was closed")
     if not drained:
         await trio.lowlevel.checkpoint_if_cancelled()
-        data = _read_nowait(sock)
+        data = _read_nowait(fd)
         if data is not None:
             await trio.lowlevel.cancel_shielded_checkpoint()
             return data
-    elif sock.fileno() < 0:
-        raise trio.ClosedResourceError("the socket was closed")
     while True:
-        await trio.lowlevel.wait_readable(sock)
-        data = _read_nowait(sock)
+        await trio.lowlevel.wait_readable(fd)
+        data = _read_nowait(fd)
         if data is not None:
             return data
 
 
-def _read_nowait(sock: trio.socket.SocketType) -> bytes | None:
+def _read_nowait(fd: int) -> bytes | None:
     """Up to READ_SIZE bytes, or ``None`` if none have arrived."""
-    fd = sock.fileno()
-    if fd < 0:
-        raise trio.ClosedResourceError("the socket was closed")
     try:
         return os.read(fd, READ_SIZE)
     except BlockingIOError:
