@@ -136,11 +136,6 @@ def test_an_unknown_policy_names_the_policy_type() -> None:
         pytest.param("subprotocols", [1], id="subprotocols=[1]"),
     ],
 )
-@pytest.mark.xfail(
-    strict=True,
-    reason="wsroute/_config.py: _origins and _subprotocols check only for one string, so"
-    " other values raise AttributeError or TypeError, or are taken (subprotocols=[1])",
-)
 def test_origins_and_subprotocols_of_the_wrong_type_are_value_errors(
     option: str, value: Any
 ) -> None:

@@ -79,11 +79,6 @@ async def test_a_server_gone_before_answering_is_closed_with_1006(autojump_clock
     assert closed.value.close == CloseInfo(1006, "closed before answering the upgrade")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="wsroute/testing/_connection.py: connect() lets trio.BrokenResourceError out of"
-    " writing the request when the server has hung up already; it documents Closed",
-)
 async def test_a_server_gone_before_the_request_is_closed_with_1006(autojump_clock: Any) -> None:
     client_stream, server_stream = trio.testing.memory_stream_pair()
     await server_stream.aclose()

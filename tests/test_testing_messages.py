@@ -64,12 +64,6 @@ def test_frames_that_break_protocol_v1_are_assertion_errors(
         parse_message(frame)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="wsroute/testing/_messages.py: parse_message lets orjson's JSONDecodeError and a"
-    " KeyError through, though its docstring promises an AssertionError for any frame that"
-    " breaks protocol v1",
-)
 @pytest.mark.parametrize(
     "frame",
     ["not json", '{"type":"get","id":1,"ok":false,"error":{"message":"no code"}}'],

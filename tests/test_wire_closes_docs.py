@@ -50,10 +50,7 @@ def section(title: str) -> dict[str, tuple[int, str]]:
 
 SERVER_CLOSES = section("why the server closes")
 PROTOCOL_FAILURES = section("why the protocol fails")
-UNDOCUMENTED_REASONS = {
-    "OVERLOADED": "docs/protocol.md's 1013 row names only `broker unavailable`, not the"
-    " `overloaded` a frame-handler app closes with when its request queue is full",
-}
+UNDOCUMENTED_REASONS: dict[str, str] = {}
 
 
 def test_the_range_row_is_exactly_the_codes_that_may_be_sent() -> None:
@@ -103,11 +100,6 @@ def test_the_message_too_big_reason_is_the_documented_one() -> None:
     assert sent == "yes"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="docs/protocol.md has no 1002 row, though a client frame that breaks RFC 6455"
-    " is failed with 1002 (docs/limits.md and docs/conformance.md say so)",
-)
 def test_every_code_the_protocol_fails_with_has_a_row() -> None:
     codes = {code for code, _ in PROTOCOL_FAILURES.values()}
     codes |= {closes.reserved_opcode(3)[0], closes.invalid_close_code(5000)[0]}

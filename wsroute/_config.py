@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import attrs
@@ -72,15 +72,28 @@ def _origins(
 ) -> frozenset[str] | Callable[[str], bool] | None:
     if value is None or callable(value):
         return value
-    if isinstance(value, str):
-        raise ValueError("App option allowed_origins must be a list of origins, not one string")
-    return frozenset(origin.lower().rstrip("/") for origin in value)
+    origins = _strings(value, "allowed_origins", "origins")
+    return frozenset(origin.lower().rstrip("/") for origin in origins)
 
 
 def _subprotocols(value: Sequence[str]) -> tuple[str, ...]:
+    return _strings(value, "subprotocols", "names")
+
+
+def _strings(value: object, option: str, what: str) -> tuple[str, ...]:
+    """``value`` as a tuple of non-empty strings, or the ValueError saying what it is."""
     if isinstance(value, str):
-        raise ValueError("App option subprotocols must be a list of names, not one string")
-    return tuple(value)
+        raise ValueError(f"App option {option} must be a list of {what}, not one string")
+    if not isinstance(value, Iterable):
+        raise ValueError(f"App option {option} must be a list of {what}, not {value!r}")
+    items = tuple(value)
+    for item in items:
+        if not isinstance(item, str) or not item:
+            raise ValueError(
+                f"App option {option} must be a list of {what} (non-empty strings), not"
+                f" one holding {item!r}"
+            )
+    return items
 
 
 @attrs.frozen(kw_only=True)

@@ -183,11 +183,13 @@ def _parse(head: bytes) -> UpgradeRequest | PlainRequest:
         subprotocols = _tokens(get(b"sec-websocket-protocol"))
     except UnicodeDecodeError:
         raise Refusal("non-ASCII characters in a list header") from None
+    versions, keys, hosts = get(b"sec-websocket-version"), get(b"sec-websocket-key"), get(b"host")
     if not upgrade and "upgrade" not in (token.lower() for token in connection):
+        if hosts is None or len(hosts) != 1:  # RFC 9112 section 3.2
+            raise Refusal("Missing header, 'Host', or more than one")
         return PlainRequest(method.decode("ascii"), target.decode("ascii"), headers)
     if method != b"GET":
         raise Refusal("Request method must be GET")
-    versions, keys, hosts = get(b"sec-websocket-version"), get(b"sec-websocket-key"), get(b"host")
     version = versions[-1] if versions else None  # the last, as other servers read it
     if "upgrade" not in (token.lower() for token in connection):
         raise Refusal("Missing header, 'Connection: Upgrade'")
@@ -271,7 +273,9 @@ class RequestReader:
         buffer += data
         end = _END.search(buffer, self._scanned)
         if end is None:
-            if len(buffer) > MAX_HEAD:
+            # Up to two of the bytes may be the start of the blank line ending the head,
+            # which a whole head does not count (below): the same limit in any reads.
+            if len(buffer) - 2 > MAX_HEAD:
                 raise Refusal("request head too long")
             self._scanned = max(0, len(buffer) - 2)
             return None
@@ -347,7 +351,15 @@ def client_request(
     headers: Iterable[tuple[bytes, bytes]] = (),
 ) -> bytes:
     """A client's upgrade request for ``target`` on ``host``, with ``key``: 16 random
-    bytes in base64 (``base64.b64encode(os.urandom(16))``)."""
+    bytes in base64 (``base64.b64encode(os.urandom(16))``).
+
+    Raises:
+        ValueError: ``host`` or ``target`` could smuggle something into the request
+            (a space, a line break, a non-ASCII character), or a header is invalid.
+    """
+    for part, what in ((host, "host"), (target, "target")):
+        if not part or not part.isascii() or _NOT_IN_LINE.search(part.encode()) or " " in part:
+            raise ValueError(f"invalid request {what} {part!r}")
     lines = [
         b"GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         b"Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n"
@@ -382,10 +394,11 @@ class ResponseReader:
             not match the key.
     """
 
-    __slots__ = ("_buffer", "_head", "_key", "rest")
+    __slots__ = ("_buffer", "_head", "_key", "_offered", "rest")
 
-    def __init__(self, key: bytes) -> None:
+    def __init__(self, key: bytes, subprotocols: Sequence[str] = ()) -> None:
         self._key = key
+        self._offered = tuple(subprotocols)
         self._buffer = b""
         self._head: tuple[int, Headers, int | None] | None = None  # status, headers, length
         self.rest = b""
@@ -406,17 +419,37 @@ class ResponseReader:
             headers = _headers(lines[1:])
             status = int(parts[1])
             if status == 101:
-                accepted = next((v for k, v in headers if k == b"sec-websocket-accept"), None)
-                if accepted != accept_token(self._key):
-                    raise ValueError("the 101's Sec-WebSocket-Accept does not match the key")
+                self._check_upgrade(headers)
                 self.rest = self._buffer
                 return Response(101, headers, b"")
             length = next((v for k, v in headers if k == b"content-length"), None)
+            if length is not None and not length.isdigit():
+                raise ValueError(f"invalid Content-Length {length[:20]!r}")
             self._head = (status, headers, int(length) if length is not None else None)
         status, headers, size = self._head
         if size is not None and len(self._buffer) >= size:
             return Response(status, headers, self._buffer[:size])
         return None
+
+    def _check_upgrade(self, headers: Headers) -> None:
+        """What RFC 6455 section 4.1 says a client must check of a 101.
+
+        Raises:
+            ValueError: one of them fails.
+        """
+        found = {name: value for name, value in headers}
+        if accept_token(self._key) != found.get(b"sec-websocket-accept"):
+            raise ValueError("the 101's Sec-WebSocket-Accept does not match the key")
+        try:
+            upgrade = [token.lower() for token in _tokens([found.get(b"upgrade", b"")])]
+            connection = [token.lower() for token in _tokens([found.get(b"connection", b"")])]
+        except UnicodeDecodeError:
+            raise ValueError("non-ASCII characters in the 101's headers") from None
+        if "websocket" not in upgrade or "upgrade" not in connection:
+            raise ValueError("the 101 lacks Upgrade: websocket or Connection: Upgrade")
+        chosen = found.get(b"sec-websocket-protocol")
+        if chosen is not None and chosen.decode("latin-1") not in self._offered:
+            raise ValueError(f"the server chose a subprotocol that was not offered: {chosen!r}")
 
     def feed_eof(self) -> Response | None:
         """The server closed: a refusal without a length ends here."""

@@ -148,8 +148,12 @@ async def connect(
     """
     key = base64.b64encode(os.urandom(16))
     offered = list(subprotocols)
-    await stream.send_all(client_request(host, target, key, subprotocols=offered, headers=headers))
-    reader = ResponseReader(key)
+    request = client_request(host, target, key, subprotocols=offered, headers=headers)
+    try:
+        await stream.send_all(request)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        raise Closed(CloseInfo(ABNORMAL, "closed before answering the upgrade")) from None
+    reader = ResponseReader(key, offered)
     while True:
         try:
             data = bytes(await stream.receive_some(READ_SIZE))

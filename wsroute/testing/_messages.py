@@ -54,7 +54,10 @@ def parse_message(message: str | bytes) -> Message:
     """Decode a server frame; raise ``AssertionError`` if it breaks protocol v1."""
     if isinstance(message, bytes):
         raise AssertionError(f"server sent a binary frame: {message[:80]!r}")
-    obj = orjson.loads(message)
+    try:
+        obj = orjson.loads(message)
+    except orjson.JSONDecodeError:
+        raise AssertionError(f"server frame is not JSON: {message[:200]}") from None
     if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
         raise AssertionError(f"server frame is not a protocol v1 object: {message[:200]}")
     if "ok" not in obj:
@@ -65,6 +68,9 @@ def parse_message(message: str | bytes) -> Message:
         return Reply(obj["type"], obj.get("id"), obj.get("data"))
     error = obj.get("error")
     assert isinstance(error, dict), f"malformed error reply: {message[:200]}"
+    assert isinstance(error.get("code"), str) and isinstance(error.get("message"), str), (
+        f"an error reply's error has a code and a message: {message[:200]}"
+    )
     return ErrorReply(
         obj["type"], obj.get("id"), error["code"], error["message"], error.get("details")
     )
