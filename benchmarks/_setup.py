@@ -178,10 +178,15 @@ def _version_of(python: Path, packages: list[str]) -> dict[str, str]:
 
 def wsroute_commit() -> str:
     """The checked-out commit, ``-dirty`` when tracked files are modified."""
+    return commit_of(ROOT)
+
+
+def commit_of(checkout: Path) -> str:
+    """The commit checked out in ``checkout``, ``-dirty`` when tracked files are modified."""
     try:
         git = subprocess.run(
             ["git", "describe", "--always", "--dirty", "--exclude", "*"],
-            cwd=ROOT,
+            cwd=checkout,
             capture_output=True,
             text=True,
             timeout=30,

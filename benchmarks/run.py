@@ -43,13 +43,17 @@ VENV_OF = {
     "picows-uvloop": "picows",
 }
 REFERENCES = (*VENV_OF, "ws")
-ALL_SERVERS = ("wsroute", *REFERENCES)
+#: Another checkout of wsroute (``--baseline DIR``), for before/after figures in one run.
+BASELINE = "wsroute-baseline"
+ALL_SERVERS = ("wsroute", BASELINE, *REFERENCES)
 NOT_PROFILED = ("ws",)  # py-spy profiles Python only
 QUIET = ("--log-level", "warning")  # no log line per connection (both log at info)
 FAMILIES = ("rpc", "fanout", "idle", "churn", "redis-fanout")
 
 
-def server_specs(wsroute: Path, bins: dict[str, Path], node: str) -> dict[str, ServerSpec]:
+def server_specs(
+    wsroute: Path, bins: dict[str, Path], node: str, baseline: Path | None = None
+) -> dict[str, ServerSpec]:
     """Every server; ``bins`` holds the reference venvs' ``bin`` directories by venv."""
 
     def venv(name: str, program: str) -> str:
@@ -103,6 +107,20 @@ def server_specs(wsroute: Path, bins: dict[str, Path], node: str) -> dict[str, S
             "JSON.parse/JSON.stringify, a blast encoded once and sent to each connection",
         ),
     ]
+    if baseline is not None:
+        # The same command with the other checkout first on the path: the same venv
+        # and dependencies, only wsroute's own code differs.
+        specs.append(
+            ServerSpec(
+                BASELINE,
+                (
+                    *("env", f"PYTHONPATH={baseline}", str(wsroute), "run", "wsroute_app:app"),
+                    *("--port", "{port}", *QUIET),
+                ),
+                SERVER_DIR,
+                f"as wsroute, with the wsroute of {baseline} (git {_setup.commit_of(baseline)})",
+            )
+        )
     return {spec.name: spec for spec in specs}
 
 
@@ -130,10 +148,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="load generator processes for rpc, fanout and churn (default 1; idle uses 1)",
     )
     parser.add_argument(
+        "--baseline",
+        type=Path,
+        help=f"a checkout of another wsroute commit (git worktree add DIR COMMIT), served"
+        f" as {BASELINE} beside wsroute",
+    )
+    parser.add_argument(
         "--client-cpus",
         help=f"CPUs for the load generator processes, in turn (default {_procs.CLIENT_CPU})",
     )
     args = parser.parse_args(argv)
+    if args.baseline is not None:
+        if not (args.baseline / "wsroute" / "__init__.py").is_file():
+            parser.error(f"--baseline {args.baseline}: no wsroute package there")
+        if "--servers" not in " ".join(argv or sys.argv):
+            args.servers += f",{BASELINE}"
+    elif BASELINE in args.servers.split(","):
+        args.servers = ",".join(n for n in args.servers.split(",") if n != BASELINE)
     for name in [*args.servers.split(","), *args.profile_servers.split(",")]:
         if name not in ALL_SERVERS:
             parser.error(f"unknown server {name!r}: choose from {', '.join(ALL_SERVERS)}")
@@ -196,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True)
     specs = {
         name: spec
-        for name, spec in server_specs(wsroute, bins, tools["node"]).items()
+        for name, spec in server_specs(wsroute, bins, tools["node"], args.baseline).items()
         if name in servers
     }
     names = _runs.scenarios(plan, families)
