@@ -29,6 +29,7 @@ from wsproto.events import (
     Request,
     TextMessage,
 )
+from wsproto.extensions import PerMessageDeflate
 
 TIMEOUT = 5.0
 
@@ -152,6 +153,10 @@ class RawWS:
         self._events: list[Event] = []
         self._parts: list[str | bytes] = []
         self.eof = False
+        #: The extensions the server accepted.
+        self.extensions: list[str] = []
+        #: Bytes read from the socket so far (frames as sent, compressed or not).
+        self.received = 0
 
     async def send(self, data: bytes) -> None:
         await self.stream.send_all(data)
@@ -173,6 +178,7 @@ class RawWS:
         if not data:
             self.eof = True
             return
+        self.received += len(data)
         self.ws.receive_data(data)
         for event in self.ws.events():
             if isinstance(event, TextMessage | BytesMessage):
@@ -249,23 +255,37 @@ async def open_raw(
     headers: list[tuple[str, str]] | None = None,
     *,
     rcvbuf: int | None = None,
+    deflate: bool = False,
 ) -> AsyncIterator[RawWS]:
     """A raw connection that has completed the opening handshake.
 
     ``rcvbuf`` sets the socket's receive buffer, for a client that stops reading and
-    should make the server's writes block early.
+    should make the server's writes block early. ``deflate`` offers permessage-deflate
+    (wsproto's): what the server sends compressed is read back; what the test sends
+    it compresses itself (``RSV1`` is ``rsv=0b100``).
     """
     stream = await _connect(port, rcvbuf)
     async with stream:
         ws = WSConnection(ConnectionType.CLIENT)
         extra = [(name.encode(), value.encode()) for name, value in headers or []]
         await stream.send_all(
-            ws.send(Request(host="127.0.0.1", target=target, extra_headers=extra))
+            ws.send(
+                Request(
+                    host="127.0.0.1",
+                    target=target,
+                    extra_headers=extra,
+                    extensions=[PerMessageDeflate()] if deflate else [],
+                )
+            )
         )
+        accepted: list[AcceptConnection] = []
         with trio.fail_after(TIMEOUT):
-            while not any(isinstance(event, AcceptConnection) for event in ws.events()):
+            while not accepted:
                 data = await stream.receive_some(65536)
                 if not data:
                     raise AssertionError("the server closed during the handshake")
                 ws.receive_data(data)
-        yield RawWS(stream, ws)
+                accepted = [e for e in ws.events() if isinstance(e, AcceptConnection)]
+        raw = RawWS(stream, ws)
+        raw.extensions = [extension.name for extension in accepted[0].extensions]
+        yield raw

@@ -24,6 +24,7 @@ PUBLIC = {
         "Config",
         "Connection",
         "ConnectionClosed",
+        "Deflate",
         "Disconnect",
         "HandlerError",
         "Headers",

@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import re
 import struct
+import zlib
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -26,7 +27,8 @@ from websockets.protocol import Side
 from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import CloseConnection, TextMessage
 
-from wsroute._wire.frames import OP_CLOSE, OP_PONG, RSV1, encode
+from wsroute._wire.deflate import Codec, Deflate, Settings
+from wsroute._wire.frames import OP_CLOSE, OP_PONG, encode
 from wsroute._wire.protocol import (
     Close,
     Event,
@@ -84,8 +86,32 @@ def raw(
     return head + KEY + body.to_bytes(len(payload), "big")
 
 
-def protocol(*, client: bool = False, max_message_size: int = BIG, rsv: int = 0) -> Protocol:
-    return Protocol(client=client, max_message_size=max_message_size, rsv=rsv)
+DEFLATE = Deflate(threshold=0)
+#: What a server and a client agree on for ``DEFLATE`` without any parameter.
+AGREED = Settings(False, False, 15, 15)
+
+
+def codec(*, client: bool = False) -> Codec:
+    return Codec(DEFLATE, AGREED, "permessage-deflate", client=client)
+
+
+def deflated(data: bytes) -> bytes:
+    """``data`` compressed as a peer does for permessage-deflate (RFC 7692 section
+    7.2.1): a raw deflate stream, flushed, its trailing empty block cut."""
+    compressor = zlib.compressobj(6, zlib.DEFLATED, -15)
+    out = compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    assert out.endswith(b"\x00\x00\xff\xff")
+    return out[:-4]
+
+
+def protocol(
+    *, client: bool = False, max_message_size: int = BIG, deflate: bool = False
+) -> Protocol:
+    return Protocol(
+        client=client,
+        max_message_size=max_message_size,
+        codec=codec(client=client) if deflate else None,
+    )
 
 
 def feed(ws: Protocol, data: bytes, *, by_byte: bool = False) -> list[Event]:
@@ -120,7 +146,7 @@ class Broken(NamedTuple):
     delivered: tuple[Event, ...] = ()  # what ``data`` gives before it fails
     client: bool = False
     limit: int = BIG
-    rsv: int = 0
+    deflate: bool = False  # permessage-deflate was negotiated
 
 
 def _failures() -> list[Any]:
@@ -130,8 +156,51 @@ def _failures() -> list[Any]:
     for bits, name in ((0b100, "RSV1"), (0b010, "RSV2"), (0b001, "RSV3")):
         cases[f"{name} on text"] = Broken(raw(TEXT, b"x", rsv=bits), 1002, "reserved bits")
     cases["RSV1 on a ping"] = Broken(raw(PING, b"x", rsv=0b100), 1002, "reserved bits")
-    cases["RSV2 when RSV1 is negotiated"] = Broken(
-        raw(BINARY, b"x", rsv=0b010), 1002, "reserved bits", rsv=RSV1
+    cases["RSV2 when deflate is negotiated"] = Broken(
+        raw(BINARY, b"x", rsv=0b010), 1002, "reserved bits", deflate=True
+    )
+    cases["RSV1 on a ping when deflate is negotiated"] = Broken(
+        raw(PING, b"x", rsv=0b100), 1002, "reserved bits", deflate=True
+    )
+    cases["RSV1 on a continuation (RFC 7692 section 6.1)"] = Broken(
+        raw(TEXT, deflated(b"ab"), fin=False, rsv=0b100) + raw(CONTINUATION, b"", rsv=0b100),
+        1002,
+        "reserved bits",
+        deflate=True,
+    )
+    cases["not deflate data"] = Broken(
+        raw(TEXT, b"\xff\xff\xff\xff", rsv=0b100), 1007, "invalid compressed data", deflate=True
+    )
+    cases["data after a final deflate block"] = Broken(
+        raw(BINARY, zlib.compress(b"ab", wbits=-15) + b"junk", rsv=0b100),
+        1007,
+        "invalid compressed data",
+        deflate=True,
+    )
+    cases["compressed invalid UTF-8"] = Broken(
+        raw(TEXT, deflated(b"\xce\xba\xff"), rsv=0b100), 1007, "invalid UTF-8", deflate=True
+    )
+    cases["compressed invalid UTF-8 across fragments"] = Broken(
+        raw(TEXT, deflated(b"\xcex")[:1], fin=False, rsv=0b100)
+        + raw(CONTINUATION, deflated(b"\xcex")[1:]),
+        1007,
+        "invalid UTF-8",
+        deflate=True,
+    )
+    cases["a small frame that inflates past the limit"] = Broken(
+        raw(BINARY, deflated(bytes(10_000)), rsv=0b100),
+        1009,
+        "maximum message size",
+        limit=9_999,
+        deflate=True,
+    )
+    cases["fragments that inflate past the limit together"] = Broken(
+        raw(BINARY, deflated(bytes(10_000))[:10], fin=False, rsv=0b100)
+        + raw(CONTINUATION, deflated(bytes(10_000))[10:]),
+        1009,
+        "maximum message size",
+        limit=9_999,
+        deflate=True,
     )
     cases["unmasked text to a server"] = Broken(raw(TEXT, b"x", masked=False), 1002, "unmasked")
     cases["unmasked close to a server"] = Broken(
@@ -257,7 +326,7 @@ def _failures() -> list[Any]:
 @pytest.mark.parametrize("case", _failures())
 def test_failures(case: Broken, by_byte: bool) -> None:
     code, client = case.code, case.client
-    ws = protocol(client=client, max_message_size=case.limit, rsv=case.rsv)
+    ws = protocol(client=client, max_message_size=case.limit, deflate=case.deflate)
     before = raw(TEXT, b"before", masked=not client)
     after = raw(TEXT, b"after", masked=not client)
     events = feed(ws, before + case.data, by_byte=by_byte)
@@ -381,10 +450,38 @@ def test_a_frame_not_yet_whole_waits() -> None:
     assert ws.receive_data(data[-1:]) == ["x" * 100]
 
 
-def test_rsv1_is_taken_when_an_extension_negotiated_it() -> None:
-    ws = protocol(rsv=RSV1)
-    assert feed(ws, raw(BINARY, b"\x00\x01", rsv=0b100)) == [b"\x00\x01"]
+@BY_BYTE
+def test_compressed_messages_when_deflate_was_negotiated(by_byte: bool) -> None:
+    ws = protocol(deflate=True)
+    text = "κόσμε " * 50
+    parts = deflated(text.encode())
+    data = (
+        raw(BINARY, deflated(b"\x00\x01"), rsv=0b100)
+        + raw(TEXT, b"plain")  # RSV1 clear: not compressed
+        + raw(TEXT, parts[:7], fin=False, rsv=0b100)
+        + raw(PING, b"between")
+        + raw(CONTINUATION, parts[7:20], fin=False)
+        + raw(CONTINUATION, parts[20:])
+        + raw(TEXT, b"", rsv=0b100)  # an empty message, compressed: no payload at all
+    )
+    assert feed(ws, data, by_byte=by_byte) == [b"\x00\x01", "plain", Ping(b"between"), text, ""]
     assert ws.state is State.OPEN
+
+
+def test_a_compressed_message_of_exactly_the_limit() -> None:
+    ws = protocol(deflate=True, max_message_size=10_000)
+    assert feed(ws, raw(BINARY, deflated(bytes(10_000)), rsv=0b100)) == [bytes(10_000)]
+
+
+def test_what_deflate_sends_is_read_back_by_the_other_role() -> None:
+    for sender_is_client in (False, True):
+        sender = protocol(client=sender_is_client, deflate=True)
+        receiver = protocol(client=not sender_is_client, deflate=True)
+        big = "chatty json " * 100
+        data = sender.send_text(big) + sender.send_binary(b"\x00" * 500) + sender.send_text("")
+        assert data[0] & 0x40  # compressed: RSV1
+        assert len(data) < 200
+        assert feed(receiver, data) == [big, b"\x00" * 500, ""]
 
 
 # -- control frames and the closing handshake ---------------------------------------

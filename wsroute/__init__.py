@@ -26,6 +26,7 @@ from ._server.admission import bearer_auth as bearer_auth
 from ._server.coalesce import CoalesceStats as CoalesceStats
 from ._server.connection import Connection as Connection
 from ._server.connection import Disconnect as Disconnect
+from ._wire.deflate import Deflate as Deflate
 
 __version__ = "0.1.0"
 
@@ -37,6 +38,7 @@ __all__ = [
     "Config",
     "Connection",
     "ConnectionClosed",
+    "Deflate",
     "Disconnect",
     "HandlerError",
     "Headers",

@@ -6,7 +6,7 @@ import inspect
 import logging
 import os
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import cattrs
 
@@ -36,6 +36,7 @@ from ._server.connection import Connection, Disconnect
 from ._server.messaging import Messaging
 from ._server.serving import Lifespan, Serving
 from ._server.static import CLIENT_SCRIPT, PackageFile, StaticFiles
+from ._wire.deflate import Deflate
 from .brokers import Broker, BrokerState, MemoryBroker
 
 logger = logging.getLogger("wsroute")
@@ -61,7 +62,12 @@ class App(Serving, Messaging):
             answered ``overloaded``.
         outbox_size: frames queued per connection before ``slow_consumer`` applies.
         slow_consumer: ``"close"`` (1008), ``"drop_oldest"`` or ``"drop_newest"``.
-        max_message_size: largest client message in bytes; larger closes with 1009.
+        max_message_size: largest client message in bytes; larger closes with 1009
+            (for a compressed message, its size once decompressed).
+        compression: ``"deflate"`` (or a :class:`wsroute.Deflate` with its options)
+            to compress messages with permessage-deflate for clients that offer it
+            (every browser does); ``None`` (default) for no compression. See
+            docs/limits.md for what it costs.
         handshake_timeout: seconds for a client to complete the opening handshake.
         close_timeout: seconds for a graceful close (handlers in flight, flush, close
             handshake) before the socket is dropped.
@@ -105,6 +111,7 @@ class App(Serving, Messaging):
         outbox_size: int = 1024,
         slow_consumer: SlowConsumerPolicy | str = SlowConsumerPolicy.CLOSE,
         max_message_size: int = 1024 * 1024,
+        compression: Deflate | Literal["deflate"] | None = None,
         handshake_timeout: float = 10.0,
         close_timeout: float = 10.0,
         shutdown_timeout: float = 10.0,
@@ -130,6 +137,7 @@ class App(Serving, Messaging):
             outbox_size=outbox_size,
             slow_consumer=slow_consumer,
             max_message_size=max_message_size,
+            compression=compression,
             handshake_timeout=handshake_timeout,
             close_timeout=close_timeout,
             shutdown_timeout=shutdown_timeout,

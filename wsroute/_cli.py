@@ -21,11 +21,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import attrs
+
 from . import __version__
 from ._app import App
 from ._errors import BrokerError, ListenError, LoadError, RegistrationError
 from ._importer import load_app, user_frames
 from ._routing import RouteInfo, describe
+from ._wire.deflate import Deflate
 from .brokers import from_url
 
 PROG = "wsroute"
@@ -61,6 +64,12 @@ def _log_level(text: str) -> str:
             f"invalid log level {text!r}: choose from {', '.join(LOG_LEVELS)}"
         )
     return text.lower()
+
+
+def _compression(text: str) -> str:
+    if text not in ("deflate", "off"):
+        raise argparse.ArgumentTypeError(f"expected deflate or off, not {text!r}")
+    return text
 
 
 def _non_empty(text: str) -> str:
@@ -108,8 +117,17 @@ _APP_DIR = _Option(
     "DIR",
     "directory put first on sys.path before importing MODULE",
 )
+_COMPRESSION = _Option(
+    "--compression",
+    "WSROUTE_COMPRESSION",
+    None,
+    _compression,
+    "deflate|off",
+    "permessage-deflate for clients that offer it (deflate: the defaults of wsroute.Deflate)",
+    unset="the app's own compression option",
+)
 _OPTIONS: Mapping[str, Sequence[_Option]] = {
-    "run": (_HOST, _PORT, _BROKER, _LOG_LEVEL, _APP_DIR),
+    "run": (_HOST, _PORT, _BROKER, _COMPRESSION, _LOG_LEVEL, _APP_DIR),
     "routes": (_APP_DIR,),
 }
 
@@ -236,6 +254,9 @@ def _run(args: argparse.Namespace) -> int:
     app = _load(args.app, args.app_dir)
     if broker is not None:
         app.broker = broker
+    if args.compression is not None:
+        chosen = Deflate() if args.compression == "deflate" else None
+        app.config = attrs.evolve(app.config, compression=chosen)
     try:
         app.run(args.host, args.port)
     except Exception as exc:

@@ -8,6 +8,8 @@ from typing import Any
 
 import attrs
 
+from ._wire.deflate import Deflate
+
 _MiB = 1024 * 1024
 
 
@@ -76,6 +78,17 @@ def _origins(
     return frozenset(origin.lower().rstrip("/") for origin in origins)
 
 
+def _compression(value: object) -> Deflate | None:
+    if value is None or isinstance(value, Deflate):
+        return value
+    if value == "deflate":
+        return Deflate()
+    raise ValueError(
+        'App option compression must be None (off), "deflate" or wsroute.Deflate(...),'
+        f" not {value!r}"
+    )
+
+
 def _subprotocols(value: Sequence[str]) -> tuple[str, ...]:
     return _strings(value, "subprotocols", "names")
 
@@ -108,6 +121,7 @@ class Config:
         default=SlowConsumerPolicy.CLOSE, converter=SlowConsumerPolicy
     )
     max_message_size: int = attrs.field(default=_MiB, validator=_positive_int)
+    compression: Deflate | None = attrs.field(default=None, converter=_compression)
     handshake_timeout: float = attrs.field(default=10.0, validator=_positive)
     close_timeout: float = attrs.field(default=10.0, validator=_positive)
     shutdown_timeout: float = attrs.field(default=10.0, validator=_positive)

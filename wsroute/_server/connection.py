@@ -61,6 +61,9 @@ class Connection:
         id: unique among connections (random, URL-safe).
         user: what the accept hook returned for this connection (``None`` without one).
         subprotocol: the negotiated subprotocol, or ``None``.
+        compression: the negotiated ``Sec-WebSocket-Extensions`` value, such as
+            ``"permessage-deflate; server_no_context_takeover"``, or ``None`` when the
+            connection is not compressed.
         user_id: the id derived from ``user`` (App option ``user_id``); the connection
             is subscribed to ``user:<user_id>``. ``None`` for anonymous connections.
         request: the upgrade request: path, query, headers, remote address.
@@ -79,6 +82,7 @@ class Connection:
         "_state",
         "_topics",
         "_unstructure",
+        "compression",
         "id",
         "request",
         "subprotocol",
@@ -96,6 +100,7 @@ class Connection:
         policy: SlowConsumerPolicy,
         user: Any = None,
         subprotocol: str | None = None,
+        compression: str | None = None,
         invalid_limit: tuple[int, float] | None = None,
         user_id: str | None = None,
     ) -> None:
@@ -103,6 +108,7 @@ class Connection:
         self.user = user
         self.user_id = user_id
         self.subprotocol = subprotocol
+        self.compression = compression
         self._invalid = Window(*invalid_limit) if invalid_limit is not None else None
         self.request = request
         self._state: SimpleNamespace | None = None  # created when first used

@@ -25,6 +25,7 @@ from .._protocol import encode_event
 from .._request import Request
 from .._routing import FrameHandler, Handler, Hook, Route
 from .._wire import closes
+from .._wire.deflate import Codec, server_codec
 from .._wire.frames import Prepared
 from .._wire.handshake import PlainRequest, UpgradeRequest
 from .admission import AcceptHook, Admission, Gate, describe_request
@@ -229,12 +230,13 @@ class Runtime:
         if admitted is None:
             return None
         ws, upgrade, request, admission = admitted
-        session = self._new_session(ws, request, admission, state)
+        codec = server_codec(upgrade.extensions, self.config.compression)
+        session = self._new_session(ws, request, admission, state, codec)
         # The connection's own topics are joined before the 101: a client that sees
         # its connection open receives whatever is published to them from then on.
         subscribed = await session.subscribe()
         try:
-            await ws.accept(upgrade, admission.subprotocol)
+            await ws.accept(upgrade, admission.subprotocol, codec)
         except TransportClosed:
             logger.info("%s closed during the handshake", describe_request(request))
             return None
@@ -320,7 +322,12 @@ class Runtime:
         return admission
 
     def _new_session(
-        self, ws: Transport, request: Request, admission: Admission, state: _StreamState
+        self,
+        ws: Transport,
+        request: Request,
+        admission: Admission,
+        state: _StreamState,
+        codec: Codec | None,
     ) -> Session:
         config = self.config
         conn = Connection(
@@ -332,6 +339,7 @@ class Runtime:
             user=admission.user,
             user_id=self._user_id(admission.user),
             subprotocol=admission.subprotocol,
+            compression=codec.header if codec is not None else None,
             invalid_limit=config.invalid_message_limit,
         )
         session = state.session = Session(self, ws, conn)

@@ -30,6 +30,7 @@ from typing import Final, NamedTuple
 
 import trio
 
+from .._wire.deflate import Codec
 from .._wire.frames import ABNORMAL, Outgoing, server_frame
 from .._wire.handshake import PlainRequest, Refusal, RequestReader, UpgradeRequest, accept, refuse
 from .._wire.protocol import Close, Event, Failure, Pong, Protocol, State
@@ -77,6 +78,7 @@ class Transport:
     __slots__ = (
         "_fd",
         "_fileno",
+        "_frame",
         "_lock",
         "_max",
         "_on_closed",
@@ -107,6 +109,8 @@ class Transport:
         self._lock = trio.StrictFIFOLock()
         self._pending = b""  # framed bytes the kernel has not taken yet
         self._protocol: Protocol | None = None
+        # How an outgoing message is framed: as is, or by the connection's codec.
+        self._frame: Callable[[Outgoing], bytes] = server_frame
         self._rest = b""  # bytes that came with the upgrade request
         self._sink: Callable[[str | bytes], None] | None = None
         self._on_closed: Callable[[], None] | None = None
@@ -150,14 +154,24 @@ class Transport:
                 self._rest = reader.rest
                 return request
 
-    async def accept(self, request: UpgradeRequest, subprotocol: str | None) -> None:
-        """Answer 101: the connection is open.
+    async def accept(
+        self, request: UpgradeRequest, subprotocol: str | None, codec: Codec | None = None
+    ) -> None:
+        """Answer 101: the connection is open, compressed by ``codec`` if given.
 
         Raises:
             TransportClosed: the peer left meanwhile.
         """
-        self._protocol = Protocol(max_message_size=self._max)
-        await self._send_bytes(accept(request, subprotocol=subprotocol))
+        self._protocol = Protocol(max_message_size=self._max, codec=codec)
+        if codec is not None:
+            self._frame = codec.server_frame
+        await self._send_bytes(
+            accept(
+                request,
+                subprotocol=subprotocol,
+                extensions=codec.header if codec is not None else None,
+            )
+        )
 
     async def refuse(
         self, status: int, headers: Iterable[tuple[bytes, bytes]], body: bytes
@@ -328,7 +342,7 @@ class Transport:
         protocol = self._protocol
         if not self._free() or protocol is None or protocol.state is not _OPEN:
             return QUEUE
-        return self._write_nowait(server_frame(frame))
+        return self._write_nowait(self._frame(frame))
 
     def ping_now(self) -> int:
         """Send a ping without waiting; QUEUE means the connection is not open."""
@@ -371,7 +385,7 @@ class Transport:
             for frame in frames:
                 if protocol is None or protocol.state is not _OPEN:
                     raise TransportClosed(self.closed)
-                data = server_frame(frame)
+                data = self._frame(frame)
                 chunk.append(data)
                 size += len(data)
                 if size >= _WRITE_CHUNK:

@@ -56,6 +56,7 @@ MESSAGE_IN_MESSAGE: Final = (PROTOCOL_ERROR, "a new message inside a fragmented 
 ONE_BYTE_CLOSE: Final = (PROTOCOL_ERROR, "close frame with a one-byte payload")
 INVALID_UTF8: Final = (INVALID_DATA, "invalid UTF-8 in a text message")
 INVALID_UTF8_REASON: Final = (INVALID_DATA, "close reason is not valid UTF-8")
+INVALID_COMPRESSED: Final = (INVALID_DATA, "invalid compressed data")
 
 
 def reserved_opcode(opcode: int) -> tuple[int, str]:

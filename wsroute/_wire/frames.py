@@ -128,13 +128,17 @@ def parse_close(payload: bytes) -> tuple[int, str]:
 class Prepared:
     """A text message framed once, for any number of server connections.
 
-    ``payload`` must be valid UTF-8 (orjson's output always is).
+    ``payload`` must be valid UTF-8 (orjson's output always is). ``compressed``
+    keeps the frame compressed once for the connections that share a compressor
+    (``deflate.Codec.server_frame``).
     """
 
-    __slots__ = ("wire",)
+    __slots__ = ("compressed", "payload", "wire")
 
     def __init__(self, payload: bytes) -> None:
+        self.payload = payload
         self.wire = header(OP_TEXT, len(payload)) + payload
+        self.compressed: tuple[int, bytes] | None = None
 
 
 #: A message on its way to a client, as the outbox holds it: text (str), binary

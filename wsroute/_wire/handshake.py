@@ -121,6 +121,15 @@ def _tokens(values: list[bytes] | None) -> list[str]:
     ]
 
 
+def parse_extensions(value: bytes) -> list[Extension]:
+    """A ``Sec-WebSocket-Extensions`` value's extensions, with their parameters.
+
+    Raises:
+        UnicodeDecodeError: the value is not ASCII.
+    """
+    return _extensions([value])
+
+
 def _extensions(values: list[bytes] | None) -> list[Extension]:
     """``name; param; param=value`` offers, as RFC 6455 section 9.1 writes them."""
     offers = []
@@ -348,10 +357,12 @@ def client_request(
     key: bytes,
     *,
     subprotocols: Sequence[str] = (),
+    extensions: str | None = None,
     headers: Iterable[tuple[bytes, bytes]] = (),
 ) -> bytes:
     """A client's upgrade request for ``target`` on ``host``, with ``key``: 16 random
-    bytes in base64 (``base64.b64encode(os.urandom(16))``).
+    bytes in base64 (``base64.b64encode(os.urandom(16))``), offering ``extensions``
+    (a ``Sec-WebSocket-Extensions`` value).
 
     Raises:
         ValueError: ``host`` or ``target`` could smuggle something into the request
@@ -367,6 +378,8 @@ def client_request(
     ]
     if subprotocols:
         lines.append(b"Sec-WebSocket-Protocol: %s\r\n" % ", ".join(subprotocols).encode("ascii"))
+    if extensions:
+        lines.append(_header_lines([(b"Sec-WebSocket-Extensions", extensions.encode("ascii"))]))
     lines.append(_header_lines(headers))
     lines.append(b"\r\n")
     return b"".join(lines)

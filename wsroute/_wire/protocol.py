@@ -25,10 +25,12 @@ from __future__ import annotations
 import codecs
 import enum
 import os
+import zlib
 from typing import Final, NamedTuple
 
 from . import closes
 from .closes import ABNORMAL, too_big
+from .deflate import Codec, TooBig
 from .frames import (
     FIN,
     MAX_CONTROL_PAYLOAD,
@@ -38,6 +40,7 @@ from .frames import (
     OP_PING,
     OP_PONG,
     OP_TEXT,
+    RSV1,
     ProtocolViolation,
     close_payload,
     encode,
@@ -96,20 +99,23 @@ class Protocol:
         client: the client's side (masked frames out, unmasked in).
         max_message_size: the largest message taken from the peer, in bytes (UTF-8
             for text), fragments included.
-        rsv: the RSV bits an extension negotiated for this connection lets the peer
-            set (0: none, which RFC 6455 requires without extensions).
+        codec: permessage-deflate, when it was negotiated: the peer may then set
+            RSV1 on the first frame of a message to say it is compressed (no other
+            RSV bit, and not on other frames, RFC 7692 section 6), and messages sent
+            with ``send_text``/``send_binary`` are compressed above its threshold.
     """
 
     __slots__ = (
         "_buffer",
         "_client",
+        "_codec",
+        "_compressed",
         "_decoder",
         "_max",
         "_need",
         "_opcode",
         "_out",
         "_parts",
-        "_rsv",
         "_size",
         "close_code",
         "close_reason",
@@ -117,10 +123,13 @@ class Protocol:
         "state",
     )
 
-    def __init__(self, *, client: bool = False, max_message_size: int, rsv: int = 0) -> None:
+    def __init__(
+        self, *, client: bool = False, max_message_size: int, codec: Codec | None = None
+    ) -> None:
         self._client = client
         self._max = max_message_size
-        self._rsv = rsv
+        self._codec = codec
+        self._compressed = False  # the message being read is compressed
         self.state = _OPEN
         self._buffer = bytearray()  # the start of a frame not yet whole ...
         self._need = 0  # ... and how long it must grow before it is worth parsing
@@ -135,6 +144,11 @@ class Protocol:
         self.close_reason = ""
         #: This side failed the connection (protocol error, invalid data, too big).
         self.failed = False
+
+    @property
+    def codec(self) -> Codec | None:
+        """permessage-deflate on this connection, if it was negotiated."""
+        return self._codec
 
     # -- receiving -------------------------------------------------------------------
 
@@ -206,7 +220,8 @@ class Protocol:
         second = data[pos + 1]
         opcode = first & 0x0F
         fin = first & FIN
-        if first & 0x70 & ~self._rsv:
+        rsv = first & 0x70
+        if rsv and (rsv != RSV1 or self._codec is None or not OP_TEXT <= opcode <= OP_BINARY):
             return self._fail(events, *closes.RESERVED_BITS)
         if bool(second & 0x80) == self._client:
             return self._fail(
@@ -260,7 +275,18 @@ class Protocol:
         if opcode >= OP_CLOSE:
             return stop if self._control(opcode, bytes(payload), events) else -1
         if opcode == OP_CONTINUATION:
+            if self._compressed:
+                inflated = self._inflate(payload, self._max - self._size, bool(fin), events)
+                if inflated is None:
+                    return -1
+                payload = inflated
             return stop if self._continue(payload, bool(fin), events) else -1
+        if rsv:
+            inflated = self._inflate(payload, self._max, bool(fin), events)
+            if inflated is None:
+                return -1
+            payload = inflated
+            self._compressed = not fin
         if fin:
             if opcode == OP_TEXT:
                 try:
@@ -271,7 +297,7 @@ class Protocol:
                 events.append(bytes(payload))
             return stop
         self._opcode = opcode
-        self._size = length
+        self._size = len(payload)
         if opcode == OP_TEXT:
             self._decoder = decoder = _utf8_decoder()
             try:
@@ -299,7 +325,20 @@ class Protocol:
             self._opcode = self._decoder = None
             self._parts = []
             self._size = 0
+            self._compressed = False
         return True
+
+    def _inflate(self, payload: bytes, limit: int, fin: bool, events: list[Event]) -> bytes | None:
+        """A compressed frame's payload, inflated; None once the connection failed
+        (past the size limit: 1009; not deflate: 1007)."""
+        assert self._codec is not None
+        try:
+            return self._codec.inflate(bytes(payload), limit, fin)
+        except TooBig:
+            self._too_big(events)
+        except zlib.error:
+            self._fail(events, *closes.INVALID_COMPRESSED)
+        return None
 
     def _control(self, opcode: int, payload: bytes, events: list[Event]) -> bool:
         """A ping, pong or close frame; False once the connection is over."""
@@ -338,6 +377,8 @@ class Protocol:
         self.failed = True
         self._buffer = bytearray()
         self._parts = []
+        if self._codec is not None:
+            self._codec.reset()
         events.append(Failure(code, reason))
         return -1
 
@@ -365,11 +406,22 @@ class Protocol:
             StateError: the connection is not open.
         """
         self._check_open("a message")
-        return self._encode(OP_TEXT, text.encode() if isinstance(text, str) else text)
+        return self._message(OP_TEXT, text.encode() if isinstance(text, str) else text)
 
     def send_binary(self, data: bytes) -> bytes:
         self._check_open("a message")
-        return self._encode(OP_BINARY, data)
+        return self._message(OP_BINARY, data)
+
+    def _message(self, opcode: int, data: bytes) -> bytes:
+        codec = self._codec
+        if codec is None or len(data) < codec.threshold:
+            return self._encode(opcode, data)
+        return encode(
+            opcode,
+            codec.compress(data),
+            rsv=RSV1,
+            key=os.urandom(4) if self._client else None,
+        )
 
     def send_ping(self, payload: bytes = b"") -> bytes:
         self._check_open("a ping")

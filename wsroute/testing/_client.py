@@ -13,7 +13,7 @@ import itertools
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlencode
 
 import orjson
@@ -23,6 +23,7 @@ import trio.testing
 from .._app import App
 from .._request import Headers
 from .._util import collapse_exception_group
+from .._wire.deflate import Deflate
 from ._connection import ClientConnection, Closed, Rejected, connect
 from ._messages import (
     ClientClosed,
@@ -37,6 +38,8 @@ from ._messages import (
     parse_message,
 )
 
+#: What ``compression="deflate"`` offers: what browsers do, no constraint on the server.
+_AS_BROWSERS = Deflate(server_context_takeover=True, client_context_takeover=True)
 #: Default seconds an ``expect_*``/``request`` call waits (instant under autojump_clock).
 DEFAULT_TIMEOUT = 5.0
 #: Default seconds ``expect_no_message`` listens.
@@ -68,6 +71,12 @@ class TestClient:
     def subprotocol(self) -> str | None:
         """The subprotocol the server selected, if any."""
         return self._ws.subprotocol
+
+    @property
+    def compression(self) -> str | None:
+        """The permessage-deflate the server agreed to (its ``Sec-WebSocket-Extensions``
+        answer), or ``None`` for an uncompressed connection."""
+        return self._ws.compression
 
     # -- sending -----------------------------------------------------------------------
 
@@ -241,6 +250,7 @@ async def open_client(
     headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
     remote: tuple[str, int] = ("127.0.0.1", 40000),
     subprotocols: Iterable[str] = (),
+    compression: Deflate | Literal["deflate"] | None = None,
 ) -> AsyncIterator[TestClient]:
     """Connect an in-memory client to ``app``; close it on exit.
 
@@ -250,6 +260,10 @@ async def open_client(
         headers: extra request headers.
         remote: the client address the app sees in ``conn.request.remote``.
         subprotocols: subprotocols the client proposes.
+        compression: offer permessage-deflate: ``"deflate"`` offers what browsers
+            do (no constraint on the server), a :class:`wsroute.Deflate` what it
+            allows (``server_context_takeover=False`` asks the server to keep none,
+            for instance); ``client.compression`` then says what the app agreed to.
 
     Raises:
         HandshakeRejected: the server refused the upgrade (status and body).
@@ -278,6 +292,7 @@ async def open_client(
                         resource,
                         subprotocols=list(subprotocols),
                         headers=extra,
+                        compression=_AS_BROWSERS if compression == "deflate" else compression,
                     )
                     client = TestClient(ws)
                     try:

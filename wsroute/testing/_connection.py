@@ -19,8 +19,10 @@ from contextlib import suppress
 
 import trio
 
+from .._wire.deflate import NAME as DEFLATE
+from .._wire.deflate import Codec, Deflate, offer, parse_answer
 from .._wire.frames import ABNORMAL
-from .._wire.handshake import ResponseReader, client_request
+from .._wire.handshake import ResponseReader, client_request, parse_extensions
 from .._wire.protocol import Close, Failure, Protocol, State
 from ._messages import CloseInfo
 
@@ -56,6 +58,8 @@ class ClientConnection:
         self._arrived = trio.Event()
         self._ended = trio.Event()  # the reader is done
         self.subprotocol = subprotocol
+        #: The permessage-deflate the server agreed to, as its 101 says, or None.
+        self.compression: str | None = None
         #: The close frame's code and reason, or 1006, once the connection is closed.
         self.closed: CloseInfo | None = None
 
@@ -139,16 +143,26 @@ async def connect(
     subprotocols: Iterable[str] = (),
     headers: Iterable[tuple[bytes, bytes]] = (),
     max_message_size: int = 2**31,
+    compression: Deflate | None = None,
 ) -> ClientConnection:
-    """Open a WebSocket on ``stream``; its reader runs in ``nursery``.
+    """Open a WebSocket on ``stream``; its reader runs in ``nursery``. With
+    ``compression``, offer permessage-deflate as it says.
 
     Raises:
         Rejected: the server answered something other than 101.
         Closed: the server closed before answering.
+        ValueError: the server's 101 breaks RFC 6455 or RFC 7692.
     """
     key = base64.b64encode(os.urandom(16))
     offered = list(subprotocols)
-    request = client_request(host, target, key, subprotocols=offered, headers=headers)
+    request = client_request(
+        host,
+        target,
+        key,
+        subprotocols=offered,
+        extensions=offer(compression) if compression is not None else None,
+        headers=headers,
+    )
     try:
         await stream.send_all(request)
     except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -167,7 +181,25 @@ async def connect(
     if answer.status != 101:
         raise Rejected(answer.status, answer.headers, answer.body)
     chosen = answer.header(b"sec-websocket-protocol")
-    protocol = Protocol(client=True, max_message_size=max_message_size)
+    codec = _client_codec(answer.header(b"sec-websocket-extensions"), compression)
+    protocol = Protocol(client=True, max_message_size=max_message_size, codec=codec)
     connection = ClientConnection(stream, protocol, chosen.decode() if chosen else None)
+    connection.compression = codec.header if codec is not None else None
     nursery.start_soon(connection.run_reader, reader.rest)
     return connection
+
+
+def _client_codec(answer: bytes | None, offered: Deflate | None) -> Codec | None:
+    """The codec a server's ``Sec-WebSocket-Extensions`` answer agrees on.
+
+    Raises:
+        ValueError: it names an extension that was not offered, or answers the offer
+            with what RFC 7692 does not allow.
+    """
+    if answer is None:
+        return None
+    extensions = parse_extensions(answer)
+    if offered is None or len(extensions) != 1 or extensions[0].name != DEFLATE:
+        raise ValueError(f"the server chose extensions that were not offered: {answer!r}")
+    settings = parse_answer(extensions[0].params, offered)
+    return Codec(offered, settings, answer.decode("ascii"), client=True)

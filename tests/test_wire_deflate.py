@@ -1,0 +1,345 @@
+"""permessage-deflate (wsroute/_wire/deflate.py): negotiation per RFC 7692, the codec.
+
+Negotiation is a table of offers and what the server answers for each app setting.
+The codec is checked against the ``websockets`` library's permessage-deflate, both
+ways and for every combination of context takeover and window bits, and for what
+only wsroute does: a compressor shared across connections that leaks nothing from
+one message into the next, a broadcast compressed once, the inflate limit.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import pytest
+from websockets.extensions.permessage_deflate import PerMessageDeflate
+from websockets.frames import Frame, Opcode
+
+from wsroute._wire.deflate import (
+    TAIL,
+    Codec,
+    Deflate,
+    Settings,
+    TooBig,
+    negotiate,
+    offer,
+    parse_answer,
+    server_codec,
+)
+from wsroute._wire.frames import OP_TEXT, Prepared, server_frame
+from wsroute._wire.handshake import parse_extensions
+
+CHATTY = b'{"type":"item_created","data":{"id":42,"name":"a widget","price":1999}}' * 4
+
+
+def offers(header: str) -> list[tuple[str, tuple[tuple[str, str | None], ...]]]:
+    return [(e.name, e.params) for e in parse_extensions(header.encode())]
+
+
+# -- negotiation ---------------------------------------------------------------------
+
+DEFAULT = Deflate()
+BOTH_KEPT = Deflate(server_context_takeover=True, client_context_takeover=True)
+SMALL_CLIENT = Deflate(client_max_window_bits=10)
+SMALL_SERVER = Deflate(server_max_window_bits=11)
+PMD = "permessage-deflate"
+
+ACCEPTED = [
+    # (offer, what the app allows, the answer, the settings)
+    (
+        PMD,
+        DEFAULT,
+        f"{PMD}; server_no_context_takeover; client_no_context_takeover",
+        Settings(True, True, 15, 15),
+    ),
+    # What browsers offer.
+    (
+        f"{PMD}; client_max_window_bits",
+        DEFAULT,
+        f"{PMD}; server_no_context_takeover; client_no_context_takeover",
+        Settings(True, True, 15, 15),
+    ),
+    (f"{PMD}; client_max_window_bits", BOTH_KEPT, PMD, Settings(False, False, 15, 15)),
+    (f"{PMD}; client_no_context_takeover", BOTH_KEPT, PMD, Settings(False, False, 15, 15)),
+    # The client asks the server not to keep its context: it must not.
+    (
+        f"{PMD}; server_no_context_takeover",
+        BOTH_KEPT,
+        f"{PMD}; server_no_context_takeover",
+        Settings(True, False, 15, 15),
+    ),
+    # A window the client asks for is answered, the smaller of the two.
+    (
+        f"{PMD}; server_max_window_bits=10",
+        BOTH_KEPT,
+        f"{PMD}; server_max_window_bits=10",
+        Settings(False, False, 10, 15),
+    ),
+    (
+        f"{PMD}; server_max_window_bits=13",
+        SMALL_SERVER,
+        f"{PMD}; server_no_context_takeover; client_no_context_takeover; server_max_window_bits=11",
+        Settings(True, True, 11, 15),
+    ),
+    # The app's window, smaller than 15, is not announced unless asked (Firefox).
+    (
+        PMD,
+        SMALL_SERVER,
+        f"{PMD}; server_no_context_takeover; client_no_context_takeover",
+        Settings(True, True, 11, 15),
+    ),
+    (
+        f"{PMD}; client_max_window_bits",
+        SMALL_CLIENT,
+        f"{PMD}; server_no_context_takeover; client_no_context_takeover; client_max_window_bits=10",
+        Settings(True, True, 15, 10),
+    ),
+    (
+        f'{PMD}; client_max_window_bits="9"',
+        SMALL_CLIENT,
+        f"{PMD}; server_no_context_takeover; client_no_context_takeover; client_max_window_bits=9",
+        Settings(True, True, 15, 9),
+    ),
+    # The first offer that can be honoured wins; other extensions are ignored.
+    (
+        f"x-webkit-deflate-frame, {PMD}; server_max_window_bits=8, {PMD}; foo, {PMD}",
+        BOTH_KEPT,
+        PMD,
+        Settings(False, False, 15, 15),
+    ),
+    ("Permessage-Deflate", BOTH_KEPT, PMD, Settings(False, False, 15, 15)),
+]
+
+
+@pytest.mark.parametrize(("header", "allowed", "answer", "settings"), ACCEPTED)
+def test_accepted_offers(header: str, allowed: Deflate, answer: str, settings: Settings) -> None:
+    assert negotiate(offers(header), allowed) == (settings, answer)
+
+
+DECLINED = [
+    ("", DEFAULT),
+    ("x-webkit-deflate-frame", DEFAULT),
+    (f"{PMD}; foo", DEFAULT),  # a parameter RFC 7692 does not define
+    (f"{PMD}; server_no_context_takeover; server_no_context_takeover", DEFAULT),
+    (f"{PMD}; server_no_context_takeover=1", DEFAULT),  # takes no value
+    (f"{PMD}; client_no_context_takeover=yes", DEFAULT),
+    (f"{PMD}; server_max_window_bits", DEFAULT),  # needs one
+    (f"{PMD}; server_max_window_bits=16", DEFAULT),
+    (f"{PMD}; server_max_window_bits=7", DEFAULT),
+    (f"{PMD}; server_max_window_bits=010", DEFAULT),
+    (f"{PMD}; server_max_window_bits=+9", DEFAULT),
+    (f"{PMD}; client_max_window_bits=abc", DEFAULT),
+    (f"{PMD}; client_max_window_bits=16", DEFAULT),
+    # zlib cannot compress with a 256-byte window.
+    (f"{PMD}; server_max_window_bits=8", DEFAULT),
+    # The app limits the client's window, but the client cannot be told.
+    (PMD, SMALL_CLIENT),
+]
+
+
+@pytest.mark.parametrize(("header", "allowed"), DECLINED)
+def test_declined_offers(header: str, allowed: Deflate) -> None:
+    assert negotiate(offers(header), allowed) is None
+    assert server_codec(offers(header), allowed) is None
+
+
+def test_no_codec_when_compression_is_off() -> None:
+    assert server_codec(offers(PMD), None) is None
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"level": 0}, "level must be an integer 1-9"),
+        ({"level": True}, "level must be an integer 1-9"),
+        ({"memory_level": 10}, "memory_level must be an integer 1-9"),
+        ({"threshold": -1}, "threshold must be an integer"),
+        ({"server_max_window_bits": 8}, "server_max_window_bits must be an integer 9-15"),
+        ({"client_max_window_bits": 16}, "client_max_window_bits must be an integer 8-15"),
+        ({"server_context_takeover": 1}, "server_context_takeover must be True or False"),
+    ],
+)
+def test_invalid_options_say_what_is_allowed(options: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Deflate(**options)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("allowed", [DEFAULT, BOTH_KEPT, SMALL_SERVER, SMALL_CLIENT])
+def test_the_test_kits_offer_is_answered_and_read_back(allowed: Deflate) -> None:
+    """A client offering what ``allowed`` says, a server allowing the same: both sides
+    read the answer to the same settings."""
+    agreed = negotiate(offers(offer(allowed)), allowed)
+    assert agreed is not None
+    settings, answer = agreed
+    [extension] = parse_extensions(answer.encode())
+    assert parse_answer(extension.params, allowed) == settings
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        f"{PMD}; foo",
+        f"{PMD}; server_no_context_takeover; server_no_context_takeover",
+        f"{PMD}; server_max_window_bits=16",
+        f"{PMD}; client_max_window_bits=8",  # zlib cannot compress with it
+        f"{PMD}; client_max_window_bits",  # an answer must give a value
+    ],
+)
+def test_an_answer_rfc_7692_does_not_allow_is_refused(answer: str) -> None:
+    [extension] = parse_extensions(answer.encode())
+    with pytest.raises(ValueError, match="answer"):
+        parse_answer(extension.params, DEFAULT)
+
+
+# -- the codec ---------------------------------------------------------------------
+
+
+def agreed(allowed: Deflate, header: str = PMD) -> tuple[Codec, Codec]:
+    """A server's codec and a client's, as negotiated for ``header``."""
+    result = negotiate(offers(header), allowed)
+    assert result is not None
+    settings, answer = result
+    return Codec(allowed, settings, answer), Codec(allowed, settings, answer, client=True)
+
+
+def test_a_server_message_read_by_a_client_and_back() -> None:
+    server, client = agreed(Deflate(threshold=0))
+    for message in (CHATTY, b"", b"x", bytes(range(256)) * 300):
+        assert client.inflate(server.compress(message), 10**6, True) == message
+        assert server.inflate(client.compress(message), 10**6, True) == message
+
+
+def test_without_context_takeover_nothing_of_one_message_is_in_the_next() -> None:
+    """The shared compressor is fully flushed after each message: the next one inflates
+    on its own, with a fresh decompressor, so one connection's messages can never
+    be read back through another's."""
+    server, _ = agreed(Deflate(threshold=0))
+    first = server.compress(CHATTY)
+    second = server.compress(CHATTY)
+    assert first == second  # nothing of the first message was referred to
+    fresh = zlib.decompressobj(-15)
+    assert fresh.decompress(second + TAIL) == CHATTY
+
+
+def test_with_context_takeover_the_history_is_used() -> None:
+    server, client = agreed(Deflate(threshold=0, server_context_takeover=True))
+    first = server.compress(CHATTY)
+    second = server.compress(CHATTY)
+    assert len(second) < len(first) / 4
+    assert client.inflate(first, 10**6, True) == CHATTY
+    assert client.inflate(second, 10**6, True) == CHATTY
+
+
+def test_a_broadcast_is_compressed_once_for_every_connection_sharing_settings() -> None:
+    allowed = Deflate(threshold=0)
+    codecs = [agreed(allowed)[0] for _ in range(3)]
+    prepared = Prepared(CHATTY)
+    frames = [codec.server_frame(prepared) for codec in codecs]
+    assert frames[0] is frames[1] is frames[2]
+    assert frames[0][0] == 0xC1  # FIN, RSV1, text
+    # Another window: compressed again, for its connections only.
+    small, _ = agreed(allowed, f"{PMD}; server_max_window_bits=9")
+    other = small.server_frame(prepared)
+    assert other is not frames[0]
+    assert zlib.decompressobj(-9).decompress(other[2:] + TAIL) == CHATTY
+
+
+def test_with_context_takeover_a_broadcast_is_compressed_per_connection() -> None:
+    allowed = Deflate(threshold=0, server_context_takeover=True)
+    first, second = agreed(allowed)[0], agreed(allowed)[0]
+    prepared = Prepared(CHATTY)
+    assert first.server_frame(prepared) is not second.server_frame(prepared)
+    assert prepared.compressed is None
+
+
+@pytest.mark.parametrize("message", [b"x" * 127, "é" * 63, Prepared(b"y" * 127)])
+def test_messages_under_the_threshold_go_uncompressed(message: str | bytes | Prepared) -> None:
+    server, _ = agreed(Deflate(threshold=128))
+    assert server.server_frame(message) == server_frame(message)
+
+
+def test_messages_at_the_threshold_are_compressed() -> None:
+    server, client = agreed(Deflate(threshold=128))
+    wire = server.server_frame("a" * 128)
+    assert wire[0] == 0xC1
+    assert client.inflate(wire[2:], 1000, True) == b"a" * 128
+    assert server.server_frame(b"\x00" * 128)[0] == 0xC2  # binary
+
+
+def test_inflate_stops_at_the_limit() -> None:
+    """A bomb: 100 MB of zeros in about 100 KB. Inflating stops one byte past the
+    limit, so it never holds more than a message may."""
+    bomb = zlib.compressobj(9, zlib.DEFLATED, -15)
+    data = bomb.compress(bytes(100 * 2**20)) + bomb.flush(zlib.Z_SYNC_FLUSH)
+    assert len(data) < 200_000
+    server, _ = agreed(DEFAULT)
+    with pytest.raises(TooBig):
+        server.inflate(data[:-4], 2**20, True)
+    # In parts, the limit shrinking as the message grows.
+    with pytest.raises(TooBig):
+        limit = 2**20
+        for start in range(0, len(data) - 4, 1000):
+            limit -= len(server.inflate(data[start : start + 1000], limit, False))
+
+
+def test_a_message_that_ends_the_deflate_stream_starts_a_new_one() -> None:
+    """RFC 7692 section 7.2.3.4: a peer may end a message with a final block (BFINAL);
+    the next message then starts a new stream."""
+    server, _ = agreed(Deflate(client_context_takeover=True))
+    for message in (b"first", b"second"):
+        assert server.inflate(zlib.compress(message, wbits=-15), 100, True) == message
+
+
+def test_data_after_the_final_block_is_an_error() -> None:
+    server, _ = agreed(DEFAULT)
+    with pytest.raises(zlib.error, match="after the final"):
+        server.inflate(zlib.compress(b"x", wbits=-15) + b"\x00", 100, True)
+
+
+# -- against the websockets library -----------------------------------------------
+
+
+def websockets_side(settings: Settings, *, client: bool) -> PerMessageDeflate:
+    """The ``websockets`` library's permessage-deflate for the same settings."""
+    server_side = (
+        settings.client_no_context_takeover,
+        settings.server_no_context_takeover,
+        settings.client_max_window_bits,
+        settings.server_max_window_bits,
+    )
+    if client:
+        return PerMessageDeflate(server_side[1], server_side[0], server_side[3], server_side[2])
+    return PerMessageDeflate(*server_side)
+
+
+SETTINGS = [
+    Settings(True, True, 15, 15),
+    Settings(False, False, 15, 15),
+    Settings(False, True, 9, 15),
+    Settings(True, False, 15, 10),
+]
+
+
+@pytest.mark.parametrize("settings", SETTINGS, ids=str)
+@pytest.mark.parametrize("we_are_client", [False, True], ids=["wsroute server", "wsroute client"])
+def test_same_messages_as_websockets(settings: Settings, we_are_client: bool) -> None:
+    allowed = Deflate(threshold=0, server_context_takeover=True, client_context_takeover=True)
+    ours = Codec(allowed, settings, PMD, client=we_are_client)
+    theirs = websockets_side(settings, client=not we_are_client)
+    messages = [CHATTY, CHATTY, b"", bytes(range(256)) * 100, CHATTY[:50]]
+    for message in messages:
+        # Ours to theirs.
+        sent = Frame(Opcode.TEXT, ours.compress(message), rsv1=True)
+        assert theirs.decode(sent).data == message
+        # Theirs to ours.
+        received = theirs.encode(Frame(Opcode.TEXT, message))
+        assert received.rsv1
+        assert ours.inflate(bytes(received.data), 10**6, True) == message
+
+
+def test_the_prepared_frame_is_what_websockets_reads() -> None:
+    server, _ = agreed(Deflate(threshold=0))
+    wire = server.server_frame(Prepared(CHATTY))
+    assert wire[1] == len(wire) - 2  # short enough for a 7-bit length
+    theirs = websockets_side(Settings(True, True, 15, 15), client=True)
+    assert theirs.decode(Frame(Opcode(OP_TEXT), wire[2:], rsv1=True)).data == CHATTY
