@@ -78,6 +78,13 @@ def test_make_converter_returns_a_new_converter_each_time() -> None:
         (list[int], "12", "expected an array, got string"),
         (list[int], {"0": 1}, "expected an array, got object"),
         (list[int], None, "expected an array, got null"),
+        (float, float("nan"), "expected a finite number"),
+        (float, float("inf"), "expected a finite number"),
+        (bytes, "not base64!", "expected base64 text"),
+        (bytes, "AP8", "expected base64 text"),  # padding missing
+        (bytes, 1, "expected base64 text or binary, got number"),
+        (bytes, [0, 255], "expected base64 text or binary, got array"),
+        (int, b"\x01", "expected an integer, got binary"),
     ],
 )
 def test_primitives_are_strict(tp: Any, value: Any, message: str) -> None:
@@ -92,6 +99,14 @@ def test_primitives_of_the_right_json_type_pass(tp: Any, value: Any) -> None:
     result = CONVERTER.structure(value, tp)
     assert result == value
     assert type(result) is type(value)
+
+
+def test_bytes_come_as_binary_or_base64_text_and_stay_bytes() -> None:
+    """Binary under msgpack; JSON has none, so base64 text there."""
+    assert CONVERTER.structure(b"\x00\xff", bytes) == b"\x00\xff"
+    assert CONVERTER.structure("AP8=", bytes) == b"\x00\xff"
+    assert CONVERTER.structure("", bytes) == b""
+    assert CONVERTER.unstructure(b"\x00\xff") == b"\x00\xff"  # the encoder writes it
 
 
 def test_int_widens_to_float() -> None:

@@ -8,6 +8,7 @@ import trio
 import trio.testing
 
 from wsroute import App, Connection, SlowConsumerPolicy
+from wsroute._protocol import MSGPACK_EVENT, encode_event
 from wsroute._request import Request
 from wsroute._server.hub import Hub
 from wsroute._wire.frames import Prepared
@@ -48,6 +49,24 @@ async def test_an_event_is_framed_once_for_every_recipient():
         # FIN + text opcode, unmasked length, then the event as the broker gave it.
         assert frames[0].wire == bytes([0x81, len(event)]) + event
         assert all(frame is frames[0] for frame in frames)
+
+
+async def test_an_event_with_bytes_is_decoded_once_and_a_broken_one_dropped(caplog):
+    broker = MemoryBroker()
+    async with broker.connect() as session:
+        hub = Hub(session)
+        conns = [connection(hub) for _ in range(2)]
+        for conn in conns:
+            await conn.subscribe("t")
+        hub.deliver("t", encode_event("x", "t", {"raw": b"\x01"}))
+        frames = [conn._outbox._frames.pop(0) for conn in conns]
+        assert frames[0] is frames[1]
+        assert isinstance(frames[0], Prepared)
+        assert frames[0].payload == b'{"type":"x","topic":"t","data":{"raw":"AQ=="}}'
+        # Only a bug could send a broken one; it is reported, never sent.
+        hub.deliver("t", bytes([MSGPACK_EVENT]) + b"\xc1")
+        assert texts(conns[0]) == texts(conns[1]) == []
+        assert "dropped an event on topic 't' that does not decode" in caplog.text
 
 
 async def test_broker_topic_follows_the_first_and_last_local_subscriber():

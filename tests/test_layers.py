@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "wsroute"
 #: Every third-party package wsroute imports.
 DEPENDENCIES = frozenset(
-    {"trio", "trio_websocket", "attrs", "attr", "cattrs", "orjson", "coredis", "outcome"}
+    {"trio", "trio_websocket", "attrs", "attr", "cattrs", "orjson", "msgpack", "coredis", "outcome"}
 )
 #: Names of private members of dependencies that wsroute once used: never again.
 FORMER_PRIVATE_USES = frozenset(

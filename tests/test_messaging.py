@@ -132,6 +132,29 @@ async def test_data_is_encoded_with_the_app_converter_for_every_target(
             assert await client.expect_event("noted") == Event("noted", None, {"id": 5})
 
 
+async def test_bytes_reach_info_handlers_and_each_client_in_its_format(
+    autojump_clock: Any,
+) -> None:
+    """Info data crosses the broker as JSON, bytes as base64, which a ``bytes`` field
+    reads back; events go to msgpack clients as binary, to JSON ones as base64."""
+    app = App(ping_interval=None)
+    received: list[bytes] = []
+
+    @app.info("blob")
+    async def blob(raw: bytes, conn: Connection) -> None:
+        received.append(raw)
+        await conn.send("blob", {"raw": raw})
+
+    async with open_client(app, msgpack=True) as binary, open_client(app) as text:
+        await app.tell_topic("all", "blob", b"\x00\xff")
+        assert await binary.expect_event("blob") == Event("blob", None, {"raw": b"\x00\xff"})
+        assert await text.expect_event("blob") == Event("blob", None, {"raw": "AP8="})
+        await app.publish("all", "raw", b"\x01")
+        assert await binary.expect_event("raw") == Event("raw", "all", b"\x01")
+        assert await text.expect_event("raw") == Event("raw", "all", "AQ==")
+    assert received == [b"\x00\xff"] * 2
+
+
 async def test_disconnect_connection_closes_only_that_one(autojump_clock: Any) -> None:
     app = addressed_app()
     async with open_client(app) as leaving, open_client(app) as staying:

@@ -13,13 +13,15 @@ from wsroute import ProtocolError
 from wsroute._protocol import (
     INVALID_JSON,
     INVALID_MESSAGE,
+    MSGPACK_EVENT,
     ClientMessage,
     decode,
-    encode_error,
     encode_event,
-    encode_protocol_error,
-    reply_bytes,
+    error,
+    received_event,
+    reply,
 )
+from wsroute._protocol import protocol_error as error_reply_for
 
 
 def protocol_error(frame: str | bytes) -> ProtocolError:
@@ -205,32 +207,58 @@ def parsed(frame: str | bytes) -> dict[str, Any]:
     return value
 
 
-def test_reply_bytes_with_id() -> None:
-    frame = reply_bytes("add", 7, {"sum": 3})
-    assert isinstance(frame, bytes)
-    assert parsed(frame) == {"type": "add", "id": 7, "ok": True, "data": {"sum": 3}}
+def test_reply_with_id() -> None:
+    frame = reply("add", 7, {"sum": 3})
+    assert frame.value is None  # its JSON says it all
+    assert parsed(frame.payload) == {"type": "add", "id": 7, "ok": True, "data": {"sum": 3}}
 
 
-def test_reply_bytes_omits_a_missing_id_but_keeps_null_data() -> None:
-    reply = parsed(reply_bytes("ping", None, None))
-    assert reply == {"type": "ping", "ok": True, "data": None}
-    assert set(reply) == {"type", "ok", "data"}
+def test_reply_omits_a_missing_id_but_keeps_null_data() -> None:
+    message = parsed(reply("ping", None, None).payload)
+    assert message == {"type": "ping", "ok": True, "data": None}
+    assert set(message) == {"type", "ok", "data"}
 
 
-def test_reply_bytes_keeps_a_string_id_and_non_string_keys() -> None:
-    reply = parsed(reply_bytes("t", "req-1", {1: "one"}))
-    assert reply == {"type": "t", "id": "req-1", "ok": True, "data": {"1": "one"}}
+def test_reply_keeps_a_string_id_and_non_string_keys() -> None:
+    message = parsed(reply("t", "req-1", {1: "one"}).payload)
+    assert message == {"type": "t", "id": "req-1", "ok": True, "data": {"1": "one"}}
 
 
-def test_reply_bytes_rejects_unserialisable_data() -> None:
+def test_reply_rejects_unserialisable_data() -> None:
     with pytest.raises(TypeError):
-        reply_bytes("t", 1, object())
+        reply("t", 1, object())
 
 
-def test_encode_error_full() -> None:
-    frame = encode_error("add", 7, "not_found", "no such item", {"item": 3})
-    assert isinstance(frame, str)
-    assert parsed(frame) == {
+def test_bytes_are_base64_in_json_and_kept_for_msgpack() -> None:
+    frame = reply("blob", 1, {"raw": b"\x00\xff", "n": 1})
+    assert parsed(frame.payload)["data"] == {"raw": "AP8=", "n": 1}
+    assert frame.value == {
+        "type": "blob",
+        "id": 1,
+        "ok": True,
+        "data": {"raw": b"\x00\xff", "n": 1},
+    }
+
+
+def test_an_event_with_bytes_crosses_the_broker_in_msgpack() -> None:
+    plain = encode_event("tick", "all", {"n": 1})
+    assert parsed(plain) == {"type": "tick", "topic": "all", "data": {"n": 1}}
+    assert received_event(plain).payload == plain
+    binary = encode_event("tick", "all", {"raw": b"\x01"})
+    assert binary[0] == MSGPACK_EVENT
+    frame = received_event(binary)
+    assert parsed(frame.payload) == {"type": "tick", "topic": "all", "data": {"raw": "AQ=="}}
+    assert frame.value == {"type": "tick", "topic": "all", "data": {"raw": b"\x01"}}
+
+
+def test_a_broken_msgpack_event_is_a_value_error() -> None:
+    with pytest.raises(ValueError):
+        received_event(bytes([MSGPACK_EVENT]) + b"\xc1")
+
+
+def test_error_full() -> None:
+    frame = error("add", 7, "not_found", "no such item", {"item": 3})
+    assert parsed(frame.payload) == {
         "type": "add",
         "id": 7,
         "ok": False,
@@ -238,20 +266,20 @@ def test_encode_error_full() -> None:
     }
 
 
-def test_encode_error_without_type_id_or_details() -> None:
-    error = parsed(encode_error(None, None, INVALID_JSON, "bad"))
-    assert error == {
+def test_error_without_type_id_or_details() -> None:
+    reply = parsed(error(None, None, INVALID_JSON, "bad").payload)
+    assert reply == {
         "type": "error",
         "ok": False,
         "error": {"code": INVALID_JSON, "message": "bad"},
     }
-    assert set(error) == {"type", "ok", "error"}
-    assert set(error["error"]) == {"code", "message"}
+    assert set(reply) == {"type", "ok", "error"}
+    assert set(reply["error"]) == {"code", "message"}
 
 
-def test_encode_error_drops_unserialisable_details_but_still_encodes() -> None:
-    error = parsed(encode_error("t", 1, "boom", "it broke", {"obj": object()}))
-    assert error == {
+def test_error_drops_unserialisable_details_but_still_encodes() -> None:
+    reply = parsed(error("t", 1, "boom", "it broke", {"obj": object()}).payload)
+    assert reply == {
         "type": "t",
         "id": 1,
         "ok": False,
@@ -259,9 +287,9 @@ def test_encode_error_drops_unserialisable_details_but_still_encodes() -> None:
     }
 
 
-def test_encode_error_keeps_falsy_details() -> None:
-    error = parsed(encode_error("t", None, "c", "m", []))
-    assert error["error"] == {"code": "c", "message": "m", "details": []}
+def test_error_keeps_falsy_details() -> None:
+    reply = parsed(error("t", None, "c", "m", []).payload)
+    assert reply["error"] == {"code": "c", "message": "m", "details": []}
 
 
 def test_encode_event_is_compact_utf8_bytes() -> None:
@@ -275,9 +303,9 @@ def test_encode_event_without_topic() -> None:
     assert set(event) == {"type", "data"}
 
 
-def test_encode_protocol_error_echoes_what_was_readable() -> None:
+def test_protocol_error_echoes_what_was_readable() -> None:
     exc = protocol_error('{"type": "t", "id": 5, "extra": 0}')
-    assert parsed(encode_protocol_error(exc)) == {
+    assert parsed(error_reply_for(exc).payload) == {
         "type": "t",
         "id": 5,
         "ok": False,
@@ -285,18 +313,18 @@ def test_encode_protocol_error_echoes_what_was_readable() -> None:
     }
 
 
-def test_encode_protocol_error_for_unreadable_frame() -> None:
+def test_protocol_error_for_unreadable_frame() -> None:
     exc = protocol_error("{nope")
-    assert parsed(encode_protocol_error(exc)) == {
+    assert parsed(error_reply_for(exc).payload) == {
         "type": "error",
         "ok": False,
         "error": {"code": INVALID_JSON, "message": exc.message},
     }
 
 
-def test_encode_protocol_error_includes_details() -> None:
+def test_protocol_error_includes_details() -> None:
     exc = ProtocolError("invalid_message", "m", type="t", id=1, details={"k": "v"})
-    assert parsed(encode_protocol_error(exc))["error"] == {
+    assert parsed(error_reply_for(exc).payload)["error"] == {
         "code": "invalid_message",
         "message": "m",
         "details": {"k": "v"},

@@ -4,7 +4,8 @@ Negotiation is a table of offers and what the server answers for each app settin
 The codec is checked against the ``websockets`` library's permessage-deflate, both
 ways and for every combination of context takeover and window bits, and for what
 only wsroute does: a compressor shared across connections that leaks nothing from
-one message into the next, a broadcast compressed once, the inflate limit.
+one message into the next (tests/test_wire_framing.py: a broadcast compressed
+once), the inflate limit.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from wsroute._wire.deflate import (
     parse_answer,
     server_codec,
 )
-from wsroute._wire.frames import OP_TEXT, Prepared, server_frame
+from wsroute._wire.frames import OP_BINARY, OP_TEXT, header
 from wsroute._wire.handshake import parse_extensions
 
 CHATTY = b'{"type":"item_created","data":{"id":42,"name":"a widget","price":1999}}' * 4
@@ -194,9 +195,9 @@ def test_an_answer_rfc_7692_does_not_allow_is_refused(answer: str) -> None:
 # -- the codec ---------------------------------------------------------------------
 
 
-def agreed(allowed: Deflate, header: str = PMD) -> tuple[Codec, Codec]:
-    """A server's codec and a client's, as negotiated for ``header``."""
-    result = negotiate(offers(header), allowed)
+def agreed(allowed: Deflate, offered: str = PMD) -> tuple[Codec, Codec]:
+    """A server's codec and a client's, as negotiated for ``offered``."""
+    result = negotiate(offers(offered), allowed)
     assert result is not None
     settings, answer = result
     return Codec(allowed, settings, answer), Codec(allowed, settings, answer, client=True)
@@ -230,40 +231,29 @@ def test_with_context_takeover_the_history_is_used() -> None:
     assert client.inflate(second, 10**6, True) == CHATTY
 
 
-def test_a_broadcast_is_compressed_once_for_every_connection_sharing_settings() -> None:
-    allowed = Deflate(threshold=0)
-    codecs = [agreed(allowed)[0] for _ in range(3)]
-    prepared = Prepared(CHATTY)
-    frames = [codec.server_frame(prepared) for codec in codecs]
-    assert frames[0] is frames[1] is frames[2]
-    assert frames[0][0] == 0xC1  # FIN, RSV1, text
-    # Another window: compressed again, for its connections only.
-    small, _ = agreed(allowed, f"{PMD}; server_max_window_bits=9")
-    other = small.server_frame(prepared)
-    assert other is not frames[0]
-    assert zlib.decompressobj(-9).decompress(other[2:] + TAIL) == CHATTY
-
-
-def test_with_context_takeover_a_broadcast_is_compressed_per_connection() -> None:
-    allowed = Deflate(threshold=0, server_context_takeover=True)
-    first, second = agreed(allowed)[0], agreed(allowed)[0]
-    prepared = Prepared(CHATTY)
-    assert first.server_frame(prepared) is not second.server_frame(prepared)
-    assert prepared.compressed is None
-
-
-@pytest.mark.parametrize("message", [b"x" * 127, "é" * 63, Prepared(b"y" * 127)])
-def test_messages_under_the_threshold_go_uncompressed(message: str | bytes | Prepared) -> None:
+@pytest.mark.parametrize(("opcode", "payload"), [(OP_TEXT, b"x" * 127), (OP_BINARY, b"\x00" * 127)])
+def test_messages_under_the_threshold_go_uncompressed(opcode: int, payload: bytes) -> None:
     server, _ = agreed(Deflate(threshold=128))
-    assert server.server_frame(message) == server_frame(message)
+    assert server.frame(opcode, payload) == header(opcode, 127) + payload
 
 
 def test_messages_at_the_threshold_are_compressed() -> None:
     server, client = agreed(Deflate(threshold=128))
-    wire = server.server_frame("a" * 128)
-    assert wire[0] == 0xC1
+    wire = server.frame(OP_TEXT, b"a" * 128)
+    assert wire[0] == 0xC1  # FIN, RSV1, text
     assert client.inflate(wire[2:], 1000, True) == b"a" * 128
-    assert server.server_frame(b"\x00" * 128)[0] == 0xC2  # binary
+    assert server.frame(OP_BINARY, b"\x00" * 128)[0] == 0xC2  # binary
+
+
+def test_connections_without_context_takeover_share_a_key() -> None:
+    """What ``framing`` caches a compressed broadcast under: the same for every
+    connection with the same window, none with context takeover."""
+    allowed = Deflate(threshold=0)
+    keys = {agreed(allowed)[0].shared_key for _ in range(3)}
+    assert len(keys) == 1 and None not in keys
+    small, _ = agreed(allowed, f"{PMD}; server_max_window_bits=9")
+    assert small.shared_key not in keys
+    assert agreed(Deflate(server_context_takeover=True))[0].shared_key is None
 
 
 def test_inflate_stops_at_the_limit() -> None:
@@ -337,9 +327,9 @@ def test_same_messages_as_websockets(settings: Settings, we_are_client: bool) ->
         assert ours.inflate(bytes(received.data), 10**6, True) == message
 
 
-def test_the_prepared_frame_is_what_websockets_reads() -> None:
+def test_the_server_frame_is_what_websockets_reads() -> None:
     server, _ = agreed(Deflate(threshold=0))
-    wire = server.server_frame(Prepared(CHATTY))
+    wire = server.frame(OP_TEXT, CHATTY)
     assert wire[1] == len(wire) - 2  # short enough for a 7-bit length
     theirs = websockets_side(Settings(True, True, 15, 15), client=True)
     assert theirs.decode(Frame(Opcode(OP_TEXT), wire[2:], rsv1=True)).data == CHATTY

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import msgpack
 import trio
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection
@@ -20,21 +21,31 @@ TIMEOUT = 5.0
 
 
 class WSClient:
+    """Speaks JSON in text frames, or msgpack in binary frames when the server chose
+    ``wsroute.v1.msgpack``, with the ``msgpack`` package's defaults."""
+
     def __init__(self, conn: ClientConnection) -> None:
         self.conn = conn
+        self.msgpack = conn.subprotocol == "wsroute.v1.msgpack"
 
     async def send(self, message: Any) -> None:
-        """Send a dict/list as JSON text, or a str/bytes frame as is."""
+        """Send a dict/list in the connection's format, or a str/bytes frame as is."""
         if not isinstance(message, str | bytes):
-            message = json.dumps(message)
+            message = msgpack.packb(message) if self.msgpack else json.dumps(message)
         await trio.to_thread.run_sync(self.conn.send, message)
 
     async def recv_raw(self, timeout: float = TIMEOUT) -> str | bytes:
         return await trio.to_thread.run_sync(self.conn.recv, timeout)
 
     async def recv(self, timeout: float = TIMEOUT) -> Any:
-        """The next frame, decoded from JSON."""
-        return json.loads(await self.recv_raw(timeout))
+        """The next frame, decoded from the connection's format (a frame of the
+        other kind fails the test)."""
+        frame = await self.recv_raw(timeout)
+        if self.msgpack:
+            assert isinstance(frame, bytes), f"a text frame under msgpack: {frame!r}"
+            return msgpack.unpackb(frame)
+        assert isinstance(frame, str), f"a binary frame under JSON: {frame!r}"
+        return json.loads(frame)
 
     async def request(self, type: str, data: Any = None, id: int | str = 1) -> Any:
         """Send a request and return the reply with that id, skipping events."""

@@ -10,7 +10,7 @@ from typing import Any, Literal, TypeVar
 
 import cattrs
 
-from ._config import Config, SlowConsumerPolicy
+from ._config import DEFAULT_SUBPROTOCOLS, Config, SlowConsumerPolicy
 from ._converter import make_converter
 from ._errors import RegistrationError
 from ._http import HTTPRoutes
@@ -80,7 +80,10 @@ class App(Serving, Messaging):
             ``["https://app.example.com"]``) or a function ``(origin) -> bool``; others
             get 403. ``None`` allows any origin: see docs/limits.md for the risk.
         subprotocols: subprotocols the server speaks, in order of preference; the
-            first one the client offers is selected (``conn.subprotocol``).
+            first one the client offers is selected (``conn.subprotocol``). By
+            default ``wsroute.v1.json`` and ``wsroute.v1.msgpack`` (messages in
+            msgpack, in binary frames); a client that offers none of them speaks
+            JSON with no subprotocol, unless ``require_subprotocol``.
         require_subprotocol: refuse (400) clients that offer none of ``subprotocols``.
         max_connections: open connections per process; more are refused with 503.
         max_connections_per_ip: open connections per client address (429); off by
@@ -118,7 +121,7 @@ class App(Serving, Messaging):
         hook_timeout: float = 5.0,
         broker_state_events: bool = False,
         allowed_origins: Sequence[str] | Callable[[str], bool] | None = None,
-        subprotocols: Sequence[str] = (),
+        subprotocols: Sequence[str] = DEFAULT_SUBPROTOCOLS,
         require_subprotocol: bool = False,
         max_connections: int | None = 10_000,
         max_connections_per_ip: int | None = None,

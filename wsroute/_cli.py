@@ -25,6 +25,7 @@ import attrs
 
 from . import __version__
 from ._app import App
+from ._config import Config
 from ._errors import BrokerError, ListenError, LoadError, RegistrationError
 from ._importer import load_app, user_frames
 from ._routing import RouteInfo, describe
@@ -282,7 +283,28 @@ def _routes(args: argparse.Namespace) -> int:
     rows = [("TYPE", "KIND", "PAYLOAD", "RESULT", "TOPIC")]
     rows += [_row(handler) for handler in app.handlers]
     print(_table(rows))
+    print()
+    print(_table(_formats(app.config)))
     return EXIT_OK
+
+
+def _formats(config: Config) -> list[tuple[str, str]]:
+    """What a client may speak: the subprotocols (msgpack among them, by default) and
+    compression, which shape every message as much as the handlers do."""
+    offered = ", ".join(config.subprotocols) or "-"
+    if config.subprotocols and not config.require_subprotocol:
+        offered += " (or none: JSON)"
+    deflate = config.compression
+    if deflate is None:
+        compression = "off"
+    else:
+        kept = {True: "kept", False: "none"}
+        compression = (
+            f"permessage-deflate (from {deflate.threshold} bytes, level {deflate.level}, "
+            f"server context {kept[deflate.server_context_takeover]}, "
+            f"client context {kept[deflate.client_context_takeover]})"
+        )
+    return [("SUBPROTOCOLS", offered), ("COMPRESSION", compression)]
 
 
 def _row(handler: RouteInfo) -> tuple[str, str, str, str, str]:

@@ -11,6 +11,9 @@ import attrs
 from ._wire.deflate import Deflate
 
 _MiB = 1024 * 1024
+#: What an app speaks unless told otherwise: the JSON protocol by name (a client that
+#: names no subprotocol gets it too) and msgpack (``wsroute._msgpack``).
+DEFAULT_SUBPROTOCOLS = ("wsroute.v1.json", "wsroute.v1.msgpack")
 
 
 class SlowConsumerPolicy(enum.Enum):
@@ -131,7 +134,9 @@ class Config:
     allowed_origins: frozenset[str] | Callable[[str], bool] | None = attrs.field(
         default=None, converter=_origins
     )
-    subprotocols: tuple[str, ...] = attrs.field(default=(), converter=_subprotocols)
+    subprotocols: tuple[str, ...] = attrs.field(
+        default=DEFAULT_SUBPROTOCOLS, converter=_subprotocols
+    )
     require_subprotocol: bool = False
     max_connections: int | None = attrs.field(default=10_000, validator=_optional_positive_int)
     max_connections_per_ip: int | None = attrs.field(default=None, validator=_optional_positive_int)

@@ -9,8 +9,11 @@ unstructuring matches what orjson can encode.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import enum
+import math
 import re
 from collections.abc import Callable
 from types import UnionType
@@ -45,6 +48,8 @@ def _json_type(value: object) -> str:
         return "array"
     if isinstance(value, dict):
         return "object"
+    if isinstance(value, bytes):
+        return "binary"
     return type(value).__name__
 
 
@@ -60,7 +65,9 @@ def _structure_int(value: Any, _: type) -> int:
 
 def _structure_float(value: Any, _: type) -> float:
     if type(value) is float:
-        return value
+        if math.isfinite(value):  # JSON has no NaN or infinity; msgpack does
+            return value
+        raise StrictTypeError("expected a finite number")
     if type(value) is int:
         return float(value)
     raise _expect("a number", value)
@@ -69,6 +76,22 @@ def _structure_float(value: Any, _: type) -> float:
 def _structure_str(value: Any, _: type) -> str:
     if type(value) is not str:
         raise _expect("a string", value)
+    return value
+
+
+def _structure_bytes(value: Any, _: type) -> bytes:
+    """Binary (msgpack) as is, or base64 text (JSON, which has no binary)."""
+    if type(value) is bytes:
+        return value
+    if type(value) is str:
+        try:
+            return base64.b64decode(value, validate=True)
+        except binascii.Error:
+            raise StrictTypeError("expected base64 text") from None
+    raise _expect("base64 text or binary", value)
+
+
+def _same(value: bytes) -> bytes:
     return value
 
 
@@ -188,6 +211,9 @@ def make_converter(*, forbid_extra_keys: bool = True) -> cattrs.Converter:
     converter.register_structure_hook(float, _structure_float)
     converter.register_structure_hook(str, _structure_str)
     converter.register_structure_hook(bool, _structure_bool)
+    converter.register_structure_hook(bytes, _structure_bytes)
+    # Bytes stay bytes: JSON writes them as base64 text, msgpack as binary.
+    converter.register_unstructure_hook(bytes, _same)
     converter.register_structure_hook(_IntKey, _structure_int_key)
 
     def array_factory(tp: Any) -> Callable[..., Any]:

@@ -1,18 +1,26 @@
-"""Wire protocol v1: JSON text frames in, JSON text frames out.
+"""Wire protocol v1: the envelope, and JSON text frames in and out.
 
 Sans-IO: plain functions over strings and small frozen objects, no trio, no sockets,
 so the codec is tested by feeding it text (the h11/wsproto way). ``docs/protocol.md``
 is the user-facing description; the constants below are its single source of truth.
+
+Every server message is made as JSON; ``_msgpack`` encodes it again for connections
+that chose msgpack. ``bytes`` in a message are written as base64 text in JSON; such a
+message keeps its value (``Prepared.value``) so that msgpack writes them as binary,
+and crosses the broker as msgpack (``MSGPACK_EVENT``) rather than JSON.
 """
 
 from __future__ import annotations
 
+import base64
 import re
 from typing import Any, Final, NamedTuple
 
+import msgpack
 import orjson
 
 from ._errors import ProtocolError
+from ._wire.frames import Prepared
 
 #: ``id`` may be an integer in this closed range (JavaScript's safe integers) ...
 MAX_SAFE_INTEGER: Final = 2**53
@@ -26,6 +34,7 @@ ERROR_TYPE: Final = "error"
 
 # Stable error codes (documented in docs/protocol.md).
 INVALID_JSON: Final = "invalid_json"
+INVALID_MSGPACK: Final = "invalid_msgpack"
 INVALID_MESSAGE: Final = "invalid_message"
 UNKNOWN_TYPE: Final = "unknown_type"
 INVALID_DATA: Final = "invalid_data"
@@ -47,7 +56,11 @@ _LONG_DIGIT_RUN: Final = b"0" * 19
 # The slow check: walk string and number tokens (strings skipped whole, so digits in
 # text never count); iterative, so nesting depth does not matter.
 _TOKENS: Final = re.compile(r'"(?:[^"\\]|\\.)*"|-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?')
-_DUMPS_OPTIONS: Final = orjson.OPT_NON_STR_KEYS
+#: Map keys that are not strings are written as strings (``1`` as ``"1"``).
+JSON_KEYS: Final = orjson.OPT_NON_STR_KEYS
+#: The first byte of a broker payload that is an event in msgpack (it holds bytes):
+#: JSON never starts with it (nor with the other kinds, see _server/addressing.py).
+MSGPACK_EVENT: Final = 0x03
 
 
 class ClientMessage(NamedTuple):
@@ -74,8 +87,18 @@ def decode(text: str | bytes) -> ClientMessage:
         if isinstance(text, bytes):
             text = text.decode()  # orjson accepted it, so it is valid UTF-8
         _reject_wide_integers(text)
+    return envelope(obj, "a JSON object")
+
+
+def envelope(obj: Any, kind: str) -> ClientMessage:
+    """The envelope of a decoded frame, checked; ``kind`` names what a frame must be
+    in its format, for the error.
+
+    Raises:
+        ProtocolError: ``invalid_message``.
+    """
     if not isinstance(obj, dict):
-        raise ProtocolError(INVALID_MESSAGE, "frame must be a JSON object")
+        raise ProtocolError(INVALID_MESSAGE, f"frame must be {kind}")
     type_ = obj.get("type")
     if not isinstance(type_, str) or not 0 < len(type_) <= MAX_TYPE_LENGTH:
         raise ProtocolError(
@@ -120,33 +143,58 @@ def _reject_wide_integers(text: str) -> None:
             )
 
 
-def _dumps(obj: dict[str, Any]) -> str:
-    return orjson.dumps(obj, option=_DUMPS_OPTIONS).decode()
-
-
-def reply_bytes(type: str, id: int | str | None, data: Any) -> bytes:
-    """A successful reply: ``{"type", "id"?, "ok": true, "data"}``, as UTF-8 bytes
-    ready to be framed (no round trip through ``str`` on the request path).
+def pack(value: Any) -> bytes:
+    """``value`` in msgpack (bytes as binary).
 
     Raises:
-        TypeError: ``data`` is not JSON-serialisable (orjson's ``JSONEncodeError``).
+        TypeError: something msgpack cannot write.
+        ValueError: an integer beyond 64 bits.
+    """
+    data: bytes = msgpack.packb(value)
+    return data
+
+
+def json_default(value: Any) -> str:
+    """orjson's hook for what it cannot write: bytes, as base64 text."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return base64.b64encode(value).decode("ascii")
+    raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
+
+
+def prepare(message: dict[str, Any]) -> Prepared:
+    """``message`` encoded and framed once, for any number of connections.
+
+    Raises:
+        TypeError: it holds something neither JSON nor base64 can write.
+    """
+    try:
+        return Prepared(orjson.dumps(message, option=JSON_KEYS))
+    except TypeError:  # bytes, most likely: keep the value for msgpack
+        return Prepared(orjson.dumps(message, option=JSON_KEYS, default=json_default), message)
+
+
+def reply(type: str, id: int | str | None, data: Any) -> Prepared:
+    """A successful reply: ``{"type", "id"?, "ok": true, "data"}``.
+
+    Raises:
+        TypeError: ``data`` cannot be written (see ``prepare``).
     """
     if id is None:
-        return orjson.dumps({"type": type, "ok": True, "data": data}, option=_DUMPS_OPTIONS)
-    return orjson.dumps({"type": type, "id": id, "ok": True, "data": data}, option=_DUMPS_OPTIONS)
+        return prepare({"type": type, "ok": True, "data": data})
+    return prepare({"type": type, "id": id, "ok": True, "data": data})
 
 
-def encode_error(
+def error(
     type: str | None,
     id: int | str | None,
     code: str,
     message: str,
     details: Any = None,
-) -> str:
+) -> Prepared:
     """An error reply: ``{"type", "id"?, "ok": false, "error": {"code", "message", "details"?}}``.
 
     A ``type`` of ``None`` (unreadable) becomes ``"error"``. Details that cannot be
-    serialised are dropped rather than losing the error reply itself.
+    written are dropped rather than losing the error reply itself.
     """
     error: dict[str, Any] = {"code": code, "message": message}
     if details is not None:
@@ -157,22 +205,49 @@ def encode_error(
     frame["ok"] = False
     frame["error"] = error
     try:
-        return _dumps(frame)
+        return prepare(frame)
     except TypeError:
         del error["details"]
-        return _dumps(frame)
+        return prepare(frame)
 
 
-def encode_protocol_error(exc: ProtocolError) -> str:
+def protocol_error(exc: ProtocolError) -> Prepared:
     """The error reply for a frame that could not be decoded."""
-    return encode_error(exc.type, exc.id, exc.code, exc.message, exc.details)
+    return error(exc.type, exc.id, exc.code, exc.message, exc.details)
+
+
+def _event(type: str, topic: str | None, data: Any) -> dict[str, Any]:
+    if topic is None:
+        return {"type": type, "data": data}
+    return {"type": type, "topic": topic, "data": data}
+
+
+def event(type: str, topic: str | None, data: Any) -> Prepared:
+    """An event for connections of this process: ``{"type", "topic"?, "data"}``."""
+    return prepare(_event(type, topic, data))
 
 
 def encode_event(type: str, topic: str | None, data: Any) -> bytes:
-    """An event: ``{"type", "topic"?, "data"}`` as UTF-8 bytes, ready for the broker.
+    """An event as bytes for the broker, encoded once per broadcast: its JSON, or,
+    when it holds bytes, ``MSGPACK_EVENT`` and its msgpack (JSON would lose them).
 
-    Encoded once per broadcast and shared by every recipient.
+    Raises:
+        TypeError: ``data`` cannot be written.
     """
-    if topic is None:
-        return orjson.dumps({"type": type, "data": data}, option=_DUMPS_OPTIONS)
-    return orjson.dumps({"type": type, "topic": topic, "data": data}, option=_DUMPS_OPTIONS)
+    message = _event(type, topic, data)
+    try:
+        return orjson.dumps(message, option=JSON_KEYS)
+    except TypeError:
+        return bytes([MSGPACK_EVENT]) + pack(message)
+
+
+def received_event(payload: bytes) -> Prepared:
+    """A broker payload made by ``encode_event``, ready for every subscriber.
+
+    Raises:
+        ValueError: a msgpack payload that does not decode.
+    """
+    if not payload or payload[0] != MSGPACK_EVENT:
+        return Prepared(payload)
+    message = msgpack.unpackb(payload[1:], raw=False)
+    return Prepared(orjson.dumps(message, option=JSON_KEYS, default=json_default), message)

@@ -22,6 +22,8 @@ from typing import Any, Final, NamedTuple
 
 import orjson
 
+from .._protocol import json_default
+
 CONN_TOPIC: Final = "conn:"
 USER_TOPIC: Final = "user:"
 EXCLUDING: Final = 0x01
@@ -55,8 +57,12 @@ def encode_excluding(sender_id: str, frame: bytes) -> bytes:
 
 
 def encode_info(type: str, data: Any) -> bytes:
-    """A message for the info handler ``type`` of every subscribed connection."""
-    return bytes([CONTROL]) + orjson.dumps({"op": "info", "type": type, "data": data})
+    """A message for the info handler ``type`` of every subscribed connection.
+
+    ``bytes`` in ``data`` go as base64 text, which a ``bytes`` field reads back.
+    """
+    message = {"op": "info", "type": type, "data": data}
+    return bytes([CONTROL]) + orjson.dumps(message, default=json_default)
 
 
 def encode_close(code: int, reason: str) -> bytes:

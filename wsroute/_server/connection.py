@@ -13,10 +13,10 @@ import trio
 
 from .._config import SlowConsumerPolicy
 from .._errors import ConnectionClosed
-from .._protocol import encode_event
+from .._protocol import event
 from .._request import Request
 from .._wire import closes
-from .._wire.frames import MAX_CLOSE_REASON, Outgoing, Prepared
+from .._wire.frames import MAX_CLOSE_REASON, Outgoing
 from .limits import Window
 from .outbox import Outbox
 
@@ -154,7 +154,7 @@ class Connection:
             ConnectionClosed: the connection is closing and takes no more frames.
         """
         await trio.lowlevel.checkpoint()
-        frame = Prepared(encode_event(type, None, self._unstructure(data)))
+        frame = event(type, None, self._unstructure(data))
         if not self._outbox.put(frame) and self._outbox.closed:
             raise ConnectionClosed(f"connection {self.id} is closed")
 

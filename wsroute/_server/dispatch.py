@@ -23,9 +23,9 @@ from .._protocol import (
     TIMEOUT,
     UNKNOWN_TYPE,
     ClientMessage,
-    encode_error,
     encode_event,
-    reply_bytes,
+    error,
+    reply,
 )
 from .._routing import Handler, InvalidData, Route
 from .._wire.frames import Prepared
@@ -88,14 +88,12 @@ class Dispatcher:
         self._flights = flights
         self._broker_warnings = _ThrottledWarning()
 
-    async def dispatch(self, conn: Connection, msg: ClientMessage) -> str | Prepared | None:
+    async def dispatch(self, conn: Connection, msg: ClientMessage) -> Prepared | None:
         """Handle ``msg`` from ``conn``; return the reply frame, or ``None`` for none."""
         route = self._routes.get(msg.type)
         if route is None:
             conn._note_invalid()
-            return encode_error(
-                msg.type, msg.id, UNKNOWN_TYPE, f"unknown message type {msg.type!r}"
-            )
+            return error(msg.type, msg.id, UNKNOWN_TYPE, f"unknown message type {msg.type!r}")
         handler: Handler | None = None
         try:
             handler = route.direct
@@ -110,7 +108,7 @@ class Dispatcher:
                         handler.coalesce_timeout,
                     )
                 if result is not None or route.broadcast is None:
-                    return Prepared(reply_bytes(msg.type, msg.id, handler.unstructure(result)))
+                    return reply(msg.type, msg.id, handler.unstructure(result))
             handler = route.broadcast
             assert handler is not None
             payload = handler.structure(msg.data)
@@ -125,10 +123,10 @@ class Dispatcher:
                 await self._hub.publish(topic, event)
             if msg.id is None:
                 return None
-            return Prepared(reply_bytes(msg.type, msg.id, data))
+            return reply(msg.type, msg.id, data)
         except InvalidData as exc:
             conn._note_invalid()
-            return encode_error(
+            return error(
                 msg.type,
                 msg.id,
                 INVALID_DATA,
@@ -143,27 +141,27 @@ class Dispatcher:
                 msg.type,
                 conn.id,
             )
-            return encode_error(
+            return error(
                 msg.type,
                 msg.id,
                 TIMEOUT,
                 "the handler did not finish in time",
             )
         except HandlerError as exc:
-            return encode_error(msg.type, msg.id, exc.code, exc.message, exc.details)
+            return error(msg.type, msg.id, exc.code, exc.message, exc.details)
         except ConnectionClosed:
             return None  # the client is going away; there is nobody to answer
         except BrokerError as exc:
             self._broker_warnings.warn(
                 "broadcasts could not be published (e.g. %r): %s", msg.type, exc
             )
-            return encode_error(
+            return error(
                 msg.type, msg.id, BROKER_UNAVAILABLE, "the broadcast could not be published"
             )
         except Exception:
             where = handler.fn.__qualname__ if handler is not None else "?"
             logger.exception("handler %s for %r failed on connection %s", where, msg.type, conn.id)
-            return encode_error(msg.type, msg.id, INTERNAL_ERROR, "internal server error")
+            return error(msg.type, msg.id, INTERNAL_ERROR, "internal server error")
 
     async def dispatch_info(self, conn: Connection, control: Control) -> None:
         """Run the info handler for ``control`` in ``conn``'s context. Nothing is sent

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 import trio
 
 from .._errors import BrokerError
+from .._protocol import received_event
 from .._wire.frames import Prepared
 from .addressing import CONTROL, EXCLUDING, Control, decode_control
 
@@ -136,7 +137,9 @@ class Hub:
         kind = data[0]
         if kind == EXCLUDING:
             sender, _, rest = data[1:].partition(b"\n")
-            frame = Prepared(rest)
+            frame = self._event(topic, rest)
+            if frame is None:
+                return
             sender_id = sender.decode()
             for conn in members:
                 if conn.id != sender_id:
@@ -150,9 +153,19 @@ class Hub:
             for conn in list(members):
                 conn._control(control)
         else:
-            frame = Prepared(data)  # framed once for every member
+            frame = self._event(topic, data)  # framed once for every member
+            if frame is None:
+                return
             for conn in members:
                 conn._push(frame)
+
+    @staticmethod
+    def _event(topic: str, data: bytes) -> Prepared | None:
+        try:
+            return received_event(data)
+        except (ValueError, TypeError) as exc:  # only a bug elsewhere could send one
+            logger.warning("dropped an event on topic %r that does not decode: %s", topic, exc)
+            return None
 
     async def pump(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Deliver everything the broker session yields until it ends."""

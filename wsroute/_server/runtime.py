@@ -21,12 +21,13 @@ import trio
 from .._config import Config
 from .._errors import ListenError, Reject
 from .._http import METHODS, HTTPRoutes, Response, as_response, method_not_allowed, not_an_upgrade
-from .._protocol import encode_event
+from .._msgpack import ENCODING as MSGPACK_ENCODING
+from .._msgpack import SUBPROTOCOL as MSGPACK
+from .._protocol import event
 from .._request import Request
 from .._routing import FrameHandler, Handler, Hook, Route
 from .._wire import closes
 from .._wire.deflate import Codec, server_codec
-from .._wire.frames import Prepared
 from .._wire.handshake import PlainRequest, UpgradeRequest
 from .admission import AcceptHook, Admission, Gate, describe_request
 from .connection import Connection
@@ -102,7 +103,7 @@ class Runtime:
 
     def push_to_all(self, type: str, data: Any) -> None:
         """Queue an event on every local connection, bypassing the broker."""
-        frame = Prepared(encode_event(type, None, data))
+        frame = event(type, None, data)
         for session in self.sessions:
             session.conn._push(frame)
 
@@ -232,11 +233,14 @@ class Runtime:
         ws, upgrade, request, admission = admitted
         codec = server_codec(upgrade.extensions, self.config.compression)
         session = self._new_session(ws, request, admission, state, codec)
+        # A frame handler's frames go as the app made them, whatever the subprotocol.
+        binary = admission.subprotocol == MSGPACK and self.frame_handler is None
+        encoding = MSGPACK_ENCODING if binary else None
         # The connection's own topics are joined before the 101: a client that sees
         # its connection open receives whatever is published to them from then on.
         subscribed = await session.subscribe()
         try:
-            await ws.accept(upgrade, admission.subprotocol, codec)
+            await ws.accept(upgrade, admission.subprotocol, codec, encoding)
         except TransportClosed:
             logger.info("%s closed during the handshake", describe_request(request))
             return None

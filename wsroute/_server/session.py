@@ -31,16 +31,19 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 import trio
 
 from .._errors import BrokerError, ProtocolError
+from .._msgpack import SUBPROTOCOL as MSGPACK
+from .._msgpack import decode as decode_msgpack
 from .._protocol import (
     INTERNAL_ERROR,
     OVERLOADED,
     RATE_LIMITED,
     ClientMessage,
     decode,
-    encode_error,
-    encode_protocol_error,
+    error,
+    protocol_error,
 )
 from .._wire import closes
+from .._wire.frames import Prepared
 from .addressing import Control, conn_topic, user_topic
 from .limits import Verdict, Window
 from .transport import PENDING, QUEUE, TransportClosed
@@ -48,7 +51,6 @@ from .transport import PENDING, QUEUE, TransportClosed
 if TYPE_CHECKING:
     from .._config import Config
     from .._routing import FrameHandler, Hook
-    from .._wire.frames import Prepared
     from .connection import Connection
     from .dispatch import Dispatcher
     from .heartbeat import Handle, Heartbeat
@@ -79,7 +81,7 @@ class RawFrame(NamedTuple):
 
 # An intake item: a decoded request, an error reply already encoded, a raw frame, or
 # an info message from elsewhere in the system.
-_Item = ClientMessage | str | RawFrame | Control
+_Item = ClientMessage | Prepared | RawFrame | Control
 
 
 class Session:
@@ -94,6 +96,7 @@ class Session:
         "_intake_closed",
         "_intake_finished",
         "_live",
+        "_msgpack",
         "_ping_sent",
         "_progress",
         "_queue",
@@ -139,6 +142,8 @@ class Session:
         self._ping_sent: float | None = None
         self._beat: Handle | None = None
         self._raw = rt.frame_handler is not None
+        # Messages in binary frames (wsroute.v1.msgpack), not in text frames.
+        self._msgpack = conn.subprotocol == MSGPACK and not self._raw
         limit = rt.config.rate_limit
         self._window = Window(*limit) if limit is not None else None
         conn._info_sink = self._enqueue
@@ -288,16 +293,18 @@ class Session:
         item: _Item
         if self._raw:
             item = RawFrame(message)
-        elif isinstance(message, bytes):
-            conn._request_close(*closes.BINARY_UNSUPPORTED, "server")
+        elif isinstance(message, bytes) is not self._msgpack:
+            wrong = closes.TEXT_UNSUPPORTED if self._msgpack else closes.BINARY_UNSUPPORTED
+            conn._request_close(*wrong, "server")
             self._close_intake()
             return
         else:
             try:
-                item = decode(message)
+                # The kind of frame matches the subprotocol (checked above).
+                item = decode_msgpack(message) if isinstance(message, bytes) else decode(message)
             except ProtocolError as exc:
                 conn._note_invalid()
-                item = encode_protocol_error(exc)
+                item = protocol_error(exc)
         window = self._window
         if window is not None:
             verdict = window.hit(trio.current_time())
@@ -401,8 +408,8 @@ class Session:
                     item = queue.pop(0)
                     self._taken += 1
                     frame: str | bytes | Prepared | None
-                    if isinstance(item, str):
-                        frame = item
+                    if isinstance(item, Prepared):
+                        frame = item  # an error reply, made by the intake
                     elif isinstance(item, RawFrame):
                         assert frames is not None
                         frame = await _handle_frame(frames, item.frame, conn)
@@ -415,9 +422,7 @@ class Session:
                         except Exception:
                             # dispatch() is the error boundary; this is the net below it.
                             logger.exception("wsroute bug while dispatching %r", item.type)
-                            frame = encode_error(
-                                item.type, item.id, INTERNAL_ERROR, "internal error"
-                            )
+                            frame = error(item.type, item.id, INTERNAL_ERROR, "internal error")
                     if frame is not None:
                         conn._push(frame)
         finally:
@@ -550,11 +555,11 @@ _OVERLOADED_MESSAGE = "too many requests are waiting on this connection; slow do
 _RATE_LIMITED_MESSAGE = "too many messages; slow down"
 
 
-def _refusal(item: ClientMessage | str, code: str, message: str) -> str:
+def _refusal(item: ClientMessage | Prepared, code: str, message: str) -> Prepared:
     """The error reply for a message that will not be handled."""
-    if isinstance(item, str):
+    if isinstance(item, Prepared):
         return item  # already an error reply: send it anyway, it is small
-    return encode_error(item.type, item.id, code, message)
+    return error(item.type, item.id, code, message)
 
 
 async def _handle_frame(

@@ -32,6 +32,7 @@ import trio
 
 from .._wire.deflate import Codec
 from .._wire.frames import ABNORMAL, Outgoing, server_frame
+from .._wire.framing import Encoding, framer
 from .._wire.handshake import PlainRequest, Refusal, RequestReader, UpgradeRequest, accept, refuse
 from .._wire.protocol import Close, Event, Failure, Pong, Protocol, State
 
@@ -155,16 +156,20 @@ class Transport:
                 return request
 
     async def accept(
-        self, request: UpgradeRequest, subprotocol: str | None, codec: Codec | None = None
+        self,
+        request: UpgradeRequest,
+        subprotocol: str | None,
+        codec: Codec | None = None,
+        encoding: Encoding | None = None,
     ) -> None:
-        """Answer 101: the connection is open, compressed by ``codec`` if given.
+        """Answer 101: the connection is open, compressed by ``codec`` if given, its
+        messages sent in ``encoding`` (JSON text if None).
 
         Raises:
             TransportClosed: the peer left meanwhile.
         """
         self._protocol = Protocol(max_message_size=self._max, codec=codec)
-        if codec is not None:
-            self._frame = codec.server_frame
+        self._frame = framer(encoding, codec)
         await self._send_bytes(
             accept(
                 request,

@@ -35,6 +35,7 @@ _RECEIVABLE: Final = _SENDABLE - {1014}
 
 SHUTTING_DOWN: Final = (GOING_AWAY, "server shutting down")
 BINARY_UNSUPPORTED: Final = (UNSUPPORTED_DATA, "binary frames are not supported")
+TEXT_UNSUPPORTED: Final = (UNSUPPORTED_DATA, "text frames are not supported with msgpack")
 SLOW_CONSUMER: Final = (POLICY_VIOLATION, "slow consumer")
 RATE_LIMIT_EXCEEDED: Final = (POLICY_VIOLATION, "rate limit exceeded")
 TOO_MANY_INVALID: Final = (POLICY_VIOLATION, "too many invalid messages")

@@ -3,7 +3,7 @@
 :class:`Deflate` is what an app allows; :func:`negotiate` picks the first of the
 client's offers it can honour and writes the answer's parameters; a
 :class:`Codec` compresses and decompresses one connection's messages (the
-``Protocol`` calls it, and it frames the server's outgoing messages).
+``Protocol`` calls it; ``framing`` frames the server's outgoing messages with it).
 
 Memory is what compression costs most. Without context takeover on the server's
 side (the default), a message is compressed by a compressor shared by every
@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final, NamedTuple, Protocol
 
-from .frames import OP_BINARY, OP_TEXT, RSV1, Outgoing, Prepared, header
+from .frames import RSV1, header
 
 NAME: Final = "permessage-deflate"
 #: What RFC 7692 removes from the end of each compressed message and the receiver
@@ -296,6 +296,7 @@ class Codec:
         "allowed",
         "header",
         "settings",
+        "shared_key",
         "threshold",
     )
 
@@ -317,6 +318,12 @@ class Codec:
         self._deflate_bits = max(own_bits, MIN_SERVER_WINDOW_BITS)
         #: Compressing without context takeover uses the app's shared compressor.
         self._shared = own_reset
+        #: What every connection compressing the same way shares, so that a message
+        #: compressed for one can be sent as is to the others; None with context
+        #: takeover (each connection's output depends on its history).
+        self.shared_key: object = (
+            (id(allowed), self._deflate_bits, self.threshold) if own_reset else None
+        )
         self._compressor: _Compressor | None = None
         self._inflate_bits = peer_bits
         self._keep_inflater = not peer_reset
@@ -339,34 +346,11 @@ class Codec:
             out = own.compress(data) + own.flush(zlib.Z_SYNC_FLUSH)
         return out[:-4] if out.endswith(TAIL) else out
 
-    def server_frame(self, frame: Outgoing) -> bytes:
-        """``frame`` on the wire from the server, compressed when long enough. A
-        ``Prepared`` message is compressed once for every connection that shares the
-        compressor (no context takeover), then reused."""
-        if isinstance(frame, Prepared):
-            payload = frame.payload
-            if len(payload) < self.threshold:
-                return frame.wire
-            if self._shared:
-                cached = frame.compressed
-                key = id(self.allowed._shared_compressor(self._deflate_bits))
-                if cached is not None and cached[0] == key:
-                    return cached[1]
-                wire = self._framed(OP_TEXT, payload)
-                frame.compressed = (key, wire)
-                return wire
-            return self._framed(OP_TEXT, payload)
-        if isinstance(frame, str):
-            data = frame.encode()
-            opcode = OP_TEXT
-        else:
-            data, opcode = frame, OP_BINARY
-        if len(data) < self.threshold:
-            return header(opcode, len(data)) + data
-        return self._framed(opcode, data)
-
-    def _framed(self, opcode: int, data: bytes) -> bytes:
-        compressed = self.compress(data)
+    def frame(self, opcode: int, payload: bytes) -> bytes:
+        """A server's (unmasked) frame of one message, compressed if long enough."""
+        if len(payload) < self.threshold:
+            return header(opcode, len(payload)) + payload
+        compressed = self.compress(payload)
         return header(opcode, len(compressed), rsv=RSV1) + compressed
 
     # -- decompressing ---------------------------------------------------------------

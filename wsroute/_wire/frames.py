@@ -126,19 +126,23 @@ def parse_close(payload: bytes) -> tuple[int, str]:
 
 
 class Prepared:
-    """A text message framed once, for any number of server connections.
+    """A message encoded and framed once, for any number of server connections.
 
-    ``payload`` must be valid UTF-8 (orjson's output always is). ``compressed``
-    keeps the frame compressed once for the connections that share a compressor
-    (``deflate.Codec.server_frame``).
+    ``payload`` is its JSON text, which must be valid UTF-8 (orjson's output always
+    is), and ``wire`` that text framed. ``value`` is the message itself, kept when
+    the JSON text cannot say all of it (bytes, which JSON writes as base64 text),
+    for other encodings to encode it from. ``cache`` holds what ``framing`` made of
+    it for connections that encode or compress it otherwise, keyed by how: made once,
+    sent to all of them.
     """
 
-    __slots__ = ("compressed", "payload", "wire")
+    __slots__ = ("cache", "payload", "value", "wire")
 
-    def __init__(self, payload: bytes) -> None:
+    def __init__(self, payload: bytes, value: object = None) -> None:
         self.payload = payload
+        self.value = value
         self.wire = header(OP_TEXT, len(payload)) + payload
-        self.compressed: tuple[int, bytes] | None = None
+        self.cache: dict[object, bytes] | None = None
 
 
 #: A message on its way to a client, as the outbox holds it: text (str), binary

@@ -9,6 +9,7 @@ threads, so timeouts follow trio's clock and ``autojump_clock`` makes them insta
 
 from __future__ import annotations
 
+import base64
 import itertools
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
@@ -19,8 +20,10 @@ from urllib.parse import urlencode
 import orjson
 import trio
 import trio.testing
+from msgpack import packb
 
 from .._app import App
+from .._msgpack import SUBPROTOCOL as MSGPACK
 from .._request import Headers
 from .._util import collapse_exception_group
 from .._wire.deflate import Deflate
@@ -56,6 +59,8 @@ class TestClient:
 
     def __init__(self, ws: ClientConnection) -> None:
         self._ws = ws
+        #: Messages are msgpack in binary frames, as the server chose.
+        self._msgpack = ws.subprotocol == MSGPACK
         self._kept: deque[Message] = deque()
         self._ids = itertools.count(1)
         self._closed: CloseInfo | None = None
@@ -81,13 +86,21 @@ class TestClient:
     # -- sending -----------------------------------------------------------------------
 
     async def send(self, type: str, data: Any = None, *, id: int | str | None = None) -> None:
-        """Send ``{"type", "id"?, "data"?}``; ``data=None`` leaves ``data`` out."""
+        """Send ``{"type", "id"?, "data"?}``; ``data=None`` leaves ``data`` out.
+
+        In the format the server chose: msgpack in a binary frame under
+        ``wsroute.v1.msgpack`` (``bytes`` as binary), else JSON text (``bytes`` as
+        base64, which is what a ``bytes`` field takes in JSON).
+        """
         frame: dict[str, Any] = {"type": type}
         if id is not None:
             frame["id"] = id
         if data is not None:
             frame["data"] = data
-        await self.send_raw(orjson.dumps(frame).decode())
+        if self._msgpack:
+            await self.send_raw(packb(frame))
+        else:
+            await self.send_raw(orjson.dumps(frame, default=_base64).decode())
 
     async def send_raw(self, message: str | bytes) -> None:
         """Send a frame as is: text for ``str``, binary for ``bytes``."""
@@ -123,7 +136,7 @@ class TestClient:
             message = await self._ws.get_message()
         except Closed:
             raise ClientClosed(self.closed) from None
-        return parse_message(message)
+        return parse_message(message, msgpack=self._msgpack)
 
     async def receive(self, *, timeout: float = DEFAULT_TIMEOUT) -> Message:
         """The next frame (kept ones first).
@@ -250,6 +263,7 @@ async def open_client(
     headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
     remote: tuple[str, int] = ("127.0.0.1", 40000),
     subprotocols: Iterable[str] = (),
+    msgpack: bool = False,
     compression: Deflate | Literal["deflate"] | None = None,
 ) -> AsyncIterator[TestClient]:
     """Connect an in-memory client to ``app``; close it on exit.
@@ -260,6 +274,9 @@ async def open_client(
         headers: extra request headers.
         remote: the client address the app sees in ``conn.request.remote``.
         subprotocols: subprotocols the client proposes.
+        msgpack: propose ``wsroute.v1.msgpack`` first: if the app selects it, the
+            client sends and expects msgpack in binary frames (``client.subprotocol``
+            says which it chose).
         compression: offer permessage-deflate: ``"deflate"`` offers what browsers
             do (no constraint on the server), a :class:`wsroute.Deflate` what it
             allows (``server_context_takeover=False`` asks the server to keep none,
@@ -290,7 +307,7 @@ async def open_client(
                         client_stream,
                         "testserver",
                         resource,
-                        subprotocols=list(subprotocols),
+                        subprotocols=[MSGPACK, *subprotocols] if msgpack else list(subprotocols),
                         headers=extra,
                         compression=_AS_BROWSERS if compression == "deflate" else compression,
                     )
@@ -308,6 +325,12 @@ async def open_client(
                 raise HandshakeRejected(
                     rejected.status, rejected.body, Headers(rejected.headers)
                 ) from None
+
+
+def _base64(value: Any) -> str:
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    raise TypeError(f"cannot send a {type(value).__name__} in JSON")
 
 
 def _pairs(

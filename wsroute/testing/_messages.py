@@ -6,6 +6,7 @@ from typing import Any
 
 import attrs
 import orjson
+from msgpack import unpackb
 
 from .._request import Headers
 
@@ -50,26 +51,40 @@ class CloseInfo:
 Message = Reply | ErrorReply | Event
 
 
-def parse_message(message: str | bytes) -> Message:
-    """Decode a server frame; raise ``AssertionError`` if it breaks protocol v1."""
-    if isinstance(message, bytes):
-        raise AssertionError(f"server sent a binary frame: {message[:80]!r}")
-    try:
-        obj = orjson.loads(message)
-    except orjson.JSONDecodeError:
-        raise AssertionError(f"server frame is not JSON: {message[:200]}") from None
+def parse_message(message: str | bytes, *, msgpack: bool = False) -> Message:
+    """Decode a server frame; raise ``AssertionError`` if it breaks protocol v1.
+
+    With ``msgpack``, the frame must be binary and hold one msgpack map (the
+    ``wsroute.v1.msgpack`` subprotocol); otherwise text holding one JSON object.
+    """
+    obj: Any
+    if msgpack:
+        if isinstance(message, str):
+            raise AssertionError(f"server sent a text frame under msgpack: {message[:200]}")
+        try:
+            obj = unpackb(message, raw=False)
+        except ValueError:
+            raise AssertionError(f"server frame is not msgpack: {message[:80]!r}") from None
+    else:
+        if isinstance(message, bytes):
+            raise AssertionError(f"server sent a binary frame: {message[:80]!r}")
+        try:
+            obj = orjson.loads(message)
+        except orjson.JSONDecodeError:
+            raise AssertionError(f"server frame is not JSON: {message[:200]}") from None
+    shown = message[:200] if isinstance(message, str) else repr(obj)[:200]
     if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
-        raise AssertionError(f"server frame is not a protocol v1 object: {message[:200]}")
+        raise AssertionError(f"server frame is not a protocol v1 object: {shown}")
     if "ok" not in obj:
-        assert set(obj) <= {"type", "topic", "data"}, f"malformed event: {message[:200]}"
+        assert set(obj) <= {"type", "topic", "data"}, f"malformed event: {shown}"
         return Event(obj["type"], obj.get("topic"), obj.get("data"))
     if obj["ok"] is True:
-        assert set(obj) <= {"type", "id", "ok", "data"}, f"malformed reply: {message[:200]}"
+        assert set(obj) <= {"type", "id", "ok", "data"}, f"malformed reply: {shown}"
         return Reply(obj["type"], obj.get("id"), obj.get("data"))
     error = obj.get("error")
-    assert isinstance(error, dict), f"malformed error reply: {message[:200]}"
+    assert isinstance(error, dict), f"malformed error reply: {shown}"
     assert isinstance(error.get("code"), str) and isinstance(error.get("message"), str), (
-        f"an error reply's error has a code and a message: {message[:200]}"
+        f"an error reply's error has a code and a message: {shown}"
     )
     return ErrorReply(
         obj["type"], obj.get("id"), error["code"], error["message"], error.get("details")
