@@ -10,10 +10,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 import trio
 
-from wsroute import App
+from wsroute import App, Connection
+from wsroute._msgpack import JSON_SUBPROTOCOL, SUBPROTOCOL
 from wsroute.client import (
     Backoff,
     ClientClosed,
@@ -339,6 +341,182 @@ async def test_closing_fails_pending_requests_and_stops_reconnecting(url: str) -
             await client.aclose(1001)
         with pytest.raises(ValueError, match="123 bytes"):
             await client.aclose(4000, "é" * 62)
+
+
+# -- msgpack ----------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Blob:
+    name: str
+    content: bytes
+
+
+def with_format_routes(app: App) -> App:
+    """``app`` with routes that show the format: what was offered and selected, and
+    bytes both ways (``store`` answers the content reversed and keeps the blob)."""
+    stored: list[Blob] = []
+
+    @app.direct("format")
+    async def format(conn: Connection) -> list[Any]:
+        return [conn.request.headers.get("sec-websocket-protocol"), conn.subprotocol]
+
+    @app.direct("store")
+    async def store(blob: Blob) -> Blob:
+        stored.append(blob)
+        return Blob(blob.name, blob.content[::-1])
+
+    @app.direct("stored")
+    async def stored_so_far() -> list[Blob]:
+        return stored
+
+    @app.broadcast("share", topic=lambda blob, conn: f"room:{blob.name}")
+    async def share(blob: Blob) -> Blob:
+        return blob
+
+    return app
+
+
+@pytest.fixture
+async def blob_url(serve: Serve) -> str:
+    port = await serve(with_format_routes(make_app()))
+    return f"ws://127.0.0.1:{port}/"
+
+
+async def test_msgpack_requests_go_in_binary_frames_with_bytes_as_binary(blob_url: str) -> None:
+    async with alice(blob_url, msgpack=True) as client:
+        assert client.subprotocol == SUBPROTOCOL
+        # The server speaks msgpack only in binary frames (a text frame closes 1003).
+        assert await client.request("format") == [SUBPROTOCOL, SUBPROTOCOL]
+        assert await client.request("echo", {"a": [1, 2.5, None, True]}) == {
+            "a": [1, 2.5, None, True]
+        }
+        assert await client.request("say", Say("r", "hi"), reply_type=Said) == Said(
+            "r", "hi", "alice"
+        )
+        # Binary both ways: bytes come back as bytes, not as base64 text.
+        assert await client.request("echo", b"\x00\xff") == b"\x00\xff"
+        reply = await client.request("store", Blob("b", b"\x00\x01"))
+        assert reply == {"name": "b", "content": b"\x01\x00"}
+        typed = await client.request("store", Blob("b", b"\x02\x03"), reply_type=Blob)
+        assert typed == Blob("b", b"\x03\x02")
+        # What JSON would write differently is written as JSON writes it.
+        assert await client.request("echo", {1: float("nan")}) == {"1": None}
+
+
+async def test_json_clients_send_and_receive_bytes_as_base64(blob_url: str) -> None:
+    async with alice(blob_url) as client:
+        assert client.subprotocol is None
+        assert await client.request("format") == [None, None]
+        assert await client.request("echo", b"\x00\xff") == "AP8="
+        reply = await client.request("store", Blob("b", b"\x00\x01"))
+        assert reply == {"name": "b", "content": "AQA="}
+        typed = await client.request("store", Blob("b", b"\x02\x03"), reply_type=Blob)
+        assert typed == Blob("b", b"\x03\x02")
+        assert await client.request("store", {"name": "b", "content": "BAU="}, reply_type=Blob) == (
+            Blob("b", b"\x05\x04")
+        )
+
+
+async def test_msgpack_error_replies_are_those_of_json(blob_url: str) -> None:
+    errors: dict[bool, list[tuple[str, str, str, Any]]] = {}
+    for binary in (False, True):
+        async with alice(blob_url, msgpack=binary) as client:
+            seen = errors[binary] = []
+            for type, data in (
+                ("say", {"room": 1}),
+                ("store", {"name": "b", "content": 1}),
+                ("fail", None),
+                ("nope", None),
+            ):
+                with pytest.raises(ClientHandlerError) as info:
+                    await client.request(type, data)
+                error = info.value
+                seen.append((error.type, error.code, error.message, error.details))
+            assert await client.request("echo", 1) == 1  # the connection goes on
+    assert errors[True] == errors[False]
+    assert [code for _, code, _, _ in errors[True]] == [
+        "invalid_data",
+        "invalid_data",
+        "not_found",
+        "unknown_type",
+    ]
+
+
+async def test_events_reach_msgpack_and_json_clients_each_in_its_format(blob_url: str) -> None:
+    async with alice(blob_url, msgpack=True) as a, connect(blob_url, token="bob-token") as b:
+        for client in (a, b):
+            await client.request("join", "r")
+        raw = [a.events("share"), b.events("share")]
+        typed = [a.events("share", data_type=Blob), b.events("share", data_type=Blob)]
+        await a.request("share", Blob("r", b"\x00\xff"))
+        with trio.fail_after(TIMEOUT):
+            assert [(await events.__anext__()).data["content"] for events in raw] == [
+                b"\x00\xff",
+                "AP8=",
+            ]
+            for events in typed:
+                assert await events.__anext__() == Event("share", "room:r", Blob("r", b"\x00\xff"))
+        said = a.events("say")
+        await b.emit("say", {"room": "r", "text": "from json"})
+        with trio.fail_after(TIMEOUT):
+            assert (await said.__anext__()).data == {"room": "r", "text": "from json", "by": "bob"}
+
+
+@pytest.mark.parametrize(
+    ("subprotocols", "selected"), [([], None), ([JSON_SUBPROTOCOL], JSON_SUBPROTOCOL)]
+)
+async def test_msgpack_falls_back_to_json_when_the_server_does_not_select_it(
+    serve: Serve, subprotocols: list[str], selected: str | None
+) -> None:
+    port = await serve(with_format_routes(App(subprotocols=subprotocols)))
+    url = f"ws://127.0.0.1:{port}/"
+    async with connect(url, msgpack=True, subprotocols=[JSON_SUBPROTOCOL, SUBPROTOCOL]) as client:
+        assert client.subprotocol == selected
+        # Offered first, and once.
+        offered = f"{SUBPROTOCOL}, {JSON_SUBPROTOCOL}"
+        assert await client.request("format") == [offered, selected]
+        typed = await client.request("store", Blob("b", b"\x00\x01"), reply_type=Blob)
+        assert typed == Blob("b", b"\x01\x00")
+        untyped = await client.request("store", Blob("b", b"\x00\xff"))
+        assert untyped == {"name": "b", "content": "/wA="}  # base64 text
+
+
+async def test_msgpack_replays_after_a_reconnect(blob_url: str) -> None:
+    async with alice(blob_url, msgpack=True) as client, connect(blob_url, token="bob-token") as bob:
+        changes = client.state_changes()
+        await client.request("join", "r", replay=True)
+        await client.request("store", Blob("b", b"\x00\xff"), replay=True)
+        await client.request("store", Blob("b", b"\x00\xff"), replay=True)  # recorded once
+        await client.request("echo", "AP8=", replay=True)  # not the same as the bytes
+        assert client.replayed == [
+            Replayed("join", "r"),
+            Replayed("store", {"name": "b", "content": b"\x00\xff"}),
+            Replayed("echo", "AP8="),
+        ]
+        await client.request("kick", {"code": 1012})  # answered, then closed
+        assert (await next_state(changes)).state is State.RECONNECTING
+        assert await next_state(changes) == StateChange(State.OPEN)
+        assert client.subprotocol == SUBPROTOCOL
+        assert await client.request("stored", reply_type=list[Blob]) == [Blob("b", b"\x00\xff")] * 3
+        events = client.events("say")
+        await bob.request("say", Say("r", "welcome back"))
+        with trio.fail_after(TIMEOUT):
+            assert (await events.__anext__()).data["text"] == "welcome back"
+        client.forget_replay("store", Blob("b", b"\x00\xff"))
+        assert client.replayed == [Replayed("join", "r"), Replayed("echo", "AP8=")]
+
+
+async def test_frames_that_are_not_msgpack_are_logged_and_dropped(
+    url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="wsroute.client"):
+        async with alice(url, msgpack=True) as client:
+            assert await client.request("junk") == "sent"
+            assert await client.request("echo", "still fine") == "still fine"
+    assert "dropped a text frame of 16 characters" in caplog.text  # "this is not JSON"
+    assert "dropped a frame that is not msgpack (unpack(b) received extra data.)" in caplog.text
+    assert caplog.text.count("dropped a text frame") == 3
 
 
 # -- a real `wsroute run` process -------------------------------------------------------

@@ -16,6 +16,10 @@ wait for it to be open again (within their timeout). Requests made with
 ``replay=True`` are made again, in their original order, on every reconnect before
 the client is ``open``: that is how the topics an app joins from its handlers
 come back after a server restart.
+
+Messages are JSON in text frames, or msgpack in binary frames on a connection where
+the server selected ``wsroute.v1.msgpack`` (offered with ``msgpack=True``); see
+``_codec``.
 """
 
 from __future__ import annotations
@@ -32,7 +36,6 @@ from typing import Any, Final, NamedTuple
 
 import attrs
 import cattrs
-import orjson
 import trio
 import trio_websocket
 
@@ -46,7 +49,9 @@ from .._errors import (
     InvalidReply,
     RequestTimeout,
 )
+from .._msgpack import SUBPROTOCOL as MSGPACK
 from .._util import collapse_exception_group
+from . import _codec
 from ._backoff import Backoff
 from ._streams import Overflow, Stream
 
@@ -131,14 +136,16 @@ class _Pending:
 
 
 class _Link:
-    """One open connection: its socket and its queue of frames to send."""
+    """One open connection: its socket, its format and its queue of frames to send."""
 
-    __slots__ = ("closed", "outgoing", "scope", "take", "ws")
+    __slots__ = ("binary", "closed", "outgoing", "scope", "take", "ws")
 
     def __init__(self, ws: trio_websocket.WebSocketConnection, scope: trio.CancelScope) -> None:
         self.ws = ws
         self.scope = scope  # the connection's nursery: cancelled when it ends
-        self.outgoing, self.take = trio.open_memory_channel[str](_OUTGOING)
+        #: msgpack in binary frames, as the server selected; else JSON in text frames.
+        self.binary = ws.subprotocol == MSGPACK
+        self.outgoing, self.take = trio.open_memory_channel[str | bytes](_OUTGOING)
         self.closed: tuple[int, str] | None = None  # why it ended, once it has
 
     def end(self, code: int, reason: str) -> None:
@@ -161,6 +168,7 @@ class Client:
         token: Token | None,
         headers: Mapping[str, str] | None,
         subprotocols: tuple[str, ...],
+        msgpack: bool,
         reconnect: Backoff | None,
         request_timeout: float,
         connect_timeout: float,
@@ -175,7 +183,12 @@ class Client:
         self.url = url
         self._token = token
         self._extra_headers = dict(headers or {})
-        self._subprotocols = subprotocols
+        # msgpack is offered first; each connection speaks what the server selects.
+        self._subprotocols = (
+            (MSGPACK, *(name for name in subprotocols if name != MSGPACK))
+            if msgpack
+            else subprotocols
+        )
         self._backoff = reconnect
         self._request_timeout = request_timeout
         self._connect_timeout = connect_timeout
@@ -268,8 +281,9 @@ class Client:
         the client is open, in the order first made (an identical one is kept once).
 
         Args:
-            data: the payload: JSON-able values, attrs classes or dataclasses
-                (unstructured with the client's converter).
+            data: the payload: JSON-able values, ``bytes`` (binary in msgpack,
+                base64 text in JSON), attrs classes or dataclasses (unstructured
+                with the client's converter).
             timeout: seconds for the whole request; the client's
                 ``request_timeout`` by default.
             reply_type: structure the reply's data into this type (strictly, as
@@ -288,7 +302,7 @@ class Client:
             link = await self._wait_open()
             result = await self._exchange(link, type, payload)
             if replay:
-                key = orjson.dumps([type, payload], option=orjson.OPT_SORT_KEYS)
+                key = _codec.replay_key(type, payload)
                 self._replays.setdefault(key, Replayed(type, payload))
             return self._structure(result, reply_type, type)
         raise RequestTimeout(f"no reply to {type!r} within {limit:g} s")
@@ -307,7 +321,7 @@ class Client:
         limit = self._request_timeout if timeout is None else timeout
         with trio.move_on_after(limit):
             link = await self._wait_open()
-            await self._send(link, _frame(type, None, payload))
+            await self._send(link, _codec.encode(_codec.message(type, None, payload), link.binary))
             return
         raise RequestTimeout(f"could not send {type!r} within {limit:g} s")
 
@@ -326,9 +340,10 @@ class Client:
 
     async def _exchange(self, link: _Link, type: str, payload: Any) -> Any:
         request_id = next(self._ids)
+        frame = _codec.encode(_codec.message(type, request_id, payload), link.binary)
         pending = self._pending[request_id] = _Pending()
         try:
-            await self._send(link, _frame(type, request_id, payload))
+            await self._send(link, frame)
             await pending.done.wait()
         finally:
             if self._pending.pop(request_id, None) is not None and not pending.done.is_set():
@@ -337,9 +352,9 @@ class Client:
             raise pending.error
         return pending.result
 
-    async def _send(self, link: _Link, text: str) -> None:
+    async def _send(self, link: _Link, frame: str | bytes) -> None:
         try:
-            await link.outgoing.send(text)
+            await link.outgoing.send(frame)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             code, reason = link.closed or (_ABNORMAL, "")
             raise Disconnected("the connection dropped", code, reason) from None
@@ -429,22 +444,20 @@ class Client:
         try:
             while True:
                 message = await ws.get_message()
-                self._receive(message)
+                self._receive(message, link.binary)
         except trio_websocket.ConnectionClosed as closed:
             reason = closed.reason
             code = reason.code if reason is not None else _ABNORMAL
             link.end(int(code), (reason.reason if reason is not None else None) or "")
 
-    def _receive(self, message: str | bytes) -> None:
-        """One frame from the server. Never raises: what cannot be read is logged
-        and dropped, so bad input never ends the connection."""
-        if isinstance(message, bytes):
-            logger.warning("%s: dropped a binary frame of %d bytes", self.url, len(message))
-            return
+    def _receive(self, message: str | bytes, binary: bool) -> None:
+        """One frame from the server, in msgpack if ``binary``, else in JSON. Never
+        raises: what cannot be read is logged and dropped, so bad input never ends
+        the connection."""
         try:
-            frame = orjson.loads(message)
-        except orjson.JSONDecodeError:
-            logger.warning("%s: dropped a frame that is not JSON: %.80r", self.url, message)
+            frame = _codec.decode(message, binary)
+        except _codec.Unreadable as unreadable:
+            logger.warning("%s: %s", self.url, unreadable)
             return
         if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
             logger.warning("%s: dropped a frame that is not a message: %.80r", self.url, message)
@@ -481,8 +494,8 @@ class Client:
     async def _write(self, link: _Link) -> None:
         ws = link.ws
         try:
-            async for text in link.take:
-                await ws.send_message(text)
+            async for frame in link.take:
+                await ws.send_message(frame)
         except trio_websocket.ConnectionClosed:
             pass  # the reader reports why
 
@@ -662,15 +675,6 @@ class Client:
         self._run_scope.cancel()
 
 
-def _frame(type: str, request_id: int | None, data: Any) -> str:
-    frame: dict[str, Any] = {"type": type}
-    if request_id is not None:
-        frame["id"] = request_id
-    if data is not None:
-        frame["data"] = data
-    return orjson.dumps(frame, option=orjson.OPT_NON_STR_KEYS).decode()
-
-
 def _log_replay_error(error: ClientError, replayed: Replayed) -> None:
     logger.warning(
         "replayed request %r failed and will not be replayed again: %s", replayed.type, error
@@ -684,6 +688,7 @@ async def connect(
     token: Token | None = None,
     headers: Mapping[str, str] | None = None,
     subprotocols: tuple[str, ...] | list[str] = (),
+    msgpack: bool = False,
     reconnect: Backoff | None = Backoff(),  # noqa: B008 - immutable
     request_timeout: float = 30.0,
     connect_timeout: float = 10.0,
@@ -706,6 +711,11 @@ async def connect(
         token: a bearer token, or a function (sync or async) returning a fresh one,
             called before every connection attempt; sent as ``Authorization: Bearer``.
         headers: extra headers for the opening handshake.
+        subprotocols: subprotocols to offer; the server's choice is
+            ``client.subprotocol``.
+        msgpack: offer ``wsroute.v1.msgpack`` first: messages in msgpack, ``bytes``
+            as binary. A connection speaks the format the server selected, JSON when
+            it did not select msgpack.
         reconnect: the backoff policy; ``None`` never reconnects.
         request_timeout: default seconds a request may take.
         connect_timeout: seconds for one connection attempt.
@@ -726,6 +736,7 @@ async def connect(
         token=token,
         headers=headers,
         subprotocols=tuple(subprotocols),
+        msgpack=msgpack,
         reconnect=reconnect,
         request_timeout=request_timeout,
         connect_timeout=connect_timeout,
