@@ -467,6 +467,25 @@ async def python_client_state_changes(run: Runner) -> None:
     assert printed == ["closed"]
 
 
+@check("docs/clients.md", "async def upload(", real_time=True)
+async def python_client_msgpack(run: Runner) -> None:
+    """``upload`` prints what the page shows against the block's ``app``, and against
+    an app that does not select msgpack, the same but ``None``: JSON, bytes as base64."""
+    module = await run()
+    json_only = App(subprotocols=["wsroute.v1.json"])
+    json_only.direct("store")(module.store)
+    printed: list[str] = []
+    module.print = lambda *a: printed.append(" ".join(map(str, a)))
+    for app in (module.app, json_only):
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(app.serve, "127.0.0.1", 0)
+            with trio.fail_after(10):
+                await module.upload(f"ws://127.0.0.1:{port}/")
+            app.shutdown()
+    (shown,) = text_after(run.block).code.splitlines()
+    assert printed == [shown, shown.replace("wsroute.v1.msgpack", "None")]
+
+
 # -- docs/http.md ------------------------------------------------------------------------
 
 

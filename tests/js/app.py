@@ -1,7 +1,7 @@
-"""The app the JavaScript client's Node tests talk to (tests/js/*.test.mjs).
+"""The apps the JavaScript client's Node tests talk to (tests/js/*.test.mjs).
 
-The tests run it as a real process, ``python -m wsroute run app:app --app-dir tests/js``,
-so that they can kill and restart it. Every connection needs a bearer token
+The tests run one as a real process, ``python -m wsroute run app:app --app-dir tests/js``
+(or ``app:json_only``), so that they can kill and restart it. Every connection needs a bearer token
 ``secret:<user>`` (header or ``?token=``); each test uses its own user, so the
 per-user request log that ``history`` returns is the test's alone.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import attrs
+import msgpack
 import trio
 
 from wsroute import App, Connection, HandlerError, bearer_auth
@@ -152,3 +153,64 @@ async def bad_frames(conn: Connection) -> str:
     )
     await conn.send_frame('{"data": "an event without a type"}')
     return "sent"
+
+
+@app.direct("subprotocol")
+async def subprotocol(conn: Connection) -> str | None:
+    """The subprotocol the server selected: its messages are msgpack exactly when
+    this is ``wsroute.v1.msgpack``."""
+    return conn.subprotocol
+
+
+@app.direct("kinds")
+async def kinds(data: dict[str, Any]) -> dict[str, str]:
+    """The Python type of each value of ``data``: what a handler receives."""
+    return {key: type(value).__name__ for key, value in data.items()}
+
+
+@attrs.frozen
+class Upload:
+    name: str
+    content: bytes
+
+
+@app.direct("upload")
+async def upload(msg: Upload) -> Upload:
+    """A typed ``bytes`` field: msgpack binary, or base64 text from a JSON client."""
+    return msg
+
+
+@attrs.frozen
+class Share:
+    room: str
+    content: bytes
+
+
+@app.broadcast("share", topic=lambda msg, conn: f"room:{msg.room}")
+async def share(msg: Share) -> Share:
+    """An event holding ``bytes``: binary to msgpack subscribers, base64 to JSON ones."""
+    return msg
+
+
+@app.direct("bad_binary_frames")
+async def bad_binary_frames(conn: Connection) -> str:
+    """Frames a msgpack client must log and drop, each queued before this reply."""
+    await conn.send_frame("a text frame")
+    await conn.send_frame(b"\xc1 is never msgpack")
+    await conn.send_frame(msgpack.packb([1, 2, 3]))
+    await conn.send_frame(msgpack.packb({"type": "x", "id": 999999, "ok": True, "data": b"\x01"}))
+    await conn.send_frame(msgpack.packb({"data": "an event without a type"}))
+    return "sent"
+
+
+#: The same handlers on an app that speaks JSON only: a client that offers msgpack
+#: meets what an older server, or one that prefers another subprotocol, does.
+json_only = App(default_topic=None, subprotocols=["wsroute.v1.json"])
+json_only.accept(bearer_auth(user_of))
+for _name, _handler in [
+    ("echo", echo),
+    ("subprotocol", subprotocol),
+    ("kinds", kinds),
+    ("upload", upload),
+]:
+    json_only.direct(_name)(_handler)

@@ -44,10 +44,15 @@ function childEnv() {
   return Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith("WSROUTE_")));
 }
 
-/** A `wsroute run app:app --app-dir tests/js` process; `start()` resolves once it listens. */
+/**
+ * A `wsroute run app:app --app-dir tests/js` process (or another app, another
+ * directory); `start()` resolves once it listens.
+ */
 export class Server {
-  constructor(port) {
+  constructor(port, target = "app:app", appDir = HERE) {
     this.port = port;
+    this.target = target;
+    this.appDir = appDir;
     this.output = [];
     this.process = null;
   }
@@ -56,8 +61,8 @@ export class Server {
     return `ws://127.0.0.1:${this.port}/`;
   }
 
-  static async start() {
-    const server = new Server(0);
+  static async start({ target = "app:app", appDir = HERE } = {}) {
+    const server = new Server(0, target, appDir);
     await server._spawn();
     return server;
   }
@@ -65,7 +70,7 @@ export class Server {
   async _spawn() {
     const child = spawn(
       PYTHON,
-      ["-m", "wsroute", "run", "app:app", "--app-dir", HERE, "--port", String(this.port), "--log-level", "info"],
+      ["-m", "wsroute", "run", this.target, "--app-dir", this.appDir, "--port", String(this.port), "--log-level", "info"],
       {
         cwd: REPO,
         env: { ...childEnv(), PYTHONUNBUFFERED: "1" },

@@ -73,7 +73,14 @@ export type ReplayedRequest<Requests> = {
 /** The part of a WebSocket the client uses; browsers', Node's and `ws`'s all qualify. */
 export interface WebSocketLike {
   readonly readyState: number;
-  send(data: string): void;
+  /** The subprotocol the server selected (`""` for none). */
+  readonly protocol?: string;
+  /**
+   * A string under JSON; a Uint8Array (a binary frame) under msgpack. Spelled as a
+   * view of an ArrayBuffer so that the DOM's WebSocket, which takes no views of a
+   * SharedArrayBuffer, qualifies with TypeScript before and after 5.7.
+   */
+  send(data: string | (ArrayBufferView & { readonly buffer: ArrayBuffer })): void;
   close(code?: number, reason?: string): void;
   addEventListener(type: string, listener: (event: any) => void): void;
 }
@@ -85,6 +92,16 @@ export type WebSocketConstructor = new (url: string, protocols?: string | string
 export interface Logger {
   warn(...args: unknown[]): void;
   error?(...args: unknown[]): void;
+}
+
+/**
+ * A msgpack codec for the `wsroute.v1.msgpack` subprotocol, such as `{ encode, decode }`
+ * from the `@msgpack/msgpack` package. `encode` gets plain data (JSON's values, and
+ * Uint8Arrays for binary) and must return the bytes; `decode` gets one binary frame.
+ */
+export interface MsgpackCodec {
+  encode: (value: unknown) => Uint8Array;
+  decode: (data: Uint8Array) => unknown;
 }
 
 /** A token, or `null`/`undefined`/`""` for none. */
@@ -112,8 +129,17 @@ export interface ClientOptions {
   tokenParam?: string;
   /** Extra query parameters; `null`/`undefined` values are left out. */
   params?: { [name: string]: string | number | boolean | null | undefined };
-  /** WebSocket subprotocols to offer. */
+  /**
+   * WebSocket subprotocols to offer. `"wsroute.v1.msgpack"` only with `msgpack`, which
+   * offers it first by itself.
+   */
   protocols?: string | string[];
+  /**
+   * A msgpack codec: offer `wsroute.v1.msgpack` first, and speak msgpack (binary
+   * frames, Uint8Array data as binary) on every connection where the server selects
+   * it; JSON where it selects one of `protocols`. None by default: JSON only.
+   */
+  msgpack?: MsgpackCodec | null | undefined;
   /** The WebSocket class (default: the global `WebSocket`). */
   WebSocket?: WebSocketConstructor;
   /** Default timeout of `request()` and `emit()`, in ms (30000; Infinity for none). */
@@ -169,6 +195,13 @@ export class Client<
 
   /** The current state. */
   readonly state: ClientState;
+
+  /**
+   * The subprotocol the server selected on the current (or last) connection; `null`
+   * before the first one opens and when the server selected none. Messages are msgpack
+   * exactly when it is `"wsroute.v1.msgpack"`.
+   */
+  readonly subprotocol: string | null;
 
   /** Resolves when first open; rejects with ClosedError if closed for good before. */
   opened(): Promise<void>;

@@ -2,7 +2,10 @@
  * wsroute's JavaScript client: one dependency-free ES module (ES2020), no build step.
  *
  * Speaks wire protocol v1 (docs/protocol.md): every message is one JSON object in
- * one text frame; a frame with an `ok` key is a reply, one without is an event.
+ * one text frame; a frame with an `ok` key is a reply, one without is an event. Given
+ * a msgpack codec (the `msgpack` option), it offers the `wsroute.v1.msgpack`
+ * subprotocol, and on a connection where the server selects it every message is one
+ * msgpack map in one binary frame instead; the module itself bundles no codec.
  * Works in browsers (the global `WebSocket`) and in Node >= 18 with the `ws`
  * package (or Node's own global `WebSocket`). The API mirrors the Python client;
  * docs/clients.md is the user's reference and wsroute.d.ts its types.
@@ -63,6 +66,14 @@ const LATE_IDS_KEPT = 1024;
 const CLOSE_WAIT_MS = 5000;
 /** How much of a bad frame a warning quotes. */
 const PREVIEW_CHARS = 120;
+/** The subprotocol of msgpack messages (docs/protocol.md#subprotocols). */
+const MSGPACK = "wsroute.v1.msgpack";
+/**
+ * The key that stands for binary data in a replayed request's identity: a key no
+ * JSON sent by hand is likely to have, so `{data: bytes}` and `{data: "AQI="}` stay
+ * two different requests.
+ */
+const BYTES_KEY = "\u0000bytes";
 
 // -- errors ---------------------------------------------------------------------------
 
@@ -220,6 +231,46 @@ function checkReconnect(reconnect) {
   return merged;
 }
 
+/**
+ * The `msgpack` option: `null` for none, else the user's `{encode, decode}`, checked
+ * now so that a mistake fails at `connect()` rather than on the first message.
+ */
+function checkMsgpack(codec) {
+  if (codec == null) return null;
+  const example = 'e.g. import { encode, decode } from "@msgpack/msgpack"';
+  if (typeof codec !== "object" && typeof codec !== "function") {
+    throw new TypeError(`msgpack must be a codec { encode, decode }, ${example}`);
+  }
+  for (const name of ["encode", "decode"]) {
+    if (typeof codec[name] !== "function") {
+      throw new TypeError(`msgpack.${name} must be a function, not ${typeof codec[name]}: ${example}`);
+    }
+  }
+  return { encode: codec.encode, decode: codec.decode };
+}
+
+/**
+ * The subprotocols to offer. With a codec, `wsroute.v1.msgpack` comes first (once);
+ * without one, the user's list goes as given, but it must not name msgpack: the
+ * server would select it and refuse every text frame the client sends (1003).
+ *
+ * Offering any subprotocol means the server must select one: browsers, Node's
+ * WebSocket and `ws` alike fail a handshake whose answer selects none (WHATWG's
+ * WebSocket rules), and nothing tells the client why. So with a codec the client
+ * reaches servers that select msgpack or one of the user's `protocols`; JSON is
+ * not offered by name, as a wsroute app would prefer it to msgpack.
+ */
+function offeredProtocols(protocols, codec) {
+  const list = [].concat(protocols);
+  if (codec === null) {
+    if (list.includes(MSGPACK)) {
+      throw new TypeError(`to speak ${MSGPACK}, pass a codec as the msgpack option rather than in protocols`);
+    }
+    return protocols;
+  }
+  return [MSGPACK, ...list.filter((name) => name !== MSGPACK)];
+}
+
 function resolveUrl(url) {
   const base = globalThis.location === undefined ? undefined : globalThis.location.href;
   const text = url !== null && typeof url === "object" && typeof url.href === "string" ? url.href : String(url);
@@ -240,10 +291,13 @@ function resolveUrl(url) {
 
 /**
  * JSON with object keys sorted: the identity of a replayed request, so that
- * `{a: 1, b: 2}` and `{b: 2, a: 1}` are recorded once.
+ * `{a: 1, b: 2}` and `{b: 2, a: 1}` are recorded once. With `bytes`, for data made
+ * by `toPlain`, a Uint8Array is `{"\u0000bytes": base64}`; without, it is whatever
+ * JSON makes of it, as before msgpack.
  */
-function canonicalJson(value) {
+function canonicalJson(value, bytes = false) {
   return JSON.stringify(value, (_, item) => {
+    if (bytes && isBytes(item)) return { [BYTES_KEY]: base64(item) };
     if (item === null || typeof item !== "object" || Array.isArray(item)) return item;
     const sorted = {};
     for (const key of Object.keys(item).sort()) sorted[key] = item[key];
@@ -253,6 +307,115 @@ function canonicalJson(value) {
 
 function preview(text) {
   return text.length > PREVIEW_CHARS ? `${JSON.stringify(text.slice(0, PREVIEW_CHARS))}...` : JSON.stringify(text);
+}
+
+/** A warning's quote of a frame: its text, or for a decoded msgpack frame its JSON (bytes as `<n bytes>`). */
+function show(raw) {
+  if (typeof raw === "string") return preview(raw);
+  let text;
+  try {
+    text = JSON.stringify(raw, (_, item) => (isBytes(item) ? `<${item.length} bytes>` : item));
+  } catch (_) {
+    text = String(raw); // a BigInt from a codec told to make them
+  }
+  return preview(String(text));
+}
+
+/** The first bytes of a binary frame in hex, for a warning. */
+function hexPreview(bytes) {
+  const shown = Array.from(bytes.subarray(0, PREVIEW_CHARS / 3), (byte) => byte.toString(16).padStart(2, "0"));
+  return `${shown.join(" ")}${bytes.length > shown.length ? " ..." : ""}`;
+}
+
+/** A Uint8Array (a Node Buffer included), from this realm or another. */
+function isBytes(value) {
+  return ArrayBuffer.isView(value) && Object.prototype.toString.call(value) === "[object Uint8Array]";
+}
+
+/** A binary frame's payload as a Uint8Array; null for a kind the client cannot read (a Blob). */
+function bytesOf(raw) {
+  if (raw instanceof ArrayBuffer) return new Uint8Array(raw);
+  if (ArrayBuffer.isView(raw)) return new Uint8Array(raw.buffer, raw.byteOffset, raw.byteLength);
+  return null;
+}
+
+/** Base64 (RFC 4648, padded), what the server reads as `bytes` from a JSON client. */
+function base64(bytes) {
+  let binary = "";
+  // In slices, as fromCharCode takes its arguments on the stack.
+  for (let start = 0; start < bytes.length; start += 0x8000) {
+    binary += String.fromCharCode.apply(null, bytes.subarray(start, start + 0x8000));
+  }
+  return btoa(binary);
+}
+
+/**
+ * `value` as JSON.stringify sees it, except that a Uint8Array stays binary: `toJSON`
+ * called (a Date is its ISO text), `undefined`, functions and symbols left out of
+ * objects and `null` in arrays, non-finite numbers `null`, boxed primitives unwrapped.
+ * With the msgpack option, this is what is sent, in either format, so a message means
+ * the same to the server whichever format the connection ends up speaking; the
+ * codec's own extensions (a Date as a msgpack timestamp, which the server refuses)
+ * never come into play. A Uint8Array is copied, so changing it after the call does
+ * not change what is sent or replayed.
+ *
+ * @returns {unknown} the plain value; `undefined` where JSON would leave the value out
+ * @throws {TypeError} for a BigInt, a cycle, or binary data other than a Uint8Array
+ */
+function toPlain(value, key, ancestors) {
+  if (value !== null && (typeof value === "object" || typeof value === "bigint")) {
+    if (!isBytes(value) && typeof value.toJSON === "function") value = value.toJSON(key);
+  }
+  if (value instanceof Number || value instanceof String || value instanceof Boolean) value = value.valueOf();
+  switch (typeof value) {
+    case "string":
+    case "boolean":
+      return value;
+    case "number":
+      return Number.isFinite(value) ? value : null;
+    case "bigint":
+      throw new TypeError("data holds a BigInt, which neither JSON nor wsroute's msgpack carries: send a string");
+    case "object":
+      break;
+    default:
+      return undefined; // undefined, a function, a symbol
+  }
+  if (value === null) return null;
+  if (isBytes(value)) return new Uint8Array(value);
+  if (ArrayBuffer.isView(value) || value instanceof ArrayBuffer) {
+    throw new TypeError(`binary data must be a Uint8Array, not ${Object.prototype.toString.call(value).slice(8, -1)}`);
+  }
+  if (ancestors.has(value)) throw new TypeError("data is circular: it contains itself");
+  ancestors.add(value);
+  try {
+    if (Array.isArray(value)) {
+      const items = [];
+      for (let index = 0; index < value.length; index += 1) {
+        const item = toPlain(value[index], String(index), ancestors);
+        items.push(item === undefined ? null : item);
+      }
+      return items;
+    }
+    const fields = {};
+    for (const name of Object.keys(value)) {
+      const item = toPlain(value[name], name, ancestors);
+      if (item === undefined) continue;
+      if (name === "__proto__") {
+        // Defined, not assigned: assigning would set the prototype and lose the key.
+        Object.defineProperty(fields, name, { value: item, enumerable: true, writable: true, configurable: true });
+      } else {
+        fields[name] = item;
+      }
+    }
+    return fields;
+  } finally {
+    ancestors.delete(value);
+  }
+}
+
+/** The JSON text of a `toPlain` value: bytes as base64, which a `bytes` field of the server accepts. */
+function plainJson(plain) {
+  return JSON.stringify(plain, (_, item) => (isBytes(item) ? base64(item) : item));
 }
 
 function utf8Length(text) {
@@ -303,7 +466,8 @@ export class Client {
     this._token = options.token ?? null;
     this._tokenParam = options.tokenParam ?? "token";
     this._params = { ...(options.params ?? {}) };
-    this._protocols = options.protocols ?? [];
+    this._msgpack = checkMsgpack(options.msgpack);
+    this._protocols = offeredProtocols(options.protocols ?? [], this._msgpack);
     this._requestTimeout = checkTimeout(options.requestTimeout ?? 30000, "requestTimeout");
     this._connectTimeout = checkTimeout(options.connectTimeout ?? 10000, "connectTimeout");
     this._reconnect = checkReconnect(options.reconnect);
@@ -329,6 +493,7 @@ export class Client {
     this._attempt = 0;
     this._retryTimer = undefined;
     this._everOpened = false;
+    this._subprotocol = null;
     this._openedPromise = new Promise((resolve, reject) => {
       this._resolveOpened = resolve;
       this._rejectOpened = reject;
@@ -345,6 +510,16 @@ export class Client {
   }
 
   /**
+   * The subprotocol the server selected on the current (or last) connection, `null`
+   * before the first one opens and when the server selected none. Messages are msgpack
+   * exactly when it is "wsroute.v1.msgpack" (which needs the `msgpack` option).
+   * @returns {string | null}
+   */
+  get subprotocol() {
+    return this._subprotocol;
+  }
+
+  /**
    * Resolves when the client is first open (replays done); rejects with ClosedError
    * if it is closed for good before that.
    * @returns {Promise<void>}
@@ -358,7 +533,8 @@ export class Client {
    * request waits for `open` within its timeout rather than failing.
    *
    * @param {string} type the message type
-   * @param {unknown} [data] any JSON value (`null` by default)
+   * @param {unknown} [data] any JSON value (`null` by default); with the `msgpack`
+   *   option, Uint8Arrays too
    * @param {{timeout?: number, replay?: boolean}} [options] `timeout` in ms (default
    *   `requestTimeout`, Infinity for none); `replay: true` re-sends the request on
    *   every reconnect once it has succeeded, e.g. a `join` that subscribes to a topic
@@ -444,7 +620,7 @@ export class Client {
    * @returns {number} how many were forgotten
    */
   forgetReplay(type, data) {
-    const key = data === undefined ? undefined : `${type}\u0000${canonicalJson(data)}`;
+    const key = data === undefined ? undefined : this._replayKey(type, data, undefined);
     const before = this._replays.length;
     this._replays = this._replays.filter((entry) =>
       key === undefined ? entry.type !== type : entry.key !== key,
@@ -511,8 +687,18 @@ export class Client {
       throw new TypeError("message type must be a non-empty string");
     }
     const timeout = checkTimeout(options.timeout ?? this._requestTimeout, "timeout");
-    const json = JSON.stringify(data === undefined ? null : data); // throws on BigInt, cycles
-    if (json === undefined) throw new TypeError(`${type}: data is not JSON (a function or symbol)`);
+    // Without a codec, the JSON text now, once. With one, the plain value now (so
+    // mistakes still surface here) and the frame when it is sent, as the format
+    // is the connection's, known only once it opens.
+    let json = null;
+    let plain;
+    if (this._msgpack === null) {
+      json = JSON.stringify(data === undefined ? null : data); // throws on BigInt, cycles
+      if (json === undefined) throw new TypeError(`${type}: data is not JSON (a function or symbol)`);
+    } else {
+      plain = toPlain(data === undefined ? null : data, "", new Set());
+      if (plain === undefined) throw new TypeError(`${type}: data is not JSON (a function or symbol)`);
+    }
     if (this._state === "closed") {
       reject(new ClosedError(this._closeCode, this._closeReason));
       return;
@@ -521,6 +707,7 @@ export class Client {
       type,
       data,
       json,
+      plain,
       expectReply,
       replay: expectReply && options.replay === true,
       id: 0,
@@ -537,22 +724,37 @@ export class Client {
 
   /** Send `entry` on the current connection; its timer is already running. */
   _transmit(entry) {
-    const socket = this._current.socket;
-    let frame;
+    const current = this._current;
+    const socket = current.socket;
     if (entry.expectReply) {
       entry.id = this._nextId++;
       this._pending.set(entry.id, entry);
-      frame = `{"type":${JSON.stringify(entry.type)},"id":${entry.id},"data":${entry.json}}`;
-    } else {
-      frame = `{"type":${JSON.stringify(entry.type)},"data":${entry.json}}`;
     }
     try {
-      socket.send(frame);
+      socket.send(current.msgpack ? this._msgpackFrame(entry) : this._jsonFrame(entry));
     } catch (error) {
       this._settle(entry, false, error);
       return;
     }
     if (!entry.expectReply) this._settle(entry, true, undefined);
+  }
+
+  /** `entry` as a JSON text frame. */
+  _jsonFrame(entry) {
+    // With a codec, made at the first send on a JSON connection; kept for the next.
+    if (entry.json === null) entry.json = plainJson(entry.plain);
+    if (!entry.expectReply) return `{"type":${JSON.stringify(entry.type)},"data":${entry.json}}`;
+    return `{"type":${JSON.stringify(entry.type)},"id":${entry.id},"data":${entry.json}}`;
+  }
+
+  /** `entry` as a msgpack binary frame: the same envelope, encoded by the user's codec. */
+  _msgpackFrame(entry) {
+    const message = entry.expectReply
+      ? { type: entry.type, id: entry.id, data: entry.plain }
+      : { type: entry.type, data: entry.plain };
+    const frame = this._msgpack.encode(message);
+    if (!isBytes(frame)) throw new TypeError("msgpack.encode must return a Uint8Array");
+    return frame;
   }
 
   _settle(entry, ok, value) {
@@ -581,7 +783,7 @@ export class Client {
     this._retryTimer = undefined;
     if (this._state === "closed") return;
     if (!this._everOpened && this._attempt === 0) this._setState("connecting", {});
-    const current = { socket: null, open: false, status: null, timer: undefined };
+    const current = { socket: null, open: false, msgpack: false, status: null, timer: undefined };
     this._current = current;
     current.timer = startTimer(
       () => this._drop(current, 1006, "connection attempt timed out"),
@@ -623,7 +825,9 @@ export class Client {
       return;
     }
     current.socket = socket;
-    socket.binaryType = "arraybuffer"; // binary frames are dropped anyway; no Blob needed
+    // msgpack is decoded at once, and a Blob could only be read later; under JSON,
+    // binary frames are dropped anyway.
+    socket.binaryType = "arraybuffer";
     socket.addEventListener("open", () => {
       this._restore(current).catch((error) => this._log("error", "wsroute: restoring the session failed:", error));
     });
@@ -649,6 +853,10 @@ export class Client {
     if (this._current !== current) return;
     clearTimeout(current.timer);
     current.open = true;
+    // The format is the one the server selected: with a codec offered, an older
+    // server, or one that prefers another subprotocol, still gets JSON.
+    this._subprotocol = current.socket.protocol || null;
+    current.msgpack = this._msgpack !== null && this._subprotocol === MSGPACK;
     // Replay first, in the original order and one at a time, so that the server
     // rebuilds the session (topics joined by handlers) before anything else is sent.
     for (const entry of this._replays.slice()) {
@@ -687,6 +895,7 @@ export class Client {
         type: replay.type,
         data: replay.data,
         json: replay.json,
+        plain: replay.plain,
         expectReply: true,
         replay: false,
         id: 0,
@@ -711,16 +920,28 @@ export class Client {
     }
   }
 
+  /**
+   * The identity of a request for replay: its type and its data as sorted JSON.
+   * With a codec, the data is its plain value (`toPlain`), with bytes as
+   * `{"\u0000bytes": base64}`, so the same request is the same key in either format.
+   */
+  _replayKey(type, data, plain) {
+    if (this._msgpack === null) return `${type}\u0000${canonicalJson(data ?? null)}`;
+    if (plain === undefined) plain = toPlain(data ?? null, "", new Set());
+    return `${type}\u0000${canonicalJson(plain, true)}`;
+  }
+
   _remember(entry) {
-    const key = `${entry.type}\u0000${canonicalJson(entry.data ?? null)}`;
+    const key = this._replayKey(entry.type, entry.data, entry.plain);
     if (this._replays.some((other) => other.key === key)) return;
-    this._replays.push({ type: entry.type, data: entry.data, json: entry.json, key });
+    this._replays.push({ type: entry.type, data: entry.data, json: entry.json, plain: entry.plain, key });
   }
 
   _onMessage(current, event) {
     if (this._current !== current) return;
     try {
-      this._handleFrame(event.data);
+      if (current.msgpack) this._handleBinaryFrame(event.data);
+      else this._handleFrame(event.data);
     } catch (error) {
       this._log("error", "wsroute: a frame could not be handled:", error);
     }
@@ -746,6 +967,34 @@ export class Client {
     else this._onEvent(message, raw);
   }
 
+  /** A frame on a msgpack connection: one msgpack map in one binary frame. */
+  _handleBinaryFrame(raw) {
+    if (typeof raw === "string") {
+      this._log("warn", `wsroute: dropped a text frame (this connection speaks msgpack): ${preview(raw)}`);
+      return;
+    }
+    const bytes = bytesOf(raw);
+    if (bytes === null) {
+      this._log("warn", "wsroute: dropped a binary frame that is neither an ArrayBuffer nor a Uint8Array");
+      return;
+    }
+    let message;
+    try {
+      message = this._msgpack.decode(bytes);
+    } catch (error) {
+      const why = error && error.message ? ` (${error.message})` : "";
+      this._log("warn", `wsroute: dropped a frame that is not msgpack${why}: ${hexPreview(bytes)}`);
+      return;
+    }
+    if (message === null || typeof message !== "object" || Array.isArray(message) || isBytes(message)) {
+      this._log("warn", `wsroute: dropped a frame that is not a msgpack map: ${show(message)}`);
+      return;
+    }
+    // The decoded message stands in for the text in warnings (show() quotes either).
+    if ("ok" in message) this._onReply(message, message);
+    else this._onEvent(message, message);
+  }
+
   _onReply(message, raw) {
     const id = message.id;
     if (id === undefined || id === null) {
@@ -760,7 +1009,7 @@ export class Client {
     const entry = this._pending.get(id);
     if (entry === undefined) {
       if (this._late.delete(id)) return; // its request timed out: expected, not news
-      this._log("warn", `wsroute: dropped a reply with unknown id: ${preview(raw)}`);
+      this._log("warn", `wsroute: dropped a reply with unknown id: ${show(raw)}`);
       return;
     }
     if (message.ok === true) {
@@ -784,7 +1033,7 @@ export class Client {
   _onEvent(message, raw) {
     const type = message.type;
     if (typeof type !== "string") {
-      this._log("warn", `wsroute: dropped an event without a type: ${preview(raw)}`);
+      this._log("warn", `wsroute: dropped an event without a type: ${show(raw)}`);
       return;
     }
     const own = this._listeners.get(type);

@@ -23,5 +23,10 @@ export async function mistakes(): Promise<void> {
   connect("ws://x/", { token: 42 }); // error
   connect("ws://x/", { WebSocket: { not: "a class" } }); // error
   connect<{ broken: { data: string } }>("ws://x/"); // error
+  connect("ws://x/", { msgpack: { encode: (value: unknown) => JSON.stringify(value), decode: JSON.parse } }); // error
+  connect("ws://x/", { msgpack: { encode: (_value: unknown) => new Uint8Array(0) } }); // error
+  const selected: string = client.subprotocol; // error
+  client.subprotocol = "wsroute.v1.msgpack"; // error
+  void selected;
   void wrong;
 }

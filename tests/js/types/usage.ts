@@ -1,5 +1,6 @@
 // Must compile: typical uses of wsroute.d.ts, typed and loose, in a browser and in Node.
 
+import { decode, encode } from "@msgpack/msgpack";
 import { WebSocket as NodeWebSocket } from "ws";
 
 import {
@@ -11,6 +12,7 @@ import {
   TimeoutError,
   backoffDelay,
   connect,
+  type MsgpackCodec,
   type StateChange,
 } from "../../../wsroute/static/wsroute.js";
 import type { Events, Item, ItemRef, Requests } from "./routes.js";
@@ -67,6 +69,17 @@ export async function loose(): Promise<void> {
   void reply;
   const relative = new Client<Requests>(new URL("ws://127.0.0.1:8000/"), { reconnect: false, logger: null });
   await relative.request("get_item", { id: 1 });
+}
+
+export async function msgpack(): Promise<void> {
+  // A codec from @msgpack/msgpack, in a browser and in Node; bytes as Uint8Array.
+  const codec: MsgpackCodec = { encode, decode };
+  const client = connect<Requests, Events>("ws://127.0.0.1:8000/", { msgpack: { encode, decode }, protocols: ["chat.v2"] });
+  const node = connect("ws://127.0.0.1:8000/", { WebSocket: NodeWebSocket, msgpack: codec });
+  const plain = connect("ws://127.0.0.1:8000/", { msgpack: null });
+  const subprotocol: string | null = client.subprotocol;
+  const reply: unknown = await node.request("upload", { name: "a", content: new Uint8Array([1, 2]) });
+  void [subprotocol, reply, plain];
 }
 
 export function errors(error: unknown): string {
