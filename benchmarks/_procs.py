@@ -33,12 +33,17 @@ class BenchError(Exception):
 
 @dataclass(frozen=True)
 class ServerSpec:
-    """How to start one server (``{port}`` in ``command`` is replaced), for the report too."""
+    """How to start one server (``{port}`` in ``command`` is replaced), for the report too.
+
+    ``client`` holds load generator options every run against this server adds (the
+    wire its clients speak: ``msgpack``, ``deflate``).
+    """
 
     name: str
     command: tuple[str, ...]
     cwd: Path
     settings: str
+    client: tuple[tuple[str, str], ...] = ()
 
     def argv(self, port: int) -> list[str]:
         return [arg.replace("{port}", str(port)) for arg in self.command]

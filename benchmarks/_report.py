@@ -42,17 +42,23 @@ class Metric:
 _UNITS = {"rpc": "reply", "fanout": "delivery", "churn": "cycle"}
 _LATENCY = (Metric("p50_ms", "p50 ms", False), Metric("p99_ms", "p99 ms", False))
 _COST = "server_us_per_op"
+# TCP bytes (frames with their headers) in the measured window, per operation.
+_DOWN, _UP = "down_bytes_per_op", "up_bytes_per_op"
 METRICS: dict[str, tuple[Metric, ...]] = {
     "rpc": (
         Metric("replies_per_s", "replies/s", True),
         *_LATENCY,
         Metric(_COST, "server CPU µs/reply", False),
+        Metric(_DOWN, "bytes/reply, server → client", False),
+        Metric(_UP, "bytes/request, client → server", False),
     ),
     "fanout": (
         Metric("deliveries_per_s", "deliveries/s", True),
         *_LATENCY,
         Metric("lost", "lost", False),
         Metric(_COST, "server CPU µs/delivery", False),
+        Metric(_DOWN, "bytes/delivery, server → subscriber", False),
+        Metric(_UP, "bytes/broadcast, publisher → server", False),
     ),
     "idle": (
         Metric("kib_per_conn", "KiB/connection", False),

@@ -44,6 +44,7 @@ class Plan:
     noisy_retries: int = 1  # extra tries of a run during which other processes were busy
     loadgens: int = 1  # load generator processes for rpc, fanout and churn (idle: 1)
     client_cpus: str = _procs.CLIENT_CPU  # their CPUs, in turn ("1" or "1,2")
+    payload: int = 0  # catalogue items in every echo and blast (0: the tiny {seq, t})
 
 
 FULL = Plan()
@@ -73,11 +74,17 @@ def scenarios(plan: Plan, families: set[str]) -> list[str]:
     return names
 
 
-def loadgen_options(plan: Plan, scenario: str) -> tuple[str, dict[str, float | str], float]:
-    """The load generator's scenario, options and time limit for ``scenario``."""
+def loadgen_options(
+    plan: Plan, scenario: str, spec: ServerSpec
+) -> tuple[str, dict[str, float | str], float]:
+    """The load generator's scenario, options and time limit for ``scenario`` against
+    ``spec`` (whose clients may speak another wire)."""
     kind, _, size = scenario.partition("-")
+    wire: dict[str, float | str] = dict(spec.client)
+    if plan.payload:
+        wire["payload"] = plan.payload
     if kind == "idle":
-        return kind, {"connections": int(size), "hold": 120}, 240
+        return kind, {"connections": int(size), "hold": 120, **wire}, 240
     opts: dict[str, float | str]
     if kind == "rpc":
         opts = {"clients": plan.rpc_clients, "seconds": plan.rpc_seconds, "warmup": plan.warmup}
@@ -95,7 +102,7 @@ def loadgen_options(plan: Plan, scenario: str) -> tuple[str, dict[str, float | s
         limit = 90
     if plan.loadgens > 1:
         opts |= {"procs": plan.loadgens, "cpus": plan.client_cpus}
-    return kind, opts, limit
+    return kind, opts | wire, limit
 
 
 def wait_for_quiet(limit: float) -> float:
@@ -158,7 +165,7 @@ def _busy_percent(seconds: float) -> float:
 def run_once(
     node: str, spec: ServerSpec, plan: Plan, scenario: str, log_dir: Path
 ) -> dict[str, Any]:
-    kind, options, timeout = loadgen_options(plan, scenario)
+    kind, options, timeout = loadgen_options(plan, scenario, spec)
     cpu = plan.client_cpus.split(",")[0]
     server = _procs.start_server(spec, log_dir)
     try:
@@ -296,7 +303,7 @@ def run_profiles(
     plan = replace(plan, publish_seconds=min(plan.publish_seconds, 15.0))
     for spec in specs:
         for scenario in names:
-            kind, options, timeout = loadgen_options(plan, scenario)
+            kind, options, timeout = loadgen_options(plan, scenario, spec)
             raw = out / f"profile-{spec.name}-{scenario}.txt"
             wrap = _profile.py_spy_command(str(py_spy), raw)
             try:

@@ -211,9 +211,9 @@ def describe_environment(venv_bins: dict[str, Path], node: str) -> dict[str, str
     info["kernel"] = os.uname().release
     info["python"] = sys.version.split()[0]
     info["wsroute commit"] = wsroute_commit()
-    ours = _version_of(Path(sys.executable), ["wsroute", "trio", "trio-websocket", "wsproto"])
+    packages = ["wsroute", "trio", "trio-websocket", "wsproto", "orjson", "msgpack"]
+    ours = _version_of(Path(sys.executable), packages)
     info.update({f"{k} (wsroute venv)": v for k, v in ours.items()})
-    info["orjson (wsroute venv)"] = _version_of(Path(sys.executable), ["orjson"])["orjson"]
     wanted = {
         "trio-websocket": ["trio-websocket", "trio", "wsproto"],
         "websockets": ["websockets"],
@@ -227,7 +227,8 @@ def describe_environment(venv_bins: dict[str, Path], node: str) -> dict[str, str
     info["node"] = subprocess.run(
         [node, "--version"], capture_output=True, text=True, timeout=30
     ).stdout.strip()
-    ws_package = HERE / "node_modules" / "ws" / "package.json"
-    if ws_package.exists():
-        info["ws (npm)"] = json.loads(ws_package.read_text())["version"]
+    for package in ("ws", "@msgpack/msgpack"):
+        found = HERE / "node_modules" / package / "package.json"
+        if found.exists():
+            info[f"{package} (npm)"] = json.loads(found.read_text())["version"]
     return info

@@ -28,11 +28,24 @@
 // (client_core_cpu: the busiest CPU's share). Times that cross processes (fan-out's
 // publish-to-receipt) use one clock: each part shifts performance.now() to the
 // leader's time origin (--clock-origin).
+//
+// The wire (rpc, fanout, churn, idle): --payload N adds N catalogue items (about 130
+// bytes of JSON each) to every echo and blast, so that messages reach permessage-
+// deflate's threshold (1 KiB by default); 0, the default, sends the tiny {seq, t}.
+// --msgpack F makes a share F of the connections (0 to 1; every second one for 0.5;
+// the fan-out publisher speaks as the first subscriber does) offer the
+// wsroute.v1.msgpack subprotocol and speak msgpack in binary frames (@msgpack/msgpack);
+// the others speak JSON text. --deflate 1 offers permessage-deflate (ws's
+// perMessageDeflate defaults: compression above 1 KiB). Each fails the run if the
+// server does not accept it. rpc and fanout also count the TCP bytes their sockets
+// read and wrote during the measured window (net.Socket bytesRead/bytesWritten, the
+// socket of the upgrade's response): bytes per reply or delivery each way.
 
 import { spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { performance } from "node:perf_hooks";
 import { createInterface } from "node:readline";
+import { decode as msgpackDecode, encode as msgpackEncode } from "@msgpack/msgpack";
 import WebSocket from "ws";
 
 const DEFAULTS = {
@@ -57,6 +70,10 @@ const DEFAULTS = {
   workers: 16,
   // connection opening
   "open-concurrency": 64,
+  // the wire (see the top of this file)
+  payload: 0,
+  msgpack: 0,
+  deflate: 0,
   // several processes (see the top of this file)
   procs: 1,
   cpus: "",
@@ -77,6 +94,9 @@ function parseArgs(argv) {
     if (!STRING_OPTIONS.has(key) && !Number.isFinite(opts[key])) fail(`${rest[i]} needs a number`);
   }
   if (!Number.isInteger(opts.procs) || opts.procs < 1) fail("--procs needs a whole number >= 1");
+  if (!Number.isInteger(opts.payload) || opts.payload < 0) fail("--payload needs a whole number");
+  if (!(opts.msgpack >= 0 && opts.msgpack <= 1)) fail("--msgpack needs a share from 0 to 1");
+  if (opts.deflate !== 0 && opts.deflate !== 1) fail("--deflate needs 0 or 1");
   return { scenario, opts };
 }
 
@@ -355,15 +375,101 @@ function mergedLatencies(parts) {
 const sumOf = (parts, key) => parts.reduce((sum, part) => sum + part[key], 0);
 const rate = (parts, key) => parts.reduce((sum, part) => sum + part[key] / part.seconds, 0);
 
-function echoFrame(id, seq) {
-  return JSON.stringify({ type: "echo", id, data: { seq, t: now() } });
+// --- the wire ---------------------------------------------------------------------
+
+const MSGPACK = "wsroute.v1.msgpack";
+// From --payload, --msgpack and --deflate (set in main).
+const WIRE = { items: null, msgpack: 0, deflate: false };
+
+// A connection's message format: JSON text, or msgpack in binary frames.
+const JSON_CODEC = {
+  encode: (message) => JSON.stringify(message),
+  decode: (raw) => JSON.parse(raw.toString()),
+};
+const MSGPACK_CODEC = {
+  encode: (message) => msgpackEncode(message),
+  decode: (raw) => msgpackDecode(raw),
+};
+
+// The format of connection `index`: msgpack for a share WIRE.msgpack of the indices,
+// spread evenly (0.5: every second one, from the second on; 1: all).
+function codecOf(index) {
+  const share = WIRE.msgpack;
+  return Math.floor((index + 1) * share) > Math.floor(index * share) ? MSGPACK_CODEC : JSON_CODEC;
 }
 
-// Open one connection and complete one echo round trip on it, so the server has
+// --payload N: N catalogue items, about 130 bytes of JSON each, the same list in every
+// message (each message is compressed on its own, so repeating it gains deflate
+// nothing). benchmarks/wire_cost.py and servers/wsroute_app.py's Item agree with it.
+const TAGS = ["red", "new", "sale", "blue", "large"];
+
+function itemsOf(n) {
+  return Array.from({ length: n }, (_, k) => ({
+    id: k + 1,
+    sku: `SKU-${String(k + 1).padStart(6, "0")}`,
+    name: `widget ${k + 1}`,
+    price: (999 + 125 * k) / 100,
+    stock: (7 * k) % 50,
+    tags: [TAGS[k % 5], TAGS[(k + 2) % 5]],
+    updated_at: `2026-12-04T18:${String(k % 60).padStart(2, "0")}:00Z`,
+  }));
+}
+
+function stamp(seq) {
+  return WIRE.items === null ? { seq, t: now() } : { seq, t: now(), items: WIRE.items };
+}
+
+function echoMessage(id, seq) {
+  return { type: "echo", id, data: stamp(seq) };
+}
+
+// A new client connection in the format of connection `index`, offering
+// permessage-deflate with --deflate 1. `ws.codec` is its format and `ws.tcp` its TCP
+// socket once upgraded (the upgrade response's), for counting bytes.
+function connect(url, index, timeoutMs) {
+  const codec = codecOf(index);
+  const ws = new WebSocket(url, codec === MSGPACK_CODEC ? [MSGPACK] : [], {
+    perMessageDeflate: WIRE.deflate,
+    handshakeTimeout: timeoutMs,
+  });
+  ws.codec = codec;
+  ws.tcp = null;
+  ws.once("upgrade", (response) => {
+    ws.tcp = response.socket;
+  });
+  return ws;
+}
+
+// Why the opened `ws` is not what was asked for (a subprotocol or deflate the server
+// did not accept), or null.
+function refusal(ws) {
+  if (ws.codec === MSGPACK_CODEC && ws.protocol !== MSGPACK) {
+    return `the server did not select ${MSGPACK}`;
+  }
+  if (WIRE.deflate && ws.extensions !== "permessage-deflate") {
+    return "the server did not accept permessage-deflate";
+  }
+  return null;
+}
+
+// TCP bytes the connections have read and written so far.
+function wireBytes(sockets) {
+  let read = 0;
+  let written = 0;
+  for (const ws of sockets) {
+    read += ws.tcp?.bytesRead ?? 0;
+    written += ws.tcp?.bytesWritten ?? 0;
+  }
+  return { read, written };
+}
+
+// --- connections ------------------------------------------------------------------
+
+// Open connection `index` and complete one echo round trip on it, so the server has
 // fully set it up (subscribed to its default topic) before the scenario starts.
-function openConnection(url, timeoutMs = 15000) {
+function openConnection(url, index = 0, timeoutMs = 15000) {
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(url, { perMessageDeflate: false, handshakeTimeout: timeoutMs });
+    const ws = connect(url, index, timeoutMs);
     const timer = setTimeout(() => {
       ws.terminate();
       reject(new Error("connection + first echo timed out"));
@@ -372,13 +478,22 @@ function openConnection(url, timeoutMs = 15000) {
       clearTimeout(timer);
       reject(err);
     });
-    ws.once("open", () => ws.send(echoFrame(0, 0)));
+    ws.once("open", () => {
+      const why = refusal(ws);
+      if (why !== null) {
+        clearTimeout(timer);
+        ws.terminate();
+        reject(new Error(why));
+        return;
+      }
+      ws.send(ws.codec.encode(echoMessage(0, 0)));
+    });
     ws.once("message", (raw) => {
       clearTimeout(timer);
-      const reply = JSON.parse(raw.toString());
+      const reply = ws.codec.decode(raw);
       if (reply.ok !== true || reply.id !== 0) {
         ws.terminate();
-        reject(new Error(`unexpected first reply: ${raw}`));
+        reject(new Error(`unexpected first reply: ${JSON.stringify(reply).slice(0, 200)}`));
         return;
       }
       ws.removeAllListeners("error");
@@ -394,8 +509,9 @@ async function openMany(url, count, concurrency) {
   const t0 = performance.now();
   async function worker() {
     while (next < count) {
+      const index = next;
       next += 1;
-      sockets.push(await openConnection(url));
+      sockets.push(await openConnection(url, index));
       if (sockets.length % 1000 === 0) log(`${sockets.length}/${count} connections open`);
     }
   }
@@ -419,7 +535,8 @@ function closeAll(sockets) {
 // Each scenario's `run` returns this process's part (counts, raw latencies, CPU);
 // `summarise` turns the parts (one, or one per process) into the printed result.
 
-// rpc: every client sends one echo, waits for the reply, sends the next.
+// rpc: every client sends one echo, waits for the reply, sends the next. The wire
+// bytes are those of the CPU window, divided by the replies received in it.
 async function rpc(opts, team) {
   const clients = team.share(opts.clients);
   const { sockets } = await openMany(opts.url, clients, opts["open-concurrency"]);
@@ -428,6 +545,8 @@ async function rpc(opts, team) {
   const latencies = [];
   let replies = 0;
   let errors = 0;
+  let windowReplies = 0; // every reply received in the CPU window, for the bytes
+  let counting = false;
   let phase = "warmup";
   let inFlight = 0;
   let windowStart = 0;
@@ -439,12 +558,13 @@ async function rpc(opts, team) {
       seq += 1;
       sentAt = performance.now();
       inFlight += 1;
-      ws.send(echoFrame(seq, index));
+      ws.send(ws.codec.encode(echoMessage(seq, index)));
     };
     ws.on("message", (raw) => {
       inFlight -= 1;
       const t = performance.now();
-      const reply = JSON.parse(raw.toString());
+      const reply = ws.codec.decode(raw);
+      if (counting) windowReplies += 1;
       if (reply.ok !== true || reply.id !== seq) errors += 1;
       if (phase === "measure" && sentAt >= windowStart && t <= windowEnd) {
         replies += 1;
@@ -459,7 +579,11 @@ async function rpc(opts, team) {
   windowStart = performance.now();
   windowEnd = windowStart + opts.seconds * 1000;
   cpu.start();
+  const before = wireBytes(sockets);
+  counting = true;
   await sleep(opts.seconds * 1000);
+  counting = false;
+  const after = wireBytes(sockets);
   const usage = cpu.stop();
   phase = "drain";
   const drainUntil = performance.now() + 5000;
@@ -473,6 +597,19 @@ async function rpc(opts, team) {
     latencies: Float64Array.from(latencies),
     usage,
     cpus: cpusAllowed(),
+    // the wire, in the CPU window: bytes read (replies) and written (requests)
+    down: after.read - before.read,
+    up: after.written - before.written,
+    wireOps: windowReplies,
+  };
+}
+
+// Bytes on the wire per operation, each way (TCP payload: frames and their headers).
+function wireSummary(parts, upOps = sumOf(parts, "wireOps")) {
+  const ops = sumOf(parts, "wireOps");
+  return {
+    down_bytes_per_op: ops ? round(sumOf(parts, "down") / ops, 1) : null,
+    up_bytes_per_op: upOps ? round(sumOf(parts, "up") / upOps, 1) : null,
   };
 }
 
@@ -484,6 +621,7 @@ function rpcSummary(parts) {
     replies_per_s: round(rate(parts, "replies"), 1),
     ...mergedLatencies(parts),
     errors: sumOf(parts, "errors"),
+    ...wireSummary(parts),
     ...usageOf(parts),
   };
 }
@@ -494,7 +632,8 @@ function rpcSummary(parts) {
 // `publish-seconds` (then `capped` is true). Its own copies are ignored. With several
 // processes the publisher is the leader's, each part tells the leader when its own
 // subscribers have all received a broadcast, and the leader tells the parts when
-// publishing is over.
+// publishing is over. The wire bytes: what the subscribers read per delivery, what
+// the publisher wrote per broadcast sent.
 async function fanout(opts, team) {
   const n = team.share(opts.subscribers);
   const total = opts.broadcasts;
@@ -527,7 +666,7 @@ async function fanout(opts, team) {
         if (complete === sent) finish();
         return;
       }
-      publisher.send(JSON.stringify({ type: "blast", data: { seq: sent, t: now() } }));
+      publisher.send(publisher.codec.encode({ type: "blast", data: stamp(sent) }));
       sent += 1;
     }
   };
@@ -544,7 +683,7 @@ async function fanout(opts, team) {
   for (const ws of sockets) {
     ws.on("message", (raw) => {
       const t = now();
-      const event = JSON.parse(raw.toString());
+      const event = ws.codec.decode(raw);
       if (event.type !== "blast") return;
       const { seq } = event.data;
       if (received < latencies.length) latencies[received] = t - event.data.t;
@@ -560,6 +699,8 @@ async function fanout(opts, team) {
     });
   }
   let finished;
+  let before;
+  let published = 0;
   if (team.leader) {
     team.onParts("done", (message) => partDone(message.seq));
     publisher.on("message", () => {});
@@ -567,15 +708,20 @@ async function fanout(opts, team) {
       if (now() - lastProgress > opts.stall * 1000) finish();
     }, 100);
     cpu.start();
+    before = wireBytes(sockets);
+    published = wireBytes([publisher]).written;
     pump();
     await done;
     clearInterval(watchdog);
+    published = wireBytes([publisher]).written - published;
     finished = { sent };
     team.tellParts({ kind: "finish", sent });
   } else {
     cpu.start();
+    before = wireBytes(sockets);
     finished = await team.nextFromLeader("finish");
   }
+  const read = wireBytes(sockets).read - before.read;
   const usage = cpu.stop();
   closeAll(publisher ? [...sockets, publisher] : sockets);
   return {
@@ -591,6 +737,9 @@ async function fanout(opts, team) {
     latencies: latencies.slice(0, Math.min(received, n * finished.sent)),
     usage,
     cpus: cpusAllowed(),
+    down: read,
+    up: published,
+    wireOps: received,
   };
 }
 
@@ -614,6 +763,7 @@ function fanoutSummary(parts) {
     seconds: round(seconds, 3),
     deliveries_per_s: round(received / seconds, 1),
     ...mergedLatencies(parts),
+    ...wireSummary(parts, leader.sent),
     ...usageOf(parts),
   };
 }
@@ -689,6 +839,7 @@ async function churn(opts, team) {
   const latencies = [];
   let cycles = 0;
   let errors = 0;
+  let opened = 0; // connections started, whose index picks their format
   const firstError = [];
   const t0 = performance.now();
   const deadline = t0 + opts.seconds * 1000;
@@ -696,7 +847,8 @@ async function churn(opts, team) {
   const cycle = () =>
     new Promise((resolve) => {
       const start = performance.now();
-      const ws = new WebSocket(opts.url, { perMessageDeflate: false, handshakeTimeout: 10000 });
+      const ws = connect(opts.url, opened, 10000);
+      opened += 1;
       let ok = false;
       let settled = false;
       const timer = setTimeout(() => {
@@ -720,9 +872,17 @@ async function churn(opts, team) {
         ws.terminate();
         if (!ok) settle(err);
       });
-      ws.on("open", () => ws.send(echoFrame(1, 1)));
+      ws.on("open", () => {
+        const why = refusal(ws);
+        if (why !== null) {
+          ws.terminate();
+          settle(new Error(why));
+          return;
+        }
+        ws.send(ws.codec.encode(echoMessage(1, 1)));
+      });
       ws.on("message", (raw) => {
-        const reply = JSON.parse(raw.toString());
+        const reply = ws.codec.decode(raw);
         if (reply.ok === true && reply.id === 1) {
           ok = true;
           ws.close(1000);
@@ -786,6 +946,9 @@ async function main() {
   if (split && opts[split] < opts.procs) fail(`--procs ${opts.procs} needs ${opts.procs} ${split}`);
   if (opts.part > 0) NAME = `loadgen[${opts.part}]`;
   if (opts["clock-origin"]) clockShift = performance.timeOrigin - opts["clock-origin"];
+  WIRE.items = opts.payload > 0 ? itemsOf(opts.payload) : null;
+  WIRE.msgpack = opts.msgpack;
+  WIRE.deflate = opts.deflate === 1;
   const limit = setTimeout(() => {
     process.stderr.write(`${NAME}: ${scenario} exceeded --max-seconds ${opts["max-seconds"]}\n`);
     process.exit(3);

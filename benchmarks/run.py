@@ -11,6 +11,11 @@ server. Scenarios (README.md has the details): ``rpc``, ``fanout-N``, ``idle-N``
 ``churn`` and ``redis-fanout``. The report ranks the servers by server CPU time per
 operation. Results go to stdout and to ``benchmarks/results/<time>/`` (report.md,
 runs.json, logs, profiles).
+
+The wire: ``--payload N`` sends N catalogue items in every message (about 3 KiB of
+JSON for 24), and the servers ``wsroute-msgpack``, ``wsroute-deflate`` and the others
+of ``WIRE_VARIANTS`` (only when named in ``--servers``) are wsroute with clients that
+speak msgpack, offer permessage-deflate, or both.
 """
 
 from __future__ import annotations
@@ -46,26 +51,44 @@ REFERENCES = (*VENV_OF, "ws")
 #: Another checkout of wsroute (``--baseline DIR``), for before/after figures in one run.
 BASELINE = "wsroute-baseline"
 ALL_SERVERS = ("wsroute", BASELINE, *REFERENCES)
+#: wsroute with other wires: (``wsroute run --compression deflate``?, the options its
+#: load generator adds: a share of msgpack connections, permessage-deflate offered).
+#: Run only when named in ``--servers``.
+WIRE_VARIANTS: dict[str, tuple[bool, dict[str, str]]] = {
+    "wsroute-msgpack": (False, {"msgpack": "1"}),
+    "wsroute-mixed": (False, {"msgpack": "0.5"}),
+    "wsroute-deflate": (True, {"deflate": "1"}),
+    "wsroute-msgpack-deflate": (True, {"msgpack": "1", "deflate": "1"}),
+    "wsroute-mixed-deflate": (True, {"msgpack": "0.5", "deflate": "1"}),
+}
+KNOWN_SERVERS = (*ALL_SERVERS, *WIRE_VARIANTS)
 NOT_PROFILED = ("ws",)  # py-spy profiles Python only
 QUIET = ("--log-level", "warning")  # no log line per connection (both log at info)
 FAMILIES = ("rpc", "fanout", "idle", "churn", "redis-fanout")
 
 
 def server_specs(
-    wsroute: Path, bins: dict[str, Path], node: str, baseline: Path | None = None
+    wsroute: Path,
+    bins: dict[str, Path],
+    node: str,
+    baseline: Path | None = None,
+    payload: int = 0,
 ) -> dict[str, ServerSpec]:
-    """Every server; ``bins`` holds the reference venvs' ``bin`` directories by venv."""
+    """Every server; ``bins`` holds the reference venvs' ``bin`` directories by venv.
+    With a ``payload`` (items per message), wsroute serves the app that types them."""
 
     def venv(name: str, program: str) -> str:
         return str(bins.get(VENV_OF[name], Path("/nonexistent")) / program)
 
+    app = "wsroute_app:items_app" if payload else "wsroute_app:app"
+    items = f" ({app}: {payload} typed items per message)" if payload else ""
     specs = [
         ServerSpec(
             "wsroute",
-            (str(wsroute), "run", "wsroute_app:app", "--port", "{port}", *QUIET),
+            (str(wsroute), "run", app, "--port", "{port}", *QUIET),
             SERVER_DIR,
             "`wsroute run` with every App default (ping every 20 s, strict typed payloads, "
-            "outbox 1024 frames, policy close), log level warning",
+            f"outbox 1024 frames, policy close), log level warning{items}",
         ),
         ServerSpec(
             "trio-websocket",
@@ -107,6 +130,23 @@ def server_specs(
             "JSON.parse/JSON.stringify, a blast encoded once and sent to each connection",
         ),
     ]
+    for name, (deflate, client) in WIRE_VARIANTS.items():
+        compression = ("--compression", "deflate") if deflate else ()
+        said = []
+        if "msgpack" in client:
+            share = "all" if client["msgpack"] == "1" else "half the"
+            said.append(f"{share} clients speak msgpack (wsroute.v1.msgpack)")
+        if deflate:
+            said.append("`--compression deflate` (wsroute.Deflate defaults), clients offer it")
+        specs.append(
+            ServerSpec(
+                name,
+                (str(wsroute), "run", app, "--port", "{port}", *compression, *QUIET),
+                SERVER_DIR,
+                f"as wsroute{items}; {', '.join(said)}",
+                tuple(client.items()),
+            )
+        )
     if baseline is not None:
         # The same command with the other checkout first on the path: the same venv
         # and dependencies, only wsroute's own code differs.
@@ -114,7 +154,7 @@ def server_specs(
             ServerSpec(
                 BASELINE,
                 (
-                    *("env", f"PYTHONPATH={baseline}", str(wsroute), "run", "wsroute_app:app"),
+                    *("env", f"PYTHONPATH={baseline}", str(wsroute), "run", app),
                     *("--port", "{port}", *QUIET),
                 ),
                 SERVER_DIR,
@@ -136,6 +176,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--fanout-sizes", help="subscriber counts, e.g. 500,2000")
     parser.add_argument("--idle-sizes", help="connection counts, e.g. 1000,5000")
+    parser.add_argument(
+        "--payload",
+        type=int,
+        default=0,
+        help="catalogue items in every message (24: about 3 KiB of JSON; default 0: tiny)",
+    )
     parser.add_argument("--no-profile", action="store_true", help="skip the py-spy profiles")
     parser.add_argument(
         "--profile-servers",
@@ -166,8 +212,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     elif BASELINE in args.servers.split(","):
         args.servers = ",".join(n for n in args.servers.split(",") if n != BASELINE)
     for name in [*args.servers.split(","), *args.profile_servers.split(",")]:
-        if name not in ALL_SERVERS:
-            parser.error(f"unknown server {name!r}: choose from {', '.join(ALL_SERVERS)}")
+        if name not in KNOWN_SERVERS:
+            parser.error(f"unknown server {name!r}: choose from {', '.join(KNOWN_SERVERS)}")
+    if args.payload < 0:
+        parser.error("--payload needs 0 or more items")
     for name in args.profile_servers.split(","):
         if name in NOT_PROFILED:
             parser.error(f"py-spy cannot profile {name!r} (not a Python server)")
@@ -197,13 +245,15 @@ def make_plan(args: argparse.Namespace) -> Plan:
         plan = replace(plan, loadgens=args.loadgens)
     if args.client_cpus:
         plan = replace(plan, client_cpus=args.client_cpus)
+    if args.payload:
+        plan = replace(plan, payload=args.payload)
     return plan
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     plan = make_plan(args)
-    servers = [name for name in ALL_SERVERS if name in args.servers.split(",")]
+    servers = [name for name in KNOWN_SERVERS if name in args.servers.split(",")]
     families = set(args.scenarios.split(","))
     started = time.monotonic()
     try:
@@ -227,7 +277,9 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True)
     specs = {
         name: spec
-        for name, spec in server_specs(wsroute, bins, tools["node"], args.baseline).items()
+        for name, spec in server_specs(
+            wsroute, bins, tools["node"], args.baseline, plan.payload
+        ).items()
         if name in servers
     }
     names = _runs.scenarios(plan, families)
