@@ -10,7 +10,7 @@ import pytest
 import trio
 
 from wsroute import BrokerError
-from wsroute.brokers import Broker, BrokerMessage, BrokerSession, BrokerState
+from wsroute.brokers import Broker, BrokerMessage, BrokerSession, BrokerState, Position
 
 
 class Recording(BrokerSession):
@@ -103,5 +103,7 @@ def test_the_abstract_parts_must_be_implemented() -> None:
 
 def test_messages_and_states() -> None:
     message = BrokerMessage("t", b"data")
-    assert (message.topic, message.data) == tuple(message) == ("t", b"data")
+    assert (message.topic, message.data, message.position) == tuple(message) == ("t", b"data", None)
+    kept = BrokerMessage("t", b"data", Position(3, "e"))
+    assert kept.position == (3, "e")
     assert [state.value for state in BrokerState] == ["connected", "disconnected"]

@@ -3,15 +3,19 @@ passes it, and each check catches a broker broken in the way that check is about
 
 from __future__ import annotations
 
+import functools
+import itertools
 import math
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import attrs
 import pytest
 import trio
 
-from wsroute.brokers import BrokerMessage, BrokerSession, MemoryBroker
+from wsroute import History
+from wsroute.brokers import BrokerMessage, BrokerSession, HistoryPage, MemoryBroker
 from wsroute.testing import broker_checks, check_broker
 
 
@@ -158,6 +162,98 @@ def unbounded(broker: Broken, session: Any) -> None:
     session._send, session._receive = trio.open_memory_channel[BrokerMessage](math.inf)
 
 
+# -- history ---------------------------------------------------------------------------
+
+
+def claim_no_history(broker: Broken, session: Any) -> None:
+    """Says it keeps no history, yet publish_kept and read_history work."""
+    session.keeps_history = False
+
+
+def skip_offsets(broker: Broken, session: Any) -> None:
+    publish_kept = session.publish_kept
+
+    async def twice(topic: str, data: bytes, history: History) -> Any:
+        await publish_kept(topic, data, history)
+        return await publish_kept(topic, data, history)
+
+    session.publish_kept = twice
+
+
+def deliver_without_position(broker: Broken, session: Any) -> None:
+    deliver = session._deliver
+
+    async def plain(message: BrokerMessage) -> None:
+        await deliver(message._replace(position=None))
+
+    session._deliver = plain
+
+
+def ignore_limit(broker: Broken, session: Any) -> None:
+    read_history = session.read_history
+
+    async def everything(topic: str, history: History, **options: Any) -> HistoryPage:
+        options.pop("limit", None)
+        return await read_history(topic, history, **options)  # type: ignore[no-any-return]
+
+    session.read_history = everything
+
+
+def with_history(**changes: Any) -> Patch:
+    """Keeps and reads with ``changes`` made to the History it is given."""
+
+    def patch(broker: Broken, session: Any) -> None:
+        publish_kept, read_history = session.publish_kept, session.read_history
+
+        async def kept(topic: str, data: bytes, history: History) -> Any:
+            return await publish_kept(topic, data, attrs.evolve(history, **changes))
+
+        async def read(topic: str, history: History, **options: Any) -> Any:
+            return await read_history(topic, attrs.evolve(history, **changes), **options)
+
+        session.publish_kept, session.read_history = kept, read
+
+    return patch
+
+
+_READS = itertools.count()
+
+
+def epoch_per_read(broker: Broken, session: Any) -> None:
+    """A topic never published to gets a new epoch on every read."""
+    read_history = session.read_history
+
+    async def read(topic: str, history: History, **options: Any) -> HistoryPage:
+        page: HistoryPage = await read_history(topic, history, **options)
+        if page.position.offset == 0:
+            return page._replace(position=page.position._replace(epoch=f"e{next(_READS)}"))
+        return page
+
+    session.read_history = read
+
+
+def kept_overtakes_plain(broker: Broken, session: Any) -> None:
+    """The first plain publish is held until the next kept one went out."""
+    publish, publish_kept = session.publish, session.publish_kept
+    held: list[tuple[str, bytes] | None] = []
+
+    async def hold_first(topic: str, data: bytes) -> None:
+        if not held:
+            held.append((topic, data))
+            await trio.lowlevel.checkpoint()
+            return
+        await publish(topic, data)
+
+    async def kept_then_held(topic: str, data: bytes, history: History) -> Any:
+        position = await publish_kept(topic, data, history)
+        if held and (first := held[-1]) is not None:
+            await publish(*first)
+            held.append(None)
+        return position
+
+    session.publish, session.publish_kept = hold_first, kept_then_held
+
+
 BREAKS: dict[str, tuple[Patch, str]] = {
     "fan_out": (deliver_twice, "fan-out delivers exactly once: expected nothing before"),
     "order": (swap_pairs, "messages arrived out of publish order"),
@@ -168,6 +264,14 @@ BREAKS: dict[str, tuple[Patch, str]] = {
     "payloads": (mangle_non_utf8, "payload changed"),
     "closed": (stay_open, "publish on a closed session did not raise BrokerClosed"),
     "bounded_backlog": (unbounded, "its buffer is not bounded"),
+    "history_unsupported": (claim_no_history, "publish_kept on a session without history"),
+    "history_offsets": (skip_offsets, "publish_kept numbered .* not 1 to 5 in one epoch"),
+    "history_delivery": (deliver_without_position, "received positions .* not 1 to 40"),
+    "history_reads": (ignore_limit, r"read_history\(since=3, limit=2\) returned offsets"),
+    "history_size": (with_history(size=10), "size=5, read_history"),
+    "history_ttl": (with_history(ttl=300.0), "after the ttl"),
+    "history_first_read": (epoch_per_read, "read again"),
+    "history_fifo": (kept_overtakes_plain, "plain and kept messages arrived out of publish order"),
 }
 
 
@@ -181,6 +285,19 @@ async def test_each_check_catches_the_broker_broken_its_way(name: str, autojump_
     with pytest.raises(AssertionError, match=message):
         await broker_checks()[name](lambda: Broken(patch))
     await broker_checks()[name](lambda: Broken(lambda broker, session: None))  # unbroken: passes
+
+
+def without_history(broker: Broken, session: Any) -> None:
+    """A session as BrokerSession makes one that keeps no history."""
+    session.keeps_history = False
+    session.publish_kept = functools.partial(BrokerSession.publish_kept, session)
+    session.read_history = functools.partial(BrokerSession.read_history, session)
+
+
+async def test_a_broker_without_history_passes_the_history_checks(autojump_clock: Any) -> None:
+    for name, check in broker_checks().items():
+        if name.startswith("history_"):
+            await check(lambda: Broken(without_history))
 
 
 async def test_check_broker_lists_every_failing_check(autojump_clock: Any) -> None:

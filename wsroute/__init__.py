@@ -10,6 +10,7 @@ from ._errors import BrokerClosed as BrokerClosed
 from ._errors import BrokerError as BrokerError
 from ._errors import ConnectionClosed as ConnectionClosed
 from ._errors import HandlerError as HandlerError
+from ._errors import HistoryUnsupported as HistoryUnsupported
 from ._errors import ListenError as ListenError
 from ._errors import LoadError as LoadError
 from ._errors import NotRunningError as NotRunningError
@@ -17,6 +18,10 @@ from ._errors import ProtocolError as ProtocolError
 from ._errors import RegistrationError as RegistrationError
 from ._errors import Reject as Reject
 from ._errors import WsrouteError as WsrouteError
+from ._history import History as History
+from ._history import HistoryEvent as HistoryEvent
+from ._history import Position as Position
+from ._history import TopicHistory as TopicHistory
 from ._http import Response as Response
 from ._request import Headers as Headers
 from ._request import Request as Request
@@ -42,9 +47,13 @@ __all__ = [
     "Disconnect",
     "HandlerError",
     "Headers",
+    "History",
+    "HistoryEvent",
+    "HistoryUnsupported",
     "ListenError",
     "LoadError",
     "NotRunningError",
+    "Position",
     "ProtocolError",
     "RegistrationError",
     "Reject",
@@ -53,6 +62,7 @@ __all__ = [
     "RouteInfo",
     "RouteKind",
     "SlowConsumerPolicy",
+    "TopicHistory",
     "WsrouteError",
     "__version__",
     "bearer_auth",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Literal, TypeVar
 
 import cattrs
@@ -13,6 +13,7 @@ import cattrs
 from ._config import DEFAULT_SUBPROTOCOLS, Config, SlowConsumerPolicy
 from ._converter import make_converter
 from ._errors import RegistrationError
+from ._history import History
 from ._http import HTTPRoutes
 from ._routing import (
     CoalesceSpec,
@@ -76,6 +77,10 @@ class App(Serving, Messaging):
             an ``on_connect`` hook that overruns closes the connection with 1011.
         broker_state_events: send every client a ``broker_state`` event when the
             broker connection is lost or recovered, so clients can resync.
+        history: topic patterns whose events the broker keeps, numbered, so that a
+            client coming back recovers what it missed and ``app.history`` reads
+            them: ``{"room:*": History(size=100, ttl=300)}`` (docs/history.md). The
+            first pattern a topic matches decides; ``*`` matches any characters.
         allowed_origins: browser origins allowed to connect (exact match, e.g.
             ``["https://app.example.com"]``) or a function ``(origin) -> bool``; others
             get 403. ``None`` allows any origin: see docs/limits.md for the risk.
@@ -120,6 +125,7 @@ class App(Serving, Messaging):
         shutdown_timeout: float = 10.0,
         hook_timeout: float = 5.0,
         broker_state_events: bool = False,
+        history: Mapping[str, History] | None = None,
         allowed_origins: Sequence[str] | Callable[[str], bool] | None = None,
         subprotocols: Sequence[str] = DEFAULT_SUBPROTOCOLS,
         require_subprotocol: bool = False,
@@ -146,6 +152,7 @@ class App(Serving, Messaging):
             shutdown_timeout=shutdown_timeout,
             hook_timeout=hook_timeout,
             broker_state_events=broker_state_events,
+            history=history,
             allowed_origins=allowed_origins,
             subprotocols=subprotocols,
             require_subprotocol=require_subprotocol,

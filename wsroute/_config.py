@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
 
+from ._history import History
+from ._topics import TopicRules
 from ._wire.deflate import Deflate
 
 _MiB = 1024 * 1024
@@ -112,6 +114,22 @@ def _strings(value: object, option: str, what: str) -> tuple[str, ...]:
     return items
 
 
+def _history(value: Mapping[str, History] | TopicRules[History] | None) -> TopicRules[History]:
+    if isinstance(value, TopicRules):
+        return value
+    if value is None:
+        return TopicRules(())
+    example = '{"room:*": wsroute.History(size=100, ttl=300)}'
+    if not isinstance(value, Mapping):
+        raise ValueError(f"App option history must map topic patterns to History, e.g. {example}")
+    for pattern, history in value.items():
+        if not isinstance(history, History):
+            raise ValueError(
+                f"App option history maps {pattern!r} to {history!r}, not a History: e.g. {example}"
+            )
+    return TopicRules(value)
+
+
 @attrs.frozen(kw_only=True)
 class Config:
     """Every tunable of an App; see ``App`` for what each one means."""
@@ -130,6 +148,7 @@ class Config:
     shutdown_timeout: float = attrs.field(default=10.0, validator=_positive)
     hook_timeout: float = attrs.field(default=5.0, validator=_positive)
     broker_state_events: bool = False
+    history: TopicRules[History] = attrs.field(factory=lambda: TopicRules(()), converter=_history)
     # Handshake admission.
     allowed_origins: frozenset[str] | Callable[[str], bool] | None = attrs.field(
         default=None, converter=_origins

@@ -10,7 +10,8 @@
     ├── ConnectionClosed       sending on, or subscribing, a connection that is closing
     ├── NotRunningError        app.publish / app.start_soon while the app is not serving
     ├── BrokerError            the broker failed
-    │   └── BrokerClosed       the broker session was closed
+    │   ├── BrokerClosed       the broker session was closed
+    │   └── HistoryUnsupported the broker keeps no history, or the topic has none
     ├── LoadError              ``wsroute run MODULE:ATTR`` could not load the app
     ├── ListenError            the server could not listen on its address (also an OSError)
     └── ClientError            raised by the Python client (``wsroute.client``)
@@ -148,6 +149,10 @@ class BrokerError(WsrouteError):
 
 class BrokerClosed(BrokerError):
     """The broker session was closed; publish and subscribe are no longer possible."""
+
+
+class HistoryUnsupported(BrokerError):
+    """The broker keeps no history, or the topic has none (``App(history=...)``)."""
 
 
 class LoadError(WsrouteError):

@@ -20,6 +20,7 @@ import msgpack
 import orjson
 
 from ._errors import ProtocolError
+from ._history import Position
 from ._wire.frames import Prepared
 
 #: ``id`` may be an integer in this closed range (JavaScript's safe integers) ...
@@ -31,6 +32,10 @@ MAX_TYPE_LENGTH: Final = 128
 ENVELOPE_KEYS: Final = frozenset({"type", "id", "data"})
 #: Used as ``type`` of an error reply when the frame's type or id cannot be read.
 ERROR_TYPE: Final = "error"
+#: Message types with this prefix belong to the protocol; no handler may take one.
+RESERVED_PREFIX: Final = "wsroute."
+#: The event that ends a topic's recovery (docs/history.md): recovered or not.
+RECOVERY_TYPE: Final = "wsroute.recovery"
 
 # Stable error codes (documented in docs/protocol.md).
 INVALID_JSON: Final = "invalid_json"
@@ -241,13 +246,97 @@ def encode_event(type: str, topic: str | None, data: Any) -> bytes:
         return bytes([MSGPACK_EVENT]) + pack(message)
 
 
-def received_event(payload: bytes) -> Prepared:
-    """A broker payload made by ``encode_event``, ready for every subscriber.
+def received_event(payload: bytes, position: Position | None = None) -> Prepared:
+    """A broker payload made by ``encode_event``, ready for every subscriber; with
+    the ``offset`` and ``epoch`` of its ``position`` in the topic's history, if kept.
 
     Raises:
-        ValueError: a msgpack payload that does not decode.
+        ValueError: a payload that does not decode.
     """
     if not payload or payload[0] != MSGPACK_EVENT:
-        return Prepared(payload)
+        if position is None:
+            return Prepared(payload)
+        if payload[-1:] != b"}":
+            raise ValueError("an event is a JSON object")
+        offset, epoch = position
+        return Prepared(b'%s,"offset":%d,"epoch":%s}' % (payload[:-1], offset, orjson.dumps(epoch)))
     message = msgpack.unpackb(payload[1:], raw=False)
+    if not isinstance(message, dict):
+        raise ValueError("an event is a msgpack map")
+    if position is not None:
+        message["offset"], message["epoch"] = position
     return Prepared(orjson.dumps(message, option=JSON_KEYS, default=json_default), message)
+
+
+def decoded_event(payload: bytes) -> dict[str, Any]:
+    """The message of a broker payload made by ``encode_event``.
+
+    Raises:
+        ValueError: a payload that does not decode to a message.
+    """
+    if payload[:1] == bytes([MSGPACK_EVENT]):
+        message = msgpack.unpackb(payload[1:], raw=False)
+    else:
+        message = orjson.loads(payload)
+    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+        raise ValueError("not an event")
+    return message
+
+
+def recovery(
+    topic: str, recovered: bool, position: Position | None, missed: int, reason: str | None
+) -> Prepared:
+    """The event that ends a topic's recovery: ``{"type": "wsroute.recovery", "topic",
+    "data": {"recovered", "offset", "epoch", "missed", "reason"?}}``."""
+    data: dict[str, Any] = {
+        "recovered": recovered,
+        "offset": None if position is None else position.offset,
+        "epoch": None if position is None else position.epoch,
+        "missed": missed,
+    }
+    if reason is not None:
+        data["reason"] = reason
+    return event(RECOVERY_TYPE, topic, data)
+
+
+#: The query parameter in which a client presents the positions it saw, per topic.
+RECOVER_PARAM: Final = "wsroute.recover"
+#: The most topics one connection may recover (what fits the request head, with room).
+MAX_RECOVER_TOPICS: Final = 256
+#: The longest epoch a client may present (the server's are 8 characters).
+MAX_EPOCH_LENGTH: Final = 64
+
+
+def parse_recover(text: str) -> dict[str, Position]:
+    """The positions of a ``wsroute.recover`` query parameter: a JSON object of
+    ``{"topic": [offset, "epoch"], ...}``.
+
+    Raises:
+        ValueError: what is wrong with it, in a sentence for the 400 answer.
+    """
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        raise ValueError("not JSON") from None
+    if not isinstance(value, dict):
+        raise ValueError('not a JSON object of {"topic": [offset, "epoch"]}')
+    if len(value) > MAX_RECOVER_TOPICS:
+        raise ValueError(f"more than {MAX_RECOVER_TOPICS} topics")
+    positions = {}
+    for topic, position in value.items():
+        if not topic:
+            raise ValueError("an empty topic")
+        if not (
+            isinstance(position, list)
+            and len(position) == 2
+            and type(position[0]) is int
+            and 0 <= position[0] <= MAX_SAFE_INTEGER
+            and isinstance(position[1], str)
+            and 0 < len(position[1]) <= MAX_EPOCH_LENGTH
+        ):
+            raise ValueError(
+                f"the position of {topic[:64]!r} is not [offset, epoch]: an integer from 0 to"
+                f" 2^53 and a string of 1 to {MAX_EPOCH_LENGTH} characters"
+            )
+        positions[topic] = Position(position[0], position[1])
+    return positions

@@ -22,7 +22,7 @@ from cattrs.errors import StructureHandlerNotFoundError
 
 from ._converter import describe_error
 from ._errors import RegistrationError
-from ._protocol import ERROR_TYPE, MAX_TYPE_LENGTH
+from ._protocol import ERROR_TYPE, MAX_TYPE_LENGTH, RESERVED_PREFIX
 
 #: ``topic=`` of a broadcast route: a topic, or a function ``(payload, conn) -> topic``.
 TopicSpec = str | Callable[[Any, Any], str]
@@ -405,6 +405,11 @@ def check_name(name: object) -> str:
     if name == ERROR_TYPE:
         raise RegistrationError(
             f"message type {ERROR_TYPE!r} is reserved for protocol error replies; pick another name"
+        )
+    if name.startswith(RESERVED_PREFIX):
+        raise RegistrationError(
+            f"message type {name!r}: names starting with {RESERVED_PREFIX!r} are reserved for"
+            " the protocol's own messages; pick another name"
         )
     return name
 

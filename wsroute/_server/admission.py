@@ -1,8 +1,9 @@
 """Who may connect: the checks run on an upgrade request before it is accepted.
 
 In order, cheapest first: connection caps (503, 429), Origin allow-list (403),
-subprotocol (400), then the app's accept hook (its own ``Reject`` status, or 500 if
-it crashes). A refused request never becomes a connection, so no other hook runs.
+subprotocol and recovery positions (400), then the app's accept hook (its own
+``Reject`` status, or 500 if it crashes). A refused request never becomes a
+connection, so no other hook runs.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from urllib.parse import urlencode
 
 from .._config import Config
 from .._errors import Reject
+from .._history import Position
+from .._protocol import RECOVER_PARAM, parse_recover
 from .._request import Request
 
 logger = logging.getLogger("wsroute")
@@ -31,6 +34,8 @@ class Admission(NamedTuple):
 
     user: Any
     subprotocol: str | None
+    #: The positions the client saw, per topic (``wsroute.recover``), if it sent any.
+    recover: dict[str, Position] | None = None
 
 
 class Gate:
@@ -73,6 +78,13 @@ class Gate:
         """
         self._check_origin(request)
         subprotocol = self._choose_subprotocol(request)
+        recover = None
+        presented = request.query.get(RECOVER_PARAM)
+        if presented is not None:
+            try:
+                recover = parse_recover(presented)
+            except ValueError as exc:
+                raise Reject(400, f"invalid {RECOVER_PARAM}: {exc}") from None
         user = None
         if self._accept_hook is not None:
             try:
@@ -82,7 +94,7 @@ class Gate:
             except Exception:
                 logger.exception("accept hook failed for %s", describe_request(request))
                 raise Reject(500, "internal server error") from None
-        return Admission(user, subprotocol)
+        return Admission(user, subprotocol, recover)
 
     def _check_origin(self, request: Request) -> None:
         allowed = self._config.allowed_origins

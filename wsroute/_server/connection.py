@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -13,6 +13,7 @@ import trio
 
 from .._config import SlowConsumerPolicy
 from .._errors import ConnectionClosed
+from .._history import Position
 from .._protocol import event
 from .._request import Request
 from .._wire import closes
@@ -79,6 +80,7 @@ class Connection:
         "_nursery",
         "_on_closing",
         "_outbox",
+        "_recover",
         "_state",
         "_topics",
         "_unstructure",
@@ -103,6 +105,7 @@ class Connection:
         compression: str | None = None,
         invalid_limit: tuple[int, float] | None = None,
         user_id: str | None = None,
+        recover: dict[str, Position] | None = None,
     ) -> None:
         self.id = secrets.token_urlsafe(9)
         self.user = user
@@ -121,6 +124,9 @@ class Connection:
         self._disconnect: Disconnect | None = None
         self._graceful = True
         self._info_sink: Callable[[Control], bool] | None = None
+        # Positions the client presented (wsroute.recover), each used by the first
+        # subscription to its topic.
+        self._recover = recover
 
     def __repr__(self) -> str:
         return f"<Connection {self.id} {self.request.path}>"
@@ -216,6 +222,29 @@ class Connection:
 
     def _push(self, frame: Outgoing) -> None:
         self._outbox.put(frame)
+
+    # Recovery sends more than the outbox may hold, and must lose none of it: it fills
+    # at most half the outbox, waiting for the writer when it is that full, so that
+    # replies and live events still have the other half.
+
+    async def _push_waiting(self, frames: Iterable[Outgoing]) -> None:
+        """Queue ``frames``, waiting for room: the slow-consumer policy never applies."""
+        outbox = self._outbox
+        half = outbox.maxsize // 2
+        for frame in frames:
+            if len(outbox) >= half:
+                await outbox.wait_below(max(half - 1, 0))
+            outbox.put(frame)
+
+    def _fits(self, frames: int) -> bool:
+        """Whether recovery may queue ``frames`` at once now: within its half, or all
+        of them into an empty outbox."""
+        queued = len(self._outbox)
+        return queued == 0 or queued + frames <= self._outbox.maxsize // 2
+
+    async def _wait_room(self, frames: int) -> None:
+        """Wait until ``frames`` fit in recovery's half (or the outbox is empty)."""
+        await self._outbox.wait_below(max(self._outbox.maxsize // 2 - frames, 0))
 
     def _control(self, control: Control) -> None:
         """An order from elsewhere in the system (see ``_addressing``)."""

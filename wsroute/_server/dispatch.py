@@ -120,7 +120,7 @@ class Dispatcher:
                 event = encode_event(msg.type, topic, data)
                 if handler.exclude_sender:
                     event = encode_excluding(conn.id, event)
-                await self._hub.publish(topic, event)
+                await self._hub.publish_event(topic, event)
             if msg.id is None:
                 return None
             return reply(msg.type, msg.id, data)

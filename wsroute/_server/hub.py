@@ -5,6 +5,10 @@ unsubscribes when the last one leaves, so a process only receives traffic for th
 topics it hosts. Messages from the broker are decoded once and appended to every
 member's outbox without waiting; the pump never blocks on a client. Messages that
 skip their sender or carry control orders are described in ``_addressing``.
+
+Events to topics with history (``App(history=...)``) are published with
+``publish_kept`` and arrive with their position; a connection that presented a
+position for a topic it joins is recovered first (``recovery``).
 """
 
 from __future__ import annotations
@@ -16,13 +20,15 @@ from typing import TYPE_CHECKING, Protocol
 
 import trio
 
-from .._errors import BrokerError
-from .._protocol import received_event
+from .._errors import BrokerError, HistoryUnsupported
+from .._history import History, Position
+from .._topics import TopicRules
 from .._wire.frames import Prepared
-from .addressing import CONTROL, EXCLUDING, Control, decode_control
+from .addressing import CONTROL, Control, decode_control
+from .recovery import Held, event_frame, interrupted, no_history, recover
 
 if TYPE_CHECKING:
-    from ..brokers import BrokerSession
+    from ..brokers import BrokerSession, HistoryPage
 
 logger = logging.getLogger("wsroute")
 
@@ -33,18 +39,37 @@ class Member(Protocol):
 
     id: str
     _topics: set[str]
+    _recover: dict[str, Position] | None
 
     def _push(self, frame: Prepared) -> None: ...
 
     def _control(self, control: Control) -> None: ...
 
+    async def _push_waiting(self, frames: list[Prepared]) -> None: ...
+
+    def _fits(self, frames: int) -> bool: ...
+
+    async def _wait_room(self, frames: int) -> None: ...
+
 
 class Hub:
-    __slots__ = ("_broker", "_members")
+    __slots__ = ("_broker", "_held", "_history", "_hold_limit", "_members", "_subscribing")
 
-    def __init__(self, broker: BrokerSession) -> None:
+    def __init__(
+        self,
+        broker: BrokerSession,
+        history: TopicRules[History] | None = None,
+        *,
+        hold_limit: int = 1024,
+    ) -> None:
         self._broker = broker
         self._members: dict[str, set[Member]] = {}
+        self._history: TopicRules[History] = history if history is not None else TopicRules(())
+        # Connections being recovered, per topic: their live events are held.
+        self._held: dict[str, dict[Member, Held]] = {}
+        self._hold_limit = hold_limit
+        # Topics whose broker subscription is on its way: set once it is (or failed).
+        self._subscribing: dict[str, trio.Event] = {}
 
     @property
     def subscribe_may_wait(self) -> bool:
@@ -71,6 +96,9 @@ class Hub:
                 raise ValueError("a topic must be a non-empty string")
         added: list[str] = []
         new: list[str] = []  # hosted by no connection of this process until now
+        recovering: list[tuple[str, Position, Held]] = []
+        unkept: list[str] = []  # positions presented for topics that keep no history
+        positions = conn._recover
         for topic in topics:
             if topic in conn._topics:
                 continue
@@ -82,18 +110,76 @@ class Hub:
                 new.append(topic)
             else:
                 members.add(conn)
-        if not new:
-            await trio.lowlevel.checkpoint()
-            return
+            since = positions.pop(topic, None) if positions else None
+            if since is None:
+                continue
+            if self._history.get(topic) is None:
+                unkept.append(topic)
+            else:
+                held = self._held.setdefault(topic, {})[conn] = Held(self._hold_limit)
+                recovering.append((topic, since, held))
+        # A recovering connection reads history only once the broker delivers the
+        # topic: whatever is published after the read must reach it live.
+        waits = [
+            self._subscribing[topic]
+            for topic, _, _ in recovering
+            if topic not in new and topic in self._subscribing
+        ]
+        subscribed = trio.Event() if new else None
+        if subscribed is not None:
+            for topic in new:
+                self._subscribing[topic] = subscribed
         try:
-            await self._broker.subscribe_many(new)
+            if new:
+                await self._broker.subscribe_many(new)
+            else:
+                await trio.lowlevel.checkpoint()
+            for wait in waits:
+                await wait.wait()
         except BaseException:
+            self._release(conn, recovering)
             for topic in added:
                 conn._topics.discard(topic)
                 self._forget(conn, topic)
-            with trio.CancelScope(shield=True), contextlib.suppress(BrokerError):
-                await self._broker.unsubscribe_many(new)  # those it did take, if any
+            if subscribed is not None:
+                self._subscribed(new, subscribed)
+            if new:
+                with trio.CancelScope(shield=True), contextlib.suppress(BrokerError):
+                    await self._broker.unsubscribe_many(new)  # those it did take, if any
             raise
+        if subscribed is not None:
+            self._subscribed(new, subscribed)
+        for topic in unkept:
+            conn._push(no_history(topic))
+        finished = 0
+        try:
+            for topic, since, held in recovering:
+                history = self._history.get(topic)
+                assert history is not None
+                await recover(self._broker, conn, topic, history, since, held)
+                self._release(conn, [(topic, since, held)])
+                finished += 1
+        finally:
+            # Cancelled (the connection ends, a handler timeout) or failed midway: the
+            # client is told, so that it reloads rather than trust a partial recovery.
+            for topic, _, _ in recovering[finished:]:
+                conn._push(interrupted(topic))
+            self._release(conn, recovering)
+
+    def _subscribed(self, topics: list[str], event: trio.Event) -> None:
+        for topic in topics:
+            if self._subscribing.get(topic) is event:
+                del self._subscribing[topic]
+        event.set()
+
+    def _release(self, conn: Member, recovering: Sequence[tuple[str, Position, Held]]) -> None:
+        """Stop holding live events for ``conn`` on these topics."""
+        for topic, _, held in recovering:
+            by_member = self._held.get(topic)
+            if by_member is not None and by_member.get(conn) is held:
+                del by_member[conn]
+                if not by_member:
+                    del self._held[topic]
 
     async def unsubscribe(self, conn: Member, topic: str) -> None:
         if topic in conn._topics:
@@ -128,23 +214,40 @@ class Hub:
                 logger.warning("could not unsubscribe topics %r from the broker: %s", emptied, exc)
 
     async def publish(self, topic: str, data: bytes) -> None:
+        """Publish ``data`` as it is (control orders)."""
         await self._broker.publish(topic, data)
 
-    def deliver(self, topic: str, data: bytes) -> None:
+    async def publish_event(self, topic: str, data: bytes) -> None:
+        """Publish an event (``encode_event``), kept in history if its topic has one."""
+        history = self._history.get(topic) if self._history else None
+        if history is None:
+            await self._broker.publish(topic, data)
+        else:
+            await self._broker.publish_kept(topic, data, history)
+
+    async def read_history(
+        self, topic: str, *, since: int | None, limit: int | None
+    ) -> HistoryPage:
+        """What the broker keeps of ``topic`` (see ``BrokerSession.read_history``).
+
+        Raises:
+            HistoryUnsupported: the topic has no history.
+            BrokerError: the broker could not be read.
+        """
+        history = self._history.get(topic)
+        if history is None:
+            patterns = ", ".join(map(repr, self._history.patterns)) or "none"
+            raise HistoryUnsupported(
+                f"topic {topic!r} has no history: it matches none of the patterns of"
+                f" App(history=...) ({patterns})"
+            )
+        return await self._broker.read_history(topic, history, since=since, limit=limit)
+
+    def deliver(self, topic: str, data: bytes, position: Position | None = None) -> None:
         members = self._members.get(topic)
         if not members or not data:
             return
-        kind = data[0]
-        if kind == EXCLUDING:
-            sender, _, rest = data[1:].partition(b"\n")
-            frame = self._event(topic, rest)
-            if frame is None:
-                return
-            sender_id = sender.decode()
-            for conn in members:
-                if conn.id != sender_id:
-                    conn._push(frame)
-        elif kind == CONTROL:
+        if data[0] == CONTROL:
             try:
                 control = decode_control(data)
             except ValueError as exc:
@@ -152,23 +255,28 @@ class Hub:
                 return
             for conn in list(members):
                 conn._control(control)
-        else:
-            frame = self._event(topic, data)  # framed once for every member
-            if frame is None:
-                return
-            for conn in members:
-                conn._push(frame)
-
-    @staticmethod
-    def _event(topic: str, data: bytes) -> Prepared | None:
+            return
         try:
-            return received_event(data)
+            sender, frame = event_frame(data, position)  # framed once for every member
         except (ValueError, TypeError) as exc:  # only a bug elsewhere could send one
             logger.warning("dropped an event on topic %r that does not decode: %s", topic, exc)
-            return None
+            return
+        held = self._held.get(topic) if self._held else None
+        if held is None and sender is None:
+            for conn in members:
+                conn._push(frame)
+            return
+        for conn in members:
+            skipped = conn.id == sender
+            # Events without a position (none of history) are not recovered: they pass.
+            hold = held.get(conn) if held is not None else None
+            if hold is not None and position is not None:
+                hold.add(position, None if skipped else frame)
+            elif not skipped:
+                conn._push(frame)
 
     async def pump(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Deliver everything the broker session yields until it ends."""
         task_status.started()
-        async for topic, data in self._broker:
-            self.deliver(topic, data)
+        async for message in self._broker:
+            self.deliver(message.topic, message.data, message.position)

@@ -7,16 +7,21 @@ broker, so it reaches subscribers in every process that shares it (see
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 import cattrs
 
+from .._history import HistoryEvent, TopicHistory
 from .._protocol import encode_event
 from .addressing import conn_topic, encode_close, encode_info, user_topic
 from .connection import check_close
+from .recovery import kept_event
 
 if TYPE_CHECKING:
     from .runtime import Runtime
+
+logger = logging.getLogger("wsroute")
 
 
 class Messaging:
@@ -36,9 +41,39 @@ class Messaging:
             BrokerError: the broker could not take the message.
         """
         runtime = self._require_runtime("app.publish()")
-        await runtime.hub.publish(
+        await runtime.hub.publish_event(
             topic, encode_event(type, topic, self.converter.unstructure(data))
         )
+
+    async def history(
+        self, topic: str, *, since: int | None = None, limit: int | None = None
+    ) -> TopicHistory:
+        """The events kept of ``topic`` (``App(history=...)``), oldest first: with
+        ``since``, those after that offset (at most ``limit``, the oldest of them);
+        without, the newest ``limit`` (all that are kept when ``None``).
+
+        Raises:
+            NotRunningError: the app is not serving.
+            HistoryUnsupported: the topic matches no pattern of ``App(history=...)``.
+            BrokerError: the broker could not be read.
+            ValueError: ``since`` or ``limit`` is not an integer >= 0.
+        """
+        for name, value in (("since", since), ("limit", limit)):
+            if value is not None and (type(value) is not int or value < 0):
+                raise ValueError(f"app.history(): {name} must be an integer >= 0, not {value!r}")
+        runtime = self._require_runtime("app.history()")
+        page = await runtime.hub.read_history(topic, since=since, limit=limit)
+        events = []
+        for message in page.messages:
+            if message.position is None:
+                continue
+            try:
+                kept = kept_event(message.data)
+            except ValueError as exc:
+                logger.warning("skipped a kept event of %r that does not decode: %s", topic, exc)
+                continue
+            events.append(HistoryEvent(kept["type"], kept.get("data"), message.position.offset))
+        return TopicHistory(page.position, events)
 
     async def _publish_raw(self, what: str, topic: str, data: bytes) -> None:
         await self._require_runtime(what).hub.publish(topic, data)

@@ -41,6 +41,7 @@ class Outbox:
         "_frames",
         "_lot",
         "_on_overflow",
+        "_room",
         "_spawn",
         "_write_now",
         "dropped",
@@ -59,6 +60,7 @@ class Outbox:
         self.dropped = 0  # frames discarded by the policy or after close, for stats
         self._frames: list[Outgoing] = []  # a list: lighter than a deque when idle
         self._lot: trio.lowlevel.ParkingLot | None = None  # with the first wait
+        self._room: trio.lowlevel.ParkingLot | None = None  # producers waiting for room
         self._on_overflow = on_overflow
         self._closed = False
         self._flush = False  # the socket holds bytes the writer must write first
@@ -137,9 +139,19 @@ class Outbox:
             self._wake()
         return True
 
+    async def wait_below(self, level: int) -> None:
+        """Wait until at most ``level`` frames are queued, or the outbox is closed: for
+        the rare producer that must not lose a frame (recovery)."""
+        while len(self._frames) > level and not self._closed:
+            if self._room is None:
+                self._room = trio.lowlevel.ParkingLot()
+            await self._room.park()
+
     def close(self) -> None:
         """Refuse further frames; the writer still drains what is queued."""
         self._closed = True
+        if self._room is not None:
+            self._room.unpark_all()
         if self._lot is not None:
             self._lot.unpark_all()
         if self._spawn is not None:
@@ -152,6 +164,8 @@ class Outbox:
         self._frames = []
         self._closed = True
         self._flush = False
+        if self._room is not None:
+            self._room.unpark_all()
         if self._lot is not None:
             self._lot.unpark_all()
 
@@ -169,4 +183,6 @@ class Outbox:
             await self._lot.park()
         self._flush = False
         batch, self._frames = self._frames, []
+        if self._room:  # None or empty: nobody waits for room
+            self._room.unpark_all()
         return batch

@@ -345,6 +345,7 @@ class Runtime:
             subprotocol=admission.subprotocol,
             compression=codec.header if codec is not None else None,
             invalid_limit=config.invalid_message_limit,
+            recover=admission.recover,
         )
         session = state.session = Session(self, ws, conn)
         self.sessions.add(session)

@@ -21,7 +21,7 @@ import cattrs
 import trio
 
 from .._config import Config
-from .._errors import NotRunningError, RegistrationError
+from .._errors import HistoryUnsupported, NotRunningError, RegistrationError
 from .._http import HTTPRoutes
 from .._routing import FrameHandler, Handler, Hook, Route, describe
 from .._util import collapse_exception_group
@@ -128,7 +128,17 @@ class Serving:
                         on_state=lambda state: self._broker_state_changed(system, state)
                     ) as session,
                 ):
-                    hub = Hub(session)
+                    if self.config.history and not session.keeps_history:
+                        raise HistoryUnsupported(
+                            f"the broker {self.broker.describe()} keeps no history, which"
+                            " App(history=...) needs: use the memory or Redis broker, or"
+                            " leave history out"
+                        )
+                    hub = Hub(
+                        session,
+                        self.config.history,
+                        hold_limit=max(self.config.outbox_size // 2, 1),
+                    )
                     await system.start(hub.pump)
                     runtime = Runtime(
                         config=self.config,

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import typing
 
+from .._history import History as History
+from .._history import Position as Position
 from ._base import Broker as Broker
 from ._base import BrokerMessage as BrokerMessage
 from ._base import BrokerSession as BrokerSession
 from ._base import BrokerState as BrokerState
+from ._base import HistoryPage as HistoryPage
 from ._base import StateListener as StateListener
 from ._urls import from_url as from_url
 from .memory import MemoryBroker as MemoryBroker
@@ -24,7 +27,10 @@ __all__ = [
     "BrokerMessage",
     "BrokerSession",
     "BrokerState",
+    "History",
+    "HistoryPage",
     "MemoryBroker",
+    "Position",
     "RedisBroker",
     "StateListener",
     "from_url",

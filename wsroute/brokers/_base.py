@@ -16,6 +16,12 @@ implementation keeps (checked by ``wsroute.testing.check_broker``):
   its iteration ends;
 - what a session buffers for its consumer is bounded by ``backlog`` messages: when
   it is full, publishers wait (backpressure) or the excess is dropped and logged.
+
+A session that keeps history (``keeps_history``) also numbers what is published with
+``publish_kept``: each such message gets the next offset of its topic, is kept and
+delivered with its position in one atomic step (no subscriber sees a message that a
+read of history would not return, nor the other way round), and subscribers receive
+a topic's kept messages in offset order.
 """
 
 from __future__ import annotations
@@ -25,6 +31,9 @@ import enum
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import NamedTuple
+
+from .._errors import HistoryUnsupported
+from .._history import History, Position
 
 
 class BrokerState(enum.Enum):
@@ -45,6 +54,17 @@ class BrokerMessage(NamedTuple):
 
     topic: str
     data: bytes
+    #: Its place in the topic's history, for a message published with ``publish_kept``.
+    position: Position | None = None
+
+
+class HistoryPage(NamedTuple):
+    """What ``BrokerSession.read_history`` returns."""
+
+    #: The topic's latest position when read: the offset of its newest message.
+    position: Position
+    #: Messages kept, oldest first, each with its ``position``.
+    messages: list[BrokerMessage]
 
 
 class BrokerSession(abc.ABC):
@@ -89,6 +109,36 @@ class BrokerSession(abc.ABC):
         """``unsubscribe`` from each of ``topics``, as a connection that ends does."""
         for topic in topics:
             await self.unsubscribe(topic)
+
+    #: Whether ``publish_kept`` and ``read_history`` work. A session that keeps no
+    #: history leaves this False; an app with ``history`` then refuses to start.
+    keeps_history: bool = False
+
+    async def publish_kept(self, topic: str, data: bytes, history: History) -> Position:
+        """Publish ``data`` as ``publish`` does and keep it in ``topic``'s history,
+        bounded by ``history``, in one atomic step; subscribers receive it with the
+        position returned.
+
+        Raises:
+            HistoryUnsupported: the session keeps no history.
+            BrokerError: as ``publish``.
+        """
+        raise HistoryUnsupported(f"{type(self).__name__} keeps no history")
+
+    async def read_history(
+        self, topic: str, history: History, *, since: int | None = None, limit: int | None = None
+    ) -> HistoryPage:
+        """What is kept of ``topic``: with ``since``, the messages after that offset,
+        oldest first, at most ``limit`` (the oldest of them); without, the newest
+        ``limit`` (all kept when ``None``). Messages older than ``history.ttl`` or
+        beyond its ``size`` newest are never returned. A topic never published to gets
+        an epoch here, at offset 0, so that a client may count from it.
+
+        Raises:
+            HistoryUnsupported: the session keeps no history.
+            BrokerError: the broker could not be read.
+        """
+        raise HistoryUnsupported(f"{type(self).__name__} keeps no history")
 
     def __aiter__(self) -> BrokerSession:
         return self

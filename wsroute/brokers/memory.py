@@ -2,19 +2,26 @@
 
 The default for ``wsroute run`` and for tests. Several apps (or simulated processes)
 may share one ``MemoryBroker`` in one trio run and see each other's broadcasts.
+
+History lives in the broker object: a bounded ring per topic, timed by trio's clock
+(so tests may jump it), with an epoch that is new for every ``MemoryBroker``.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections import Counter
+from collections import Counter, OrderedDict, deque
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 import trio
 
 from .._errors import BrokerClosed
-from ._base import Broker, BrokerMessage, BrokerSession, StateListener
+from .._history import History, Position, new_epoch
+from ._base import Broker, BrokerMessage, BrokerSession, HistoryPage, StateListener
+
+#: Idle topics whose history is looked at for expiry on each publish.
+_SWEEP = 2
 
 
 class MemoryBroker(Broker):
@@ -32,6 +39,8 @@ class MemoryBroker(Broker):
             raise ValueError("backlog must be at least 1")
         self.backlog = backlog
         self._subscribers: dict[str, set[_MemorySession]] = {}
+        # Topics with history, least recently published first (for expiry).
+        self._kept: OrderedDict[str, _Kept] = OrderedDict()
 
     def describe(self) -> str:
         return "memory://"
@@ -46,6 +55,48 @@ class MemoryBroker(Broker):
             yield session
         finally:
             session._close()
+
+    def _kept_for(self, topic: str, history: History) -> _Kept:
+        """``topic``'s history, made anew when missing or idle past ``meta_ttl``."""
+        now = trio.current_time()
+        kept = self._kept.get(topic)
+        if kept is None or kept.last + kept.history.meta_ttl <= now:
+            kept = self._kept[topic] = _Kept(history, now)
+        elif kept.history != history:
+            kept.resize(history)
+        self._kept.move_to_end(topic)
+        for _ in range(_SWEEP):  # forget topics idle past their meta_ttl, a few at a time
+            oldest_topic, oldest = next(iter(self._kept.items()))
+            if oldest is kept or oldest.last + oldest.history.meta_ttl > now:
+                break
+            del self._kept[oldest_topic]
+        return kept
+
+
+class _Kept:
+    """One topic's history: its epoch, its last offset and its newest messages."""
+
+    __slots__ = ("entries", "epoch", "history", "last", "lock", "offset")
+
+    def __init__(self, history: History, now: float) -> None:
+        self.history = history
+        self.epoch = new_epoch()
+        self.offset = 0
+        self.last = now  # when last published (or created)
+        self.entries: deque[tuple[int, float, bytes]] = deque(maxlen=history.size)
+        # Held from numbering a message to handing it to every subscriber, so that
+        # each subscriber receives the topic's messages in offset order.
+        self.lock = trio.Lock()
+
+    def resize(self, history: History) -> None:
+        self.history = history
+        self.entries = deque(self.entries, maxlen=history.size)
+
+    def expire(self, now: float) -> None:
+        entries = self.entries
+        cutoff = now - self.history.ttl
+        while entries and entries[0][1] <= cutoff:
+            entries.popleft()
 
 
 class _MemorySession(BrokerSession):
@@ -62,11 +113,44 @@ class _MemorySession(BrokerSession):
     async def publish(self, topic: str, data: bytes) -> None:
         self._check_open()
         await trio.lowlevel.checkpoint()
-        message = BrokerMessage(topic, data)
-        for session in list(self._broker._subscribers.get(topic, ())):
+        await self._deliver(BrokerMessage(topic, data))
+
+    async def _deliver(self, message: BrokerMessage) -> None:
+        for session in list(self._broker._subscribers.get(message.topic, ())):
             # A session that closed while we published has nobody left to reach.
             with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):
                 await session._send.send(message)
+
+    keeps_history = True
+
+    async def publish_kept(self, topic: str, data: bytes, history: History) -> Position:
+        self._check_open()
+        kept = self._broker._kept_for(topic, history)
+        async with kept.lock:
+            now = trio.current_time()
+            kept.expire(now)
+            kept.offset += 1
+            kept.last = now
+            kept.entries.append((kept.offset, now, data))
+            position = Position(kept.offset, kept.epoch)
+            await self._deliver(BrokerMessage(topic, data, position))
+        return position
+
+    async def read_history(
+        self, topic: str, history: History, *, since: int | None = None, limit: int | None = None
+    ) -> HistoryPage:
+        self._check_open()
+        await trio.lowlevel.checkpoint()
+        kept = self._broker._kept_for(topic, history)
+        kept.expire(trio.current_time())
+        entries = [entry for entry in kept.entries if since is None or entry[0] > since]
+        if limit is not None:
+            entries = entries[:limit] if since is not None else entries[-limit:] if limit else []
+        epoch = kept.epoch
+        messages = [
+            BrokerMessage(topic, data, Position(offset, epoch)) for offset, _, data in entries
+        ]
+        return HistoryPage(Position(kept.offset, epoch), messages)
 
     # Nothing here waits for long: a connection's subscriptions need no cancel scope.
     subscribe_may_wait = False

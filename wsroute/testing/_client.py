@@ -24,6 +24,7 @@ from msgpack import packb
 
 from .._app import App
 from .._msgpack import SUBPROTOCOL as MSGPACK
+from .._protocol import RECOVER_PARAM
 from .._request import Headers
 from .._util import collapse_exception_group
 from .._wire.deflate import Deflate
@@ -265,6 +266,7 @@ async def open_client(
     subprotocols: Iterable[str] = (),
     msgpack: bool = False,
     compression: Deflate | Literal["deflate"] | None = None,
+    recover: Mapping[str, tuple[int, str]] | None = None,
 ) -> AsyncIterator[TestClient]:
     """Connect an in-memory client to ``app``; close it on exit.
 
@@ -281,13 +283,20 @@ async def open_client(
             do (no constraint on the server), a :class:`wsroute.Deflate` what it
             allows (``server_context_takeover=False`` asks the server to keep none,
             for instance); ``client.compression`` then says what the app agreed to.
+        recover: the last position seen per topic, ``{topic: (offset, epoch)}``,
+            sent as ``wsroute.recover`` (docs/history.md): topics the app subscribes
+            the connection to are recovered from there.
 
     Raises:
         HandshakeRejected: the server refused the upgrade (status and body).
     """
     resource = path
-    if query:
-        resource += ("&" if "?" in path else "?") + urlencode(list(_pairs(query)))
+    pairs = list(_pairs(query or ()))
+    if recover is not None:
+        positions = {topic: [offset, epoch] for topic, (offset, epoch) in recover.items()}
+        pairs.append((RECOVER_PARAM, orjson.dumps(positions).decode()))
+    if pairs:
+        resource += ("&" if "?" in path else "?") + urlencode(pairs)
     extra = [(name.encode(), value.encode()) for name, value in _pairs(headers or ())]
     with collapse_exception_group():
         async with AsyncExitStack() as stack:

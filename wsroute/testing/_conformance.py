@@ -5,58 +5,44 @@ was delivered" is proven without waiting for silence: the publisher then publish
 sentinel on another topic, and per-publisher order means the sentinel must be the
 subscriber's next message. Run them under ``autojump_clock`` for in-process brokers;
 they also work in real time against a networked broker.
+
+The ``history_*`` checks (``_history_checks``) run only against sessions that say
+``keeps_history``.
 """
 
 from __future__ import annotations
 
-import inspect
-import secrets
 from collections.abc import Awaitable, Callable
 from typing import Final
 
 import trio
 
 from .._errors import BrokerClosed
-from ..brokers import Broker, BrokerMessage, BrokerSession
+from .._util import collapse_exception_group
+from ..brokers import BrokerMessage, BrokerSession
+from ._checktools import KEEP, TIMEOUT, BrokerFactory, Check, fresh_topics, make, receive
+from ._history_checks import (
+    check_history_delivery,
+    check_history_fifo,
+    check_history_first_read,
+    check_history_offsets,
+    check_history_reads,
+    check_history_size,
+    check_history_ttl,
+    check_history_unsupported,
+)
 
-BrokerFactory = Callable[[], Broker | Awaitable[Broker]]
-Check = Callable[[BrokerFactory], Awaitable[None]]
-
-#: Seconds one expected message may take to arrive.
-TIMEOUT: Final = 5.0
 #: Seconds of silence taken to mean "nothing more is coming" (bounded backlog check).
 QUIET: Final = 0.5
 #: Seconds one whole check may take before it is failed rather than left hanging.
 CHECK_DEADLINE: Final = 120.0
 
 
-async def _make(make_broker: BrokerFactory) -> Broker:
-    broker = make_broker()
-    if inspect.isawaitable(broker):
-        broker = await broker
-    assert isinstance(broker, Broker), f"make_broker returned {broker!r}, not a Broker"
-    return broker
-
-
-def _topics(*names: str) -> list[str]:
-    token = secrets.token_hex(4)
-    return [f"wsroute-check-{token}-{name}" for name in names]
-
-
-async def _next(session: BrokerSession, what: str) -> BrokerMessage:
-    with trio.move_on_after(TIMEOUT):
-        try:
-            return await session.__anext__()
-        except StopAsyncIteration:
-            raise AssertionError(f"{what}: the session's iteration ended") from None
-    raise AssertionError(f"{what}: nothing arrived within {TIMEOUT:g} s")
-
-
 async def _expect_only_sentinel(
     publisher: BrokerSession, subscriber: BrokerSession, sentinel: str, what: str
 ) -> None:
     await publisher.publish(sentinel, b"sentinel")
-    message = await _next(subscriber, what)
+    message = await receive(subscriber, what)
     assert message == BrokerMessage(sentinel, b"sentinel"), (
         f"{what}: expected nothing before the sentinel, got {message!r}"
     )
@@ -64,14 +50,14 @@ async def _expect_only_sentinel(
 
 async def check_fan_out(make_broker: BrokerFactory) -> None:
     """A message reaches every subscribed session, the publisher's own included."""
-    broker = await _make(make_broker)
-    topic, other = _topics("fan", "other")
+    broker = await make(make_broker)
+    topic, other = fresh_topics("fan", "other")
     async with broker.connect() as pub, broker.connect() as a, broker.connect() as b:
         for session in (pub, a, b):
             await session.subscribe(topic)
         await pub.publish(topic, b"hello")
         for name, session in (("publisher", pub), ("subscriber a", a), ("subscriber b", b)):
-            message = await _next(session, f"fan-out to {name}")
+            message = await receive(session, f"fan-out to {name}")
             assert message == BrokerMessage(topic, b"hello"), f"{name} got {message!r}"
         await a.subscribe(other)
         await _expect_only_sentinel(pub, a, other, "fan-out delivers exactly once")
@@ -79,35 +65,35 @@ async def check_fan_out(make_broker: BrokerFactory) -> None:
 
 async def check_order(make_broker: BrokerFactory) -> None:
     """Messages from one publisher arrive in publish order, per topic and across topics."""
-    broker = await _make(make_broker)
-    first, second = _topics("first", "second")
+    broker = await make(make_broker)
+    first, second = fresh_topics("first", "second")
     async with broker.connect() as pub, broker.connect() as sub:
         await sub.subscribe(first)
         await sub.subscribe(second)
-        sent = [(first if i % 3 else second, str(i).encode()) for i in range(200)]
+        sent = [BrokerMessage(first if i % 3 else second, str(i).encode()) for i in range(200)]
 
         async def publish_all() -> None:
-            for topic, data in sent:
-                await pub.publish(topic, data)
+            for message in sent:
+                await pub.publish(message.topic, message.data)
 
         async with trio.open_nursery() as nursery:
             # Publish while reading: a broker may apply backpressure below 200.
             nursery.start_soon(publish_all)
-            got = [tuple(await _next(sub, f"message {i} of 200")) for i in range(len(sent))]
+            got = [await receive(sub, f"message {i} of 200") for i in range(len(sent))]
         assert got == sent, "messages arrived out of publish order"
 
 
 async def check_unsubscribe(make_broker: BrokerFactory) -> None:
     """After unsubscribe, a topic's messages are no longer delivered to that session."""
-    broker = await _make(make_broker)
-    topic, sentinel = _topics("topic", "sentinel")
+    broker = await make(make_broker)
+    topic, sentinel = fresh_topics("topic", "sentinel")
     async with broker.connect() as pub, broker.connect() as sub, broker.connect() as stays:
         await sub.subscribe(topic)
         await sub.subscribe(sentinel)
         await stays.subscribe(topic)
         await sub.unsubscribe(topic)
         await pub.publish(topic, b"after")
-        assert await _next(stays, "another session keeps its subscription") == BrokerMessage(
+        assert await receive(stays, "another session keeps its subscription") == BrokerMessage(
             topic, b"after"
         )
         await _expect_only_sentinel(pub, sub, sentinel, "unsubscribe stops delivery")
@@ -115,8 +101,8 @@ async def check_unsubscribe(make_broker: BrokerFactory) -> None:
 
 async def check_refcount(make_broker: BrokerFactory) -> None:
     """Subscribing twice needs two unsubscribes; a stray unsubscribe is harmless."""
-    broker = await _make(make_broker)
-    topic, sentinel, never = _topics("topic", "sentinel", "never")
+    broker = await make(make_broker)
+    topic, sentinel, never = fresh_topics("topic", "sentinel", "never")
     async with broker.connect() as pub, broker.connect() as sub:
         await sub.subscribe(sentinel)
         await sub.unsubscribe(never)  # never subscribed: no error, no effect
@@ -124,7 +110,7 @@ async def check_refcount(make_broker: BrokerFactory) -> None:
         await sub.subscribe(topic)
         await sub.unsubscribe(topic)
         await pub.publish(topic, b"one left")
-        message = await _next(sub, "one subscription of two remains")
+        message = await receive(sub, "one subscription of two remains")
         assert message == BrokerMessage(topic, b"one left"), f"got {message!r}"
         await sub.unsubscribe(topic)
         await pub.publish(topic, b"none left")
@@ -133,18 +119,18 @@ async def check_refcount(make_broker: BrokerFactory) -> None:
 
 async def check_many(make_broker: BrokerFactory) -> None:
     """``subscribe_many`` and ``unsubscribe_many`` count as one call per topic."""
-    broker = await _make(make_broker)
-    first, second, kept, sentinel = _topics("first", "second", "kept", "sentinel")
+    broker = await make(make_broker)
+    first, second, kept, sentinel = fresh_topics("first", "second", "kept", "sentinel")
     async with broker.connect() as pub, broker.connect() as sub:
         await sub.subscribe_many([first, second, kept, sentinel])
         await sub.subscribe(kept)
         for topic in (first, second):
             await pub.publish(topic, b"many")
-            message = await _next(sub, f"subscribe_many subscribes {topic}")
+            message = await receive(sub, f"subscribe_many subscribes {topic}")
             assert message == BrokerMessage(topic, b"many"), f"got {message!r}"
         await sub.unsubscribe_many([first, second, kept])
         await pub.publish(kept, b"still one")
-        message = await _next(sub, "unsubscribe_many drops one subscription of each")
+        message = await receive(sub, "unsubscribe_many drops one subscription of each")
         assert message == BrokerMessage(kept, b"still one"), f"got {message!r}"
         for topic in (first, second):
             await pub.publish(topic, b"gone")
@@ -153,8 +139,8 @@ async def check_many(make_broker: BrokerFactory) -> None:
 
 async def check_no_subscribers(make_broker: BrokerFactory) -> None:
     """Publishing to a topic nobody subscribes to succeeds and reaches nobody."""
-    broker = await _make(make_broker)
-    lonely, sentinel = _topics("lonely", "sentinel")
+    broker = await make(make_broker)
+    lonely, sentinel = fresh_topics("lonely", "sentinel")
     async with broker.connect() as pub, broker.connect() as sub:
         await sub.subscribe(sentinel)
         await pub.publish(lonely, b"into the void")
@@ -162,30 +148,44 @@ async def check_no_subscribers(make_broker: BrokerFactory) -> None:
 
 
 async def check_payloads(make_broker: BrokerFactory) -> None:
-    """Any bytes travel unchanged: empty, non-UTF-8, large."""
-    broker = await _make(make_broker)
-    (topic,) = _topics("bytes")
+    """Any bytes travel unchanged: empty, non-UTF-8, large, and with the first bytes a
+    broker might use to mark its own framing."""
+    broker = await make(make_broker)
+    (topic,) = fresh_topics("bytes")
     payloads = [b"", b"\x00\xff\xfe binary", "ünïcode ✓".encode(), b"x" * 1_000_000]
+    payloads += [b"\x04", b"\x05", b"\x041:e\nlooks kept", b"\x05\x04"]
     async with broker.connect() as pub, broker.connect() as sub:
         await sub.subscribe(topic)
-        for data in payloads:
-            await pub.publish(topic, data)
-        for data in payloads:
-            message = await _next(sub, f"payload of {len(data)} bytes")
-            assert message == BrokerMessage(topic, data), f"payload changed: {message.data[:40]!r}"
+
+        async def publish_all() -> None:
+            for data in payloads:
+                await pub.publish(topic, data)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(publish_all)  # while reading: the backlog may be small
+            for data in payloads:
+                message = await receive(sub, f"payload of {len(data)} bytes")
+                assert message == BrokerMessage(topic, data), (
+                    f"payload changed: {message.data[:40]!r}"
+                )
 
 
 async def check_closed(make_broker: BrokerFactory) -> None:
     """A closed session refuses every operation with BrokerClosed and stops iterating."""
-    broker = await _make(make_broker)
-    (topic,) = _topics("closed")
+    broker = await make(make_broker)
+    (topic,) = fresh_topics("closed")
     async with broker.connect() as session:
         await session.subscribe(topic)
-    operations: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+    operations: list[tuple[str, Callable[[], Awaitable[object]]]] = [
         ("publish", lambda: session.publish(topic, b"x")),
         ("subscribe", lambda: session.subscribe(topic)),
         ("unsubscribe", lambda: session.unsubscribe(topic)),
     ]
+    if session.keeps_history:
+        operations += [
+            ("publish_kept", lambda: session.publish_kept(topic, b"x", KEEP)),
+            ("read_history", lambda: session.read_history(topic, KEEP)),
+        ]
     for name, operation in operations:
         try:
             await operation()
@@ -203,10 +203,10 @@ async def check_closed(make_broker: BrokerFactory) -> None:
 
 async def check_bounded_backlog(make_broker: BrokerFactory) -> None:
     """A subscriber that does not read holds at most ``broker.backlog`` messages."""
-    broker = await _make(make_broker)
+    broker = await make(make_broker)
     backlog = broker.backlog
     assert isinstance(backlog, int) and backlog > 0, f"broker.backlog must be > 0: {backlog!r}"
-    (topic,) = _topics("backlog")
+    (topic,) = fresh_topics("backlog")
     extra = 50
     async with broker.connect() as pub, broker.connect() as sub:
         await sub.subscribe(topic)
@@ -235,7 +235,8 @@ async def check_bounded_backlog(make_broker: BrokerFactory) -> None:
 
 def _with_deadline(check: Check) -> Check:
     async def run(make_broker: BrokerFactory) -> None:
-        with trio.move_on_after(CHECK_DEADLINE):
+        # A failed assert in a check's nursery comes out as itself, not in a group.
+        with trio.move_on_after(CHECK_DEADLINE), collapse_exception_group():
             await check(make_broker)
             return
         raise AssertionError(f"did not finish within {CHECK_DEADLINE:g} s (a broker hang?)")
@@ -260,6 +261,14 @@ def broker_checks() -> dict[str, Check]:
         "payloads": check_payloads,
         "closed": check_closed,
         "bounded_backlog": check_bounded_backlog,
+        "history_unsupported": check_history_unsupported,
+        "history_offsets": check_history_offsets,
+        "history_delivery": check_history_delivery,
+        "history_reads": check_history_reads,
+        "history_size": check_history_size,
+        "history_ttl": check_history_ttl,
+        "history_first_read": check_history_first_read,
+        "history_fifo": check_history_fifo,
     }
     return {name: _with_deadline(check) for name, check in checks.items()}
 

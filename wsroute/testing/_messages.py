@@ -33,11 +33,18 @@ class ErrorReply:
 
 @attrs.frozen
 class Event:
-    """An event ``{"type", "topic"?, "data"}`` (a broadcast or a push)."""
+    """An event ``{"type", "topic"?, "data", "offset"?, "epoch"?}`` (a broadcast or a
+    push); ``offset`` and ``epoch`` when its topic has history."""
 
     type: str
     topic: str | None
     data: Any
+    offset: int | None = None
+    epoch: str | None = None
+
+    def __repr__(self) -> str:  # the position only where there is one
+        position = f", offset={self.offset!r}, epoch={self.epoch!r}" if self.epoch else ""
+        return f"Event(type={self.type!r}, topic={self.topic!r}, data={self.data!r}{position})"
 
 
 @attrs.frozen
@@ -76,8 +83,16 @@ def parse_message(message: str | bytes, *, msgpack: bool = False) -> Message:
     if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
         raise AssertionError(f"server frame is not a protocol v1 object: {shown}")
     if "ok" not in obj:
-        assert set(obj) <= {"type", "topic", "data"}, f"malformed event: {shown}"
-        return Event(obj["type"], obj.get("topic"), obj.get("data"))
+        assert set(obj) <= {"type", "topic", "data", "offset", "epoch"}, f"malformed event: {shown}"
+        offset, epoch = obj.get("offset"), obj.get("epoch")
+        if offset is not None or epoch is not None:
+            assert type(offset) is int and offset > 0 and isinstance(epoch, str) and epoch, (
+                f"an event's offset and epoch come together, a positive integer and text: {shown}"
+            )
+            assert isinstance(obj.get("topic"), str), (
+                f"an event with an offset has a topic: {shown}"
+            )
+        return Event(obj["type"], obj.get("topic"), obj.get("data"), offset, epoch)
     if obj["ok"] is True:
         assert set(obj) <= {"type", "id", "ok", "data"}, f"malformed reply: {shown}"
         return Reply(obj["type"], obj.get("id"), obj.get("data"))

@@ -1,0 +1,54 @@
+"""What the broker conformance checks share: the broker they are given, fresh topic
+names, and receiving that fails (rather than hangs) when nothing comes."""
+
+from __future__ import annotations
+
+import inspect
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+import trio
+
+from .._history import History
+from ..brokers import Broker, BrokerMessage, BrokerSession
+
+BrokerFactory = Callable[[], Broker | Awaitable[Broker]]
+Check = Callable[[BrokerFactory], Awaitable[None]]
+
+#: Seconds one expected message may take to arrive.
+TIMEOUT: Final = 5.0
+#: The history of most history checks: room for all they publish, no expiry meanwhile.
+KEEP: Final = History(size=100, ttl=300)
+
+
+async def make(make_broker: BrokerFactory) -> Broker:
+    """The broker ``make_broker`` makes (it may return an awaitable of one)."""
+    broker = make_broker()
+    if inspect.isawaitable(broker):
+        broker = await broker
+    assert isinstance(broker, Broker), f"make_broker returned {broker!r}, not a Broker"
+    return broker
+
+
+def fresh_topics(*names: str) -> list[str]:
+    """Topic names no other run uses, so that checks may share a broker server."""
+    token = secrets.token_hex(4)
+    return [f"wsroute-check-{token}-{name}" for name in names]
+
+
+async def receive(session: BrokerSession, what: str) -> BrokerMessage:
+    """The session's next message; fails the check, saying ``what``, if none comes."""
+    with trio.move_on_after(TIMEOUT):
+        try:
+            return await session.__anext__()
+        except StopAsyncIteration:
+            raise AssertionError(f"{what}: the session's iteration ended") from None
+    raise AssertionError(f"{what}: nothing arrived within {TIMEOUT:g} s")
+
+
+async def receive_all(session: BrokerSession, count: int, into: list[BrokerMessage]) -> None:
+    """Receive ``count`` messages into ``into``: a task beside the publishers, since a
+    broker may make them wait until its subscribers read."""
+    for i in range(count):
+        into.append(await receive(session, f"message {i + 1} of {count}"))
