@@ -10,7 +10,9 @@ The link owns three background jobs:
 
 - the **publisher** takes publishes queued by any number of handlers and writes them
   as one pipeline (many ``PUBLISH`` commands in one write, one round trip), then
-  completes each caller once Redis has answered its command;
+  completes each caller once Redis has answered its command. Script calls (a
+  :class:`Call`: keeping or reading history) queue in the same line, so they keep
+  their place among the publishes;
 - the **reader** drains the subscriber connection's push messages as fast as they
   come and hands each to the session without waiting, so Redis never has to buffer
   output for us;
@@ -34,7 +36,10 @@ import trio
 from coredis.commands import CommandRequest
 from coredis.connection import BaseConnection
 from coredis.exceptions import ConnectionError as RedisConnectionError
-from coredis.exceptions import RedisError, ResponseError
+from coredis.exceptions import NoScriptError, RedisError, ResponseError
+
+from .pending import Call, Script
+from .pending import Pending as Pending  # what the session queues, and the tests
 
 
 class _QuietConnectionLoss(logging.Filter):
@@ -51,25 +56,6 @@ MAX_BATCH = 512
 MAX_BATCH_BYTES = 1 << 20
 #: The most channels named in one SUBSCRIBE command while resubscribing.
 SUBSCRIBE_CHUNK = 512
-
-
-class Pending:
-    """One publish waiting for Redis; its caller waits on ``done``."""
-
-    __slots__ = ("abandoned", "channel", "data", "done", "error")
-
-    def __init__(self, channel: bytes, data: bytes) -> None:
-        self.channel = channel
-        self.data = data
-        self.done = trio.Event()
-        self.error: BaseException | None = None
-        #: The caller gave up (timeout or cancellation): do not publish it late.
-        self.abandoned = False
-
-    def finish(self, error: BaseException | None = None) -> None:
-        if not self.done.is_set():
-            self.error = error
-            self.done.set()
 
 
 def explain(exc: BaseException) -> str:
@@ -123,6 +109,8 @@ class Link:
         self._confirmations: dict[bytes, deque[trio.Event]] = {}
         self._cancel_scope: trio.CancelScope | None = None
         self._reason: str | None = None
+        #: Scripts (by SHA1) that a SCRIPT LOAD sent on the publishing connection.
+        self._loaded: set[bytes] = set()
         self.ready = False
 
     @property
@@ -194,6 +182,22 @@ class Link:
             self._subscriber.send_command(b"SUBSCRIBE", *channels)
         except RedisError as exc:
             self.fail(explain(exc))
+            return
+        with trio.move_on_after(self._timeout):
+            for event in events:
+                await event.wait()
+            return
+        self.fail(f"Redis did not confirm SUBSCRIBE within {self._timeout:g} s")
+
+    async def confirmed(self, channels: Sequence[bytes]) -> None:
+        """Wait until Redis confirmed the SUBSCRIBEs of ``channels`` that are still
+        on their way (sent for another caller): a channel is subscribed only then.
+
+        Returns early, without raising, if the link breaks meanwhile.
+        """
+        events = [queue[-1] for channel in channels if (queue := self._confirmations.get(channel))]
+        if not events:
+            await trio.lowlevel.checkpoint()
             return
         with trio.move_on_after(self._timeout):
             for event in events:
@@ -273,34 +277,76 @@ class Link:
                 item.finish(lost)
 
     async def _send(self, connection: BaseConnection, batch: list[Pending]) -> str | None:
-        """PUBLISH ``batch`` as one pipeline and complete each item.
+        """Send ``batch`` as one pipeline and complete each item.
+
+        A script not yet loaded on this connection is loaded by a ``SCRIPT LOAD``
+        just before its first ``EVALSHA``, in the same pipeline: Redis runs them in
+        order, so no call meets ``NOSCRIPT`` and every command keeps its place. Only
+        a script flushed from Redis meanwhile (``SCRIPT FLUSH``) does: that call is
+        run again with ``EVAL``, after the rest of its batch.
 
         Returns why the connection can no longer be trusted, if it cannot.
         """
-        commands: list[CommandRequest[Any]] = [
-            CommandRequest(b"PUBLISH", item.channel, item.data, execution_parameters={})
-            for item in batch
-        ]
+        commands: list[CommandRequest[Any]] = []
+        owners: list[Pending | Script] = []  # per command: whose it is (a Script: its load)
+        for item in batch:
+            if isinstance(item, Call):
+                sha = item.script.sha
+                if sha not in self._loaded:
+                    self._loaded.add(sha)
+                    commands.append(item.script.load())
+                    owners.append(item.script)
+                commands.append(item.evaluate(loaded=True))
+            else:
+                commands.append(item.request())
+            owners.append(item)
         try:
             replies = await connection.create_request_batch(commands, timeout=self._publish_timeout)
         except RedisError as exc:
             return explain(exc)
         reason = None
-        for item, reply in zip(batch, replies, strict=True):
-            if not isinstance(reply, BaseException):
-                item.finish()
+        unloaded: list[Call] = []
+        for owner, reply in zip(owners, replies, strict=True):
+            if isinstance(owner, Script):
+                if isinstance(reply, BaseException):  # its EVALSHA failed too: try again next time
+                    self._loaded.discard(owner.sha)
+            elif isinstance(reply, NoScriptError) and isinstance(owner, Call):
+                self._loaded.discard(owner.script.sha)
+                unloaded.append(owner)
+            else:
+                reason = self._complete(owner, reply) or reason
+        for call in unloaded:
+            if call.abandoned:  # its caller gave up: do not run it late
+                call.finish(TimeoutError("the script was not run in time"))
                 continue
-            item.finish(reply)
-            if isinstance(reply, TimeoutError):
-                reason = f"Redis did not answer PUBLISH within {self._publish_timeout:g} s"
-            elif not isinstance(reply, ResponseError):  # a refusal (e.g. ACL) fails only it
-                reason = explain(reply)
+            try:
+                (reply,) = await connection.create_request_batch(
+                    [call.evaluate(loaded=False)], timeout=self._publish_timeout
+                )
+            except RedisError as exc:
+                return explain(exc)
+            reason = self._complete(call, reply) or reason
         return reason
+
+    def _complete(self, item: Pending, reply: object) -> str | None:
+        """Finish ``item`` with Redis' ``reply``; say why the connection is no longer
+        trusted, if the reply means that."""
+        if not isinstance(reply, BaseException):
+            if isinstance(item, Call):
+                item.reply = reply
+            item.finish()
+            return None
+        item.finish(reply)
+        if isinstance(reply, TimeoutError):
+            return f"Redis did not answer within {self._publish_timeout:g} s"
+        if not isinstance(reply, ResponseError):  # a refusal (e.g. ACL) fails only its item
+            return explain(reply)
+        return None
 
     def _take_batch(self, first: Pending) -> list[Pending]:
         """``first`` and whatever else is queued, up to the batch limits."""
         batch = [] if first.abandoned else [first]
-        size = len(first.data)
+        size = first.size
         while len(batch) < MAX_BATCH and size < MAX_BATCH_BYTES:
             try:
                 item = self._pending.receive_nowait()
@@ -308,7 +354,7 @@ class Link:
                 break
             if not item.abandoned:
                 batch.append(item)
-                size += len(item.data)
+                size += item.size
         return batch
 
     async def _check_health(self, *connections: BaseConnection) -> None:

@@ -6,25 +6,34 @@ reconnects with jittered exponential backoff, resubscribes every topic and logs 
 recovery; after ``give_up_after`` seconds without Redis it raises
 :class:`BrokerError` out of ``RedisBroker.connect()``, so the process exits instead
 of serving clients who would receive nothing.
+
+History (``publish_kept``, ``read_history``) runs as Lua scripts queued with the
+publishes, on the same connection; ``kept.py`` holds the scripts, the key layout and
+the framing of kept events on their channel.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import trio
 
 from ..._errors import BrokerClosed, BrokerError
-from .._base import BrokerMessage, BrokerSession, BrokerState, StateListener
-from .link import Link, Pending, explain
+from ..._history import History, Position
+from .._base import BrokerMessage, BrokerSession, BrokerState, HistoryPage, StateListener
+from . import kept
+from .link import Link, explain
+from .pending import Call, Pending
 
 if TYPE_CHECKING:
     from coredis.connection import BaseConnection
 
 logger = logging.getLogger("wsroute")
+
+T = TypeVar("T")
 
 
 class Settings(Protocol):
@@ -98,11 +107,48 @@ class RedisSession(BrokerSession):
             BrokerError: Redis is unreachable, did not answer in time, or refused.
             BrokerClosed: the session is closed.
         """
+        if data.startswith(kept.MARKED):
+            data = kept.escape(data)
+        await self._run(Pending(self._channel(topic), data), "publishing to Redis")
+
+    keeps_history = True
+
+    async def publish_kept(self, topic: str, data: bytes, history: History) -> Position:
+        """Keep ``data`` in ``topic``'s history and publish it with its position, in
+        one script that Redis runs atomically; in line with ``publish`` (FIFO).
+
+        Blocks, fails and is cancelled as ``publish``: if cancelled once sent, the
+        event is kept and published anyway.
+
+        Raises:
+            BrokerError: as ``publish``, or Redis refused or failed the script.
+            BrokerClosed: the session is closed.
+        """
+        call = kept.publish_call(self._prefix, topic, self._channel(topic), data, history)
+        reply = await self._run(call, "keeping an event in Redis")
+        return self._parse(kept.position_of, reply, "keeping an event in Redis")
+
+    async def read_history(
+        self, topic: str, history: History, *, since: int | None = None, limit: int | None = None
+    ) -> HistoryPage:
+        """What Redis keeps of ``topic`` (see ``BrokerSession.read_history``), read in
+        one script, in line with the publishes of this session. Blocks and fails as
+        ``publish``.
+
+        Raises:
+            BrokerError: Redis is unreachable, did not answer in time, or failed.
+            BrokerClosed: the session is closed.
+        """
+        call = kept.read_call(self._prefix, topic, history, since, limit)
+        reply = await self._run(call, "reading history from Redis")
+        return self._parse(lambda r: kept.page_of(topic, r), reply, "reading history from Redis")
+
+    async def _run(self, item: Pending, what: str) -> object:
+        """Queue ``item`` for the publisher, wait for Redis' answer and return it."""
         self._check_open()
         if not self._connected:
             await trio.lowlevel.checkpoint()
             raise BrokerError(f"Redis at {self._broker.describe()} is unreachable (reconnecting)")
-        item = Pending(self._channel(topic), data)
         timeout = self._broker.publish_timeout
         try:
             with trio.move_on_after(timeout):
@@ -114,12 +160,20 @@ class RedisSession(BrokerSession):
             if not item.done.is_set():
                 item.abandoned = True
         if not item.done.is_set():
-            raise BrokerError(f"Redis did not accept the publish within {timeout:g} s")
+            raise BrokerError(f"Redis did not answer within {timeout:g} s ({what})")
         error = item.error
         if isinstance(error, BrokerClosed):
             raise error
         if error is not None:
-            raise BrokerError(f"publishing to Redis failed: {explain(error)}") from error
+            raise BrokerError(f"{what} failed: {explain(error)}") from error
+        return item.reply if isinstance(item, Call) else None
+
+    @staticmethod
+    def _parse(parse: Callable[[object], T], reply: object, what: str) -> T:
+        try:
+            return parse(reply)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise BrokerError(f"{what} failed: {exc}") from exc
 
     async def subscribe(self, topic: str) -> None:
         """Start receiving ``topic`` (refcounted).
@@ -130,19 +184,30 @@ class RedisSession(BrokerSession):
         await self.subscribe_many((topic,))
 
     async def subscribe_many(self, topics: Sequence[str]) -> None:
-        """Subscribe to ``topics`` in one ``SUBSCRIBE`` (one round trip)."""
+        """Subscribe to ``topics`` in one ``SUBSCRIBE`` (one round trip).
+
+        Returns once Redis confirmed each topic, also one whose SUBSCRIBE another
+        caller sent and still waits for: a recovering connection reads history only
+        after that, so an event is in what it reads or delivered afterwards. While
+        Redis is unreachable (or if the link breaks meanwhile) it returns once the
+        topics are recorded: the next link subscribes them before it publishes or
+        reads anything.
+        """
         self._check_open()
-        new = []
+        new: list[str] = []
+        known: list[str] = []  # counted already: their SUBSCRIBE may be on its way
         for topic in topics:
             count = self._counts[topic] = self._counts.get(topic, 0) + 1
-            if count == 1:
-                new.append(topic)
+            (new if count == 1 else known).append(topic)
         link = self._link
-        if not new or link is None or not link.ready:
+        if link is None or not link.ready:
             await trio.lowlevel.checkpoint()
             return
         try:
-            await link.subscribe([self._channel(topic) for topic in new])
+            if new:
+                await link.subscribe([self._channel(topic) for topic in new])
+            if known or not new:
+                await link.confirmed([self._channel(topic) for topic in known])
         except BaseException:
             for topic in topics:
                 self._release(topic)  # cancelled or failed: the caller will not unsubscribe
@@ -181,12 +246,19 @@ class RedisSession(BrokerSession):
         topic = channel[len(self._prefix) :].decode()
         if topic not in self._counts:
             return  # unsubscribed while the message was on its way
+        position = None
+        if data.startswith(kept.MARKED):
+            try:
+                data, position = kept.unframe(data)
+            except ValueError as exc:
+                logger.warning("Redis broker: dropped a message on topic %r: %s", topic, exc)
+                return
         if self._overflowing:
             used = self._inbound_send.statistics().current_buffer_used
             self._overflowing = used > self._broker.backlog // 2
         if not self._overflowing:
             try:
-                self._inbound_send.send_nowait(BrokerMessage(topic, data))
+                self._inbound_send.send_nowait(BrokerMessage(topic, data, position))
                 return
             except trio.WouldBlock:
                 self._overflowing = True

@@ -1,0 +1,79 @@
+"""What waits in a Redis session's queue for the publisher (``link.py``): publishes,
+and calls of Lua scripts (history, ``kept.py``), each with the command that sends it
+and the event its caller waits on.
+
+A script is sent by its SHA1 (``EVALSHA``); the publisher loads it on each new
+connection first (``SCRIPT LOAD``) and falls back to sending its text (``EVAL``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+import trio
+from coredis.commands import CommandRequest
+
+
+class Pending:
+    """One publish waiting for Redis; its caller waits on ``done``."""
+
+    __slots__ = ("abandoned", "channel", "data", "done", "error", "size")
+
+    def __init__(self, channel: bytes, data: bytes) -> None:
+        self.channel = channel
+        self.data = data
+        #: Roughly how many bytes it adds to a pipeline.
+        self.size = len(data)
+        self.done = trio.Event()
+        self.error: BaseException | None = None
+        #: The caller gave up (timeout or cancellation): do not publish it late.
+        self.abandoned = False
+
+    def finish(self, error: BaseException | None = None) -> None:
+        if not self.done.is_set():
+            self.error = error
+            self.done.set()
+
+    def request(self) -> CommandRequest[Any]:
+        """Its ``PUBLISH``."""
+        return CommandRequest(b"PUBLISH", self.channel, self.data, execution_parameters={})
+
+
+class Script:
+    """A Lua script, run by its SHA1 (``EVALSHA``) so that its text crosses the
+    network once per connection rather than once per call."""
+
+    __slots__ = ("sha", "source")
+
+    def __init__(self, source: str) -> None:
+        self.source = source.encode()
+        self.sha = hashlib.sha1(self.source, usedforsecurity=False).hexdigest().encode()
+
+    def load(self) -> CommandRequest[Any]:
+        """``SCRIPT LOAD`` of this script, so that ``EVALSHA`` finds it."""
+        return CommandRequest(b"SCRIPT LOAD", self.source, execution_parameters={})
+
+
+class Call(Pending):
+    """One run of a :class:`Script` waiting for Redis, in line with the publishes;
+    Redis' answer lands in ``reply`` (its error in ``error``)."""
+
+    __slots__ = ("args", "keys", "reply", "script")
+
+    def __init__(self, script: Script, keys: Sequence[bytes], args: Sequence[bytes]) -> None:
+        super().__init__(b"", b"")
+        self.script = script
+        self.keys = keys
+        self.args = args
+        self.size = sum(map(len, args))
+        self.reply: object = None
+
+    def evaluate(self, *, loaded: bool) -> CommandRequest[Any]:
+        """``EVALSHA`` once the script is ``loaded`` on the connection, else ``EVAL``."""
+        script = self.script
+        name, body = (b"EVALSHA", script.sha) if loaded else (b"EVAL", script.source)
+        return CommandRequest(
+            name, body, len(self.keys), *self.keys, *self.args, execution_parameters={}
+        )
