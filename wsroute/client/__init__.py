@@ -7,7 +7,9 @@
         async for event in client.events("create_item"):
             ...
 
-See docs/clients.md.
+It reconnects by itself, makes ``replay=True`` requests again, and resumes topics
+with history: the events missed meanwhile come first, then a ``wsroute.recovery``
+event (``connect(recover=...)``). See docs/clients.md.
 """
 
 from __future__ import annotations

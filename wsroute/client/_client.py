@@ -17,6 +17,14 @@ wait for it to be open again (within their timeout). Requests made with
 the client is ``open``: that is how the topics an app joins from its handlers
 come back after a server restart.
 
+Recovery (docs/history.md): the client keeps the last ``offset`` and ``epoch`` it
+received per topic with history (``_positions``) and presents them in the
+``wsroute.recover`` query parameter of every connection attempt. When a replayed
+request joins such a topic again, the server sends the events missed meanwhile, then
+a ``wsroute.recovery`` event that says whether the gap was filled, before the
+request's reply, so all of them reach the event streams in order before the client
+is ``open``. An app that is told ``recovered: false`` reloads.
+
 Messages are JSON in text frames, or msgpack in binary frames on a connection where
 the server selected ``wsroute.v1.msgpack`` (offered with ``msgpack=True``); see
 ``_codec``.
@@ -49,10 +57,13 @@ from .._errors import (
     InvalidReply,
     RequestTimeout,
 )
+from .._history import Position
 from .._msgpack import SUBPROTOCOL as MSGPACK
+from .._protocol import RECOVER_PARAM
 from .._util import collapse_exception_group
 from . import _codec
 from ._backoff import Backoff
+from ._positions import Positions, with_param
 from ._streams import Overflow, Stream
 
 logger = logging.getLogger("wsroute.client")
@@ -96,11 +107,14 @@ class StateChange:
 
 @attrs.frozen
 class Event:
-    """An event from the server: ``{"type", "topic"?, "data"}``."""
+    """An event from the server: ``{"type", "topic"?, "data", "offset"?, "epoch"?}``;
+    ``offset`` and ``epoch`` when its topic has history."""
 
     type: str
     topic: str | None
     data: Any
+    offset: int | None = None
+    epoch: str | None = None
 
 
 @attrs.frozen
@@ -179,7 +193,11 @@ class Client:
         ping_timeout: float,
         converter: cattrs.Converter | None,
         on_replay_error: Callable[[ClientError, Replayed], Any] | None,
+        recover: bool = True,
+        positions: Mapping[str, tuple[int, str]] | None = None,
     ) -> None:
+        if positions and not recover:
+            raise ValueError("positions are presented only with recover=True")
         self.url = url
         self._token = token
         self._extra_headers = dict(headers or {})
@@ -213,6 +231,8 @@ class Client:
         self._started = False  # the first connection opened
         self._opened = False  # the current connection reached the open state
         self._run_scope = trio.CancelScope()
+        self._positions = Positions(positions) if recover else None
+        self._warned_left_out = False
         #: The subprotocol the server selected on the current connection.
         self.subprotocol: str | None = None
 
@@ -326,6 +346,20 @@ class Client:
         raise RequestTimeout(f"could not send {type!r} within {limit:g} s")
 
     @property
+    def positions(self) -> dict[str, Position]:
+        """The last position received per topic with history, ``{topic: Position(offset,
+        epoch)}``, as presented on the next connection attempt: a copy, to keep (say,
+        on disk, for ``connect(positions=...)`` after a restart). Empty with
+        ``recover=False``."""
+        return self._positions.copy() if self._positions is not None else {}
+
+    def forget_position(self, topic: str) -> bool:
+        """Stop presenting ``topic``'s position when connecting (after leaving it, so
+        that joining it again later does not recover everything since); return
+        whether there was one."""
+        return self._positions.forget(topic) if self._positions is not None else False
+
+    @property
     def replayed(self) -> list[Replayed]:
         """The requests made again on every reconnect, in order."""
         return list(self._replays.values())
@@ -435,7 +469,7 @@ class Client:
                     describe_error(exc, data_type),
                 )
                 continue
-            stream.push(Event(event.type, event.topic, data))
+            stream.push(attrs.evolve(event, data=data))
 
     # -- the connection's tasks ------------------------------------------------------------
 
@@ -463,9 +497,17 @@ class Client:
             logger.warning("%s: dropped a frame that is not a message: %.80r", self.url, message)
             return
         if "ok" not in frame:
-            topic = frame.get("topic")
+            if self._positions is not None:
+                self._positions.observe(frame)
+            topic, offset, epoch = frame.get("topic"), frame.get("offset"), frame.get("epoch")
             self._deliver(
-                Event(frame["type"], topic if isinstance(topic, str) else None, frame.get("data"))
+                Event(
+                    frame["type"],
+                    topic if isinstance(topic, str) else None,
+                    frame.get("data"),
+                    offset if type(offset) is int else None,
+                    epoch if isinstance(epoch, str) else None,
+                )
             )
             return
         request_id = frame.get("id")
@@ -526,6 +568,24 @@ class Client:
             headers.append((b"Authorization", f"Bearer {token}".encode()))
         return headers
 
+    def _attempt_url(self) -> str:
+        """The URL of the next connection attempt: with the positions to recover."""
+        positions = self._positions
+        presented = positions.presented() if positions is not None else None
+        if positions is None or presented is None:
+            return self.url
+        if presented.left_out and not self._warned_left_out:
+            self._warned_left_out = True
+            logger.warning(
+                "%s: %d topics with history seen, more than fit in %s: the %d most recently"
+                " updated are presented, the others are not recovered",
+                self.url,
+                len(positions),
+                RECOVER_PARAM,
+                len(positions) - presented.left_out,
+            )
+        return with_param(self.url, RECOVER_PARAM, presented.value)
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Connect, serve, reconnect: the client's life. Reports once first open.
 
@@ -567,7 +627,7 @@ class Client:
         try:
             headers = await self._headers()
             async with trio_websocket.open_websocket_url(
-                self.url,
+                self._attempt_url(),
                 self._ssl_context,
                 subprotocols=self._subprotocols,
                 extra_headers=headers,
@@ -699,6 +759,8 @@ async def connect(
     ping_timeout: float = 20.0,
     converter: cattrs.Converter | None = None,
     on_replay_error: Callable[[ClientError, Replayed], Any] | None = None,
+    recover: bool = True,
+    positions: Mapping[str, tuple[int, str]] | None = None,
 ) -> AsyncIterator[Client]:
     """Connect to a wsroute server for the length of the block.
 
@@ -727,9 +789,21 @@ async def connect(
             (``wsroute.make_converter()``) by default.
         on_replay_error: called with the error and the request when a replayed
             request fails on reconnect; logs a warning by default.
+        recover: keep the last ``offset`` and ``epoch`` received per topic with
+            history (``client.positions``) and present them in the ``wsroute.recover``
+            query parameter of every connection attempt, so that a topic joined again
+            (by a replayed request) first sends what was missed, then a
+            ``wsroute.recovery`` event: reload when its ``recovered`` is false.
+            ``False`` neither keeps nor presents any.
+        positions: where to start, ``{topic: (offset, epoch)}``, e.g.
+            ``client.positions`` saved before a restart: presented from the first
+            connection attempt on, in their order (the last the most recent).
 
     Raises:
         ConnectError: the first connection could not be opened (and retrying gave up).
+        ValueError: a position is not ``(offset, epoch)`` (an integer from 0 to 2^53
+            and a string of 1 to 64 characters), or ``positions`` come with
+            ``recover=False``.
     """
     client = Client(
         url,
@@ -747,6 +821,8 @@ async def connect(
         ping_timeout=ping_timeout,
         converter=converter,
         on_replay_error=on_replay_error,
+        recover=recover,
+        positions=positions,
     )
     with collapse_exception_group():
         async with trio.open_nursery() as nursery:
