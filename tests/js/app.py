@@ -1,9 +1,9 @@
 """The apps the JavaScript client's Node tests talk to (tests/js/*.test.mjs).
 
 The tests run one as a real process, ``python -m wsroute run app:app --app-dir tests/js``
-(or ``app:json_only``), so that they can kill and restart it. Every connection needs a bearer token
-``secret:<user>`` (header or ``?token=``); each test uses its own user, so the
-per-user request log that ``history`` returns is the test's alone.
+(or ``app:json_only``, ``app:recovering``), so that they can kill and restart it. Every
+connection needs a bearer token ``secret:<user>`` (header or ``?token=``); each test uses
+its own user, so the per-user request log that ``history`` returns is the test's alone.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import attrs
 import msgpack
 import trio
 
-from wsroute import App, Connection, HandlerError, bearer_auth
+from wsroute import App, Connection, HandlerError, History, bearer_auth
 
 # Several handlers at once per connection: replies then come out of order, as the
 # client must cope with, and a slow handler does not hold up a test's other requests.
@@ -214,3 +214,44 @@ for _name, _handler in [
     ("upload", upload),
 ]:
     json_only.direct(_name)(_handler)
+
+
+#: An app that keeps history, for recovery (resume.test.mjs): ``room:*`` keeps plenty,
+#: ``tiny:*`` only its last 3 events (a client away for longer cannot recover), and
+#: other topics none. Its memory broker forgets everything when the process restarts.
+recovering = App(
+    default_topic=None,
+    history={"room:*": History(size=1000, ttl=300), "tiny:*": History(size=3, ttl=300)},
+    outbox_size=4096,
+)
+recovering.accept(bearer_auth(user_of))
+recovering.direct("kick")(kick)
+recovering.direct("echo")(echo)
+
+
+@attrs.frozen
+class Publish:
+    topic: str
+    count: int
+    first: int = 1
+
+
+@recovering.direct("subscribe")
+async def subscribe(topic: str, conn: Connection) -> str:
+    """Subscribe the connection to ``topic``: what a reconnect replays, and what
+    recovers the topic when the client presented a position for it."""
+    await conn.subscribe(topic)
+    return topic
+
+
+@recovering.direct("publish")
+async def publish(msg: Publish) -> None:
+    """Publish ``count`` ``tick`` events to ``topic``, with data ``first``, ``first + 1``, ..."""
+    for n in range(msg.first, msg.first + msg.count):
+        await recovering.publish(msg.topic, "tick", n)
+
+
+@recovering.direct("query")
+async def query(conn: Connection) -> dict[str, str]:
+    """The query parameters of this connection's upgrade request."""
+    return dict(conn.request.query)

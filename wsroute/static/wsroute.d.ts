@@ -50,12 +50,65 @@ type RequestArgs<D, O> = null extends D
     ? [data?: D, options?: O]
     : [data: D, options?: O];
 
-/** An event as received: `{type, topic?, data}`. */
+/** An event as received: `{type, topic?, data}`, and `offset` and `epoch` where kept in history. */
 export interface ServerEvent<T extends string = string, D = unknown> {
   type: T;
   /** The topic it was published to; absent for events sent to one connection. */
   topic?: string;
   data: D;
+  /** Its number in the topic's history (1, 2, ... within `epoch`), when the app keeps one. */
+  offset?: number;
+  /** The run of the topic's history that `offset` counts in, when the app keeps one. */
+  epoch?: string;
+}
+
+// -- recovery -----------------------------------------------------------------------
+
+/** Where a topic stands for the client: the last event seen, by its `offset` within its `epoch`. */
+export interface Position {
+  offset: number;
+  epoch: string;
+}
+
+/** The last position seen per topic, as `client.positions` returns it and the `positions` option takes it. */
+export type Positions = { [topic: string]: Position };
+
+/** Why a topic could not be recovered (`reason` of a `wsroute.recovery` event). */
+export type RecoveryFailure =
+  | "epoch_changed"
+  | "too_old"
+  | "no_history"
+  | "unknown_offset"
+  | "unavailable"
+  | "busy"
+  | "interrupted";
+
+/**
+ * The data of a `wsroute.recovery` event, which follows the events missed on a topic.
+ * `recovered: false` means a gap that could not be filled: reload the topic's state.
+ */
+export type RecoveryData =
+  | {
+      recovered: true;
+      /** The position from here on. */
+      offset: number;
+      epoch: string;
+      /** How many missed events came before this one. */
+      missed: number;
+    }
+  | {
+      recovered: false;
+      /** The topic's current position, the client's from here on; `null` when unknown (the old one stands). */
+      offset: number | null;
+      epoch: string | null;
+      /** How many missed events came before this one (after which the gap showed). */
+      missed: number;
+      reason: RecoveryFailure;
+    };
+
+/** The `wsroute.recovery` event: always for a topic. */
+export interface RecoveryEvent extends ServerEvent<"wsroute.recovery", RecoveryData> {
+  topic: string;
 }
 
 /** Any event of an event map, as a union discriminated on `type`. */
@@ -150,6 +203,14 @@ export interface ClientOptions {
   reconnect?: ReconnectOptions | false;
   /** Where bad input is reported (default `console`; `null` for nowhere). */
   logger?: Logger | null;
+  /**
+   * Track the last position of every topic whose events carry one, and present them
+   * when connecting again, so that the server sends what was missed (true). `false`:
+   * track and send nothing.
+   */
+  recover?: boolean;
+  /** Positions to present from the first connection on, e.g. `client.positions` saved before a page reload. */
+  positions?: Positions | null | undefined;
 }
 
 export interface RequestOptions {
@@ -203,6 +264,12 @@ export class Client<
    */
   readonly subprotocol: string | null;
 
+  /**
+   * The last position seen per topic (a copy), to save and pass back as the
+   * `positions` option of a later client. Empty with `recover: false`.
+   */
+  readonly positions: Positions;
+
   /** Resolves when first open; rejects with ClosedError if closed for good before. */
   opened(): Promise<void>;
 
@@ -221,16 +288,25 @@ export class Client<
     ...args: RequestArgs<DataOf<Requests[K]>, EmitOptions>
   ): Promise<void>;
 
+  /**
+   * Listen to the end of topics' recoveries (after a reconnect, or with `positions`):
+   * `recovered: false` asks to reload the topic's state.
+   */
+  on(
+    type: "wsroute.recovery",
+    fn: (data: RecoveryData, event: RecoveryEvent) => void,
+    options?: OnOptions,
+  ): () => void;
   /** Listen to events of one type; returns a function that removes the listener. */
   on<K extends keyof Events & string>(
     type: K,
     fn: (data: Events[K], event: ServerEvent<K, Events[K]>) => void,
     options?: OnOptions,
   ): () => void;
-  /** Listen to every event. */
+  /** Listen to every event, `wsroute.recovery` ones included. */
   on(
     type: "*",
-    fn: (data: Events[keyof Events], event: AnyServerEvent<Events>) => void,
+    fn: (data: Events[keyof Events] | RecoveryData, event: AnyServerEvent<Events> | RecoveryEvent) => void,
     options?: OnOptions,
   ): () => void;
 
@@ -242,6 +318,9 @@ export class Client<
 
   /** Stop replaying `type` with `data`, or every request of `type`; returns how many. */
   forgetReplay<K extends keyof Requests & string>(type: K, data?: DataOf<Requests[K]>): number;
+
+  /** Stop presenting `topic`'s position (e.g. after leaving it); returns whether there was one. */
+  forgetPosition(topic: string): boolean;
 
   /**
    * Close for good (code 1000 or 3000-4999, reason at most 123 bytes). The state is

@@ -10,6 +10,11 @@
  * package (or Node's own global `WebSocket`). The API mirrors the Python client;
  * docs/clients.md is the user's reference and wsroute.d.ts its types.
  *
+ * Where the app keeps a topic's history (docs/history.md), its events carry an
+ * `offset` and an `epoch`: the client keeps the last of each topic and presents them
+ * when it connects again (the `wsroute.recover` query parameter), so that the server
+ * sends what it missed before live events, then a `wsroute.recovery` event.
+ *
  *     import { connect } from "/wsroute.js";
  *     const client = connect("ws://127.0.0.1:8000/", { token: "abc" });
  *     const item = await client.request("create_item", { name: "apple" });
@@ -74,6 +79,25 @@ const MSGPACK = "wsroute.v1.msgpack";
  * two different requests.
  */
 const BYTES_KEY = "\u0000bytes";
+/** The query parameter in which the client presents the positions it saw (docs/history.md). */
+const RECOVER_PARAM = "wsroute.recover";
+/** The event that ends a topic's recovery: recovered or not, and the position from then on. */
+const RECOVERY_TYPE = "wsroute.recovery";
+/**
+ * The most topics whose positions are kept and presented: what the server takes
+ * (`MAX_RECOVER_TOPICS` in wsroute/_protocol.py); one more and it refuses the
+ * handshake with 400, which does not reconnect.
+ */
+const MAX_POSITIONS = 256;
+/**
+ * The most characters `wsroute.recover` may take in the URL, encoded: about 200
+ * topics of 10 characters. The server reads at most 16 KiB of request head, and the
+ * path, the token, cookies and the browser's own headers need their share of it: a
+ * longer head is refused with 400, which does not reconnect.
+ */
+const MAX_RECOVER_CHARS = 10240;
+/** The longest epoch the server takes back (its own are 8 characters). */
+const MAX_EPOCH_CHARS = 64;
 
 // -- errors ---------------------------------------------------------------------------
 
@@ -437,6 +461,118 @@ function callSafely(client, what, fn, args) {
   }
 }
 
+// -- recovery positions ---------------------------------------------------------------
+
+/**
+ * `{offset, epoch}` when the two make a position the server takes back (an integer
+ * from 0 to 2^53 - 1 and a string of 1 to 64 characters), else `null`.
+ */
+function positionOf(offset, epoch) {
+  const valid =
+    Number.isSafeInteger(offset) &&
+    offset >= 0 &&
+    typeof epoch === "string" &&
+    epoch.length > 0 &&
+    epoch.length <= MAX_EPOCH_CHARS;
+  return valid ? { offset, epoch } : null;
+}
+
+/** How many characters `text` takes as a query value (form-encoded, as URLSearchParams writes it). */
+function queryLength(text) {
+  return new URLSearchParams([["", text]]).toString().length - 1; // less the "="
+}
+
+/**
+ * The last position the client saw per topic, to present in `wsroute.recover` when
+ * it connects again, so that the server sends what it missed (docs/history.md).
+ * Bounded: the Map's order is that of the latest updates, oldest first, and past
+ * MAX_POSITIONS topics the one least recently heard of is dropped.
+ */
+class Positions {
+  /**
+   * @param {(message: string) => void} warn reports a cap that dropped topics
+   * @param {unknown} seed the `positions` option: `{[topic]: {offset, epoch}}`, or null
+   * @throws {TypeError} for a seed that is not such an object
+   */
+  constructor(warn, seed) {
+    this._warn = warn;
+    this._warned = new Set();
+    /** @type {Map<string, {offset: number, epoch: string}>} */
+    this._map = new Map();
+    if (seed == null) return;
+    const example = "{ [topic]: { offset, epoch } }, such as client.positions saved before";
+    if (typeof seed !== "object" || Array.isArray(seed)) throw new TypeError(`positions must be ${example}`);
+    for (const [topic, position] of Object.entries(seed)) {
+      const checked =
+        topic !== "" && position !== null && typeof position === "object"
+          ? positionOf(position.offset, position.epoch)
+          : null;
+      if (checked === null) {
+        throw new TypeError(
+          `positions[${JSON.stringify(topic)}] must be { offset, epoch }: an integer >= 0 and a string` +
+            ` of 1 to ${MAX_EPOCH_CHARS} characters, in ${example}`,
+        );
+      }
+      this.set(topic, checked);
+    }
+  }
+
+  /** Record where `topic` stands now; it becomes the most recently updated. */
+  set(topic, position) {
+    this._map.delete(topic);
+    this._map.set(topic, position);
+    if (this._map.size > MAX_POSITIONS) {
+      this._map.delete(this._map.keys().next().value);
+      this._warnOnce(
+        "topics",
+        `wsroute: positions are kept for the ${MAX_POSITIONS} most recently updated topics only;` +
+          " the others will not be recovered after a reconnect",
+      );
+    }
+  }
+
+  /** Forget `topic`'s position; true if there was one. */
+  delete(topic) {
+    return this._map.delete(topic);
+  }
+
+  /** A copy, `{[topic]: {offset, epoch}}`, least recently updated first. */
+  snapshot() {
+    // fromEntries, not assignment: a topic named "__proto__" stays a key.
+    return Object.fromEntries(Array.from(this._map, ([topic, { offset, epoch }]) => [topic, { offset, epoch }]));
+  }
+
+  /**
+   * The `wsroute.recover` value, `{"topic": [offset, "epoch"], ...}`: the most recently
+   * updated topics that fit in MAX_RECOVER_CHARS once in the URL. `null` when none.
+   */
+  query() {
+    const pieces = [];
+    let length = queryLength("{}");
+    for (const [topic, { offset, epoch }] of Array.from(this._map).reverse()) {
+      const piece = `${JSON.stringify(topic)}:${JSON.stringify([offset, epoch])}`;
+      const cost = queryLength(piece) + (pieces.length > 0 ? queryLength(",") : 0);
+      if (length + cost > MAX_RECOVER_CHARS) {
+        this._warnOnce(
+          "length",
+          `wsroute: the positions of ${this._map.size} topics do not fit in the URL (${MAX_RECOVER_CHARS}` +
+            " characters); the least recently updated are left out and will not be recovered",
+        );
+        continue; // a shorter, older one may still fit
+      }
+      pieces.push(piece);
+      length += cost;
+    }
+    return pieces.length === 0 ? null : `{${pieces.reverse().join(",")}}`;
+  }
+
+  _warnOnce(key, message) {
+    if (this._warned.has(key)) return;
+    this._warned.add(key);
+    this._warn(message);
+  }
+}
+
 // -- the client -----------------------------------------------------------------------
 
 /**
@@ -472,6 +608,15 @@ export class Client {
     this._connectTimeout = checkTimeout(options.connectTimeout ?? 10000, "connectTimeout");
     this._reconnect = checkReconnect(options.reconnect);
     this._logger = options.logger === undefined ? globalThis.console : options.logger;
+    if (options.recover !== undefined && typeof options.recover !== "boolean") {
+      throw new TypeError(`recover must be true or false, not ${options.recover}`);
+    }
+    if (options.recover === false && options.positions != null) {
+      throw new TypeError("positions need recover: true (with recover: false no position is presented)");
+    }
+    /** The last position seen per topic; null with `recover: false`: nothing tracked or sent. */
+    this._positions =
+      options.recover === false ? null : new Positions((message) => this._log("warn", message), options.positions);
 
     this._state = "connecting";
     /** The live connection or the attempt in progress: {socket, open, status, timer}. */
@@ -517,6 +662,16 @@ export class Client {
    */
   get subprotocol() {
     return this._subprotocol;
+  }
+
+  /**
+   * The last position seen per topic, `{[topic]: {offset, epoch}}`: a copy, to save
+   * (e.g. in sessionStorage) and pass back as the `positions` option of a later
+   * client. Empty with `recover: false`.
+   * @returns {{[topic: string]: {offset: number, epoch: string}}}
+   */
+  get positions() {
+    return this._positions === null ? {} : this._positions.snapshot();
   }
 
   /**
@@ -566,7 +721,7 @@ export class Client {
    * only those published to `options.topic`. Listeners run in the order added.
    *
    * @param {string} type
-   * @param {(data: unknown, event: {type: string, topic?: string, data: unknown}) => void} fn
+   * @param {(data: unknown, event: {type: string, topic?: string, data: unknown, offset?: number, epoch?: string}) => void} fn
    * @param {{topic?: string}} [options]
    * @returns {() => void} removes the listener (idempotent)
    */
@@ -626,6 +781,17 @@ export class Client {
       key === undefined ? entry.type !== type : entry.key !== key,
     );
     return before - this._replays.length;
+  }
+
+  /**
+   * Stop presenting `topic`'s position, e.g. after leaving it: joined again later,
+   * it then starts from live events instead of recovering what it missed meanwhile.
+   *
+   * @param {string} topic
+   * @returns {boolean} whether there was a position to forget
+   */
+  forgetPosition(topic) {
+    return this._positions !== null && this._positions.delete(topic);
   }
 
   /**
@@ -813,6 +979,9 @@ export class Client {
       if (value !== undefined && value !== null) url.searchParams.set(key, String(value));
     }
     if (token != null && token !== "") url.searchParams.set(this._tokenParam, String(token));
+    // Last, so that the query keeps its order from attempt to attempt.
+    const recover = this._positions === null ? null : this._positions.query();
+    if (recover !== null) url.searchParams.set(RECOVER_PARAM, recover);
     let socket;
     try {
       socket = new this._WebSocket(url.href, this._protocols);
@@ -1036,6 +1205,7 @@ export class Client {
       this._log("warn", `wsroute: dropped an event without a type: ${show(raw)}`);
       return;
     }
+    if (this._positions !== null) this._track(type, message);
     const own = this._listeners.get(type);
     const every = type === "*" ? undefined : this._listeners.get("*");
     if (own === undefined && every === undefined) return;
@@ -1045,6 +1215,21 @@ export class Client {
       if (listener.topic !== undefined && listener.topic !== message.topic) continue;
       callSafely(this, `a listener for "${type}"`, listener.fn, [data, message]);
     }
+  }
+
+  /**
+   * Move the topic's position to the event's, before any listener runs (one that
+   * saves `positions` sees it): an event kept in history carries its `offset` and
+   * `epoch`; a `wsroute.recovery` event carries the position to go on from in its
+   * data, or nulls when the old one stands.
+   */
+  _track(type, message) {
+    const topic = message.topic;
+    if (typeof topic !== "string" || topic === "") return;
+    const source = type === RECOVERY_TYPE ? message.data : message;
+    if (source === null || typeof source !== "object") return;
+    const position = positionOf(source.offset, source.epoch);
+    if (position !== null) this._positions.set(topic, position);
   }
 
   /**

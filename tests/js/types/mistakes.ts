@@ -27,6 +27,14 @@ export async function mistakes(): Promise<void> {
   connect("ws://x/", { msgpack: { encode: (_value: unknown) => new Uint8Array(0) } }); // error
   const selected: string = client.subprotocol; // error
   client.subprotocol = "wsroute.v1.msgpack"; // error
+  connect("ws://x/", { recover: "yes" }); // error
+  connect("ws://x/", { positions: { "room:1": [57, "k3JqbW1x"] } }); // error
+  connect("ws://x/", { positions: { "room:1": { offset: "57", epoch: "k3JqbW1x" } } }); // error
+  client.positions = {}; // error
+  client.on("wsroute.recovery", (data) => void data.reason); // error
+  client.on("wsroute.recovery", (data) => { const offset: number = data.offset; void offset; }); // error
+  client.on("wsroute.recovery", (_data, event) => { const topic: number = event.topic; void topic; }); // error
+  client.forgetPosition(1); // error
   void selected;
   void wrong;
 }

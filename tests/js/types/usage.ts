@@ -13,6 +13,9 @@ import {
   backoffDelay,
   connect,
   type MsgpackCodec,
+  type Positions,
+  type RecoveryData,
+  type RecoveryFailure,
   type StateChange,
 } from "../../../wsroute/static/wsroute.js";
 import type { Events, Item, ItemRef, Requests } from "./routes.js";
@@ -80,6 +83,41 @@ export async function msgpack(): Promise<void> {
   const subprotocol: string | null = client.subprotocol;
   const reply: unknown = await node.request("upload", { name: "a", content: new Uint8Array([1, 2]) });
   void [subprotocol, reply, plain];
+}
+
+export async function recovery(saved: string | null): Promise<void> {
+  // Positions saved before a page reload (sessionStorage in a browser), typed and loose.
+  const positions: Positions = saved === null ? {} : (JSON.parse(saved) as Positions);
+  const client = connect<Requests, Events>("ws://127.0.0.1:8000/", { positions, recover: true });
+  const off = client.on("wsroute.recovery", (data, event) => {
+    const topic: string = event.topic; // always there
+    const missed: number = data.missed;
+    if (data.recovered) {
+      const offset: number = data.offset;
+      const epoch: string = data.epoch;
+      void [offset, epoch];
+    } else {
+      const reason: RecoveryFailure = data.reason;
+      const offset: number | null = data.offset;
+      if (reason === "epoch_changed" || reason === "too_old") console.log("reload", topic, offset);
+    }
+    void missed;
+  }, { topic: "room:lobby" });
+  off();
+  client.on("create_item", (_data, event) => {
+    const offset: number | undefined = event.offset;
+    const epoch: string | undefined = event.epoch;
+    void [offset, epoch];
+  });
+  client.on("*", (_data, event) => {
+    if (event.type === "wsroute.recovery" && !event.data.recovered) console.log(event.data.reason);
+  });
+  const now: Positions = client.positions;
+  const lobby: { offset: number; epoch: string } | undefined = now["room:lobby"];
+  const forgot: boolean = client.forgetPosition("room:lobby");
+  const loose = connect("ws://127.0.0.1:8000/", { recover: false, positions: null });
+  loose.on("wsroute.recovery", (data: RecoveryData) => void data.missed);
+  void [lobby, forgot];
 }
 
 export function errors(error: unknown): string {
