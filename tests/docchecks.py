@@ -512,3 +512,59 @@ async def get_routes(run: Runner) -> None:
                 assert json.loads(content) == {"path": "/whoami", "agent": "docs"}
                 assert b"Content-Type: application/json" in head
         app.shutdown()
+
+
+@check("docs/clients.md", "async def follow(", real_time=True)
+async def python_client_recovery(run: Runner) -> None:
+    """``follow`` prints live messages, those published while its connection was down
+    once it is back (then ``caught up``), those published between two runs from the
+    positions the first saved, and ``reload the lobby: epoch_changed`` against a new
+    app whose history starts over."""
+    import tempfile
+    from pathlib import Path
+
+    printed: list[str] = []
+    saved = Path(tempfile.mkdtemp()) / "positions.json"
+
+    async def until(count: int) -> None:
+        while len(printed) < count:
+            await trio.sleep(0.01)
+
+    async def joined(app: App) -> None:
+        while not any("room:lobby" in conn.topics for conn in app.connections):
+            await trio.sleep(0.01)
+
+    async def follow_until(module: Any, app: App, url: str, count: int) -> None:
+        async with trio.open_nursery() as running:
+            running.start_soon(module.follow, url, saved)
+            await joined(app)
+            await until(count)
+            running.cancel_scope.cancel()
+
+    for expected in (
+        ["hello", "while down", "caught up: 1 missed", "between", "runs", "caught up: 2 missed"],
+        ["reload the lobby: epoch_changed"],
+    ):
+        module = await run()
+        module.print = lambda *a: printed.append(" ".join(map(str, a)))
+        app: App = module.app
+        start = len(printed)
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(app.serve, "127.0.0.1", 0)
+            url = f"ws://127.0.0.1:{port}/"
+            with trio.fail_after(10):
+                if len(expected) > 1:
+                    async with trio.open_nursery() as running:
+                        running.start_soon(module.follow, url, saved)
+                        await joined(app)
+                        await app.publish("room:lobby", "msg", "hello")
+                        await until(start + 1)
+                        await app.connections[0].close(1012)
+                        await app.publish("room:lobby", "msg", "while down")
+                        await until(start + 3)
+                        running.cancel_scope.cancel()
+                    await app.publish("room:lobby", "msg", "between")
+                    await app.publish("room:lobby", "msg", "runs")
+                await follow_until(module, app, url, start + len(expected))
+            app.shutdown()
+        assert printed[start:] == expected

@@ -1,0 +1,147 @@
+"""What history costs and how fast recovery is. A benchmark, not a test.
+
+1. **publish**: ``publish`` against ``publish_kept`` (``History(size=1000, ttl=300)``)
+   from ``--tasks`` concurrent tasks for ``--seconds``, on the memory broker and on a
+   private redis-server. Reported: publishes per second, and history's cost.
+2. **recovery**: an app served on 127.0.0.1 (each broker), a client (trio-websocket)
+   that joins a room, sees one event and leaves; ``--missed`` events are published;
+   the client comes back with its position and joins again. Reported: the time from
+   sending the join to the ``wsroute.recovery`` event, every missed event received in
+   order, over a real socket.
+
+Usage (from the repository root; the figures are in docs/performance.md)::
+
+    .venv/bin/python benchmarks/history.py [--tasks 16] [--seconds 3] [--missed 10000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+from urllib.parse import quote
+
+import orjson
+import trio
+import trio_websocket
+from redis_fanout import redis_server
+
+from wsroute import App, Connection, History
+from wsroute.brokers import Broker, MemoryBroker, RedisBroker
+
+KEPT = History(size=1000, ttl=300)
+
+
+async def publish_rate(broker: Broker, kept: bool, tasks: int, seconds: float) -> float:
+    """Publishes per second to topics nobody hosts, ``tasks`` at a time."""
+    done = 0
+    payload = orjson.dumps({"type": "say", "topic": "room:1", "data": {"text": "x" * 64}})
+
+    async def publish(session: Any, topic: str, deadline: float) -> None:
+        nonlocal done
+        while trio.current_time() < deadline:
+            if kept:
+                await session.publish_kept(topic, payload, KEPT)
+            else:
+                await session.publish(topic, payload)
+            done += 1
+
+    async with broker.connect() as session:
+        deadline = trio.current_time() + seconds
+        async with trio.open_nursery() as nursery:
+            for n in range(tasks):
+                nursery.start_soon(publish, session, f"room:{n}", deadline)
+    return done / seconds
+
+
+def history_app(broker: Broker, size: int) -> App:
+    app = App(broker=broker, history={"room:*": History(size=size, ttl=600)}, outbox_size=4096)
+
+    @app.direct("join")
+    async def join(room: str, conn: Connection) -> None:
+        await conn.subscribe(f"room:{room}")
+
+    return app
+
+
+async def recovery_time(broker: Broker, missed: int) -> tuple[float, int]:
+    """Seconds from the join to the wsroute.recovery event, and events received."""
+    app = history_app(broker, missed)
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(app.serve, "127.0.0.1", 0)
+        url = f"ws://127.0.0.1:{port}/"
+        async with trio_websocket.open_websocket_url(url) as ws:
+            await ws.send_message(orjson.dumps({"type": "join", "id": 1, "data": "1"}).decode())
+            await ws.get_message()  # the reply
+            await app.publish("room:1", "say", 0)
+            seen = orjson.loads(await ws.get_message())
+        for n in range(1, missed + 1):
+            await app.publish("room:1", "say", n)
+        position = orjson.dumps({"room:1": [seen["offset"], seen["epoch"]]}).decode()
+        async with trio_websocket.open_websocket_url(
+            f"{url}?wsroute.recover={quote(position)}", message_queue_size=missed + 16
+        ) as ws:
+            start = time.perf_counter()
+            await ws.send_message(orjson.dumps({"type": "join", "id": 1, "data": "1"}).decode())
+            received = []
+            for _ in range(missed + 2):
+                message = orjson.loads(await ws.get_message())
+                if message["type"] == "wsroute.recovery":
+                    elapsed = time.perf_counter() - start
+                    assert message["data"]["recovered"], message
+                    break
+                if message["type"] == "say":
+                    received.append(message["data"])
+            assert received == list(range(1, missed + 1)), "not every missed event, in order"
+        app.shutdown()
+        nursery.cancel_scope.cancel()
+    return elapsed, len(received)
+
+
+async def main(args: argparse.Namespace) -> None:
+    print(f"Python {platform.python_version()} on {platform.machine()}, {args.tasks} tasks")
+    async with redis_server() as (redis_port, version):
+        print(f"redis-server {version}")
+        brokers: dict[str, Callable[[], AbstractAsyncContextManager[Broker]]] = {
+            "memory": _memory,
+            "redis": lambda: _redis(redis_port),
+        }
+        for name, make in brokers.items():
+            async with make() as broker:
+                plain = await publish_rate(broker, False, args.tasks, args.seconds)
+            async with make() as broker:
+                kept = await publish_rate(broker, True, args.tasks, args.seconds)
+            print(
+                f"publish {name:6} without history {plain:9,.0f}/s  with {kept:9,.0f}/s"
+                f"  cost {(1 - kept / plain) * 100:5.1f} %"
+            )
+        for name, make in brokers.items():
+            async with make() as broker:
+                elapsed, count = await recovery_time(broker, args.missed)
+            print(f"recovery {name:6} {count:,} missed events in {elapsed * 1000:6.0f} ms")
+
+
+@asynccontextmanager
+async def _memory() -> AsyncIterator[Broker]:
+    yield MemoryBroker()
+
+
+@asynccontextmanager
+async def _redis(port: int) -> AsyncIterator[Broker]:
+    broker = RedisBroker(f"redis://127.0.0.1:{port}/0")
+    yield broker
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--missed", type=int, default=10_000)
+    return parser.parse_args()
+
+
+if __name__ == "__main__":
+    trio.run(main, parse_args())
