@@ -58,6 +58,25 @@ async def events_until_recovery(client: TestClient) -> tuple[list[Event], Event]
     raise AssertionError("no wsroute.recovery event")
 
 
+async def read_until(
+    client: TestClient, seen: list[Event], last: int, *, slow: bool = False
+) -> None:
+    """Append the events ``client`` receives to ``seen`` until both the ``msg`` event
+    ``last`` and the ``wsroute.recovery`` event came; with ``slow``, read one event
+    per 10 ms until the ``wsroute.recovery`` event."""
+    for _ in range(10_000):
+        event = await client.receive()
+        if not isinstance(event, Event):
+            continue  # the reply to join
+        seen.append(event)
+        recovered = any(e.type == "wsroute.recovery" for e in seen)
+        if recovered and any(e.type == "msg" and e.data == last for e in seen):
+            return
+        if slow and not recovered:
+            await trio.sleep(0.01)
+    raise AssertionError(f"no msg {last} and wsroute.recovery event")
+
+
 async def first_position(app: App) -> tuple[int, str]:
     """Where room:1 stands after one event seen by a client that then left."""
     async with open_client(app) as client:
@@ -102,14 +121,7 @@ async def test_events_published_during_recovery_follow_without_gap_or_duplicate(
             seen: list[Event] = []
 
             async def read() -> None:
-                for _ in range(1000):
-                    event = await client.receive()
-                    if not isinstance(event, Event):
-                        continue  # the reply to join
-                    seen.append(event)
-                    done = [(e.type, e.data) for e in seen]
-                    if ("msg", 150) in done and any(e.type == "wsroute.recovery" for e in seen):
-                        return
+                await read_until(client, seen, 150)
 
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(read)
@@ -300,14 +312,7 @@ async def test_live_events_beyond_what_is_held_are_read_again_from_history(
             seen: list[Event] = []
 
             async def read() -> None:
-                for _ in range(1000):
-                    event = await client.receive()
-                    if isinstance(event, Event):
-                        seen.append(event)
-                        if event.data == 40:
-                            return
-                    if not any(e.type == "wsroute.recovery" for e in seen):
-                        await trio.sleep(0.01)  # slow until recovered
+                await read_until(client, seen, 40, slow=True)
 
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(read)

@@ -183,11 +183,7 @@ class Link:
         except RedisError as exc:
             self.fail(explain(exc))
             return
-        with trio.move_on_after(self._timeout):
-            for event in events:
-                await event.wait()
-            return
-        self.fail(f"Redis did not confirm SUBSCRIBE within {self._timeout:g} s")
+        await self._await_confirmations(events)
 
     async def confirmed(self, channels: Sequence[bytes]) -> None:
         """Wait until Redis confirmed the SUBSCRIBEs of ``channels`` that are still
@@ -199,6 +195,10 @@ class Link:
         if not events:
             await trio.lowlevel.checkpoint()
             return
+        await self._await_confirmations(events)
+
+    async def _await_confirmations(self, events: Sequence[trio.Event]) -> None:
+        """Wait for Redis to confirm SUBSCRIBEs; break the link if it does not in time."""
         with trio.move_on_after(self._timeout):
             for event in events:
                 await event.wait()
