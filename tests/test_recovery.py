@@ -8,7 +8,7 @@ does the same over real sockets and a real Redis.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -17,7 +17,7 @@ import pytest
 import trio
 
 from wsroute import App, Connection, History
-from wsroute.brokers import BrokerSession, HistoryPage, MemoryBroker, StateListener
+from wsroute.brokers import BrokerSession, MemoryBroker, StateListener
 from wsroute.testing import Event, HandshakeRejected, TestClient, open_app, open_client
 
 
@@ -325,30 +325,34 @@ async def test_live_events_beyond_what_is_held_are_read_again_from_history(
             assert marker.data["recovered"] is True
 
 
-class SlowHistory(MemoryBroker):
-    """A memory broker whose history takes ``delay`` seconds to read."""
+class Slowed(MemoryBroker):
+    """A memory broker whose session method ``name`` first waits ``delay`` seconds
+    when ``applies(*args)``: a slow network, on trio's clock."""
 
-    def __init__(self, delay: float) -> None:
+    def __init__(
+        self, name: str, delay: float, applies: Callable[..., bool] = lambda *args: True
+    ) -> None:
         super().__init__()
-        self.delay = delay
+        self.name, self.delay, self.applies = name, delay, applies
 
     @asynccontextmanager
     async def connect(
         self, *, on_state: StateListener | None = None
     ) -> AsyncIterator[BrokerSession]:
         async with super().connect(on_state=on_state) as session:
-            original = session.read_history
+            original = getattr(session, self.name)
 
-            async def read_history(*args: Any, **kwargs: Any) -> HistoryPage:
-                await trio.sleep(self.delay)
+            async def slowed(*args: Any, **kwargs: Any) -> Any:
+                if self.applies(*args):
+                    await trio.sleep(self.delay)
                 return await original(*args, **kwargs)
 
-            session.read_history = read_history  # type: ignore[method-assign]
+            setattr(session, self.name, slowed)
             yield session
 
 
 async def test_a_recovery_cut_short_says_so(autojump_clock: trio.abc.Clock) -> None:
-    app = make_app(broker=SlowHistory(delay=10), handler_timeout=1.0)
+    app = make_app(broker=Slowed("read_history", delay=10), handler_timeout=1.0)
     async with open_app(app):
         offset, epoch = await first_position(app)
         await publish(app, 1, 3)
@@ -369,34 +373,13 @@ async def test_a_recovery_cut_short_says_so(autojump_clock: trio.abc.Clock) -> N
             assert (await client.expect_event("msg")).data == 4
 
 
-class SlowSubscribe(MemoryBroker):
-    """A memory broker whose subscriptions to rooms take ``delay`` seconds to take
-    effect."""
-
-    def __init__(self, delay: float) -> None:
-        super().__init__()
-        self.delay = delay
-
-    @asynccontextmanager
-    async def connect(
-        self, *, on_state: StateListener | None = None
-    ) -> AsyncIterator[BrokerSession]:
-        async with super().connect(on_state=on_state) as session:
-            original = session.subscribe_many
-
-            async def subscribe_many(topics: Any) -> None:
-                if any(topic.startswith("room:") for topic in topics):
-                    await trio.sleep(self.delay)
-                await original(topics)
-
-            session.subscribe_many = subscribe_many  # type: ignore[method-assign]
-            yield session
-
-
 async def test_recovery_waits_for_a_subscription_another_connection_started(
     autojump_clock: trio.abc.Clock,
 ) -> None:
-    app = make_app(broker=SlowSubscribe(delay=3))
+    def rooms(topics: list[str]) -> bool:
+        return any(topic.startswith("room:") for topic in topics)
+
+    app = make_app(broker=Slowed("subscribe_many", delay=3, applies=rooms))
     async with open_app(app):
         offset, epoch = await first_position(app)
         async with (
