@@ -397,3 +397,44 @@ async def test_recovery_waits_for_a_subscription_another_connection_started(
             missed, marker = await events_until_recovery(second)
             assert [e.data for e in missed] == ["during the subscribe"]
             assert marker.data["recovered"] is True
+
+
+async def test_a_recovery_that_live_events_keep_outrunning_gives_up_as_busy(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # Each read of history is followed by more live events than are held for the
+    # connection (outbox_size=2 holds one): every round must read again, until the
+    # rounds run out and the client is told, with the last position it was sent.
+    app = make_app(outbox_size=2, history={"room:*": History(size=1000, ttl=300)})
+    published = iter(range(100, 1000))
+
+    class Outrun(MemoryBroker):
+        @asynccontextmanager
+        async def connect(
+            self, *, on_state: StateListener | None = None
+        ) -> AsyncIterator[BrokerSession]:
+            async with super().connect(on_state=on_state) as session:
+                original = session.read_history
+
+                async def read_history(*args: Any, **kwargs: Any) -> Any:
+                    page = await original(*args, **kwargs)
+                    if kwargs.get("since") is not None:  # recovery's reads, not app.history's
+                        for _ in range(3):
+                            await app.publish("room:1", "msg", next(published))
+                        await trio.sleep(0.1)  # the pump delivers them: held, overflowing
+                    return page
+
+                session.read_history = read_history  # type: ignore[method-assign]
+                yield session
+
+    app.broker = Outrun()
+    async with open_app(app):
+        offset, epoch = await first_position(app)
+        await publish(app, 1, 2)
+        async with open_client(app, recover={"room:1": (offset, epoch)}) as client:
+            await client.send("join", {"room": "1"})
+            missed, marker = await events_until_recovery(client)
+            assert marker.data["recovered"] is False and marker.data["reason"] == "busy"
+            assert marker.data["epoch"] == epoch
+            assert marker.data["offset"] == missed[-1].offset
+            assert [e.offset for e in missed] == list(range(offset + 1, missed[-1].offset + 1))

@@ -120,12 +120,17 @@ class Hub:
                 recovering.append((topic, since, held))
         # A recovering connection reads history only once the broker delivers the
         # topic: whatever is published after the read must reach it live.
-        waits = [
-            self._subscribing[topic]
-            for topic, _, _ in recovering
-            if topic not in new and topic in self._subscribing
-        ]
-        subscribed = trio.Event() if new else None
+        waits = (
+            [
+                self._subscribing[topic]
+                for topic, _, _ in recovering
+                if topic not in new and topic in self._subscribing
+            ]
+            if recovering
+            else ()
+        )
+        # Only an app with history recovers, and so waits (no Event per connection else).
+        subscribed = trio.Event() if new and self._history else None
         if subscribed is not None:
             for topic in new:
                 self._subscribing[topic] = subscribed
@@ -151,6 +156,13 @@ class Hub:
             self._subscribed(new, subscribed)
         for topic in unkept:
             conn._push(no_history(topic))
+        if recovering:
+            await self._recover_all(conn, recovering)
+
+    async def _recover_all(
+        self, conn: Member, recovering: Sequence[tuple[str, Position, Held]]
+    ) -> None:
+        """Recover ``conn`` on each topic in turn, then let its live events through."""
         finished = 0
         try:
             for topic, since, held in recovering:
