@@ -14,6 +14,7 @@ from ._errors import HistoryUnsupported as HistoryUnsupported
 from ._errors import ListenError as ListenError
 from ._errors import LoadError as LoadError
 from ._errors import NotRunningError as NotRunningError
+from ._errors import PresenceUnsupported as PresenceUnsupported
 from ._errors import ProtocolError as ProtocolError
 from ._errors import RegistrationError as RegistrationError
 from ._errors import Reject as Reject
@@ -23,6 +24,9 @@ from ._history import HistoryEvent as HistoryEvent
 from ._history import Position as Position
 from ._history import TopicHistory as TopicHistory
 from ._http import Response as Response
+from ._presence import Presence as Presence
+from ._presence import PresenceEntry as PresenceEntry
+from ._presence import PresenceStats as PresenceStats
 from ._request import Headers as Headers
 from ._request import Request as Request
 from ._routing import RouteInfo as RouteInfo
@@ -54,6 +58,10 @@ __all__ = [
     "LoadError",
     "NotRunningError",
     "Position",
+    "Presence",
+    "PresenceEntry",
+    "PresenceStats",
+    "PresenceUnsupported",
     "ProtocolError",
     "RegistrationError",
     "Reject",

@@ -15,6 +15,7 @@ from ._converter import make_converter
 from ._errors import RegistrationError
 from ._history import History
 from ._http import HTTPRoutes
+from ._presence import DEFAULT_PRESENCE_TTL, Presence
 from ._routing import (
     CoalesceSpec,
     FrameHandler,
@@ -81,6 +82,12 @@ class App(Serving, Messaging):
             client coming back recovers what it missed and ``app.history`` reads
             them: ``{"room:*": History(size=100, ttl=300)}`` (docs/history.md). The
             first pattern a topic matches decides; ``*`` matches any characters.
+        presence: topic patterns whose subscribers are listed cluster-wide
+            (``app.presence``, the ``wsroute.presence`` request): ``["room:*"]``, or
+            ``{"room:*": Presence(events=True)}`` for join and leave events
+            (docs/presence.md).
+        presence_ttl: seconds within which the presence entries of a process that
+            died without cleaning up are gone (its heartbeat's lifetime).
         allowed_origins: browser origins allowed to connect (exact match, e.g.
             ``["https://app.example.com"]``) or a function ``(origin) -> bool``; others
             get 403. ``None`` allows any origin: see docs/limits.md for the risk.
@@ -126,6 +133,8 @@ class App(Serving, Messaging):
         hook_timeout: float = 5.0,
         broker_state_events: bool = False,
         history: Mapping[str, History] | None = None,
+        presence: Sequence[str] | Mapping[str, Presence] | None = None,
+        presence_ttl: float = DEFAULT_PRESENCE_TTL,
         allowed_origins: Sequence[str] | Callable[[str], bool] | None = None,
         subprotocols: Sequence[str] = DEFAULT_SUBPROTOCOLS,
         require_subprotocol: bool = False,
@@ -153,6 +162,8 @@ class App(Serving, Messaging):
             hook_timeout=hook_timeout,
             broker_state_events=broker_state_events,
             history=history,
+            presence=presence,
+            presence_ttl=presence_ttl,
             allowed_origins=allowed_origins,
             subprotocols=subprotocols,
             require_subprotocol=require_subprotocol,

@@ -9,6 +9,7 @@ from typing import Any
 import attrs
 
 from ._history import History
+from ._presence import DEFAULT_PRESENCE_TTL, Presence
 from ._topics import TopicRules
 from ._wire.deflate import Deflate
 
@@ -130,6 +131,27 @@ def _history(value: Mapping[str, History] | TopicRules[History] | None) -> Topic
     return TopicRules(value)
 
 
+def _presence(
+    value: Sequence[str] | Mapping[str, Presence] | TopicRules[Presence] | None,
+) -> TopicRules[Presence]:
+    if isinstance(value, TopicRules):
+        return value
+    if value is None:
+        return TopicRules(())
+    example = '["room:*"] or {"room:*": wsroute.Presence(events=True)}'
+    if isinstance(value, Mapping):
+        for pattern, presence in value.items():
+            if not isinstance(presence, Presence):
+                raise ValueError(
+                    f"App option presence maps {pattern!r} to {presence!r}, not a Presence:"
+                    f" e.g. {example}"
+                )
+        return TopicRules(value)
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise ValueError(f"App option presence must list topic patterns, e.g. {example}")
+    return TopicRules([(pattern, Presence()) for pattern in value])
+
+
 @attrs.frozen(kw_only=True)
 class Config:
     """Every tunable of an App; see ``App`` for what each one means."""
@@ -149,6 +171,10 @@ class Config:
     hook_timeout: float = attrs.field(default=5.0, validator=_positive)
     broker_state_events: bool = False
     history: TopicRules[History] = attrs.field(factory=lambda: TopicRules(()), converter=_history)
+    presence: TopicRules[Presence] = attrs.field(
+        factory=lambda: TopicRules(()), converter=_presence
+    )
+    presence_ttl: float = attrs.field(default=DEFAULT_PRESENCE_TTL, validator=_positive)
     # Handshake admission.
     allowed_origins: frozenset[str] | Callable[[str], bool] | None = attrs.field(
         default=None, converter=_origins

@@ -11,7 +11,8 @@
     ├── NotRunningError        app.publish / app.start_soon while the app is not serving
     ├── BrokerError            the broker failed
     │   ├── BrokerClosed       the broker session was closed
-    │   └── HistoryUnsupported the broker keeps no history, or the topic has none
+    │   ├── HistoryUnsupported the broker keeps no history, or the topic has none
+    │   └── PresenceUnsupported the broker keeps no presence, or the topic has none
     ├── LoadError              ``wsroute run MODULE:ATTR`` could not load the app
     ├── ListenError            the server could not listen on its address (also an OSError)
     └── ClientError            raised by the Python client (``wsroute.client``)
@@ -153,6 +154,10 @@ class BrokerClosed(BrokerError):
 
 class HistoryUnsupported(BrokerError):
     """The broker keeps no history, or the topic has none (``App(history=...)``)."""
+
+
+class PresenceUnsupported(BrokerError):
+    """The broker keeps no presence, or the topic has none (``App(presence=...)``)."""
 
 
 class LoadError(WsrouteError):

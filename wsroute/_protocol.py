@@ -48,6 +48,13 @@ OVERLOADED: Final = "overloaded"
 BROKER_UNAVAILABLE: Final = "broker_unavailable"
 RATE_LIMITED: Final = "rate_limited"
 TIMEOUT: Final = "timeout"
+NO_PRESENCE: Final = "no_presence"
+NOT_SUBSCRIBED: Final = "not_subscribed"
+
+#: The protocol's own requests (docs/presence.md): who is on a topic, and how many.
+PRESENCE_TYPE: Final = "wsroute.presence"
+PRESENCE_STATS_TYPE: Final = "wsroute.presence_stats"
+PRESENCE_REQUESTS: Final = frozenset({PRESENCE_TYPE, PRESENCE_STATS_TYPE})
 
 
 _INT64_MIN: Final = -(2**63)

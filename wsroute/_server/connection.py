@@ -68,6 +68,8 @@ class Connection:
         user_id: the id derived from ``user`` (App option ``user_id``); the connection
             is subscribed to ``user:<user_id>``. ``None`` for anonymous connections.
         request: the upgrade request: path, query, headers, remote address.
+        presence_meta: what its entries on topics with presence carry as ``meta``
+            (JSON values, e.g. ``{"name": "Ann"}``): set it before subscribing.
         state: free-form per-connection attributes, e.g. ``conn.state.room = "lobby"``.
     """
 
@@ -86,6 +88,7 @@ class Connection:
         "_unstructure",
         "compression",
         "id",
+        "presence_meta",
         "request",
         "subprotocol",
         "user",
@@ -127,6 +130,9 @@ class Connection:
         # Positions the client presented (wsroute.recover), each used by the first
         # subscription to its topic.
         self._recover = recover
+        #: What this connection's presence entries carry as ``meta`` (JSON values),
+        #: set before it subscribes to a topic with presence.
+        self.presence_meta: Any = None
 
     def __repr__(self) -> str:
         return f"<Connection {self.id} {self.request.path}>"

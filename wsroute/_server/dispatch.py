@@ -16,10 +16,15 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from .._errors import BrokerError, ConnectionClosed, HandlerError
+from .._presence import stats
 from .._protocol import (
     BROKER_UNAVAILABLE,
     INTERNAL_ERROR,
     INVALID_DATA,
+    NO_PRESENCE,
+    NOT_SUBSCRIBED,
+    PRESENCE_REQUESTS,
+    PRESENCE_STATS_TYPE,
     TIMEOUT,
     UNKNOWN_TYPE,
     ClientMessage,
@@ -92,6 +97,8 @@ class Dispatcher:
         """Handle ``msg`` from ``conn``; return the reply frame, or ``None`` for none."""
         route = self._routes.get(msg.type)
         if route is None:
+            if msg.type in PRESENCE_REQUESTS:
+                return await self._presence(conn, msg)
             conn._note_invalid()
             return error(msg.type, msg.id, UNKNOWN_TYPE, f"unknown message type {msg.type!r}")
         handler: Handler | None = None
@@ -162,6 +169,30 @@ class Dispatcher:
             where = handler.fn.__qualname__ if handler is not None else "?"
             logger.exception("handler %s for %r failed on connection %s", where, msg.type, conn.id)
             return error(msg.type, msg.id, INTERNAL_ERROR, "internal server error")
+
+    async def _presence(self, conn: Connection, msg: ClientMessage) -> Prepared:
+        """The protocol's presence requests: who is on a topic the connection is
+        subscribed to (``wsroute.presence``), or how many (``wsroute.presence_stats``)."""
+        topic = msg.data.get("topic") if isinstance(msg.data, dict) else None
+        if not isinstance(topic, str) or set(msg.data) != {"topic"}:
+            conn._note_invalid()
+            return error(msg.type, msg.id, INVALID_DATA, 'data must be {"topic": "<topic>"}')
+        keeper = self._hub.presence
+        if keeper is None or not keeper.applies(topic):
+            return error(msg.type, msg.id, NO_PRESENCE, f"topic {topic!r} has no presence")
+        if topic not in conn.topics:
+            return error(
+                msg.type, msg.id, NOT_SUBSCRIBED, f"this connection is not subscribed to {topic!r}"
+            )
+        try:
+            entries = await keeper.entries(topic)
+        except BrokerError as exc:
+            self._broker_warnings.warn("presence could not be read: %s", exc)
+            return error(msg.type, msg.id, BROKER_UNAVAILABLE, "presence could not be read")
+        if msg.type == PRESENCE_STATS_TYPE:
+            connections, users = stats(entries)
+            return reply(msg.type, msg.id, {"connections": connections, "users": users})
+        return reply(msg.type, msg.id, entries)
 
     async def dispatch_info(self, conn: Connection, control: Control) -> None:
         """Run the info handler for ``control`` in ``conn``'s context. Nothing is sent

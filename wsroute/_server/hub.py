@@ -16,15 +16,17 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
 from .._errors import BrokerError, HistoryUnsupported
 from .._history import History, Position
+from .._presence import encode_entry
 from .._topics import TopicRules
 from .._wire.frames import Prepared
 from .addressing import CONTROL, Control, decode_control
+from .presence import PresenceKeeper
 from .recovery import Held, event_frame, interrupted, no_history, recover
 
 if TYPE_CHECKING:
@@ -38,6 +40,8 @@ class Member(Protocol):
     its set of topics, and a way in for frames and control orders."""
 
     id: str
+    user_id: str | None
+    presence_meta: Any
     _topics: set[str]
     _recover: dict[str, Position] | None
 
@@ -53,7 +57,15 @@ class Member(Protocol):
 
 
 class Hub:
-    __slots__ = ("_broker", "_held", "_history", "_hold_limit", "_members", "_subscribing")
+    __slots__ = (
+        "_broker",
+        "_held",
+        "_history",
+        "_hold_limit",
+        "_members",
+        "_subscribing",
+        "presence",
+    )
 
     def __init__(
         self,
@@ -61,8 +73,11 @@ class Hub:
         history: TopicRules[History] | None = None,
         *,
         hold_limit: int = 1024,
+        presence: PresenceKeeper | None = None,
     ) -> None:
         self._broker = broker
+        #: Presence, for apps that have it (``App(presence=...)``).
+        self.presence = presence
         self._members: dict[str, set[Member]] = {}
         self._history: TopicRules[History] = history if history is not None else TopicRules(())
         # Connections being recovered, per topic: their live events are held.
@@ -94,6 +109,9 @@ class Hub:
         for topic in topics:
             if not isinstance(topic, str) or not topic:
                 raise ValueError("a topic must be a non-empty string")
+        keeper = self.presence
+        # Before anything changes: a meta that is not JSON refuses the whole join.
+        entry = encode_entry(conn.id, conn.user_id, conn.presence_meta) if keeper else b""
         added: list[str] = []
         new: list[str] = []  # hosted by no connection of this process until now
         recovering: list[tuple[str, Position, Held]] = []
@@ -118,6 +136,7 @@ class Hub:
             else:
                 held = self._held.setdefault(topic, {})[conn] = Held(self._hold_limit)
                 recovering.append((topic, since, held))
+        present = [(topic, entry) for topic in added if keeper.applies(topic)] if keeper else ()
         # A recovering connection reads history only once the broker delivers the
         # topic: whatever is published after the read must reach it live.
         waits = (
@@ -141,8 +160,16 @@ class Hub:
                 await trio.lowlevel.checkpoint()
             for wait in waits:
                 await wait.wait()
+            for topic, entry in present:
+                assert keeper is not None
+                await keeper.add(topic, conn.id, entry)
         except BaseException:
             self._release(conn, recovering)
+            if present:
+                assert keeper is not None
+                with trio.CancelScope(shield=True):
+                    for topic, _ in present:
+                        await keeper.remove(topic, conn.id)
             for topic in added:
                 conn._topics.discard(topic)
                 self._forget(conn, topic)
@@ -198,7 +225,11 @@ class Hub:
             conn._topics.discard(topic)
             if self._forget(conn, topic):
                 await self._broker.unsubscribe(topic)
-                return
+            else:
+                await trio.lowlevel.checkpoint()
+            if self.presence is not None:
+                await self.presence.remove(topic, conn.id)
+            return
         await trio.lowlevel.checkpoint()
 
     def _forget(self, conn: Member, topic: str) -> bool:
@@ -218,12 +249,17 @@ class Hub:
         for topic in conn._topics:
             if self._forget(conn, topic):
                 emptied.append(topic)
+        keeper = self.presence
+        present = [t for t in conn._topics if keeper.applies(t)] if keeper is not None else ()
         conn._topics.clear()
         if emptied:
             try:
                 await self._broker.unsubscribe_many(emptied)
             except BrokerError as exc:
                 logger.warning("could not unsubscribe topics %r from the broker: %s", emptied, exc)
+        for topic in present:
+            assert keeper is not None
+            await keeper.remove(topic, conn.id)
 
     async def publish(self, topic: str, data: bytes) -> None:
         """Publish ``data`` as it is (control orders)."""

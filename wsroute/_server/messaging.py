@@ -12,10 +12,13 @@ from typing import TYPE_CHECKING, Any
 
 import cattrs
 
+from .._errors import PresenceUnsupported
 from .._history import HistoryEvent, TopicHistory
+from .._presence import PresenceEntry, PresenceStats
 from .._protocol import encode_event
 from .addressing import conn_topic, encode_close, encode_info, user_topic
 from .connection import check_close
+from .presence import PresenceKeeper
 from .recovery import kept_event
 
 if TYPE_CHECKING:
@@ -74,6 +77,32 @@ class Messaging:
                 continue
             events.append(HistoryEvent(kept["type"], kept.get("data"), message.position.offset))
         return TopicHistory(page.position, events)
+
+    async def presence(self, topic: str) -> list[PresenceEntry]:
+        """Every connection on ``topic`` (``App(presence=...)``), in every process.
+
+        Raises:
+            NotRunningError: the app is not serving.
+            PresenceUnsupported: the topic matches no pattern of ``App(presence=...)``.
+            BrokerError: the broker could not be read.
+        """
+        return await self._keeper("app.presence()").members(topic)
+
+    async def presence_stats(self, topic: str) -> PresenceStats:
+        """How many connections, and distinct users, are on ``topic``, in every process.
+
+        Raises:
+            as ``presence``.
+        """
+        return await self._keeper("app.presence_stats()").stats(topic)
+
+    def _keeper(self, what: str) -> PresenceKeeper:
+        keeper = self._require_runtime(what).hub.presence
+        if keeper is None:
+            raise PresenceUnsupported(
+                f"{what}: this app has no presence; name its topics with App(presence=...)"
+            )
+        return keeper
 
     async def _publish_raw(self, what: str, topic: str, data: bytes) -> None:
         await self._require_runtime(what).hub.publish(topic, data)

@@ -21,7 +21,12 @@ import cattrs
 import trio
 
 from .._config import Config
-from .._errors import HistoryUnsupported, NotRunningError, RegistrationError
+from .._errors import (
+    HistoryUnsupported,
+    NotRunningError,
+    PresenceUnsupported,
+    RegistrationError,
+)
 from .._http import HTTPRoutes
 from .._routing import FrameHandler, Handler, Hook, Route, describe
 from .._util import collapse_exception_group
@@ -29,6 +34,7 @@ from ..brokers import Broker, BrokerState
 from .admission import AcceptHook
 from .coalesce import CoalesceStats, SingleFlight
 from .hub import Hub
+from .presence import PresenceKeeper
 from .runtime import Runtime
 
 logger = logging.getLogger("wsroute")
@@ -134,10 +140,23 @@ class Serving:
                             " App(history=...) needs: use the memory or Redis broker, or"
                             " leave history out"
                         )
+                    presence = None
+                    if self.config.presence:
+                        if not session.keeps_presence:
+                            raise PresenceUnsupported(
+                                f"the broker {self.broker.describe()} keeps no presence,"
+                                " which App(presence=...) needs: use the memory or Redis"
+                                " broker, or leave presence out"
+                            )
+                        presence = PresenceKeeper(
+                            session, self.config.presence, self.config.presence_ttl
+                        )
+                        await system.start(presence.run)
                     hub = Hub(
                         session,
                         self.config.history,
                         hold_limit=max(self.config.outbox_size // 2, 1),
+                        presence=presence,
                     )
                     await system.start(hub.pump)
                     runtime = Runtime(

@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import NamedTuple
 
-from .._errors import HistoryUnsupported
+from .._errors import HistoryUnsupported, PresenceUnsupported
 from .._history import History, Position
 
 
@@ -139,6 +139,64 @@ class BrokerSession(abc.ABC):
             BrokerError: the broker could not be read.
         """
         raise HistoryUnsupported(f"{type(self).__name__} keeps no history")
+
+    #: Whether the presence methods below work. A session that keeps no presence
+    #: leaves this False; an app with ``presence`` then refuses to start.
+    keeps_presence: bool = False
+
+    async def presence_add(self, topic: str, member: str, node: str, entry: bytes) -> None:
+        """Record ``member`` (a connection of the process ``node``) as present on
+        ``topic`` with ``entry``; replaces an entry it had there.
+
+        Raises:
+            PresenceUnsupported: the session keeps no presence.
+            BrokerError: the broker could not take it.
+        """
+        raise PresenceUnsupported(f"{type(self).__name__} keeps no presence")
+
+    async def presence_remove(self, topic: str, member: str, node: str) -> bool:
+        """Remove ``member``'s entry from ``topic``; return whether it was there, so
+        that of several removals (the member leaving, a sweep) exactly one says so.
+
+        Raises:
+            PresenceUnsupported: the session keeps no presence.
+            BrokerError: the broker could not be reached.
+        """
+        raise PresenceUnsupported(f"{type(self).__name__} keeps no presence")
+
+    async def presence_list(self, topic: str) -> list[bytes]:
+        """The entries present on ``topic``, of nodes whose heartbeat has not expired,
+        in no particular order.
+
+        Raises:
+            PresenceUnsupported: the session keeps no presence.
+            BrokerError: the broker could not be read.
+        """
+        raise PresenceUnsupported(f"{type(self).__name__} keeps no presence")
+
+    async def presence_heartbeat(self, node: str, ttl: float) -> bool:
+        """Say that ``node`` is alive for ``ttl`` more seconds; its entries count as
+        present until then. Every node beats well within its ``ttl``. Returns whether
+        the node was alive until now: False on its first beat, and after its entries
+        were swept (it could not beat in time), when it must add its entries again.
+
+        Raises:
+            PresenceUnsupported: the session keeps no presence.
+            BrokerError: the broker could not take it.
+        """
+        raise PresenceUnsupported(f"{type(self).__name__} keeps no presence")
+
+    async def presence_sweep(self) -> list[tuple[str, bytes]]:
+        """Remove every entry of the nodes whose heartbeat expired (a process that died
+        without cleaning up) and forget those nodes; return the ``(topic, entry)`` of
+        each entry removed. Atomic: of sessions sweeping at once, across processes,
+        each removed entry is returned to exactly one.
+
+        Raises:
+            PresenceUnsupported: the session keeps no presence.
+            BrokerError: the broker could not be reached.
+        """
+        raise PresenceUnsupported(f"{type(self).__name__} keeps no presence")
 
     def __aiter__(self) -> BrokerSession:
         return self

@@ -41,6 +41,10 @@ class MemoryBroker(Broker):
         self._subscribers: dict[str, set[_MemorySession]] = {}
         # Topics with history, least recently published first (for expiry).
         self._kept: OrderedDict[str, _Kept] = OrderedDict()
+        # Presence: topic -> member -> (node, entry); node -> when its heartbeat ends.
+        self._present: dict[str, dict[str, tuple[str, bytes]]] = {}
+        self._nodes: dict[str, float] = {}
+        self._node_topics: dict[str, Counter[str]] = {}
 
     def describe(self) -> str:
         return "memory://"
@@ -55,6 +59,15 @@ class MemoryBroker(Broker):
             yield session
         finally:
             session._close()
+
+    def _uncount(self, node: str, topic: str) -> None:
+        counts = self._node_topics.get(node)
+        if counts is not None:
+            counts[topic] -= 1
+            if counts[topic] <= 0:
+                del counts[topic]
+                if not counts:
+                    del self._node_topics[node]
 
     def _kept_for(self, topic: str, history: History) -> _Kept:
         """``topic``'s history, made anew when missing or idle past ``meta_ttl``."""
@@ -190,6 +203,69 @@ class _MemorySession(BrokerSession):
             members.discard(self)
             if not members:
                 del self._broker._subscribers[topic]
+
+    # -- presence: in the broker object, timed by trio's clock -------------------------
+
+    keeps_presence = True
+
+    async def presence_add(self, topic: str, member: str, node: str, entry: bytes) -> None:
+        self._check_open()
+        await trio.lowlevel.checkpoint()
+        broker = self._broker
+        members = broker._present.setdefault(topic, {})
+        previous = members.get(member)
+        if previous is not None:
+            broker._uncount(previous[0], topic)
+        members[member] = (node, entry)
+        broker._node_topics.setdefault(node, Counter())[topic] += 1
+
+    async def presence_remove(self, topic: str, member: str, node: str) -> bool:
+        self._check_open()
+        await trio.lowlevel.cancel_shielded_checkpoint()  # clean-up: finishes when cancelled
+        broker = self._broker
+        members = broker._present.get(topic)
+        if members is None or member not in members:
+            return False
+        owner, _ = members.pop(member)
+        if not members:
+            del broker._present[topic]
+        broker._uncount(owner, topic)
+        return True
+
+    async def presence_list(self, topic: str) -> list[bytes]:
+        self._check_open()
+        await trio.lowlevel.checkpoint()
+        broker = self._broker
+        now = trio.current_time()
+        return [
+            entry
+            for node, entry in broker._present.get(topic, {}).values()
+            if broker._nodes.get(node, -1.0) > now
+        ]
+
+    async def presence_heartbeat(self, node: str, ttl: float) -> bool:
+        self._check_open()
+        await trio.lowlevel.checkpoint()
+        now = trio.current_time()
+        alive = self._broker._nodes.get(node, -1.0) > now
+        self._broker._nodes[node] = now + ttl
+        return alive
+
+    async def presence_sweep(self) -> list[tuple[str, bytes]]:
+        self._check_open()
+        await trio.lowlevel.checkpoint()
+        broker = self._broker
+        now = trio.current_time()
+        removed = []
+        for node in [node for node, until in broker._nodes.items() if until <= now]:
+            del broker._nodes[node]
+            for topic in broker._node_topics.pop(node, Counter()):
+                members = broker._present.get(topic, {})
+                for member in [m for m, (owner, _) in members.items() if owner == node]:
+                    removed.append((topic, members.pop(member)[1]))
+                if not members:
+                    broker._present.pop(topic, None)
+        return removed
 
     async def __anext__(self) -> BrokerMessage:
         try:

@@ -1,0 +1,276 @@
+"""Presence (``wsroute._presence``, ``wsroute._server.presence``): who is on a topic,
+cluster-wide; join and leave events once each; the entries of a process that died
+swept within the ttl; the protocol's presence requests.
+
+Two apps on one MemoryBroker are two processes; tests/test_redis_presence.py does the
+same on a real Redis and with real processes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+import trio
+
+from wsroute import (
+    App,
+    Connection,
+    Presence,
+    PresenceEntry,
+    PresenceStats,
+    PresenceUnsupported,
+    Request,
+)
+from wsroute.brokers import BrokerSession, MemoryBroker, StateListener
+from wsroute.testing import ErrorReply, Event, RequestError, open_app, open_client
+
+TTL = 30.0
+
+
+def make_app(broker: MemoryBroker, **options: Any) -> App:
+    options.setdefault("presence", {"room:*": Presence(events=True), "quiet:*": Presence()})
+    app = App(broker=broker, presence_ttl=TTL, **options)
+
+    @app.accept
+    async def accept(request: Request) -> str | None:
+        return request.query.get("user")
+
+    @app.on_connect
+    async def hello(conn: Connection) -> None:
+        conn.presence_meta = {"device": conn.request.query.get("device", "web")}
+
+    @app.direct("join")
+    async def join(topic: str, conn: Connection) -> None:
+        await conn.subscribe(topic)
+
+    @app.direct("leave")
+    async def leave(topic: str, conn: Connection) -> None:
+        await conn.unsubscribe(topic)
+
+    return app
+
+
+def entry(client_id: str, user: str | None, device: str = "web") -> dict[str, Any]:
+    return {"connection": client_id, "user": user, "meta": {"device": device}}
+
+
+async def test_entries_are_seen_from_every_process_and_go_when_connections_leave() -> None:
+    broker = MemoryBroker()
+    first, second = make_app(broker), make_app(broker)
+    async with open_app(first), open_app(second):
+        async with (
+            open_client(first, query={"user": "ann"}) as ann,
+            open_client(second, query={"user": "bob", "device": "phone"}) as bob,
+        ):
+            await ann.request("join", "room:1")
+            await bob.request("join", "room:1")
+            [ann_id] = [c.id for c in first.connections]
+            [bob_id] = [c.id for c in second.connections]
+            expected = sorted(
+                [
+                    PresenceEntry(ann_id, "ann", {"device": "web"}),
+                    PresenceEntry(bob_id, "bob", {"device": "phone"}),
+                ],
+                key=lambda e: e.connection,
+            )
+            for app in (first, second):
+                listed = await app.presence("room:1")
+                assert sorted(listed, key=lambda e: e.connection) == expected
+            await bob.request("leave", "room:1")
+            assert await first.presence("room:1") == [
+                PresenceEntry(ann_id, "ann", {"device": "web"})
+            ]
+        assert await first.presence("room:1") == []
+
+
+async def test_join_and_leave_events_go_to_subscribers_once_each() -> None:
+    broker = MemoryBroker()
+    first, second = make_app(broker), make_app(broker)
+    async with open_app(first), open_app(second), open_client(first, query={"user": "ann"}) as ann:
+        await ann.request("join", "room:1")
+        [ann_id] = [c.id for c in first.connections]
+        assert await ann.expect_event("wsroute.join") == Event(
+            "wsroute.join", "room:1", entry(ann_id, "ann")
+        )
+        async with open_client(second, query={"user": "bob"}) as bob:
+            await bob.request("join", "room:1")
+            [bob_id] = [c.id for c in second.connections]
+            joined = await ann.expect_event("wsroute.join")
+            assert joined.data == entry(bob_id, "bob")
+        left = await ann.expect_event("wsroute.leave")
+        assert left == Event("wsroute.leave", "room:1", entry(bob_id, "bob"))
+        await ann.expect_no_message()  # once
+
+
+async def test_topics_without_events_send_none() -> None:
+    app = make_app(MemoryBroker())
+    async with open_app(app), open_client(app) as client:
+        await client.request("join", "quiet:1")
+        await client.expect_no_message()
+        assert len(await app.presence("quiet:1")) == 1
+
+
+async def test_stats_count_a_user_with_several_connections_once() -> None:
+    app = make_app(MemoryBroker())
+    async with (
+        open_app(app),
+        open_client(app, query={"user": "ann"}) as one,
+        open_client(app, query={"user": "ann", "device": "phone"}) as two,
+        open_client(app) as anonymous,
+    ):
+        for client in (one, two, anonymous):
+            await client.request("join", "quiet:1")
+        assert await app.presence_stats("quiet:1") == PresenceStats(connections=3, users=1)
+        assert await one.request("wsroute.presence_stats", {"topic": "quiet:1"}) == {
+            "connections": 3,
+            "users": 1,
+        }
+        listed = await two.request("wsroute.presence", {"topic": "quiet:1"})
+        assert sorted(e["meta"]["device"] for e in listed) == ["phone", "web", "web"]
+
+
+@pytest.mark.parametrize(
+    ("data", "code"),
+    [
+        ({"topic": "room:2"}, "not_subscribed"),
+        ({"topic": "other"}, "no_presence"),
+        ({"topic": 3}, "invalid_data"),
+        ({"topic": "room:1", "more": 1}, "invalid_data"),
+        ("room:1", "invalid_data"),
+        (None, "invalid_data"),
+    ],
+)
+async def test_presence_requests_answer_errors_with_codes(data: Any, code: str) -> None:
+    app = make_app(MemoryBroker())
+    async with open_app(app), open_client(app) as client:
+        await client.request("join", "room:1")
+        for type in ("wsroute.presence", "wsroute.presence_stats"):
+            with pytest.raises(RequestError) as failed:
+                await client.request(type, data)
+            assert failed.value.code == code
+
+
+async def test_an_app_without_presence_answers_its_requests_no_presence() -> None:
+    app = App()
+    async with open_app(app), open_client(app) as client:
+        await client.send("wsroute.presence", {"topic": "all"}, id=1)
+        answer = await client.expect_reply(1)
+        assert isinstance(answer, ErrorReply) and answer.code == "no_presence"
+        with pytest.raises(PresenceUnsupported, match="has no presence"):
+            await app.presence("all")
+
+
+async def test_the_entries_of_a_process_that_died_go_within_the_ttl(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    broker = MemoryBroker()
+    app = make_app(broker)
+    async with open_app(app), broker.connect() as dead, open_client(app) as watcher:
+        await watcher.request("join", "room:1")
+        await watcher.expect_event("wsroute.join")
+        # A process that beat once and joined two connections, then died (kill -9).
+        await dead.presence_heartbeat("dead-node", TTL)
+        for member in ("c1", "c2"):
+            await dead.presence_add(
+                "room:1", member, "dead-node", b'{"connection":"%s"}' % member.encode()
+            )
+        assert len(await app.presence("room:1")) == 3
+        start = trio.current_time()
+        left = [await watcher.expect_event("wsroute.leave", timeout=2 * TTL) for _ in range(2)]
+        assert trio.current_time() - start <= TTL + TTL / 3
+        assert sorted(e.data["connection"] for e in left) == ["c1", "c2"]
+        assert len(await app.presence("room:1")) == 1
+        await watcher.expect_no_message(timeout=2 * TTL)  # each leave once
+
+
+class SlowBeat(MemoryBroker):
+    """A memory broker where one node's heartbeat stalls once for ``stall`` seconds:
+    its process could not reach the broker in time."""
+
+    def __init__(self, stall: float) -> None:
+        super().__init__()
+        self.stall = stall
+        self.beats = 0
+
+    @asynccontextmanager
+    async def connect(
+        self, *, on_state: StateListener | None = None
+    ) -> AsyncIterator[BrokerSession]:
+        async with super().connect(on_state=on_state) as session:
+            original = session.presence_heartbeat
+
+            async def presence_heartbeat(node: str, ttl: float) -> bool:
+                self.beats += 1
+                if self.beats == 2:
+                    await trio.sleep(self.stall)
+                return await original(node, ttl)
+
+            session.presence_heartbeat = presence_heartbeat  # type: ignore[method-assign]
+            yield session
+
+
+async def test_a_process_swept_while_away_adds_its_entries_again(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    broker = SlowBeat(stall=2 * TTL)
+    stalled = make_app(broker)
+    async with open_app(stalled), open_client(stalled) as client:
+        await client.request("join", "room:1")
+        await client.expect_event("wsroute.join")
+        async with broker.connect() as sweeper:
+            await trio.sleep(TTL * 1.1)  # the stalled beat has not come back
+            assert [t for t, _ in await sweeper.presence_sweep()] == ["room:1"]
+        await client.expect_event("wsroute.join", timeout=2 * TTL)  # announced again
+        assert len(await stalled.presence("room:1")) == 1
+
+
+async def test_presence_meta_must_be_json() -> None:
+    app = make_app(MemoryBroker())
+
+    @app.direct("odd")
+    async def odd(conn: Connection) -> None:
+        conn.presence_meta = {"when": object()}
+        await conn.subscribe("room:1")
+
+    async with open_app(app), open_client(app) as client:
+        with pytest.raises(RequestError, match="internal_error"):
+            await client.request("odd")
+        assert await app.presence("room:1") == []
+        assert "room:1" not in app.connections[0].topics
+
+
+class NoPresence(MemoryBroker):
+    @asynccontextmanager
+    async def connect(
+        self, *, on_state: StateListener | None = None
+    ) -> AsyncIterator[BrokerSession]:
+        async with super().connect(on_state=on_state) as session:
+            session.keeps_presence = False
+            yield session
+
+
+async def test_an_app_with_presence_refuses_a_broker_without() -> None:
+    app = make_app(NoPresence())
+    with pytest.raises(PresenceUnsupported, match="keeps no presence"):
+        async with open_app(app):
+            pass
+
+
+@pytest.mark.parametrize(
+    ("presence", "message"),
+    [
+        ("room:*", "must list topic patterns"),
+        ({"room:*": True}, "maps 'room:\\*' to True, not a Presence"),
+        ([""], "a topic pattern is a non-empty string"),
+    ],
+)
+def test_the_presence_option_is_checked(presence: Any, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        App(presence=presence)
+
+
+def test_a_list_of_patterns_means_presence_without_events() -> None:
+    assert App(presence=["room:*"]).config.presence.get("room:1") == Presence(events=False)

@@ -1,0 +1,136 @@
+"""This process's part of presence (docs/presence.md): its node id and heartbeat, the
+entries of its connections, the join and leave events.
+
+The broker keeps every process's entries; this process adds one when a connection
+subscribes to a topic with presence and removes it when the connection leaves the
+topic or ends. One heartbeat per process, every third of ``presence_ttl``, keeps its
+entries alive; the same timer sweeps the entries of processes whose heartbeat expired
+(they died without cleaning up) and sends their leave events: the broker gives each
+swept entry to one sweeper only, so each leave event is sent once. A process that
+could not beat in time (the broker was away) finds its entries swept and adds them
+again.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import TYPE_CHECKING, Any, Final
+
+import trio
+
+from .._errors import BrokerError, PresenceUnsupported
+from .._presence import Presence, PresenceEntry, PresenceStats, decode_entry, stats
+from .._protocol import encode_event
+from .._topics import TopicRules
+
+if TYPE_CHECKING:
+    from ..brokers import BrokerSession
+
+logger = logging.getLogger("wsroute")
+
+JOIN_TYPE: Final = "wsroute.join"
+LEAVE_TYPE: Final = "wsroute.leave"
+
+
+class PresenceKeeper:
+    """Presence for one running app (a node)."""
+
+    def __init__(self, broker: BrokerSession, rules: TopicRules[Presence], ttl: float) -> None:
+        self._broker = broker
+        self._rules = rules
+        self._ttl = ttl
+        #: This process among all that share the broker.
+        self.node = secrets.token_urlsafe(9)
+        # Entries of this process's connections, to add again after a sweep.
+        self._local: dict[tuple[str, str], bytes] = {}
+
+    def applies(self, topic: str) -> bool:
+        return self._rules.get(topic) is not None
+
+    async def add(self, topic: str, member: str, entry: bytes) -> None:
+        """Make ``member`` present on ``topic``; the join event if the topic has them.
+
+        Raises:
+            BrokerError: the broker could not take it.
+        """
+        self._local[topic, member] = entry
+        await self._broker.presence_add(topic, member, self.node, entry)
+        await self._announce(JOIN_TYPE, topic, entry)
+
+    async def remove(self, topic: str, member: str) -> None:
+        """``member`` is no longer on ``topic``; the leave event, once. Never raises:
+        a connection that ends cannot be refused its clean-up (the sweep of a broker
+        that could not be reached is then what removes the entry)."""
+        entry = self._local.pop((topic, member), None)
+        if entry is None:
+            await trio.lowlevel.checkpoint()
+            return
+        try:
+            if await self._broker.presence_remove(topic, member, self.node):
+                await self._announce(LEAVE_TYPE, topic, entry)
+        except BrokerError as exc:
+            logger.warning("could not remove the presence of %s on %r: %s", member, topic, exc)
+
+    async def _announce(self, type: str, topic: str, entry: bytes) -> None:
+        presence = self._rules.get(topic)
+        if presence is None or not presence.events:
+            return
+        try:
+            await self._broker.publish(topic, encode_event(type, topic, decode_entry(entry)))
+        except (BrokerError, ValueError) as exc:
+            logger.warning("could not send %s on %r: %s", type, topic, exc)
+
+    async def entries(self, topic: str) -> list[dict[str, Any]]:
+        """Everyone on ``topic``, in every process: decoded entries.
+
+        Raises:
+            PresenceUnsupported: the topic has no presence.
+            BrokerError: the broker could not be read.
+        """
+        if not self.applies(topic):
+            patterns = ", ".join(map(repr, self._rules.patterns)) or "none"
+            raise PresenceUnsupported(
+                f"topic {topic!r} has no presence: it matches none of the patterns of"
+                f" App(presence=...) ({patterns})"
+            )
+        found = []
+        for data in await self._broker.presence_list(topic):
+            try:
+                found.append(decode_entry(data))
+            except ValueError as exc:
+                logger.warning("skipped a presence entry of %r: %s", topic, exc)
+        return found
+
+    async def members(self, topic: str) -> list[PresenceEntry]:
+        """``entries`` as ``PresenceEntry`` objects, for the app."""
+        return [
+            PresenceEntry(entry["connection"], entry.get("user"), entry.get("meta"))
+            for entry in await self.entries(topic)
+        ]
+
+    async def stats(self, topic: str) -> PresenceStats:
+        """How many connections and distinct users are on ``topic``."""
+        return stats(await self.entries(topic))
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Beat and sweep for as long as the app runs; started once the first beat
+        went through, so that no entry is added by a node the broker does not know."""
+        await self._broker.presence_heartbeat(self.node, self._ttl)
+        task_status.started()
+        while True:
+            await trio.sleep(self._ttl / 3)
+            try:
+                await self._beat_and_sweep()
+            except BrokerError as exc:
+                logger.warning("presence: could not beat or sweep: %s", exc)
+
+    async def _beat_and_sweep(self) -> None:
+        if not await self._broker.presence_heartbeat(self.node, self._ttl):
+            # Swept while the broker could not hear us: our connections are still here.
+            logger.warning("presence: this process's entries were swept; adding them again")
+            for (topic, member), entry in list(self._local.items()):
+                await self._broker.presence_add(topic, member, self.node, entry)
+                await self._announce(JOIN_TYPE, topic, entry)  # others saw it leave
+        for topic, entry in await self._broker.presence_sweep():
+            await self._announce(LEAVE_TYPE, topic, entry)
