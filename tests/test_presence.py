@@ -8,13 +8,14 @@ same on a real Redis and with real processes.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
 import trio
 
+import wsroute.client
 from wsroute import (
     App,
     Connection,
@@ -274,3 +275,27 @@ def test_the_presence_option_is_checked(presence: Any, message: str) -> None:
 
 def test_a_list_of_patterns_means_presence_without_events() -> None:
     assert App(presence=["room:*"]).config.presence.get("room:1") == Presence(events=False)
+
+
+async def test_the_python_client_asks_and_hears_over_a_real_socket(
+    serve: Callable[[App], Awaitable[int]],
+) -> None:
+    app = make_app(MemoryBroker())
+    url = f"ws://127.0.0.1:{await serve(app)}/?user=ann"
+    async with wsroute.client.connect(url, reconnect=None) as client:
+        joins = client.events(type="wsroute.join")
+        await client.request("join", "room:1")
+        [conn] = app.connections
+        assert await client.request("wsroute.presence", {"topic": "room:1"}) == [
+            entry(conn.id, "ann")
+        ]
+        assert await client.request("wsroute.presence_stats", {"topic": "room:1"}) == {
+            "connections": 1,
+            "users": 1,
+        }
+        with trio.fail_after(5):
+            joined = await joins.__anext__()
+        assert (joined.topic, joined.data) == ("room:1", entry(conn.id, "ann"))
+        with pytest.raises(wsroute.client.ClientHandlerError) as failed:
+            await client.request("wsroute.presence", {"topic": "room:2"})
+        assert failed.value.code == "not_subscribed"
