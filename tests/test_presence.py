@@ -18,6 +18,7 @@ import trio
 import wsroute.client
 from wsroute import (
     App,
+    BrokerError,
     Connection,
     Presence,
     PresenceEntry,
@@ -299,3 +300,43 @@ async def test_the_python_client_asks_and_hears_over_a_real_socket(
         with pytest.raises(wsroute.client.ClientHandlerError) as failed:
             await client.request("wsroute.presence", {"topic": "room:2"})
         assert failed.value.code == "not_subscribed"
+
+
+class FailingRemove(MemoryBroker):
+    """A memory broker that cannot take the first presence removal."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failed = False
+
+    @asynccontextmanager
+    async def connect(
+        self, *, on_state: StateListener | None = None
+    ) -> AsyncIterator[BrokerSession]:
+        async with super().connect(on_state=on_state) as session:
+            original = session.presence_remove
+
+            async def presence_remove(topic: str, member: str, node: str) -> bool:
+                if not self.failed:
+                    self.failed = True
+                    raise BrokerError("the broker is away")
+                return await original(topic, member, node)
+
+            session.presence_remove = presence_remove  # type: ignore[method-assign]
+            yield session
+
+
+async def test_a_removal_the_broker_did_not_take_is_tried_again_on_the_next_beat(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    app = make_app(FailingRemove())
+    async with open_app(app), open_client(app) as watcher:
+        await watcher.request("join", "room:1")
+        await watcher.expect_event("wsroute.join")
+        async with open_client(app) as leaving:
+            await leaving.request("join", "room:1")
+            await watcher.expect_event("wsroute.join")
+        assert len(await app.presence("room:1")) == 2  # its removal failed
+        left = await watcher.expect_event("wsroute.leave", timeout=TTL)  # the next beat
+        assert len(await app.presence("room:1")) == 1
+        assert left.data["connection"] not in {c.id for c in app.connections}

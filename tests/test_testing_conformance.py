@@ -254,6 +254,85 @@ def kept_overtakes_plain(broker: Broken, session: Any) -> None:
     session.publish, session.publish_kept = hold_first, kept_then_held
 
 
+# -- presence --------------------------------------------------------------------------
+
+
+def claim_no_presence(broker: Broken, session: Any) -> None:
+    """Says it keeps no presence, yet every presence call works."""
+    session.keeps_presence = False
+
+
+def presence_per_session(broker: Broken, session: Any) -> None:
+    """Each session keeps presence of its own: nobody else sees its entries."""
+    shadow = type(session)(MemoryBroker())
+    for name in ("add", "remove", "list", "heartbeat", "sweep"):
+        setattr(session, f"presence_{name}", getattr(shadow, f"presence_{name}"))
+
+
+def always_removed(broker: Broken, session: Any) -> None:
+    remove = session.presence_remove
+
+    async def removed(topic: str, member: str, node: str) -> bool:
+        await remove(topic, member, node)
+        return True
+
+    session.presence_remove = removed
+
+
+_ADDS = itertools.count()
+
+
+def add_keeps_both(broker: Broken, session: Any) -> None:
+    """Adding a member again adds a second entry instead of replacing the first."""
+    add = session.presence_add
+
+    async def another(topic: str, member: str, node: str, entry: bytes) -> None:
+        await add(topic, f"{member}#{next(_ADDS)}", node, entry)
+
+    session.presence_add = another
+
+
+def list_known_nodes(broker: Broken, session: Any) -> None:
+    """Lists the entries of every node that ever beat, however long ago."""
+
+    async def listed(topic: str) -> list[bytes]:
+        await trio.lowlevel.checkpoint()
+        present = broker._present.get(topic, {}).values()
+        return [entry for node, entry in present if node in broker._nodes]
+
+    session.presence_list = listed
+
+
+def sweep_without_removing(broker: Broken, session: Any) -> None:
+    """Returns the entries of dead nodes but leaves them (and the nodes) there."""
+
+    async def sweep() -> list[tuple[str, bytes]]:
+        await trio.lowlevel.checkpoint()
+        now = trio.current_time()
+        return [
+            (topic, entry)
+            for topic, members in broker._present.items()
+            for node, entry in members.values()
+            if broker._nodes.get(node, now) <= now
+        ]
+
+    session.presence_sweep = sweep
+
+
+def remember_nodes(broker: Broken, session: Any) -> None:
+    """Says a node was alive if it ever beat, also after it was swept."""
+    heartbeat = session.presence_heartbeat
+    seen = broker.__dict__.setdefault("seen", set())
+
+    async def beat(node: str, ttl: float) -> bool:
+        await heartbeat(node, ttl)
+        alive = node in seen
+        seen.add(node)
+        return alive
+
+    session.presence_heartbeat = beat
+
+
 BREAKS: dict[str, tuple[Patch, str]] = {
     "fan_out": (deliver_twice, "fan-out delivers exactly once: expected nothing before"),
     "order": (swap_pairs, "messages arrived out of publish order"),
@@ -272,6 +351,13 @@ BREAKS: dict[str, tuple[Patch, str]] = {
     "history_ttl": (with_history(ttl=300.0), "after the ttl"),
     "history_first_read": (epoch_per_read, "read again"),
     "history_fifo": (kept_overtakes_plain, "plain and kept messages arrived out of publish order"),
+    "presence_unsupported": (claim_no_presence, "presence_add on a session without presence"),
+    "presence_shared": (presence_per_session, "the adding session listed .*, not"),
+    "presence_remove_once": (always_removed, r"three times: \[True, True, True\]"),
+    "presence_replace": (add_keeps_both, "after adding one member thrice"),
+    "presence_expiry": (list_known_nodes, "after the ttl of a node, its own session listed"),
+    "presence_sweep": (sweep_without_removing, "two concurrent sweeps both returned"),
+    "presence_heartbeat": (remember_nodes, "after the node was swept said it was alive"),
 }
 
 
@@ -298,6 +384,20 @@ async def test_a_broker_without_history_passes_the_history_checks(autojump_clock
     for name, check in broker_checks().items():
         if name.startswith("history_"):
             await check(lambda: Broken(without_history))
+
+
+def without_presence(broker: Broken, session: Any) -> None:
+    """A session as BrokerSession makes one that keeps no presence."""
+    session.keeps_presence = False
+    for name in ("add", "remove", "list", "heartbeat", "sweep"):
+        method = getattr(BrokerSession, f"presence_{name}")
+        setattr(session, f"presence_{name}", functools.partial(method, session))
+
+
+async def test_a_broker_without_presence_passes_the_presence_checks(autojump_clock: Any) -> None:
+    for name, check in broker_checks().items():
+        if name.startswith("presence_"):
+            await check(lambda: Broken(without_presence))
 
 
 async def test_check_broker_lists_every_failing_check(autojump_clock: Any) -> None:

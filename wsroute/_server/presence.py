@@ -8,7 +8,7 @@ entries alive; the same timer sweeps the entries of processes whose heartbeat ex
 (they died without cleaning up) and sends their leave events: the broker gives each
 swept entry to one sweeper only, so each leave event is sent once. A process that
 could not beat in time (the broker was away) finds its entries swept and adds them
-again.
+again. A removal the broker could not take is tried again on every beat.
 """
 
 from __future__ import annotations
@@ -44,6 +44,9 @@ class PresenceKeeper:
         self.node = secrets.token_urlsafe(9)
         # Entries of this process's connections, to add again after a sweep.
         self._local: dict[tuple[str, str], bytes] = {}
+        # Entries whose removal the broker did not take: tried again on every beat
+        # (the node still beats, so no sweep would remove them).
+        self._unremoved: dict[tuple[str, str], bytes] = {}
 
     def applies(self, topic: str) -> bool:
         return self._rules.get(topic) is not None
@@ -60,17 +63,24 @@ class PresenceKeeper:
 
     async def remove(self, topic: str, member: str) -> None:
         """``member`` is no longer on ``topic``; the leave event, once. Never raises:
-        a connection that ends cannot be refused its clean-up (the sweep of a broker
-        that could not be reached is then what removes the entry)."""
+        a connection that ends cannot be refused its clean-up. A removal the broker
+        does not take is tried again on every beat."""
         entry = self._local.pop((topic, member), None)
         if entry is None:
             await trio.lowlevel.checkpoint()
             return
+        await self._remove(topic, member, entry)
+
+    async def _remove(self, topic: str, member: str, entry: bytes) -> None:
         try:
-            if await self._broker.presence_remove(topic, member, self.node):
-                await self._announce(LEAVE_TYPE, topic, entry)
+            removed = await self._broker.presence_remove(topic, member, self.node)
         except BrokerError as exc:
             logger.warning("could not remove the presence of %s on %r: %s", member, topic, exc)
+            self._unremoved[topic, member] = entry
+            return
+        self._unremoved.pop((topic, member), None)
+        if removed:
+            await self._announce(LEAVE_TYPE, topic, entry)
 
     async def _announce(self, type: str, topic: str, entry: bytes) -> None:
         presence = self._rules.get(topic)
@@ -126,6 +136,8 @@ class PresenceKeeper:
                 logger.warning("presence: could not beat or sweep: %s", exc)
 
     async def _beat_and_sweep(self) -> None:
+        for (topic, member), entry in list(self._unremoved.items()):
+            await self._remove(topic, member, entry)
         if not await self._broker.presence_heartbeat(self.node, self._ttl):
             # Swept while the broker could not hear us: our connections are still here.
             logger.warning("presence: this process's entries were swept; adding them again")

@@ -7,7 +7,8 @@ subscriber's next message. Run them under ``autojump_clock`` for in-process brok
 they also work in real time against a networked broker.
 
 The ``history_*`` checks (``_history_checks``) run only against sessions that say
-``keeps_history``.
+``keeps_history``, the ``presence_*`` checks (``_presence_checks``) only against those
+that say ``keeps_presence``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,15 @@ from ._history_checks import (
     check_history_size,
     check_history_ttl,
     check_history_unsupported,
+)
+from ._presence_checks import (
+    check_presence_expiry,
+    check_presence_heartbeat,
+    check_presence_remove_once,
+    check_presence_replace,
+    check_presence_shared,
+    check_presence_sweep,
+    check_presence_unsupported,
 )
 
 #: Seconds of silence taken to mean "nothing more is coming" (bounded backlog check).
@@ -186,6 +196,14 @@ async def check_closed(make_broker: BrokerFactory) -> None:
             ("publish_kept", lambda: session.publish_kept(topic, b"x", KEEP)),
             ("read_history", lambda: session.read_history(topic, KEEP)),
         ]
+    if session.keeps_presence:
+        operations += [
+            ("presence_add", lambda: session.presence_add(topic, "m", "node", b"x")),
+            ("presence_remove", lambda: session.presence_remove(topic, "m", "node")),
+            ("presence_list", lambda: session.presence_list(topic)),
+            ("presence_heartbeat", lambda: session.presence_heartbeat("node", 1.0)),
+            ("presence_sweep", session.presence_sweep),
+        ]
     for name, operation in operations:
         try:
             await operation()
@@ -269,6 +287,13 @@ def broker_checks() -> dict[str, Check]:
         "history_ttl": check_history_ttl,
         "history_first_read": check_history_first_read,
         "history_fifo": check_history_fifo,
+        "presence_unsupported": check_presence_unsupported,
+        "presence_shared": check_presence_shared,
+        "presence_remove_once": check_presence_remove_once,
+        "presence_replace": check_presence_replace,
+        "presence_expiry": check_presence_expiry,
+        "presence_sweep": check_presence_sweep,
+        "presence_heartbeat": check_presence_heartbeat,
     }
     return {name: _with_deadline(check) for name, check in checks.items()}
 

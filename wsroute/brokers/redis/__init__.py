@@ -4,8 +4,9 @@ Install it with ``pip install 'wsroute[redis]'``. It is built on coredis, whose
 anyio core runs on trio (redis-py's asyncio client does not). Each session keeps one
 subscriber connection, multiplexing every topic its process hosts, and one publisher
 connection that pipelines the publishes of all handlers (``link.py``). It keeps
-history (``App(history=...)``) in a stream and a hash per topic, written and read by
-Lua scripts queued with the publishes (``kept.py``).
+history (``App(history=...)``) in a stream and a hash per topic, and presence
+(``App(presence=...)``) in a hash per topic and the nodes' heartbeats, written and
+read by Lua scripts queued with the publishes (``kept.py``, ``present.py``).
 
 This module holds the configuration (:class:`RedisBroker`: URL, options) and opens
 sessions; ``session.py`` supervises a session and ``link.py`` talks to
@@ -56,8 +57,9 @@ class RedisBroker(Broker):
     Args:
         url: ``redis://[[user]:password@]host[:port][/db]``, or ``rediss://`` for TLS.
             Credentials are percent-decoded and never logged.
-        prefix: put before every topic to name its Redis channel (``<prefix><topic>``)
-            and its history keys (``<prefix>{<topic>}:s`` and ``:m``), so several
+        prefix: put before every topic to name its Redis channel (``<prefix><topic>``),
+            its history keys (``<prefix>{<topic>}:s`` and ``:m``) and its presence
+            keys (``<prefix>{<topic>}:p``, ``<prefix>presence:...``), so several
             apps can share one Redis (Redis pub/sub ignores the database number).
         backlog: the most messages the session holds for its consumer; when full,
             further messages are dropped, counted in ``session.dropped`` and logged,

@@ -7,9 +7,10 @@ recovery; after ``give_up_after`` seconds without Redis it raises
 :class:`BrokerError` out of ``RedisBroker.connect()``, so the process exits instead
 of serving clients who would receive nothing.
 
-History (``publish_kept``, ``read_history``) runs as Lua scripts queued with the
-publishes, on the same connection; ``kept.py`` holds the scripts, the key layout and
-the framing of kept events on their channel.
+History (``publish_kept``, ``read_history``) and presence (``presence_*``) run as Lua
+scripts queued with the publishes, on the same connection; ``kept.py`` and
+``present.py`` hold the scripts and the key layouts, ``kept.py`` also the framing of
+kept events on their channel.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import trio
 from ..._errors import BrokerClosed, BrokerError
 from ..._history import History, Position
 from .._base import BrokerMessage, BrokerSession, BrokerState, HistoryPage, StateListener
-from . import kept
+from . import kept, present
 from .link import Link, explain
 from .pending import Call, Pending
 
@@ -79,6 +80,9 @@ class RedisSession(BrokerSession):
         self._closed = False
         self._overflowing = False
         self._last_drop_log = -DROP_LOG_INTERVAL
+        #: The longest ttl of this session's heartbeats: its presence keys expire after
+        #: ``present.KEEP_FACTOR`` times that.
+        self._presence_ttl = 0.0
         #: Messages dropped because the consumer's backlog was full.
         self.dropped = 0
 
@@ -143,8 +147,45 @@ class RedisSession(BrokerSession):
         reply = await self._run(call, "reading history from Redis")
         return self._parse(lambda r: kept.page_of(topic, r), reply, "reading history from Redis")
 
-    async def _run(self, item: Pending, what: str) -> object:
-        """Queue ``item`` for the publisher, wait for Redis' answer and return it."""
+    keeps_presence = True
+
+    # Each presence call is one script of ``present.py`` (see ``BrokerSession`` for what
+    # they promise), in line with the publishes; they block and fail as ``publish``.
+
+    async def presence_add(self, topic: str, member: str, node: str, entry: bytes) -> None:
+        ttl = self._presence_ttl or present.UNBEATEN_TTL
+        call = present.add_call(self._prefix, topic, member, node, entry, ttl)
+        await self._run(call, "adding a presence entry in Redis")
+
+    async def presence_remove(self, topic: str, member: str, node: str) -> bool:
+        # Clean-up: once queued it goes out even if the caller stops waiting, so that
+        # no entry outlives its connection.
+        call = present.remove_call(self._prefix, topic, member, node)
+        what = "removing a presence entry from Redis"
+        return self._parse(present.flag_of, await self._run(call, what, abandon=False), what)
+
+    async def presence_list(self, topic: str) -> list[bytes]:
+        call = present.list_call(self._prefix, topic)
+        what = "listing presence from Redis"
+        return self._parse(present.entries_of, await self._run(call, what), what)
+
+    async def presence_heartbeat(self, node: str, ttl: float) -> bool:
+        self._presence_ttl = max(self._presence_ttl, ttl)
+        call = present.heartbeat_call(self._prefix, node, ttl, self._presence_ttl)
+        what = "beating a presence heartbeat in Redis"
+        return self._parse(present.flag_of, await self._run(call, what), what)
+
+    async def presence_sweep(self) -> list[tuple[str, bytes]]:
+        call = present.sweep_call(self._prefix)
+        what = "sweeping presence in Redis"
+        return self._parse(present.removed_of, await self._run(call, what), what)
+
+    async def _run(self, item: Pending, what: str, *, abandon: bool = True) -> object:
+        """Queue ``item`` for the publisher, wait for Redis' answer and return it.
+
+        A caller that stops waiting (cancelled, or past ``publish_timeout``) abandons
+        an item not yet sent, unless ``abandon`` is False: then it is sent all the same.
+        """
         self._check_open()
         if not self._connected:
             await trio.lowlevel.checkpoint()
@@ -157,7 +198,7 @@ class RedisSession(BrokerSession):
         except trio.ClosedResourceError:
             raise BrokerClosed("the Redis broker session is closed") from None
         finally:
-            if not item.done.is_set():
+            if abandon and not item.done.is_set():
                 item.abandoned = True
         if not item.done.is_set():
             raise BrokerError(f"Redis did not answer within {timeout:g} s ({what})")

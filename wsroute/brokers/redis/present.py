@@ -1,0 +1,241 @@
+"""Presence in Redis: who is on a topic, for every process to read, and the heartbeats
+that tell a live process's entries from those of one that died.
+
+**Keys.** For a prefix ``<prefix>``:
+
+- ``<prefix>{<topic>}:p``, a hash of the topic's entries: field ``<n>:<node>:<member>``
+  (``n`` is the length of ``node`` in bytes, so neither name needs escaping), value
+  the entry. It shares the hash tag of the topic's history keys (``kept.py``);
+- ``<prefix>presence:nodes``, a sorted set of the nodes (processes), each scored by
+  the end of its heartbeat: Redis' clock (``TIME``) plus its ttl, in ms;
+- ``<prefix>presence:node:<node>``, a hash of the topics where the node has entries,
+  each with how many, so that the heartbeat and the sweeper find them.
+
+Each call is one script, queued with the publishes. A listing keeps the entries of
+nodes whose heartbeat ends after Redis' now (one ``ZSCORE`` per node met); a sweep
+takes the nodes whose heartbeat ended, deletes their fields from each topic of their
+index (comparing field prefixes), forgets them and returns what it deleted. Redis
+runs scripts one at a time, so of concurrent sweepers each entry goes to exactly one.
+Clocks are Redis', never a process's: processes need not agree on the time.
+
+**Expiry.** A Redis that every process has left must not keep their entries forever:
+nobody is left to sweep them. Every key gets an expiry ``KEEP_FACTOR`` times a ttl,
+which only ever lengthens it: a heartbeat gives it to the nodes' set, to its node's
+index and to every topic hash in that index (so a quiet room, where nobody joins for
+hours, keeps its entries while its nodes live); adding an entry gives it to the
+topic's hash and the node's index, with the longest ttl this session has beaten with
+(``UNBEATEN_TTL`` before its first beat). So entries vanish unswept, without leave
+events, only after every node holding them stopped beating for ``KEEP_FACTOR`` times
+the ttl. A heartbeat costs one ``PTTL`` and one ``PEXPIRE`` per topic of its node.
+
+**Redis Cluster.** Not yet: the heartbeat and the sweep touch the topic hashes they
+find in a node's index (keys the script does not declare), and adding or removing an
+entry touches a topic's hash and a node's index, which hash to different slots. On
+one Redis (or one behind Sentinel) that is correct; a cluster would refuse these
+scripts (``CROSSSLOT``) and needs another layout.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Final
+
+from ..._presence import DEFAULT_PRESENCE_TTL
+from .pending import Call, Script
+
+#: Keys live this many times a node's ttl past the last heartbeat or addition.
+KEEP_FACTOR: Final = 10
+#: The ttl that sets the expiry of entries added before a session's first heartbeat.
+UNBEATEN_TTL: Final = DEFAULT_PRESENCE_TTL
+
+# Redis' clock in ms, and an expiry that only ever lengthens (a key without one gets it).
+_COMMON = """
+local clock = redis.call('TIME')
+local now = clock[1] * 1000 + math.floor(clock[2] / 1000)
+local function extend(key, ms)
+  local left = redis.call('PTTL', key)
+  if left ~= -2 and left < tonumber(ms) then redis.call('PEXPIRE', key, ms) end
+end
+"""
+
+#: KEYS: the topic's hash, the node's index. ARGV: field, entry, topic, expiry ms.
+ADD: Final = Script(
+    _COMMON
+    + """
+if redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) == 1 then
+  redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
+end
+extend(KEYS[1], ARGV[4])
+extend(KEYS[2], ARGV[4])
+return 1
+"""
+)
+
+#: KEYS: the topic's hash, the node's index. ARGV: field, topic. Returns 1 if removed.
+REMOVE: Final = Script(
+    """
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+if redis.call('HINCRBY', KEYS[2], ARGV[2], -1) <= 0 then
+  redis.call('HDEL', KEYS[2], ARGV[2])
+end
+return 1
+"""
+)
+
+#: KEYS: the topic's hash, the nodes' set. Returns the entries of live nodes.
+LIST: Final = Script(
+    _COMMON
+    + """
+local flat = redis.call('HGETALL', KEYS[1])
+local alive, out = {}, {}
+for i = 1, #flat, 2 do
+  local digits = string.match(flat[i], '^%d+')
+  local head = string.sub(flat[i], 1, #digits + 1 + tonumber(digits))  -- "<n>:<node>"
+  local live = alive[head]
+  if live == nil then
+    local ends = redis.call('ZSCORE', KEYS[2], string.sub(head, #digits + 2))
+    live = ends ~= false and tonumber(ends) > now
+    alive[head] = live
+  end
+  if live then out[#out + 1] = flat[i + 1] end
+end
+return out
+"""
+)
+
+#: KEYS: the nodes' set, the node's index. ARGV: node, ttl ms, expiry ms, key prefix.
+#: Returns 1 if the node's heartbeat had not ended.
+HEARTBEAT: Final = Script(
+    _COMMON
+    + """
+local ends = redis.call('ZSCORE', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[1], string.format('%d', now + tonumber(ARGV[2])), ARGV[1])
+extend(KEYS[1], ARGV[3])
+extend(KEYS[2], ARGV[3])
+for _, topic in ipairs(redis.call('HKEYS', KEYS[2])) do
+  extend(ARGV[4] .. '{' .. topic .. '}:p', ARGV[3])
+end
+if ends and tonumber(ends) > now then return 1 end
+return 0
+"""
+)
+
+#: KEYS: the nodes' set. ARGV: key prefix. Returns ``{topic, entry, ...}`` removed.
+SWEEP: Final = Script(
+    _COMMON
+    + """
+local out = {}
+for _, node in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', string.format('%d', now))) do
+  local index = ARGV[1] .. 'presence:node:' .. node
+  local mark = #node .. ':' .. node .. ':'
+  for _, topic in ipairs(redis.call('HKEYS', index)) do
+    local key = ARGV[1] .. '{' .. topic .. '}:p'
+    local flat = redis.call('HGETALL', key)
+    for i = 1, #flat, 2 do
+      if string.sub(flat[i], 1, #mark) == mark then
+        redis.call('HDEL', key, flat[i])
+        out[#out + 1] = topic
+        out[#out + 1] = flat[i + 1]
+      end
+    end
+  end
+  redis.call('DEL', index)
+  redis.call('ZREM', KEYS[1], node)
+end
+return out
+"""
+)
+
+
+def topic_key(prefix: bytes, topic: str) -> bytes:
+    """The hash of ``topic``'s entries."""
+    return b"%s{%s}:p" % (prefix, topic.encode())
+
+
+def nodes_key(prefix: bytes) -> bytes:
+    """The sorted set of nodes by the end of their heartbeat."""
+    return prefix + b"presence:nodes"
+
+
+def node_key(prefix: bytes, node: str) -> bytes:
+    """The index of the topics where ``node`` has entries."""
+    return prefix + b"presence:node:" + node.encode()
+
+
+def field(node: str, member: str) -> bytes:
+    """The field of ``member``'s entry, which names its node."""
+    raw = node.encode()
+    return b"%d:%s:%s" % (len(raw), raw, member.encode())
+
+
+def _ms(seconds: float) -> bytes:
+    return b"%d" % max(1, math.ceil(seconds * 1000))
+
+
+def keep_ms(ttl: float) -> bytes:
+    """How long keys live past a heartbeat or an addition, for nodes beating ``ttl``."""
+    return _ms(KEEP_FACTOR * ttl)
+
+
+def add_call(prefix: bytes, topic: str, member: str, node: str, entry: bytes, ttl: float) -> Call:
+    """The script call that adds (or replaces) ``member``'s entry on ``topic``."""
+    keys = [topic_key(prefix, topic), node_key(prefix, node)]
+    return Call(ADD, keys, [field(node, member), entry, topic.encode(), keep_ms(ttl)])
+
+
+def remove_call(prefix: bytes, topic: str, member: str, node: str) -> Call:
+    """The script call that removes ``member``'s entry from ``topic``."""
+    keys = [topic_key(prefix, topic), node_key(prefix, node)]
+    return Call(REMOVE, keys, [field(node, member), topic.encode()])
+
+
+def list_call(prefix: bytes, topic: str) -> Call:
+    """The script call that lists the entries on ``topic`` of live nodes."""
+    return Call(LIST, [topic_key(prefix, topic), nodes_key(prefix)], [])
+
+
+def heartbeat_call(prefix: bytes, node: str, ttl: float, keep: float) -> Call:
+    """The script call that keeps ``node`` alive for ``ttl``, its keys for ``keep_ms(keep)``."""
+    keys = [nodes_key(prefix), node_key(prefix, node)]
+    return Call(HEARTBEAT, keys, [node.encode(), _ms(ttl), keep_ms(keep), prefix])
+
+
+def sweep_call(prefix: bytes) -> Call:
+    """The script call that removes the entries of nodes whose heartbeat ended."""
+    return Call(SWEEP, [nodes_key(prefix)], [prefix])
+
+
+def flag_of(reply: object) -> bool:
+    """What ``REMOVE`` or ``HEARTBEAT`` said.
+
+    Raises:
+        ValueError: the reply is not what the scripts return.
+    """
+    if reply in (0, 1) and isinstance(reply, int):
+        return bool(reply)
+    raise ValueError(f"unexpected reply {reply!r:.80}")
+
+
+def entries_of(reply: object) -> list[bytes]:
+    """The entries ``LIST`` returned.
+
+    Raises:
+        ValueError: the reply is not what the script returns.
+    """
+    if isinstance(reply, list) and all(isinstance(entry, bytes) for entry in reply):
+        return reply
+    raise ValueError(f"unexpected reply {reply!r:.80}")
+
+
+def removed_of(reply: object) -> list[tuple[str, bytes]]:
+    """The ``(topic, entry)`` pairs ``SWEEP`` returned.
+
+    Raises:
+        ValueError: the reply is not what the script returns (``UnicodeDecodeError``
+            for a topic that is not UTF-8).
+    """
+    entries = entries_of(reply)
+    if len(entries) % 2:
+        raise ValueError(f"unexpected reply {reply!r:.80}")
+    topics, values = entries[::2], entries[1::2]
+    return [(topic.decode(), entry) for topic, entry in zip(topics, values, strict=True)]
