@@ -2,7 +2,9 @@
 
 1. **publish**: ``publish`` against ``publish_kept`` (``History(size=1000, ttl=300)``)
    from ``--tasks`` concurrent tasks for ``--seconds``, on the memory broker and on a
-   private redis-server. Reported: publishes per second, and history's cost.
+   private redis-server; then ``app.publish`` (the event encoded, as a broadcast
+   does) to topics without and with history. Reported: publishes per second, and
+   history's cost.
 2. **recovery**: an app served on 127.0.0.1 (each broker), a client (trio-websocket)
    that joins a room, sees one event and leaves; ``--missed`` events are published;
    the client comes back with its position and joins again. Reported: the time from
@@ -31,6 +33,7 @@ from redis_fanout import redis_server
 
 from wsroute import App, Connection, History
 from wsroute.brokers import Broker, MemoryBroker, RedisBroker
+from wsroute.testing import open_app
 
 KEPT = History(size=1000, ttl=300)
 
@@ -54,6 +57,26 @@ async def publish_rate(broker: Broker, kept: bool, tasks: int, seconds: float) -
         async with trio.open_nursery() as nursery:
             for n in range(tasks):
                 nursery.start_soon(publish, session, f"room:{n}", deadline)
+    return done / seconds
+
+
+async def app_publish_rate(broker: Broker, kept: bool, tasks: int, seconds: float) -> float:
+    """``app.publish`` per second (encoding included), ``tasks`` at a time, to topics
+    with history (``kept``) or without: what a broadcasting app sees."""
+    app = App(broker=broker, history={"room:*": KEPT} if kept else None)
+    done = 0
+
+    async def publish(topic: str, deadline: float) -> None:
+        nonlocal done
+        while trio.current_time() < deadline:
+            await app.publish(topic, "say", {"text": "x" * 64})
+            done += 1
+
+    async with open_app(app):
+        deadline = trio.current_time() + seconds
+        async with trio.open_nursery() as nursery:
+            for n in range(tasks):
+                nursery.start_soon(publish, f"room:{n}", deadline)
     return done / seconds
 
 
@@ -116,6 +139,14 @@ async def main(args: argparse.Namespace) -> None:
                 kept = await publish_rate(broker, True, args.tasks, args.seconds)
             print(
                 f"publish {name:6} without history {plain:9,.0f}/s  with {kept:9,.0f}/s"
+                f"  cost {(1 - kept / plain) * 100:5.1f} %"
+            )
+            async with make() as broker:
+                plain = await app_publish_rate(broker, False, args.tasks, args.seconds)
+            async with make() as broker:
+                kept = await app_publish_rate(broker, True, args.tasks, args.seconds)
+            print(
+                f"app.publish {name:6} without history {plain:9,.0f}/s  with {kept:9,.0f}/s"
                 f"  cost {(1 - kept / plain) * 100:5.1f} %"
             )
         for name, make in brokers.items():
