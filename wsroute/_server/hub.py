@@ -111,7 +111,11 @@ class Hub:
                 raise ValueError("a topic must be a non-empty string")
         keeper = self.presence
         # Before anything changes: a meta that is not JSON refuses the whole join.
-        entry = encode_entry(conn.id, conn.user_id, conn.presence_meta) if keeper else b""
+        entry = (
+            encode_entry(conn.id, conn.user_id, conn.presence_meta)
+            if keeper is not None and any(map(keeper.applies, topics))
+            else b""
+        )
         added: list[str] = []
         new: list[str] = []  # hosted by no connection of this process until now
         recovering: list[tuple[str, Position, Held]] = []
