@@ -132,23 +132,17 @@ async def main(args: argparse.Namespace) -> None:
             "memory": _memory,
             "redis": lambda: _redis(redis_port),
         }
+        rates = {"publish": publish_rate, "app.publish": app_publish_rate}
         for name, make in brokers.items():
-            async with make() as broker:
-                plain = await publish_rate(broker, False, args.tasks, args.seconds)
-            async with make() as broker:
-                kept = await publish_rate(broker, True, args.tasks, args.seconds)
-            print(
-                f"publish {name:6} without history {plain:9,.0f}/s  with {kept:9,.0f}/s"
-                f"  cost {(1 - kept / plain) * 100:5.1f} %"
-            )
-            async with make() as broker:
-                plain = await app_publish_rate(broker, False, args.tasks, args.seconds)
-            async with make() as broker:
-                kept = await app_publish_rate(broker, True, args.tasks, args.seconds)
-            print(
-                f"app.publish {name:6} without history {plain:9,.0f}/s  with {kept:9,.0f}/s"
-                f"  cost {(1 - kept / plain) * 100:5.1f} %"
-            )
+            for label, rate in rates.items():
+                async with make() as broker:
+                    plain = await rate(broker, False, args.tasks, args.seconds)
+                async with make() as broker:
+                    kept = await rate(broker, True, args.tasks, args.seconds)
+                print(
+                    f"{label} {name:6} without history {plain:9,.0f}/s  with {kept:9,.0f}/s"
+                    f"  cost {(1 - kept / plain) * 100:5.1f} %"
+                )
         for name, make in brokers.items():
             async with make() as broker:
                 elapsed, count = await recovery_time(broker, args.missed)
