@@ -14,7 +14,7 @@ import attrs
 import pytest
 import trio
 
-from wsroute import App, Connection
+from wsroute import App, Connection, Disconnect
 from wsroute._msgpack import JSON_SUBPROTOCOL, SUBPROTOCOL
 from wsroute.client import (
     Backoff,
@@ -341,6 +341,31 @@ async def test_closing_fails_pending_requests_and_stops_reconnecting(url: str) -
             await client.aclose(1001)
         with pytest.raises(ValueError, match="123 bytes"):
             await client.aclose(4000, "é" * 62)
+
+
+async def test_a_cancelled_client_closes_with_the_handshake_not_its_timeout(
+    serve: Serve,
+) -> None:
+    # A close_timeout far beyond the bound below: a client whose reader died with the
+    # cancellation would wait it out, for want of the server's close frame.
+    app = make_app()
+    ended: list[Disconnect] = []
+
+    @app.on_disconnect
+    async def record(conn: Connection, why: Disconnect) -> None:
+        ended.append(why)
+
+    url = f"ws://127.0.0.1:{await serve(app)}/"
+    for _ in range(5):  # the reader and the body are cancelled in either order
+        with trio.fail_after(TIMEOUT):
+            with trio.move_on_after(0.05):
+                async with alice(url, close_timeout=60) as client:
+                    await client.request("echo", 1)
+                    await trio.sleep_forever()
+    with trio.fail_after(TIMEOUT):
+        while len(ended) < 5:
+            await trio.sleep(0.01)
+    assert [(why.code, why.initiator) for why in ended] == [(1000, "client")] * 5
 
 
 # -- msgpack ----------------------------------------------------------------------------

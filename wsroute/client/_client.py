@@ -680,6 +680,10 @@ class Client:
                     if not self._started:
                         self._started = True
                         task_status.started()
+                        # From here the client's tasks end by aclose() only, which
+                        # connect() always calls: a cancelled ``async with connect()``
+                        # must not cancel the reader that the closing handshake needs.
+                        self._run_scope.shield = True
                 await trio.sleep_forever()
             finally:
                 self._link = None
