@@ -5,7 +5,11 @@
    private redis-server; then ``app.publish`` (the event encoded, as a broadcast
    does) to topics without and with history. Reported: publishes per second, and
    history's cost.
-2. **recovery**: an app served on 127.0.0.1 (each broker), a client (trio-websocket)
+2. **broadcast acks**, on Redis only: a ``wsroute run`` process serving ``--clients``
+   WebSocket clients that each keep ``--window`` broadcasts in flight (a broadcast
+   is acknowledged once Redis took its event), without and with history on every
+   topic: what an app sees end to end, requests decoded and events encoded.
+3. **recovery**: an app served on 127.0.0.1 (each broker), a client (trio-websocket)
    that joins a room, sees one event and leaves; ``--missed`` events are published;
    the client comes back with its position and joins again. Reported: the time from
    sending the join to the ``wsroute.recovery`` event, every missed event received in
@@ -14,6 +18,7 @@
 Usage (from the repository root; the figures are in docs/performance.md)::
 
     .venv/bin/python benchmarks/history.py [--tasks 16] [--seconds 3] [--missed 10000]
+        [--clients 32] [--window 8]
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from urllib.parse import quote
 import orjson
 import trio
 import trio_websocket
-from redis_fanout import redis_server
+from redis_fanout import broadcast_acks, redis_server, wsroute_processes
 
 from wsroute import App, Connection, History
 from wsroute.brokers import Broker, MemoryBroker, RedisBroker
@@ -143,6 +148,15 @@ async def main(args: argparse.Namespace) -> None:
                     f"{label} {name:6} without history {plain:9,.0f}/s  with {kept:9,.0f}/s"
                     f"  cost {(1 - kept / plain) * 100:5.1f} %"
                 )
+        acks = {}
+        for kept in (False, True):
+            async with wsroute_processes(redis_port, 1, history=kept) as ports:
+                acks[kept] = await broadcast_acks(ports, args.clients, args.window, args.seconds)
+        print(
+            f"broadcast acks redis ({args.clients} clients, {args.window} in flight each)"
+            f" without history {acks[False]:9,.0f}/s  with {acks[True]:9,.0f}/s"
+            f"  cost {(1 - acks[True] / acks[False]) * 100:5.1f} %"
+        )
         for name, make in brokers.items():
             async with make() as broker:
                 elapsed, count = await recovery_time(broker, args.missed)
@@ -165,6 +179,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--tasks", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--missed", type=int, default=10_000)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--window", type=int, default=8)
     return parser.parse_args()
 
 

@@ -50,9 +50,9 @@ from wsroute.brokers import RedisBroker
 APP = """
 import attrs
 
-from wsroute import App
+from wsroute import App, History
 
-app = App(outbox_size=8192, max_concurrency=16, max_queued_requests=1024)
+app = App(outbox_size=8192, max_concurrency=16, max_queued_requests=1024, history=HISTORY)
 
 
 @attrs.frozen
@@ -113,10 +113,15 @@ async def redis_server() -> AsyncIterator[tuple[int, str]]:
 
 
 @asynccontextmanager
-async def wsroute_processes(redis_port: int, count: int) -> AsyncIterator[list[int]]:
-    """``count`` ``wsroute run`` processes on one Redis; yields their ports."""
+async def wsroute_processes(
+    redis_port: int, count: int, *, history: bool = False
+) -> AsyncIterator[list[int]]:
+    """``count`` ``wsroute run`` processes on one Redis; yields their ports. With
+    ``history``, every topic keeps ``History(size=1000, ttl=300)``."""
+    kept = '{"*": History(size=1000, ttl=300)}' if history else "None"
     with tempfile.TemporaryDirectory() as directory:
-        Path(directory, "benchapp.py").write_text(textwrap.dedent(APP))
+        source = textwrap.dedent(APP).replace("history=HISTORY", f"history={kept}")
+        Path(directory, "benchapp.py").write_text(source)
         processes = []
         try:
             async with trio.open_nursery() as nursery:

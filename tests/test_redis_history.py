@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -159,13 +160,44 @@ async def test_a_topic_is_a_stream_and_a_hash_with_expiries(redis_server: RedisS
     async with redis_server.client() as client:
         stream, meta = "keys:{room:1}:s", "keys:{room:1}:m"
         assert await client.type(stream) == "stream"
-        assert await client.hgetall(meta) == {"e": first.epoch, "o": "2"}
+        state = await client.hgetall(meta)
+        assert (state["e"], state["o"]) == (first.epoch, "2")
+        assert len(first.epoch) == 12 and int(first.epoch, 16) >= 0  # hex digits
         entries = await client.xrange(stream)
-        assert [entry.identifier for entry in entries] == ["1-0", "2-0"]
-        assert [entry.field_values["d"] for entry in entries] == ["one", "two"]
-        assert all(entry.field_values["t"].isdigit() for entry in entries)
-        assert 0 < await client.pttl(stream) <= 60_000
-        assert 60_000 < await client.pttl(meta) <= 3_600_000
+        ids = [entry.identifier.split("-") for entry in entries]
+        assert [offset for offset, _ in ids] == ["1", "2"]  # <offset>-<Redis' clock in ms>
+        now = time.time() * 1000  # the same machine's clock as Redis'
+        assert all(abs(now - int(ms)) < 10_000 for _, ms in ids)
+        assert [entry.field_values for entry in entries] == [{"d": "one"}, {"d": "two"}]
+        # Each key expires up to a tenth past its ttl after the last publish.
+        assert 60_000 < await client.pttl(stream) <= 66_000
+        assert 3_600_000 < await client.pttl(meta) <= 3_960_000
+        assert int(state["s"]) - int(ids[-1][1]) <= 66_000
+
+
+async def test_expiries_are_renewed_only_when_less_than_the_ttl_is_left(
+    redis_server: RedisServer,
+) -> None:
+    stream, meta = "renew:{t}:s", "renew:{t}:m"
+    async with (
+        RedisBroker(redis_server.url, prefix="renew:").connect() as session,
+        redis_server.client() as client,
+    ):
+        await session.publish_kept("t", b"1", HISTORY)
+        # Plenty left: a publish does not touch the expiry (set by hand, to see it kept).
+        await client.pexpire(stream, 500_000)
+        await session.publish_kept("t", b"2", HISTORY)
+        assert await client.pttl(stream) > 66_000
+        # Less than the ttl left by the deadline the hash records: renewed.
+        await client.hset(meta, {"s": "1"})
+        await session.publish_kept("t", b"3", HISTORY)
+        assert 60_000 < await client.pttl(stream) <= 66_000
+        # The stream gone (expired) while the hash lives on: the next publish makes it
+        # anew, with its expiry, and the offsets go on.
+        await client.delete([stream])
+        await client.hset(meta, {"s": "1"})
+        assert (await session.publish_kept("t", b"4", HISTORY)).offset == 4
+        assert 60_000 < await client.pttl(stream) <= 66_000
 
 
 async def test_the_stream_is_trimmed_about_size_and_reads_are_exact(

@@ -310,7 +310,7 @@ def recovery(
 RECOVER_PARAM: Final = "wsroute.recover"
 #: The most topics one connection may recover (what fits the request head, with room).
 MAX_RECOVER_TOPICS: Final = 256
-#: The longest epoch a client may present (the server's are 8 characters).
+#: The longest epoch a client may present (the server's are at most 12 characters).
 MAX_EPOCH_LENGTH: Final = 64
 
 

@@ -96,7 +96,7 @@ const MAX_POSITIONS = 256;
  * longer head is refused with 400, which does not reconnect.
  */
 const MAX_RECOVER_CHARS = 10240;
-/** The longest epoch the server takes back (its own are 8 characters). */
+/** The longest epoch the server takes back (its own are at most 12 characters). */
 const MAX_EPOCH_CHARS = 64;
 
 // -- errors ---------------------------------------------------------------------------

@@ -4,27 +4,35 @@ and how a kept event travels on its channel.
 **Keys.** A topic's history is two keys that share the hash tag ``{<topic>}``, so that
 a Redis Cluster puts them in one slot and one script may touch both:
 
-- ``<prefix>{<topic>}:s``, a stream of the kept events. Entry ids are ``<offset>-0``,
-  fields ``d`` (the bytes published) and ``t`` (Redis' clock when kept, in ms). It is
-  trimmed to about ``size`` entries (``MAXLEN ~``) and expires ``ttl`` after the last
-  publish;
-- ``<prefix>{<topic>}:m``, a hash of the topic's ``e`` (epoch) and ``o`` (its last
-  offset). It expires ``meta_ttl`` after the last publish.
+- ``<prefix>{<topic>}:s``, a stream of the kept events. Entry ids are
+  ``<offset>-<ms>``, the offset and Redis' clock when kept (ids grow with the offset
+  whatever the clock does), with one field ``d``, the bytes published. It is trimmed
+  to about ``size`` entries (``MAXLEN ~``);
+- ``<prefix>{<topic>}:m``, a hash of the topic's ``e`` (epoch), ``o`` (its last
+  offset) and the expiry deadlines (ms) last given to the stream (``s``) and to the
+  hash (``m``).
 
-Every script is given a fresh epoch. It is used when the hash is missing (the topic
-is new, Redis was flushed or restarted empty, the topic idled past ``meta_ttl``):
-the script then deletes what is left of the stream, so offsets start over at 1 in
-the new epoch. A read that makes the hash gives it ``meta_ttl``; reads never extend
-an expiry. Approximate trimming keeps up to a stream node (100 entries) more than
-``size``; reads return only the ``size`` newest offsets and events younger than
-``ttl``.
+**Expiry.** The stream must outlive the last publish by ``ttl``, the hash by
+``meta_ttl``. Rather than two ``PEXPIRE`` per publish, a publish renews a key's expiry
+only when less than its ttl is left, to a tenth more than it:
+a busy topic renews each about once per tenth of its ttl, and its keys live up to 10 %
+longer after the last publish. Reads never renew an expiry; a read that makes the
+hash gives it ``meta_ttl``.
+
+**Epochs.** When the hash is missing (the topic is new, Redis was flushed or
+restarted empty, the topic idled past ``meta_ttl``), the script makes a new epoch,
+twelve hex digits of the SHA1 of the caller's random seed and Redis' clock in
+microseconds, so that no two lives of a topic share one; it deletes what is left of
+the stream, and offsets start over at 1. Approximate trimming keeps up to a stream
+node (100 entries) more than ``size``; reads return only the ``size`` newest offsets
+and events younger than ``ttl``.
 
 **Channel payloads.** A kept event is published, by the script that keeps it, on the
 topic's usual channel (``<prefix><topic>``) as::
 
     0x04 <offset, ASCII decimal> ":" <epoch> "\\n" <data>
 
-for example ``b"\\x0457:k3JqbW1x\\n{...}"``: 11 bytes and the offset's digits more
+for example ``b"\\x0457:5f1c0e9a2b7d\\n{...}"``: 15 bytes and the offset's digits more
 than the data, put together in Lua by concatenation alone. A plain ``publish`` whose
 data starts with byte 0x04 or 0x05 is sent as 0x05 followed by the data, so the
 reader removes one 0x05 and never mistakes it for a kept event. Any other payload
@@ -34,10 +42,11 @@ payloads start with 0x01 to 0x03 or ``{``.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Final
 
-from ..._history import History, Position, new_epoch
+from ..._history import History, Position
 from .._base import BrokerMessage, HistoryPage
 from .pending import Call, Script
 
@@ -50,42 +59,49 @@ MARKED: Final = (b"\x04", b"\x05")
 #: The longest ``<offset>:<epoch>`` head a reader looks for (20 digits, 64 characters).
 _HEAD_LIMIT: Final = 1 + 20 + 1 + 64 + 1
 
-# The topic's epoch from its hash or, when that is missing, the candidate (ARGV[1]),
-# deleting what is left of the stream so that offsets start over.
-_EPOCH = """
+# Redis' clock in ms, and the topic's state from its hash or, when that is missing, a
+# new epoch (ARGV[1] is the caller's seed), deleting what is left of the stream.
+_STATE = """
 local stream, meta = KEYS[1], KEYS[2]
-local state = redis.call('HMGET', meta, 'e', 'o')
+local clock = redis.call('TIME')
+local now = clock[1] * 1000 + math.floor(clock[2] / 1000)
+local state = redis.call('HMGET', meta, 'e', 'o', 's', 'm')
 local epoch, top = state[1], tonumber(state[2]) or 0
 local fresh = not epoch
 if fresh then
-  epoch, top = ARGV[1], 0
+  epoch, top = string.sub(redis.sha1hex(ARGV[1] .. clock[1] .. '.' .. clock[2]), 1, 12), 0
   redis.call('DEL', stream)
   redis.call('HSET', meta, 'e', epoch, 'o', 0)
 end
-local clock = redis.call('TIME')
-local now = clock[1] * 1000 + math.floor(clock[2] / 1000)
 """
 
-#: KEYS: stream, hash. ARGV: candidate epoch, data, size, ttl ms, meta_ttl ms, channel.
+#: KEYS: stream, hash. ARGV: seed, data, size, ttl ms, meta_ttl ms, channel.
 #: Returns ``{offset, epoch}``.
 PUBLISH_KEPT: Final = Script(
-    _EPOCH
+    _STATE
     + """
 local offset = string.format('%d', redis.call('HINCRBY', meta, 'o', 1))
-redis.call('XADD', stream, 'MAXLEN', '~', ARGV[3], offset .. '-0',
-  'd', ARGV[2], 't', string.format('%d', now))
-redis.call('PEXPIRE', stream, ARGV[4])
-redis.call('PEXPIRE', meta, ARGV[5])
+redis.call('XADD', stream, 'MAXLEN', '~', ARGV[3], offset .. '-' .. string.format('%d', now),
+  'd', ARGV[2])
+local function renew(key, field, deadline, ttl)
+  if not deadline or deadline - now < ttl then
+    deadline = now + ttl + math.floor(ttl / 10)
+    redis.call('PEXPIREAT', key, deadline)
+    redis.call('HSET', meta, field, string.format('%d', deadline))
+  end
+end
+renew(stream, 's', tonumber(state[3]), tonumber(ARGV[4]))
+renew(meta, 'm', tonumber(state[4]), tonumber(ARGV[5]))
 redis.call('PUBLISH', ARGV[6], '\\4' .. offset .. ':' .. epoch .. '\\n' .. ARGV[2])
 return {tonumber(offset), epoch}
 """
 )
 
-#: KEYS: stream, hash. ARGV: candidate epoch, size, ttl ms, meta_ttl ms, since ("" for
-#: none), limit ("" for none). Returns ``{epoch, top offset, {offset, data, ...}}``,
-#: oldest first.
+#: KEYS: stream, hash. ARGV: seed, size, ttl ms, meta_ttl ms, since ("" for none),
+#: limit ("" for none). Returns ``{epoch, top offset, {offset, data, ...}}``, oldest
+#: first.
 READ_HISTORY: Final = Script(
-    _EPOCH
+    _STATE
     + """
 local out = {}
 if fresh then
@@ -98,9 +114,10 @@ if limit == 0 then
 end
 local first = math.max(top - tonumber(ARGV[2]), 0) + 1  -- the oldest offset within size
 local oldest = now - tonumber(ARGV[3])  -- events kept at or before this are too old
-local function add(entry)  -- fields: d, data, t, ms
-  if tonumber(entry[2][4]) > oldest then
-    out[#out + 1] = tonumber(string.match(entry[1], '^%d+'))
+local function add(entry)  -- id <offset>-<ms>, fields: d, data
+  local offset, kept = string.match(entry[1], '^(%d+)-(%d+)$')
+  if tonumber(kept) > oldest then
+    out[#out + 1] = tonumber(offset)
     out[#out + 1] = entry[2][2]
   end
 end
@@ -144,28 +161,34 @@ def _ms(seconds: float) -> bytes:
     return b"%d" % max(1, math.ceil(seconds * 1000))
 
 
-def publish_call(prefix: bytes, topic: str, channel: bytes, data: bytes, history: History) -> Call:
-    """The script call that keeps ``data`` and publishes it on ``channel``."""
-    args = [new_epoch().encode(), data, b"%d" % history.size]
+@functools.lru_cache(maxsize=64)
+def _bounds(history: History) -> tuple[bytes, bytes, bytes]:
+    """``history``'s size, ttl and meta_ttl as the scripts take them: made once per
+    ``History`` (an app has a handful), not once per publish."""
+    return b"%d" % history.size, _ms(history.ttl), _ms(history.meta_ttl)
+
+
+def publish_call(
+    prefix: bytes, topic: str, channel: bytes, data: bytes, history: History, seed: bytes
+) -> Call:
+    """The script call that keeps ``data`` and publishes it on ``channel``; ``seed``
+    is the caller's random bytes, from which a new epoch is made if one is needed."""
+    size, ttl, meta_ttl = _bounds(history)
     return Call(
-        PUBLISH_KEPT,
-        keys(prefix, topic),
-        [*args, _ms(history.ttl), _ms(history.meta_ttl), channel],
+        PUBLISH_KEPT, keys(prefix, topic), [seed, data, size, ttl, meta_ttl, channel], len(data)
     )
 
 
 def read_call(
-    prefix: bytes, topic: str, history: History, since: int | None, limit: int | None
+    prefix: bytes, topic: str, history: History, since: int | None, limit: int | None, seed: bytes
 ) -> Call:
     """The script call that reads ``topic``'s history (see ``read_history``)."""
     return Call(
         READ_HISTORY,
         keys(prefix, topic),
         [
-            new_epoch().encode(),
-            b"%d" % history.size,
-            _ms(history.ttl),
-            _ms(history.meta_ttl),
+            seed,
+            *_bounds(history),
             b"" if since is None else b"%d" % since,
             b"" if limit is None else b"%d" % max(limit, 0),
         ],

@@ -62,12 +62,20 @@ class Call(Pending):
 
     __slots__ = ("args", "keys", "reply", "script")
 
-    def __init__(self, script: Script, keys: Sequence[bytes], args: Sequence[bytes]) -> None:
+    def __init__(
+        self,
+        script: Script,
+        keys: Sequence[bytes],
+        args: Sequence[bytes],
+        size: int | None = None,
+    ) -> None:
+        """``size``: roughly the bytes the call adds to a pipeline, when the caller
+        knows it (the data it carries) better than by summing ``args``."""
         super().__init__(b"", b"")
         self.script = script
         self.keys = keys
         self.args = args
-        self.size = sum(map(len, args))
+        self.size = sum(map(len, args)) if size is None else size
         self.reply: object = None
 
     def evaluate(self, *, loaded: bool) -> CommandRequest[Any]:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 import trio
 
 from ..._errors import BrokerClosed, BrokerError
-from ..._history import History, Position
+from ..._history import History, Position, new_epoch
 from .._base import BrokerMessage, BrokerSession, BrokerState, HistoryPage, StateListener
 from . import kept, present
 from .link import Link, explain
@@ -83,6 +83,8 @@ class RedisSession(BrokerSession):
         #: The longest ttl of this session's heartbeats: its presence keys expire after
         #: ``present.KEEP_FACTOR`` times that.
         self._presence_ttl = 0.0
+        #: What the history scripts make a topic's new epoch from, with Redis' clock.
+        self._seed = new_epoch().encode()
         #: Messages dropped because the consumer's backlog was full.
         self.dropped = 0
 
@@ -128,7 +130,9 @@ class RedisSession(BrokerSession):
             BrokerError: as ``publish``, or Redis refused or failed the script.
             BrokerClosed: the session is closed.
         """
-        call = kept.publish_call(self._prefix, topic, self._channel(topic), data, history)
+        call = kept.publish_call(
+            self._prefix, topic, self._channel(topic), data, history, self._seed
+        )
         reply = await self._run(call, "keeping an event in Redis")
         return self._parse(kept.position_of, reply, "keeping an event in Redis")
 
@@ -143,7 +147,7 @@ class RedisSession(BrokerSession):
             BrokerError: Redis is unreachable, did not answer in time, or failed.
             BrokerClosed: the session is closed.
         """
-        call = kept.read_call(self._prefix, topic, history, since, limit)
+        call = kept.read_call(self._prefix, topic, history, since, limit, self._seed)
         reply = await self._run(call, "reading history from Redis")
         return self._parse(lambda r: kept.page_of(topic, r), reply, "reading history from Redis")
 
