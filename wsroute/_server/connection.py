@@ -184,7 +184,15 @@ class Connection:
             raise ConnectionClosed(f"connection {self.id} is closed")
 
     async def subscribe(self, topic: str) -> None:
-        """Receive the events published to ``topic`` (idempotent)."""
+        """Receive the events published to ``topic`` (idempotent).
+
+        Returns once the broker delivers ``topic`` to this process, also when another
+        connection's subscription of it was on its way (and, if that one failed, after
+        subscribing it here).
+
+        Raises:
+            BrokerError: the broker refused; the connection did not join.
+        """
         if self._disconnect is not None:
             raise ConnectionClosed(f"connection {self.id} is closed")
         await self._hub.subscribe(self, topic)

@@ -56,6 +56,25 @@ class Member(Protocol):
     async def _wait_room(self, frames: int) -> None: ...
 
 
+#: How many failed broker subscriptions of one topic by other joins a join waits out
+#: (each then tries itself) before it gives up.
+MAX_TAKEOVERS = 4
+
+
+class Subscribing:
+    """A broker subscription of a topic on its way. Those who join the topic
+    meanwhile wait for it: the topic reaches them only once the broker delivers it.
+    If it fails (the broker refused, or the join that made it was cancelled), one of
+    them takes over and subscribes itself, so that nobody stays a member of a topic
+    the broker does not deliver."""
+
+    __slots__ = ("done", "ok")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.ok = False
+
+
 class Hub:
     __slots__ = (
         "_broker",
@@ -83,8 +102,9 @@ class Hub:
         # Connections being recovered, per topic: their live events are held.
         self._held: dict[str, dict[Member, Held]] = {}
         self._hold_limit = hold_limit
-        # Topics whose broker subscription is on its way: set once it is (or failed).
-        self._subscribing: dict[str, trio.Event] = {}
+        # Topics whose broker subscription is on its way, or failed while the topic
+        # still has members (who then subscribe it again).
+        self._subscribing: dict[str, Subscribing] = {}
 
     @property
     def subscribe_may_wait(self) -> bool:
@@ -141,29 +161,26 @@ class Hub:
                 held = self._held.setdefault(topic, {})[conn] = Held(self._hold_limit)
                 recovering.append((topic, since, held))
         present = [(topic, entry) for topic in added if keeper.applies(topic)] if keeper else ()
-        # A recovering connection reads history only once the broker delivers the
-        # topic: whatever is published after the read must reach it live.
-        waits = (
-            [
-                self._subscribing[topic]
-                for topic, _, _ in recovering
-                if topic not in new and topic in self._subscribing
-            ]
-            if recovering
-            else ()
-        )
-        # Only an app with history recovers, and so waits (no Event per connection else).
-        subscribed = trio.Event() if new and self._history else None
-        if subscribed is not None:
+        # Topics another join is subscribing on the broker: this one waits for it (a
+        # recovering connection reads history only once the broker delivers the
+        # topic, so that whatever is published after the read reaches it live).
+        others = [
+            (topic, pending)
+            for topic in added
+            if (pending := self._subscribing.get(topic)) is not None and topic not in new
+        ]
+        subscribing = Subscribing() if new else None
+        if subscribing is not None:
             for topic in new:
-                self._subscribing[topic] = subscribed
+                self._subscribing[topic] = subscribing
+        taken: list[str] = []  # topics this join subscribed after another's attempt failed
         try:
             if new:
                 await self._broker.subscribe_many(new)
             else:
                 await trio.lowlevel.checkpoint()
-            for wait in waits:
-                await wait.wait()
+            for topic, pending in others:
+                await self._await_subscription(topic, pending, taken)
             for topic, entry in present:
                 assert keeper is not None
                 await keeper.add(topic, conn.id, entry)
@@ -177,18 +194,50 @@ class Hub:
             for topic in added:
                 conn._topics.discard(topic)
                 self._forget(conn, topic)
-            if subscribed is not None:
-                self._subscribed(new, subscribed)
-            if new:
+            if subscribing is not None:
+                self._settle(new, subscribing, ok=False)
+            if new or taken:
                 with trio.CancelScope(shield=True), contextlib.suppress(BrokerError):
-                    await self._broker.unsubscribe_many(new)  # those it did take, if any
+                    # Those it did take, if any.
+                    await self._broker.unsubscribe_many([*new, *taken])
             raise
-        if subscribed is not None:
-            self._subscribed(new, subscribed)
+        if subscribing is not None:
+            self._settle(new, subscribing, ok=True)
         for topic in unkept:
             conn._push(no_history(topic))
         if recovering:
             await self._recover_all(conn, recovering)
+
+    async def _await_subscription(self, topic: str, pending: Subscribing, taken: list[str]) -> None:
+        """Wait for another join's broker subscription of ``topic``; if it failed,
+        subscribe ``topic`` here (appending it to ``taken``), unless a third join
+        already does: then wait for that one.
+
+        Raises:
+            BrokerError: the broker refused this join's own attempt, or the topic's
+                subscription failed ``MAX_TAKEOVERS`` times in a row.
+        """
+        for _ in range(MAX_TAKEOVERS):
+            await pending.done.wait()
+            if pending.ok:
+                return
+            current = self._subscribing.get(topic)
+            if current is not None and not current.done.is_set():
+                pending = current
+                continue
+            mine = Subscribing()
+            self._subscribing[topic] = mine
+            taken.append(topic)
+            try:
+                await self._broker.subscribe_many((topic,))
+            except BaseException:
+                self._settle([topic], mine, ok=False)
+                raise
+            self._settle([topic], mine, ok=True)
+            return
+        raise BrokerError(
+            f"could not subscribe topic {topic!r}: {MAX_TAKEOVERS} attempts in a row failed"
+        )
 
     async def _recover_all(
         self, conn: Member, recovering: Sequence[tuple[str, Position, Held]]
@@ -209,11 +258,14 @@ class Hub:
                 conn._push(interrupted(topic))
             self._release(conn, recovering)
 
-    def _subscribed(self, topics: list[str], event: trio.Event) -> None:
+    def _settle(self, topics: Sequence[str], subscribing: Subscribing, *, ok: bool) -> None:
+        """Wake those waiting for ``subscribing``. A failed one stays on record while
+        the topic has members, so that the next to join subscribes it again."""
+        subscribing.ok = ok
+        subscribing.done.set()
         for topic in topics:
-            if self._subscribing.get(topic) is event:
+            if self._subscribing.get(topic) is subscribing and (ok or topic not in self._members):
                 del self._subscribing[topic]
-        event.set()
 
     def _release(self, conn: Member, recovering: Sequence[tuple[str, Position, Held]]) -> None:
         """Stop holding live events for ``conn`` on these topics."""
@@ -245,6 +297,9 @@ class Hub:
         if members:
             return False
         del self._members[topic]
+        pending = self._subscribing.get(topic)
+        if pending is not None and pending.done.is_set():  # a failed one: nobody is left
+            del self._subscribing[topic]
         return True
 
     async def leave(self, conn: Member) -> None:
