@@ -281,10 +281,12 @@ def _run(args: argparse.Namespace) -> int:
     if args.compression is not None:
         chosen = Deflate() if args.compression == "deflate" else None
         app.config = attrs.evolve(app.config, compression=chosen)
-    moved = {opt: getattr(args, opt) for opt in _PROBES if getattr(args, opt) is not None}
-    if moved:
-        paths = {opt: None if path == "off" else path for opt, path in moved.items()}
-        app.config = attrs.evolve(app.config, **paths)
+    app.config = attrs.evolve(
+        app.config,
+        health_path=_moved(args.health_path, app.config.health_path),
+        ready_path=_moved(args.ready_path, app.config.ready_path),
+        metrics_path=_moved(args.metrics_path, app.config.metrics_path),
+    )
     try:
         app.run(args.host, args.port)
     except Exception as exc:
@@ -299,6 +301,13 @@ def _run(args: argparse.Namespace) -> int:
         _error(str(known))
         return EXIT_ERROR
     return EXIT_OK
+
+
+def _moved(flag: str | None, path: str | None) -> str | None:
+    """A probe's path: the app's own unless the flag moves it, or turns it off."""
+    if flag is None:
+        return path
+    return None if flag == "off" else flag
 
 
 def _single(exc: BaseException) -> BaseException:

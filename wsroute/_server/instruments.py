@@ -70,6 +70,7 @@ class Instruments:
             "WebSocket connections ended, by close code and by which side closed first.",
             ("code", "initiator"),
         )
+        self._closed_by: dict[tuple[int, str], CounterValue] = {}
         self._messages_in = Counter(
             m,
             "wsroute_messages_in_total",
@@ -158,9 +159,13 @@ class Instruments:
 
     def closed(self, code: int, initiator: str) -> None:
         """A connection ended with ``code``, closed first by ``initiator``."""
-        if initiator == "client" and 3000 <= code <= 4999:
-            label = f"{code // 1000}xxx"  # the client's choice: bounded
-        else:
-            label = str(code)
-        self._closed.labels(label, initiator).value += 1
+        child = self._closed_by.get((code, initiator))
+        if child is None:
+            if initiator == "client" and 3000 <= code <= 4999:
+                label = f"{code // 1000}xxx"  # the client's choice: bounded
+            else:
+                label = str(code)
+            # At most the 4,000-odd valid codes twice: one small dict.
+            child = self._closed_by[code, initiator] = self._closed.labels(label, initiator)
+        child.value += 1
         self.connections_open.value -= 1
