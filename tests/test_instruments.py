@@ -91,9 +91,9 @@ async def test_counters_match_the_traffic(serve: Serve) -> None:
     assert value(during, "wsroute_messages_in_total", type="fail") == 1
     assert value(during, "wsroute_messages_in_total", type="say") == 1
     # Unregistered types share one label: a client cannot add samples.
-    assert value(during, "wsroute_messages_in_total", type="unknown") == 2
+    assert value(during, "wsroute_messages_in_total", type="wsroute.unknown") == 2
     assert not any(labels and ("type", "nope") in labels for _, labels in during)
-    assert value(during, "wsroute_messages_in_total", type="invalid") == 1
+    assert value(during, "wsroute_messages_in_total", type="wsroute.invalid") == 1
 
     assert value(during, "wsroute_errors_total", code="teapot") == 1
     assert value(during, "wsroute_errors_total", code="unknown_type") == 2
@@ -195,3 +195,32 @@ async def test_coalesced_runs(serve: Serve) -> None:
     samples = await scrape(port)
     assert value(samples, "wsroute_coalesce_runs_total") == 1
     assert value(samples, "wsroute_coalesced_requests_total") == 2
+
+
+async def test_refused_requests_count_as_received_but_not_timed(serve: Serve) -> None:
+    app = make_app(rate_limit=(2, 60.0))
+    port = await serve(app)
+    async with connect(port) as client:
+        for i in range(2):
+            assert (await client.request("echo", i, id=i))["ok"]
+        assert (await client.request("echo", 9, id=9))["error"]["code"] == "rate_limited"
+        samples = await scrape(port)
+    assert value(samples, "wsroute_messages_in_total", type="echo") == 3
+    assert value(samples, "wsroute_handler_seconds_count", type="echo") == 2
+    assert value(samples, "wsroute_errors_total", code="rate_limited") == 1
+
+
+async def test_frames_for_a_frame_handler(serve: Serve) -> None:
+    app = App()
+
+    @app.frame_handler
+    async def shout(frame: str | bytes, conn: Connection) -> str:
+        return str(frame).upper()
+
+    port = await serve(app)
+    async with connect(port) as client:
+        for word in ("a", "b"):
+            await client.send(word)
+            assert await client.recv_raw() == word.upper()
+        samples = await scrape(port)
+    assert value(samples, "wsroute_messages_in_total", type="wsroute.frame") == 2

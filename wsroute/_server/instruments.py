@@ -23,22 +23,29 @@ from .._metrics import (
     Metrics,
 )
 
+# Labels of their own for messages no route answers. The protocol reserves the prefix
+# (``_routing.check_name``), so no route of the app can have the same label.
 #: The ``type`` label of a message whose type no route has.
-UNKNOWN: Final = "unknown"
+UNKNOWN: Final = "wsroute.unknown"
 #: The ``type`` label of a frame that is not a valid message (bad JSON, no type).
-INVALID: Final = "invalid"
+INVALID: Final = "wsroute.invalid"
 #: The ``type`` label of a frame for the app's frame handler.
-FRAME: Final = "frame"
+FRAME: Final = "wsroute.frame"
 
 
 class TypeMeter:
-    """What is counted of one message type: requests received, handler time."""
+    """What is counted of one message type: the time of each request dispatched, and
+    the requests that were not (refused at the intake, or for a frame handler).
 
-    __slots__ = ("latency", "received")
+    Requests received are the two together: ``wsroute_messages_in_total`` reads them
+    at scrape time, so a dispatched request costs one count, its histogram's.
+    """
 
-    def __init__(self, received: CounterValue, latency: HistogramValue) -> None:
-        self.received = received
+    __slots__ = ("latency", "untimed")
+
+    def __init__(self, latency: HistogramValue, untimed: CounterValue) -> None:
         self.latency = latency
+        self.untimed = untimed
 
 
 class OutboxMeter:
@@ -139,10 +146,18 @@ class Instruments:
             "wsroute_coalesced_requests_total",
             "Requests that joined a coalesced run already in progress.",
         ).labels()
+        self._meters: dict[str, TypeMeter] = {}  # one per type label, for good
         self.unknown = self.meter(UNKNOWN)
 
     def meter(self, type: str) -> TypeMeter:
-        return TypeMeter(self._messages_in.labels(type), self._handler_seconds.labels(type))
+        meter = self._meters.get(type)
+        if meter is None:
+            latency = self._handler_seconds.labels(type)
+            received = self._messages_in.labels(type)
+            untimed = CounterValue()
+            received.function = lambda: latency.count + untimed.value
+            meter = self._meters[type] = TypeMeter(latency, untimed)
+        return meter
 
     def meters(self, types: Iterable[str]) -> dict[str, TypeMeter]:
         """A meter per message type: the routes' and the protocol's own."""
@@ -150,7 +165,7 @@ class Instruments:
 
     def received(self, type: str) -> None:
         """A message that no handler will run (refused, or not a valid message)."""
-        self._messages_in.labels(type).value += 1
+        self.meter(type).untimed.value += 1
 
     def error(self, code: str) -> None:
         """An error reply with ``code`` is being sent."""

@@ -418,7 +418,7 @@ class Session:
                         frame = item  # an error reply, made by the intake
                     elif isinstance(item, RawFrame):
                         assert frames is not None
-                        dispatcher.frames.received.value += 1
+                        dispatcher.frames.untimed.value += 1
                         frame = await _handle_frame(frames, item.frame, conn)
                     elif isinstance(item, Control):
                         await dispatcher.dispatch_info(conn, item)
