@@ -81,8 +81,8 @@ class Instruments:
         self._messages_in = Counter(
             m,
             "wsroute_messages_in_total",
-            "Client messages received, by message type (unknown: no route has the type;"
-            " invalid: not a valid message).",
+            "Client messages received, by message type (wsroute.unknown: no route has the"
+            " type; wsroute.invalid: not a valid message).",
             ("type",),
         )
         messages_out = Counter(
