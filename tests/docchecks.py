@@ -489,13 +489,13 @@ async def python_client_msgpack(run: Runner) -> None:
 # -- docs/http.md ------------------------------------------------------------------------
 
 
-@check("docs/http.md", '@app.get("/healthz")', real_time=True)
+@check("docs/http.md", '@app.get("/hello")', real_time=True)
 async def get_routes(run: Runner) -> None:
     """Both routes answer plain GETs on the app's port, next to the WebSocket."""
     app: App = (await run()).app
     async with trio.open_nursery() as nursery:
         port = await nursery.start(app.serve, "127.0.0.1", 0)
-        for path, body in (("/healthz", b"ok\n"), ("/whoami", None)):
+        for path, body in (("/hello", b"hello\n"), ("/whoami", None)):
             stream = await trio.open_tcp_stream("127.0.0.1", port)
             async with stream:
                 await stream.send_all(

@@ -25,6 +25,7 @@ from .cliproc import (
     write,
     wsroute_cli,
 )
+from .rawws import http_exchange
 from .wsclient import connect
 
 __all__ = ["start"]  # fixture, imported to be found
@@ -380,6 +381,43 @@ async def test_flags_win_over_the_environment(start: StartServer, app_dir: Path)
     assert "debug marker" not in server.stderr
     server.signal(signal.SIGTERM)
     assert await server.exit_code() == 0
+
+
+async def test_probe_paths_from_flags_and_the_environment(
+    start: StartServer, app_dir: Path
+) -> None:
+    env = child_env(WSROUTE_HEALTH_PATH="/alive", WSROUTE_READY_PATH="off")
+    flags = ["--port", "0", "--metrics-path", "/internal/metrics"]
+    server = await start("run", "app:app", *flags, cwd=app_dir, env=env)
+    port = await server.wait_listening()
+
+    async def status(path: str) -> int:
+        request = f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+        return (await http_exchange(port, request)).status
+
+    assert [await status(p) for p in ("/alive", "/internal/metrics")] == [200, 200]
+    assert [await status(p) for p in ("/healthz", "/readyz", "/metrics")] == [426, 426, 426]
+    server.signal(signal.SIGTERM)
+    assert await server.exit_code() == 0
+
+
+async def test_a_probe_moved_onto_the_apps_route_exits_2(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        {"app.py": APP + '\n@app.get("/status")\nasync def status() -> str:\n    return "x"\n'},
+    )
+    result = await wsroute_cli(
+        "run", "app:app", "--port", "0", "--health-path", "/status", cwd=tmp_path
+    )
+    assert_one_line_error(
+        result, 2, "'/status' is the path of the health check (App option health_path)"
+    )
+
+
+async def test_an_invalid_probe_path_is_a_usage_error(app_dir: Path) -> None:
+    result = await wsroute_cli("run", "app:app", "--metrics-path", "metrics", cwd=app_dir)
+    assert result.returncode == 2
+    assert "argument --metrics-path: expected a path such as /healthz, or off" in result.stderr
 
 
 # -- serving and signals --------------------------------------------------------------------

@@ -33,6 +33,7 @@ PUBLIC = {
         "HistoryUnsupported",
         "ListenError",
         "LoadError",
+        "Metrics",
         "NotRunningError",
         "Position",
         "Presence",

@@ -15,6 +15,7 @@ from ._converter import make_converter
 from ._errors import RegistrationError
 from ._history import History
 from ._http import HTTPRoutes
+from ._metrics import Metrics
 from ._presence import DEFAULT_PRESENCE_TTL, Presence
 from ._routing import (
     CoalesceSpec,
@@ -35,7 +36,9 @@ from ._server.addressing import default_user_id
 from ._server.admission import AcceptHook
 from ._server.coalesce import CoalesceStats
 from ._server.connection import Connection, Disconnect
+from ._server.instruments import Instruments
 from ._server.messaging import Messaging
+from ._server.probes import check_path
 from ._server.serving import Lifespan, Serving
 from ._server.static import CLIENT_SCRIPT, PackageFile, StaticFiles
 from ._wire.deflate import Deflate
@@ -113,6 +116,13 @@ class App(Serving, Messaging):
             its ``id`` attribute or key, else no user.
         client_path: the path a plain GET fetches the JavaScript client from
             (``wsroute.js``); ``None`` to not serve it.
+        health_path: the path of the health check (200 while the process serves);
+            ``None`` turns it off. See docs/metrics.md.
+        ready_path: the path of the readiness check (200 while the broker is
+            connected and the app is not shutting down, else 503); ``None`` turns
+            it off.
+        metrics_path: the path of the metrics in Prometheus's text format
+            (``app.metrics``); ``None`` turns it off.
     """
 
     def __init__(
@@ -147,6 +157,9 @@ class App(Serving, Messaging):
         handler_timeout: float | None = None,
         user_id: Callable[[Any], str | None] = default_user_id,
         client_path: str | None = "/wsroute.js",
+        health_path: str | None = "/healthz",
+        ready_path: str | None = "/readyz",
+        metrics_path: str | None = "/metrics",
     ) -> None:
         self.config = Config(
             default_topic=default_topic,
@@ -174,6 +187,9 @@ class App(Serving, Messaging):
             rate_limit=rate_limit,
             invalid_message_limit=invalid_message_limit,
             handler_timeout=handler_timeout,
+            health_path=health_path,
+            ready_path=ready_path,
+            metrics_path=metrics_path,
         )
         self.converter = converter if converter is not None else make_converter()
         self.broker: Broker = broker if broker is not None else MemoryBroker()
@@ -186,6 +202,12 @@ class App(Serving, Messaging):
         self._user_id = user_id
         #: Counters of request coalescing (see ``direct(..., coalesce=True)``).
         self.coalesce_stats = CoalesceStats()
+        #: This app's metrics (docs/metrics.md), served at ``metrics_path``.
+        self.metrics = Metrics()
+        self._instruments = Instruments(self.metrics)
+        stats = self.coalesce_stats
+        self._instruments.coalesce_runs.function = lambda: stats.executions
+        self._instruments.coalesced.function = lambda: stats.coalesced
         self._frame_handler: FrameHandler | None = None
         self._on_broker_state: list[Callable[[BrokerState], Awaitable[Any]]] = []
         self._started = False
@@ -412,6 +434,7 @@ class App(Serving, Messaging):
                 f"{what}: {describe(fn)} takes at most one parameter, the Request"
             )
         handler = fn if takes == 1 else _ignore_request(fn)
+        check_path(self.config, path, what)
         self._http.add(path, handler, f"{describe(fn)}")
 
     def add_static(
@@ -426,6 +449,7 @@ class App(Serving, Messaging):
         """
         what = f"static files at {path!r}"
         self._check_open(what)
+        check_path(self.config, path, what, mount=True)
         self._http.mount(path, StaticFiles(directory, index=index), f"{what} ({directory})")
 
     def add_frame_handler(self, fn: Callable[..., Awaitable[Any]]) -> None:

@@ -73,6 +73,12 @@ def _compression(text: str) -> str:
     return text
 
 
+def _probe_path(text: str) -> str:
+    if text != "off" and (not text.startswith("/") or "?" in text or "#" in text):
+        raise argparse.ArgumentTypeError(f"expected a path such as /healthz, or off, not {text!r}")
+    return text
+
+
 def _non_empty(text: str) -> str:
     if not text:
         raise argparse.ArgumentTypeError("must not be empty")
@@ -127,8 +133,25 @@ _COMPRESSION = _Option(
     "permessage-deflate for clients that offer it (deflate: the defaults of wsroute.Deflate)",
     unset="the app's own compression option",
 )
+# The plain GET probes (docs/metrics.md): the App option each one overrides.
+_PROBES = {
+    option: _Option(
+        f"--{option.replace('_', '-')}",
+        f"WSROUTE_{option.upper()}",
+        None,
+        _probe_path,
+        "PATH|off",
+        f"serve {what} at PATH, or not at all",
+        unset=f"the app's {option}",
+    )
+    for option, what in (
+        ("health_path", "the health check"),
+        ("ready_path", "the readiness check"),
+        ("metrics_path", "the Prometheus metrics"),
+    )
+}
 _OPTIONS: Mapping[str, Sequence[_Option]] = {
-    "run": (_HOST, _PORT, _BROKER, _COMPRESSION, _LOG_LEVEL, _APP_DIR),
+    "run": (_HOST, _PORT, _BROKER, _COMPRESSION, *_PROBES.values(), _LOG_LEVEL, _APP_DIR),
     "routes": (_APP_DIR,),
 }
 
@@ -258,17 +281,33 @@ def _run(args: argparse.Namespace) -> int:
     if args.compression is not None:
         chosen = Deflate() if args.compression == "deflate" else None
         app.config = attrs.evolve(app.config, compression=chosen)
+    app.config = attrs.evolve(
+        app.config,
+        health_path=_moved(args.health_path, app.config.health_path),
+        ready_path=_moved(args.ready_path, app.config.ready_path),
+        metrics_path=_moved(args.metrics_path, app.config.metrics_path),
+    )
     try:
         app.run(args.host, args.port)
     except Exception as exc:
         # What ends a run for a known reason says which and why in its message: one
         # line. Anything else (a bug in the app) keeps its traceback.
         known = _single(exc)
+        if isinstance(known, RegistrationError):  # a probe moved onto the app's route
+            _error(str(known))
+            return EXIT_USAGE
         if not isinstance(known, BrokerError | ListenError):
             raise
         _error(str(known))
         return EXIT_ERROR
     return EXIT_OK
+
+
+def _moved(flag: str | None, path: str | None) -> str | None:
+    """A probe's path: the app's own unless the flag moves it, or turns it off."""
+    if flag is None:
+        return path
+    return None if flag == "off" else flag
 
 
 def _single(exc: BaseException) -> BaseException:

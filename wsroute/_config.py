@@ -46,6 +46,16 @@ def _topic(_: Any, attribute: attrs.Attribute[Any], value: str | None) -> None:
         raise ValueError("App option default_topic must be a non-empty string or None")
 
 
+def _probe_path(_: Any, attribute: attrs.Attribute[Any], value: str | None) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str) or not value.startswith("/") or "?" in value or "#" in value:
+        raise ValueError(
+            f"App option {attribute.name} must be a path such as '/healthz'"
+            f" (starting with '/', no query) or None to turn it off, not {value!r}"
+        )
+
+
 def _optional_positive(_: Any, attribute: attrs.Attribute[Any], value: float | None) -> None:
     if value is not None:
         _positive(_, attribute, value)
@@ -193,3 +203,7 @@ class Config:
         default=(10, 60.0), validator=_window
     )
     handler_timeout: float | None = attrs.field(default=None, validator=_optional_positive)
+    # Plain GET probes (``_server/probes.py``).
+    health_path: str | None = attrs.field(default="/healthz", validator=_probe_path)
+    ready_path: str | None = attrs.field(default="/readyz", validator=_probe_path)
+    metrics_path: str | None = attrs.field(default="/metrics", validator=_probe_path)

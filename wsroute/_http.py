@@ -144,6 +144,18 @@ class HTTPRoutes:
         self._mounts.append((prefix, answer, what))
         self._mounts.sort(key=lambda mount: len(mount[0]), reverse=True)
 
+    def copy(self) -> HTTPRoutes:
+        """Another table with the same routes, to add to without changing this one."""
+        other = HTTPRoutes()
+        other._paths = dict(self._paths)
+        other._mounts = list(self._mounts)
+        return other
+
+    def owners(self) -> list[tuple[str, str]]:
+        """``(path, what answers it)`` for every route and mount point."""
+        rows = [(path, what) for path, (_, what) in self._paths.items()]
+        return rows + [(prefix, what) for prefix, _, what in self._mounts]
+
     def find(self, path: str) -> tuple[RouteHandler | None, Mounted | None, str]:
         """The route for ``path``: ``(handler, None, "")``, ``(None, mount, rest)``
         where ``rest`` is the path below the mount, or ``(None, None, "")``."""

@@ -24,6 +24,7 @@ from .outbox import Outbox
 if TYPE_CHECKING:
     from .addressing import Control
     from .hub import Hub
+    from .instruments import OutboxMeter
 
 logger = logging.getLogger("wsroute")
 
@@ -109,6 +110,7 @@ class Connection:
         invalid_limit: tuple[int, float] | None = None,
         user_id: str | None = None,
         recover: dict[str, Position] | None = None,
+        outbox_meter: OutboxMeter | None = None,
     ) -> None:
         self.id = secrets.token_urlsafe(9)
         self.user = user
@@ -121,7 +123,7 @@ class Connection:
         self._hub = hub
         self._unstructure = unstructure
         self._topics: set[str] = set()
-        self._outbox = Outbox(outbox_size, policy, self._on_overflow)
+        self._outbox = Outbox(outbox_size, policy, self._on_overflow, outbox_meter)
         self._nursery: trio.Nursery | None = None
         self._on_closing: Callable[[], None] | None = None  # the session's
         self._disconnect: Disconnect | None = None
@@ -167,7 +169,9 @@ class Connection:
         """
         await trio.lowlevel.checkpoint()
         frame = event(type, None, self._unstructure(data))
-        if not self._outbox.put(frame) and self._outbox.closed:
+        if self._outbox.put(frame):
+            self._hub.events.value += 1
+        elif self._outbox.closed:
             raise ConnectionClosed(f"connection {self.id} is closed")
 
     async def send_frame(self, frame: str | bytes) -> None:

@@ -16,16 +16,19 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Sequence
+from time import perf_counter
 from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
 from .._errors import BrokerError, HistoryUnsupported
 from .._history import History, Position
+from .._metrics import Metrics
 from .._presence import encode_entry
 from .._topics import TopicRules
 from .._wire.frames import Prepared
 from .addressing import CONTROL, Control, decode_control
+from .instruments import Instruments
 from .presence import PresenceKeeper
 from .recovery import Held, event_frame, interrupted, no_history, recover
 
@@ -82,7 +85,9 @@ class Hub:
         "_history",
         "_hold_limit",
         "_members",
+        "_publish_seconds",
         "_subscribing",
+        "events",
         "presence",
     )
 
@@ -93,8 +98,14 @@ class Hub:
         *,
         hold_limit: int = 1024,
         presence: PresenceKeeper | None = None,
+        instruments: Instruments | None = None,
     ) -> None:
         self._broker = broker
+        if instruments is None:
+            instruments = Instruments(Metrics())
+        self._publish_seconds = instruments.broker_publish_seconds
+        #: Events queued for connections (``wsroute_messages_out_total{kind="event"}``).
+        self.events = instruments.events
         #: Presence, for apps that have it (``App(presence=...)``).
         self.presence = presence
         self._members: dict[str, set[Member]] = {}
@@ -322,15 +333,19 @@ class Hub:
 
     async def publish(self, topic: str, data: bytes) -> None:
         """Publish ``data`` as it is (control orders)."""
+        start = perf_counter()
         await self._broker.publish(topic, data)
+        self._publish_seconds.observe(perf_counter() - start)
 
     async def publish_event(self, topic: str, data: bytes) -> None:
         """Publish an event (``encode_event``), kept in history if its topic has one."""
         history = self._history.get(topic) if self._history else None
+        start = perf_counter()
         if history is None:
             await self._broker.publish(topic, data)
         else:
             await self._broker.publish_kept(topic, data, history)
+        self._publish_seconds.observe(perf_counter() - start)
 
     async def read_history(
         self, topic: str, *, since: int | None, limit: int | None
@@ -372,7 +387,9 @@ class Hub:
         if held is None and sender is None:
             for conn in members:
                 conn._push(frame)
+            self.events.value += len(members)
             return
+        pushed = 0
         for conn in members:
             skipped = conn.id == sender
             # Events without a position (none of history) are not recovered: they pass.
@@ -381,6 +398,8 @@ class Hub:
                 hold.add(position, None if skipped else frame)
             elif not skipped:
                 conn._push(frame)
+                pushed += 1
+        self.events.value += pushed
 
     async def pump(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Deliver everything the broker session yields until it ends."""

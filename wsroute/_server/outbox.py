@@ -23,6 +23,7 @@ from .transport import PENDING, WRITTEN
 
 if TYPE_CHECKING:
     from .._wire.frames import Outgoing
+    from .instruments import OutboxMeter
 
 
 class Outbox:
@@ -33,6 +34,7 @@ class Outbox:
         policy: what a ``put`` on a full outbox does.
         on_overflow: called (synchronously) once when the ``CLOSE`` policy trips.
             ``release`` drops it.
+        meter: the app's counters of dropped frames and slow-consumer closes.
     """
 
     __slots__ = (
@@ -40,6 +42,7 @@ class Outbox:
         "_flush",
         "_frames",
         "_lot",
+        "_meter",
         "_on_overflow",
         "_room",
         "_spawn",
@@ -54,8 +57,10 @@ class Outbox:
         maxsize: int,
         policy: SlowConsumerPolicy,
         on_overflow: Callable[[], None] | None,
+        meter: OutboxMeter | None = None,
     ) -> None:
         self.maxsize = maxsize
+        self._meter = meter
         self.policy = policy
         self.dropped = 0  # frames discarded by the policy or after close, for stats
         self._frames: list[Outgoing] = []  # a list: lighter than a deque when idle
@@ -120,15 +125,23 @@ class Outbox:
                 self.request_flush()
                 return True
         if len(frames) >= self.maxsize:
+            meter = self._meter
             if self.policy is SlowConsumerPolicy.DROP_NEWEST:
                 self.dropped += 1
+                if meter is not None:
+                    meter.dropped.value += 1
                 return False
             if self.policy is SlowConsumerPolicy.DROP_OLDEST:
                 frames.pop(0)  # at most maxsize long
                 self.dropped += 1
+                if meter is not None:
+                    meter.dropped.value += 1
             else:
                 # The client will be disconnected: free the memory now.
                 self.dropped += len(frames) + 1
+                if meter is not None:
+                    meter.dropped.value += len(frames) + 1
+                    meter.closes.value += 1
                 self._frames = []
                 self.close()
                 if self._on_overflow is not None:

@@ -34,7 +34,9 @@ from .connection import Connection
 from .dispatch import Dispatcher
 from .heartbeat import Heartbeat
 from .hub import Hub
+from .instruments import Instruments
 from .listener import accept_loop
+from .probes import Probes
 from .session import Session
 from .transport import Transport, TransportClosed
 
@@ -77,16 +79,18 @@ class Runtime:
         user_id: Callable[[Any], str | None],
         hub: Hub,
         broker_name: str,
+        instruments: Instruments,
     ) -> None:
         self.config = config
         self.converter = converter
         self.on_connect = tuple(on_connect)
         self.on_disconnect = tuple(on_disconnect)
         self.hub = hub
-        self.dispatcher = Dispatcher(routes, hub, info, flights)
+        self.instruments = instruments
+        self.dispatcher = Dispatcher(routes, hub, info, flights, instruments)
         self._user_id = user_id
         self.frame_handler = frame_handler
-        self.http = http
+        self.http = Probes(instruments.metrics, self.unready).install(http, config)
         self.gate = Gate(config, accept_hook)
         self.broker_name = broker_name
         self.sessions: set[Session] = set()
@@ -106,6 +110,15 @@ class Runtime:
         frame = event(type, None, data)
         for session in self.sessions:
             session.conn._push(frame)
+        self.instruments.events.value += len(self.sessions)
+
+    def unready(self) -> str | None:
+        """Why this app should get no new clients now, or ``None`` (``/readyz``)."""
+        if self._stopping or self._stop.is_set():
+            return "shutting down"
+        if not self.instruments.broker_connected.value:
+            return "broker unavailable"
+        return None
 
     def request_stop(self) -> None:
         """Ask ``serve_tcp`` to stop accepting and drain (idempotent)."""
@@ -185,6 +198,9 @@ class Runtime:
                 await session.finish()
             except Exception:
                 logger.exception("unexpected error while ending a connection")
+            if state.accepted:
+                d = session.conn._disconnect
+                self.instruments.closed(d.code if d else closes.ABNORMAL, d.initiator if d else "")
             self._log_disconnect(session)
             self.sessions.discard(session)
         if state.reserved is not None:
@@ -247,6 +263,9 @@ class Runtime:
         scope.deadline = math.inf
         state.handshake_scope = None
         state.accepted = True
+        instruments = self.instruments
+        instruments.connections_opened.value += 1
+        instruments.connections_open.value += 1
         if logger.isEnabledFor(logging.INFO):
             logger.info("connect %s %s", session.conn.id, describe_request(request))
         if scope.cancel_called:
@@ -346,6 +365,7 @@ class Runtime:
             compression=codec.header if codec is not None else None,
             invalid_limit=config.invalid_message_limit,
             recover=admission.recover,
+            outbox_meter=self.instruments.outbox,
         )
         session = state.session = Session(self, ws, conn)
         self.sessions.add(session)

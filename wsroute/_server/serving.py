@@ -28,13 +28,16 @@ from .._errors import (
     RegistrationError,
 )
 from .._http import HTTPRoutes
+from .._metrics import Metrics
 from .._routing import FrameHandler, Handler, Hook, Route, describe
 from .._util import collapse_exception_group
 from ..brokers import Broker, BrokerState
 from .admission import AcceptHook
 from .coalesce import CoalesceStats, SingleFlight
 from .hub import Hub
+from .instruments import Instruments
 from .presence import PresenceKeeper
+from .probes import check_routes
 from .runtime import Runtime
 
 logger = logging.getLogger("wsroute")
@@ -50,6 +53,8 @@ class Serving:
     converter: cattrs.Converter
     broker: Broker
     coalesce_stats: CoalesceStats
+    metrics: Metrics
+    _instruments: Instruments
     _routes: dict[str, Route]
     _info: dict[str, Handler]
     _on_connect: list[Hook]
@@ -123,9 +128,11 @@ class Serving:
                 "this App is already running; to simulate another process, create a"
                 " second App on the same broker"
             )
+        check_routes(self.config, self._http)  # the command line may have moved a probe
         self._started = True
         self._starting = True
         self._stop_requested = False
+        instruments = self._instruments
         try:
             with collapse_exception_group():
                 async with (
@@ -134,6 +141,7 @@ class Serving:
                         on_state=lambda state: self._broker_state_changed(system, state)
                     ) as session,
                 ):
+                    instruments.broker_connected.set(1)
                     if self.config.history and not session.keeps_history:
                         raise HistoryUnsupported(
                             f"the broker {self.broker.describe()} keeps no history, which"
@@ -157,6 +165,7 @@ class Serving:
                         self.config.history,
                         hold_limit=max(self.config.outbox_size // 2, 1),
                         presence=presence,
+                        instruments=instruments,
                     )
                     await system.start(hub.pump)
                     runtime = Runtime(
@@ -173,6 +182,7 @@ class Serving:
                         user_id=self._user_id,
                         hub=hub,
                         broker_name=self.broker.describe(),
+                        instruments=instruments,
                     )
                     if runtime.heartbeat is not None:
                         system.start_soon(runtime.heartbeat.run)
@@ -202,8 +212,16 @@ class Serving:
                         system.cancel_scope.cancel()
         finally:
             self._starting = False
+            instruments.broker_connected.set(0)
 
     def _broker_state_changed(self, system: trio.Nursery, state: BrokerState) -> None:
+        instruments = self._instruments
+        if state is BrokerState.CONNECTED:
+            instruments.broker_connected.set(1)
+            instruments.broker_reconnects.value += 1
+        else:
+            instruments.broker_connected.set(0)
+            instruments.broker_disconnects.value += 1
         runtime = self._runtime
         if runtime is not None and self.config.broker_state_events:
             runtime.push_to_all("broker_state", {"state": state.value})

@@ -39,8 +39,6 @@ from .._protocol import (
     RATE_LIMITED,
     ClientMessage,
     decode,
-    error,
-    protocol_error,
 )
 from .._wire import closes
 from .._wire.frames import Prepared
@@ -55,6 +53,7 @@ if TYPE_CHECKING:
     from .dispatch import Dispatcher
     from .heartbeat import Handle, Heartbeat
     from .hub import Hub
+    from .instruments import Instruments
     from .transport import Transport
 
 logger = logging.getLogger("wsroute")
@@ -66,6 +65,7 @@ class Context(Protocol):
 
     config: Config
     dispatcher: Dispatcher
+    instruments: Instruments
     hub: Hub
     heartbeat: Heartbeat | None
     frame_handler: FrameHandler | None
@@ -304,7 +304,7 @@ class Session:
                 item = decode_msgpack(message) if isinstance(message, bytes) else decode(message)
             except ProtocolError as exc:
                 conn._note_invalid()
-                item = protocol_error(exc)
+                item = self.rt.dispatcher.invalid(exc)
         window = self._window
         if window is not None:
             verdict = window.hit(trio.current_time())
@@ -315,14 +315,20 @@ class Session:
                 return
             if verdict is Verdict.LIMITED:
                 assert not isinstance(item, RawFrame)
-                conn._push(_refusal(item, RATE_LIMITED, _RATE_LIMITED_MESSAGE))
+                conn._push(self._refusal(item, RATE_LIMITED, _RATE_LIMITED_MESSAGE))
                 return
         if not self._enqueue(item):
             if isinstance(item, RawFrame):
                 conn._request_close(*closes.OVERLOADED, "server")
                 self._close_intake()
                 return
-            conn._push(_refusal(item, OVERLOADED, _OVERLOADED_MESSAGE))
+            conn._push(self._refusal(item, OVERLOADED, _OVERLOADED_MESSAGE))
+
+    def _refusal(self, item: ClientMessage | Prepared, code: str, message: str) -> Prepared:
+        """The error reply for a message that will not be handled."""
+        if isinstance(item, Prepared):
+            return item  # already an error reply: send it anyway, it is small
+        return self.rt.dispatcher.refuse(item, code, message)
 
     def _reader_ended(self) -> None:
         """The socket reader stopped: the peer closed or vanished, or this side failed
@@ -412,6 +418,7 @@ class Session:
                         frame = item  # an error reply, made by the intake
                     elif isinstance(item, RawFrame):
                         assert frames is not None
+                        dispatcher.frames.untimed.value += 1
                         frame = await _handle_frame(frames, item.frame, conn)
                     elif isinstance(item, Control):
                         await dispatcher.dispatch_info(conn, item)
@@ -422,7 +429,9 @@ class Session:
                         except Exception:
                             # dispatch() is the error boundary; this is the net below it.
                             logger.exception("wsroute bug while dispatching %r", item.type)
-                            frame = error(item.type, item.id, INTERNAL_ERROR, "internal error")
+                            frame = dispatcher.error_reply(
+                                item.type, item.id, INTERNAL_ERROR, "internal error"
+                            )
                     if frame is not None:
                         conn._push(frame)
         finally:
@@ -457,6 +466,7 @@ class Session:
             pong = self.ws.pong_at
             if pong < sent:
                 logger.info("connection %s: no pong within %g s", conn.id, config.ping_timeout)
+                self.rt.instruments.ping_timeouts.value += 1
                 # The peer is judged dead: it will not answer the close frame either.
                 self._abandon = True
                 conn._request_close(*closes.PING_TIMEOUT, "server", graceful=False)
@@ -553,13 +563,6 @@ def _hook_name(hook: Hook) -> str:
 
 _OVERLOADED_MESSAGE = "too many requests are waiting on this connection; slow down and retry"
 _RATE_LIMITED_MESSAGE = "too many messages; slow down"
-
-
-def _refusal(item: ClientMessage | Prepared, code: str, message: str) -> Prepared:
-    """The error reply for a message that will not be handled."""
-    if isinstance(item, Prepared):
-        return item  # already an error reply: send it anyway, it is small
-    return error(item.type, item.id, code, message)
 
 
 async def _handle_frame(
