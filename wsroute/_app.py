@@ -16,6 +16,7 @@ from ._errors import RegistrationError
 from ._history import History
 from ._http import HTTPRoutes
 from ._presence import DEFAULT_PRESENCE_TTL, Presence
+from ._proxy import DEFAULT_FORWARDED_ALLOW_IPS
 from ._routing import (
     CoalesceSpec,
     FrameHandler,
@@ -113,6 +114,12 @@ class App(Serving, Messaging):
             its ``id`` attribute or key, else no user.
         client_path: the path a plain GET fetches the JavaScript client from
             (``wsroute.js``); ``None`` to not serve it.
+        proxy_headers: take the client's address (``conn.request.remote``, which
+            per-IP caps count) from ``X-Forwarded-For`` or ``Forwarded`` when the
+            direct peer is one of ``forwarded_allow_ips`` (docs/deployment.md).
+        forwarded_allow_ips: the proxies believed: IP addresses and networks, as a
+            list or comma-separated (``"127.0.0.1,10.0.0.0/8"``); ``"*"`` for every
+            peer. Only a proxy on the same host by default.
     """
 
     def __init__(
@@ -147,6 +154,8 @@ class App(Serving, Messaging):
         handler_timeout: float | None = None,
         user_id: Callable[[Any], str | None] = default_user_id,
         client_path: str | None = "/wsroute.js",
+        proxy_headers: bool = True,
+        forwarded_allow_ips: str | Sequence[str] = DEFAULT_FORWARDED_ALLOW_IPS,
     ) -> None:
         self.config = Config(
             default_topic=default_topic,
@@ -174,6 +183,8 @@ class App(Serving, Messaging):
             rate_limit=rate_limit,
             invalid_message_limit=invalid_message_limit,
             handler_timeout=handler_timeout,
+            proxy_headers=proxy_headers,
+            forwarded_allow_ips=forwarded_allow_ips,
         )
         self.converter = converter if converter is not None else make_converter()
         self.broker: Broker = broker if broker is not None else MemoryBroker()

@@ -36,6 +36,7 @@ from .._routing import Handler, InvalidData, Route
 from .._wire.frames import Prepared
 from .addressing import Control, encode_excluding
 from .coalesce import CoalesceTimeout, SingleFlight
+from .connection import log_fields
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -147,6 +148,7 @@ class Dispatcher:
                 handler.fn.__qualname__,
                 msg.type,
                 conn.id,
+                extra=log_fields(conn),
             )
             return error(
                 msg.type,
@@ -167,7 +169,13 @@ class Dispatcher:
             )
         except Exception:
             where = handler.fn.__qualname__ if handler is not None else "?"
-            logger.exception("handler %s for %r failed on connection %s", where, msg.type, conn.id)
+            logger.exception(
+                "handler %s for %r failed on connection %s",
+                where,
+                msg.type,
+                conn.id,
+                extra=log_fields(conn),
+            )
             return error(msg.type, msg.id, INTERNAL_ERROR, "internal server error")
 
     async def _presence(self, conn: Connection, msg: ClientMessage) -> Prepared:
@@ -200,7 +208,10 @@ class Dispatcher:
         handler = self._info.get(control.type)
         if handler is None:
             logger.warning(
-                "connection %s: no info handler for %r; message dropped", conn.id, control.type
+                "connection %s: no info handler for %r; message dropped",
+                conn.id,
+                control.type,
+                extra=log_fields(conn),
             )
             return
         try:
@@ -213,8 +224,19 @@ class Dispatcher:
                 control.type,
                 conn.id,
                 exc.details,
+                extra=log_fields(conn),
             )
         except _TimedOut:
-            logger.warning("info handler %r timed out on connection %s", control.type, conn.id)
+            logger.warning(
+                "info handler %r timed out on connection %s",
+                control.type,
+                conn.id,
+                extra=log_fields(conn),
+            )
         except Exception:
-            logger.exception("info handler %r failed on connection %s", control.type, conn.id)
+            logger.exception(
+                "info handler %r failed on connection %s",
+                control.type,
+                conn.id,
+                extra=log_fields(conn),
+            )
