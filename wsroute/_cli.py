@@ -10,6 +10,8 @@ load error.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import logging
 import os
 import re
@@ -28,6 +30,8 @@ from ._app import App
 from ._config import Config
 from ._errors import BrokerError, ListenError, LoadError, RegistrationError
 from ._importer import load_app, user_frames
+from ._logs import JSONFormatter
+from ._proxy import TrustedProxies
 from ._routing import RouteInfo, describe
 from ._wire.deflate import Deflate
 from .brokers import from_url
@@ -73,6 +77,33 @@ def _compression(text: str) -> str:
     return text
 
 
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in choices:
+            raise argparse.ArgumentTypeError(f"expected {' or '.join(choices)}, not {text!r}")
+        return text
+
+    return parse
+
+
+def _boolean(text: str) -> bool:
+    """An environment variable's truth value (flags are ``--x``/``--no-x``)."""
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
+
+
+def _trusted_ips(text: str) -> str:
+    try:
+        TrustedProxies.parse(text)
+    except ValueError as exc:
+        message = str(exc).removeprefix("App option forwarded_allow_ips ")
+        raise argparse.ArgumentTypeError(message) from None
+    return text
+
+
 def _non_empty(text: str) -> str:
     if not text:
         raise argparse.ArgumentTypeError("must not be empty")
@@ -90,6 +121,7 @@ class _Option:
     metavar: str
     help: str
     unset: str = ""  # what an option without a default means, for --help
+    switch: bool = False  # a --x/--no-x pair; ``parse`` reads the environment variable
 
     @property
     def dest(self) -> str:
@@ -127,9 +159,54 @@ _COMPRESSION = _Option(
     "permessage-deflate for clients that offer it (deflate: the defaults of wsroute.Deflate)",
     unset="the app's own compression option",
 )
+_LOG_FORMAT = _Option(
+    "--log-format",
+    "WSROUTE_LOG_FORMAT",
+    "text",
+    _choice("text", "json"),
+    "text|json",
+    "text: one line per record; json: one JSON object per record (docs/deployment.md)",
+)
+_PROXY_HEADERS = _Option(
+    "--proxy-headers",
+    "WSROUTE_PROXY_HEADERS",
+    None,
+    _boolean,
+    "",
+    "take the client's address from X-Forwarded-For/Forwarded of a trusted peer",
+    unset="the app's proxy_headers option, on unless changed",
+    switch=True,
+)
+_FORWARDED_ALLOW_IPS = _Option(
+    "--forwarded-allow-ips",
+    "WSROUTE_FORWARDED_ALLOW_IPS",
+    None,
+    _trusted_ips,
+    "IPS",
+    "the trusted proxies: comma-separated addresses and networks, or *",
+    unset="the app's forwarded_allow_ips option, 127.0.0.1 unless changed",
+)
+_ROUTES_FORMAT = _Option(
+    "--format",
+    "WSROUTE_ROUTES_FORMAT",
+    "table",
+    _choice("table", "json"),
+    "table|json",
+    "a table to read, or a JSON document for tools",
+)
 _OPTIONS: Mapping[str, Sequence[_Option]] = {
-    "run": (_HOST, _PORT, _BROKER, _COMPRESSION, _LOG_LEVEL, _APP_DIR),
-    "routes": (_APP_DIR,),
+    "run": (
+        _HOST,
+        _PORT,
+        _BROKER,
+        _COMPRESSION,
+        _LOG_LEVEL,
+        _LOG_FORMAT,
+        _PROXY_HEADERS,
+        _FORWARDED_ALLOW_IPS,
+        _APP_DIR,
+    ),
+    "routes": (_APP_DIR, _ROUTES_FORMAT),
 }
 
 
@@ -149,12 +226,14 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
         sub.add_argument("app", metavar="MODULE:ATTR", help="the App to load, e.g. app:app")
         for option in options:
             default = option.default or option.unset
+            help = f"{option.help} (env {option.env}; default {default})"
+            if option.switch:
+                sub.add_argument(
+                    option.flag, action=argparse.BooleanOptionalAction, default=None, help=help
+                )
+                continue
             sub.add_argument(
-                option.flag,
-                type=option.parse,
-                default=None,
-                metavar=option.metavar,
-                help=f"{option.help} (env {option.env}; default {default})",
+                option.flag, type=option.parse, default=None, metavar=option.metavar, help=help
             )
         subparsers[name] = sub
     return parser, subparsers
@@ -239,12 +318,12 @@ def _registering_frame(exc: BaseException) -> traceback.FrameSummary | None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=args.log_level.upper(),
-        format=LOG_FORMAT,
-        datefmt=LOG_DATE_FORMAT,
+    handler = logging.StreamHandler(sys.stderr)
+    json_logs = args.log_format == "json"
+    handler.setFormatter(
+        JSONFormatter() if json_logs else logging.Formatter(LOG_FORMAT, LOG_DATE_FORMAT)
     )
+    logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
     broker = None
     if args.broker is not None:
         try:
@@ -258,12 +337,23 @@ def _run(args: argparse.Namespace) -> int:
     if args.compression is not None:
         chosen = Deflate() if args.compression == "deflate" else None
         app.config = attrs.evolve(app.config, compression=chosen)
+    proxy = {"proxy_headers": args.proxy_headers, "forwarded_allow_ips": args.forwarded_allow_ips}
+    if any(value is not None for value in proxy.values()):
+        given = {name: value for name, value in proxy.items() if value is not None}
+        app.config = attrs.evolve(app.config, **given)
     try:
         app.run(args.host, args.port)
     except Exception as exc:
         # What ends a run for a known reason says which and why in its message: one
-        # line. Anything else (a bug in the app) keeps its traceback.
+        # line. Anything else (a bug in the app) keeps its traceback. In JSON, both
+        # are records, so that a log pipeline reads them too.
         known = _single(exc)
+        if json_logs:
+            crashed = not isinstance(known, BrokerError | ListenError)
+            logging.getLogger(PROG).critical(
+                "the app crashed" if crashed else str(known), exc_info=exc if crashed else None
+            )
+            return EXIT_ERROR
         if not isinstance(known, BrokerError | ListenError):
             raise
         _error(str(known))
@@ -280,12 +370,49 @@ def _single(exc: BaseException) -> BaseException:
 
 def _routes(args: argparse.Namespace) -> int:
     app = _load(args.app, args.app_dir)
+    if args.format == "json":
+        print(json.dumps(routes_document(app), indent=2))
+        return EXIT_OK
     rows = [("TYPE", "KIND", "PAYLOAD", "RESULT", "TOPIC")]
     rows += [_row(handler) for handler in app.handlers]
     print(_table(rows))
     print()
     print(_table(_formats(app.config)))
     return EXIT_OK
+
+
+def routes_document(app: App) -> dict[str, Any]:
+    """What ``wsroute routes --format json`` prints: the table's content, for tools.
+
+    Types are written as in the table (``list[Item]``); ``null`` where the table
+    shows ``-``.
+    """
+    deflate = app.config.compression
+    return {
+        "handlers": [_handler_document(handler) for handler in app.handlers],
+        "subprotocols": list(app.config.subprotocols),
+        "require_subprotocol": app.config.require_subprotocol,
+        "compression": None if deflate is None else dataclasses.asdict(deflate),
+    }
+
+
+def _handler_document(handler: RouteInfo) -> dict[str, Any]:
+    topic = handler.topic
+    return {
+        "type": handler.name,
+        "kind": handler.kind.value,
+        "payload": _or_null(format_type(handler.payload_type)),
+        "result": _or_null(format_type(handler.result_type)),
+        "topic": topic if isinstance(topic, str) else None,
+        "topic_function": None if topic is None or isinstance(topic, str) else describe(topic),
+        "timeout": handler.timeout,
+        "coalesce": handler.coalesce,
+        "exclude_sender": handler.exclude_sender,
+    }
+
+
+def _or_null(shown: str) -> str | None:
+    return None if shown == "-" else shown
 
 
 def _formats(config: Config) -> list[tuple[str, str]]:
