@@ -9,6 +9,7 @@ import json
 import logging
 import logging.config
 import signal
+import socket
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -173,7 +174,35 @@ async def test_run_with_json_logs(start: StartServer, app_dir: Path) -> None:
 
 async def test_a_failure_to_listen_is_a_json_record(start: StartServer, app_dir: Path) -> None:
     env = child_env(WSROUTE_LOG_FORMAT="json")
-    server = await start("run", "app:app", "--host", "256.0.0.1", cwd=app_dir, env=env)
-    assert await server.exit_code() == 1
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        server = await start("run", "app:app", "--port", port, cwd=app_dir, env=env)
+        assert await server.exit_code() == 1
     (last,) = [r for r in records(server.stderr) if r["level"] == "CRITICAL"]
-    assert last["message"].startswith("cannot listen on 256.0.0.1:8000")
+    in_use = f"cannot listen on 127.0.0.1:{port}: [Errno 98] Address already in use"
+    assert last["message"] == in_use
+    assert "exception" not in last
+
+
+async def test_a_crash_is_a_json_record_with_its_traceback(
+    start: StartServer, tmp_path: Path
+) -> None:
+    crashing = """
+    import wsroute
+
+    app = wsroute.App()
+
+
+    @app.lifespan
+    async def setup(app):
+        raise RuntimeError("no database")
+        yield
+    """
+    write(tmp_path, {"crash.py": crashing})
+    server = await start("run", "crash:app", "--port", "0", "--log-format", "json", cwd=tmp_path)
+    assert await server.exit_code() == 1
+    (crash,) = [r for r in records(server.stderr) if r["level"] == "CRITICAL"]
+    assert crash["message"] == "the app crashed"
+    assert "RuntimeError: no database" in crash["exception"]
