@@ -21,6 +21,7 @@ import wsroute
 from wsroute import JSONFormatter
 
 from .cliproc import StartServer, child_env, start, write
+from .rawws import http_exchange
 from .wsclient import connect
 
 __all__ = ["start"]  # fixture, imported to be found
@@ -147,6 +148,9 @@ async def test_run_with_json_logs(start: StartServer, app_dir: Path) -> None:
         await server.wait_for(r'"message": "handler .*boom.* failed')
         await client.close(1000, "bye")
     await server.wait_for(r'"message": "disconnect ')
+    answer = await http_exchange(port, b"GET /nothing?api_key=s3cret HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert answer.status == 426  # not an upgrade, and no route
+    await server.wait_for(r'"method": "GET"')
     server.signal(signal.SIGTERM)
     assert await server.exit_code() == 0
     assert "s3cret" not in server.stderr
@@ -170,6 +174,9 @@ async def test_run_with_json_logs(start: StartServer, app_dir: Path) -> None:
     assert (gone["close_code"], gone["close_reason"], gone["closed_by"]) == (1000, "bye", "client")
     assert 0 <= gone["duration_seconds"] < 10
     assert gone["remote"] == "203.0.113.7:0"
+    get = next(r for r in logged if r.get("method") == "GET")
+    assert (get["path"], get["query"], get["status"]) == ("/nothing", "api_key=[REDACTED]", 426)
+    assert get["remote"].startswith("127.0.0.1:")
 
 
 async def test_a_failure_to_listen_is_a_json_record(start: StartServer, app_dir: Path) -> None:
