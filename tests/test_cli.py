@@ -474,3 +474,59 @@ async def test_sigint_shuts_down_gracefully(start: StartServer, app_dir: Path) -
         assert (await client.wait_closed())[0] == 1001
     assert await server.exit_code() == 0
     await server.wait_for(r"INFO received SIGINT, shutting down gracefully$")
+
+
+# -- logs and proxies ------------------------------------------------------------------------
+
+REMOTE_APP = """
+from wsroute import App, Connection
+
+app = App()
+
+
+@app.direct("remote")
+async def remote(conn: Connection) -> list:
+    return list(conn.request.remote)
+"""
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "expected"),
+    [
+        ([], {}, "203.0.113.7"),  # 127.0.0.1 is trusted by default
+        (["--no-proxy-headers"], {}, "127.0.0.1"),
+        ([], {"WSROUTE_PROXY_HEADERS": "false"}, "127.0.0.1"),
+        (["--proxy-headers"], {"WSROUTE_PROXY_HEADERS": "0"}, "203.0.113.7"),
+        (["--forwarded-allow-ips", "10.0.0.0/8"], {}, "127.0.0.1"),
+        ([], {"WSROUTE_FORWARDED_ALLOW_IPS": "10.0.0.1, 127.0.0.0/8"}, "203.0.113.7"),
+    ],
+)
+async def test_proxy_options(
+    start: StartServer, tmp_path: Path, args: list[str], env: dict[str, str], expected: str
+) -> None:
+    write(tmp_path, {"app.py": REMOTE_APP})
+    server = await start("run", "app:app", "--port", "0", *args, cwd=tmp_path, env=child_env(**env))
+    forwarded = {"X-Forwarded-For": "203.0.113.7"}
+    async with connect(await server.wait_listening(), additional_headers=forwarded) as client:
+        assert (await client.request("remote"))["data"][0] == expected
+    server.signal(signal.SIGTERM)
+    assert await server.exit_code() == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "part"),
+    [
+        (["--log-format", "xml"], {}, "argument --log-format: expected text or json, not 'xml'"),
+        ([], {"WSROUTE_LOG_FORMAT": "JSON"}, "WSROUTE_LOG_FORMAT: expected text or json"),
+        (["--forwarded-allow-ips", "proxy.local"], {}, "lists 'proxy.local', which is not an IP"),
+        ([], {"WSROUTE_FORWARDED_ALLOW_IPS": "10.0.0.0/40"}, "WSROUTE_FORWARDED_ALLOW_IPS: lists"),
+        ([], {"WSROUTE_PROXY_HEADERS": "maybe"}, "expected true or false, not 'maybe'"),
+        (["--proxy-headers=yes"], {}, "ignored explicit argument 'yes'"),
+    ],
+)
+async def test_invalid_log_and_proxy_options_exit_2(
+    app_dir: Path, args: list[str], env: dict[str, str], part: str
+) -> None:
+    result = await wsroute_cli("run", "app:app", *args, cwd=app_dir, env=child_env(**env))
+    assert result.returncode == 2
+    assert part in result.stderr.splitlines()[-1]

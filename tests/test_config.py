@@ -74,6 +74,8 @@ def test_every_option_has_the_default_docs_handlers_md_gives() -> None:
             actual = actual.value
         if isinstance(actual, TopicRules):  # the App option's None: no patterns
             actual = actual or None
+        if name == "forwarded_allow_ips":  # as the App option is written
+            actual = ",".join(actual)
         assert actual == expected and type(actual) is type(expected), name
 
 
@@ -112,6 +114,12 @@ INVALID = [
     ("default_topic", 5, "must be a non-empty string or None"),
     ("allowed_origins", "https://example.com", "must be a list of origins, not one string"),
     ("subprotocols", "chat.v1", "must be a list of names, not one string"),
+    ("proxy_headers", "yes", "must be True or False, not 'yes'"),
+    ("proxy_headers", 1, "must be True or False, not 1"),
+    ("forwarded_allow_ips", "10.0.0.1,proxy", "lists 'proxy', which is not an IP address"),
+    ("forwarded_allow_ips", "10.0.0.0/33", "lists '10.0.0.0/33', which is not an IP address"),
+    ("forwarded_allow_ips", [10], "lists 10, which is not a string"),
+    ("forwarded_allow_ips", 5, "must be a comma-separated string or a list"),
 ]
 
 

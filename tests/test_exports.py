@@ -31,6 +31,7 @@ PUBLIC = {
         "History",
         "HistoryEvent",
         "HistoryUnsupported",
+        "JSONFormatter",
         "ListenError",
         "LoadError",
         "Metrics",

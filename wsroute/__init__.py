@@ -24,6 +24,7 @@ from ._history import HistoryEvent as HistoryEvent
 from ._history import Position as Position
 from ._history import TopicHistory as TopicHistory
 from ._http import Response as Response
+from ._logs import JSONFormatter as JSONFormatter
 from ._metrics import Metrics as Metrics
 from ._presence import Presence as Presence
 from ._presence import PresenceEntry as PresenceEntry
@@ -55,6 +56,7 @@ __all__ = [
     "History",
     "HistoryEvent",
     "HistoryUnsupported",
+    "JSONFormatter",
     "ListenError",
     "LoadError",
     "Metrics",

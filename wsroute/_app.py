@@ -17,6 +17,7 @@ from ._history import History
 from ._http import HTTPRoutes
 from ._metrics import Metrics
 from ._presence import DEFAULT_PRESENCE_TTL, Presence
+from ._proxy import DEFAULT_FORWARDED_ALLOW_IPS
 from ._routing import (
     CoalesceSpec,
     FrameHandler,
@@ -123,6 +124,12 @@ class App(Serving, Messaging):
             it off.
         metrics_path: the path of the metrics in Prometheus's text format
             (``app.metrics``); ``None`` turns it off.
+        proxy_headers: take the client's address (``conn.request.remote``, which
+            per-IP caps count) from ``X-Forwarded-For`` or ``Forwarded`` when the
+            direct peer is one of ``forwarded_allow_ips`` (docs/deployment.md).
+        forwarded_allow_ips: the proxies believed: IP addresses and networks, as a
+            list or comma-separated (``"127.0.0.1,10.0.0.0/8"``); ``"*"`` for every
+            peer. Only a proxy on the same host by default.
     """
 
     def __init__(
@@ -160,6 +167,8 @@ class App(Serving, Messaging):
         health_path: str | None = "/healthz",
         ready_path: str | None = "/readyz",
         metrics_path: str | None = "/metrics",
+        proxy_headers: bool = True,
+        forwarded_allow_ips: str | Sequence[str] = DEFAULT_FORWARDED_ALLOW_IPS,
     ) -> None:
         self.config = Config(
             default_topic=default_topic,
@@ -190,6 +199,8 @@ class App(Serving, Messaging):
             health_path=health_path,
             ready_path=ready_path,
             metrics_path=metrics_path,
+            proxy_headers=proxy_headers,
+            forwarded_allow_ips=forwarded_allow_ips,
         )
         self.converter = converter if converter is not None else make_converter()
         self.broker: Broker = broker if broker is not None else MemoryBroker()

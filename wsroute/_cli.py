@@ -10,13 +10,11 @@ load error.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
-import re
 import sys
 import traceback
-import types
-import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,11 +22,12 @@ from typing import Any
 import attrs
 
 from . import __version__
+from . import _listing as listing
 from ._app import App
-from ._config import Config
 from ._errors import BrokerError, ListenError, LoadError, RegistrationError
 from ._importer import load_app, user_frames
-from ._routing import RouteInfo, describe
+from ._logs import JSONFormatter
+from ._proxy import TrustedProxies
 from ._wire.deflate import Deflate
 from .brokers import from_url
 
@@ -79,6 +78,33 @@ def _probe_path(text: str) -> str:
     return text
 
 
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in choices:
+            raise argparse.ArgumentTypeError(f"expected {' or '.join(choices)}, not {text!r}")
+        return text
+
+    return parse
+
+
+def _boolean(text: str) -> bool:
+    """An environment variable's truth value (flags are ``--x``/``--no-x``)."""
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
+
+
+def _trusted_ips(text: str) -> str:
+    try:
+        TrustedProxies.parse(text)
+    except ValueError as exc:
+        message = str(exc).removeprefix("App option forwarded_allow_ips ")
+        raise argparse.ArgumentTypeError(message) from None
+    return text
+
+
 def _non_empty(text: str) -> str:
     if not text:
         raise argparse.ArgumentTypeError("must not be empty")
@@ -96,6 +122,7 @@ class _Option:
     metavar: str
     help: str
     unset: str = ""  # what an option without a default means, for --help
+    switch: bool = False  # a --x/--no-x pair; ``parse`` reads the environment variable
 
     @property
     def dest(self) -> str:
@@ -150,9 +177,55 @@ _PROBES = {
         ("metrics_path", "the Prometheus metrics"),
     )
 }
+_LOG_FORMAT = _Option(
+    "--log-format",
+    "WSROUTE_LOG_FORMAT",
+    "text",
+    _choice("text", "json"),
+    "text|json",
+    "text: one line per record; json: one JSON object per record (docs/deployment.md)",
+)
+_PROXY_HEADERS = _Option(
+    "--proxy-headers",
+    "WSROUTE_PROXY_HEADERS",
+    None,
+    _boolean,
+    "",
+    "take the client's address from X-Forwarded-For/Forwarded of a trusted peer",
+    unset="the app's proxy_headers option, on unless changed",
+    switch=True,
+)
+_FORWARDED_ALLOW_IPS = _Option(
+    "--forwarded-allow-ips",
+    "WSROUTE_FORWARDED_ALLOW_IPS",
+    None,
+    _trusted_ips,
+    "IPS",
+    "the trusted proxies: comma-separated addresses and networks, or *",
+    unset="the app's forwarded_allow_ips option, 127.0.0.1 unless changed",
+)
+_ROUTES_FORMAT = _Option(
+    "--format",
+    "WSROUTE_ROUTES_FORMAT",
+    "table",
+    _choice("table", "json"),
+    "table|json",
+    "a table to read, or a JSON document for tools",
+)
 _OPTIONS: Mapping[str, Sequence[_Option]] = {
-    "run": (_HOST, _PORT, _BROKER, _COMPRESSION, *_PROBES.values(), _LOG_LEVEL, _APP_DIR),
-    "routes": (_APP_DIR,),
+    "run": (
+        _HOST,
+        _PORT,
+        _BROKER,
+        _COMPRESSION,
+        *_PROBES.values(),
+        _LOG_LEVEL,
+        _LOG_FORMAT,
+        _PROXY_HEADERS,
+        _FORWARDED_ALLOW_IPS,
+        _APP_DIR,
+    ),
+    "routes": (_APP_DIR, _ROUTES_FORMAT),
 }
 
 
@@ -172,12 +245,14 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
         sub.add_argument("app", metavar="MODULE:ATTR", help="the App to load, e.g. app:app")
         for option in options:
             default = option.default or option.unset
+            help = f"{option.help} (env {option.env}; default {default})"
+            if option.switch:
+                sub.add_argument(
+                    option.flag, action=argparse.BooleanOptionalAction, default=None, help=help
+                )
+                continue
             sub.add_argument(
-                option.flag,
-                type=option.parse,
-                default=None,
-                metavar=option.metavar,
-                help=f"{option.help} (env {option.env}; default {default})",
+                option.flag, type=option.parse, default=None, metavar=option.metavar, help=help
             )
         subparsers[name] = sub
     return parser, subparsers
@@ -262,12 +337,12 @@ def _registering_frame(exc: BaseException) -> traceback.FrameSummary | None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=args.log_level.upper(),
-        format=LOG_FORMAT,
-        datefmt=LOG_DATE_FORMAT,
+    handler = logging.StreamHandler(sys.stderr)
+    json_logs = args.log_format == "json"
+    handler.setFormatter(
+        JSONFormatter() if json_logs else logging.Formatter(LOG_FORMAT, LOG_DATE_FORMAT)
     )
+    logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
     broker = None
     if args.broker is not None:
         try:
@@ -287,15 +362,26 @@ def _run(args: argparse.Namespace) -> int:
         ready_path=_moved(args.ready_path, app.config.ready_path),
         metrics_path=_moved(args.metrics_path, app.config.metrics_path),
     )
+    proxy = {"proxy_headers": args.proxy_headers, "forwarded_allow_ips": args.forwarded_allow_ips}
+    if any(value is not None for value in proxy.values()):
+        given = {name: value for name, value in proxy.items() if value is not None}
+        app.config = attrs.evolve(app.config, **given)
     try:
         app.run(args.host, args.port)
     except Exception as exc:
         # What ends a run for a known reason says which and why in its message: one
-        # line. Anything else (a bug in the app) keeps its traceback.
+        # line. Anything else (a bug in the app) keeps its traceback. In JSON, both
+        # are records, so that a log pipeline reads them too.
         known = _single(exc)
         if isinstance(known, RegistrationError):  # a probe moved onto the app's route
             _error(str(known))
             return EXIT_USAGE
+        if json_logs:
+            crashed = not isinstance(known, BrokerError | ListenError)
+            logging.getLogger(PROG).critical(
+                "the app crashed" if crashed else str(known), exc_info=exc if crashed else None
+            )
+            return EXIT_ERROR
         if not isinstance(known, BrokerError | ListenError):
             raise
         _error(str(known))
@@ -319,83 +405,8 @@ def _single(exc: BaseException) -> BaseException:
 
 def _routes(args: argparse.Namespace) -> int:
     app = _load(args.app, args.app_dir)
-    rows = [("TYPE", "KIND", "PAYLOAD", "RESULT", "TOPIC")]
-    rows += [_row(handler) for handler in app.handlers]
-    print(_table(rows))
-    print()
-    print(_table(_formats(app.config)))
+    if args.format == "json":
+        print(json.dumps(listing.document(app), indent=2))
+    else:
+        print(listing.table(app))
     return EXIT_OK
-
-
-def _formats(config: Config) -> list[tuple[str, str]]:
-    """What a client may speak: the subprotocols (msgpack among them, by default) and
-    compression, which shape every message as much as the handlers do."""
-    offered = ", ".join(config.subprotocols) or "-"
-    if config.subprotocols and not config.require_subprotocol:
-        offered += " (or none: JSON)"
-    deflate = config.compression
-    if deflate is None:
-        compression = "off"
-    else:
-        kept = {True: "kept", False: "none"}
-        compression = (
-            f"permessage-deflate (from {deflate.threshold} bytes, level {deflate.level}, "
-            f"server context {kept[deflate.server_context_takeover]}, "
-            f"client context {kept[deflate.client_context_takeover]})"
-        )
-    return [("SUBPROTOCOLS", offered), ("COMPRESSION", compression)]
-
-
-def _row(handler: RouteInfo) -> tuple[str, str, str, str, str]:
-    topic = handler.topic
-    if topic is None:
-        shown = "-"
-    elif isinstance(topic, str):
-        shown = topic
-    else:
-        shown = f"<fn {describe(topic)}>"
-    return (
-        handler.name,
-        handler.kind.value,
-        format_type(handler.payload_type),
-        format_type(handler.result_type),
-        shown,
-    )
-
-
-def _table(rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    )
-
-
-def format_type(tp: Any) -> str:
-    """A type as a reader writes it: ``list[Item]``, ``Item | None``, ``Any``; ``-`` for none.
-
-    Module prefixes are dropped: the table is for scanning, and the handler's module
-    is where the reader looks the names up.
-    """
-    if tp is None:
-        return "-"
-    if tp is Any:
-        return "Any"
-    if tp is type(None):
-        return "None"
-    if tp is Ellipsis:
-        return "..."
-    if isinstance(tp, list):  # the parameter list of Callable[[...], R]
-        return f"[{', '.join(format_type(arg) for arg in tp)}]"
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin is typing.Annotated:
-        return format_type(args[0])
-    if origin is typing.Literal:
-        return f"Literal[{', '.join(repr(arg) for arg in args)}]"
-    if origin in (typing.Union, types.UnionType):
-        return " | ".join(format_type(arg) for arg in args)
-    if origin is not None and args:
-        return f"{format_type(origin)}[{', '.join(format_type(arg) for arg in args)}]"
-    if isinstance(tp, type):
-        return tp.__name__
-    return re.sub(r"\b(?:\w+\.)+", "", repr(tp)).removeprefix("~")

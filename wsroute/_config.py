@@ -10,6 +10,7 @@ import attrs
 
 from ._history import History
 from ._presence import DEFAULT_PRESENCE_TTL, Presence
+from ._proxy import DEFAULT_FORWARDED_ALLOW_IPS, TrustedProxies
 from ._topics import TopicRules
 from ._wire.deflate import Deflate
 
@@ -39,6 +40,11 @@ def _positive(_: Any, attribute: attrs.Attribute[Any], value: float) -> None:
 def _positive_int(_: Any, attribute: attrs.Attribute[Any], value: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"App option {attribute.name} must be an integer >= 1, not {value!r}")
+
+
+def _bool(_: Any, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"App option {attribute.name} must be True or False, not {value!r}")
 
 
 def _topic(_: Any, attribute: attrs.Attribute[Any], value: str | None) -> None:
@@ -125,6 +131,10 @@ def _strings(value: object, option: str, what: str) -> tuple[str, ...]:
     return items
 
 
+def _forwarded_allow_ips(value: str | Iterable[str]) -> tuple[str, ...]:
+    return TrustedProxies.parse(value).items
+
+
 def _history(value: Mapping[str, History] | TopicRules[History] | None) -> TopicRules[History]:
     if isinstance(value, TopicRules):
         return value
@@ -207,3 +217,9 @@ class Config:
     health_path: str | None = attrs.field(default="/healthz", validator=_probe_path)
     ready_path: str | None = attrs.field(default="/readyz", validator=_probe_path)
     metrics_path: str | None = attrs.field(default="/metrics", validator=_probe_path)
+    # Behind a reverse proxy (docs/deployment.md#reverse-proxies).
+    proxy_headers: bool = attrs.field(default=True, validator=_bool)
+    # Normalised ("10.0.0.0/8", "::1", "*"); wsroute._proxy.TrustedProxies checks peers.
+    forwarded_allow_ips: tuple[str, ...] = attrs.field(
+        default=DEFAULT_FORWARDED_ALLOW_IPS, converter=_forwarded_allow_ips
+    )

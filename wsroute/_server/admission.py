@@ -19,6 +19,7 @@ from .._config import Config
 from .._errors import Reject
 from .._history import Position
 from .._protocol import RECOVER_PARAM, parse_recover
+from .._proxy import format_address
 from .._request import Request
 
 logger = logging.getLogger("wsroute")
@@ -92,7 +93,11 @@ class Gate:
             except Reject:
                 raise
             except Exception:
-                logger.exception("accept hook failed for %s", describe_request(request))
+                logger.exception(
+                    "accept hook failed for %s",
+                    describe_request(request),
+                    extra=request_fields(request),
+                )
                 raise Reject(500, "internal server error") from None
         return Admission(user, subprotocol, recover)
 
@@ -167,3 +172,13 @@ def describe_request(request: Request) -> str:
     where = f"{request.remote[0]}:{request.remote[1]}" if request.remote else "?"
     query = redact_query(request.query_items)
     return f"from {where} path={request.path}{'?' + query if query else ''}"
+
+
+def request_fields(request: Request) -> dict[str, Any]:
+    """What a log record about ``request`` carries as ``extra=``, for JSON logs
+    (``wsroute._logs``): path, query redacted as in ``describe_request``, address."""
+    fields: dict[str, Any] = {"path": request.path, "remote": format_address(request.remote)}
+    query = redact_query(request.query_items)
+    if query:
+        fields["query"] = query
+    return fields

@@ -15,6 +15,7 @@ from .._config import SlowConsumerPolicy
 from .._errors import ConnectionClosed
 from .._history import Position
 from .._protocol import event
+from .._proxy import format_address
 from .._request import Request
 from .._wire import closes
 from .._wire.frames import MAX_CLOSE_REASON, Outgoing
@@ -233,7 +234,7 @@ class Connection:
         try:
             await fn(*args)
         except Exception:
-            logger.exception("task %r of connection %s failed", fn, self.id)
+            logger.exception("task %r of connection %s failed", fn, self.id, extra=log_fields(self))
             self._request_close(*closes.INTERNAL, "server")
 
     # -- runtime side --------------------------------------------------------------
@@ -274,12 +275,15 @@ class Connection:
                 self.id,
                 control.type,
                 "closing" if self._disconnect else "busy: its request queue is full",
+                extra=log_fields(self),
             )
 
     def _note_invalid(self) -> None:
         """Count an invalid frame against the budget; close with 1008 when spent."""
         if self._invalid is not None and self._invalid.exceeded(trio.current_time()):
-            logger.info("connection %s: too many invalid messages, closing", self.id)
+            logger.info(
+                "connection %s: too many invalid messages, closing", self.id, extra=log_fields(self)
+            )
             self._request_close(*closes.TOO_MANY_INVALID, "server")
 
     def _request_close(
@@ -303,6 +307,19 @@ class Connection:
             "connection %s: outbox full (%d frames), closing as slow consumer",
             self.id,
             self._outbox.maxsize,
+            extra=log_fields(self),
         )
         # Graceful would mean waiting on a writer that cannot make progress.
         self._request_close(*closes.SLOW_CONSUMER, "server", graceful=False)
+
+
+def log_fields(conn: Connection) -> dict[str, Any]:
+    """What a log record about ``conn`` carries as ``extra=``, for JSON logs
+    (``wsroute._logs``). The path has no query string, so no credential."""
+    request = conn.request
+    return {
+        "connection_id": conn.id,
+        "user": conn.user_id,
+        "path": request.path,
+        "remote": format_address(request.remote),
+    }

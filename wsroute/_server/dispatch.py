@@ -40,6 +40,7 @@ from .._routing import Handler, InvalidData, Route
 from .._wire.frames import Prepared
 from .addressing import Control, encode_excluding
 from .coalesce import CoalesceTimeout, SingleFlight
+from .connection import log_fields
 from .instruments import FRAME, INVALID, Instruments
 
 if TYPE_CHECKING:
@@ -204,6 +205,7 @@ class Dispatcher:
                     handler.fn.__qualname__,
                     msg.type,
                     conn.id,
+                    extra=log_fields(conn),
                 )
                 return self.error_reply(
                     msg.type,
@@ -225,7 +227,11 @@ class Dispatcher:
             except Exception:
                 where = handler.fn.__qualname__ if handler is not None else "?"
                 logger.exception(
-                    "handler %s for %r failed on connection %s", where, msg.type, conn.id
+                    "handler %s for %r failed on connection %s",
+                    where,
+                    msg.type,
+                    conn.id,
+                    extra=log_fields(conn),
                 )
                 return self.error_reply(msg.type, msg.id, INTERNAL_ERROR, "internal server error")
         finally:
@@ -270,7 +276,10 @@ class Dispatcher:
         handler = self._info.get(control.type)
         if handler is None:
             logger.warning(
-                "connection %s: no info handler for %r; message dropped", conn.id, control.type
+                "connection %s: no info handler for %r; message dropped",
+                conn.id,
+                control.type,
+                extra=log_fields(conn),
             )
             return
         try:
@@ -283,8 +292,19 @@ class Dispatcher:
                 control.type,
                 conn.id,
                 exc.details,
+                extra=log_fields(conn),
             )
         except _TimedOut:
-            logger.warning("info handler %r timed out on connection %s", control.type, conn.id)
+            logger.warning(
+                "info handler %r timed out on connection %s",
+                control.type,
+                conn.id,
+                extra=log_fields(conn),
+            )
         except Exception:
-            logger.exception("info handler %r failed on connection %s", control.type, conn.id)
+            logger.exception(
+                "info handler %r failed on connection %s",
+                control.type,
+                conn.id,
+                extra=log_fields(conn),
+            )

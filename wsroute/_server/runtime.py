@@ -24,13 +24,14 @@ from .._http import METHODS, HTTPRoutes, Response, as_response, method_not_allow
 from .._msgpack import ENCODING as MSGPACK_ENCODING
 from .._msgpack import SUBPROTOCOL as MSGPACK
 from .._protocol import event
+from .._proxy import TrustedProxies, client_address, format_address
 from .._request import Request
 from .._routing import FrameHandler, Handler, Hook, Route
 from .._wire import closes
 from .._wire.deflate import Codec, server_codec
 from .._wire.handshake import PlainRequest, UpgradeRequest
-from .admission import AcceptHook, Admission, Gate, describe_request
-from .connection import Connection
+from .admission import AcceptHook, Admission, Gate, describe_request, request_fields
+from .connection import Connection, log_fields
 from .dispatch import Dispatcher
 from .heartbeat import Heartbeat
 from .hub import Hub
@@ -92,6 +93,9 @@ class Runtime:
         self.frame_handler = frame_handler
         self.http = Probes(instruments.metrics, self.unready).install(http, config)
         self.gate = Gate(config, accept_hook)
+        # Whose X-Forwarded-For / Forwarded headers give the client's address.
+        trusted = TrustedProxies.parse(config.forwarded_allow_ips)
+        self._trusted = trusted if config.proxy_headers else None
         self.broker_name = broker_name
         self.sessions: set[Session] = set()
         self.heartbeat = Heartbeat(config.ping_interval) if config.ping_interval else None
@@ -197,11 +201,13 @@ class Runtime:
             try:
                 await session.finish()
             except Exception:
-                logger.exception("unexpected error while ending a connection")
+                logger.exception(
+                    "unexpected error while ending a connection", extra=log_fields(session.conn)
+                )
             if state.accepted:
                 d = session.conn._disconnect
                 self.instruments.closed(d.code if d else closes.ABNORMAL, d.initiator if d else "")
-            self._log_disconnect(session)
+            self._log_disconnect(session, state.connected_at)
             self.sessions.discard(session)
         if state.reserved is not None:
             self.gate.release(state.reserved)
@@ -258,7 +264,11 @@ class Runtime:
         try:
             await ws.accept(upgrade, admission.subprotocol, codec, encoding)
         except TransportClosed:
-            logger.info("%s closed during the handshake", describe_request(request))
+            logger.info(
+                "%s closed during the handshake",
+                describe_request(request),
+                extra=request_fields(request),
+            )
             return None
         scope.deadline = math.inf
         state.handshake_scope = None
@@ -267,7 +277,13 @@ class Runtime:
         instruments.connections_opened.value += 1
         instruments.connections_open.value += 1
         if logger.isEnabledFor(logging.INFO):
-            logger.info("connect %s %s", session.conn.id, describe_request(request))
+            state.connected_at = trio.current_time()
+            logger.info(
+                "connect %s %s",
+                session.conn.id,
+                describe_request(request),
+                extra=request_fields(request) | log_fields(session.conn),
+            )
         if scope.cancel_called:
             return None  # out of time (or aborted) just as it was answered
         await session.start(nursery, subscribed)
@@ -285,6 +301,8 @@ class Runtime:
             remote = _peer_address(stream)  # now: a refused upgrade may close the socket
         ws = Transport(stream, max_message_size=config.max_message_size)
         upgrade = await ws.read_request()
+        if upgrade is not None and self._trusted is not None:
+            remote = client_address(remote, upgrade.headers, self._trusted)
         if isinstance(upgrade, PlainRequest):
             await self._answer_plain(ws, upgrade, remote)
             return None
@@ -294,6 +312,7 @@ class Runtime:
                 "refused an upgrade from %s: not a valid WebSocket upgrade request, or"
                 " closed before one",
                 peer,
+                extra={"remote": format_address(remote)},
             )
             return None
         request = Request.build(
@@ -323,10 +342,17 @@ class Runtime:
                 else:
                     response = not_an_upgrade()
             except Exception:
-                logger.exception("GET route for %s failed", describe_request(request))
+                logger.exception(
+                    "GET route for %s failed",
+                    describe_request(request),
+                    extra=request_fields(request),
+                )
                 response = Response("internal server error\n", 500)
         if logger.isEnabledFor(logging.INFO):
-            logger.info("%s %s %d", plain.method, describe_request(request), response.status)
+            fields = request_fields(request) | {"method": plain.method, "status": response.status}
+            logger.info(
+                "%s %s %d", plain.method, describe_request(request), response.status, extra=fields
+            )
         await ws.answer_plain(response.encode(head=plain.method == "HEAD"))
 
     async def _admit(
@@ -376,16 +402,23 @@ class Runtime:
         return session
 
     @staticmethod
-    def _log_disconnect(session: Session) -> None:
+    def _log_disconnect(session: Session, connected_at: float | None) -> None:
         if logger.isEnabledFor(logging.INFO):
             conn = session.conn
             d = conn._disconnect
+            fields = log_fields(conn)
+            fields["close_code"] = d.code if d else None
+            fields["close_reason"] = d.reason if d else None
+            fields["closed_by"] = d.initiator if d else None
+            if connected_at is not None:  # None: not yet logging at the connect
+                fields["duration_seconds"] = round(trio.current_time() - connected_at, 3)
             logger.info(
                 "disconnect %s code=%s by=%s reason=%r",
                 conn.id,
                 d.code if d else "?",
                 d.initiator if d else "?",
                 d.reason if d else "",
+                extra=fields,
             )
 
     async def serve_tcp(
@@ -447,7 +480,13 @@ class Runtime:
 
 
 async def _refuse(ws: Transport, request: Request, refusal: Reject) -> None:
-    logger.info("refused %s: %d %s", describe_request(request), refusal.status, refusal.message)
+    logger.info(
+        "refused %s: %d %s",
+        describe_request(request),
+        refusal.status,
+        refusal.message,
+        extra=request_fields(request) | {"status": refusal.status},
+    )
     headers = [(b"Content-Type", b"text/plain; charset=utf-8")]
     headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in refusal.headers]
     await ws.refuse(refusal.status, headers, refusal.message.encode())
@@ -456,7 +495,7 @@ async def _refuse(ws: Transport, request: Request, refusal: Reject) -> None:
 class _StreamState:
     """What ``abort_when_cancelled`` needs to abort one stream."""
 
-    __slots__ = ("aborted", "accepted", "handshake_scope", "reserved", "session")
+    __slots__ = ("aborted", "accepted", "connected_at", "handshake_scope", "reserved", "session")
 
     def __init__(self) -> None:
         # While handshaking: the connection nursery's scope, which has the deadline.
@@ -464,6 +503,7 @@ class _StreamState:
         self.session: Session | None = None
         self.reserved: Request | None = None  # counted by the gate; released at the end
         self.accepted = False  # the 101 was sent
+        self.connected_at: float | None = None  # when the 101 went, if logging INFO
         self.aborted = False
 
     def abort(self) -> None:

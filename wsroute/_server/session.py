@@ -43,6 +43,7 @@ from .._protocol import (
 from .._wire import closes
 from .._wire.frames import Prepared
 from .addressing import Control, conn_topic, user_topic
+from .connection import log_fields
 from .limits import Verdict, Window
 from .transport import PENDING, QUEUE, TransportClosed
 
@@ -176,7 +177,12 @@ class Session:
         try:
             await rt.hub.join(conn, topics)
         except BrokerError as exc:
-            logger.warning("connection %s: cannot subscribe its topics: %s", conn.id, exc)
+            logger.warning(
+                "connection %s: cannot subscribe its topics: %s",
+                conn.id,
+                exc,
+                extra=log_fields(conn),
+            )
             return False
         return True
 
@@ -277,10 +283,13 @@ class Session:
                         "on_connect hook %s timed out for connection %s; closing it",
                         _hook_name(hook),
                         conn.id,
+                        extra=log_fields(conn),
                     )
                     conn._request_close(*closes.INTERNAL, "server")
         except Exception:
-            logger.exception("on_connect hook failed for connection %s", conn.id)
+            logger.exception(
+                "on_connect hook failed for connection %s", conn.id, extra=log_fields(conn)
+            )
             conn._request_close(*closes.INTERNAL, "server")
         return not conn.closing
 
@@ -428,7 +437,11 @@ class Session:
                             frame = await dispatcher.dispatch(conn, item)
                         except Exception:
                             # dispatch() is the error boundary; this is the net below it.
-                            logger.exception("wsroute bug while dispatching %r", item.type)
+                            logger.exception(
+                                "wsroute bug while dispatching %r",
+                                item.type,
+                                extra=log_fields(conn),
+                            )
                             frame = dispatcher.error_reply(
                                 item.type, item.id, INTERNAL_ERROR, "internal error"
                             )
@@ -465,7 +478,12 @@ class Session:
         if sent is not None:
             pong = self.ws.pong_at
             if pong < sent:
-                logger.info("connection %s: no pong within %g s", conn.id, config.ping_timeout)
+                logger.info(
+                    "connection %s: no pong within %g s",
+                    conn.id,
+                    config.ping_timeout,
+                    extra=log_fields(conn),
+                )
                 self.rt.instruments.ping_timeouts.value += 1
                 # The peer is judged dead: it will not answer the close frame either.
                 self._abandon = True
@@ -550,10 +568,17 @@ class Session:
                 try:
                     await hook(conn, disconnect)
                 except Exception:
-                    logger.exception("on_disconnect hook failed for connection %s", conn.id)
+                    logger.exception(
+                        "on_disconnect hook failed for connection %s",
+                        conn.id,
+                        extra=log_fields(conn),
+                    )
             if scope.cancelled_caught:
                 logger.warning(
-                    "on_disconnect hook %s timed out for connection %s", _hook_name(hook), conn.id
+                    "on_disconnect hook %s timed out for connection %s",
+                    _hook_name(hook),
+                    conn.id,
+                    extra=log_fields(conn),
                 )
 
 
@@ -572,11 +597,15 @@ async def _handle_frame(
     try:
         result = await handler(frame, conn)
     except Exception:
-        logger.exception("frame handler failed on connection %s", conn.id)
+        logger.exception("frame handler failed on connection %s", conn.id, extra=log_fields(conn))
         conn._request_close(*closes.INTERNAL, "server")
         return None
     if result is not None and not isinstance(result, str | bytes):
-        logger.error("frame handler returned %s, not str, bytes or None", type(result).__name__)
+        logger.error(
+            "frame handler returned %s, not str, bytes or None",
+            type(result).__name__,
+            extra=log_fields(conn),
+        )
         conn._request_close(*closes.INTERNAL, "server")
         return None
     return result

@@ -1,0 +1,295 @@
+"""The client's address behind reverse proxies (``wsroute._proxy``): the header
+parsers, the trust list, and the resolved ``conn.request.remote`` over real sockets,
+with per-IP caps counting it."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from websockets.exceptions import InvalidStatus
+
+from wsroute import App, Connection, Request
+from wsroute._proxy import (
+    TrustedProxies,
+    client_address,
+    format_address,
+    parse_forwarded,
+    parse_x_forwarded_for,
+)
+from wsroute.testing import open_client
+
+from .wsclient import connect
+
+Serve = Callable[[App], Awaitable[int]]
+
+# -- X-Forwarded-For ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "hops"),
+    [
+        ("203.0.113.7", [("203.0.113.7", 0)]),
+        ("203.0.113.7, 10.0.0.2", [("203.0.113.7", 0), ("10.0.0.2", 0)]),
+        (" 203.0.113.7 ,,10.0.0.2 ", [("203.0.113.7", 0), ("10.0.0.2", 0)]),
+        ("203.0.113.7:4711", [("203.0.113.7", 4711)]),
+        ("2001:DB8::17", [("2001:db8::17", 0)]),  # normalised
+        ("[2001:db8::17]", [("2001:db8::17", 0)]),
+        ("[2001:db8::17]:4711", [("2001:db8::17", 4711)]),
+        ("::ffff:192.0.2.1", [("192.0.2.1", 0)]),  # IPv4-mapped: the IPv4 address
+        ("unknown, 10.0.0.2", [None, ("10.0.0.2", 0)]),
+        ("_hidden", [None]),
+        ("example.com", [None]),
+        ("1.2.3.4:99999", [("1.2.3.4", 0)]),  # not a port: none
+        ("1.2.3.4:x", [("1.2.3.4", 0)]),
+        ("[1.2.3.4]:80", [None]),  # brackets are for IPv6
+        ("[2001:db8::17", [None]),
+        ("[2001:db8::17]x", [None]),
+        ("1.2.3.4:²", [("1.2.3.4", 0)]),  # a digit, but not an ASCII one
+        ("", []),
+    ],
+)
+def test_x_forwarded_for_hops(value: str, hops: list[Any]) -> None:
+    assert parse_x_forwarded_for(value) == hops
+
+
+# -- Forwarded (RFC 7239) --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "hops"),
+    [
+        ("for=192.0.2.60", [("192.0.2.60", 0)]),
+        ("For=192.0.2.60;proto=https;by=203.0.113.43", [("192.0.2.60", 0)]),
+        ('for="192.0.2.60:4711"', [("192.0.2.60", 4711)]),
+        ('for="[2001:db8:cafe::17]:4711"', [("2001:db8:cafe::17", 4711)]),
+        ('for="[2001:db8:cafe::17]"', [("2001:db8:cafe::17", 0)]),
+        ('for="2001:db8:cafe::17"', [("2001:db8:cafe::17", 0)]),  # lenient: no brackets
+        ("for=192.0.2.43, for=198.51.100.17", [("192.0.2.43", 0), ("198.51.100.17", 0)]),
+        ("for=unknown, for=198.51.100.17", [None, ("198.51.100.17", 0)]),
+        ("for=_hidden, for=_SEVKISEK", [None, None]),
+        ('for="_gazonk"', [None]),
+        ('for="192.0.2.60:_port"', [("192.0.2.60", 0)]),  # obfuscated port
+        ("proto=https, for=10.0.0.1", [None, ("10.0.0.1", 0)]),  # a hop without for
+        ('for="1.2.3.4";by="a\\"b"', [("1.2.3.4", 0)]),  # escapes in quoted strings
+        ('by="a,b";for=1.2.3.4', [("1.2.3.4", 0)]),  # a comma inside quotes
+        (" ; for=1.2.3.4 ;; , ,for=5.6.7.8 ", [("1.2.3.4", 0), ("5.6.7.8", 0)]),
+        ("", []),
+    ],
+)
+def test_forwarded_hops(value: str, hops: list[Any]) -> None:
+    assert parse_forwarded(value) == hops
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "for=2001:db8::1",  # IPv6 must be quoted
+        "for=1.2.3.4 junk",
+        'for="1.2.3.4',  # unterminated quote
+        "for",
+        "=1.2.3.4",
+        "for=1.2.3.4;for=5.6.7.8",  # a parameter twice in one element
+        "for=1.2.3.4 for=5.6.7.8",
+    ],
+)
+def test_forwarded_that_does_not_parse_is_none(value: str) -> None:
+    assert parse_forwarded(value) is None
+
+
+# -- trust --------------------------------------------------------------------------
+
+
+def test_trusted_proxies_match_addresses_and_networks() -> None:
+    trusted = TrustedProxies.parse("127.0.0.1, 10.0.0.0/8 ,2001:db8::/32")
+    assert trusted.items == ("127.0.0.1", "10.0.0.0/8", "2001:db8::/32")
+    for host in ("127.0.0.1", "10.1.2.3", "2001:db8::9", "::ffff:10.0.0.1", "::ffff:127.0.0.1"):
+        assert host in trusted, host
+    for host in ("127.0.0.2", "11.0.0.1", "2001:db9::1", "unknown", "", None):
+        assert host not in trusted, host
+
+
+def test_star_trusts_everyone_and_empty_trusts_no_one() -> None:
+    assert "203.0.113.9" in TrustedProxies.parse("*")
+    assert TrustedProxies.parse(["*", "10.0.0.1"]).items == ("*",)
+    nobody = TrustedProxies.parse("")
+    assert nobody.items == ()
+    assert "127.0.0.1" not in nobody
+
+
+def test_a_network_is_normalised() -> None:
+    assert TrustedProxies.parse(["10.1.2.3/8", "::1"]).items == ("::1", "10.0.0.0/8")
+
+
+# -- resolving the client's address ----------------------------------------------------
+
+
+def headers(*pairs: tuple[str, str]) -> list[tuple[bytes, bytes]]:
+    return [(name.lower().encode(), value.encode("latin-1")) for name, value in pairs]
+
+
+LOCAL = TrustedProxies.parse("127.0.0.1")
+PROXY = ("127.0.0.1", 50000)
+
+
+def test_a_trusted_peer_gives_the_right_most_untrusted_hop() -> None:
+    # The client wrote "6.6.6.6" itself; the trusted proxy appended what it saw.
+    xff = headers(("X-Forwarded-For", "6.6.6.6, 203.0.113.7"))
+    assert client_address(PROXY, xff, LOCAL) == ("203.0.113.7", 0)
+    chain = TrustedProxies.parse("127.0.0.1,10.0.0.0/8")
+    xff = headers(("X-Forwarded-For", "6.6.6.6, 203.0.113.7, 10.0.0.5"))
+    assert client_address(PROXY, xff, chain) == ("203.0.113.7", 0)
+
+
+def test_an_untrusted_peer_is_its_own_address() -> None:
+    xff = headers(("X-Forwarded-For", "203.0.113.7"))
+    assert client_address(("198.51.100.1", 4000), xff, LOCAL) == ("198.51.100.1", 4000)
+    assert client_address(None, xff, LOCAL) is None
+
+
+def test_every_hop_trusted_gives_the_left_most() -> None:
+    xff = headers(("X-Forwarded-For", "203.0.113.7, 198.51.100.1"))
+    assert client_address(PROXY, xff, TrustedProxies.parse("*")) == ("203.0.113.7", 0)
+    xff = headers(("X-Forwarded-For", "127.0.0.1"))
+    assert client_address(PROXY, xff, LOCAL) == ("127.0.0.1", 0)
+
+
+def test_repeated_headers_are_one_list_in_order() -> None:
+    xff = headers(("X-Forwarded-For", "6.6.6.6"), ("Host", "h"), ("X-Forwarded-For", "203.0.113.7"))
+    assert client_address(PROXY, xff, LOCAL) == ("203.0.113.7", 0)
+    fwd = headers(("Forwarded", "for=6.6.6.6"), ("Forwarded", 'for="[2001:db8::7]:99"'))
+    assert client_address(PROXY, fwd, LOCAL) == ("2001:db8::7", 99)
+
+
+def test_x_forwarded_for_wins_over_forwarded() -> None:
+    both = headers(("Forwarded", "for=6.6.6.6"), ("X-Forwarded-For", "203.0.113.7"))
+    assert client_address(PROXY, both, LOCAL) == ("203.0.113.7", 0)
+
+
+@pytest.mark.parametrize(
+    "pairs",
+    [
+        [("X-Forwarded-For", "203.0.113.7, unknown")],  # the proxy could not tell
+        [("X-Forwarded-For", "garbage")],
+        [("X-Forwarded-For", " , ")],
+        [("Forwarded", "for=_hidden")],
+        [("Forwarded", "for=203.0.113.7 junk")],  # does not parse: ignored
+        [("Forwarded", "proto=https")],
+        [],
+    ],
+    ids=str,
+)
+def test_no_readable_client_keeps_the_peer(pairs: list[tuple[str, str]]) -> None:
+    assert client_address(PROXY, headers(*pairs), LOCAL) == PROXY
+
+
+def test_a_hop_without_address_ends_the_walk_even_if_an_address_is_left_of_it() -> None:
+    xff = headers(("X-Forwarded-For", "203.0.113.7, unknown, 10.0.0.5"))
+    chain = TrustedProxies.parse("127.0.0.1,10.0.0.0/8")
+    assert client_address(PROXY, xff, chain) == PROXY
+
+
+def test_format_address() -> None:
+    assert format_address(("1.2.3.4", 5)) == "1.2.3.4:5"
+    assert format_address(("2001:db8::1", 5)) == "[2001:db8::1]:5"
+    assert format_address(None) is None
+
+
+# -- the App's options, through the in-memory client ----------------------------------
+
+
+def remote_app(**options: Any) -> App:
+    app = App(**options)
+
+    @app.direct("remote")
+    async def remote(conn: Connection) -> Any:
+        return list(conn.request.remote) if conn.request.remote else None
+
+    return app
+
+
+FORWARDED = {"X-Forwarded-For": "203.0.113.7"}
+
+
+async def test_the_test_client_resolves_like_the_server(autojump_clock) -> None:
+    app = remote_app()
+    async with open_client(app, remote=("127.0.0.1", 1), headers=FORWARDED) as client:
+        assert await client.request("remote") == ["203.0.113.7", 0]
+    async with open_client(app, remote=("10.9.9.9", 1), headers=FORWARDED) as client:
+        assert await client.request("remote") == ["10.9.9.9", 1]
+
+
+async def test_proxy_headers_off_keeps_the_peer(autojump_clock) -> None:
+    app = remote_app(proxy_headers=False)
+    async with open_client(app, remote=("127.0.0.1", 1), headers=FORWARDED) as client:
+        assert await client.request("remote") == ["127.0.0.1", 1]
+
+
+async def test_the_accept_hook_sees_the_resolved_address(autojump_clock) -> None:
+    app = remote_app(forwarded_allow_ips=["10.0.0.0/8"])
+    seen: list[Any] = []
+
+    @app.accept
+    async def accept(request: Request) -> None:
+        seen.append(request.remote)
+
+    async with open_client(app, remote=("10.1.1.1", 1), headers=FORWARDED):
+        pass
+    assert seen == [("203.0.113.7", 0)]
+
+
+# -- real sockets: a peer on 127.0.0.2 is not 127.0.0.1 -------------------------------
+
+UNTRUSTED = {"source_address": ("127.0.0.2", 0)}
+
+
+async def test_a_spoofed_header_from_an_untrusted_peer_is_ignored(serve: Serve) -> None:
+    port = await serve(remote_app())  # trusts 127.0.0.1 only
+    spoofed = {"X-Forwarded-For": "203.0.113.7", "Forwarded": "for=198.51.100.1"}
+    async with connect(port, additional_headers=spoofed, **UNTRUSTED) as client:
+        reply = await client.request("remote")
+    assert reply["data"][0] == "127.0.0.2"
+
+
+async def test_a_trusted_peer_is_believed(serve: Serve) -> None:
+    port = await serve(remote_app())
+    forwarded = {"X-Forwarded-For": "6.6.6.6, 203.0.113.7"}
+    async with connect(port, additional_headers=forwarded) as client:
+        assert (await client.request("remote"))["data"] == ["203.0.113.7", 0]
+    async with connect(port, additional_headers={"Forwarded": 'for="[2001:db8::7]:4711"'}) as c:
+        assert (await c.request("remote"))["data"] == ["2001:db8::7", 4711]
+
+
+async def test_a_malformed_header_from_a_trusted_peer_keeps_the_peer(serve: Serve) -> None:
+    port = await serve(remote_app())
+    async with connect(port, additional_headers={"Forwarded": 'for="1.2.3.4'}) as client:
+        assert (await client.request("remote"))["data"][0] == "127.0.0.1"
+    async with connect(port, additional_headers={"X-Forwarded-For": "999.1.2.3"}) as client:
+        assert (await client.request("remote"))["data"][0] == "127.0.0.1"
+
+
+async def test_the_per_ip_cap_counts_the_forwarded_address(serve: Serve) -> None:
+    port = await serve(remote_app(max_connections_per_ip=1))
+    one = {"X-Forwarded-For": "203.0.113.7"}
+    async with connect(port, additional_headers=one):
+        # Another client behind the same proxy has a place of its own.
+        async with connect(port, additional_headers={"X-Forwarded-For": "203.0.113.8"}) as c:
+            assert (await c.request("remote"))["data"] == ["203.0.113.8", 0]
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(port, additional_headers=one):
+                pass
+        assert refused.value.response.status_code == 429
+    # Its place is given back when it leaves.
+    async with connect(port, additional_headers=one) as client:
+        assert (await client.request("remote"))["data"] == ["203.0.113.7", 0]
+
+
+async def test_the_per_ip_cap_ignores_spoofs_from_untrusted_peers(serve: Serve) -> None:
+    port = await serve(remote_app(max_connections_per_ip=1))
+    async with connect(port, additional_headers={"X-Forwarded-For": "203.0.113.1"}, **UNTRUSTED):
+        with pytest.raises(InvalidStatus) as refused:
+            spoof = {"X-Forwarded-For": "203.0.113.2"}
+            async with connect(port, additional_headers=spoof, **UNTRUSTED):
+                pass
+        assert refused.value.response.status_code == 429
