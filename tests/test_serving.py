@@ -7,6 +7,7 @@ background task that publishes run over real sockets.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -315,7 +316,7 @@ async def test_a_signal_shuts_the_server_down_gracefully(
     done = trio.Event()
 
     async def serve_until_signal() -> None:
-        await app._serve_until_signal("127.0.0.1", 0)
+        await app._serve_until_signal(functools.partial(app.serve, "127.0.0.1", 0))
         done.set()
 
     with caplog.at_level(logging.INFO, logger="wsroute"):
