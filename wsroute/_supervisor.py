@@ -9,7 +9,8 @@ serving one port, restarted when they crash or when the app's files change.
     └── python -m wsroute._worker FD   worker N
 
 The supervisor binds the port before any worker starts, so port 0 is picked once for
-all, a port in use fails once, and the port stays reserved while a worker restarts.
+all, a port in use fails once, and the port stays reserved while a worker restarts
+(bound without ``SO_REUSEADDR``: only sockets with ``SO_REUSEPORT`` can join it).
 Each worker is a child process in its own process group: Ctrl+C in a terminal
 reaches the supervisor only, which forwards it. ``FD`` is the worker's end of a
 socket pair, its link: the supervisor sends the parsed command line on it, then
@@ -115,7 +116,7 @@ def receive_args(link: socket.socket) -> argparse.Namespace:
 def supervise(args: argparse.Namespace, error: Callable[[str], None]) -> int:
     """Serve ``args`` (of ``wsroute run``) with worker processes; the exit status."""
     try:
-        sockets = bind_sockets(args.host, args.port, reuse_port=True)
+        sockets = bind_sockets(args.host, args.port, reuse_port=True, reuse_addr=False)
     except OSError as exc:
         error(str(ListenError(args.host, args.port, exc)))
         return EXIT_ERROR

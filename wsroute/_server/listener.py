@@ -62,10 +62,15 @@ _IGNORED = frozenset(
 )
 
 
-def bind_sockets(host: str, port: int, *, reuse_port: bool = False) -> list[socket.socket]:
+def bind_sockets(
+    host: str, port: int, *, reuse_port: bool = False, reuse_addr: bool = True
+) -> list[socket.socket]:
     """Sockets bound to ``port`` on every address of ``host``, not yet listening.
 
-    Blocking (name resolution): call it from a thread under trio.
+    Blocking (name resolution): call it from a thread under trio. Without
+    ``reuse_addr`` (``SO_REUSEADDR``), a socket that never listens still keeps
+    ``port`` from any process that does not set ``SO_REUSEPORT``: the supervisor of
+    ``--workers`` reserves the port so.
 
     Raises:
         OSError: the address cannot be resolved or bound, or ``reuse_port`` was asked
@@ -87,7 +92,7 @@ def bind_sockets(host: str, port: int, *, reuse_port: bool = False) -> list[sock
                 unsupported.append(exc)  # an IPv6 address on a host without IPv6
                 continue
             sockets.append(sock)
-            if os.name != "nt":
+            if reuse_addr and os.name != "nt":
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if reuse_port and reuse is not None:
                 sock.setsockopt(socket.SOL_SOCKET, reuse, 1)
