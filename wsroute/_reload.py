@@ -8,7 +8,6 @@ environments and the like.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 from collections.abc import Callable
@@ -24,8 +23,10 @@ _POLL_MS = 500
 
 def missing() -> str | None:
     """What to do when watchfiles is not installed, or None when it is."""
-    if importlib.util.find_spec("watchfiles") is None:
-        return "--reload needs the watchfiles package: pip install 'wsroute[reload]'"
+    try:
+        import watchfiles  # noqa: F401
+    except ImportError as exc:
+        return f"--reload needs the watchfiles package ({exc}): pip install 'wsroute[reload]'"
     return None
 
 

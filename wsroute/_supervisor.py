@@ -160,6 +160,7 @@ class _Supervisor:
         self.broker = "?"  # as the first worker that listened described it
         self.changed = trio.Event()  # a Python file changed (--reload)
         self.watch_stop = trio.Event()
+        self.failure: str | None = None  # why the supervisor gave up: said last
 
     async def run(self) -> int:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -183,6 +184,8 @@ class _Supervisor:
                                 slots.start_soon(self._keep, worker)
                 self.watch_stop.set()
                 nursery.cancel_scope.cancel()
+        if self.failure is not None:
+            self.error(self.failure)
         return self.code
 
     # -- one worker's life ---------------------------------------------------------------
@@ -264,7 +267,7 @@ class _Supervisor:
         """The first worker exited before it listened: the app cannot serve."""
         self.code = status if status in (EXIT_ERROR, EXIT_USAGE) else EXIT_ERROR
         if status != EXIT_USAGE:  # a usage error's one line says it all
-            self.error(f"{worker.describe()} {_exit_status(status)} before it listened")
+            self.failure = f"{worker.describe()} {_exit_status(status)} before it listened"
         self._stop(None)
 
     async def _crashed(self, worker: _Worker, status: int) -> bool:
@@ -277,7 +280,7 @@ class _Supervisor:
             self.crashes.popleft()
         if len(self.crashes) > CRASH_LIMIT:
             self.code = EXIT_ERROR
-            self.error(
+            self.failure = (
                 f"workers crashed {len(self.crashes)} times within {CRASH_WINDOW:g} s (more"
                 f" than {CRASH_LIMIT}), last {worker.describe()}, which {_exit_status(status)};"
                 " giving up: the other workers drain, then the supervisor exits"
