@@ -65,6 +65,13 @@ async def say(n: int) -> int:
     return n
 
 
+@app.direct("sleep")
+async def sleep(seconds: float) -> str:
+    log.info("handler sleeping %s in %d", seconds, os.getpid())
+    await trio.sleep(seconds)
+    return "slept"
+
+
 @app.on_disconnect
 async def bye(conn: Connection) -> None:
     log.info("on_disconnect hook ran for %s in %d", conn.id, os.getpid())
@@ -189,6 +196,48 @@ async def test_sigterm_drains_every_worker(
         assert len(hooks) == len(clients)
     for pid in pids:
         await server.wait_for(rf"worker \d+ \(pid {pid}\) exited with status 0$")
+
+
+async def test_a_second_signal_kills_the_workers_and_exits_1(
+    start: StartServer, app_dir: Path, redis_server: RedisServer
+) -> None:
+    server, port, pids = await run_workers(start, app_dir, 2, "--broker", redis_server.url)
+    async with connect(port) as client:
+        await client.send({"type": "sleep", "id": 1, "data": 30.0})
+        await server.wait_for("handler sleeping 30.0")
+        server.signal(signal.SIGTERM)
+        await server.wait_for(r"shutting down: closing 1 connection\(s\), waiting up to 10\.0 s")
+        server.signal(signal.SIGTERM)
+        # Well within the handler's 30 s and the app's 10 s shutdown_timeout.
+        assert await server.exit_code(timeout=3) == 1
+    await server.wait_for(r"WARNING received SIGTERM again, killing the workers and exiting now$")
+    for pid in pids:
+        assert not alive(pid)
+
+
+async def test_workers_drain_by_themselves_when_the_supervisor_is_killed(
+    start: StartServer, app_dir: Path, redis_server: RedisServer
+) -> None:
+    server, port, pids = await run_workers(start, app_dir, 2, "--broker", redis_server.url)
+    async with AsyncExitStack() as stack:
+        by_pid = await clients_on_workers(stack, port, 6)
+        server.process.kill()
+        for clients in by_pid.values():
+            for client in clients:
+                assert await client.wait_closed() == (1001, "server shutting down")
+    await server.wait_for(r"WARNING the supervisor is gone: shutting down$")
+    with trio.fail_after(TIMEOUT):
+        while any(alive(pid) for pid in pids):
+            await trio.sleep(0.02)
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie no longer does)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status
 
 
 async def test_workers_serve_tls(
