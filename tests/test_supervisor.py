@@ -12,13 +12,16 @@ from __future__ import annotations
 import os
 import re
 import signal
+from argparse import Namespace
 from contextlib import AsyncExitStack
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
 
 import wsroute.client
+from wsroute._supervisor import _Supervisor, _Worker
 
 from .cliproc import (
     Server,
@@ -267,6 +270,64 @@ async def test_workers_that_keep_crashing_end_the_supervisor_with_1(
     last = server.lines[-1]
     assert last.startswith("wsroute: error: workers crashed 6 times within 60 s (more than 5),")
     assert "which exited with status 3; giving up" in last
+
+
+async def crash(supervisor: _Supervisor, worker: _Worker, lived: float = 0.0) -> float:
+    """Let ``worker`` live ``lived`` seconds, then crash: the backoff waited, or -1
+    when the supervisor gave up."""
+    worker.started_at = trio.current_time()
+    await trio.sleep(lived)
+    crashed_at = trio.current_time()
+    if not await supervisor._crashed(worker, 1):
+        return -1.0
+    return round(trio.current_time() - crashed_at, 6)
+
+
+def supervisor_of(workers: int, failures: list[str]) -> _Supervisor:
+    return _Supervisor(Namespace(reload=False, workers=workers, port=0), 1, failures.append)
+
+
+async def test_the_backoff_doubles_and_starts_anew_after_a_worker_lived_30_s(
+    autojump_clock: Any,
+) -> None:
+    failures: list[str] = []
+    supervisor = supervisor_of(2, failures)
+    one, two = supervisor.workers
+    assert [await crash(supervisor, one, lived=20.0) for _ in range(3)] == [0.1, 0.2, 0.4]
+    assert await crash(supervisor, two, lived=20.0) == 0.1  # each worker its own
+    assert await crash(supervisor, one, lived=30.0) == 0.1
+    assert failures == []
+    for expected in (0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 10.0, 10.0):
+        assert await crash(supervisor, one, lived=20.0) == expected
+    assert failures == []
+
+
+async def test_more_than_5_crashes_within_60_s_is_a_crash_loop(autojump_clock: Any) -> None:
+    failures: list[str] = []
+    supervisor = supervisor_of(3, failures)
+    # Six crashes of three workers, each after 9 s: all within 60 s.
+    waited = [await crash(supervisor, worker, lived=9.0) for worker in supervisor.workers * 2]
+    assert waited == [0.1, 0.1, 0.1, 0.2, 0.2, -1.0]
+    assert supervisor.stopping.is_set() and supervisor.code == 1
+    assert failures == []  # said last, once the other workers have drained (run())
+    assert supervisor.failure is not None
+    assert supervisor.failure.startswith(
+        "workers crashed 6 times within 60 s (more than 5), last worker 3 (pid ?), which"
+        " exited with status 1; giving up"
+    )
+
+
+async def test_5_crashes_within_60_s_are_not_a_crash_loop(autojump_clock: Any) -> None:
+    failures: list[str] = []
+    supervisor = supervisor_of(1, failures)
+    [worker] = supervisor.workers
+    # One 12 s after each start: 5 within 60 s, several times over, never 6.
+    counted = []
+    for _ in range(8):
+        assert await crash(supervisor, worker, lived=12.0) >= 0
+        counted.append(len(supervisor.crashes))
+    assert max(counted) == 5 and counted.count(5) >= 3
+    assert supervisor.failure is None and not supervisor.stopping.is_set()
 
 
 async def test_the_memory_broker_is_refused_with_workers(app_dir: Path) -> None:
