@@ -12,14 +12,19 @@ from __future__ import annotations
 import ast
 import json
 import re
+import ssl
+import tempfile
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import attrs
 import pytest
 import trio
+import trustme
 
+import wsroute.client
 from wsroute import App, Connection, Disconnect, Request
 from wsroute.testing import CloseInfo, Event, HandshakeRejected, Reply, RequestError, open_client
 
@@ -233,6 +238,33 @@ async def serve_and_shut_down(run: Runner) -> None:
     """The app serves on a free port and returns from ``serve`` after ``shutdown()``."""
     module = await run()
     assert module.port > 0 and not module.app.running
+
+
+@check("docs/handlers.md", "partial(app.serve, ssl_context=context)", real_time=True)
+async def serve_tls(run: Runner) -> None:
+    """The page's context serves wss:// to wsroute's client, with a certificate for
+    127.0.0.1 from a private CA (trustme) in place of the page's files; provides
+    ``talk(port)``, run where the page has its ``...``."""
+    ca = trustme.CA()
+    issued = ca.issue_cert("127.0.0.1")
+    trusting = ssl.create_default_context()
+    ca.configure_trust(trusting)
+    replies: list[Any] = []
+
+    async def talk(port: int) -> None:
+        url = f"wss://127.0.0.1:{port}/"
+        async with wsroute.client.connect(url, ssl_context=trusting) as client:
+            replies.append(await client.request("ping"))
+
+    with tempfile.TemporaryDirectory() as directory:
+        chain, key = Path(directory, "chain.pem"), Path(directory, "key.pem")
+        chain.write_bytes(b"".join(blob.bytes() for blob in issued.cert_chain_pems))
+        issued.private_key_pem.write_to_path(str(key))
+        files = {'"fullchain.pem"': repr(str(chain)), '"privkey.pem"': repr(str(key))}
+        talking = {"...  # clients connect to wss://127.0.0.1:{port}/": "await talk(port)"}
+        module = await run(replace=files | talking, talk=talk)
+    assert replies == ["pong"]
+    assert not module.app.running
 
 
 # -- docs/limits.md ----------------------------------------------------------------------

@@ -11,10 +11,12 @@ import socket
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import wsroute
+import wsroute.client
 
 from .cliproc import (
     StartServer,
@@ -26,9 +28,10 @@ from .cliproc import (
     wsroute_cli,
 )
 from .rawws import http_exchange
+from .tlstools import PASSWORD, Certs, certs
 from .wsclient import connect
 
-__all__ = ["start"]  # fixture, imported to be found
+__all__ = ["certs", "start"]  # fixtures, imported to be found
 
 APP = """
 import logging
@@ -530,3 +533,82 @@ async def test_invalid_log_and_proxy_options_exit_2(
     result = await wsroute_cli("run", "app:app", *args, cwd=app_dir, env=child_env(**env))
     assert result.returncode == 2
     assert part in result.stderr.splitlines()[-1]
+
+
+# -- TLS ----------------------------------------------------------------------------------
+
+
+async def test_run_serves_tls_from_certificate_files(
+    start: StartServer, app_dir: Path, certs: Certs
+) -> None:
+    tls = ["--ssl-certfile", str(certs.cert), "--ssl-keyfile", str(certs.key)]
+    server = await start("run", "app:app", "--port", "0", *tls, cwd=app_dir)
+    listening = r"INFO listening on wss://127\.0\.0\.1:(\d+) \(broker memory://\)$"
+    port = int((await server.wait_for(listening))[1])
+    async with connect(port, ssl=certs.client_context()) as client:
+        assert (await client.request("ping"))["data"] == "pong"
+        server.signal(signal.SIGTERM)
+        assert (await client.wait_closed())[0] == 1001
+    assert await server.exit_code() == 0
+
+
+async def test_an_encrypted_key_is_read_with_the_password_from_the_environment(
+    start: StartServer, app_dir: Path, certs: Certs
+) -> None:
+    env = child_env(
+        WSROUTE_SSL_CERTFILE=str(certs.cert),
+        WSROUTE_SSL_KEYFILE=str(certs.encrypted_key),
+        WSROUTE_SSL_KEYFILE_PASSWORD=PASSWORD,
+    )
+    server = await start("run", "app:app", "--port", "0", cwd=app_dir, env=env)
+    port = int((await server.wait_for(r"listening on wss://127\.0\.0\.1:(\d+) "))[1])
+    url = f"wss://127.0.0.1:{port}/"
+    async with wsroute.client.connect(url, ssl_context=certs.client_context()) as client:
+        assert await client.request("ping") == "pong"
+    server.signal(signal.SIGTERM)
+    assert await server.exit_code() == 0
+    assert PASSWORD not in server.stderr
+
+
+@pytest.mark.parametrize(
+    ("options", "parts"),
+    [
+        (
+            lambda c: [
+                "--ssl-certfile",
+                c.cert,
+                "--ssl-keyfile",
+                c.encrypted_key,
+                "--ssl-keyfile-password",
+                "wrong",
+            ],
+            ["cannot load the TLS certificate and key from", "key-encrypted.pem: [SSL"],
+        ),
+        (
+            lambda c: ["--ssl-certfile", c.cert, "--ssl-keyfile", c.cert.parent / "nope.pem"],
+            ["cannot load the TLS certificate", "No such file or directory"],
+        ),
+        (
+            lambda c: ["--ssl-certfile", c.cert, "--ssl-keyfile", other_key(c)],
+            ["cannot load the TLS certificate", "KEY_VALUES_MISMATCH"],
+        ),
+        (
+            lambda c: ["--ssl-keyfile", c.key],
+            ["--ssl-keyfile needs --ssl-certfile (or WSROUTE_SSL_CERTFILE)"],
+        ),
+    ],
+)
+async def test_tls_files_that_do_not_fit_are_one_line_and_exit_2(
+    app_dir: Path, certs: Certs, options: Any, parts: list[str]
+) -> None:
+    flags = [str(option) for option in options(certs)]
+    result = await wsroute_cli("run", "app:app", "--port", "0", *flags, cwd=app_dir)
+    assert_one_line_error(result, 2, *parts)
+
+
+def other_key(certs: Certs) -> Path:
+    """The key of another certificate: it does not fit ``certs.cert``."""
+    path = certs.cert.parent / "other-key.pem"
+    if not path.exists():
+        certs.ca.issue_cert("127.0.0.1").private_key_pem.write_to_path(str(path))
+    return path

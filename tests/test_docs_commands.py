@@ -24,13 +24,6 @@ from wsroute import _cli
 
 from .doccode import PAGES, ROOT, Block
 
-#: Flags the docs use that other branches of issue #21 add (workers, reload, TLS,
-#: metrics). Lines with them are not parsed until those land: then empty this set,
-#: which test_pending_flags_are_still_unknown demands.
-PENDING_FLAGS = frozenset(
-    {"--workers", "--reload", "--ssl-certfile", "--ssl-keyfile"}
-)
-
 SHELL = frozenset({"sh", "bash", "shell", "console"})
 _OPERATORS = frozenset({"|", "||", "&&", ";", "&", ">", ">>", "2>", "2>&1", "<"})
 _ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
@@ -99,7 +92,6 @@ LINES = [
     for block in page.blocks
     for env, argv in commands(block)
 ]
-PARSED = [line for line in LINES if not PENDING_FLAGS & {a.split("=")[0] for a in line.values[1]}]
 
 
 def parse(env: dict[str, str], argv: list[str]) -> argparse.Namespace | None:
@@ -118,7 +110,7 @@ def parse(env: dict[str, str], argv: list[str]) -> argparse.Namespace | None:
     return args
 
 
-@pytest.mark.parametrize(("env", "argv"), PARSED)
+@pytest.mark.parametrize(("env", "argv"), LINES)
 def test_the_docs_command_lines_parse(env: dict[str, str], argv: list[str]) -> None:
     parse(env, argv)
 
@@ -143,13 +135,6 @@ def test_a_bad_line_would_fail() -> None:
         Block("x.md", 1, "sh", "A=1 WSROUTE_PORT=9 wsroute run a:b | cat\n", None)
     )[0]
     assert (env, argv) == ({"A": "1", "WSROUTE_PORT": "9"}, ["run", "a:b"])
-
-
-def test_pending_flags_are_still_unknown() -> None:
-    """Once the branches adding these flags are merged, empty PENDING_FLAGS."""
-    for flag in sorted(PENDING_FLAGS):
-        with pytest.raises(pytest.fail.Exception, match="unrecognized arguments"):
-            parse({}, ["run", "app:app", flag])
 
 
 def test_docs_cli_md_names_every_option_and_its_variable() -> None:

@@ -16,7 +16,7 @@ import trio
 import trio.testing
 
 from wsroute import App, Disconnect, ListenError
-from wsroute._server.runtime import Runtime, _host_for_url
+from wsroute._server.runtime import Runtime, url
 from wsroute.testing import CloseInfo, HandshakeRejected, open_app, open_client
 from wsroute.testing._connection import Closed
 from wsroute.testing._connection import connect as ws_connect
@@ -104,7 +104,8 @@ async def test_the_listening_line_names_the_url_and_the_broker(
     with caplog.at_level(logging.INFO, logger="wsroute"):
         port = await serve(App())
     assert f"listening on ws://127.0.0.1:{port} (broker memory://)" in caplog.messages
-    assert _host_for_url("::1") == "[::1]"  # an IPv6 address is bracketed in the URL
+    assert url("::1", 80) == "ws://[::1]:80"  # an IPv6 address is bracketed in the URL
+    assert url("127.0.0.1", 443, tls=True) == "wss://127.0.0.1:443"
 
 
 # -- drain ---------------------------------------------------------------------------------

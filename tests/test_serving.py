@@ -7,6 +7,7 @@ background task that publishes run over real sockets.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -315,7 +316,7 @@ async def test_a_signal_shuts_the_server_down_gracefully(
     done = trio.Event()
 
     async def serve_until_signal() -> None:
-        await app._serve_until_signal("127.0.0.1", 0)
+        await app._serve_until_signal(functools.partial(app.serve, "127.0.0.1", 0))
         done.set()
 
     with caplog.at_level(logging.INFO, logger="wsroute"):
@@ -330,3 +331,25 @@ async def test_a_signal_shuts_the_server_down_gracefully(
                 await done.wait()
     assert "received SIGINT, shutting down gracefully" in caplog.messages
     assert not app.running
+
+
+async def test_shutdown_for_a_restart_closes_with_1012_and_runs_the_hooks(
+    nursery: trio.Nursery,
+) -> None:
+    """What ``wsroute run --reload`` asks of a worker before it is replaced."""
+    app = items_app()
+    gone: list[str] = []
+
+    @app.on_disconnect
+    async def bye(conn: Any) -> None:
+        gone.append(conn.id)
+
+    port = await nursery.start(app.serve, "127.0.0.1", 0)
+    async with connect(port) as client:
+        assert (await client.request("ping"))["data"] == "pong"
+        app.shutdown(restart=True)
+        assert await client.wait_closed() == (1012, "server restarting")
+    with trio.fail_after(5):
+        while app.running:
+            await trio.sleep(0.01)
+    assert len(gone) == 1

@@ -88,12 +88,15 @@ class WSClient:
 
 @asynccontextmanager
 async def connect(port: int, path: str = "/", **kwargs: Any) -> AsyncIterator[WSClient]:
+    """Connect to ``ws://127.0.0.1:{port}{path}``, or ``wss://`` when ``ssl`` (a
+    client ``SSLContext``) is given."""
     kwargs.setdefault("open_timeout", TIMEOUT)
     kwargs.setdefault("close_timeout", TIMEOUT)
     kwargs.setdefault("compression", None)
     kwargs.setdefault("proxy", None)
+    scheme = "wss" if kwargs.get("ssl") is not None else "ws"
     conn = await trio.to_thread.run_sync(
-        lambda: sync_connect(f"ws://127.0.0.1:{port}{path}", **kwargs).__enter__()
+        lambda: sync_connect(f"{scheme}://127.0.0.1:{port}{path}", **kwargs).__enter__()
     )
     try:
         yield WSClient(conn)

@@ -13,6 +13,7 @@ import argparse
 import json
 import logging
 import os
+import ssl
 import sys
 import traceback
 from collections.abc import Callable, Mapping, Sequence
@@ -28,8 +29,9 @@ from ._errors import BrokerError, ListenError, LoadError, RegistrationError
 from ._importer import load_app, user_frames
 from ._logs import JSONFormatter
 from ._proxy import TrustedProxies
+from ._supervisor import supervise, usage_problem
 from ._wire.deflate import Deflate
-from .brokers import from_url
+from .brokers import MemoryBroker, from_url
 
 PROG = "wsroute"
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
@@ -109,6 +111,26 @@ def _non_empty(text: str) -> str:
     if not text:
         raise argparse.ArgumentTypeError("must not be empty")
     return text
+
+
+def _workers(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"invalid worker count {text!r}: expected an integer >= 1")
+    return count
+
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _switch(text: str) -> bool:
+    """An on/off option's environment variable."""
+    if text.lower() in _TRUE + _FALSE:
+        return text.lower() in _TRUE
+    raise argparse.ArgumentTypeError(f"expected one of {', '.join(_TRUE + _FALSE)}, not {text!r}")
 
 
 @dataclass(frozen=True)
@@ -212,6 +234,52 @@ _ROUTES_FORMAT = _Option(
     "table|json",
     "a table to read, or a JSON document for tools",
 )
+_WORKERS = _Option(
+    "--workers",
+    "WSROUTE_WORKERS",
+    "1",
+    _workers,
+    "N",
+    "worker processes sharing the port (Linux, SO_REUSEPORT); 1 serves in this process",
+)
+_RELOAD = _Option(
+    "--reload",
+    "WSROUTE_RELOAD",
+    "off",
+    _switch,
+    "",
+    "restart when a Python file under --app-dir changes (development; needs watchfiles)",
+    switch=True,
+)
+_SSL_CERTFILE = _Option(
+    "--ssl-certfile",
+    "WSROUTE_SSL_CERTFILE",
+    None,
+    _non_empty,
+    "FILE",
+    "serve TLS (wss://) with this PEM certificate chain",
+    unset="no TLS",
+)
+_SSL_KEYFILE = _Option(
+    "--ssl-keyfile",
+    "WSROUTE_SSL_KEYFILE",
+    None,
+    _non_empty,
+    "FILE",
+    "the certificate's PEM private key",
+    unset="in --ssl-certfile",
+)
+_SSL_KEYFILE_PASSWORD = _Option(
+    "--ssl-keyfile-password",
+    "WSROUTE_SSL_KEYFILE_PASSWORD",
+    None,
+    _non_empty,
+    "PASSWORD",
+    "the password of an encrypted private key",
+    unset="none",
+)
+_PROCESSES = (_WORKERS, _RELOAD)
+_TLS = (_SSL_CERTFILE, _SSL_KEYFILE, _SSL_KEYFILE_PASSWORD)
 _OPTIONS: Mapping[str, Sequence[_Option]] = {
     "run": (
         _HOST,
@@ -224,6 +292,8 @@ _OPTIONS: Mapping[str, Sequence[_Option]] = {
         _PROXY_HEADERS,
         _FORWARDED_ALLOW_IPS,
         _APP_DIR,
+        *_PROCESSES,
+        *_TLS,
     ),
     "routes": (_APP_DIR, _ROUTES_FORMAT),
 }
@@ -336,7 +406,19 @@ def _registering_frame(exc: BaseException) -> traceback.FrameSummary | None:
     return outside[-1] if outside else None
 
 
-def _run(args: argparse.Namespace) -> int:
+#: How a worker of ``--workers``/``--reload`` serves the app instead of ``App.run``.
+Serve = Callable[[App, str, int, ssl.SSLContext | None], None]
+
+
+def run_as_worker(args: argparse.Namespace, serve: Serve) -> int:
+    """``wsroute run`` in a worker process (``wsroute._worker``); the exit code."""
+    try:
+        return _run(args, serve)
+    except _Exit as stop:
+        return stop.code
+
+
+def _run(args: argparse.Namespace, serve: Serve | None = None) -> int:
     handler = logging.StreamHandler(sys.stderr)
     json_logs = args.log_format == "json"
     handler.setFormatter(
@@ -350,9 +432,22 @@ def _run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             _error(str(exc))
             return EXIT_USAGE
+    if serve is None:
+        problem = usage_problem(args.workers, args.reload)
+        if problem is None and isinstance(broker, MemoryBroker):
+            problem = _memory_broker_problem(args.workers)
+        if problem is not None:
+            _error(problem)
+            return EXIT_USAGE
+    ssl_context = _ssl_context(args)
+    if serve is None and (args.workers > 1 or args.reload):
+        return supervise(args, _error)
     app = _load(args.app, args.app_dir)
     if broker is not None:
         app.broker = broker
+    if isinstance(app.broker, MemoryBroker) and (problem := _memory_broker_problem(args.workers)):
+        _error(problem)  # the first worker says it, once: the app's own broker
+        return EXIT_USAGE
     if args.compression is not None:
         chosen = Deflate() if args.compression == "deflate" else None
         app.config = attrs.evolve(app.config, compression=chosen)
@@ -367,7 +462,10 @@ def _run(args: argparse.Namespace) -> int:
         given = {name: value for name, value in proxy.items() if value is not None}
         app.config = attrs.evolve(app.config, **given)
     try:
-        app.run(args.host, args.port)
+        if serve is None:
+            app.run(args.host, args.port, ssl_context=ssl_context)
+        else:
+            serve(app, args.host, args.port, ssl_context)
     except Exception as exc:
         # What ends a run for a known reason says which and why in its message: one
         # line. Anything else (a bug in the app) keeps its traceback. In JSON, both
@@ -394,6 +492,39 @@ def _moved(flag: str | None, path: str | None) -> str | None:
     if flag is None:
         return path
     return None if flag == "off" else flag
+
+
+def _memory_broker_problem(workers: int) -> str | None:
+    if workers < 2:
+        return None
+    return (
+        f"--workers {workers} with the memory broker: each worker would have its own, so"
+        " broadcasts and presence would not cross workers; share a broker among them:"
+        " --broker redis://HOST:6379/0 (or WSROUTE_BROKER)"
+    )
+
+
+def _ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+    """The server's TLS context from the --ssl-* options (None without them)."""
+    if args.ssl_certfile is None:
+        given = [option.flag for option in _TLS if getattr(args, option.dest) is not None]
+        if given:
+            verb = "needs" if len(given) == 1 else "need"
+            _error(f"{' and '.join(given)} {verb} --ssl-certfile (or WSROUTE_SSL_CERTFILE)")
+            raise _Exit(EXIT_USAGE)
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.set_alpn_protocols(["http/1.1"])
+    try:
+        context.load_cert_chain(args.ssl_certfile, args.ssl_keyfile, args.ssl_keyfile_password)
+    except (OSError, ssl.SSLError) as exc:
+        files = args.ssl_certfile + (f" and {args.ssl_keyfile}" if args.ssl_keyfile else "")
+        _error(
+            f"cannot load the TLS certificate and key from {files}: {exc} (check the paths,"
+            " that the key matches the certificate, and --ssl-keyfile-password)"
+        )
+        raise _Exit(EXIT_USAGE) from None
+    return context
 
 
 def _single(exc: BaseException) -> BaseException:

@@ -10,8 +10,10 @@ connection has no other task.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
+import ssl
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +38,7 @@ from .dispatch import Dispatcher
 from .heartbeat import Heartbeat
 from .hub import Hub
 from .instruments import Instruments
-from .listener import accept_loop
+from .listener import accept_loop, bind_sockets, listen, tls_wrapper
 from .probes import Probes
 from .session import Session
 from .transport import Transport, TransportClosed
@@ -100,6 +102,7 @@ class Runtime:
         self.sessions: set[Session] = set()
         self.heartbeat = Heartbeat(config.ping_interval) if config.ping_interval else None
         self._stop = trio.Event()
+        self._stop_close = closes.SHUTTING_DOWN  # or RESTARTING: see request_stop
         self._stopping = False
         self._streams: set[_StreamState] = set()  # every stream from handshake to end
         self._aborting = False
@@ -124,8 +127,11 @@ class Runtime:
             return "broker unavailable"
         return None
 
-    def request_stop(self) -> None:
-        """Ask ``serve_tcp`` to stop accepting and drain (idempotent)."""
+    def request_stop(self, *, restart: bool = False) -> None:
+        """Ask ``serve_tcp`` to stop accepting and drain (idempotent); connections
+        close with 1001, or 1012 with ``restart`` (the server comes back soon)."""
+        if not self._stop.is_set() and restart:
+            self._stop_close = closes.RESTARTING
         self._stop.set()
 
     async def handle_stream(
@@ -299,6 +305,8 @@ class Runtime:
         config = self.config
         if remote is None:
             remote = _peer_address(stream)  # now: a refused upgrade may close the socket
+        if isinstance(stream, trio.SSLStream) and not await _tls_handshake(stream, remote):
+            return None
         ws = Transport(stream, max_message_size=config.max_message_size)
         upgrade = await ws.read_request()
         if upgrade is not None and self._trusted is not None:
@@ -398,7 +406,7 @@ class Runtime:
         if state.aborted:
             session.abort()
         elif self._stopping:
-            session.begin_close(*closes.SHUTTING_DOWN, trio.current_time())
+            session.begin_close(*self._stop_close, trio.current_time())
         return session
 
     @staticmethod
@@ -426,31 +434,43 @@ class Runtime:
         host: str,
         port: int,
         *,
+        ssl_context: ssl.SSLContext | None = None,
+        reuse_port: bool = False,
+        announce: bool = True,
         task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Listen on ``host:port`` until ``request_stop``, then drain and return.
 
-        Reports the bound port through ``task_status`` (so port 0 works).
+        Reports the bound port through ``task_status`` (so port 0 works). Speaks TLS
+        with ``ssl_context``; ``reuse_port`` shares the port with other processes
+        (``listener.bind_sockets``); ``announce`` logs the ``listening on`` line
+        (a worker of ``wsroute run --workers`` leaves it to its supervisor).
 
         Raises:
             ListenError: the address cannot be listened on.
         """
         try:
-            listeners = await trio.open_tcp_listeners(port, host=host)
+            sockets = await trio.to_thread.run_sync(
+                functools.partial(bind_sockets, host, port, reuse_port=reuse_port)
+            )
+            listeners = [listen(sock) for sock in sockets]
         except OSError as error:
             raise ListenError(host, port, error) from error
         bound: int = listeners[0].socket.getsockname()[1]
+        wrap = tls_wrapper(ssl_context) if ssl_context is not None else None
         hard_stop = trio.CancelScope()
         with hard_stop:
             async with trio.open_nursery() as connections:
                 connections.start_soon(self.abort_when_cancelled)
                 async with trio.open_nursery() as accepting:
                     for listener in listeners:
-                        accepting.start_soon(accept_loop, listener, connections, self._serve_stream)
-                    logger.info(
-                        "listening on ws://%s:%d (broker %s)",
-                        _host_for_url(host),
-                        bound,
+                        accepting.start_soon(
+                            accept_loop, listener, connections, self._serve_stream, wrap
+                        )
+                    logger.log(
+                        logging.INFO if announce else logging.DEBUG,
+                        "listening on %s (broker %s)",
+                        url(host, bound, tls=ssl_context is not None),
                         self.broker_name,
                     )
                     task_status.started(bound)
@@ -473,10 +493,23 @@ class Runtime:
             config.shutdown_timeout,
         )
         for session in list(self.sessions):
-            session.begin_close(*closes.SHUTTING_DOWN, deadline)
+            session.begin_close(*self._stop_close, deadline)
         return (
             deadline + config.close_timeout + config.hook_timeout * max(1, len(self.on_disconnect))
         )
+
+
+async def _tls_handshake(stream: trio.SSLStream[Any], remote: tuple[str, int] | None) -> bool:
+    """The TLS handshake, under the caller's handshake deadline; whether it
+    succeeded. A client that speaks plain HTTP to the TLS port, or TLS that fails,
+    costs only its own connection."""
+    try:
+        await stream.do_handshake()
+    except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+        peer = f"{remote[0]}:{remote[1]}" if remote else "?"
+        logger.info("TLS handshake with %s failed: %s", peer, exc.__cause__ or exc)
+        return False
+    return True
 
 
 async def _refuse(ws: Transport, request: Request, refusal: Reject) -> None:
@@ -521,6 +554,7 @@ async def _abort_when_cancelled(state: _StreamState) -> None:
         state.abort()
 
 
-def _host_for_url(host: Any) -> str:
-    host = str(host)
-    return f"[{host}]" if ":" in host else host
+def url(host: str, port: int, *, tls: bool = False) -> str:
+    """The URL clients connect to: ``ws://127.0.0.1:8000``, ``wss://[::1]:8443``."""
+    shown = f"[{host}]" if ":" in host else host
+    return f"{'wss' if tls else 'ws'}://{shown}:{port}"

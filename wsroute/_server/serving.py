@@ -8,10 +8,12 @@ any listener.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import os
 import signal
+import ssl
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
@@ -68,6 +70,7 @@ class Serving:
     _started: bool
     _starting: bool
     _stop_requested: bool
+    _restart_requested: bool = False  # with _stop_requested: shutdown(restart=True)
     _runtime: Runtime | None
     _tasks: trio.Nursery | None
     _pending_tasks: list[tuple[Callable[..., Awaitable[Any]], tuple[Any, ...]]]
@@ -98,15 +101,20 @@ class Serving:
         else:
             self._tasks.start_soon(_guard_task, fn, args)
 
-    def shutdown(self) -> None:
+    def shutdown(self, *, restart: bool = False) -> None:
         """Stop serving gracefully: connections get 1001 after in-flight handlers finish.
 
         Called while the app is still starting, it takes effect as soon as it serves.
+
+        Args:
+            restart: close with 1012 (service restart) instead: this process is about
+                to be replaced, and clients should reconnect (``wsroute run --reload``).
         """
         if self._runtime is not None:
-            self._runtime.request_stop()
+            self._runtime.request_stop(restart=restart)
         elif self._starting:
             self._stop_requested = True
+            self._restart_requested = restart
 
     @asynccontextmanager
     async def running_context(self) -> AsyncIterator[None]:
@@ -192,7 +200,7 @@ class Serving:
                     self._runtime = runtime
                     self._starting = False
                     if self._stop_requested:
-                        runtime.request_stop()
+                        runtime.request_stop(restart=self._restart_requested)
                     try:
                         async with AsyncExitStack() as stack:
                             for lifespan in self._lifespans:
@@ -245,28 +253,68 @@ class Serving:
         host: str = "127.0.0.1",
         port: int = 8000,
         *,
+        ssl_context: ssl.SSLContext | None = None,
         task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Serve on ``host:port`` until :meth:`shutdown` (graceful) or cancellation.
 
         Supports ``port = await nursery.start(app.serve, host, 0)``: reports the bound
         port once listening.
-        """
-        async with self._running() as runtime:
-            await runtime.serve_tcp(host, port, task_status=task_status)
 
-    def run(self, host: str = "127.0.0.1", port: int = 8000) -> None:
+        Args:
+            ssl_context: serve TLS (``wss://``) with this server context, e.g.
+                ``ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)`` with
+                ``load_cert_chain(...)``. The TLS handshake counts towards the
+                app's ``handshake_timeout``.
+        """
+        await self._serve(host, port, ssl_context=ssl_context, task_status=task_status)
+
+    async def _serve(
+        self,
+        host: str,
+        port: int,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        reuse_port: bool = False,
+        announce: bool = True,
+        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """``serve``, and what a worker of ``wsroute run --workers`` needs besides: a
+        port shared with the other workers, and no ``listening`` line of its own."""
+        async with self._running() as runtime:
+            await runtime.serve_tcp(
+                host,
+                port,
+                ssl_context=ssl_context,
+                reuse_port=reuse_port,
+                announce=announce,
+                task_status=task_status,
+            )
+
+    def run(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         """Serve until SIGINT or SIGTERM, then shut down gracefully.
 
         A second signal during the shutdown exits at once with status 1.
+        ``ssl_context`` serves TLS, as in :meth:`serve`.
         """
-        trio.run(self._serve_until_signal, host, port)
+        trio.run(
+            self._serve_until_signal,
+            functools.partial(self.serve, host, port, ssl_context=ssl_context),
+        )
 
-    async def _serve_until_signal(self, host: str, port: int) -> None:
+    async def _serve_until_signal(self, serve: Callable[[], Awaitable[None]]) -> None:
+        """Run ``serve()``; the first SIGINT or SIGTERM shuts the app down gracefully,
+        a second one exits the process at once."""
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._watch_signals, signals)
-                await self.serve(host, port)
+                await serve()
                 nursery.cancel_scope.cancel()
 
     async def _watch_signals(self, signals: AsyncIterator[int]) -> None:

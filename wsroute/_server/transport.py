@@ -99,11 +99,16 @@ class Transport:
     def __init__(self, stream: trio.abc.Stream, *, max_message_size: int) -> None:
         self._stream = stream
         self._max = max_message_size
-        # The socket, for the fd path and for closing without a checkpoint.
-        self._sock: trio.socket.SocketType | None = (
-            stream.socket if isinstance(stream, trio.SocketStream) else None
-        )
-        self._fd = _FD_IO and self._sock is not None
+        # The socket, for the fd path and for closing without a checkpoint; under
+        # TLS, the one below it, for closing only.
+        self._sock: trio.socket.SocketType | None = None
+        if isinstance(stream, trio.SocketStream):
+            self._sock = stream.socket
+        elif isinstance(stream, trio.SSLStream) and isinstance(
+            stream.transport_stream, trio.SocketStream
+        ):
+            self._sock = stream.transport_stream.socket
+        self._fd = _FD_IO and isinstance(stream, trio.SocketStream)
         # The descriptor, read once (trio's fileno() is a Python call more on every
         # read and write); -1 once this transport closed the socket.
         self._fileno = self._sock.fileno() if self._fd and self._sock is not None else -1

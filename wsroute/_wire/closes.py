@@ -22,6 +22,7 @@ INVALID_DATA: Final = 1007
 POLICY_VIOLATION: Final = 1008
 MESSAGE_TOO_BIG: Final = 1009
 INTERNAL_ERROR: Final = 1011
+SERVICE_RESTART: Final = 1012
 TRY_AGAIN_LATER: Final = 1013
 
 #: Codes an endpoint may send, besides 3000-4999. 1005, 1006 and 1015 only report
@@ -34,6 +35,8 @@ _RECEIVABLE: Final = _SENDABLE - {1014}
 # -- why the server closes ------------------------------------------------------------
 
 SHUTTING_DOWN: Final = (GOING_AWAY, "server shutting down")
+#: A shutdown after which the server comes back (``wsroute run --reload``).
+RESTARTING: Final = (SERVICE_RESTART, "server restarting")
 BINARY_UNSUPPORTED: Final = (UNSUPPORTED_DATA, "binary frames are not supported")
 TEXT_UNSUPPORTED: Final = (UNSUPPORTED_DATA, "text frames are not supported with msgpack")
 SLOW_CONSUMER: Final = (POLICY_VIOLATION, "slow consumer")
