@@ -1,10 +1,11 @@
-"""The ``wsroute`` command: ``run`` serves an app, ``routes`` prints its handler table.
+"""The ``wsroute`` command: ``run`` serves an app, ``routes`` prints its handler table,
+``asyncapi`` and ``typescript`` write its contracts.
 
 A thin shell over :func:`wsroute._importer.load_app` and :meth:`App.run`. Each option
 comes from its flag, else its ``WSROUTE_*`` environment variable, else its default.
 Exit codes: 0 after a clean shutdown, 1 when the app crashed, could not listen, could
-not reach or lost its broker, or was forced down by a second signal, 2 for a usage or
-load error.
+not reach or lost its broker, or was forced down by a second signal, or when a contract
+could not be made or written, 2 for a usage or load error.
 """
 
 from __future__ import annotations
@@ -26,11 +27,13 @@ import attrs
 from . import __version__
 from ._app import App
 from ._config import Config
-from ._errors import BrokerError, ListenError, LoadError, RegistrationError
+from ._errors import BrokerError, ListenError, LoadError, RegistrationError, SchemaError
 from ._importer import load_app, user_frames
 from ._routing import RouteInfo, describe
 from ._wire.deflate import Deflate
 from .brokers import from_url
+from .contracts.asyncapi import asyncapi_json, asyncapi_yaml
+from .contracts.typescript import typescript
 
 PROG = "wsroute"
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
@@ -79,9 +82,23 @@ def _non_empty(text: str) -> str:
     return text
 
 
+def _format(text: str) -> str:
+    if text not in ("json", "yaml"):
+        raise argparse.ArgumentTypeError(f"expected json or yaml, not {text!r}")
+    return text
+
+
+def _ws_url(text: str) -> str:
+    if not re.fullmatch(r"wss?://[^/?#\s]+(/\S*)?", text):
+        raise argparse.ArgumentTypeError(
+            f"expected the URL clients connect to, ws:// or wss://, not {text!r}"
+        )
+    return text
+
+
 @dataclass(frozen=True)
 class _Option:
-    """A ``run``/``routes`` option: its flag, environment variable and default."""
+    """A command's option: its flag, environment variable (``""``: none) and default."""
 
     flag: str
     env: str
@@ -90,6 +107,7 @@ class _Option:
     metavar: str
     help: str
     unset: str = ""  # what an option without a default means, for --help
+    short: str = ""  # a one-letter form, e.g. -o
 
     @property
     def dest(self) -> str:
@@ -127,9 +145,27 @@ _COMPRESSION = _Option(
     "permessage-deflate for clients that offer it (deflate: the defaults of wsroute.Deflate)",
     unset="the app's own compression option",
 )
+_OUTPUT = _Option(
+    "--output", "", None, _non_empty, "FILE", "write to FILE", unset="standard output", short="-o"
+)
+_FORMAT = _Option("--format", "", "json", _format, "json|yaml", "the document's format")
+_SERVER = _Option(
+    "--server",
+    "WSROUTE_SERVER_URL",
+    "ws://localhost:8000/",
+    _ws_url,
+    "URL",
+    "the URL clients connect to, in the document's servers",
+)
+_TITLE = _Option("--title", "", None, _non_empty, "TEXT", "info.title", unset="MODULE:ATTR")
+_API_VERSION = _Option(
+    "--api-version", "", "0.1.0", _non_empty, "TEXT", "info.version: your API's version"
+)
 _OPTIONS: Mapping[str, Sequence[_Option]] = {
     "run": (_HOST, _PORT, _BROKER, _COMPRESSION, _LOG_LEVEL, _APP_DIR),
     "routes": (_APP_DIR,),
+    "asyncapi": (_FORMAT, _OUTPUT, _SERVER, _TITLE, _API_VERSION, _APP_DIR),
+    "typescript": (_OUTPUT, _APP_DIR),
 }
 
 
@@ -142,6 +178,8 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     summaries = {
         "run": "serve the app until SIGINT/SIGTERM (a second signal exits at once)",
         "routes": "print the app's handler table",
+        "asyncapi": "write the app's AsyncAPI 3.0 document (docs/contracts.md)",
+        "typescript": "write TypeScript declarations of the app's types and routes",
     }
     subparsers = {}
     for name, options in _OPTIONS.items():
@@ -149,12 +187,13 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
         sub.add_argument("app", metavar="MODULE:ATTR", help="the App to load, e.g. app:app")
         for option in options:
             default = option.default or option.unset
+            env = f"env {option.env}; " if option.env else ""
             sub.add_argument(
-                option.flag,
+                *filter(None, (option.short, option.flag)),
                 type=option.parse,
                 default=None,
                 metavar=option.metavar,
-                help=f"{option.help} (env {option.env}; default {default})",
+                help=f"{option.help} ({env}default {default})",
             )
         subparsers[name] = sub
     return parser, subparsers
@@ -170,7 +209,7 @@ def _resolve(
     for option in options:
         if getattr(args, option.dest) is not None:
             continue
-        raw = environ.get(option.env, "")
+        raw = environ.get(option.env, "") if option.env else ""
         value: Any = None
         if raw:
             try:
@@ -197,6 +236,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(args)
+        if args.command == "asyncapi":
+            return _asyncapi(args)
+        if args.command == "typescript":
+            return _typescript(args)
         return _routes(args)
     except _Exit as stop:
         return stop.code
@@ -285,6 +328,39 @@ def _routes(args: argparse.Namespace) -> int:
     print(_table(rows))
     print()
     print(_table(_formats(app.config)))
+    return EXIT_OK
+
+
+def _asyncapi(args: argparse.Namespace) -> int:
+    app = _load(args.app, args.app_dir)
+    options = {"title": args.title or args.app, "version": args.api_version, "server": args.server}
+    if args.format == "yaml":
+        return _write(args.output, lambda: asyncapi_yaml(app, **options).encode())
+    return _write(args.output, lambda: asyncapi_json(app, **options))
+
+
+def _typescript(args: argparse.Namespace) -> int:
+    app = _load(args.app, args.app_dir)
+    return _write(args.output, lambda: typescript(app).encode())
+
+
+def _write(path: str | None, make: Callable[[], bytes]) -> int:
+    """Make a contract and write it to ``path`` (standard output for ``None``)."""
+    try:
+        data = make()
+    except (SchemaError, ValueError) as exc:
+        _error(f"cannot make the contract: {exc}")
+        return EXIT_ERROR
+    if path is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+        return EXIT_OK
+    try:
+        with open(path, "wb") as file:
+            file.write(data)
+    except OSError as exc:
+        _error(f"cannot write {path}: {exc.strerror or exc}")
+        return EXIT_ERROR
     return EXIT_OK
 
 
