@@ -376,3 +376,63 @@ async def test_int_keys_round_trip(serve):
         assert reply["error"]["details"] == [
             {"path": "$['two']", "message": 'expected an integer key, got "two"'}
         ]
+
+
+class Size(enum.IntEnum):
+    SMALL = 1
+    LARGE = 2
+
+
+class Mode(enum.StrEnum):
+    FAST = "fast"
+
+
+class Flavour(str, enum.Enum):  # noqa: UP042 - the mixin spelling is what is tested
+    SWEET = "sweet"
+
+
+class Ratio(float, enum.Enum):
+    HALF = 0.5
+
+
+def test_int_str_and_float_enums_take_their_members_only() -> None:
+    # cattrs gives these the hook of their base type, which took any integer or
+    # string and handed the handler a plain value instead of a member.
+    assert CONVERTER.structure(2, Size) is Size.LARGE
+    assert CONVERTER.structure("fast", Mode) is Mode.FAST
+    assert CONVERTER.structure("sweet", Flavour) is Flavour.SWEET
+    assert CONVERTER.structure(0.5, Ratio) is Ratio.HALF
+    assert errors(Size, 3) == top("expected one of 1, 2")
+    assert errors(Size, True) == top("expected an integer, got boolean")
+    assert errors(Mode, "slow") == top('expected one of "fast"')
+    assert errors(Flavour, 1) == top("expected a string, got number")
+    assert errors(Ratio, 0.25) == top("expected one of 0.5")
+    assert errors(dict[Mode, int], {"slow": 1}) == [
+        {"path": "$['slow']", "message": 'expected one of "fast"'}
+    ]
+
+
+def test_a_union_of_a_class_and_scalars_is_exact() -> None:
+    tp = Item | int | None
+    assert CONVERTER.structure(1, tp) == 1
+    assert CONVERTER.structure(None, tp) is None
+    assert CONVERTER.structure({"id": 1}, tp) == Item(1)
+    assert errors(tp, True) == top("expected an object, got boolean")
+    assert errors(tp, 1.5) == top("expected an object, got number")
+    widened = CONVERTER.structure(1, Item | float)
+    assert widened == 1.0
+    assert type(widened) is float
+    assert errors(Item | float, float("nan")) == top("expected a finite number")
+    assert errors(float | None, float("inf")) == top("expected a finite number")
+
+
+def test_enum_keys_are_written_as_their_values() -> None:
+    written = CONVERTER.unstructure({Color.RED: 1}, dict[Color, int])
+    assert written == {"red": 1}
+    assert CONVERTER.structure(written, dict[Color, int]) == {Color.RED: 1}
+
+
+def test_an_empty_tuple_takes_no_items() -> None:
+    assert CONVERTER.structure([], tuple[()]) == ()
+    assert errors(tuple[()], [1]) == top("expected an array of 0 items, got 1")
+    assert CONVERTER.structure([1, "a"], tuple) == (1, "a")

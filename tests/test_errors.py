@@ -67,6 +67,7 @@ def test_the_builtin_bases_that_let_callers_catch_them_as_usual() -> None:
     assert {name: bases for name, bases in others.items() if bases != []} == {
         "WsrouteError": [Exception],
         "RegistrationError": [TypeError],
+        "SchemaError": [TypeError],
         "NotRunningError": [RuntimeError],
         "ListenError": [OSError],
         "RequestTimeout": [TimeoutError],

@@ -6,6 +6,7 @@ from ._app import App as App
 from ._config import Config as Config
 from ._config import SlowConsumerPolicy as SlowConsumerPolicy
 from ._converter import make_converter as make_converter
+from ._declared import EventInfo as EventInfo
 from ._errors import BrokerClosed as BrokerClosed
 from ._errors import BrokerError as BrokerError
 from ._errors import ConnectionClosed as ConnectionClosed
@@ -51,6 +52,7 @@ __all__ = [
     "ConnectionClosed",
     "Deflate",
     "Disconnect",
+    "EventInfo",
     "HandlerError",
     "Headers",
     "History",

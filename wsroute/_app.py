@@ -5,19 +5,21 @@ from __future__ import annotations
 import inspect
 import logging
 import os
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, Literal, TypeVar
 
 import cattrs
 
 from ._config import DEFAULT_SUBPROTOCOLS, Config, SlowConsumerPolicy
 from ._converter import make_converter
+from ._declared import ErrorSpec, EventInfo, check_event
 from ._errors import RegistrationError
 from ._history import History
-from ._http import HTTPRoutes
+from ._http import HTTPRoutes, Response
 from ._metrics import Metrics
 from ._presence import DEFAULT_PRESENCE_TTL, Presence
 from ._proxy import DEFAULT_FORWARDED_ALLOW_IPS
+from ._request import Request
 from ._routing import (
     CoalesceSpec,
     FrameHandler,
@@ -44,6 +46,7 @@ from ._server.serving import Lifespan, Serving
 from ._server.static import CLIENT_SCRIPT, PackageFile, StaticFiles
 from ._wire.deflate import Deflate
 from .brokers import Broker, BrokerState, MemoryBroker
+from .contracts.asyncapi import asyncapi_json
 
 logger = logging.getLogger("wsroute")
 
@@ -130,6 +133,9 @@ class App(Serving, Messaging):
         forwarded_allow_ips: the proxies believed: IP addresses and networks, as a
             list or comma-separated (``"127.0.0.1,10.0.0.0/8"``); ``"*"`` for every
             peer. Only a proxy on the same host by default.
+        asyncapi: a path where a plain GET fetches the app's AsyncAPI document
+            (JSON, made when first asked for), e.g. ``"/asyncapi.json"``; ``None``
+            (default) to not serve it (docs/contracts.md).
     """
 
     def __init__(
@@ -169,6 +175,7 @@ class App(Serving, Messaging):
         metrics_path: str | None = "/metrics",
         proxy_headers: bool = True,
         forwarded_allow_ips: str | Sequence[str] = DEFAULT_FORWARDED_ALLOW_IPS,
+        asyncapi: str | None = None,
     ) -> None:
         self.config = Config(
             default_topic=default_topic,
@@ -230,6 +237,12 @@ class App(Serving, Messaging):
         self._http = HTTPRoutes()
         if client_path is not None:
             self._http.add(client_path, PackageFile(CLIENT_SCRIPT), "the JavaScript client")
+        self._events: list[EventInfo] = []
+        self._asyncapi_path = asyncapi
+        if asyncapi is not None:
+            document = AsyncAPIDocument(self)
+            self._http.add(asyncapi, document, "the AsyncAPI document")
+            self._lifespans.append(document.prepare)
 
     # -- registration ------------------------------------------------------------
 
@@ -248,6 +261,7 @@ class App(Serving, Messaging):
         timeout: float | None = None,
         coalesce: CoalesceSpec = False,
         coalesce_timeout: float | None = None,
+        errors: ErrorSpec = (),
     ) -> None:
         """Register ``fn`` to answer messages of type ``name`` with a reply to the sender.
 
@@ -260,6 +274,9 @@ class App(Serving, Messaging):
                 the result depends on who asks.
             coalesce_timeout: seconds the shared run may take; waiters then get
                 ``timeout`` error replies.
+            errors: the codes of the ``HandlerError`` s ``fn`` raises, or a dict of
+                code -> what it means: documented in the app's contracts
+                (docs/contracts.md), not enforced.
         """
         self._add(
             name,
@@ -268,6 +285,7 @@ class App(Serving, Messaging):
             timeout=timeout,
             coalesce=coalesce,
             coalesce_timeout=coalesce_timeout,
+            errors=errors,
         )
 
     def add_broadcast(
@@ -278,12 +296,14 @@ class App(Serving, Messaging):
         topic: TopicSpec | None = None,
         timeout: float | None = None,
         exclude_sender: bool = False,
+        errors: ErrorSpec = (),
     ) -> None:
         """Register ``fn`` to publish its return value as an event on ``topic``.
 
         ``topic`` is a string or a function ``(payload, conn) -> str``; by default the
         app's ``default_topic``. With ``exclude_sender``, the sending connection does
-        not receive the event (it still gets its acknowledgement reply).
+        not receive the event (it still gets its acknowledgement reply). ``errors``
+        as for :meth:`add_direct`.
         """
         check_name(name)
         if topic is None:
@@ -300,6 +320,7 @@ class App(Serving, Messaging):
             check_topic(name, topic),
             timeout=timeout,
             exclude_sender=exclude_sender,
+            errors=errors,
         )
 
     def _add(
@@ -313,6 +334,7 @@ class App(Serving, Messaging):
         coalesce: CoalesceSpec = False,
         coalesce_timeout: float | None = None,
         exclude_sender: bool = False,
+        errors: ErrorSpec = (),
     ) -> None:
         check_name(name)
         self._check_open(f"{kind.value} handler {name!r}")
@@ -334,6 +356,7 @@ class App(Serving, Messaging):
             coalesce=coalesce,
             coalesce_timeout=coalesce_timeout,
             exclude_sender=exclude_sender,
+            errors=errors,
         )
         route = self._routes.get(name) or Route(name)
         existing = route.direct if kind is RouteKind.DIRECT else route.broadcast
@@ -369,6 +392,34 @@ class App(Serving, Messaging):
         self._info[name] = Handler(
             name, RouteKind.INFO, fn, self.converter, None, timeout, values=VALUES
         )
+
+    def declare_event(
+        self,
+        name: str,
+        data: Any = None,
+        *,
+        topic: str | None = None,
+        description: str | None = None,
+    ) -> None:
+        """Declare an event the app pushes by itself, for its contracts (docs/contracts.md).
+
+        Broadcast routes declare their events; this is for the others: ``conn.send``,
+        ``send_to_user`` and ``send_to_connection`` (``topic=None``), and
+        ``app.publish`` (``topic``: the topic, or a template such as ``"room:{room}"``
+        whose ``{name}`` parts stand for any text). It changes nothing at run time.
+
+        Args:
+            data: the type of the event's ``data``; ``None`` for none, ``Any`` for any
+                JSON value.
+            description: what the event means.
+
+        Raises:
+            RegistrationError: a bad name or topic template, or the same event declared
+                twice for one topic.
+        """
+        check_name(name)
+        self._check_open(f"event {name!r}")
+        self._events.append(check_event(name, data, topic, description, self._events))
 
     def add_on_connect(self, fn: Callable[..., Awaitable[Any]]) -> None:
         """Run ``fn(conn)`` when a connection opens; hooks run in registration order."""
@@ -471,6 +522,11 @@ class App(Serving, Messaging):
         Binary frames are accepted. Hooks, limits and ``conn.send_frame`` still apply.
         """
         self._check_open("a frame handler")
+        if self._asyncapi_path is not None:
+            raise RegistrationError(
+                f"a frame handler replaces protocol v1, which the AsyncAPI document served at"
+                f" {self._asyncapi_path!r} describes: leave out App(asyncapi=...)"
+            )
         if self._routes or self._frame_handler is not None:
             raise RegistrationError(
                 "a frame handler replaces the JSON protocol: an app has either one frame"
@@ -485,12 +541,18 @@ class App(Serving, Messaging):
         timeout: float | None = None,
         coalesce: CoalesceSpec = False,
         coalesce_timeout: float | None = None,
+        errors: ErrorSpec = (),
     ) -> Callable[[F], F]:
         """Decorator form of :meth:`add_direct`."""
 
         def register(fn: F) -> F:
             self.add_direct(
-                name, fn, timeout=timeout, coalesce=coalesce, coalesce_timeout=coalesce_timeout
+                name,
+                fn,
+                timeout=timeout,
+                coalesce=coalesce,
+                coalesce_timeout=coalesce_timeout,
+                errors=errors,
             )
             return fn
 
@@ -503,12 +565,18 @@ class App(Serving, Messaging):
         topic: TopicSpec | None = None,
         timeout: float | None = None,
         exclude_sender: bool = False,
+        errors: ErrorSpec = (),
     ) -> Callable[[F], F]:
         """Decorator form of :meth:`add_broadcast`."""
 
         def register(fn: F) -> F:
             self.add_broadcast(
-                name, fn, topic=topic, timeout=timeout, exclude_sender=exclude_sender
+                name,
+                fn,
+                topic=topic,
+                timeout=timeout,
+                exclude_sender=exclude_sender,
+                errors=errors,
             )
             return fn
 
@@ -563,6 +631,21 @@ class App(Serving, Messaging):
         return fn
 
     @property
+    def events(self) -> list[EventInfo]:
+        """The events declared with :meth:`declare_event`, in order."""
+        return list(self._events)
+
+    @property
+    def accept_hook(self) -> AcceptHook | None:
+        """The accept hook, or ``None`` (for tools: ``wsroute asyncapi``)."""
+        return self._accept_hook
+
+    @property
+    def has_frame_handler(self) -> bool:
+        """Whether a frame handler (:meth:`add_frame_handler`) replaces protocol v1."""
+        return self._frame_handler is not None
+
+    @property
     def handlers(self) -> list[RouteInfo]:
         """Every registered direct and broadcast handler, by message type, direct
         before broadcast."""
@@ -572,6 +655,28 @@ class App(Serving, Messaging):
             for handler in (route.direct, route.broadcast)
             if handler is not None
         ]
+
+
+class AsyncAPIDocument:
+    """The GET route of ``App(asyncapi=...)``: the document as JSON, made when the app
+    starts serving (every route is registered by then, and a type without a schema
+    stops the start with ``SchemaError`` rather than failing a request later)."""
+
+    __slots__ = ("_app", "_body")
+
+    def __init__(self, app: App) -> None:
+        self._app = app
+        self._body: bytes | None = None
+
+    async def prepare(self) -> AsyncIterator[None]:
+        """A lifespan, the app's first."""
+        self._body = asyncapi_json(self._app)
+        yield
+
+    async def __call__(self, request: Request) -> Response:
+        if self._body is None:  # asked before the lifespans ran
+            self._body = asyncapi_json(self._app)
+        return Response(self._body, content_type="application/json")
 
 
 def _ignore_request(fn: Callable[[], Awaitable[Any]]) -> Callable[[Any], Awaitable[Any]]:

@@ -1,10 +1,11 @@
-"""The ``wsroute`` command: ``run`` serves an app, ``routes`` prints its handler table.
+"""The ``wsroute`` command: ``run`` serves an app, ``routes`` prints its handler table,
+``asyncapi`` and ``typescript`` write its contracts.
 
 A thin shell over :func:`wsroute._importer.load_app` and :meth:`App.run`. Each option
 comes from its flag, else its ``WSROUTE_*`` environment variable, else its default.
 Exit codes: 0 after a clean shutdown, 1 when the app crashed, could not listen, could
-not reach or lost its broker, or was forced down by a second signal, 2 for a usage or
-load error.
+not reach or lost its broker, or was forced down by a second signal, or when a contract
+could not be made or written, 2 for a usage or load error.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import ssl
 import sys
 import traceback
@@ -25,13 +27,15 @@ import attrs
 from . import __version__
 from . import _listing as listing
 from ._app import App
-from ._errors import BrokerError, ListenError, LoadError, RegistrationError
+from ._errors import BrokerError, ListenError, LoadError, RegistrationError, SchemaError
 from ._importer import load_app, user_frames
 from ._logs import JSONFormatter
 from ._proxy import TrustedProxies
 from ._supervisor import supervise, usage_problem
 from ._wire.deflate import Deflate
 from .brokers import MemoryBroker, from_url
+from .contracts.asyncapi import asyncapi_json, asyncapi_yaml
+from .contracts.typescript import typescript
 
 PROG = "wsroute"
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
@@ -133,9 +137,23 @@ def _switch(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected one of {', '.join(_TRUE + _FALSE)}, not {text!r}")
 
 
+def _format(text: str) -> str:
+    if text not in ("json", "yaml"):
+        raise argparse.ArgumentTypeError(f"expected json or yaml, not {text!r}")
+    return text
+
+
+def _ws_url(text: str) -> str:
+    if not re.fullmatch(r"wss?://[^/?#\s]+(/\S*)?", text):
+        raise argparse.ArgumentTypeError(
+            f"expected the URL clients connect to, ws:// or wss://, not {text!r}"
+        )
+    return text
+
+
 @dataclass(frozen=True)
 class _Option:
-    """A ``run``/``routes`` option: its flag, environment variable and default."""
+    """A command's option: its flag, environment variable (``""``: none) and default."""
 
     flag: str
     env: str
@@ -145,6 +163,7 @@ class _Option:
     help: str
     unset: str = ""  # what an option without a default means, for --help
     switch: bool = False  # a --x/--no-x pair; ``parse`` reads the environment variable
+    short: str = ""  # a one-letter form, e.g. -o
 
     @property
     def dest(self) -> str:
@@ -280,6 +299,22 @@ _SSL_KEYFILE_PASSWORD = _Option(
 )
 _PROCESSES = (_WORKERS, _RELOAD)
 _TLS = (_SSL_CERTFILE, _SSL_KEYFILE, _SSL_KEYFILE_PASSWORD)
+_OUTPUT = _Option(
+    "--output", "", None, _non_empty, "FILE", "write to FILE", unset="standard output", short="-o"
+)
+_FORMAT = _Option("--format", "", "json", _format, "json|yaml", "the document's format")
+_SERVER = _Option(
+    "--server",
+    "WSROUTE_SERVER_URL",
+    "ws://localhost:8000/",
+    _ws_url,
+    "URL",
+    "the URL clients connect to, in the document's servers",
+)
+_TITLE = _Option("--title", "", None, _non_empty, "TEXT", "info.title", unset="MODULE:ATTR")
+_API_VERSION = _Option(
+    "--api-version", "", "0.1.0", _non_empty, "TEXT", "info.version: your API's version"
+)
 _OPTIONS: Mapping[str, Sequence[_Option]] = {
     "run": (
         _HOST,
@@ -296,6 +331,8 @@ _OPTIONS: Mapping[str, Sequence[_Option]] = {
         *_TLS,
     ),
     "routes": (_APP_DIR, _ROUTES_FORMAT),
+    "asyncapi": (_FORMAT, _OUTPUT, _SERVER, _TITLE, _API_VERSION, _APP_DIR),
+    "typescript": (_OUTPUT, _APP_DIR),
 }
 
 
@@ -308,6 +345,8 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     summaries = {
         "run": "serve the app until SIGINT/SIGTERM (a second signal exits at once)",
         "routes": "print the app's handler table",
+        "asyncapi": "write the app's AsyncAPI 3.0 document (docs/contracts.md)",
+        "typescript": "write TypeScript declarations of the app's types and routes",
     }
     subparsers = {}
     for name, options in _OPTIONS.items():
@@ -315,14 +354,19 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
         sub.add_argument("app", metavar="MODULE:ATTR", help="the App to load, e.g. app:app")
         for option in options:
             default = option.default or option.unset
-            help = f"{option.help} (env {option.env}; default {default})"
+            env = f"env {option.env}; " if option.env else ""
+            help = f"{option.help} ({env}default {default})"
             if option.switch:
                 sub.add_argument(
                     option.flag, action=argparse.BooleanOptionalAction, default=None, help=help
                 )
                 continue
             sub.add_argument(
-                option.flag, type=option.parse, default=None, metavar=option.metavar, help=help
+                *filter(None, (option.short, option.flag)),
+                type=option.parse,
+                default=None,
+                metavar=option.metavar,
+                help=help,
             )
         subparsers[name] = sub
     return parser, subparsers
@@ -338,7 +382,7 @@ def _resolve(
     for option in options:
         if getattr(args, option.dest) is not None:
             continue
-        raw = environ.get(option.env, "")
+        raw = environ.get(option.env, "") if option.env else ""
         value: Any = None
         if raw:
             try:
@@ -365,6 +409,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(args)
+        if args.command == "asyncapi":
+            return _asyncapi(args)
+        if args.command == "typescript":
+            return _typescript(args)
         return _routes(args)
     except _Exit as stop:
         return stop.code
@@ -540,4 +588,37 @@ def _routes(args: argparse.Namespace) -> int:
         print(json.dumps(listing.document(app), indent=2))
     else:
         print(listing.table(app))
+    return EXIT_OK
+
+
+def _asyncapi(args: argparse.Namespace) -> int:
+    app = _load(args.app, args.app_dir)
+    options = {"title": args.title or args.app, "version": args.api_version, "server": args.server}
+    if args.format == "yaml":
+        return _write(args.output, lambda: asyncapi_yaml(app, **options).encode())
+    return _write(args.output, lambda: asyncapi_json(app, **options))
+
+
+def _typescript(args: argparse.Namespace) -> int:
+    app = _load(args.app, args.app_dir)
+    return _write(args.output, lambda: typescript(app).encode())
+
+
+def _write(path: str | None, make: Callable[[], bytes]) -> int:
+    """Make a contract and write it to ``path`` (standard output for ``None``)."""
+    try:
+        data = make()
+    except (SchemaError, ValueError) as exc:
+        _error(f"cannot make the contract: {exc}")
+        return EXIT_ERROR
+    if path is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+        return EXIT_OK
+    try:
+        with open(path, "wb") as file:
+            file.write(data)
+    except OSError as exc:
+        _error(f"cannot write {path}: {exc.strerror or exc}")
+        return EXIT_ERROR
     return EXIT_OK

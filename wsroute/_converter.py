@@ -13,7 +13,9 @@ import base64
 import binascii
 import dataclasses
 import enum
+import functools
 import math
+import operator
 import re
 from collections.abc import Callable
 from types import UnionType
@@ -57,26 +59,42 @@ def _expect(expected: str, value: object) -> StrictTypeError:
     return StrictTypeError(f"expected {expected}, got {_json_type(value)}")
 
 
-def _structure_int(value: Any, _: type) -> int:
+def _structure_int(value: Any, tp: type) -> Any:
     if type(value) is not int:
         raise _expect("an integer", value)
+    if tp is not int:
+        return _subclass(value, tp)
     return value
 
 
-def _structure_float(value: Any, _: type) -> float:
+def _structure_float(value: Any, tp: type) -> Any:
     if type(value) is float:
-        if math.isfinite(value):  # JSON has no NaN or infinity; msgpack does
-            return value
-        raise StrictTypeError("expected a finite number")
-    if type(value) is int:
-        return float(value)
-    raise _expect("a number", value)
+        if not math.isfinite(value):  # JSON has no NaN or infinity; msgpack does
+            raise StrictTypeError("expected a finite number")
+    elif type(value) is int:
+        value = float(value)
+    else:
+        raise _expect("a number", value)
+    if tp is not float:
+        return _subclass(value, tp)
+    return value
 
 
-def _structure_str(value: Any, _: type) -> str:
+def _structure_str(value: Any, tp: type) -> Any:
     if type(value) is not str:
         raise _expect("a string", value)
+    if tp is not str:
+        return _subclass(value, tp)
     return value
+
+
+def _subclass(value: Any, tp: Any) -> Any:
+    """A value for a subclass of ``int``, ``float`` or ``str``, which cattrs gives
+    the hook of its base: an ``IntEnum`` or ``StrEnum`` must be one of its members,
+    not any integer or string."""
+    if _is_enum(tp):
+        return _enum_hook(tp)(value, tp)
+    return tp(value)
 
 
 def _structure_bytes(value: Any, _: type) -> bytes:
@@ -141,10 +159,45 @@ def _primitive_union_factory(tp: Any) -> Callable[..., Any]:
     def structure(value: Any, _: Any) -> Any:
         kind = type(value)
         if kind in accepted:
-            return value
+            return _finite(value)
         if widen and kind is int:
             return float(value)
         raise StrictTypeError(f"expected {_union_name(tp)}, got {_json_type(value)}")
+
+    return structure
+
+
+def _finite(value: Any) -> Any:
+    if type(value) is float and not math.isfinite(value):
+        raise StrictTypeError("expected a finite number")
+    return value
+
+
+def _is_mixed_union(tp: Any) -> bool:
+    if not (isinstance(tp, UnionType) or get_origin(tp) is Union):
+        return False
+    primitive = [arg in _PRIMITIVES for arg in get_args(tp)]
+    return any(primitive) and not all(primitive)
+
+
+def _mixed_union_factory(converter: cattrs.Converter, tp: Any) -> Callable[..., Any]:
+    """Unions such as ``Item | int | None``: a JSON scalar of a type the union names
+    as it is (exactly so: ``True`` is not an ``int``), anything else read as the rest
+    of the union. cattrs' own way takes any instance, ``True`` as an ``int`` too."""
+    args = get_args(tp)
+    accepted = frozenset(arg for arg in args if arg in _PRIMITIVES)
+    rest = tuple(arg for arg in args if arg not in _PRIMITIVES)
+    other: Any = functools.reduce(operator.or_, rest)
+    hook = converter.get_structure_hook(other)
+    widen = float in accepted and int not in accepted
+
+    def structure(value: Any, _: Any) -> Any:
+        kind = type(value)
+        if kind in accepted:
+            return _finite(value)
+        if widen and kind is int:
+            return float(value)
+        return hook(value, other)
 
     return structure
 
@@ -171,6 +224,19 @@ def _enum_factory(tp: Any) -> Callable[..., Any]:
             ) from None
 
     return structure
+
+
+#: The enum hooks that ``_subclass`` uses, made once per enum.
+_enum_hook = functools.cache(_enum_factory)
+
+
+def _is_enum_keyed(tp: Any) -> bool:
+    args = get_args(tp)
+    return bool(args) and _is_enum(args[0]) and cols.is_mapping(tp)
+
+
+def _enum_value(member: enum.Enum, _: Any = None) -> Any:
+    return member.value
 
 
 def _is_literal(tp: Any) -> bool:
@@ -215,6 +281,12 @@ def make_converter(*, forbid_extra_keys: bool = True) -> cattrs.Converter:
     # Bytes stay bytes: JSON writes them as base64 text, msgpack as binary.
     converter.register_unstructure_hook(bytes, _same)
     converter.register_structure_hook(_IntKey, _structure_int_key)
+    # cattrs writes an enum key as str(member) ("Color.RED"), which nothing reads
+    # back: write its value, as for an enum anywhere else.
+    converter.register_unstructure_hook_factory(
+        _is_enum_keyed,
+        lambda tp: converter.gen_unstructure_mapping(tp, key_handler=_enum_value),
+    )
 
     def array_factory(tp: Any) -> Callable[..., Any]:
         return _guarded(list, "an array", _default_array_hook(converter, tp))
@@ -234,6 +306,9 @@ def make_converter(*, forbid_extra_keys: bool = True) -> cattrs.Converter:
 
     converter.register_structure_hook_factory(_is_enum, _enum_factory)
     converter.register_structure_hook_factory(_is_primitive_union, _primitive_union_factory)
+    converter.register_structure_hook_factory(
+        _is_mixed_union, lambda tp: _mixed_union_factory(converter, tp)
+    )
     converter.register_structure_hook_factory(_is_literal, _literal_factory)
     converter.register_structure_hook_factory(_is_array_type, array_factory)
     converter.register_structure_hook_factory(cols.is_mapping, mapping_factory)
@@ -252,6 +327,8 @@ def _default_array_hook(converter: cattrs.Converter, tp: Any) -> Callable[..., A
     origin = get_origin(tp) or tp
     if origin is tuple and args and args[-1] is not Ellipsis:
         return _items_hook(converter, tp, list(args), tuple)
+    if origin is tuple and hasattr(tp, "__args__") and not args:  # tuple[()]: no items
+        return _items_hook(converter, tp, [], tuple)
     item = args[0] if args else Any
     if cols.is_frozenset(tp):
         return _items_hook(converter, tp, item, frozenset)

@@ -4,6 +4,7 @@
 
     WsrouteError
     ├── RegistrationError      a handler or option is wrong; raised at decoration time
+    ├── SchemaError            a type has no exact JSON Schema (``wsroute.contracts``)
     ├── HandlerError           raised by app code; becomes an error reply with its code
     ├── Reject                 raised by an accept hook; refuses the upgrade with an HTTP status
     ├── ProtocolError          a client frame breaks the wire protocol (invalid_json, ...)
@@ -42,6 +43,11 @@ class WsrouteError(Exception):
 
 class RegistrationError(WsrouteError, TypeError):
     """A handler, hook or option cannot be registered; the message names the fix."""
+
+
+class SchemaError(WsrouteError, TypeError):
+    """A type has no JSON Schema as strict as the converter that reads it, or the
+    converter cannot read it; the message names the type, where it is used and the fix."""
 
 
 class HandlerError(WsrouteError):

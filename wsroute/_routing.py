@@ -12,7 +12,7 @@ import enum
 import inspect
 import types
 import typing
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from typing import Any, Final
 
 import attrs
@@ -21,6 +21,7 @@ import orjson
 from cattrs.errors import StructureHandlerNotFoundError
 
 from ._converter import describe_error
+from ._declared import ErrorSpec, check_errors
 from ._errors import RegistrationError
 from ._protocol import ERROR_TYPE, MAX_TYPE_LENGTH, RESERVED_PREFIX
 
@@ -53,6 +54,10 @@ class RouteInfo:
         timeout: seconds it may run, or ``None``.
         coalesce: whether identical concurrent requests share a run (direct only).
         exclude_sender: whether a broadcast skips its sender.
+        errors: the error codes it declares (``errors=``), each with what it means.
+        coalesce_timeout: seconds a coalesced run may take, or ``None``.
+        payload_default: whether the payload parameter has a default, so that a
+            message may leave ``data`` out.
     """
 
     name: str
@@ -64,6 +69,9 @@ class RouteInfo:
     timeout: float | None
     coalesce: bool
     exclude_sender: bool
+    errors: Mapping[str, str] = attrs.field(factory=dict)
+    coalesce_timeout: float | None = None
+    payload_default: bool = False
 
 
 #: ``coalesce=`` of a direct route: ``True`` (key: the message data), or a function
@@ -255,6 +263,7 @@ class Handler:
         "call",
         "coalesce",
         "coalesce_timeout",
+        "errors",
         "exclude_sender",
         "fn",
         "kind",
@@ -280,8 +289,10 @@ class Handler:
         coalesce: CoalesceSpec = False,
         coalesce_timeout: float | None = None,
         exclude_sender: bool = False,
+        errors: ErrorSpec = (),
     ) -> None:
         what = f"{kind.value} handler {name!r},"
+        self.errors = check_errors(what, errors)
         for option, value in (("timeout", timeout), ("coalesce_timeout", coalesce_timeout)):
             if value is not None and (
                 isinstance(value, bool) or not isinstance(value, int | float) or value <= 0
@@ -348,6 +359,9 @@ class Handler:
             timeout=self.timeout,
             coalesce=self.coalesce is not False,
             exclude_sender=self.exclude_sender,
+            errors=self.errors,
+            coalesce_timeout=self.coalesce_timeout,
+            payload_default=self._default is not _NO_DEFAULT,
         )
 
     def structure(self, data: Any) -> Any:

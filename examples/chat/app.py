@@ -86,6 +86,16 @@ class Presence:
     nick: str
 
 
+# The events the app sends by itself, for its contracts (`wsroute asyncapi app:app`).
+ROOM = "room:{room}"
+app.declare_event("joined", Presence, topic=ROOM, description="Somebody joined the room.")
+app.declare_event("left", Presence, topic=ROOM, description="Somebody left the room.")
+app.declare_event("say", Line, topic=ROOM, description="What somebody said in the room.")
+app.declare_event("whisper", dict[str, str], description="A private message: from, text.")
+app.declare_event("kicked", dict[str, str], description="A moderator kicked you: by, reason.")
+NOT_IN_ROOM = {"not_in_room": "join a room first"}
+ANONYMOUS = {"anonymous": "connect with ?user=<name> to do this"}
+
 #: Who is where: room name -> {connection id: nick}. Rooms disappear when empty.
 rooms: dict[str, dict[str, str]] = {}
 
@@ -134,7 +144,7 @@ async def gone(conn: Connection) -> None:
     await leave_room(conn)
 
 
-@app.direct("join")
+@app.direct("join", errors={"invalid_room": "room is blank", "invalid_nick": "nick is blank"})
 async def join(msg: Join, conn: Connection) -> Roster:
     room, nick = msg.room.strip(), msg.nick.strip()
     if not room:
@@ -149,26 +159,26 @@ async def join(msg: Join, conn: Connection) -> Roster:
     return Roster(room, list(rooms[room].values()))
 
 
-@app.broadcast("say", topic=lambda msg, conn: room_topic(conn.state.room))
+@app.broadcast("say", topic=lambda msg, conn: room_topic(conn.state.room), errors=NOT_IN_ROOM)
 async def say(msg: Say, conn: Connection) -> Line:
     room, nick = current_room(conn)
     return Line(room, nick, msg.text)  # published to the room's topic
 
 
-@app.direct("leave")
+@app.direct("leave", errors=NOT_IN_ROOM)
 async def leave(conn: Connection) -> Presence:
     room, nick = current_room(conn)
     await leave_room(conn)
     return Presence(room, nick)
 
 
-@app.direct("who")
+@app.direct("who", errors=NOT_IN_ROOM)
 async def who(conn: Connection) -> Roster:
     room, _ = current_room(conn)
     return Roster(room, list(rooms[room].values()))
 
 
-@app.direct("whisper")
+@app.direct("whisper", errors=ANONYMOUS)
 async def whisper(msg: Whisper, conn: Connection) -> Whisper:
     """A private message to every connection of user ``to``, in any process."""
     sender = require_user(conn)
@@ -176,7 +186,7 @@ async def whisper(msg: Whisper, conn: Connection) -> Whisper:
     return msg
 
 
-@app.direct("kick")
+@app.direct("kick", errors={**ANONYMOUS, "forbidden": "only moderators can kick"})
 async def kick(msg: Kick, conn: Connection) -> Kick:
     if require_user(conn) not in MODERATORS:
         raise HandlerError("forbidden", "only moderators can kick")

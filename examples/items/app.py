@@ -28,13 +28,26 @@ class Item:
     name: str
 
 
+@attrs.frozen
+class Welcome:
+    """Sent to each connection as it opens."""
+
+    connection: str
+
+
+# Events pushed by the app itself, for its contracts (`wsroute asyncapi app:app`);
+# the broadcasts below declare theirs.
+app.declare_event("welcome", Welcome, description="Sent to each connection as it opens.")
+
+NOT_FOUND = {"not_found": "no item has this id"}
+
 items: dict[int, Item] = {}
 _next_id = 0
 
 
 @app.on_connect
 async def hello(conn: Connection) -> None:
-    await conn.send("welcome", {"connection": conn.id})
+    await conn.send("welcome", Welcome(conn.id))
 
 
 @app.direct("list_items")
@@ -42,7 +55,7 @@ async def list_items() -> list[Item]:
     return list(items.values())
 
 
-@app.direct("get_item")
+@app.direct("get_item", errors=NOT_FOUND)
 async def get_item(ref: ItemRef) -> Item:
     try:
         return items[ref.id]
@@ -50,7 +63,7 @@ async def get_item(ref: ItemRef) -> Item:
         raise HandlerError("not_found", f"no item with id {ref.id}") from None
 
 
-@app.broadcast("create_item")
+@app.broadcast("create_item", errors={"empty_name": "the name is blank"})
 async def create_item(msg: CreateItem, conn: Connection) -> Item:
     global _next_id
     if not msg.name.strip():
@@ -61,7 +74,7 @@ async def create_item(msg: CreateItem, conn: Connection) -> Item:
     return item  # published to every subscriber of the "items" topic
 
 
-@app.broadcast("delete_item")
+@app.broadcast("delete_item", errors=NOT_FOUND)
 async def delete_item(ref: ItemRef) -> ItemRef:
     if items.pop(ref.id, None) is None:
         raise HandlerError("not_found", f"no item with id {ref.id}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import weakref
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, NamedTuple
@@ -155,7 +156,24 @@ def bearer_auth(verify: Callable[[str], Any], *, query_param: str | None = "toke
         return user
 
     accept.__qualname__ = f"bearer_auth({getattr(verify, '__qualname__', verify)!s})"
+    _BEARER_HOOKS[accept] = BearerScheme(query_param)
     return accept
+
+
+class BearerScheme(NamedTuple):
+    """How a hook made by :func:`bearer_auth` reads its token, for the app's contracts:
+    the ``Authorization`` header, or the query parameter ``query_param`` (if any)."""
+
+    query_param: str | None
+
+
+#: The hooks ``bearer_auth`` made, and how each reads its token.
+_BEARER_HOOKS: weakref.WeakKeyDictionary[AcceptHook, BearerScheme] = weakref.WeakKeyDictionary()
+
+
+def bearer_scheme(hook: AcceptHook) -> BearerScheme | None:
+    """How ``hook`` reads a bearer token, if :func:`bearer_auth` made it; else ``None``."""
+    return _BEARER_HOOKS.get(hook)
 
 
 def redact_query(items: tuple[tuple[str, str], ...]) -> str:
