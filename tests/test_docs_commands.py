@@ -20,7 +20,7 @@ import shlex
 
 import pytest
 
-from wsroute import _cli
+from wsroute import _options
 
 from .doccode import PAGES, ROOT, Block
 
@@ -96,13 +96,15 @@ LINES = [
 
 def parse(env: dict[str, str], argv: list[str]) -> argparse.Namespace | None:
     """``argv`` as ``main`` parses it, or a failure with argparse's message."""
-    parser, subparsers = _cli._parser()
+    parser, subparsers = _options.build_parser()
     stderr = io.StringIO()
     try:
         with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
             args = parser.parse_args(argv)
             if args.command is not None:
-                _cli._resolve(args, _cli._OPTIONS[args.command], env, subparsers[args.command])
+                _options.resolve(
+                    args, _options.OPTIONS[args.command], env, subparsers[args.command]
+                )
     except SystemExit as exit:
         if exit.code == 0:  # --help, --version
             return None
@@ -139,9 +141,9 @@ def test_a_bad_line_would_fail() -> None:
 
 def test_docs_cli_md_names_every_option_and_its_variable() -> None:
     text = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
-    for option in _cli._OPTIONS["run"]:
+    for option in _options.OPTIONS["run"]:
         assert f"| `{option.flag}" in text, f"docs/cli.md has no row for {option.flag}"
-    for options in _cli._OPTIONS.values():
+    for options in _options.OPTIONS.values():
         for option in options:
             assert f"`{option.flag}" in text, f"docs/cli.md does not name {option.flag}"
             assert f"`{option.env}" in text, f"docs/cli.md does not name {option.env}"

@@ -1,0 +1,360 @@
+"""The options of the ``wsroute`` command: each one's flag, ``WSROUTE_*`` environment
+variable, default and parser, per subcommand, and the argparse parser built from
+them. A flag wins over its variable, which wins over the default (``resolve``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from . import __version__
+from ._proxy import TrustedProxies
+
+PROG = "wsroute"
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"invalid port {text!r}: expected an integer from 0 to 65535 (0 picks a free port)"
+        )
+    return port
+
+
+def _log_level(text: str) -> str:
+    if text.lower() not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(
+            f"invalid log level {text!r}: choose from {', '.join(LOG_LEVELS)}"
+        )
+    return text.lower()
+
+
+def _compression(text: str) -> str:
+    if text not in ("deflate", "off"):
+        raise argparse.ArgumentTypeError(f"expected deflate or off, not {text!r}")
+    return text
+
+
+def _probe_path(text: str) -> str:
+    if text != "off" and (not text.startswith("/") or "?" in text or "#" in text):
+        raise argparse.ArgumentTypeError(f"expected a path such as /healthz, or off, not {text!r}")
+    return text
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in choices:
+            raise argparse.ArgumentTypeError(f"expected {' or '.join(choices)}, not {text!r}")
+        return text
+
+    return parse
+
+
+def _boolean(text: str) -> bool:
+    """An environment variable's truth value (flags are ``--x``/``--no-x``)."""
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
+
+
+def _trusted_ips(text: str) -> str:
+    try:
+        TrustedProxies.parse(text)
+    except ValueError as exc:
+        message = str(exc).removeprefix("App option forwarded_allow_ips ")
+        raise argparse.ArgumentTypeError(message) from None
+    return text
+
+
+def _non_empty(text: str) -> str:
+    if not text:
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
+
+
+def _workers(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"invalid worker count {text!r}: expected an integer >= 1")
+    return count
+
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _switch(text: str) -> bool:
+    """An on/off option's environment variable."""
+    if text.lower() in _TRUE + _FALSE:
+        return text.lower() in _TRUE
+    raise argparse.ArgumentTypeError(f"expected one of {', '.join(_TRUE + _FALSE)}, not {text!r}")
+
+
+def _format(text: str) -> str:
+    if text not in ("json", "yaml"):
+        raise argparse.ArgumentTypeError(f"expected json or yaml, not {text!r}")
+    return text
+
+
+def _ws_url(text: str) -> str:
+    if not re.fullmatch(r"wss?://[^/?#\s]+(/\S*)?", text):
+        raise argparse.ArgumentTypeError(
+            f"expected the URL clients connect to, ws:// or wss://, not {text!r}"
+        )
+    return text
+
+
+@dataclass(frozen=True)
+class Option:
+    """A command's option: its flag, environment variable (``""``: none) and default."""
+
+    flag: str
+    env: str
+    default: str | None
+    parse: Callable[[str], Any]
+    metavar: str
+    help: str
+    unset: str = ""  # what an option without a default means, for --help
+    switch: bool = False  # a --x/--no-x pair; ``parse`` reads the environment variable
+    short: str = ""  # a one-letter form, e.g. -o
+
+    @property
+    def dest(self) -> str:
+        return self.flag.removeprefix("--").replace("-", "_")
+
+
+_HOST = Option("--host", "WSROUTE_HOST", "127.0.0.1", _non_empty, "HOST", "interface to bind")
+_PORT = Option("--port", "WSROUTE_PORT", "8000", _port, "PORT", "TCP port; 0 picks a free one")
+_BROKER = Option(
+    "--broker",
+    "WSROUTE_BROKER",
+    None,
+    _non_empty,
+    "URL",
+    "replace the app's broker, e.g. memory://",
+    unset="the app's own broker",
+)
+_LOG_LEVEL = Option(
+    "--log-level", "WSROUTE_LOG_LEVEL", "info", _log_level, "LEVEL", "/".join(LOG_LEVELS)
+)
+_APP_DIR = Option(
+    "--app-dir",
+    "WSROUTE_APP_DIR",
+    ".",
+    _non_empty,
+    "DIR",
+    "directory put first on sys.path before importing MODULE",
+)
+_COMPRESSION = Option(
+    "--compression",
+    "WSROUTE_COMPRESSION",
+    None,
+    _compression,
+    "deflate|off",
+    "permessage-deflate for clients that offer it (deflate: the defaults of wsroute.Deflate)",
+    unset="the app's own compression option",
+)
+# The plain GET probes (docs/metrics.md): the App option each one overrides.
+_PROBES = {
+    option: Option(
+        f"--{option.replace('_', '-')}",
+        f"WSROUTE_{option.upper()}",
+        None,
+        _probe_path,
+        "PATH|off",
+        f"serve {what} at PATH, or not at all",
+        unset=f"the app's {option}",
+    )
+    for option, what in (
+        ("health_path", "the health check"),
+        ("ready_path", "the readiness check"),
+        ("metrics_path", "the Prometheus metrics"),
+    )
+}
+_LOG_FORMAT = Option(
+    "--log-format",
+    "WSROUTE_LOG_FORMAT",
+    "text",
+    _choice("text", "json"),
+    "text|json",
+    "text: one line per record; json: one JSON object per record (docs/deployment.md)",
+)
+_PROXY_HEADERS = Option(
+    "--proxy-headers",
+    "WSROUTE_PROXY_HEADERS",
+    None,
+    _boolean,
+    "",
+    "take the client's address from X-Forwarded-For/Forwarded of a trusted peer",
+    unset="the app's proxy_headers option, on unless changed",
+    switch=True,
+)
+_FORWARDED_ALLOW_IPS = Option(
+    "--forwarded-allow-ips",
+    "WSROUTE_FORWARDED_ALLOW_IPS",
+    None,
+    _trusted_ips,
+    "IPS",
+    "the trusted proxies: comma-separated addresses and networks, or *",
+    unset="the app's forwarded_allow_ips option, 127.0.0.1 unless changed",
+)
+_ROUTES_FORMAT = Option(
+    "--format",
+    "WSROUTE_ROUTES_FORMAT",
+    "table",
+    _choice("table", "json"),
+    "table|json",
+    "a table to read, or a JSON document for tools",
+)
+_WORKERS = Option(
+    "--workers",
+    "WSROUTE_WORKERS",
+    "1",
+    _workers,
+    "N",
+    "worker processes sharing the port (Linux, SO_REUSEPORT); 1 serves in this process",
+)
+_RELOAD = Option(
+    "--reload",
+    "WSROUTE_RELOAD",
+    "off",
+    _switch,
+    "",
+    "restart when a Python file under --app-dir changes (development; needs watchfiles)",
+    switch=True,
+)
+_SSL_CERTFILE = Option(
+    "--ssl-certfile",
+    "WSROUTE_SSL_CERTFILE",
+    None,
+    _non_empty,
+    "FILE",
+    "serve TLS (wss://) with this PEM certificate chain",
+    unset="no TLS",
+)
+_SSL_KEYFILE = Option(
+    "--ssl-keyfile",
+    "WSROUTE_SSL_KEYFILE",
+    None,
+    _non_empty,
+    "FILE",
+    "the certificate's PEM private key",
+    unset="in --ssl-certfile",
+)
+_SSL_KEYFILE_PASSWORD = Option(
+    "--ssl-keyfile-password",
+    "WSROUTE_SSL_KEYFILE_PASSWORD",
+    None,
+    _non_empty,
+    "PASSWORD",
+    "the password of an encrypted private key",
+    unset="none",
+)
+_PROCESSES = (_WORKERS, _RELOAD)
+TLS = (_SSL_CERTFILE, _SSL_KEYFILE, _SSL_KEYFILE_PASSWORD)
+_OUTPUT = Option(
+    "--output", "", None, _non_empty, "FILE", "write to FILE", unset="standard output", short="-o"
+)
+_FORMAT = Option("--format", "", "json", _format, "json|yaml", "the document's format")
+_SERVER = Option(
+    "--server",
+    "WSROUTE_SERVER_URL",
+    "ws://localhost:8000/",
+    _ws_url,
+    "URL",
+    "the URL clients connect to, in the document's servers",
+)
+_TITLE = Option("--title", "", None, _non_empty, "TEXT", "info.title", unset="MODULE:ATTR")
+_API_VERSION = Option(
+    "--api-version", "", "0.1.0", _non_empty, "TEXT", "info.version: your API's version"
+)
+OPTIONS: Mapping[str, Sequence[Option]] = {
+    "run": (
+        _HOST,
+        _PORT,
+        _BROKER,
+        _COMPRESSION,
+        *_PROBES.values(),
+        _LOG_LEVEL,
+        _LOG_FORMAT,
+        _PROXY_HEADERS,
+        _FORWARDED_ALLOW_IPS,
+        _APP_DIR,
+        *_PROCESSES,
+        *TLS,
+    ),
+    "routes": (_APP_DIR, _ROUTES_FORMAT),
+    "asyncapi": (_FORMAT, _OUTPUT, _SERVER, _TITLE, _API_VERSION, _APP_DIR),
+    "typescript": (_OUTPUT, _APP_DIR),
+}
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Serve and inspect wsroute apps. Apps are named MODULE:ATTR."
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    summaries = {
+        "run": "serve the app until SIGINT/SIGTERM (a second signal exits at once)",
+        "routes": "print the app's handler table",
+        "asyncapi": "write the app's AsyncAPI 3.0 document (docs/contracts.md)",
+        "typescript": "write TypeScript declarations of the app's types and routes",
+    }
+    subparsers = {}
+    for name, options in OPTIONS.items():
+        sub = commands.add_parser(name, help=summaries[name], description=summaries[name])
+        sub.add_argument("app", metavar="MODULE:ATTR", help="the App to load, e.g. app:app")
+        for option in options:
+            default = option.default or option.unset
+            env = f"env {option.env}; " if option.env else ""
+            help = f"{option.help} ({env}default {default})"
+            if option.switch:
+                sub.add_argument(
+                    option.flag, action=argparse.BooleanOptionalAction, default=None, help=help
+                )
+                continue
+            sub.add_argument(
+                *filter(None, (option.short, option.flag)),
+                type=option.parse,
+                default=None,
+                metavar=option.metavar,
+                help=help,
+            )
+        subparsers[name] = sub
+    return parser, subparsers
+
+
+def resolve(
+    args: argparse.Namespace,
+    options: Sequence[Option],
+    environ: Mapping[str, str],
+    parser: argparse.ArgumentParser,
+) -> None:
+    """Fill options not given as flags from the environment, then from defaults."""
+    for option in options:
+        if getattr(args, option.dest) is not None:
+            continue
+        raw = environ.get(option.env, "") if option.env else ""
+        value: Any = None
+        if raw:
+            try:
+                value = option.parse(raw)
+            except argparse.ArgumentTypeError as exc:
+                parser.error(f"environment variable {option.env}: {exc}")
+        elif option.default is not None:
+            value = option.parse(option.default)
+        setattr(args, option.dest, value)
