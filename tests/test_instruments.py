@@ -4,18 +4,22 @@ parser, each figure matching what the test did."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 from wsroute import App, Connection, HandlerError
+from wsroute._server.instruments import BUILTIN_ERROR_CODES, MAX_APP_ERROR_CODES
 
 from .rawws import http_exchange, open_raw
 from .wsclient import connect
 
 Serve = Callable[[App], Awaitable[int]]
+DOCS_PROTOCOL = Path(__file__).parent.parent / "docs" / "protocol.md"
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
@@ -224,3 +228,38 @@ async def test_frames_for_a_frame_handler(serve: Serve) -> None:
             assert await client.recv_raw() == word.upper()
         samples = await scrape(port)
     assert value(samples, "wsroute_messages_in_total", type="wsroute.frame") == 2
+
+
+async def test_the_app_s_own_error_codes_are_capped(serve: Serve) -> None:
+    app = App()
+
+    @app.direct("fail_with")
+    async def fail_with(code: str) -> None:
+        raise HandlerError(code, "as asked")
+
+    port = await serve(app)
+    extra = 5
+    async with connect(port) as client:
+        for i in range(MAX_APP_ERROR_CODES + extra):
+            reply = await client.request("fail_with", f"code_{i}", id=i)
+            assert reply["error"]["code"] == f"code_{i}"  # the client still gets its code
+        # A code that has its label keeps it; wsroute's own codes always get theirs.
+        await client.request("fail_with", "code_0", id="again")
+        await client.request("no_such_type", id="unknown")
+        samples = await scrape(port)
+    errors = {
+        dict(labels)["code"]: count
+        for (name, labels), count in samples.items()
+        if name == "wsroute_errors_total"
+    }
+    assert errors.pop("code_0") == 2
+    assert errors.pop("other") == extra
+    assert errors.pop("unknown_type") == 1
+    assert sorted(errors) == sorted(f"code_{i}" for i in range(1, MAX_APP_ERROR_CODES))
+    assert value(samples, "wsroute_messages_out_total", kind="error") == MAX_APP_ERROR_CODES + 7
+
+
+def test_every_protocol_error_code_is_builtin() -> None:
+    section = DOCS_PROTOCOL.read_text().split("## Error codes", 1)[1].split("\n## ", 1)[0]
+    documented = re.findall(r"^\| `([a-z_]+)` \|", section, re.MULTILINE)
+    assert set(documented) == BUILTIN_ERROR_CODES

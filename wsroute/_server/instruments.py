@@ -6,7 +6,8 @@ that counting on the path of a message is an attribute increment. Labels come on
 from what the app registered or from short fixed lists: a message type nobody
 registered counts as ``unknown``, and close codes a client picks from the
 application range (3000-4999) count by thousand (``3xxx``, ``4xxx``), so no client
-can grow the set of samples.
+can grow the set of samples. Error codes the app raises itself get labels up to
+``MAX_APP_ERROR_CODES``, so that an app that builds codes from input cannot either.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Final
 
+from .. import _protocol as protocol
 from .._metrics import (
     Counter,
     CounterValue,
@@ -31,6 +33,28 @@ UNKNOWN: Final = "wsroute.unknown"
 INVALID: Final = "wsroute.invalid"
 #: The ``type`` label of a frame for the app's frame handler.
 FRAME: Final = "wsroute.frame"
+
+#: wsroute's own error codes (docs/protocol.md): each always has a label.
+BUILTIN_ERROR_CODES: Final = frozenset(
+    {
+        protocol.INVALID_JSON,
+        protocol.INVALID_MSGPACK,
+        protocol.INVALID_MESSAGE,
+        protocol.UNKNOWN_TYPE,
+        protocol.INVALID_DATA,
+        protocol.INTERNAL_ERROR,
+        protocol.OVERLOADED,
+        protocol.BROKER_UNAVAILABLE,
+        protocol.RATE_LIMITED,
+        protocol.TIMEOUT,
+        protocol.NO_PRESENCE,
+        protocol.NOT_SUBSCRIBED,
+    }
+)
+#: Distinct codes of the app's own ``HandlerError``s that get a label of their own;
+#: codes first seen after that many count under ``OTHER_ERROR_CODE``.
+MAX_APP_ERROR_CODES: Final = 100
+OTHER_ERROR_CODE: Final = "other"
 
 
 class TypeMeter:
@@ -103,6 +127,8 @@ class Instruments:
         self._errors = Counter(
             m, "wsroute_errors_total", "Error replies sent, by error code.", ("code",)
         )
+        self._error_codes: dict[str, CounterValue] = {}  # bounded: see error()
+        self._app_error_codes = 0
         self.outbox = OutboxMeter(
             Counter(
                 m,
@@ -169,8 +195,21 @@ class Instruments:
 
     def error(self, code: str) -> None:
         """An error reply with ``code`` is being sent."""
-        self._errors.labels(code).value += 1
+        child = self._error_codes.get(code)
+        if child is None:
+            child = self._error_code(code)
+        child.value += 1
         self._error_replies.value += 1
+
+    def _error_code(self, code: str) -> CounterValue:
+        """The child that counts ``code``: its own while there is room, else ``other``
+        (not remembered, so the codes past the cap take no memory)."""
+        if code not in BUILTIN_ERROR_CODES:
+            if self._app_error_codes >= MAX_APP_ERROR_CODES:
+                return self._errors.labels(OTHER_ERROR_CODE)
+            self._app_error_codes += 1
+        child = self._error_codes[code] = self._errors.labels(code)
+        return child
 
     def closed(self, code: int, initiator: str) -> None:
         """A connection ended with ``code``, closed first by ``initiator``."""
