@@ -1,13 +1,16 @@
-"""The client's address behind reverse proxies (``wsroute._proxy``): the header
-parsers, the trust list, and the resolved ``conn.request.remote`` over real sockets,
-with per-IP caps counting it."""
+"""The client's address and scheme behind reverse proxies (``wsroute._proxy``): the
+header parsers, the trust list, and the resolved ``conn.request.remote`` and
+``conn.request.scheme`` over real sockets (TLS too), with per-IP caps counting the
+address."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+import trio
 from websockets.exceptions import InvalidStatus
 
 from wsroute import App, Connection, Request
@@ -17,10 +20,15 @@ from wsroute._proxy import (
     format_address,
     parse_forwarded,
     parse_x_forwarded_for,
+    resolve,
 )
 from wsroute.testing import open_client
 
+from .rawws import http_exchange
+from .tlstools import Certs, certs
 from .wsclient import connect
+
+__all__ = ["certs"]  # fixture, imported to be found
 
 Serve = Callable[[App], Awaitable[int]]
 
@@ -190,6 +198,50 @@ def test_a_hop_without_address_ends_the_walk_even_if_an_address_is_left_of_it() 
     assert client_address(PROXY, xff, chain) == PROXY
 
 
+# -- the scheme -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("pairs", "scheme"),
+    [
+        ([], "ws"),
+        ([("X-Forwarded-Proto", "https")], "wss"),
+        ([("X-Forwarded-Proto", "wss")], "wss"),
+        ([("X-Forwarded-Proto", "HTTPS ")], "wss"),
+        ([("X-Forwarded-Proto", "http")], "ws"),
+        ([("X-Forwarded-Proto", "ftp")], "ws"),  # unknown: the listener's own
+        ([("X-Forwarded-Proto", "")], "ws"),
+        ([("X-Forwarded-Proto", "http, https")], "wss"),  # the right-most item
+        ([("X-Forwarded-Proto", "https, http")], "ws"),
+        ([("X-Forwarded-Proto", "http"), ("X-Forwarded-Proto", "https")], "wss"),
+        ([("Forwarded", "for=1.2.3.4;proto=https")], "wss"),
+        ([("Forwarded", "proto=http, for=1.2.3.4;proto=https")], "wss"),
+        ([("Forwarded", "proto=https, for=1.2.3.4")], "wss"),  # the last one given
+        ([("Forwarded", 'proto="https')], "ws"),  # does not parse
+        ([("Forwarded", "proto=https"), ("X-Forwarded-Proto", "http")], "ws"),  # X- wins
+    ],
+)
+def test_a_trusted_peer_forwards_the_scheme(pairs: list[tuple[str, str]], scheme: str) -> None:
+    assert resolve(("127.0.0.1", 1), headers(*pairs), LOCAL, "ws")[1] == scheme
+
+
+def test_an_unknown_forwarded_scheme_keeps_the_listener_s() -> None:
+    forwarded = headers(("X-Forwarded-Proto", "gopher"))
+    assert resolve(("127.0.0.1", 1), forwarded, LOCAL, "wss")[1] == "wss"
+    forwarded = headers(("X-Forwarded-Proto", "http"))
+    assert resolve(("127.0.0.1", 1), forwarded, LOCAL, "wss")[1] == "ws"  # believed
+
+
+def test_an_untrusted_peer_keeps_the_listener_s_scheme() -> None:
+    forwarded = headers(("X-Forwarded-Proto", "https"), ("Forwarded", "proto=https"))
+    assert resolve(("10.9.9.9", 1), forwarded, LOCAL, "ws") == (("10.9.9.9", 1), "ws")
+
+
+def test_address_and_scheme_come_from_their_own_headers() -> None:
+    pairs = headers(("X-Forwarded-For", "203.0.113.7"), ("Forwarded", "for=1.1.1.1;proto=https"))
+    assert resolve(("127.0.0.1", 1), pairs, LOCAL, "ws") == (("203.0.113.7", 0), "wss")
+
+
 def test_format_address() -> None:
     assert format_address(("1.2.3.4", 5)) == "1.2.3.4:5"
     assert format_address(("2001:db8::1", 5)) == "[2001:db8::1]:5"
@@ -206,6 +258,14 @@ def remote_app(**options: Any) -> App:
     async def remote(conn: Connection) -> Any:
         return list(conn.request.remote) if conn.request.remote else None
 
+    @app.direct("scheme")
+    async def scheme(conn: Connection) -> str:
+        return conn.request.scheme
+
+    @app.get("/scheme")
+    async def plain_scheme(request: Request) -> str:
+        return request.scheme
+
     return app
 
 
@@ -218,6 +278,11 @@ async def test_the_test_client_resolves_like_the_server(autojump_clock) -> None:
         assert await client.request("remote") == ["203.0.113.7", 0]
     async with open_client(app, remote=("10.9.9.9", 1), headers=FORWARDED) as client:
         assert await client.request("remote") == ["10.9.9.9", 1]
+    proto = {"X-Forwarded-Proto": "https"}
+    async with open_client(app, remote=("127.0.0.1", 1), headers=proto) as client:
+        assert await client.request("scheme") == "wss"
+    async with open_client(app, remote=("10.9.9.9", 1), headers=proto) as client:
+        assert await client.request("scheme") == "ws"
 
 
 async def test_proxy_headers_off_keeps_the_peer(autojump_clock) -> None:
@@ -293,3 +358,36 @@ async def test_the_per_ip_cap_ignores_spoofs_from_untrusted_peers(serve: Serve) 
             async with connect(port, additional_headers=spoof, **UNTRUSTED):
                 pass
         assert refused.value.response.status_code == 429
+
+
+async def test_a_spoofed_scheme_from_an_untrusted_peer_is_ignored(serve: Serve) -> None:
+    port = await serve(remote_app())
+    spoofed = {"X-Forwarded-Proto": "https", "Forwarded": "proto=https"}
+    async with connect(port, additional_headers=spoofed, **UNTRUSTED) as client:
+        assert (await client.request("scheme"))["data"] == "ws"
+    async with connect(port, additional_headers=spoofed) as client:  # now from 127.0.0.1
+        assert (await client.request("scheme"))["data"] == "wss"
+    async with connect(port) as client:
+        assert (await client.request("scheme"))["data"] == "ws"
+
+
+async def test_a_tls_listener_gives_wss_unless_a_trusted_proxy_says_otherwise(
+    nursery: trio.Nursery, certs: Certs
+) -> None:
+    serve = functools.partial(remote_app().serve, ssl_context=certs.server_context())
+    port = await nursery.start(serve, "127.0.0.1", 0)
+    tls = {"ssl": certs.client_context(), "server_hostname": "127.0.0.1"}
+    spoofed = {"X-Forwarded-Proto": "http"}
+    async with connect(port, additional_headers=spoofed, **UNTRUSTED, **tls) as client:
+        assert (await client.request("scheme"))["data"] == "wss"
+    async with connect(port, additional_headers={"X-Forwarded-Proto": "nonsense"}, **tls) as c:
+        assert (await c.request("scheme"))["data"] == "wss"  # unknown: the listener's
+    async with connect(port, additional_headers=spoofed, **tls) as client:
+        assert (await client.request("scheme"))["data"] == "ws"  # a trusted proxy's word
+
+
+async def test_plain_get_routes_see_the_scheme(serve: Serve) -> None:
+    port = await serve(remote_app())
+    forwarded = b"GET /scheme HTTP/1.1\r\nHost: x\r\nX-Forwarded-Proto: https\r\n\r\n"
+    assert (await http_exchange(port, forwarded)).body == b"wss"
+    assert (await http_exchange(port, b"GET /scheme HTTP/1.1\r\nHost: x\r\n\r\n")).body == b"ws"

@@ -109,6 +109,8 @@ def test_build_with_headers_remote_and_subprotocols() -> None:
     assert request.headers["sec-websocket-protocol"] == "v1, v2"
     assert request.remote == ("127.0.0.1", 5000)
     assert request.subprotocols == ("v1", "v2")
+    assert request.scheme == "ws"  # unless told
+    assert Request.build("/ws", scheme="wss").scheme == "wss"
 
 
 def test_request_is_frozen() -> None:

@@ -128,8 +128,10 @@ class App(Serving, Messaging):
         metrics_path: the path of the metrics in Prometheus's text format
             (``app.metrics``); ``None`` turns it off.
         proxy_headers: take the client's address (``conn.request.remote``, which
-            per-IP caps count) from ``X-Forwarded-For`` or ``Forwarded`` when the
-            direct peer is one of ``forwarded_allow_ips`` (docs/deployment.md).
+            per-IP caps count) from ``X-Forwarded-For`` or ``Forwarded``, and its
+            scheme (``conn.request.scheme``) from ``X-Forwarded-Proto`` or
+            ``Forwarded: proto=``, when the direct peer is one of
+            ``forwarded_allow_ips`` (docs/deployment.md).
         forwarded_allow_ips: the proxies believed: IP addresses and networks, as a
             list or comma-separated (``"127.0.0.1,10.0.0.0/8"``); ``"*"`` for every
             peer. Only a proxy on the same host by default.

@@ -198,7 +198,8 @@ _PROXY_HEADERS = Option(
     None,
     _boolean,
     "",
-    "take the client's address from X-Forwarded-For/Forwarded of a trusted peer",
+    "take the client's address and scheme from X-Forwarded-For/-Proto or Forwarded of a"
+    " trusted peer",
     unset="the app's proxy_headers option, on unless changed",
     switch=True,
 )

@@ -15,7 +15,13 @@ choices of ours, where uvicorn has none or another:
   address, which per-IP caps count. A ``Forwarded`` header that does not parse is
   ignored the same way; bad headers never refuse a connection.
 
-Pure: strings in, an address out.
+The scheme the client used (``request.scheme``) comes from ``X-Forwarded-Proto``, else
+from ``Forwarded: proto=``, of a trusted peer, mapped as uvicorn maps it for a
+WebSocket (``https``/``wss`` to ``wss``, ``http``/``ws`` to ``ws``, any case). Where a
+proxy appended to a list (``https, http``) the right-most item counts, the one the
+trusted peer wrote; an item that is none of the four keeps the listener's own scheme.
+
+Pure: strings in, an address and a scheme out.
 """
 
 from __future__ import annotations
@@ -114,6 +120,10 @@ class TrustedProxies:
         return ",".join(self.items)
 
 
+#: What a forwarded scheme means on a WebSocket connection (uvicorn's mapping).
+_SCHEMES: Final = {"http": "ws", "ws": "ws", "https": "wss", "wss": "wss"}
+
+
 def client_address(
     peer: Address | None,
     headers: Sequence[tuple[bytes, bytes]],
@@ -121,25 +131,55 @@ def client_address(
 ) -> Address | None:
     """The client's address: from the forwarding headers when ``peer`` is trusted,
     else ``peer`` itself. ``headers`` are the request's, names in lower case."""
+    return resolve(peer, headers, trusted, "ws")[0]
+
+
+def resolve(
+    peer: Address | None,
+    headers: Sequence[tuple[bytes, bytes]],
+    trusted: TrustedProxies,
+    scheme: str,
+) -> tuple[Address | None, str]:
+    """The client's address and scheme (``"ws"`` or ``"wss"``): from the forwarding
+    headers when ``peer`` is trusted, else ``peer`` and the listener's ``scheme``.
+    ``headers`` are the request's, names in lower case; one walk finds all of them."""
     if peer is None or peer[0] not in trusted:
-        return peer
+        return peer, scheme
     forwarded_for: list[bytes] = []
     forwarded: list[bytes] = []
+    proto: bytes | None = None
     for name, value in headers:
         if name == b"x-forwarded-for":
             forwarded_for.append(value)
         elif name == b"forwarded":
             forwarded.append(value)
+        elif name == b"x-forwarded-proto":
+            proto = value  # the last one: a proxy that adds a header adds it last
+    elements = (
+        parse_forwarded_elements(b",".join(forwarded).decode("latin-1")) if forwarded else None
+    )
+    if proto is not None:
+        scheme = forwarded_scheme(proto.decode("latin-1").rsplit(",", 1)[-1], scheme)
+    elif elements:
+        protos = [element["proto"] for element in elements if "proto" in element]
+        if protos:
+            scheme = forwarded_scheme(protos[-1], scheme)
     hops: list[Address | None] | None
     if forwarded_for:
         hops = parse_x_forwarded_for(b",".join(forwarded_for).decode("latin-1"))
-    elif forwarded:
-        hops = parse_forwarded(b",".join(forwarded).decode("latin-1"))
+    elif elements is not None:
+        hops = [_element_for(element) for element in elements]
     else:
-        return peer
-    if not hops:  # malformed, or empty
-        return peer
-    return _pick(hops, trusted) or peer
+        hops = None
+    if not hops:  # none, malformed, or empty
+        return peer, scheme
+    return _pick(hops, trusted) or peer, scheme
+
+
+def forwarded_scheme(value: str, scheme: str) -> str:
+    """The WebSocket scheme a forwarded ``proto`` names (``https`` → ``wss``), or
+    ``scheme`` when it names none of ``http``, ``https``, ``ws``, ``wss``."""
+    return _SCHEMES.get(value.strip().lower(), scheme)
 
 
 def _pick(hops: Sequence[Address | None], trusted: TrustedProxies) -> Address | None:
@@ -170,14 +210,21 @@ def parse_forwarded(value: str) -> list[Address | None] | None:
     """Each element's ``for=`` of an RFC 7239 ``Forwarded`` header, oldest first: an
     address, or ``None`` where ``for`` is missing or not an IP (``unknown``,
     ``_hidden``). ``None`` for the whole header when it does not parse."""
-    hops: list[Address | None] = []
+    elements = parse_forwarded_elements(value)
+    return None if elements is None else [_element_for(element) for element in elements]
+
+
+def parse_forwarded_elements(value: str) -> list[dict[str, str]] | None:
+    """The elements of an RFC 7239 ``Forwarded`` header, oldest first, each as its
+    parameters (names in lower case, quotes undone); ``None`` when it does not parse."""
+    elements: list[dict[str, str]] = []
     element: dict[str, str] = {}
     position, end = 0, len(value)
     while position < end:
         # Empty elements and pairs (", ,", ";;") are allowed by the grammar.
         if value[position] in " \t,;":
             if value[position] == "," and element:
-                hops.append(_element_for(element))
+                elements.append(element)
                 element = {}
             position += 1
             continue
@@ -191,11 +238,11 @@ def parse_forwarded(value: str) -> list[Address | None] | None:
         element[name] = match[2] if quoted is None else _ESCAPE.sub(r"\1", quoted)
         position = match.end()
         if match["sep"] == ",":
-            hops.append(_element_for(element))
+            elements.append(element)
             element = {}
     if element:
-        hops.append(_element_for(element))
-    return hops
+        elements.append(element)
+    return elements
 
 
 def _element_for(element: dict[str, str]) -> Address | None:

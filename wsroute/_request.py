@@ -1,4 +1,5 @@
-"""What the client asked for in its upgrade request: path, query, headers, address."""
+"""What the client asked for in its upgrade request: path, query, headers, address,
+scheme."""
 
 from __future__ import annotations
 
@@ -70,6 +71,9 @@ class Request:
         headers: case-insensitive request headers.
         remote: the client's ``(host, port)``, or ``None`` when unknown.
         subprotocols: the subprotocols the client proposed, in its order.
+        scheme: ``"wss"`` when the client's connection is TLS, else ``"ws"``: the
+            listener's own, or behind a trusted proxy the one the proxy forwards
+            (``X-Forwarded-Proto``, ``Forwarded: proto=``; docs/deployment.md).
     """
 
     path: str
@@ -78,6 +82,7 @@ class Request:
     headers: Headers
     remote: tuple[str, int] | None = None
     subprotocols: tuple[str, ...] = ()
+    scheme: str = "ws"
 
     @classmethod
     def build(
@@ -87,6 +92,7 @@ class Request:
         *,
         remote: tuple[str, int] | None = None,
         subprotocols: Iterable[str] = (),
+        scheme: str = "ws",
     ) -> Request:
         """Build from a raw request target such as ``"/ws?room=1&token=x"``."""
         query: dict[str, str] = {}
@@ -106,4 +112,5 @@ class Request:
             headers=Headers(headers),
             remote=remote,
             subprotocols=tuple(subprotocols),
+            scheme=scheme,
         )

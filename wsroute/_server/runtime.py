@@ -26,7 +26,7 @@ from .._http import METHODS, HTTPRoutes, Response, as_response, method_not_allow
 from .._msgpack import ENCODING as MSGPACK_ENCODING
 from .._msgpack import SUBPROTOCOL as MSGPACK
 from .._protocol import event
-from .._proxy import TrustedProxies, client_address, format_address
+from .._proxy import TrustedProxies, format_address, resolve
 from .._request import Request
 from .._routing import FrameHandler, Handler, Hook, Route
 from .._wire import closes
@@ -305,14 +305,17 @@ class Runtime:
         config = self.config
         if remote is None:
             remote = _peer_address(stream)  # now: a refused upgrade may close the socket
-        if isinstance(stream, trio.SSLStream) and not await _tls_handshake(stream, remote):
-            return None
+        scheme = "ws"
+        if isinstance(stream, trio.SSLStream):
+            if not await _tls_handshake(stream, remote):
+                return None
+            scheme = "wss"
         ws = Transport(stream, max_message_size=config.max_message_size)
         upgrade = await ws.read_request()
         if upgrade is not None and self._trusted is not None:
-            remote = client_address(remote, upgrade.headers, self._trusted)
+            remote, scheme = resolve(remote, upgrade.headers, self._trusted, scheme)
         if isinstance(upgrade, PlainRequest):
-            await self._answer_plain(ws, upgrade, remote)
+            await self._answer_plain(ws, upgrade, remote, scheme)
             return None
         if upgrade is None:
             peer = f"{remote[0]}:{remote[1]}" if remote else "?"
@@ -328,16 +331,17 @@ class Runtime:
             upgrade.headers,
             remote=remote,
             subprotocols=upgrade.subprotocols,
+            scheme=scheme,
         )
         admission = await self._admit(ws, request, state)
         return None if admission is None else (ws, upgrade, request, admission)
 
     async def _answer_plain(
-        self, ws: Transport, plain: PlainRequest, remote: tuple[str, int] | None
+        self, ws: Transport, plain: PlainRequest, remote: tuple[str, int] | None, scheme: str
     ) -> None:
         """Answer a request that asks for no upgrade from the app's plain routes
         (``_http``), then close the connection."""
-        request = Request.build(plain.target, plain.headers, remote=remote)
+        request = Request.build(plain.target, plain.headers, remote=remote, scheme=scheme)
         if plain.method not in METHODS:
             response = method_not_allowed()
         else:
