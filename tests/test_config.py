@@ -107,7 +107,7 @@ INVALID = [
     ],
     *[
         (option, value, WINDOW)
-        for option in ("rate_limit", "invalid_message_limit")
+        for option in ("rate_limit", "invalid_message_limit", "connect_rate_limit")
         for value in ((0, 1.0), (1, 0), (1.5, 1.0), (True, 1.0), (1, True), (1, 2, 3), [10, 1.0])
     ],
     ("default_topic", "", "must be a non-empty string or None"),
@@ -163,6 +163,7 @@ def test_valid_values_are_kept_as_given_or_normalised() -> None:
         max_connections=None,
         rate_limit=(100, 1),
         invalid_message_limit=None,
+        connect_rate_limit=(20, 0.5),
         default_topic=None,
         allowed_origins=["https://App.example.com/", "http://localhost:8000"],
         subprotocols=["chat.v2", "chat.v1"],
@@ -174,6 +175,7 @@ def test_valid_values_are_kept_as_given_or_normalised() -> None:
         None,
     )
     assert (config.rate_limit, config.invalid_message_limit) == ((100, 1), None)
+    assert config.connect_rate_limit == (20, 0.5)
     assert config.default_topic is None
     assert config.allowed_origins == frozenset({"https://app.example.com", "http://localhost:8000"})
     assert config.subprotocols == ("chat.v2", "chat.v1")

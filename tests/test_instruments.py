@@ -9,8 +9,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
+from websockets.exceptions import InvalidStatus
 
 from wsroute import App, Connection, HandlerError
 from wsroute._server.instruments import BUILTIN_ERROR_CODES, MAX_APP_ERROR_CODES
@@ -263,3 +265,20 @@ def test_every_protocol_error_code_is_builtin() -> None:
     section = DOCS_PROTOCOL.read_text().split("## Error codes", 1)[1].split("\n## ", 1)[0]
     documented = re.findall(r"^\| `([a-z_]+)` \|", section, re.MULTILINE)
     assert set(documented) == BUILTIN_ERROR_CODES
+
+
+async def test_refused_upgrades_by_status(serve: Serve) -> None:
+    app = make_app(allowed_origins=["https://ok.example"], max_connections=1)
+    port = await serve(app)
+    for _ in range(2):
+        with pytest.raises(InvalidStatus):
+            async with connect(port, origin="https://evil.example"):
+                pass
+    async with connect(port, origin="https://ok.example"):
+        with pytest.raises(InvalidStatus):
+            async with connect(port, origin="https://ok.example"):
+                pass
+        samples = await scrape(port)
+    assert value(samples, "wsroute_connections_refused_total", status="403") == 2
+    assert value(samples, "wsroute_connections_refused_total", status="503") == 1
+    assert value(samples, "wsroute_connections_opened_total") == 1

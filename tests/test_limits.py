@@ -1,4 +1,5 @@
-"""Per-connection limits and timeouts, on in-memory streams under the mock clock."""
+"""Per-connection limits and timeouts, on in-memory streams under the mock clock, and
+the windows of upgrade requests per address (``_server/limits.py``)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,15 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Request, TextMessage
 
 from wsroute import App, Connection, Disconnect
-from wsroute.testing import CloseInfo, ErrorReply, Reply, open_app, open_client
+from wsroute._server.limits import AddressWindows
+from wsroute.testing import (
+    CloseInfo,
+    ErrorReply,
+    HandshakeRejected,
+    Reply,
+    open_app,
+    open_client,
+)
 
 
 class RawPeer:
@@ -421,3 +430,62 @@ async def test_frame_handler_apps_are_closed_instead_of_getting_json_errors(auto
         # The close is graceful: the stuck handler gets close_timeout (10 s) first.
         assert await client.wait_closed(timeout=30) == CloseInfo(1013, "overloaded")
         release.set()
+
+
+# -- upgrade requests per address (connect_rate_limit) --------------------------------
+
+
+def test_address_windows_count_per_address_and_say_how_long_to_wait() -> None:
+    windows = AddressWindows(2, 10.0)
+    assert windows.hit("a", 100.0) is None
+    assert windows.hit("a", 101.0) is None
+    assert windows.hit("a", 104.0) == 6.0  # the window began at 100
+    assert windows.hit("a", 109.5) == 0.5
+    assert windows.hit("b", 109.5) is None  # an address of its own
+    assert windows.hit("a", 110.0) is None  # a new window
+    assert windows.hit("a", 110.0) is None
+    assert windows.hit("a", 110.0) == 10.0
+
+
+def test_address_windows_drop_the_windows_of_quiet_addresses() -> None:
+    windows = AddressWindows(1, 10.0)
+    for i in range(1000):
+        windows.hit(f"10.0.{i // 256}.{i % 256}", float(i) / 100)  # all within 10 s
+    assert len(windows) == 1000
+    windows.hit("192.0.2.1", 15.0)  # the windows begun at 5.0 or before have ended
+    assert len(windows) == 1000 - 501 + 1
+    windows.hit("192.0.2.1", 100.0)
+    assert len(windows) == 1
+
+
+def test_address_windows_past_the_cap_forget_the_oldest() -> None:
+    windows = AddressWindows(1, 60.0, max_addresses=3)
+    for name in ("a", "b", "c"):
+        assert windows.hit(name, 0.0) is None
+    assert windows.hit("a", 1.0) is not None
+    assert windows.hit("d", 1.0) is None  # no room: "a", the oldest, is forgotten
+    assert len(windows) == 3
+    assert windows.hit("a", 2.0) is None  # so it starts afresh (and "b" goes)
+    assert windows.hit("c", 2.0) is not None  # the others are still counted
+    assert windows.hit("d", 2.0) is not None
+
+
+async def test_connect_rate_limit_refuses_with_429_and_retry_after(autojump_clock):
+    app = App(connect_rate_limit=(2, 10.0))
+    me = ("198.51.100.1", 1)
+    async with open_app(app):
+        for _ in range(2):
+            async with open_client(app, remote=me):
+                pass
+        await trio.sleep(4)
+        with pytest.raises(HandshakeRejected) as refused:
+            async with open_client(app, remote=me):
+                pass
+        assert refused.value.status == 429
+        assert refused.value.body == b"too many connection attempts from this address"
+        assert refused.value.headers["retry-after"] == "6"
+        async with open_client(app, remote=("198.51.100.2", 1)):
+            pass  # another address is not limited
+        await trio.sleep(6)  # the window has ended
+        async with open_client(app, remote=me):
+            pass

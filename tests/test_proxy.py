@@ -391,3 +391,42 @@ async def test_plain_get_routes_see_the_scheme(serve: Serve) -> None:
     forwarded = b"GET /scheme HTTP/1.1\r\nHost: x\r\nX-Forwarded-Proto: https\r\n\r\n"
     assert (await http_exchange(port, forwarded)).body == b"wss"
     assert (await http_exchange(port, b"GET /scheme HTTP/1.1\r\nHost: x\r\n\r\n")).body == b"ws"
+
+
+# -- the upgrade rate per address, over real sockets ----------------------------------
+
+
+async def refused_status(port: int, **options: Any) -> tuple[int, str | None]:
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(port, **options):
+            pass
+    response = refused.value.response
+    return response.status_code, response.headers.get("Retry-After")
+
+
+async def test_the_connect_rate_counts_the_forwarded_address(serve: Serve) -> None:
+    app = remote_app(connect_rate_limit=(2, 60.0))
+    port = await serve(app)
+    one = {"X-Forwarded-For": "203.0.113.7"}
+    for _ in range(2):
+        async with connect(port, additional_headers=one):
+            pass
+    status, retry_after = await refused_status(port, additional_headers=one)
+    assert status == 429
+    assert retry_after is not None and 1 <= int(retry_after) <= 60
+    # Another client behind the same proxy, and the proxy itself, are not limited.
+    async with connect(port, additional_headers={"X-Forwarded-For": "203.0.113.8"}) as c:
+        assert (await c.request("remote"))["data"] == ["203.0.113.8", 0]
+    async with connect(port) as client:
+        assert (await client.request("remote"))["data"][0] == "127.0.0.1"
+    assert app.metrics.value("wsroute_connections_refused_total", status="429") == 1
+
+
+async def test_the_connect_rate_ignores_spoofs_from_untrusted_peers(serve: Serve) -> None:
+    port = await serve(remote_app(connect_rate_limit=(2, 60.0)))
+    for i in range(2):
+        spoof = {"X-Forwarded-For": f"203.0.113.{i}"}
+        async with connect(port, additional_headers=spoof, **UNTRUSTED):
+            pass
+    spoof = {"X-Forwarded-For": "203.0.113.99"}
+    assert (await refused_status(port, additional_headers=spoof, **UNTRUSTED))[0] == 429

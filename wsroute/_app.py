@@ -107,6 +107,10 @@ class App(Serving, Messaging):
         max_connections: open connections per process; more are refused with 503.
         max_connections_per_ip: open connections per client address (429); off by
             default because clients behind one proxy share an address.
+        connect_rate_limit: ``(upgrades, seconds)`` per client address (behind a
+            trusted proxy, the client's); more upgrade requests in a window are
+            refused with 429 and ``Retry-After``. Off by default, for the same
+            reason (docs/limits.md).
         ping_interval: seconds between pings to each client; ``None`` disables.
         ping_timeout: seconds to wait for the pong before closing with 1011.
         rate_limit: ``(messages, seconds)`` per connection; excess messages get
@@ -165,6 +169,7 @@ class App(Serving, Messaging):
         require_subprotocol: bool = False,
         max_connections: int | None = 10_000,
         max_connections_per_ip: int | None = None,
+        connect_rate_limit: tuple[int, float] | None = None,
         ping_interval: float | None = 20.0,
         ping_timeout: float = 20.0,
         rate_limit: tuple[int, float] | None = None,
@@ -200,6 +205,7 @@ class App(Serving, Messaging):
             require_subprotocol=require_subprotocol,
             max_connections=max_connections,
             max_connections_per_ip=max_connections_per_ip,
+            connect_rate_limit=connect_rate_limit,
             ping_interval=ping_interval,
             ping_timeout=ping_timeout,
             rate_limit=rate_limit,

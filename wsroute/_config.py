@@ -205,6 +205,7 @@ class Config:
     require_subprotocol: bool = False
     max_connections: int | None = attrs.field(default=10_000, validator=_optional_positive_int)
     max_connections_per_ip: int | None = attrs.field(default=None, validator=_optional_positive_int)
+    connect_rate_limit: tuple[int, float] | None = attrs.field(default=None, validator=_window)
     # Per-connection behaviour.
     ping_interval: float | None = attrs.field(default=20.0, validator=_optional_positive)
     ping_timeout: float = attrs.field(default=20.0, validator=_positive)

@@ -1,20 +1,25 @@
 """Who may connect: the checks run on an upgrade request before it is accepted.
 
-In order, cheapest first: connection caps (503, 429), Origin allow-list (403),
-subprotocol and recovery positions (400), then the app's accept hook (its own
-``Reject`` status, or 500 if it crashes). A refused request never becomes a
-connection, so no other hook runs.
+In order, cheapest first: the upgrade rate per address (429), connection caps (503,
+429), Origin allow-list (403), subprotocol and recovery positions (400), then the
+app's accept hook (its own ``Reject`` status, or 500 if it crashes). A refused
+request never becomes a connection, so no other hook runs. Every upgrade request
+counts against the rate, refused or not: a client that ignores ``Retry-After``
+stays refused.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
+import math
 import weakref
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, NamedTuple
 from urllib.parse import urlencode
+
+import trio
 
 from .._config import Config
 from .._errors import Reject
@@ -22,6 +27,7 @@ from .._history import Position
 from .._protocol import RECOVER_PARAM, parse_recover
 from .._proxy import format_address
 from .._request import Request
+from .limits import AddressWindows
 
 logger = logging.getLogger("wsroute")
 
@@ -48,6 +54,8 @@ class Gate:
         self._accept_hook = accept_hook
         self._total = 0
         self._per_ip: Counter[str] = Counter()
+        rate = config.connect_rate_limit
+        self._connects = AddressWindows(*rate) if rate is not None else None
 
     @property
     def connections(self) -> int:
@@ -56,9 +64,16 @@ class Gate:
     def reserve(self, request: Request) -> None:
         """Count the request against the caps, or raise Reject; pair with ``release``."""
         config = self._config
+        ip = request.remote[0] if request.remote else ""
+        if self._connects is not None and ip:
+            wait = self._connects.hit(ip, trio.current_time())
+            if wait is not None:
+                retry = str(max(1, math.ceil(wait)))
+                raise Reject(
+                    429, "too many connection attempts from this address", {"Retry-After": retry}
+                )
         if config.max_connections is not None and self._total >= config.max_connections:
             raise Reject(503, "server at connection capacity, retry later", {"Retry-After": "5"})
-        ip = request.remote[0] if request.remote else ""
         per_ip = config.max_connections_per_ip
         if per_ip is not None and ip and self._per_ip[ip] >= per_ip:
             raise Reject(429, "too many connections from this address")

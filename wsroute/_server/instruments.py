@@ -102,6 +102,13 @@ class Instruments:
             ("code", "initiator"),
         )
         self._closed_by: dict[tuple[int, str], CounterValue] = {}
+        # Statuses are 400-599 (``Reject`` allows no others): a bounded label.
+        self._refused = Counter(
+            m,
+            "wsroute_connections_refused_total",
+            "WebSocket upgrade requests refused before the 101, by HTTP status.",
+            ("status",),
+        )
         self._messages_in = Counter(
             m,
             "wsroute_messages_in_total",
@@ -210,6 +217,10 @@ class Instruments:
             self._app_error_codes += 1
         child = self._error_codes[code] = self._errors.labels(code)
         return child
+
+    def refused(self, status: int) -> None:
+        """An upgrade request is being refused with HTTP ``status``."""
+        self._refused.labels(str(status)).value += 1
 
     def closed(self, code: int, initiator: str) -> None:
         """A connection ended with ``code``, closed first by ``initiator``."""

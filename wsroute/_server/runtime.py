@@ -378,6 +378,7 @@ class Runtime:
             state.reserved = request
             admission = await self.gate.admit(request)
         except Reject as refusal:
+            self.instruments.refused(refusal.status)
             await _refuse(ws, request, refusal)
             return None
         return admission
