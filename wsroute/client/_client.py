@@ -3,8 +3,9 @@ reconnect with backoff, and replayed requests.
 
 ``connect`` runs the client in a nursery of its own for the ``async with`` block:
 
-- a supervisor task opens the WebSocket (trio-websocket's public client), serves
-  it until it ends, then reconnects per the :class:`Backoff` or gives up;
+- a supervisor task opens the WebSocket (``_dial``: TLS first, then
+  trio-websocket's public client over it), serves it until it ends, then
+  reconnects per the :class:`Backoff` or gives up;
 - for each open connection, in a nursery that ends with it: a reader that hands
   replies to their requests and events to their streams without ever waiting, a
   writer that sends queued frames whole and in order (so that a request cancelled
@@ -63,6 +64,7 @@ from .._protocol import RECOVER_PARAM
 from .._util import collapse_exception_group
 from . import _codec
 from ._backoff import Backoff
+from ._dial import TLSFailure, open_websocket
 from ._positions import Positions, with_param
 from ._streams import Overflow, Stream
 
@@ -626,7 +628,7 @@ class Client:
         backoff = self._backoff
         try:
             headers = await self._headers()
-            async with trio_websocket.open_websocket_url(
+            async with open_websocket(
                 self._attempt_url(),
                 self._ssl_context,
                 subprotocols=self._subprotocols,
@@ -636,6 +638,12 @@ class Client:
                 disconnect_timeout=self._close_timeout,
             ) as ws:
                 code, reason, opened = await self._serve(ws, task_status)
+        except TLSFailure as failure:
+            # An untrusted certificate stays untrusted: final, as a 401 is.
+            error = ConnectError(f"could not connect to {self.url}: {failure}")
+            error.__cause__ = failure.__cause__
+            retry = not failure.verification
+            return _Ended(False, retry, _ABNORMAL, str(failure), error)
         except trio_websocket.ConnectionRejected as refused:
             status = refused.status_code
             body = bytes(refused.body or b"")
@@ -787,6 +795,9 @@ async def connect(
         connect_timeout: seconds for one connection attempt.
         close_timeout: seconds for the closing handshake.
         max_message_size: the largest message accepted from the server.
+        ssl_context: for ``wss://``, the client context that checks the server's
+            certificate; the system's trusted CAs when ``None``. A certificate that
+            fails the check is final: ``ConnectError`` at once, no reconnect.
         ping_interval: seconds between the client's pings; ``None`` for none.
         ping_timeout: seconds a pong may take before the connection counts as dead.
         converter: the cattrs converter for payloads and typed replies; a strict one
@@ -804,7 +815,8 @@ async def connect(
             connection attempt on, in their order (the last the most recent).
 
     Raises:
-        ConnectError: the first connection could not be opened (and retrying gave up).
+        ConnectError: the first connection could not be opened (and retrying gave up,
+            or the failure was final: a refusal such as 401, an untrusted certificate).
         ValueError: a position is not ``(offset, epoch)`` (an integer from 0 to 2^53
             and a string of 1 to 64 characters), or ``positions`` come with
             ``recover=False``.
