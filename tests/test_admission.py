@@ -257,6 +257,25 @@ async def test_refused_handshakes_do_not_use_up_places(autojump_clock):
             await client.request("me")
 
 
+async def test_the_connect_rate_counts_requests_refused_later(autojump_clock, caplog):
+    app = make_app(connect_rate_limit=(1, 10.0))
+
+    @app.accept
+    async def accept(request) -> None:
+        raise Reject(403, "no")
+
+    me = ("203.0.113.7", 1)
+    async with open_app(app):
+        assert (await rejected(app, remote=me)).status == 403  # counted all the same
+        with caplog.at_level(logging.INFO, logger="wsroute"):
+            refusal = await rejected(app, remote=me)
+        assert (refusal.status, refusal.headers["Retry-After"]) == (429, "10")
+        assert "429 too many connection attempts from this address" in caplog.text
+        assert (await rejected(app, remote=("203.0.113.8", 1))).status == 403
+    assert app.metrics.value("wsroute_connections_refused_total", status="403") == 2
+    assert app.metrics.value("wsroute_connections_refused_total", status="429") == 1
+
+
 # -- logs -------------------------------------------------------------------------------------
 
 
