@@ -270,6 +270,10 @@ class Metrics:
         """The name of every metric family, in the order they were made."""
         return list(self._families)
 
+    def families(self) -> list[_AnyFamily]:
+        """Every metric family, in the order they were made."""
+        return list(self._families.values())
+
     def value(self, name: str, **labels: str) -> float:
         """The current value of one sample: ``value("wsroute_messages_in_total",
         type="echo")``; for a histogram, its ``<name>_count`` or ``<name>_sum``. A
@@ -298,4 +302,4 @@ class Metrics:
 
     def expose(self) -> str:
         """Every metric in the Prometheus text exposition format, version 0.0.4."""
-        return "".join(family.expose() for family in list(self._families.values()))
+        return "".join(family.expose() for family in self.families())
