@@ -270,10 +270,6 @@ class Metrics:
         """The name of every metric family, in the order they were made."""
         return list(self._families)
 
-    def families(self) -> list[_AnyFamily]:
-        """Every metric family, in the order they were made."""
-        return list(self._families.values())
-
     def value(self, name: str, **labels: str) -> float:
         """The current value of one sample: ``value("wsroute_messages_in_total",
         type="echo")``; for a histogram, its ``<name>_count`` or ``<name>_sum``. A
@@ -302,4 +298,9 @@ class Metrics:
 
     def expose(self) -> str:
         """Every metric in the Prometheus text exposition format, version 0.0.4."""
-        return "".join(family.expose() for family in self.families())
+        return "".join(family.expose() for family in families(self))
+
+
+def families(metrics: Metrics) -> list[_AnyFamily]:
+    """Every family of ``metrics``, in the order they were made (for ``_metrics_merge``)."""
+    return list(metrics._families.values())

@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 from typing import Any, Final
 
-from ._metrics import Counter, Gauge, Histogram, HistogramValue, Metrics
+from ._metrics import Counter, Gauge, Histogram, HistogramValue, Metrics, families
 
 #: The snapshot format's version; a snapshot of another version is refused.
 VERSION: Final = 1
@@ -75,7 +75,7 @@ def take(*registries: Metrics) -> Snapshot:
     """The figures of ``registries`` now, as plain data (a copy)."""
     snapshot: Snapshot = {}
     for registry in registries:
-        for family in registry.families():
+        for family in families(registry):
             bounds = family.bounds if isinstance(family, Histogram) else ()
             series = Series(family.kind, family.help, family.labelnames, bounds)
             for values, child in family.children():
