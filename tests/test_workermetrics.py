@@ -15,7 +15,7 @@ import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
-from wsroute import Metrics
+from wsroute import App, Metrics
 from wsroute._metrics import Counter, Gauge, Histogram
 from wsroute._metrics_merge import decode, encode, take
 from wsroute._server.workermetrics import (
@@ -31,6 +31,7 @@ from .cliproc import StartServer, child_env, start
 from .rawws import http_exchange
 from .redisproc import RedisServer, redis_server
 from .test_supervisor import APP, clients_on_workers, run_workers
+from .wsclient import connect
 
 __all__ = ["redis_server", "start"]  # fixtures, imported to be found
 
@@ -161,6 +162,59 @@ async def test_a_snapshot_that_cannot_be_written_is_counted_and_logged_once(
     assert len([r for r in caplog.records if "cannot write" in r.getMessage()]) == 1
 
 
+def test_a_corrupt_retired_json_starts_again_from_the_exited_worker(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / RETIRED).write_bytes(b"not json")
+    write_atomically(str(tmp_path), "worker-2-b.json", encode(take(worker_metrics(3))))
+    with caplog.at_level(logging.ERROR, "wsroute"):
+        retire(str(tmp_path), 2)
+    assert "retired.json" in caplog.text and "start again from 0" in caplog.text
+    retired, folded = decode((tmp_path / RETIRED).read_bytes())
+    assert retired["app_opened_total"].samples == {(): 3} and folded == ["worker-2-b.json"]
+
+
+async def test_a_serving_worker_writes_its_snapshot_and_a_last_one_when_drained(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    app = App()
+
+    @app.direct("echo")
+    async def echo(text: str) -> str:
+        return text
+
+    write_atomically(str(tmp_path), "worker-2-b.json", encode(take(worker_metrics(3))))
+    done = trio.Event()
+
+    async def serve(task_status: trio.TaskStatus[int]) -> None:
+        await app._serve("127.0.0.1", 0, metrics_dir=str(tmp_path), task_status=task_status)
+        done.set()
+
+    port = await nursery.start(serve)
+    (mine,) = [p for p in tmp_path.glob(f"worker-{os.getpid()}-*.json")]
+    async with connect(port) as client:
+        assert (await client.request("echo", "hi"))["data"] == "hi"
+        samples = await scrape(port)
+        assert samples[OPEN] == 1 and samples["wsroute_workers"] == 2
+        assert samples["app_opened_total"] == 3  # the other worker's
+        app.shutdown()
+        assert (await client.wait_closed())[0] == 1001
+    with trio.fail_after(TIMEOUT):
+        await done.wait()
+    last = decode(mine.read_bytes())[0]
+    assert last[OPENED].samples == {(): 1} and last[OPEN].samples == {(): 0}
+    assert last["wsroute_messages_in_total"].samples[("echo",)] == 1
+
+
+async def test_a_single_process_answers_its_own_figures_alone(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    app = App()
+    port = await nursery.start(app.serve, "127.0.0.1", 0)
+    samples = await scrape(port)
+    assert "wsroute_workers" not in samples and MERGE_ERRORS not in samples
+
+
 # -- wsroute run --workers, real processes ---------------------------------------------
 
 
@@ -224,3 +278,28 @@ async def test_workers_answer_the_whole_servers_figures_through_a_restart(
     assert list(temp.glob("wsroute-metrics-*")) == []  # removed at the end
     problems = [line for line in server.lines if "metrics" in line and "INFO" not in line]
     assert problems == [], server.stderr
+
+
+async def test_workers_share_nothing_with_metrics_off(
+    start: StartServer, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    app_dir = tmp_path / "project"
+    app_dir.mkdir()
+    (app_dir / "app.py").write_text(APP)
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    server, port, _ = await run_workers(
+        start,
+        app_dir,
+        2,
+        "--broker",
+        redis_server.url,
+        "--metrics-path",
+        "off",
+        env=child_env(TMPDIR=str(temp)),
+    )
+    request = b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    assert (await http_exchange(port, request)).status == 426
+    assert list(temp.iterdir()) == []
+    server.signal(signal.SIGTERM)
+    assert await server.exit_code() == 0

@@ -146,6 +146,8 @@ def retire(directory: str, pid: int) -> None:
     """
     try:
         names = [n for n in os.listdir(directory) if n.startswith(f"worker-{pid}-")]
+        if not names:
+            return  # it exited before its first snapshot
         try:
             retired, folded = decode(_read(directory, RETIRED))
         except FileNotFoundError:
