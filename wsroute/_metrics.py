@@ -298,4 +298,9 @@ class Metrics:
 
     def expose(self) -> str:
         """Every metric in the Prometheus text exposition format, version 0.0.4."""
-        return "".join(family.expose() for family in list(self._families.values()))
+        return "".join(family.expose() for family in families(self))
+
+
+def families(metrics: Metrics) -> list[_AnyFamily]:
+    """Every family of ``metrics``, in the order they were made (for ``_metrics_merge``)."""
+    return list(metrics._families.values())

@@ -31,6 +31,9 @@ Rules (docs/cli.md says them to users):
   on_disconnect hooks); a second one kills the workers (SIGKILL) and exits with 1.
 - With ``--reload`` (one worker), a change to a Python file drains the worker with
   1012 and starts a new one; a worker that fails waits for the next change instead.
+- With ``--workers`` above 1 and metrics on, the supervisor makes a private directory
+  where the workers share their metrics (``_server.workermetrics``), passes it on with
+  the command line, keeps an exited worker's counters there, and removes it at the end.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ import trio
 
 from . import _reload
 from ._errors import ListenError
+from ._server import workermetrics
 from ._server.listener import bind_sockets
 from ._server.runtime import url
 
@@ -161,8 +165,19 @@ class _Supervisor:
         self.changed = trio.Event()  # a Python file changed (--reload)
         self.watch_stop = trio.Event()
         self.failure: str | None = None  # why the supervisor gave up: said last
+        self.metrics_dir: str | None = None  # the workers' shared metrics, if any
 
     async def run(self) -> int:
+        if len(self.workers) > 1 and getattr(self.args, "metrics_path", None) != "off":
+            self.metrics_dir = workermetrics.make_directory()
+        self.args.metrics_dir = self.metrics_dir
+        try:
+            return await self._run()
+        finally:
+            if self.metrics_dir is not None:
+                workermetrics.remove_directory(self.metrics_dir)
+
+    async def _run(self) -> int:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._watch_signals, signals)
@@ -200,6 +215,8 @@ class _Supervisor:
                 if self.reload:
                     nursery.start_soon(self._restart_on_change, worker, changed)
                 status = await process.wait()
+                if self.metrics_dir is not None:  # at once: no other worker starts meanwhile
+                    workermetrics.retire(self.metrics_dir, process.pid)
                 nursery.cancel_scope.cancel()
             if worker.link is not None:
                 await worker.link.aclose()

@@ -31,8 +31,9 @@ logger = logging.getLogger("wsroute")
 class _Link:
     """The worker's end of the link to its supervisor."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, metrics_dir: str | None) -> None:
         self.sock = sock
+        self.metrics_dir = metrics_dir  # where the workers share their metrics
 
     def serve(self, app: App, host: str, port: int, ssl_context: ssl.SSLContext | None) -> None:
         """``App.run``, as a worker: until a signal, a restart, or the supervisor's end."""
@@ -53,6 +54,7 @@ class _Link:
                     ssl_context=ssl_context,
                     reuse_port=True,
                     announce=False,
+                    metrics_dir=self.metrics_dir,
                     task_status=task_status,
                 )
                 nursery.cancel_scope.cancel()
@@ -87,7 +89,7 @@ def main(argv: list[str]) -> int:
         args = receive_args(sock)
     except EOFError:
         return 1  # the supervisor died before it said what to run
-    return run_as_worker(args, _Link(sock).serve)
+    return run_as_worker(args, _Link(sock, getattr(args, "metrics_dir", None)).serve)
 
 
 if __name__ == "__main__":

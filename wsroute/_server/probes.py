@@ -10,12 +10,13 @@ app starts (the command line may have moved a probe since).
 - health: 200 while the process serves at all; nothing it depends on is checked.
 - readiness: 200 while the broker is connected and the app is not shutting down,
   else 503 with the reason, so that a load balancer sends new clients elsewhere.
-- metrics: every metric of ``app.metrics`` in Prometheus's text format.
+- metrics: every metric of ``app.metrics`` in Prometheus's text format; a worker of
+  ``wsroute run --workers N`` answers those of all workers instead (``workermetrics``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Final
 
 from .._errors import RegistrationError
@@ -80,13 +81,20 @@ class Probes:
     Args:
         metrics: what ``/metrics`` serves.
         unready: the reason the app is not ready, or ``None`` when it is.
+        page: what ``/metrics`` serves instead of ``metrics``, made at each scrape.
     """
 
-    __slots__ = ("_metrics", "_unready")
+    __slots__ = ("_metrics", "_page", "_unready")
 
-    def __init__(self, metrics: Metrics, unready: Callable[[], str | None]) -> None:
+    def __init__(
+        self,
+        metrics: Metrics,
+        unready: Callable[[], str | None],
+        page: Callable[[], Awaitable[str]] | None = None,
+    ) -> None:
         self._metrics = metrics
         self._unready = unready
+        self._page = page
 
     def install(self, routes: HTTPRoutes, config: Config) -> HTTPRoutes:
         """A copy of ``routes`` with the probes that are on (checked: no clash)."""
@@ -111,4 +119,5 @@ class Probes:
         return Response(f"not ready: {reason}\n", 503, headers=_NO_CACHE)
 
     async def metrics(self, request: Request) -> Response:
-        return Response(self._metrics.expose(), content_type=CONTENT_TYPE, headers=_NO_CACHE)
+        text = self._metrics.expose() if self._page is None else await self._page()
+        return Response(text, content_type=CONTENT_TYPE, headers=_NO_CACHE)

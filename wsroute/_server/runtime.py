@@ -44,7 +44,7 @@ from .session import Session
 from .transport import Transport, TransportClosed
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Awaitable, Callable, Mapping
 
     from .coalesce import SingleFlight
 
@@ -83,6 +83,7 @@ class Runtime:
         hub: Hub,
         broker_name: str,
         instruments: Instruments,
+        metrics_page: Callable[[], Awaitable[str]] | None = None,
     ) -> None:
         self.config = config
         self.converter = converter
@@ -93,7 +94,7 @@ class Runtime:
         self.dispatcher = Dispatcher(routes, hub, info, flights, instruments)
         self._user_id = user_id
         self.frame_handler = frame_handler
-        self.http = Probes(instruments.metrics, self.unready).install(http, config)
+        self.http = Probes(instruments.metrics, self.unready, metrics_page).install(http, config)
         self.gate = Gate(config, accept_hook)
         # Whose X-Forwarded-For / Forwarded headers give the client's address.
         trusted = TrustedProxies.parse(config.forwarded_allow_ips)

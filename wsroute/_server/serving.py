@@ -41,6 +41,7 @@ from .instruments import Instruments
 from .presence import PresenceKeeper
 from .probes import check_routes
 from .runtime import Runtime
+from .workermetrics import WorkerMetrics
 
 logger = logging.getLogger("wsroute")
 
@@ -129,8 +130,11 @@ class Serving:
             yield
 
     @asynccontextmanager
-    async def _running(self) -> AsyncIterator[Runtime]:
-        """``running_context``, yielding the serving's runtime (``serve`` listens with it)."""
+    async def _running(
+        self, metrics_page: Callable[[], Awaitable[str]] | None = None
+    ) -> AsyncIterator[Runtime]:
+        """``running_context``, yielding the serving's runtime (``serve`` listens with
+        it); ``metrics_page`` replaces what ``/metrics`` answers."""
         if self._runtime is not None:
             raise NotRunningError(
                 "this App is already running; to simulate another process, create a"
@@ -191,6 +195,7 @@ class Serving:
                         hub=hub,
                         broker_name=self.broker.describe(),
                         instruments=instruments,
+                        metrics_page=metrics_page,
                     )
                     if runtime.heartbeat is not None:
                         system.start_soon(runtime.heartbeat.run)
@@ -277,12 +282,18 @@ class Serving:
         ssl_context: ssl.SSLContext | None = None,
         reuse_port: bool = False,
         announce: bool = True,
+        metrics_dir: str | None = None,
         task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """``serve``, and what a worker of ``wsroute run --workers`` needs besides: a
-        port shared with the other workers, and no ``listening`` line of its own."""
-        async with self._running() as runtime:
-            await runtime.serve_tcp(
+        port shared with the other workers, no ``listening`` line of its own, and
+        ``/metrics`` added up over the workers through ``metrics_dir``."""
+        shared = None
+        if metrics_dir is not None and self.config.metrics_path is not None:
+            shared = WorkerMetrics(metrics_dir, self.metrics)
+        async with self._running(shared.page if shared else None) as runtime:
+            serve = functools.partial(
+                runtime.serve_tcp,
                 host,
                 port,
                 ssl_context=ssl_context,
@@ -290,6 +301,15 @@ class Serving:
                 announce=announce,
                 task_status=task_status,
             )
+            if shared is None:
+                await serve()
+                return
+            async with trio.open_nursery() as writing:
+                await writing.start(shared.run)
+                await serve()
+                writing.cancel_scope.cancel()
+            with trio.CancelScope(shield=True):
+                await shared.write()  # drained: the figures the supervisor keeps
 
     def run(
         self,
