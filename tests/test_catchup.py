@@ -11,6 +11,7 @@ memory broker seen through a link the test cuts, on trio's clock.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -19,7 +20,12 @@ import attrs
 import pytest
 import trio
 
-from wsroute import App, BrokerError, Connection, History, Position
+from wsroute import App, BrokerError, Connection, History, Position, SlowConsumerPolicy
+from wsroute._protocol import encode_event
+from wsroute._request import Request
+from wsroute._server.hub import Hub
+from wsroute._topics import TopicRules
+from wsroute._wire.frames import Prepared
 from wsroute.brokers import (
     Broker,
     BrokerMessage,
@@ -37,6 +43,7 @@ from .redistools import TIMEOUT, quick
 __all__ = ["own_redis_server", "redis_server"]  # fixtures, imported to be found
 
 HISTORY = {"room:*": History(size=1000, ttl=300)}
+RECOVERY = "wsroute.recovery"
 
 
 @attrs.frozen
@@ -413,3 +420,175 @@ async def test_nothing_happens_to_topics_without_history_or_without_loss(
         [live] = await receive_events(client, 1)
         assert live.data == 2
         await nothing_more(client)
+
+
+# -- the hub's catch-up, step by step -------------------------------------------------
+
+ROOM = HISTORY["room:*"]
+
+
+def connection(hub: Hub, outbox_size: int = 8, **options: Any) -> Connection:
+    """A connection without a writer: what is sent to it stays queued (``take``)."""
+    return Connection(
+        Request.build("/"),
+        hub=hub,
+        unstructure=lambda value: value,
+        outbox_size=outbox_size,
+        policy=SlowConsumerPolicy.CLOSE,
+        **options,
+    )
+
+
+async def take(conn: Connection) -> list[tuple[str, Any]]:
+    """What is queued on ``conn`` as ``(type, data)``, emptying its outbox."""
+    await settle()
+    if not len(conn._outbox):
+        return []
+    frames = await conn._outbox.get_batch()
+    assert frames is not None
+    decoded = [json.loads(frame.payload) for frame in frames if isinstance(frame, Prepared)]
+    return [(event["type"], event["data"]) for event in decoded]
+
+
+async def drain(conn: Connection) -> list[tuple[str, Any]]:
+    """Everything sent to ``conn`` until nothing more comes."""
+    received: list[tuple[str, Any]] = []
+    for _ in range(1000):
+        batch = await take(conn)
+        if not batch:
+            return received
+        received += batch
+    raise AssertionError("it never ends")
+
+
+@asynccontextmanager
+async def hub_behind_link(hold_limit: int = 4) -> AsyncIterator[tuple[Hub, Link, BrokerSession]]:
+    """A hub whose broker session is behind a link, pumping, and another session on
+    the same memory broker to publish with."""
+    memory, link = MemoryBroker(), Link()
+    async with memory.connect() as inner, memory.connect() as other, trio.open_nursery() as nursery:
+        hub = Hub(LinkedSession(inner, link), TopicRules(HISTORY), hold_limit=hold_limit)
+
+        def on_state(state: BrokerState) -> None:
+            if state is BrokerState.CONNECTED:
+                hub.catchup.restored(nursery)
+            else:
+                hub.catchup.lost()
+
+        link.on_state = on_state
+        await nursery.start(hub.pump)
+        yield hub, link, other
+        nursery.cancel_scope.cancel()
+
+
+async def kept(session: BrokerSession, numbers: Sequence[int], topic: str = "room:1") -> None:
+    for n in numbers:
+        await session.publish_kept(topic, encode_event("msg", topic, n), ROOM)
+
+
+def marker(recovered: bool, offset: int | None, missed: int, reason: str = "") -> dict[str, Any]:
+    """The data of a ``wsroute.recovery`` event, without its epoch."""
+    data: dict[str, Any] = {"recovered": recovered, "offset": offset, "missed": missed}
+    if reason:
+        data["reason"] = reason
+    return data
+
+
+def without_epoch(received: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    return [
+        (kind, {k: v for k, v in data.items() if k != "epoch"} if kind == RECOVERY else data)
+        for kind, data in received
+    ]
+
+
+@pytest.mark.parametrize("waiting", [True, False])
+async def test_a_second_loss_during_the_replay_resumes_from_what_was_sent(
+    waiting: bool, autojump_clock: trio.abc.Clock
+) -> None:
+    async with hub_behind_link() as (hub, link, other):
+        conn = connection(hub, outbox_size=8)  # the replay fills at most 4
+        await conn.subscribe("room:1")
+        await kept(other, [0])
+        assert await take(conn) == [("msg", 0)]
+        link.cut()
+        await kept(other, range(1, 21))
+        await link.mend()
+        assert await take(conn) == [("msg", n) for n in range(1, 5)]  # then it waits
+        if waiting:
+            await settle()  # it sends 4 more and waits again
+        # Else it was woken to send more: cancelled, it still sends until it waits.
+        link.cut()  # cancels the replay
+        await kept(other, range(21, 26))
+        await link.mend()
+        *rest, (kind, data) = without_epoch(await drain(conn))
+        assert rest == [("msg", n) for n in range(5, 26)]
+        assert kind == RECOVERY and data["recovered"] is True and data["offset"] == 26
+        if waiting:
+            assert data["missed"] == 17  # what the second replay sent
+        assert hub.catchup.gaps == {} and hub._held == {}
+
+
+async def test_a_member_that_leaves_during_the_replay_is_skipped(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with hub_behind_link() as (hub, link, other):
+        slow, quick_one = connection(hub, outbox_size=4), connection(hub)
+        for conn in (slow, quick_one):
+            await conn.subscribe("room:1")
+        await kept(other, [0])
+        for conn in (slow, quick_one):
+            assert await take(conn) == [("msg", 0)]
+        link.cut()
+        await kept(other, range(1, 11))
+        await link.mend()
+        await settle()
+        assert len(slow._outbox) == 2  # its part waits for room
+        await slow.unsubscribe("room:1")
+        assert without_epoch(await drain(quick_one)) == [
+            *[("msg", n) for n in range(1, 11)],
+            (RECOVERY, marker(True, 11, 10)),
+        ]
+        await kept(other, [11])
+        assert await take(quick_one) == [("msg", 11)]
+        assert await drain(slow) == [("msg", 1), ("msg", 2)]
+        assert hub.catchup.gaps == {} and hub._held == {}
+
+
+async def test_who_joins_during_the_loss_catches_up_too(autojump_clock: trio.abc.Clock) -> None:
+    async with hub_behind_link() as (hub, link, other):
+        first, later = connection(hub), connection(hub)
+        await first.subscribe("room:1")
+        await kept(other, [0])
+        await settle()
+        link.cut()
+        await kept(other, [1])
+        await later.subscribe("room:1")  # it hosts the topic: it starts where the topic did
+        await later.subscribe("room:2")  # new here: where it stands is unknown
+        await kept(other, [2])
+        await kept(other, [0, 1], topic="room:2")
+        await link.mend()
+        received = without_epoch(await drain(later))
+        unknown = (RECOVERY, marker(False, 2, 0, "broker_lost"))  # room:2's
+        assert unknown in received
+        received.remove(unknown)
+        assert received == [("msg", 1), ("msg", 2), (RECOVERY, marker(True, 3, 2))]
+
+
+async def test_a_recovery_cut_off_by_the_loss_resumes_when_the_broker_is_back(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with hub_behind_link() as (hub, link, other):
+        await kept(other, range(3))
+        epoch = (await other.read_history("room:1", ROOM, limit=0)).position.epoch
+        link.cut()
+        conn = connection(hub, recover={"room:1": Position(1, epoch)})
+        await conn.subscribe("room:1")  # its own recovery cannot read history
+        await kept(other, [3])
+        await link.mend()
+        assert without_epoch(await drain(conn)) == [
+            (RECOVERY, {"recovered": False, "offset": None, "missed": 0, "reason": "unavailable"}),
+            ("msg", 1),
+            ("msg", 2),
+            ("msg", 3),
+            (RECOVERY, marker(True, 4, 3)),
+        ]

@@ -44,12 +44,26 @@ class Behind:
     """One member's catch-up on one topic: where it stands, what is held for it, and
     the scope of its replay once that started."""
 
-    __slots__ = ("held", "scope", "since")
+    __slots__ = ("_since", "before", "held", "scope")
 
-    def __init__(self, since: Position | None, held: Held) -> None:
-        self.since = since
+    def __init__(self, since: Position | None, held: Held, before: Behind | None = None) -> None:
+        self._since = since
         self.held = held
         self.scope: trio.CancelScope | None = None
+        #: The catch-up that another loss cut short, if any: this one starts where
+        #: that one got, known only once its part has stopped (a cancelled task runs
+        #: on to its next wait).
+        self.before = before
+
+    @property
+    def since(self) -> Position | None:
+        before = self.before
+        return self._since if before is None else before.held.sent or before.since
+
+    def fix(self) -> Position | None:
+        """Where it starts, now that the part cut short has stopped; forgets that."""
+        self._since, self.before = self.since, None
+        return self._since
 
 
 class Catchup:
@@ -102,9 +116,8 @@ class Catchup:
             self._scope = None
         for topic, gap in list(self.gaps.items()):
             for conn, behind in list(gap.items()):
-                # From the last event it was sent; anew, so the old replay's end
-                # leaves this one alone.
-                self._enter(topic, conn, behind.held.sent or behind.since)
+                # Anew, so that the end of the old part leaves this one alone.
+                self._enter(topic, conn, None, behind)
         for topic, members in self._members.items():
             if self._history.get(topic) is None:
                 continue
@@ -152,10 +165,12 @@ class Catchup:
             behind.scope.cancel()
         self._release(topic, conn, behind.held)
 
-    def _enter(self, topic: str, conn: Recipient, since: Position | None) -> None:
+    def _enter(
+        self, topic: str, conn: Recipient, since: Position | None, before: Behind | None = None
+    ) -> None:
         held = Held(self._hold_limit)
         self._held.setdefault(topic, {})[conn] = held
-        self.gaps.setdefault(topic, {})[conn] = Behind(since, held)
+        self.gaps.setdefault(topic, {})[conn] = Behind(since, held, before)
 
     def _release(self, topic: str, conn: Recipient, held: Held) -> None:
         by_member = self._held.get(topic)
@@ -174,7 +189,8 @@ class Catchup:
                     starts: dict[Position | None, list[tuple[Recipient, Behind]]] = {}
                     for conn, behind in gap.items():
                         if behind.scope is None:
-                            starts.setdefault(behind.since, []).append((conn, behind))
+                            since = behind.fix()
+                            starts.setdefault(since, []).append((conn, behind))
                     for since, behinds in starts.items():
                         page = await read(self._broker, topic, history, since)
                         for conn, behind in behinds:
