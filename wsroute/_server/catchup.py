@@ -27,6 +27,7 @@ was sent.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING
 
@@ -38,6 +39,8 @@ from .recovery import Held, Read, Recipient, read, recover
 
 if TYPE_CHECKING:
     from ..brokers import BrokerSession
+
+logger = logging.getLogger("wsroute")
 
 
 class Behind:
@@ -181,6 +184,12 @@ class Catchup:
 
     async def _replay(self, scope: trio.CancelScope) -> None:
         """One read per topic and starting position, then each member's part."""
+        logger.info(
+            "catching up %d subscription(s) on %d topic(s) with history, missed while the"
+            " broker was lost",
+            sum(map(len, self.gaps.values())),
+            len(self.gaps),
+        )
         with scope:
             async with trio.open_nursery() as parts:
                 for topic, gap in list(self.gaps.items()):
