@@ -592,3 +592,37 @@ async def test_a_recovery_cut_off_by_the_loss_resumes_when_the_broker_is_back(
             ("msg", 3),
             (RECOVERY, marker(True, 4, 3)),
         ]
+
+
+@pytest.mark.parametrize("read_during_loss", [False, True])
+async def test_a_member_recovering_on_its_own_when_the_loss_begins_misses_nothing(
+    read_during_loss: bool, autojump_clock: trio.abc.Clock
+) -> None:
+    async with hub_behind_link() as (hub, link, other):
+        await kept(other, range(11))
+        epoch = (await other.read_history("room:1", ROOM, limit=0)).position.epoch
+        conn = connection(hub, outbox_size=4, recover={"room:1": Position(1, epoch)})
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(conn.subscribe, "room:1")
+            received = await take(conn)  # its recovery sent 2 and waits for room
+            assert received == [("msg", 1), ("msg", 2)]
+            link.cut()
+            await kept(other, range(11, 14))
+            if read_during_loss:  # it reads history again, and cannot
+                received += await drain(conn)
+            await link.mend()
+            received += await drain(conn)
+        messages = [data for kind, data in received if kind == "msg"]
+        assert messages == list(range(1, 14))
+        markers = without_epoch([event for event in received if event[0] == RECOVERY])
+        if read_during_loss:  # told it could not, then caught up once the broker was back
+            assert markers == [
+                (
+                    RECOVERY,
+                    {"recovered": False, "offset": None, "missed": 10, "reason": "unavailable"},
+                ),
+                (RECOVERY, marker(True, 14, 3)),
+            ]
+        else:
+            assert markers == [(RECOVERY, marker(True, 14, 13))]
+        assert hub.catchup.gaps == {} and hub._held == {}
