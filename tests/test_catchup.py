@@ -528,8 +528,9 @@ async def test_a_second_loss_during_the_replay_resumes_from_what_was_sent(
         assert hub.catchup.gaps == {} and hub._held == {}
 
 
+@pytest.mark.parametrize("ends", [False, True])
 async def test_a_member_that_leaves_during_the_replay_is_skipped(
-    autojump_clock: trio.abc.Clock,
+    ends: bool, autojump_clock: trio.abc.Clock
 ) -> None:
     async with hub_behind_link() as (hub, link, other):
         slow, quick_one = connection(hub, outbox_size=4), connection(hub)
@@ -543,7 +544,10 @@ async def test_a_member_that_leaves_during_the_replay_is_skipped(
         await link.mend()
         await settle()
         assert len(slow._outbox) == 2  # its part waits for room
-        await slow.unsubscribe("room:1")
+        if ends:  # its connection ends
+            await hub.leave(slow)
+        else:
+            await slow.unsubscribe("room:1")
         assert without_epoch(await drain(quick_one)) == [
             *[("msg", n) for n in range(1, 11)],
             (RECOVERY, marker(True, 11, 10)),
