@@ -320,3 +320,24 @@ async def test_a_failing_task_is_logged_and_closes_with_1011(
     [failure] = [r for r in caplog.records if r.exc_info]
     assert failure.levelno == logging.ERROR and "task" in failure.getMessage()
     assert failure.exc_info is not None and str(failure.exc_info[1]) == "task bug"
+
+
+async def test_recovery_fills_half_the_outbox_and_a_closed_one_never_makes_it_wait():
+    async with MemoryBroker().connect() as session:
+        conn = Connection(
+            Request.build("/"),
+            hub=Hub(session),
+            unstructure=lambda value: value,
+            outbox_size=8,
+            policy=SlowConsumerPolicy.CLOSE,
+        )
+        assert conn._fits(20)  # all at once into an empty outbox
+        for _ in range(3):
+            conn._push("queued")
+        assert conn._fits(1) and not conn._fits(2)  # then within half of it
+        conn._outbox.close()
+        # Waiting for room there would return at once, again and again: it takes
+        # (and drops) them instead.
+        assert conn._fits(2)
+        with trio.fail_after(1):
+            await conn._wait_room(2)

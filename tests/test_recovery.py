@@ -8,8 +8,10 @@ does the same over real sockets and a real Redis.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -17,7 +19,9 @@ import pytest
 import trio
 
 from wsroute import App, Connection, History
+from wsroute._server import recovery
 from wsroute.brokers import BrokerSession, MemoryBroker, StateListener
+from wsroute.contracts import _envelopes as envelopes
 from wsroute.testing import Event, HandshakeRejected, TestClient, open_app, open_client
 
 
@@ -438,3 +442,25 @@ async def test_a_recovery_that_live_events_keep_outrunning_gives_up_as_busy(
             assert marker.data["epoch"] == epoch
             assert marker.data["offset"] == missed[-1].offset
             assert [e.offset for e in missed] == list(range(offset + 1, missed[-1].offset + 1))
+
+
+def test_every_list_of_reasons_names_the_same_reasons() -> None:
+    # The reasons recovery gives, and each place that lists them for others.
+    reasons = {
+        value
+        for name, value in vars(recovery).items()
+        if name.isupper() and isinstance(value, str) and name != "RECOVERY_TYPE"
+    }
+    assert "broker_lost" in reasons and "epoch_changed" in reasons
+    root = Path(__file__).parent.parent
+    dts = (root / "wsroute/static/wsroute.d.ts").read_text()
+    union = re.search(r"export type RecoveryFailure =([^;]*);", dts)
+    assert union is not None
+    assert set(re.findall(r'"(\w+)"', union.group(1))) == reasons
+    assert set(envelopes.RECOVERY["properties"]["reason"]["enum"]) == reasons
+    history = (root / "docs/history.md").read_text()
+    table = history[history.index("| `reason` |") : history.index("After `recovered: false`")]
+    rows = set(re.findall(r"^\| `(\w+)` \|", table, re.MULTILINE)) - {"reason"}  # the header
+    assert rows == reasons
+    clients = (root / "docs/clients.md").read_text()
+    assert all(f'`"{reason}"`' in clients and f"`{reason}`" in clients for reason in reasons)

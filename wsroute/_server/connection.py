@@ -257,9 +257,10 @@ class Connection:
 
     def _fits(self, frames: int) -> bool:
         """Whether recovery may queue ``frames`` at once now: within its half, or all
-        of them into an empty outbox."""
+        of them into an empty outbox. A closed outbox drops them all at once (waiting
+        for room there would never wait, and loop)."""
         queued = len(self._outbox)
-        return queued == 0 or queued + frames <= self._outbox.maxsize // 2
+        return queued == 0 or queued + frames <= self._outbox.maxsize // 2 or self._outbox.closed
 
     async def _wait_room(self, frames: int) -> None:
         """Wait until ``frames`` fit in recovery's half (or the outbox is empty)."""

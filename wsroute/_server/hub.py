@@ -8,7 +8,8 @@ skip their sender or carry control orders are described in ``_addressing``.
 
 Events to topics with history (``App(history=...)``) are published with
 ``publish_kept`` and arrive with their position; a connection that presented a
-position for a topic it joins is recovered first (``recovery``).
+position for a topic it joins is recovered first (``recovery``); when this process
+loses the broker, its connections catch up once it is back (``catchup``).
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ from .._presence import encode_entry
 from .._topics import TopicRules
 from .._wire.frames import Prepared
 from .addressing import CONTROL, Control, decode_control
+from .catchup import Catchup
 from .instruments import Instruments
 from .presence import PresenceKeeper
-from .recovery import Held, event_frame, interrupted, no_history, recover
+from .recovery import Held, Recipient, event_frame, interrupted, no_history, recover
 
 if TYPE_CHECKING:
     from ..brokers import BrokerSession, HistoryPage
@@ -84,9 +86,11 @@ class Hub:
         "_held",
         "_history",
         "_hold_limit",
+        "_last",
         "_members",
         "_publish_seconds",
         "_subscribing",
+        "catchup",
         "events",
         "presence",
     )
@@ -111,8 +115,14 @@ class Hub:
         self._members: dict[str, set[Member]] = {}
         self._history: TopicRules[History] = history if history is not None else TopicRules(())
         # Connections being recovered, per topic: their live events are held.
-        self._held: dict[str, dict[Member, Held]] = {}
+        self._held: dict[str, dict[Recipient, Held]] = {}
         self._hold_limit = hold_limit
+        # The last position delivered, per hosted topic with history.
+        self._last: dict[str, Position] = {}
+        #: What the members missed while this process had lost the broker.
+        self.catchup = Catchup(
+            broker, self._history, self._members, self._held, self._last, hold_limit
+        )
         # Topics whose broker subscription is on its way, or failed while the topic
         # still has members (who then subscribe it again).
         self._subscribing: dict[str, Subscribing] = {}
@@ -165,6 +175,8 @@ class Hub:
                 members.add(conn)
             since = positions.pop(topic, None) if positions else None
             if since is None:
+                if self.catchup.outage:
+                    self.catchup.joined(conn, topic)
                 continue
             if self._history.get(topic) is None:
                 unkept.append(topic)
@@ -261,13 +273,16 @@ class Hub:
                 assert history is not None
                 await recover(self._broker, conn, topic, history, since, held)
                 self._release(conn, [(topic, since, held)])
+                self.catchup.rejoined(conn, topic, held.sent or since)
                 finished += 1
         finally:
             # Cancelled (the connection ends, a handler timeout) or failed midway: the
             # client is told, so that it reloads rather than trust a partial recovery.
-            for topic, _, _ in recovering[finished:]:
-                conn._push(interrupted(topic))
             self._release(conn, recovering)
+            for topic, since, held in recovering[finished:]:
+                conn._push(interrupted(topic))
+                if topic in conn._topics:
+                    self.catchup.rejoined(conn, topic, held.sent or since)
 
     def _settle(self, topics: Sequence[str], subscribing: Subscribing, *, ok: bool) -> None:
         """Wake those waiting for ``subscribing``. A failed one stays on record while
@@ -305,9 +320,12 @@ class Hub:
         if members is None:
             return False
         members.discard(conn)
+        if self.catchup.gaps:
+            self.catchup.drop(conn, topic)
         if members:
             return False
         del self._members[topic]
+        self._last.pop(topic, None)
         pending = self._subscribing.get(topic)
         if pending is not None and pending.done.is_set():  # a failed one: nobody is left
             del self._subscribing[topic]
@@ -383,6 +401,8 @@ class Hub:
         except (ValueError, TypeError) as exc:  # only a bug elsewhere could send one
             logger.warning("dropped an event on topic %r that does not decode: %s", topic, exc)
             return
+        if position is not None:
+            self._last[topic] = position
         held = self._held.get(topic) if self._held else None
         if held is None and sender is None:
             for conn in members:

@@ -12,12 +12,16 @@ topic's current position, so the app can reload: never a silent partial recovery
 
 Held events are bounded (``outbox_size``): when more arrive while history is sent,
 they are dropped and read again from history, which holds them too.
+
+The same steps serve ``catchup``: connections that stayed open while this process
+had lost the broker, recovered from the last position the hub delivered, with one
+read shared by all of a topic's members at that position.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeAlias
 
 from .._errors import BrokerError
 from .._history import History, Position
@@ -26,7 +30,7 @@ from .._wire.frames import Prepared
 from .addressing import EXCLUDING
 
 if TYPE_CHECKING:
-    from ..brokers import BrokerSession
+    from ..brokers import BrokerSession, HistoryPage
 
 logger = logging.getLogger("wsroute")
 
@@ -41,6 +45,9 @@ UNKNOWN_OFFSET: Final = "unknown_offset"
 UNAVAILABLE: Final = "unavailable"
 BUSY: Final = "busy"
 INTERRUPTED: Final = "interrupted"
+#: This process lost the broker before the connection got any event of the topic:
+#: there is no position to read history from.
+BROKER_LOST: Final = "broker_lost"
 
 
 class Recipient(Protocol):
@@ -82,24 +89,33 @@ def kept_event(data: bytes) -> dict[str, Any]:
 
 
 class Held:
-    """A topic's live events held for one recovering connection."""
+    """A topic's live events held for one recovering connection, and how far its
+    recovery got."""
 
-    __slots__ = ("frames", "limit", "overflowed")
+    __slots__ = ("frames", "limit", "overflowed", "sent")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         #: Events in arrival order; ``None`` for one that skips this connection.
         self.frames: list[tuple[Position, Prepared | None]] = []
         self.overflowed = False
+        #: The position of the last event the recovery sent (or skipped for being the
+        #: connection's own): where the connection stands if it stops midway.
+        self.sent: Position | None = None
 
     def add(self, position: Position, frame: Prepared | None) -> None:
         if self.overflowed:
             return
         if len(self.frames) >= self.limit:
-            self.overflowed = True
-            self.frames.clear()
+            self.spoil()
             return
         self.frames.append((position, frame))
+
+    def spoil(self) -> None:
+        """Drop what is held and hold no more: the recovery reads history again
+        instead of trusting the held events to follow what it sent."""
+        self.overflowed = True
+        self.frames.clear()
 
     def reset(self) -> None:
         self.frames.clear()
@@ -116,57 +132,78 @@ def interrupted(topic: str) -> Prepared:
     return recovery(topic, False, None, 0, INTERRUPTED)
 
 
+#: What a read of history gave: the page, or the error the broker raised.
+Read: TypeAlias = "HistoryPage | BrokerError"
+
+
+async def read(broker: BrokerSession, topic: str, history: History, since: Position | None) -> Read:
+    """What follows ``since`` in ``topic``'s history; with ``None``, only where the
+    topic stands. Several connections at the same position may share one read, if
+    each held its live events from before it was sent."""
+    try:
+        if since is None:
+            return await broker.read_history(topic, history, limit=0)
+        return await broker.read_history(topic, history, since=since.offset)
+    except BrokerError as exc:
+        logger.warning("could not read the history of %r to recover: %s", topic, exc)
+        return exc
+
+
 async def recover(
     broker: BrokerSession,
     conn: Recipient,
     topic: str,
     history: History,
-    since: Position,
+    since: Position | None,
     held: Held,
+    first: Read | None = None,
 ) -> None:
     """Send ``conn`` what it missed on ``topic`` after ``since``, then the held
-    events, then the ``wsroute.recovery`` event. Returns with nothing held: from then
-    on the caller lets live events through.
+    events, then the ``wsroute.recovery`` event. With ``since`` None (where the
+    connection stands is unknown) only the event, ``broker_lost``, with the topic's
+    position. ``first`` is a read already made for ``since`` (shared with others);
+    ``held`` must have held since before it was sent. Returns with nothing held: from
+    then on the caller lets live events through; ``held.sent`` (else ``since``) is
+    where the connection stands.
 
     Never raises for a gap or a broker failure: both are told to the client.
     """
+    if since is None:
+        page = first if first is not None else await read(broker, topic, history, None)
+        if isinstance(page, BrokerError):
+            await _give_up(conn, topic, held, None, 0, UNAVAILABLE)
+        else:
+            await _give_up(conn, topic, held, page.position, 0, BROKER_LOST)
+        return
     last = since.offset
     missed = 0
-    current = since
     for _ in range(MAX_ROUNDS):
-        held.reset()  # what is published from here on is read below or held
-        try:
-            page = await broker.read_history(topic, history, since=last)
-        except BrokerError as exc:
-            logger.warning("could not read the history of %r to recover: %s", topic, exc)
+        if first is None:
+            held.reset()  # what is published from here on is read below or held
+            page = await read(broker, topic, history, Position(last, since.epoch))
+        else:
+            page, first = first, None
+        if isinstance(page, BrokerError):
             await _give_up(conn, topic, held, None, missed, UNAVAILABLE)
             return
-        current = page.position
-        if current.epoch != since.epoch:
-            await _give_up(conn, topic, held, current, missed, EPOCH_CHANGED)
+        reason = _unfilled(page, last, since.epoch)
+        if reason is not None:
+            await _give_up(conn, topic, held, page.position, missed, reason)
             return
-        if current.offset < last:
-            await _give_up(conn, topic, held, current, missed, UNKNOWN_OFFSET)
-            return
-        messages = page.messages
-        first = messages[0].position.offset if messages and messages[0].position else None
-        if (first if first is not None else current.offset + 1) != last + 1:
-            await _give_up(conn, topic, held, current, missed, TOO_OLD)
-            return
-        frames: list[Prepared] = []
-        for message in messages:
-            if message.position is None:
+        for message in page.messages:
+            position = message.position
+            if position is None:
                 continue
             try:
-                sender, kept = event_frame(message.data, message.position)
+                sender, kept = event_frame(message.data, position)
             except (ValueError, TypeError) as exc:
                 logger.warning("skipped a kept event of %r that does not decode: %s", topic, exc)
             else:
                 if sender != conn.id:
-                    frames.append(kept)
-            last = message.position.offset
-        missed += len(frames)
-        await conn._push_waiting(frames)
+                    await conn._push_waiting([kept])
+                    missed += 1
+            last = position.offset
+            held.sent = position
         # The held events, once there is room for all of them at once: from the check
         # of the seam to the end nothing waits, so no live event slips in between.
         while not held.overflowed:
@@ -181,10 +218,25 @@ async def recover(
                     conn._push(live)
                     missed += 1
                 last = position.offset
+                held.sent = position
             held.reset()
             conn._push(recovery(topic, True, Position(last, since.epoch), missed, None))
             return
     await _give_up(conn, topic, held, Position(last, since.epoch), missed, BUSY)
+
+
+def _unfilled(page: HistoryPage, last: int, epoch: str) -> str | None:
+    """Why ``page``, read after offset ``last`` of ``epoch``, cannot fill the gap."""
+    current = page.position
+    if current.epoch != epoch:
+        return EPOCH_CHANGED
+    if current.offset < last:
+        return UNKNOWN_OFFSET
+    messages = page.messages
+    first = messages[0].position.offset if messages and messages[0].position else None
+    if (first if first is not None else current.offset + 1) != last + 1:
+        return TOO_OLD
+    return None
 
 
 def _after(held: Held, last: int, epoch: str) -> list[tuple[Position, Prepared | None]] | None:
@@ -213,13 +265,16 @@ async def _give_up(
     while True:
         pending = []
         if current is not None and not held.overflowed:
-            after = _after(held, current.offset, current.epoch) or []
-            pending = [frame for _, frame in after if frame is not None]
+            pending = _after(held, current.offset, current.epoch) or []
         if not conn._fits(len(pending) + 1):
             await conn._wait_room(len(pending) + 1)
             continue
         conn._push(marker)
-        for frame in pending:
-            conn._push(frame)
+        if current is not None:
+            held.sent = current
+        for position, frame in pending:
+            if frame is not None:
+                conn._push(frame)
+            held.sent = position
         held.reset()
         return

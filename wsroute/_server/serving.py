@@ -236,8 +236,15 @@ class Serving:
             instruments.broker_connected.set(0)
             instruments.broker_disconnects.value += 1
         runtime = self._runtime
-        if runtime is not None and self.config.broker_state_events:
-            runtime.push_to_all("broker_state", {"state": state.value})
+        if runtime is not None:
+            # Topics with history: hold live events from the loss, replay what was
+            # missed once the broker is back (see catchup).
+            if state is BrokerState.CONNECTED:
+                runtime.hub.catchup.restored(system)
+            else:
+                runtime.hub.catchup.lost()
+            if self.config.broker_state_events:
+                runtime.push_to_all("broker_state", {"state": state.value})
         for hook in self._on_broker_state:
             system.start_soon(_guard_task, hook, (state,))
 

@@ -156,7 +156,7 @@ PRESENCE_STATS: Final = _object(
 )
 #: ``broker_state``, with ``App(broker_state_events=True)``.
 BROKER_STATE: Final = _object({"state": {"type": "string", "enum": ["connected", "disconnected"]}})
-#: ``wsroute.recovery``, which ends a topic's recovery.
+#: ``wsroute.recovery``, which ends a topic's recovery (or catch-up).
 RECOVERY: Final = _object(
     {
         "recovered": {"type": "boolean"},
@@ -173,6 +173,7 @@ RECOVERY: Final = _object(
                 recovery.UNAVAILABLE,
                 recovery.BUSY,
                 recovery.INTERRUPTED,
+                recovery.BROKER_LOST,
             ],
         },
     },

@@ -297,8 +297,9 @@ class _Document:
         self.parts.receive(
             CONNECTION,
             message,
-            "Ends a topic's recovery after a reconnect (docs/history.md): recovered false"
-            " asks the client to reload the topic's state.",
+            "Ends a topic's recovery after a reconnect, or its catch-up after the server"
+            " lost its broker (docs/history.md): recovered false asks the client to reload"
+            " the topic's state.",
         )
 
 

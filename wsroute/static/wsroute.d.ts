@@ -81,7 +81,8 @@ export type RecoveryFailure =
   | "unknown_offset"
   | "unavailable"
   | "busy"
-  | "interrupted";
+  | "interrupted"
+  | "broker_lost";
 
 /**
  * The data of a `wsroute.recovery` event, which follows the events missed on a topic.
