@@ -114,20 +114,27 @@ async def redis_server() -> AsyncIterator[tuple[int, str]]:
 
 @asynccontextmanager
 async def wsroute_processes(
-    redis_port: int, count: int, *, history: bool = False
+    broker: str,
+    count: int,
+    *,
+    history: bool = False,
+    app_dir: Path | None = None,
+    target: str = "benchapp:app",
 ) -> AsyncIterator[list[int]]:
-    """``count`` ``wsroute run`` processes on one Redis; yields their ports. With
-    ``history``, every topic keeps ``History(size=1000, ttl=300)``."""
+    """``count`` ``wsroute run`` processes on ``broker`` (a ``--broker`` URL); yields
+    their ports. They serve ``target`` from ``app_dir``, by default the app above,
+    where with ``history`` every topic keeps ``History(size=1000, ttl=300)``."""
     kept = '{"*": History(size=1000, ttl=300)}' if history else "None"
     with tempfile.TemporaryDirectory() as directory:
-        source = textwrap.dedent(APP).replace("history=HISTORY", f"history={kept}")
-        Path(directory, "benchapp.py").write_text(source)
+        if app_dir is None:
+            source = textwrap.dedent(APP).replace("history=HISTORY", f"history={kept}")
+            Path(directory, "benchapp.py").write_text(source)
         processes = []
         try:
             async with trio.open_nursery() as nursery:
                 ports = []
-                command = [sys.executable, "-m", "wsroute", "run", "benchapp:app", "--port", "0"]
-                command += ["--broker", f"redis://127.0.0.1:{redis_port}", "--app-dir", directory]
+                command = [sys.executable, "-m", "wsroute", "run", target, "--port", "0"]
+                command += ["--broker", broker, "--app-dir", str(app_dir or directory)]
                 for _ in range(count):
                     process = await trio.lowlevel.open_process(
                         command,
@@ -166,14 +173,15 @@ async def drain_stderr(
 
 
 @asynccontextmanager
-async def clients(ports: list[int], count: int) -> AsyncIterator[list[Any]]:
+async def clients(ports: list[int], count: int, resource: str = "/") -> AsyncIterator[list[Any]]:
+    """``count`` WebSocket connections to ``resource``, spread over ``ports`` in turn."""
     async with trio.open_nursery() as nursery:
         connections = []
         for n in range(count):
             port = ports[n % len(ports)]
             connections.append(
                 await trio_websocket.connect_websocket(
-                    nursery, "127.0.0.1", port, "/", use_ssl=False, message_queue_size=4096
+                    nursery, "127.0.0.1", port, resource, use_ssl=False, message_queue_size=4096
                 )
             )
         try:
@@ -292,7 +300,7 @@ async def main(args: argparse.Namespace) -> None:
     )
     async with redis_server() as (redis_port, version):
         print(f"redis-server {version}; 2 wsroute processes; {args.clients} clients")
-        async with wsroute_processes(redis_port, 2) as ports:
+        async with wsroute_processes(f"redis://127.0.0.1:{redis_port}", 2) as ports:
             print("\nfan-out (every client receives every broadcast):")
             print("  rate/s   sent  delivered/expected  deliveries/s   p50 ms   p99 ms")
             for rate in args.rates:
