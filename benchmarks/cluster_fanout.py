@@ -24,8 +24,12 @@ same cores and the wall clock cannot show what more shards give:
    ``publish`` + ``spublish`` calls). The shard that saturates first is the one with
    the most CPU for the same load, so ``capacity = events published / CPU seconds of
    the busiest node``: the events per second the setup would carry with a core per
-   shard, when Redis is the bottleneck. Its ratio to ``redis`` (same servers, same
-   rate) is the scaling the issue asks for (3 shards: >= 2.5x).
+   shard, when Redis is the bottleneck; "load" leaves each node's idle CPU out (read
+   for a second before the runs), "raw" keeps it. Its ratio to ``redis`` is the
+   scaling the issue asks for (3 shards: >= 2.5x), at the same rate and, for 3 and 6
+   shards, at the same events per node (a node's CPU per event falls as its events
+   come faster: more per read and per write, so each shard of a cluster pays more per
+   event than one Redis at the same total rate).
 
 Usage (from the repository root; the figures are in docs/performance.md)::
 
@@ -42,21 +46,23 @@ import os
 import platform
 import random
 import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import coredis
 import trio
+import trio_websocket
 from _procs import free_port
+from _rediscpu import Snapshot, idle_rates, redis_figures, redis_nodes, snapshot
 from _setup import ensure_venv
 from _wires import SocketioWire, Wire, WsrouteWire
-from redis_fanout import clients, percentile, redis_server, wsroute_processes
+from redis_fanout import clients, percentile, wsroute_processes
+
+from wsroute.brokers import BrokerSession, from_url
 
 HERE = Path(__file__).resolve().parent
 SERVERS = HERE / "servers"
@@ -81,28 +87,6 @@ SETUPS = {
         Setup("socketio", 0, socketio=True),
     )
 }
-
-
-@contextmanager
-def _cluster(masters: int) -> Iterator[Any]:
-    """tests/rediscluster.py's cluster (the repository root is not on the path of a
-    script run from benchmarks/)."""
-    sys.path.insert(0, str(HERE.parent))
-    from tests.rediscluster import running_cluster
-
-    with running_cluster(masters) as cluster:
-        yield cluster
-
-
-@asynccontextmanager
-async def redis_nodes(setup: Setup) -> AsyncIterator[tuple[str, list[int]]]:
-    """Start the setup's Redis; yield its URL and the ports of its masters."""
-    if setup.shards == 0:
-        async with redis_server() as (port, _):
-            yield f"redis://127.0.0.1:{port}", [port]
-        return
-    with _cluster(setup.shards) as cluster:  # blocks while the cluster forms
-        yield cluster.url(), [node.port for node in cluster.nodes]
 
 
 @asynccontextmanager
@@ -155,77 +139,32 @@ async def server_processes(setup: Setup, url: str, count: int) -> AsyncIterator[
             yield ports
 
 
-@dataclass(frozen=True)
-class Snapshot:
-    """Counters read at one moment: each node's CPU seconds and publishes so far, the
-    CPU seconds of this process and of the whole machine."""
-
-    at: float
-    node_cpu: list[float]
-    node_publishes: list[int]
-    client_cpu: float
-    machine_cpu: float
-
-
-async def snapshot(nodes: list[int]) -> Snapshot:
-    cpu, publishes = [], []
-    for port in nodes:
-        async with coredis.Redis(host="127.0.0.1", port=port, decode_responses=True) as node:
-            used = await node.info("cpu")
-            commands = await node.info("commandstats")
-        cpu.append(float(used["used_cpu_user"]) + float(used["used_cpu_sys"]))
-        publishes.append(
-            sum(
-                int(commands.get(f"cmdstat_{name}", {}).get("calls", 0))
-                for name in ("publish", "spublish")
-            )
-        )
-    with open("/proc/stat") as stat:
-        fields = stat.readline().split()
-    machine = (int(fields[1]) + int(fields[2]) + int(fields[3])) / os.sysconf("SC_CLK_TCK")
-    return Snapshot(time.perf_counter(), cpu, publishes, time.process_time(), machine)
-
-
-def redis_figures(before: Snapshot, after: Snapshot, idle: list[float]) -> dict[str, Any]:
-    """Redis's side of one run: publishes and CPU per node, the busiest node's CPU
-    per event and the capacity it implies, raw and without each node's idle CPU
-    (``idle``, seconds per second: cluster gossip and cron, which do not grow with
-    the load, and weigh little on a saturated node)."""
-    window = after.at - before.at
-    cpu = [a - b for a, b in zip(after.node_cpu, before.node_cpu, strict=True)]
-    load = [max(1e-6, c - rate * window) for c, rate in zip(cpu, idle, strict=True)]
-    published = [a - b for a, b in zip(after.node_publishes, before.node_publishes, strict=True)]
-    events = max(1, sum(published))
-    return {
-        "node_publishes": published,
-        "node_cpu_s": cpu,
-        "node_idle_ms_per_s": [1000 * rate for rate in idle],
-        "published": sum(published),
-        "us_per_event": 1e6 * max(load) / events,
-        "us_per_event_raw": 1e6 * max(cpu) / events,
-        "capacity_per_s": events / max(load),
-        "capacity_raw_per_s": events / max(cpu),
-    }
-
-
 @dataclass
 class Tally:
-    """What the receiving tasks saw: latencies (ns) of events, error replies."""
+    """What the receiving tasks saw: latencies (ns) of events, error replies, and
+    connections the server closed (an overloaded wsroute closes a connection whose
+    outbox is full)."""
 
     latencies: list[int] = field(default_factory=list)
     errors: int = 0
+    first_error: str = ""
+    closed: int = 0
 
 
 async def receive(ws: Any, wire: Wire, tally: Tally) -> None:
-    while True:
-        frame = await ws.get_message()
-        sent = wire.sent_at(frame)
-        if sent is not None:
-            tally.latencies.append(time.perf_counter_ns() - sent)
-        elif (answer := wire.answer(frame)) is not None:
-            await ws.send_message(answer)
-        elif wire.is_error(frame):
-            tally.errors += 1
+    try:
+        while True:
+            frame = await ws.get_message()
+            sent = wire.sent_at(frame)
+            if sent is not None:
+                tally.latencies.append(time.perf_counter_ns() - sent)
+            elif (answer := wire.answer(frame)) is not None:
+                await ws.send_message(answer)
+            elif wire.is_error(frame):
+                tally.errors += 1
+                tally.first_error = tally.first_error or str(frame)[:300]
+    except trio_websocket.ConnectionClosed:
+        tally.closed += 1
 
 
 async def publish(ws: Any, wire: Wire, topics: list[str], schedule: Schedule) -> None:
@@ -290,13 +229,7 @@ async def measure(
         tally = Tally()
         for ws in subscribers + publishers:
             nursery.start_soon(receive, ws, wire, tally)
-        before = await snapshot(nodes)
-        await trio.sleep(1)
-        after = await snapshot(nodes)
-        idle = [
-            (a - b) / (after.at - before.at)
-            for a, b in zip(after.node_cpu, before.node_cpu, strict=True)
-        ]
+        idle = await idle_rates(nodes)
         for rate in args.rates:
             run = await run_rate(publishers, wire, topics, tally, nodes, rate, args.seconds)
             row, before, after = run
@@ -322,7 +255,7 @@ async def run_rate(
     per_publisher = round(rate * seconds / servers)
     sent = per_publisher * servers
     expected = sent * servers  # each event: one subscriber on every server
-    tally.latencies, tally.errors = [], 0
+    tally.latencies, tally.errors, tally.first_error = [], 0, ""
     before = await snapshot(nodes)
     async with trio.open_nursery() as sending:
         start = trio.current_time()
@@ -341,6 +274,8 @@ async def run_rate(
         "delivered": len(ordered),
         "expected": expected,
         "errors": tally.errors,
+        "first_error": tally.first_error,
+        "closed": tally.closed,
         "seconds": round(elapsed, 3),
         "deliveries_per_s": len(ordered) / elapsed,
         "p50_ms": percentile(ordered, 0.50) / 1e6 if ordered else float("nan"),
@@ -349,6 +284,93 @@ async def run_rate(
         "machine_cores": (after.machine_cpu - before.machine_cpu) / elapsed,
     }
     return row, before, after
+
+
+async def broker_level(setup: Setup, args: argparse.Namespace) -> dict[str, Any]:
+    """Redis as fast as wsroute's broker alone can drive it, without WebSockets.
+
+    ``--broker-subscribers`` sessions of the setup's broker subscribe every topic (as
+    that many server processes would); one more publishes from ``--tasks`` tasks, each
+    to the topics in turn, for ``--broker-seconds``. Its publishes are pipelined (in
+    a cluster: grouped per shard), so Redis gets them in batches, nearer to how a
+    saturated Redis runs. Everything is in this process; a subscriber whose backlog
+    is full drops (counted) rather than slowing Redis down.
+    """
+    topics = [f"t{n}" for n in range(args.topics)]
+    random.Random(23).shuffle(topics)
+    payload = b'{"type":"say","topic":"t0","data":{"topic":"t0","i":1,"t":1}}'
+    published = received = 0
+
+    async def count(session: BrokerSession) -> None:
+        nonlocal received
+        async for _ in session:
+            received += 1
+
+    async def publish(session: BrokerSession, first: int, deadline: float) -> None:
+        nonlocal published
+        n = first
+        while trio.current_time() < deadline:
+            await session.publish(topics[n % len(topics)], payload)
+            published += 1
+            n += args.tasks
+
+    async with redis_nodes(setup.shards) as (url, nodes), AsyncExitStack() as stack:
+        broker = from_url(url)
+        subscribers = [
+            await stack.enter_async_context(broker.connect())
+            for _ in range(args.broker_subscribers)
+        ]
+        for session in subscribers:
+            await session.subscribe_many(topics)
+        publisher = await stack.enter_async_context(broker.connect())
+        async with trio.open_nursery() as nursery:
+            for session in subscribers:
+                nursery.start_soon(count, session)
+            idle = await idle_rates(nodes)
+            before = await snapshot(nodes)
+            async with trio.open_nursery() as sending:
+                deadline = trio.current_time() + args.broker_seconds
+                for task in range(args.tasks):
+                    sending.start_soon(publish, publisher, task, deadline)
+            sent_for = time.perf_counter() - before.at
+            expected = published * len(subscribers)
+            dropped = 0
+            with trio.move_on_after(DRAIN_TIMEOUT):
+                while received + dropped < expected:
+                    await trio.sleep(0.01)
+                    dropped = sum(getattr(s, "dropped", 0) for s in subscribers)
+            after = await snapshot(nodes)
+            nursery.cancel_scope.cancel()
+    return {
+        "setup": setup.name,
+        "subscribers": len(subscribers),
+        "published": published,
+        "publishes_per_s": published / sent_for,
+        "received": received,
+        "dropped": dropped,
+        "expected": expected,
+        "client_cores": (after.client_cpu - before.client_cpu) / (after.at - before.at),
+        **redis_figures(before, after, idle),
+    }
+
+
+def broker_table(rows: list[dict[str, Any]]) -> str:
+    """The broker-level rows, each capacity also as a ratio to one Redis's."""
+    base = next((r for r in rows if r["setup"] == "redis"), None)
+    out = [
+        "| setup | publishes/s | received (+ dropped)/expected"
+        " | busiest node: share of events, events per read | capacity events/s: load / raw"
+        " | ÷ redis: load / raw |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        out.append(
+            f"| {r['setup']} | {r['publishes_per_s']:,.0f}"
+            f" | {r['received']:,} (+ {r['dropped']:,})/{r['expected']:,}"
+            f" | {_busiest(r)} | {r['capacity_per_s']:,.0f} / {r['capacity_raw_per_s']:,.0f}"
+            f" | {_ratios(r, base)} |"
+        )
+    return "\n".join(out)
 
 
 def line(row: dict[str, Any]) -> str:
@@ -361,8 +383,23 @@ def line(row: dict[str, Any]) -> str:
         f" cores: client {row['client_cores']:.2f}, all {row['machine_cores']:.2f};"
         f" publishes per node {min(spread)}..{max(spread)}; busiest node"
         f" {row['us_per_event']:.1f} us/event ({row['us_per_event_raw']:.1f} with idle),"
+        f" {row['busiest_events_per_read']:.2f} events/read,"
         f" capacity {row['capacity_per_s']:,.0f}/s ({row['capacity_raw_per_s']:,.0f})"
-        + (f" ({row['errors']} errors)" if row["errors"] else "")
+        + (f" ({row['errors']} errors, first: {row['first_error']})" if row["errors"] else "")
+        + (f" ({row['closed']} connections closed so far)" if row["closed"] else "")
+    )
+
+
+def broker_line(row: dict[str, Any]) -> str:
+    spread = row["node_publishes"]
+    return (
+        f"  {row['setup']:<10} {row['publishes_per_s']:>8,.0f} publishes/s,"
+        f" {row['received']}(+{row['dropped']} dropped)/{row['expected']} received;"
+        f" client cores {row['client_cores']:.2f}; publishes per node"
+        f" {min(spread)}..{max(spread)}; busiest node {row['us_per_event']:.1f} us/event"
+        f" ({row['us_per_event_raw']:.1f} with idle), {row['busiest_events_per_read']:.2f}"
+        f" events/read, capacity {row['capacity_per_s']:,.0f}/s"
+        f" ({row['capacity_raw_per_s']:,.0f})"
     )
 
 
@@ -371,29 +408,40 @@ def table(rows: list[dict[str, Any]]) -> str:
     one Redis's at the same servers and rate; "load" without the nodes' idle CPU,
     "raw" with it."""
     single = {(r["servers"], r["rate"]): r for r in rows if r["setup"] == "redis"}
+    shards = {name: setup.shards for name, setup in SETUPS.items()}
     out = [
         "| setup | servers | rate/s | delivered/expected | deliveries/s | p50 / p99 ms"
-        " | cores: client / all | publishes per node | busiest node µs/event: load / raw"
-        " | capacity events/s: load / raw | ÷ redis: load / raw |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        " | cores: client / all | busiest node: share of events, events per read"
+        " | capacity events/s: load / raw | ÷ redis: load / raw"
+        " | ÷ redis at the same events per node: load / raw |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
-        base = single.get((r["servers"], r["rate"]))
-        ratio = "-"
-        if base:
-            load = r["capacity_per_s"] / base["capacity_per_s"]
-            ratio = f"{load:.2f}x / {r['capacity_raw_per_s'] / base['capacity_raw_per_s']:.2f}x"
-        spread = r["node_publishes"]
+        ratio = _ratios(r, single.get((r["servers"], r["rate"])))
+        per_node = "-"
+        if shards[r["setup"]] > 1:
+            base = single.get((r["servers"], r["rate"] / shards[r["setup"]]))
+            per_node = _ratios(r, base)
         out.append(
             f"| {r['setup']} | {r['servers']} | {r['rate']:g}"
             f" | {r['delivered']:,}/{r['expected']:,} | {r['deliveries_per_s']:,.0f}"
             f" | {r['p50_ms']:.1f} / {r['p99_ms']:.1f}"
             f" | {r['client_cores']:.2f} / {r['machine_cores']:.2f}"
-            f" | {min(spread):,}-{max(spread):,}"
-            f" | {r['us_per_event']:.1f} / {r['us_per_event_raw']:.1f}"
-            f" | {r['capacity_per_s']:,.0f} / {r['capacity_raw_per_s']:,.0f} | {ratio} |"
+            f" | {_busiest(r)} | {r['capacity_per_s']:,.0f} / {r['capacity_raw_per_s']:,.0f}"
+            f" | {ratio} | {per_node} |"
         )
     return "\n".join(out)
+
+
+def _busiest(row: dict[str, Any]) -> str:
+    return f"{100 * row['busiest_share']:.1f} %, {row['busiest_events_per_read']:.2f}"
+
+
+def _ratios(row: dict[str, Any], base: dict[str, Any] | None) -> str:
+    if base is None:
+        return "-"
+    load = row["capacity_per_s"] / base["capacity_per_s"]
+    return f"{load:.2f}x / {row['capacity_raw_per_s'] / base['capacity_raw_per_s']:.2f}x"
 
 
 def reason(exc: BaseException) -> str:
@@ -419,18 +467,36 @@ async def main(args: argparse.Namespace) -> None:
         for servers in args.servers:
             try:
                 async with (
-                    redis_nodes(setup) as (url, nodes),
+                    redis_nodes(setup.shards) as (url, nodes),
                     server_processes(setup, url, servers) as ports,
                 ):
                     rows += await measure(setup, ports, nodes, args)
             except Exception as exc:  # one setup failing does not stop the others
                 failures.append(f"{name} with {servers} servers: {reason(exc)}")
                 print(f"  {failures[-1]}", flush=True)
-    print("\n" + table(rows))
+    broker_rows = []
+    if args.broker_seconds > 0:
+        print(
+            f"broker level: {args.broker_subscribers} subscriber sessions, {args.tasks}"
+            f" publishing tasks, {args.broker_seconds:g} s",
+            flush=True,
+        )
+    for name in args.setups:
+        if args.broker_seconds <= 0 or SETUPS[name].socketio:
+            continue
+        try:
+            broker_rows.append(await broker_level(SETUPS[name], args))
+            print(broker_line(broker_rows[-1]), flush=True)
+        except Exception as exc:
+            failures.append(f"{name} at broker level: {reason(exc)}")
+            print(f"  {failures[-1]}", flush=True)
+    print("\nEnd to end, over WebSockets:\n\n" + table(rows))
+    if broker_rows:
+        print("\nBroker level, no WebSockets:\n\n" + broker_table(broker_rows))
     if failures:
         print("\nnot measured:\n" + "\n".join(f"- {failure}" for failure in failures))
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1))
+        Path(args.json).write_text(json.dumps({"fanout": rows, "broker": broker_rows}, indent=1))
 
 
 def parse_args() -> argparse.Namespace:
@@ -439,7 +505,12 @@ def parse_args() -> argparse.Namespace:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--servers", type=numbers(int), default=[2, 8], help="(2,8)")
-    parser.add_argument("--rates", type=numbers(float), default=[1000.0, 3000.0])
+    parser.add_argument(
+        "--rates",
+        type=numbers(float),
+        default=[500.0, 1000.0, 3000.0, 6000.0],
+        help="events per second, all publishers together (500,1000,3000,6000)",
+    )
     parser.add_argument("--seconds", type=float, default=4.0, help="publishing per rate (4)")
     parser.add_argument("--topics", type=int, default=1024, help="(1024)")
     parser.add_argument("--subscribers", type=int, default=8, help="per server process (8)")
@@ -449,18 +520,27 @@ def parse_args() -> argparse.Namespace:
         default=list(SETUPS),
         help=f"any of {','.join(SETUPS)} (all)",
     )
+    parser.add_argument(
+        "--broker-seconds",
+        type=float,
+        default=3.0,
+        help="publishing at broker level, without WebSockets; 0 skips it (3)",
+    )
+    parser.add_argument("--broker-subscribers", type=int, default=2, help="subscriber sessions (2)")
+    parser.add_argument("--tasks", type=int, default=64, help="publishing tasks (64)")
     parser.add_argument("--json", help="also write every row to this file")
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="smoke run: 2 servers, 1000/s for 2 s, 256 topics, 4 subscribers each",
+        help="smoke run: 2 servers, 1000/s for 2 s, 256 topics, 4 subscribers each,"
+        " 1 s at broker level",
     )
     args = parser.parse_args()
     if unknown := set(args.setups) - set(SETUPS):
         parser.error(f"unknown setups {sorted(unknown)}: choose from {','.join(SETUPS)}")
     if args.quick:
         args.servers, args.rates, args.seconds = [2], [1000.0], 2.0
-        args.topics, args.subscribers = 256, 4
+        args.topics, args.subscribers, args.broker_seconds = 256, 4, 1.0
     return args
 
 

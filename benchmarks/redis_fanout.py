@@ -72,6 +72,9 @@ async def void(n: int) -> int:
 """
 
 
+LISTENING = re.compile(rb"listening on ws://127\.0\.0\.1:(\d+) ")
+
+
 def find_redis_server() -> str:
     found = os.environ.get("REDIS_SERVER") or shutil.which("redis-server")
     if found:
@@ -154,20 +157,24 @@ async def wsroute_processes(
 async def drain_stderr(
     process: trio.Process, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
 ) -> None:
-    """Report the port from the "listening on" line, then keep the pipe empty."""
+    """Report the port from the "listening on" line, then keep the pipe empty, passing
+    on the server's warnings and errors (dropped messages, a lost broker) to stderr."""
     assert process.stderr is not None
-    buffer, started = b"", False
+    buffer, started, port = b"", False, 0
     with trio.fail_after(15) as startup:
         async for chunk in process.stderr:
             buffer += chunk
-            if match := re.search(rb"listening on ws://127\.0\.0\.1:(\d+) ", buffer):
+            if not started and (match := LISTENING.search(buffer)):
                 startup.deadline = float("inf")
-                if not started:
-                    started = True
-                    task_status.started(int(match.group(1)))
-                buffer = b""
+                started, port = True, int(match.group(1))
+                task_status.started(port)
             elif b"error" in buffer and not started:
                 raise RuntimeError(buffer.decode())
+            if started:
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    if re.search(rb" (WARNING|ERROR|CRITICAL) ", line):
+                        print(f"wsroute :{port}: {line.decode(errors='replace')}", file=sys.stderr)
     if not started:
         raise RuntimeError(f"wsroute exited: {buffer.decode()}")
 
