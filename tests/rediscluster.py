@@ -200,7 +200,16 @@ class RedisCluster:
         deadline = time.monotonic() + timeout
         while replica.role() != "master" or not self._agrees(replica):
             if time.monotonic() > deadline:
-                raise ClusterError(f"{replica} not promoted within {timeout:g} s")
+                views = [
+                    line
+                    for node in self.live()
+                    for line in node.command("CLUSTER", "NODES").splitlines()
+                    if line.startswith(replica.node_id)
+                ]
+                raise ClusterError(
+                    f"{replica} not promoted within {timeout:g} s: ROLE"
+                    f" {replica.command('ROLE')!r}; seen as {views}"
+                )
             time.sleep(0.02)
 
     def _agrees(self, master: ClusterNode) -> bool:
@@ -267,8 +276,12 @@ class RedisCluster:
         return None
 
     def _form(self, masters: int, replicas: int) -> None:
-        for node in self.nodes:
+        for epoch, node in enumerate(self.nodes, 1):
             node.node_id = node.command("CLUSTER", "MYID")
+            # Distinct epochs now, as redis-cli gives them: with the collisions left to
+            # gossip, a quick TAKEOVER may claim slots with an epoch no greater than
+            # its dead master's, and the others never accept it.
+            node.command("CLUSTER", "SET-CONFIG-EPOCH", epoch)
         chiefs = self.nodes[:masters]
         for index, node in enumerate(chiefs):
             first, last = index * SLOTS // masters, (index + 1) * SLOTS // masters - 1
