@@ -103,6 +103,10 @@ class ClusterNode(RedisServer):
                 str(node_timeout_ms),
                 "--dir",
                 directory,
+                # A replica syncs at once (not after the default 5 s wait for others),
+                # so that it is ready to take over as soon as the cluster is formed.
+                "--repl-diskless-sync-delay",
+                "0",
             ],
         )
         self.node_id = ""
@@ -271,6 +275,10 @@ class RedisCluster:
             views.add(
                 tuple(sorted((int(r[0]), int(r[1]), int(r[2][1]), len(r) - 3) for r in ranges))
             )
+            if node.role() == "slave":
+                replication: str = node.command("INFO", "replication")
+                if "master_link_status:up" not in replication:
+                    return f"{node} has not synced with its master yet"
         if len(views) > 1:
             return "the nodes disagree about slot owners or replicas"
         return None
