@@ -103,6 +103,10 @@ class ClusterNode(RedisServer):
                 str(node_timeout_ms),
                 "--dir",
                 directory,
+                # A replica syncs at once (not after the default 5 s wait for others),
+                # so that it is ready to take over as soon as the cluster is formed.
+                "--repl-diskless-sync-delay",
+                "0",
             ],
         )
         self.node_id = ""
@@ -200,7 +204,16 @@ class RedisCluster:
         deadline = time.monotonic() + timeout
         while replica.role() != "master" or not self._agrees(replica):
             if time.monotonic() > deadline:
-                raise ClusterError(f"{replica} not promoted within {timeout:g} s")
+                views = [
+                    line
+                    for node in self.live()
+                    for line in node.command("CLUSTER", "NODES").splitlines()
+                    if line.startswith(replica.node_id)
+                ]
+                raise ClusterError(
+                    f"{replica} not promoted within {timeout:g} s: ROLE"
+                    f" {replica.command('ROLE')!r}; seen as {views}"
+                )
             time.sleep(0.02)
 
     def _agrees(self, master: ClusterNode) -> bool:
@@ -262,13 +275,21 @@ class RedisCluster:
             views.add(
                 tuple(sorted((int(r[0]), int(r[1]), int(r[2][1]), len(r) - 3) for r in ranges))
             )
+            if node.role() == "slave":
+                replication: str = node.command("INFO", "replication")
+                if "master_link_status:up" not in replication:
+                    return f"{node} has not synced with its master yet"
         if len(views) > 1:
             return "the nodes disagree about slot owners or replicas"
         return None
 
     def _form(self, masters: int, replicas: int) -> None:
-        for node in self.nodes:
+        for epoch, node in enumerate(self.nodes, 1):
             node.node_id = node.command("CLUSTER", "MYID")
+            # Distinct epochs now, as redis-cli gives them: with the collisions left to
+            # gossip, a quick TAKEOVER may claim slots with an epoch no greater than
+            # its dead master's, and the others never accept it.
+            node.command("CLUSTER", "SET-CONFIG-EPOCH", epoch)
         chiefs = self.nodes[:masters]
         for index, node in enumerate(chiefs):
             first, last = index * SLOTS // masters, (index + 1) * SLOTS // masters - 1

@@ -28,7 +28,8 @@ node (100 entries) more than ``size``; reads return only the ``size`` newest off
 and events younger than ``ttl``.
 
 **Channel payloads.** A kept event is published, by the script that keeps it, on the
-topic's usual channel (``<prefix><topic>``) as::
+topic's usual channel (``<prefix><topic>``; on a cluster ``<prefix>{<topic>}`` with
+``SPUBLISH``, in the slot of the keys) as::
 
     0x04 <offset, ASCII decimal> ":" <epoch> "\\n" <data>
 

@@ -50,12 +50,15 @@ from .pending import Call, Script
 from .pending import Pending as Pending  # what the session queues, and the tests
 from .slots import key_slot
 
+_QUIET = frozenset(("Connection closed unexpectedly!", "Connection attempt failed unexpectedly!"))
+
 
 class _QuietConnectionLoss(logging.Filter):
-    """Drop coredis' traceback for a lost connection: the session logs it in one line."""
+    """Drop coredis' traceback for a lost or refused connection: the session logs it in
+    one line."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.msg != "Connection closed unexpectedly!"
+        return record.msg not in _QUIET
 
 
 logging.getLogger("coredis").addFilter(_QuietConnectionLoss())

@@ -29,6 +29,7 @@ import trio
 from coredis.connection import BaseConnection
 from coredis.exceptions import RedisError
 
+from ..._util import collapse_exception_group
 from .dialect import SHARDED
 from .link import Link, explain
 from .pending import Pending
@@ -70,7 +71,7 @@ async def read_topology(settings: ClusterSettings, seeds: Sequence[Address]) -> 
     for seed in dict.fromkeys(seeds):  # in order, once each
         connection = settings._new_connection(seed)
         try:
-            with trio.fail_after(settings.timeout):
+            with trio.fail_after(settings.timeout), collapse_exception_group():
                 async with trio.open_nursery() as nursery:
                     await nursery.start(connection.run)
                     try:
