@@ -4,7 +4,10 @@ and what it says when the cluster cannot be reached or presence is asked of it."
 
 from __future__ import annotations
 
+import shutil
 import ssl
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,7 +19,8 @@ from wsroute.brokers.redis.slots import Address, key_slot
 from wsroute.testing import broker_checks, open_app
 
 from .cliproc import assert_one_line_error, write, wsroute_cli
-from .rediscluster import RedisCluster, redis_cluster
+from .needs import missing
+from .rediscluster import RedisCluster, TLSFiles, redis_cluster, running_cluster
 from .redisproc import free_port
 
 __all__ = ["redis_cluster"]
@@ -141,3 +145,39 @@ async def test_an_unreachable_cluster_fails_fast_naming_each_seed() -> None:
     text = str(info.value)
     assert text.startswith(f"cannot connect to Redis at {url}: no seed node told")
     assert all(f"127.0.0.1:{port}: " in text for port in ports)
+
+
+@pytest.fixture
+def tls_cluster(tmp_path: Path) -> Iterator[tuple[RedisCluster, Path]]:
+    """A 3-master cluster whose clients, bus and replication speak TLS, and the
+    certificate it presents. Sync, so that a missing capability skips saying why."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        missing("no openssl to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    request = ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=x"]
+    request += ["-keyout", str(key), "-out", str(cert), "-addext", "subjectAltName=IP:127.0.0.1"]
+    subprocess.run([openssl, *request], check=True, capture_output=True, timeout=30)
+    with running_cluster(tls=TLSFiles(str(cert), str(key))) as cluster:
+        yield cluster, cert
+
+
+async def test_rediss_cluster_speaks_tls_to_every_shard(
+    tls_cluster: tuple[RedisCluster, Path],
+) -> None:
+    cluster, cert = tls_cluster
+    trusting = ssl.create_default_context(cafile=str(cert))
+    topics = [f"tls-{n}" for n in range(12)]
+    assert len({cluster.owner_of(key_slot(t.encode())) for t in topics}) == 3
+    broker = RedisClusterBroker(cluster.url(), ssl_context=trusting)
+    async with broker.connect() as session:
+        await session.subscribe_many(topics)
+        for topic in topics:
+            await session.publish(topic, topic.encode())
+        with trio.fail_after(5):
+            got = {(await session.__anext__()).data for _ in topics}
+        assert got == {topic.encode() for topic in topics}
+    # The default context checks the certificate against the system's CAs.
+    with trio.fail_after(5), pytest.raises(BrokerError, match="cannot connect"):
+        async with RedisClusterBroker(cluster.url()).connect():
+            pass
