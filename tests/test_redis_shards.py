@@ -247,3 +247,13 @@ async def test_a_killed_master_is_replaced_by_the_clusters_own_failover(
     assert duplicated == 0
     assert silent <= SILENT_BOUND
     assert cluster.owner_of(key_slot(TOPICS[0].encode())) is replica
+
+
+async def test_slots_nobody_serves_are_refused_not_ignored() -> None:
+    with running_cluster(masters=1) as cluster:
+        (node,) = cluster.nodes
+        node.command("CLUSTER", "DELSLOTS", 0)  # topics of slot 0 would have no shard
+        with trio.fail_after(TIMEOUT), pytest.raises(BrokerError) as info:
+            async with quick(cluster).connect():
+                pass
+        assert "slots that no master serves" in str(info.value)

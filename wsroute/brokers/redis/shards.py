@@ -144,6 +144,8 @@ class Shards:
             self.topology = await read_topology(self._settings, self._seeds)
         except RedisError as exc:
             return str(exc)
+        if not self.topology.complete:  # its topics would be deaf without a word
+            return "the cluster has slots that no master serves"
         receivers = {}
         for address in self.topology.masters:
             self._queues[address], receivers[address] = trio.open_memory_channel[Pending](
@@ -256,7 +258,7 @@ class Shards:
                 logger.debug("reading the cluster's topology again failed: %s", exc)
                 continue
             assert self.topology is not None
-            if topology.masters != self.topology.masters:
+            if topology.masters != self.topology.masters or not topology.complete:
                 self.fail("the cluster's masters changed")
                 return
             self.topology = topology
