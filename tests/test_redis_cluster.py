@@ -1,6 +1,7 @@
 """The Redis Cluster broker (``wsroute.brokers.redis.cluster``): its URL and options, and
 on a real local cluster the conformance suite, where topics and their history live,
-and what it says when the cluster cannot be reached or presence is asked of it."""
+and what it says when the cluster cannot be reached. Presence on the cluster:
+tests/test_redis_present_sharded.py."""
 
 from __future__ import annotations
 
@@ -13,10 +14,10 @@ from pathlib import Path
 import pytest
 import trio
 
-from wsroute import App, BrokerError, PresenceUnsupported
+from wsroute import BrokerError
 from wsroute.brokers import History, RedisClusterBroker, from_url
 from wsroute.brokers.redis.slots import Address, key_slot
-from wsroute.testing import broker_checks, open_app
+from wsroute.testing import broker_checks
 
 from .cliproc import assert_one_line_error, write, wsroute_cli
 from .needs import missing
@@ -123,17 +124,6 @@ async def test_a_topics_history_lives_on_its_shard(redis_cluster: RedisCluster) 
         assert (message.data, message.position) == (b"one", position)
     owner = redis_cluster.owner_of(key_slot(b"kept"))
     assert owner.command("EXISTS", "wsroute:{kept}:s", "wsroute:{kept}:m") == 2
-
-
-async def test_presence_is_refused_saying_why(redis_cluster: RedisCluster) -> None:
-    broker = RedisClusterBroker(redis_cluster.url())
-    async with broker.connect() as session:
-        assert not session.keeps_presence
-        with pytest.raises(PresenceUnsupported, match="cannot share a slot"):
-            await session.presence_list("room")
-    with pytest.raises(PresenceUnsupported, match="keeps no presence"):
-        async with open_app(App(broker=broker, presence=["room:*"])):
-            pass
 
 
 async def test_an_unreachable_cluster_fails_fast_naming_each_seed() -> None:
