@@ -4,19 +4,22 @@ their shard."""
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Protocol
 
 import trio
-from coredis.exceptions import AskError
+from coredis.exceptions import AskError, TryAgainError
 
 from ..._errors import BrokerError
-from .._base import StateListener
+from .._base import BrokerState, StateListener
 from . import present
 from . import present_sharded as sharded
 from .pending import Call, Pending
 from .session import RedisSession, Settings
 from .shards import ClusterSettings, Shards
 from .slots import Address
+
+logger = logging.getLogger("wsroute")
 
 if TYPE_CHECKING:
     from coredis.connection import BaseConnection
@@ -62,8 +65,29 @@ class ClusterSession(RedisSession):
             [*known, *self._cluster.seeds],
             wanted=lambda: [self._channel(topic) for topic in self._counts],
             deliver=self._deliver,
+            on_gap=self._gap,
+            on_mended=self._mended,
         )
         return self._shards
+
+    def _gap(self, dropped: int) -> None:
+        """A node dropped channels (their slot moved): lost until subscribed again."""
+        if self._connected:
+            self._connected = False
+            logger.warning(
+                "Redis Cluster at %s moved %d subscribed channel(s) to another shard;"
+                " resubscribing",
+                self._cluster.describe(),
+                dropped,
+            )
+            self._notify(BrokerState.DISCONNECTED)
+
+    def _mended(self) -> None:
+        shards = self._shards
+        if not self._connected and shards is not None and shards.ready and not self._closed:
+            self._connected = True
+            logger.info("resubscribed the moved channels on Redis Cluster")
+            self._notify(BrokerState.CONNECTED)
 
     async def _run(self, item: Pending, what: str, *, abandon: bool = True) -> object:
         """Queue ``item`` for the shard of its channel and return Redis' answer; if the
@@ -84,7 +108,10 @@ class ClusterSession(RedisSession):
             try:
                 return await self._exchange(queue, item, what, deadline, abandon)
             except BrokerError as exc:
-                if not isinstance(exc.__cause__, AskError) or trio.current_time() >= deadline:
+                # MOVED, ASK (a slot on its way), TRYAGAIN (its keys split between
+                # the two nodes meanwhile): nothing ran, so sending it again is safe.
+                redirected = isinstance(exc.__cause__, AskError | TryAgainError)
+                if not redirected or trio.current_time() >= deadline:
                     raise
             await shards.redirected(deadline)
             item = item.again()

@@ -12,7 +12,10 @@ and go out in parallel.
 ``sunsubscribe`` (its slot migrated away, or the node became a replica), a ``MOVED``
 reply to a ``SSUBSCRIBE`` or to a ``SPUBLISH``. The links then read the topology
 again, with backoff, and subscribe each channel where it now lives, without
-reconnecting; the session sends a redirected publish again to the new owner. If the
+reconnecting; the session sends a redirected publish again to the new owner. Until a
+dropped channel is subscribed again, what the new owner receives for it is lost to
+this session, so the session reports itself lost meanwhile (``on_gap``,
+``on_mended``): its app then tells clients, who recover from history. If the
 set of masters changed (failover, a node added), or a channel found no home within
 ``timeout``, the whole attachment ends and the supervisor builds a new one: the
 session reports the loss and the recovery, as for one Redis.
@@ -97,6 +100,9 @@ class Shards:
         seeds: where to ask for the topology, in order.
         wanted: the channels the session wants (refcount above zero).
         deliver: called with ``(channel, data)`` for every message; must not block.
+        on_gap: told (with how many) when a node dropped channels: their messages
+            published elsewhere are lost until they are subscribed again.
+        on_mended: told when every dropped channel is subscribed again.
     """
 
     def __init__(
@@ -106,11 +112,15 @@ class Shards:
         *,
         wanted: Callable[[], Collection[bytes]],
         deliver: Callable[[bytes, bytes], None],
+        on_gap: Callable[[int], None],
+        on_mended: Callable[[], None],
     ) -> None:
         self._settings = settings
         self._seeds = seeds
         self._wanted = wanted
         self._deliver = deliver
+        self._on_gap = on_gap
+        self._on_mended = on_mended
         self.topology: Topology | None = None
         self._links: dict[Address, Link] = {}
         self._queues: dict[Address, trio.MemorySendChannel[Pending]] = {}
@@ -233,6 +243,7 @@ class Shards:
     def _dropped(self, channels: Sequence[bytes]) -> None:
         self._moving.update(channels)
         self._stale.set()
+        self._on_gap(len(channels))
 
     async def _follow(self) -> None:
         """Read the topology again whenever a node says a slot moved; give up (end
@@ -265,6 +276,8 @@ class Shards:
             self._moving.clear()
             for link in self._links.values():
                 await link.resync()
+            if not self._moving:  # none dropped again while resubscribing
+                self._on_mended()
             refreshed, self._refreshed = self._refreshed, trio.Event()
             refreshed.set()
             if not self._stale.is_set():
