@@ -171,3 +171,19 @@ async def test_rediss_cluster_speaks_tls_to_every_shard(
     with trio.fail_after(5), pytest.raises(BrokerError, match="cannot connect"):
         async with RedisClusterBroker(cluster.url()).connect():
             pass
+
+
+async def test_a_hung_seed_delays_the_start_by_a_moment_only(redis_cluster: RedisCluster) -> None:
+    # A listener that never answers, as a frozen host: the next seed is asked too
+    # after shards.SEED_STAGGER, rather than after the 5 s timeout.
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    try:
+        url = redis_cluster.url().replace("://", f"://127.0.0.1:{port},", 1)
+        started = trio.current_time()
+        async with RedisClusterBroker(url, timeout=5).connect() as session:
+            assert trio.current_time() - started < 2
+            await session.subscribe("t")
+    finally:
+        for listener in listeners:
+            await listener.aclose()

@@ -42,6 +42,8 @@ logger = logging.getLogger("wsroute")
 
 #: The most publishes queued for one shard's publisher; further publishers wait.
 PENDING_LIMIT = 4096
+#: Seconds to wait for a seed's answer before asking the next one too.
+SEED_STAGGER = 0.25
 #: Delays between readings of the topology while slots keep moving, doubling.
 REFRESH_BASE = 0.02
 REFRESH_CAP = 1.0
@@ -64,32 +66,60 @@ def slot_of(channel: bytes) -> int:
     return key_slot(channel)
 
 
-async def read_topology(settings: ClusterSettings, seeds: Sequence[Address]) -> Topology:
-    """The topology as the first of ``seeds`` that answers tells it.
+async def ask_topology(settings: ClusterSettings, seed: Address) -> Topology:
+    """The topology as the node at ``seed`` tells it.
 
     Raises:
-        RedisError: no seed answered (the last one's error, with every seed named).
+        RedisError: it could not be asked, or told nothing usable (the message says).
     """
-    errors = []
-    for seed in dict.fromkeys(seeds):  # in order, once each
-        connection = settings._new_connection(seed)
-        try:
-            with trio.fail_after(settings.timeout), collapse_exception_group():
-                async with trio.open_nursery() as nursery:
-                    await nursery.start(connection.run)
-                    try:
-                        reply = await connection.create_request(b"CLUSTER", b"SLOTS")
-                    finally:
-                        nursery.cancel_scope.cancel()
-            topology = Topology.parse(reply, seed)
-            if topology.masters:
-                return topology
-            errors.append(f"{seed}: serves no slots yet")
-        except trio.TooSlowError:
-            errors.append(f"{seed}: no answer within {settings.timeout:g} s")
-        except (RedisError, OSError, ValueError) as exc:
-            errors.append(f"{seed}: {explain(exc)}")
-    raise RedisError("no seed node told the cluster's topology (" + "; ".join(errors) + ")")
+    connection = settings._new_connection(seed)
+    try:
+        with trio.fail_after(settings.timeout), collapse_exception_group():
+            async with trio.open_nursery() as nursery:
+                await nursery.start(connection.run)
+                try:
+                    reply = await connection.create_request(b"CLUSTER", b"SLOTS")
+                finally:
+                    nursery.cancel_scope.cancel()
+        topology = Topology.parse(reply, seed)
+    except trio.TooSlowError:
+        raise RedisError(f"{seed}: no answer within {settings.timeout:g} s") from None
+    except (RedisError, OSError, ValueError) as exc:
+        raise RedisError(f"{seed}: {explain(exc)}") from exc
+    if not topology.masters:
+        raise RedisError(f"{seed}: serves no slots yet")
+    return topology
+
+
+async def read_topology(settings: ClusterSettings, seeds: Sequence[Address]) -> Topology:
+    """The topology as the first of ``seeds`` to answer tells it. The seeds are asked
+    in order, each as soon as the one before failed or after ``SEED_STAGGER`` seconds
+    without an answer, so that a hung node delays the answer by that much at most.
+
+    Raises:
+        RedisError: no seed answered (every seed's error, named).
+    """
+    errors: dict[Address, str] = {}
+    found: list[Topology] = []
+    async with trio.open_nursery() as nursery:
+
+        async def ask(seed: Address, failed: trio.Event) -> None:
+            try:
+                found.append(await ask_topology(settings, seed))
+                nursery.cancel_scope.cancel()
+            except RedisError as exc:
+                errors[seed] = str(exc)
+                failed.set()
+
+        for seed in dict.fromkeys(seeds):  # in order, once each
+            failed = trio.Event()
+            nursery.start_soon(ask, seed, failed)
+            with trio.move_on_after(SEED_STAGGER):
+                await failed.wait()
+    if found:
+        return found[0]
+    told = "; ".join(errors[seed] for seed in dict.fromkeys(seeds) if seed in errors)
+    raise RedisError(f"no seed node told the cluster's topology ({told})")
 
 
 class Shards:
