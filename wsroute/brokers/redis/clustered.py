@@ -35,7 +35,8 @@ class ClusterSession(RedisSession):
     """One process's attachment to a Redis Cluster; made by
     :meth:`RedisClusterBroker.connect`. It is a :class:`RedisSession` whose attachment
     is one link per master (``shards.py``) and whose publishes go to the shard of
-    their channel, sent again once if the shard redirects them (``MOVED``)."""
+    their channel, sent again if the shard redirects them (``MOVED``, ``ASK``), until
+    ``publish_timeout``."""
 
     _sharded = True
     #: Topics on different shards travel on different connections.
