@@ -79,6 +79,7 @@ class Traffic:
         self.accepted_at: list[float] = []
         self.refused = 0
         self.received: Counter[bytes] = Counter()
+        self.finished = trio.Event()
 
     async def publish(self, session: BrokerSession, stop: trio.Event) -> None:
         n = 0
@@ -92,6 +93,7 @@ class Traffic:
                 self.refused += 1
             n += 1
             await trio.sleep(0.002)
+        self.finished.set()
 
     async def receive(self, session: BrokerSession) -> None:
         async for message in session:
@@ -155,6 +157,8 @@ async def run_through(
             while len(traffic.accepted) < count + 100:
                 await trio.sleep(0.01)
         stop.set()
+        with trio.fail_after(TIMEOUT):  # the last publish in flight is counted too
+            await traffic.finished.wait()
         await traffic.settle(traffic.accepted[-50:])
         nursery.cancel_scope.cancel()
     return traffic, pub_states, sub_states
