@@ -23,7 +23,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -37,6 +37,13 @@ FORM_TIMEOUT = 20.0
 #: Milliseconds before a silent node counts as failing (Redis default: 15000). Low, so
 #: that automatic failover in tests takes about a second, not fifteen.
 NODE_TIMEOUT_MS = 1000
+
+
+class TLSFiles(NamedTuple):
+    """A certificate (also the CA the nodes trust) and its key, as PEM file paths."""
+
+    cert: str
+    key: str
 
 
 class ClusterError(RuntimeError):
@@ -87,9 +94,20 @@ class ClusterNode(RedisServer):
     """One cluster-mode redis-server; it keeps its node id across a restart (its
     ``nodes.conf`` lives in its own directory)."""
 
-    def __init__(self, binary: str, directory: str, node_timeout_ms: int) -> None:
+    def __init__(
+        self, binary: str, directory: str, node_timeout_ms: int, tls: TLSFiles | None = None
+    ) -> None:
         self.directory = directory
         self.bus_port = free_port()
+        #: The TLS port (``tls``): clients, the bus and replication then speak TLS; the
+        #: plain port stays for the helpers here.
+        self.tls_port = free_port() if tls is not None else None
+        tls_args = []
+        if tls is not None:
+            tls_args = ["--tls-port", str(self.tls_port), "--tls-cert-file", tls.cert]
+            tls_args += ["--tls-key-file", tls.key, "--tls-ca-cert-file", tls.cert]
+            tls_args += ["--tls-auth-clients", "no", "--tls-cluster", "yes"]
+            tls_args += ["--tls-replication", "yes"]
         super().__init__(
             binary,
             args=[
@@ -107,6 +125,7 @@ class ClusterNode(RedisServer):
                 # so that it is ready to take over as soon as the cluster is formed.
                 "--repl-diskless-sync-delay",
                 "0",
+                *tls_args,
             ],
         )
         self.node_id = ""
@@ -140,7 +159,11 @@ class RedisCluster:
         self.nodes = nodes
 
     def url(self) -> str:
-        """``redis+cluster://127.0.0.1:P1,127.0.0.1:P2,...`` with every node as a seed."""
+        """``redis+cluster://127.0.0.1:P1,127.0.0.1:P2,...`` with every node as a seed;
+        ``rediss+cluster://`` and the TLS ports for a cluster started with ``tls``."""
+        if self.nodes[0].tls_port is not None:
+            seeds = ",".join(f"127.0.0.1:{n.tls_port}" for n in self.nodes)
+            return f"rediss+cluster://{seeds}"
         return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
 
     def live(self) -> list[ClusterNode]:
@@ -326,10 +349,15 @@ def _redis_7() -> str:
 
 @contextmanager
 def running_cluster(
-    masters: int = 3, replicas: int = 0, *, node_timeout_ms: int = NODE_TIMEOUT_MS
+    masters: int = 3,
+    replicas: int = 0,
+    *,
+    node_timeout_ms: int = NODE_TIMEOUT_MS,
+    tls: TLSFiles | None = None,
 ) -> Iterator[RedisCluster]:
-    """A formed cluster of ``masters`` masters with ``replicas`` replicas each; every
-    node is killed and its directory removed on exit."""
+    """A formed cluster of ``masters`` masters with ``replicas`` replicas each (with
+    TLS ports too, given ``tls``); every node is killed and its directory removed on
+    exit."""
     binary = _redis_7()
     with ExitStack() as stack:
         nodes = []
@@ -337,11 +365,13 @@ def running_cluster(
             directory = tempfile.mkdtemp(prefix="wsroute-cluster-")
             stack.callback(shutil.rmtree, directory, ignore_errors=True)
             for attempt in range(3):  # a free port may be taken between choice and bind
-                node = ClusterNode(binary, directory, node_timeout_ms)
+                node = ClusterNode(binary, directory, node_timeout_ms, tls)
                 try:
                     node.start()
                 except RedisStartError as exc:
                     node.close()
+                    if exc.refused_option and tls is not None:
+                        missing(f"this redis-server cannot do TLS: {exc}")
                     if not exc.port_taken or attempt == 2:
                         raise
                     continue

@@ -1,22 +1,27 @@
 """The Redis Cluster broker (``wsroute.brokers.redis.cluster``): its URL and options, and
 on a real local cluster the conformance suite, where topics and their history live,
-and what it says when the cluster cannot be reached or presence is asked of it."""
+and what it says when the cluster cannot be reached. Presence on the cluster:
+tests/test_redis_present_sharded.py."""
 
 from __future__ import annotations
 
+import shutil
 import ssl
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import trio
 
-from wsroute import App, BrokerError, PresenceUnsupported
+from wsroute import BrokerError
 from wsroute.brokers import History, RedisClusterBroker, from_url
 from wsroute.brokers.redis.slots import Address, key_slot
-from wsroute.testing import broker_checks, open_app
+from wsroute.testing import broker_checks
 
 from .cliproc import assert_one_line_error, write, wsroute_cli
-from .rediscluster import RedisCluster, redis_cluster
+from .needs import missing
+from .rediscluster import RedisCluster, TLSFiles, redis_cluster, running_cluster
 from .redisproc import free_port
 
 __all__ = ["redis_cluster"]
@@ -121,17 +126,6 @@ async def test_a_topics_history_lives_on_its_shard(redis_cluster: RedisCluster) 
     assert owner.command("EXISTS", "wsroute:{kept}:s", "wsroute:{kept}:m") == 2
 
 
-async def test_presence_is_refused_saying_why(redis_cluster: RedisCluster) -> None:
-    broker = RedisClusterBroker(redis_cluster.url())
-    async with broker.connect() as session:
-        assert not session.keeps_presence
-        with pytest.raises(PresenceUnsupported, match="cannot share a slot"):
-            await session.presence_list("room")
-    with pytest.raises(PresenceUnsupported, match="keeps no presence"):
-        async with open_app(App(broker=broker, presence=["room:*"])):
-            pass
-
-
 async def test_an_unreachable_cluster_fails_fast_naming_each_seed() -> None:
     ports = free_port(), free_port()
     url = f"redis+cluster://127.0.0.1:{ports[0]},127.0.0.1:{ports[1]}"
@@ -141,3 +135,55 @@ async def test_an_unreachable_cluster_fails_fast_naming_each_seed() -> None:
     text = str(info.value)
     assert text.startswith(f"cannot connect to Redis at {url}: no seed node told")
     assert all(f"127.0.0.1:{port}: " in text for port in ports)
+
+
+@pytest.fixture
+def tls_cluster(tmp_path: Path) -> Iterator[tuple[RedisCluster, Path]]:
+    """A 3-master cluster whose clients, bus and replication speak TLS, and the
+    certificate it presents. Sync, so that a missing capability skips saying why."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        missing("no openssl to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    request = ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=x"]
+    request += ["-keyout", str(key), "-out", str(cert), "-addext", "subjectAltName=IP:127.0.0.1"]
+    subprocess.run([openssl, *request], check=True, capture_output=True, timeout=30)
+    with running_cluster(tls=TLSFiles(str(cert), str(key))) as cluster:
+        yield cluster, cert
+
+
+async def test_rediss_cluster_speaks_tls_to_every_shard(
+    tls_cluster: tuple[RedisCluster, Path],
+) -> None:
+    cluster, cert = tls_cluster
+    trusting = ssl.create_default_context(cafile=str(cert))
+    topics = [f"tls-{n}" for n in range(12)]
+    assert len({cluster.owner_of(key_slot(t.encode())) for t in topics}) == 3
+    broker = RedisClusterBroker(cluster.url(), ssl_context=trusting)
+    async with broker.connect() as session:
+        await session.subscribe_many(topics)
+        for topic in topics:
+            await session.publish(topic, topic.encode())
+        with trio.fail_after(5):
+            got = {(await session.__anext__()).data for _ in topics}
+        assert got == {topic.encode() for topic in topics}
+    # The default context checks the certificate against the system's CAs.
+    with trio.fail_after(5), pytest.raises(BrokerError, match="cannot connect"):
+        async with RedisClusterBroker(cluster.url()).connect():
+            pass
+
+
+async def test_a_hung_seed_delays_the_start_by_a_moment_only(redis_cluster: RedisCluster) -> None:
+    # A listener that never answers, as a frozen host: the next seed is asked too
+    # after shards.SEED_STAGGER, rather than after the 5 s timeout.
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    try:
+        url = redis_cluster.url().replace("://", f"://127.0.0.1:{port},", 1)
+        started = trio.current_time()
+        async with RedisClusterBroker(url, timeout=5).connect() as session:
+            assert trio.current_time() - started < 2
+            await session.subscribe("t")
+    finally:
+        for listener in listeners:
+            await listener.aclose()

@@ -1,6 +1,7 @@
 """Real ``wsroute run`` processes sharing a Redis Cluster (``--broker
 redis+cluster://...``), driven by real WebSocket clients: a broadcast reaches every
-client of every process once, and each topic lives on the shard that serves its slot.
+client of every process once, each topic lives on the shard that serves its slot, and
+a killed process's member leaves once.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from wsroute.brokers.redis.slots import key_slot
 from .cliproc import StartServer, start, write
 from .rediscluster import RedisCluster, redis_cluster
 from .redisproc import RedisServer
+from .test_redis_presence import PROCESS_APP, leaves
 from .test_redis_processes import APP, events, wait_until
-from .wsclient import connect
+from .wsclient import WSClient, connect
 
 __all__ = ["redis_cluster", "start"]  # fixtures, imported to be found
 
@@ -88,3 +90,32 @@ async def test_broadcasts_reach_every_client_of_three_processes_once(
                     assert frame.get("type") != "shout", f"a shout twice: {frame}"
                     if frame.get("type") == "say" and frame.get("data") == 999:
                         break
+
+
+async def test_a_killed_process_is_swept_off_the_cluster_and_its_leave_sent_once(
+    start: StartServer, tmp_path: Path, redis_cluster: RedisCluster
+) -> None:
+    """Three processes on the cluster; one is killed with its member on the room. Each
+    survivor's client hears it leave once (presence kept as present_sharded.py says)."""
+    write(tmp_path, {"app.py": PROCESS_APP})
+    broker = f"{redis_cluster.url()}?prefix=killed:"
+    servers = [
+        await start("run", "app:app", "--port", "0", "--broker", broker, cwd=tmp_path)
+        for _ in range(3)
+    ]
+    ports = [await server.wait_listening() for server in servers]
+    async with connect(ports[0]) as doomed, connect(ports[1]) as one, connect(ports[2]) as two:
+        doomed_id = (await doomed.request("join", "1"))["data"]
+        for client in (one, two):
+            assert (await client.request("join", "1"))["ok"]
+        servers[0].process.kill()
+        await servers[0].exit_code()
+        heard: dict[str, list[str]] = {}
+
+        async def listen(name: str, client: WSClient) -> None:
+            heard[name] = await leaves(client, 2.5)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(listen, "one", one)
+            nursery.start_soon(listen, "two", two)
+        assert heard == {"one": [doomed_id], "two": [doomed_id]}

@@ -323,6 +323,10 @@ class Link:
             async with contextlib.aclosing(connection.streamed_messages) as replies:
                 async for reply in replies:
                     if isinstance(reply, AskError):
+                        # An unsubscribe refused so will not be confirmed either.
+                        for channel in list(self._leaving):
+                            if channel not in self._live and key_slot(channel) == reply.slot_id:
+                                del self._leaving[channel]
                         moved = [c for c in self._live if key_slot(c) == reply.slot_id]
                         if moved:
                             self._dropped(moved, "Redis moved the slot")

@@ -104,6 +104,8 @@ class RedisSession(BrokerSession):
         self._closed = False
         self._overflowing = False
         self._last_drop_log = -DROP_LOG_INTERVAL
+        #: The state last reported to ``on_state`` (connected at start).
+        self._state = BrokerState.CONNECTED
         #: The longest ttl of this session's heartbeats: its presence keys expire after
         #: ``present.KEEP_FACTOR`` times that.
         self._presence_ttl = 0.0
@@ -457,6 +459,9 @@ class RedisSession(BrokerSession):
                 return
 
     def _notify(self, state: BrokerState) -> None:
+        if state is self._state:  # told once, however many ways it was noticed
+            return
+        self._state = state
         if self._on_state is None:
             return
         try:

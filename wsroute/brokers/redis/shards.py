@@ -12,7 +12,10 @@ and go out in parallel.
 ``sunsubscribe`` (its slot migrated away, or the node became a replica), a ``MOVED``
 reply to a ``SSUBSCRIBE`` or to a ``SPUBLISH``. The links then read the topology
 again, with backoff, and subscribe each channel where it now lives, without
-reconnecting; the session sends a redirected publish again to the new owner. If the
+reconnecting; the session sends a redirected publish again to the new owner. Until a
+dropped channel is subscribed again, what the new owner receives for it is lost to
+this session, so the session reports itself lost meanwhile (``on_gap``,
+``on_mended``): its app then tells clients, who recover from history. If the
 set of masters changed (failover, a node added), or a channel found no home within
 ``timeout``, the whole attachment ends and the supervisor builds a new one: the
 session reports the loss and the recovery, as for one Redis.
@@ -39,6 +42,8 @@ logger = logging.getLogger("wsroute")
 
 #: The most publishes queued for one shard's publisher; further publishers wait.
 PENDING_LIMIT = 4096
+#: Seconds to wait for a seed's answer before asking the next one too.
+SEED_STAGGER = 0.25
 #: Delays between readings of the topology while slots keep moving, doubling.
 REFRESH_BASE = 0.02
 REFRESH_CAP = 1.0
@@ -61,32 +66,60 @@ def slot_of(channel: bytes) -> int:
     return key_slot(channel)
 
 
-async def read_topology(settings: ClusterSettings, seeds: Sequence[Address]) -> Topology:
-    """The topology as the first of ``seeds`` that answers tells it.
+async def ask_topology(settings: ClusterSettings, seed: Address) -> Topology:
+    """The topology as the node at ``seed`` tells it.
 
     Raises:
-        RedisError: no seed answered (the last one's error, with every seed named).
+        RedisError: it could not be asked, or told nothing usable (the message says).
     """
-    errors = []
-    for seed in dict.fromkeys(seeds):  # in order, once each
-        connection = settings._new_connection(seed)
-        try:
-            with trio.fail_after(settings.timeout), collapse_exception_group():
-                async with trio.open_nursery() as nursery:
-                    await nursery.start(connection.run)
-                    try:
-                        reply = await connection.create_request(b"CLUSTER", b"SLOTS")
-                    finally:
-                        nursery.cancel_scope.cancel()
-            topology = Topology.parse(reply, seed)
-            if topology.masters:
-                return topology
-            errors.append(f"{seed}: serves no slots yet")
-        except trio.TooSlowError:
-            errors.append(f"{seed}: no answer within {settings.timeout:g} s")
-        except (RedisError, OSError, ValueError) as exc:
-            errors.append(f"{seed}: {explain(exc)}")
-    raise RedisError("no seed node told the cluster's topology (" + "; ".join(errors) + ")")
+    connection = settings._new_connection(seed)
+    try:
+        with trio.fail_after(settings.timeout), collapse_exception_group():
+            async with trio.open_nursery() as nursery:
+                await nursery.start(connection.run)
+                try:
+                    reply = await connection.create_request(b"CLUSTER", b"SLOTS")
+                finally:
+                    nursery.cancel_scope.cancel()
+        topology = Topology.parse(reply, seed)
+    except trio.TooSlowError:
+        raise RedisError(f"{seed}: no answer within {settings.timeout:g} s") from None
+    except (RedisError, OSError, ValueError) as exc:
+        raise RedisError(f"{seed}: {explain(exc)}") from exc
+    if not topology.masters:
+        raise RedisError(f"{seed}: serves no slots yet")
+    return topology
+
+
+async def read_topology(settings: ClusterSettings, seeds: Sequence[Address]) -> Topology:
+    """The topology as the first of ``seeds`` to answer tells it. The seeds are asked
+    in order, each as soon as the one before failed or after ``SEED_STAGGER`` seconds
+    without an answer, so that a hung node delays the answer by that much at most.
+
+    Raises:
+        RedisError: no seed answered (every seed's error, named).
+    """
+    errors: dict[Address, str] = {}
+    found: list[Topology] = []
+    async with trio.open_nursery() as nursery:
+
+        async def ask(seed: Address, failed: trio.Event) -> None:
+            try:
+                found.append(await ask_topology(settings, seed))
+                nursery.cancel_scope.cancel()
+            except RedisError as exc:
+                errors[seed] = str(exc)
+                failed.set()
+
+        for seed in dict.fromkeys(seeds):  # in order, once each
+            failed = trio.Event()
+            nursery.start_soon(ask, seed, failed)
+            with trio.move_on_after(SEED_STAGGER):
+                await failed.wait()
+    if found:
+        return found[0]
+    told = "; ".join(errors[seed] for seed in dict.fromkeys(seeds) if seed in errors)
+    raise RedisError(f"no seed node told the cluster's topology ({told})")
 
 
 class Shards:
@@ -97,6 +130,9 @@ class Shards:
         seeds: where to ask for the topology, in order.
         wanted: the channels the session wants (refcount above zero).
         deliver: called with ``(channel, data)`` for every message; must not block.
+        on_gap: told (with how many) when a node dropped channels: their messages
+            published elsewhere are lost until they are subscribed again.
+        on_mended: told when every dropped channel is subscribed again.
     """
 
     def __init__(
@@ -106,11 +142,15 @@ class Shards:
         *,
         wanted: Callable[[], Collection[bytes]],
         deliver: Callable[[bytes, bytes], None],
+        on_gap: Callable[[int], None],
+        on_mended: Callable[[], None],
     ) -> None:
         self._settings = settings
         self._seeds = seeds
         self._wanted = wanted
         self._deliver = deliver
+        self._on_gap = on_gap
+        self._on_mended = on_mended
         self.topology: Topology | None = None
         self._links: dict[Address, Link] = {}
         self._queues: dict[Address, trio.MemorySendChannel[Pending]] = {}
@@ -144,6 +184,8 @@ class Shards:
             self.topology = await read_topology(self._settings, self._seeds)
         except RedisError as exc:
             return str(exc)
+        if not self.topology.complete:  # its topics would be deaf without a word
+            return "the cluster has slots that no master serves"
         receivers = {}
         for address in self.topology.masters:
             self._queues[address], receivers[address] = trio.open_memory_channel[Pending](
@@ -231,6 +273,7 @@ class Shards:
     def _dropped(self, channels: Sequence[bytes]) -> None:
         self._moving.update(channels)
         self._stale.set()
+        self._on_gap(len(channels))
 
     async def _follow(self) -> None:
         """Read the topology again whenever a node says a slot moved; give up (end
@@ -256,13 +299,15 @@ class Shards:
                 logger.debug("reading the cluster's topology again failed: %s", exc)
                 continue
             assert self.topology is not None
-            if topology.masters != self.topology.masters:
+            if topology.masters != self.topology.masters or not topology.complete:
                 self.fail("the cluster's masters changed")
                 return
             self.topology = topology
             self._moving.clear()
             for link in self._links.values():
                 await link.resync()
+            if not self._moving:  # none dropped again while resubscribing
+                self._on_mended()
             refreshed, self._refreshed = self._refreshed, trio.Event()
             refreshed.set()
             if not self._stale.is_set():
