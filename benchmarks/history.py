@@ -150,7 +150,8 @@ async def main(args: argparse.Namespace) -> None:
                 )
         acks = {}
         for kept in (False, True):
-            async with wsroute_processes(redis_port, 1, history=kept) as ports:
+            broker = f"redis://127.0.0.1:{redis_port}"
+            async with wsroute_processes(broker, 1, history=kept) as ports:
                 acks[kept] = await broadcast_acks(ports, args.clients, args.window, args.seconds)
         print(
             f"broadcast acks redis ({args.clients} clients, {args.window} in flight each)"

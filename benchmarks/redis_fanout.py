@@ -72,6 +72,9 @@ async def void(n: int) -> int:
 """
 
 
+LISTENING = re.compile(rb"listening on ws://127\.0\.0\.1:(\d+) ")
+
+
 def find_redis_server() -> str:
     found = os.environ.get("REDIS_SERVER") or shutil.which("redis-server")
     if found:
@@ -114,20 +117,27 @@ async def redis_server() -> AsyncIterator[tuple[int, str]]:
 
 @asynccontextmanager
 async def wsroute_processes(
-    redis_port: int, count: int, *, history: bool = False
+    broker: str,
+    count: int,
+    *,
+    history: bool = False,
+    app_dir: Path | None = None,
+    target: str = "benchapp:app",
 ) -> AsyncIterator[list[int]]:
-    """``count`` ``wsroute run`` processes on one Redis; yields their ports. With
-    ``history``, every topic keeps ``History(size=1000, ttl=300)``."""
+    """``count`` ``wsroute run`` processes on ``broker`` (a ``--broker`` URL); yields
+    their ports. They serve ``target`` from ``app_dir``, by default the app above,
+    where with ``history`` every topic keeps ``History(size=1000, ttl=300)``."""
     kept = '{"*": History(size=1000, ttl=300)}' if history else "None"
     with tempfile.TemporaryDirectory() as directory:
-        source = textwrap.dedent(APP).replace("history=HISTORY", f"history={kept}")
-        Path(directory, "benchapp.py").write_text(source)
+        if app_dir is None:
+            source = textwrap.dedent(APP).replace("history=HISTORY", f"history={kept}")
+            Path(directory, "benchapp.py").write_text(source)
         processes = []
         try:
             async with trio.open_nursery() as nursery:
                 ports = []
-                command = [sys.executable, "-m", "wsroute", "run", "benchapp:app", "--port", "0"]
-                command += ["--broker", f"redis://127.0.0.1:{redis_port}", "--app-dir", directory]
+                command = [sys.executable, "-m", "wsroute", "run", target, "--port", "0"]
+                command += ["--broker", broker, "--app-dir", str(app_dir or directory)]
                 for _ in range(count):
                     process = await trio.lowlevel.open_process(
                         command,
@@ -147,33 +157,38 @@ async def wsroute_processes(
 async def drain_stderr(
     process: trio.Process, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
 ) -> None:
-    """Report the port from the "listening on" line, then keep the pipe empty."""
+    """Report the port from the "listening on" line, then keep the pipe empty, passing
+    on the server's warnings and errors (dropped messages, a lost broker) to stderr."""
     assert process.stderr is not None
-    buffer, started = b"", False
+    buffer, started, port = b"", False, 0
     with trio.fail_after(15) as startup:
         async for chunk in process.stderr:
             buffer += chunk
-            if match := re.search(rb"listening on ws://127\.0\.0\.1:(\d+) ", buffer):
+            if not started and (match := LISTENING.search(buffer)):
                 startup.deadline = float("inf")
-                if not started:
-                    started = True
-                    task_status.started(int(match.group(1)))
-                buffer = b""
+                started, port = True, int(match.group(1))
+                task_status.started(port)
             elif b"error" in buffer and not started:
                 raise RuntimeError(buffer.decode())
+            if started:
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    if re.search(rb" (WARNING|ERROR|CRITICAL) ", line):
+                        print(f"wsroute :{port}: {line.decode(errors='replace')}", file=sys.stderr)
     if not started:
         raise RuntimeError(f"wsroute exited: {buffer.decode()}")
 
 
 @asynccontextmanager
-async def clients(ports: list[int], count: int) -> AsyncIterator[list[Any]]:
+async def clients(ports: list[int], count: int, resource: str = "/") -> AsyncIterator[list[Any]]:
+    """``count`` WebSocket connections to ``resource``, spread over ``ports`` in turn."""
     async with trio.open_nursery() as nursery:
         connections = []
         for n in range(count):
             port = ports[n % len(ports)]
             connections.append(
                 await trio_websocket.connect_websocket(
-                    nursery, "127.0.0.1", port, "/", use_ssl=False, message_queue_size=4096
+                    nursery, "127.0.0.1", port, resource, use_ssl=False, message_queue_size=4096
                 )
             )
         try:
@@ -292,7 +307,7 @@ async def main(args: argparse.Namespace) -> None:
     )
     async with redis_server() as (redis_port, version):
         print(f"redis-server {version}; 2 wsroute processes; {args.clients} clients")
-        async with wsroute_processes(redis_port, 2) as ports:
+        async with wsroute_processes(f"redis://127.0.0.1:{redis_port}", 2) as ports:
             print("\nfan-out (every client receives every broadcast):")
             print("  rate/s   sent  delivered/expected  deliveries/s   p50 ms   p99 ms")
             for rate in args.rates:

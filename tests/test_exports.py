@@ -120,6 +120,7 @@ PUBLIC = {
         "MemoryBroker",
         "Position",
         "RedisBroker",
+        "RedisClusterBroker",
         "StateListener",
         "from_url",
     },

@@ -7,20 +7,29 @@ from __future__ import annotations
 
 import errno
 import logging
+from collections.abc import Callable, Sequence
 
 import coredis
 import pytest
 import trio
+from coredis.connection import TCPConnection, TCPLocation
 from coredis.exceptions import ConnectionError as RedisConnectionError
 
 from wsroute import BrokerError
 from wsroute.brokers import BrokerMessage, BrokerState, RedisBroker
+from wsroute.brokers.redis.dialect import SHARDED
 from wsroute.brokers.redis.link import Link, Pending, explain
+from wsroute.brokers.redis.slots import key_slot
 
+from .rediscluster import ClusterNode, RedisCluster, own_redis_cluster
 from .redisproc import RedisServer, free_port, own_redis_server, redis_server
 from .redistools import TIMEOUT, States, next_message, quick, wait_until
 
-__all__ = ["own_redis_server", "redis_server"]  # fixtures, imported to be found
+__all__ = [
+    "own_redis_cluster",
+    "own_redis_server",
+    "redis_server",
+]  # fixtures, imported to be found
 
 # -- what Redis sees ----------------------------------------------------------------------
 
@@ -227,3 +236,78 @@ async def test_a_link_subscribes_what_is_wanted_publishes_and_delivers(
         harness.link.fail("second reason")
     assert harness.reason == "first reason"
     assert harness.link.broken
+
+
+# -- sharded pub/sub (a cluster's master) -------------------------------------------------
+
+
+async def _sharded_link(
+    node: ClusterNode, on_dropped: Callable[[Sequence[bytes]], None] | None
+) -> tuple[Link, list[tuple[bytes, bytes]], trio.MemorySendChannel[Pending]]:
+    received: list[tuple[bytes, bytes]] = []
+    pending_send, pending = trio.open_memory_channel[Pending](16)
+    link = Link(
+        lambda: TCPConnection(TCPLocation("127.0.0.1", node.port)),
+        wanted=list,
+        deliver=lambda channel, data: received.append((channel, data)),
+        pending=pending,
+        timeout=TIMEOUT,
+        publish_timeout=TIMEOUT,
+        health_check_interval=10.0,
+        dialect=SHARDED,
+        on_dropped=on_dropped,
+    )
+    return link, received, pending_send
+
+
+async def test_a_sharded_link_subscribes_per_slot_and_hears_a_slot_move_away(
+    own_redis_cluster: RedisCluster, nursery: trio.Nursery
+) -> None:
+    cluster = own_redis_cluster
+    node = cluster.owner_of(key_slot(b"foo"))
+    dropped: list[bytes] = []
+    link, received, pending_send = await _sharded_link(node, dropped.extend)
+    ready = trio.Event()
+    nursery.start_soon(link.run, ready.set)
+    with trio.fail_after(TIMEOUT):
+        await ready.wait()
+    mine = [
+        c for c in (b"foo", b"{foo}.x", b"a", b"b", b"c") if cluster.owner_of(key_slot(c)) is node
+    ]
+    await link.subscribe(mine)  # channels of several slots: one SSUBSCRIBE each
+    assert link.subscribed == len(mine) and not link.broken
+    item = Pending(b"foo", b"hello")
+    await pending_send.send(item)
+    with trio.fail_after(TIMEOUT):
+        await item.done.wait()
+    assert item.error is None
+    await wait_until(lambda: _true(received == [(b"foo", b"hello")]), "SPUBLISH delivered")
+    other = next(m for m in cluster.masters() if m is not node)
+    await trio.to_thread.run_sync(cluster.migrate_slot, key_slot(b"foo"), other)
+    await wait_until(lambda: _true(set(dropped) == {b"foo", b"{foo}.x"}), "the move is heard")
+    assert not link.broken and link.subscribed == len(mine) - 2
+    link.fail("done")
+
+
+async def test_a_sharded_link_told_moved_drops_the_channel_or_breaks(
+    own_redis_cluster: RedisCluster, nursery: trio.Nursery
+) -> None:
+    cluster = own_redis_cluster
+    owner = cluster.owner_of(key_slot(b"foo"))
+    elsewhere = next(m for m in cluster.masters() if m is not owner)
+    dropped: list[bytes] = []
+    following, _, _ = await _sharded_link(elsewhere, dropped.extend)
+    strict, _, _ = await _sharded_link(elsewhere, None)
+    for link in (following, strict):
+        ready = trio.Event()
+        nursery.start_soon(link.run, ready.set)
+        with trio.fail_after(TIMEOUT):
+            await ready.wait()
+        await link.subscribe([b"foo"])  # answered MOVED: returns, not subscribed
+    assert dropped == [b"foo"] and not following.broken and following.subscribed == 0
+    await wait_until(lambda: _true(strict.broken), "without on_dropped the link breaks")
+    following.fail("done")
+
+
+async def _true(value: bool) -> bool:
+    return value

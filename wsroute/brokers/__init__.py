@@ -1,7 +1,7 @@
 """Pub/sub brokers: the interface, the embedded memory broker, Redis, and URL selection.
 
-``RedisBroker`` is imported on first use, so that ``wsroute`` works without the
-``redis`` extra (coredis) installed.
+``RedisBroker`` and ``RedisClusterBroker`` are imported on first use, so that
+``wsroute`` works without the ``redis`` extra (coredis) installed.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from .memory import MemoryBroker as MemoryBroker
 
 if typing.TYPE_CHECKING:
     from .redis import RedisBroker as RedisBroker
+    from .redis.cluster import RedisClusterBroker as RedisClusterBroker
 
 __all__ = [
     "Broker",
@@ -32,6 +33,7 @@ __all__ = [
     "MemoryBroker",
     "Position",
     "RedisBroker",
+    "RedisClusterBroker",
     "StateListener",
     "from_url",
 ]
@@ -42,4 +44,8 @@ def __getattr__(name: str) -> typing.Any:
         from .redis import RedisBroker
 
         return RedisBroker
+    if name == "RedisClusterBroker":
+        from .redis.cluster import RedisClusterBroker
+
+        return RedisClusterBroker
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

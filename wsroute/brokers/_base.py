@@ -10,7 +10,8 @@ implementation keeps (checked by ``wsroute.testing.check_broker``):
 - ``subscribe``/``unsubscribe`` are refcounted per session: a topic subscribed twice
   needs two unsubscribes;
 - messages from one session to another arrive in the order they were published,
-  also across topics;
+  also across topics, unless the session says ``orders_across_topics = False`` (a
+  sharded broker, whose topics travel on separate connections): then per topic only;
 - publishing to a topic nobody subscribes to is not an error;
 - after the session closes, its operations raise :class:`~wsroute.BrokerClosed` and
   its iteration ends;
@@ -109,6 +110,10 @@ class BrokerSession(abc.ABC):
         """``unsubscribe`` from each of ``topics``, as a connection that ends does."""
         for topic in topics:
             await self.unsubscribe(topic)
+
+    #: Whether a sequential publisher's messages on different topics arrive in publish
+    #: order. A broker that spreads topics over shards keeps order per topic only.
+    orders_across_topics: bool = True
 
     #: Whether ``publish_kept`` and ``read_history`` work. A session that keeps no
     #: history leaves this False; an app with ``history`` then refuses to start.

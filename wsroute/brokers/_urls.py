@@ -9,8 +9,10 @@ from .memory import MemoryBroker
 
 
 def from_url(url: str) -> Broker:
-    """Make a broker from a URL: ``memory://``, or ``redis://``/``rediss://`` (see
-    :meth:`RedisBroker.from_url` for credentials, database and options).
+    """Make a broker from a URL: ``memory://``, ``redis://``/``rediss://`` (see
+    :meth:`RedisBroker.from_url` for credentials, database and options), or
+    ``redis+cluster://``/``rediss+cluster://`` with seed nodes for a Redis Cluster
+    (:meth:`RedisClusterBroker.from_url`).
 
     Raises:
         ValueError: the scheme is unknown, the URL is invalid, or the broker it names
@@ -26,4 +28,15 @@ def from_url(url: str) -> Broker:
             return RedisBroker.from_url(url)
         except ImportError as exc:
             raise ValueError(f"broker {scheme}://: {INSTALL_HINT}") from exc
-    raise ValueError(f"unknown broker URL {url!r}: expected memory://, redis:// or rediss://")
+    if scheme in {"redis+cluster", "rediss+cluster"}:
+        from .redis import INSTALL_HINT
+        from .redis.cluster import RedisClusterBroker
+
+        try:
+            return RedisClusterBroker.from_url(url)
+        except ImportError as exc:
+            raise ValueError(f"broker {scheme}://: {INSTALL_HINT}") from exc
+    raise ValueError(
+        f"unknown broker URL {url!r}: expected memory://, redis://, rediss://,"
+        " redis+cluster:// or rediss+cluster://"
+    )

@@ -51,6 +51,56 @@ _URL_OPTIONS: Mapping[str, Callable[[str], Any]] = {
 }
 
 
+def check_options(
+    *,
+    backlog: int,
+    timeout: float,
+    publish_timeout: float,
+    health_check_interval: float,
+    start_timeout: float,
+    give_up_after: float,
+) -> None:
+    """Refuse option values no session could work with.
+
+    Raises:
+        ValueError: naming the option and the value refused.
+    """
+    if backlog < 1:
+        raise ValueError("backlog must be at least 1")
+    for name, value in (
+        ("timeout", timeout),
+        ("publish_timeout", publish_timeout),
+        ("health_check_interval", health_check_interval),
+        ("give_up_after", give_up_after),
+    ):
+        if not value > 0:
+            raise ValueError(f"{name} must be positive, not {value!r}")
+    if not start_timeout >= 0:
+        raise ValueError(f"start_timeout must be 0 or more, not {start_timeout!r}")
+
+
+def split_options(url: str) -> tuple[str, dict[str, Any]]:
+    """``url`` without its query, and the broker options its query sets.
+
+    Raises:
+        ValueError: an option name is unknown or its value invalid.
+    """
+    base, _, query = url.partition("?")
+    options: dict[str, Any] = {}
+    for name, raw in parse_qsl(query, keep_blank_values=True, strict_parsing=False):
+        parse = _URL_OPTIONS.get(name)
+        if parse is None:
+            raise ValueError(
+                f"unknown Redis broker option {name!r} in the URL: expected one of"
+                f" {', '.join(_URL_OPTIONS)}"
+            )
+        try:
+            options[name] = parse(raw)
+        except ValueError:
+            raise ValueError(f"invalid value {raw!r} for Redis broker option {name!r}") from None
+    return base, options
+
+
 class RedisBroker(Broker):
     """Pub/sub through Redis, so that several processes share broadcasts.
 
@@ -111,18 +161,14 @@ class RedisBroker(Broker):
         path = parts.path.strip("/")
         if not path.isdigit() and path:
             raise ValueError(f"the Redis URL path must be a database number, not {path!r}")
-        if backlog < 1:
-            raise ValueError("backlog must be at least 1")
-        for name, value in (
-            ("timeout", timeout),
-            ("publish_timeout", publish_timeout),
-            ("health_check_interval", health_check_interval),
-            ("give_up_after", give_up_after),
-        ):
-            if not value > 0:
-                raise ValueError(f"{name} must be positive, not {value!r}")
-        if not start_timeout >= 0:
-            raise ValueError(f"start_timeout must be 0 or more, not {start_timeout!r}")
+        check_options(
+            backlog=backlog,
+            timeout=timeout,
+            publish_timeout=publish_timeout,
+            health_check_interval=health_check_interval,
+            start_timeout=start_timeout,
+            give_up_after=give_up_after,
+        )
         self.scheme = parts.scheme
         self.host = parts.hostname or "localhost"
         self.port = port
@@ -151,22 +197,8 @@ class RedisBroker(Broker):
             ImportError: coredis is not installed.
             ValueError: the URL, an option name or an option value is invalid.
         """
-        parts = urlsplit(url)
-        options: dict[str, Any] = {}
-        for name, raw in parse_qsl(parts.query, keep_blank_values=True, strict_parsing=False):
-            parse = _URL_OPTIONS.get(name)
-            if parse is None:
-                raise ValueError(
-                    f"unknown Redis broker option {name!r} in the URL: expected one of"
-                    f" {', '.join(_URL_OPTIONS)}"
-                )
-            try:
-                options[name] = parse(raw)
-            except ValueError:
-                raise ValueError(
-                    f"invalid value {raw!r} for Redis broker option {name!r}"
-                ) from None
-        return cls(parts._replace(query="").geturl(), **options)
+        base, options = split_options(url)
+        return cls(base, **options)
 
     def describe(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host

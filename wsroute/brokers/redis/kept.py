@@ -28,7 +28,8 @@ node (100 entries) more than ``size``; reads return only the ``size`` newest off
 and events younger than ``ttl``.
 
 **Channel payloads.** A kept event is published, by the script that keeps it, on the
-topic's usual channel (``<prefix><topic>``) as::
+topic's usual channel (``<prefix><topic>``; on a cluster ``<prefix>{<topic>}`` with
+``SPUBLISH``, in the slot of the keys) as::
 
     0x04 <offset, ASCII decimal> ":" <epoch> "\\n" <data>
 
@@ -76,8 +77,8 @@ end
 """
 
 #: KEYS: stream, hash. ARGV: seed, data, size, ttl ms, meta_ttl ms, channel.
-#: Returns ``{offset, epoch}``.
-PUBLISH_KEPT: Final = Script(
+#: Returns ``{offset, epoch}``. ``PUBLISH`` is replaced by ``SPUBLISH`` on a cluster.
+_PUBLISH_KEPT = (
     _STATE
     + """
 local offset = string.format('%d', redis.call('HINCRBY', meta, 'o', 1))
@@ -95,6 +96,11 @@ renew(meta, 'm', tonumber(state[4]), tonumber(ARGV[5]))
 redis.call('PUBLISH', ARGV[6], '\\4' .. offset .. ':' .. epoch .. '\\n' .. ARGV[2])
 return {tonumber(offset), epoch}
 """
+)
+PUBLISH_KEPT: Final = Script(_PUBLISH_KEPT)
+#: The same for sharded pub/sub (a cluster), where the channel shares the keys' slot.
+SPUBLISH_KEPT: Final = Script(
+    _PUBLISH_KEPT.replace("redis.call('PUBLISH'", "redis.call('SPUBLISH'")
 )
 
 #: KEYS: stream, hash. ARGV: seed, size, ttl ms, meta_ttl ms, since ("" for none),
@@ -169,14 +175,21 @@ def _bounds(history: History) -> tuple[bytes, bytes, bytes]:
 
 
 def publish_call(
-    prefix: bytes, topic: str, channel: bytes, data: bytes, history: History, seed: bytes
+    prefix: bytes,
+    topic: str,
+    channel: bytes,
+    data: bytes,
+    history: History,
+    seed: bytes,
+    *,
+    sharded: bool = False,
 ) -> Call:
-    """The script call that keeps ``data`` and publishes it on ``channel``; ``seed``
-    is the caller's random bytes, from which a new epoch is made if one is needed."""
+    """The script call that keeps ``data`` and publishes it on ``channel`` (with
+    ``SPUBLISH`` if ``sharded``); ``seed`` is the caller's random bytes, from which a
+    new epoch is made if one is needed."""
     size, ttl, meta_ttl = _bounds(history)
-    return Call(
-        PUBLISH_KEPT, keys(prefix, topic), [seed, data, size, ttl, meta_ttl, channel], len(data)
-    )
+    script = SPUBLISH_KEPT if sharded else PUBLISH_KEPT
+    return Call(script, keys(prefix, topic), [seed, data, size, ttl, meta_ttl, channel], len(data))
 
 
 def read_call(

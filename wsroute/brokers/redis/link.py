@@ -19,6 +19,13 @@ The link owns three background jobs:
 - the **health check** pings both connections while they are idle, because a Redis
   that hangs, or a network that silently drops packets, closes no socket.
 
+The same link speaks classic pub/sub (``SUBSCRIBE``/``PUBLISH``, broadcast to a whole
+Redis) or sharded pub/sub (``SSUBSCRIBE``/``SPUBLISH``, Redis 7: one link per master of
+a cluster, each for the channels of the slots it serves), as its :class:`Dialect`
+says. A sharded link also hears a node say that it no longer serves a channel (a
+server-sent ``sunsubscribe`` when the slot migrated away, a ``MOVED`` reply to an
+``SSUBSCRIBE``) and passes that on, so that the session looks for the new owner.
+
 coredis is imported here at module level; ``redis.py`` imports the session (and so
 this module) inside a guard, so that wsroute works without the redis extra.
 """
@@ -28,25 +35,30 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 import trio
 from coredis.commands import CommandRequest
 from coredis.connection import BaseConnection
+from coredis.exceptions import AskError, NoScriptError, RedisError, ResponseError
 from coredis.exceptions import ConnectionError as RedisConnectionError
-from coredis.exceptions import NoScriptError, RedisError, ResponseError
 
+from .dialect import CLASSIC, Dialect, per_slot
 from .pending import Call, Script
 from .pending import Pending as Pending  # what the session queues, and the tests
+from .slots import key_slot
+
+_QUIET = frozenset(("Connection closed unexpectedly!", "Connection attempt failed unexpectedly!"))
 
 
 class _QuietConnectionLoss(logging.Filter):
-    """Drop coredis' traceback for a lost connection: the session logs it in one line."""
+    """Drop coredis' traceback for a lost or refused connection: the session logs it in
+    one line."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.msg != "Connection closed unexpectedly!"
+        return record.msg not in _QUIET
 
 
 logging.getLogger("coredis").addFilter(_QuietConnectionLoss())
@@ -82,6 +94,10 @@ class Link:
             a PING to be answered.
         publish_timeout: seconds Redis may take to answer one PUBLISH.
         health_check_interval: seconds between PINGs on each connection.
+        dialect: classic or sharded pub/sub.
+        on_dropped: called with channels that Redis says it no longer serves here
+            (sharded pub/sub: their slot moved). The link forgets them; the caller
+            finds their new owner. Without it, such news breaks the link.
     """
 
     def __init__(
@@ -94,6 +110,8 @@ class Link:
         timeout: float,
         publish_timeout: float,
         health_check_interval: float,
+        dialect: Dialect = CLASSIC,
+        on_dropped: Callable[[Sequence[bytes]], None] | None = None,
     ) -> None:
         self._make_connection = make_connection
         self._wanted = wanted
@@ -102,11 +120,16 @@ class Link:
         self._timeout = timeout
         self._publish_timeout = publish_timeout
         self._health_check_interval = health_check_interval
+        self._dialect = dialect
+        self._on_dropped = on_dropped
         self._subscriber: BaseConnection | None = None
         #: Channels SUBSCRIBEd on this link's subscriber connection.
         self._live: set[bytes] = set()
         #: Per channel, one event per SUBSCRIBE sent and not yet confirmed.
         self._confirmations: dict[bytes, deque[trio.Event]] = {}
+        #: Per channel, how many of our unsubscribes Redis has yet to confirm: any other
+        #: unsubscribe push is Redis dropping the channel on its own.
+        self._leaving: Counter[bytes] = Counter()
         self._cancel_scope: trio.CancelScope | None = None
         self._reason: str | None = None
         #: Scripts (by SHA1) that a SCRIPT LOAD sent on the publishing connection.
@@ -138,6 +161,8 @@ class Link:
                     await nursery.start(self._hold, subscriber, "subscribing")
                     self._subscriber = subscriber
                     nursery.start_soon(self._read, subscriber)
+                    if self._on_dropped is not None:
+                        nursery.start_soon(self._read_refusals, subscriber)
                     await self._subscribe_wanted()
             except trio.TooSlowError:
                 self.fail(f"no answer from Redis within {self._timeout:g} s")
@@ -179,7 +204,11 @@ class Link:
             events.append(event)
         self._live.update(channels)
         try:
-            self._subscriber.send_command(b"SUBSCRIBE", *channels)
+            if self._dialect.per_slot:
+                for group in per_slot(channels):
+                    self._subscriber.send_command(self._dialect.subscribe, *group)
+            else:
+                self._subscriber.send_command(self._dialect.subscribe, *channels)
         except RedisError as exc:
             self.fail(explain(exc))
             return
@@ -210,10 +239,17 @@ class Link:
         if self.broken or self._subscriber is None or channel not in self._live:
             return
         self._live.discard(channel)
+        self._leaving[channel] += 1
         try:
-            self._subscriber.send_command(b"UNSUBSCRIBE", channel)
+            self._subscriber.send_command(self._dialect.unsubscribe, channel)
         except RedisError as exc:
             self.fail(explain(exc))
+
+    async def resync(self) -> None:
+        """Subscribe what is wanted and not subscribed, unsubscribe the reverse: after
+        the wanted channels changed other than by ``subscribe`` (their slot moved)."""
+        if self.ready and not self.broken:
+            await self._subscribe_wanted()
 
     async def _subscribe_wanted(self) -> None:
         # Loops because the session may want more channels while we wait for Redis.
@@ -244,17 +280,58 @@ class Link:
     async def _read(self, connection: BaseConnection) -> None:
         try:
             async with contextlib.aclosing(connection.push_messages) as messages:
+                dialect = self._dialect
                 async for push in messages:
                     kind = push[0]
-                    if kind == b"message":
+                    if kind == dialect.message:
                         self._deliver(push[1], push[2])  # type: ignore[arg-type]
-                    elif kind == b"subscribe":
+                    elif kind == dialect.subscribed:
                         channel: bytes = push[1]  # type: ignore[assignment]
                         events = self._confirmations.get(channel)
                         if events:
                             events.popleft().set()
                             if not events:
                                 del self._confirmations[channel]
+                    elif kind == dialect.unsubscribed:
+                        self._unsubscribed(push[1])  # type: ignore[arg-type]
+        except RedisConnectionError:
+            self.fail("the subscribing connection was closed by Redis or the network")
+
+    def _unsubscribed(self, channel: bytes) -> None:
+        if self._leaving[channel] > 0:
+            self._leaving[channel] -= 1
+            if not self._leaving[channel]:
+                del self._leaving[channel]
+        elif channel in self._live:
+            self._dropped([channel], "Redis ended the subscription")
+
+    def _dropped(self, channels: list[bytes], why: str) -> None:
+        """Redis no longer serves ``channels`` on this connection."""
+        if self._on_dropped is None:
+            self.fail(f"{why} to {channels[0]!r}")
+            return
+        for channel in channels:
+            self._live.discard(channel)
+            for event in self._confirmations.pop(channel, ()):
+                event.set()
+        self._on_dropped(channels)
+
+    async def _read_refusals(self, connection: BaseConnection) -> None:
+        """Replies to subscribe commands that are not pushes: errors. ``MOVED`` means
+        the slot is served elsewhere (the topology was stale); others break the link."""
+        try:
+            async with contextlib.aclosing(connection.streamed_messages) as replies:
+                async for reply in replies:
+                    if isinstance(reply, AskError):
+                        # An unsubscribe refused so will not be confirmed either.
+                        for channel in list(self._leaving):
+                            if channel not in self._live and key_slot(channel) == reply.slot_id:
+                                del self._leaving[channel]
+                        moved = [c for c in self._live if key_slot(c) == reply.slot_id]
+                        if moved:
+                            self._dropped(moved, "Redis moved the slot")
+                    elif isinstance(reply, BaseException):
+                        self.fail(f"Redis refused to subscribe: {explain(reply)}")
         except RedisConnectionError:
             self.fail("the subscribing connection was closed by Redis or the network")
 
@@ -298,7 +375,7 @@ class Link:
                     owners.append(item.script)
                 commands.append(item.evaluate(loaded=True))
             else:
-                commands.append(item.request())
+                commands.append(item.request(self._dialect.publish))
             owners.append(item)
         try:
             replies = await connection.create_request_batch(commands, timeout=self._publish_timeout)

@@ -36,9 +36,13 @@ class Pending:
             self.error = error
             self.done.set()
 
-    def request(self) -> CommandRequest[Any]:
-        """Its ``PUBLISH``."""
-        return CommandRequest(b"PUBLISH", self.channel, self.data, execution_parameters={})
+    def request(self, verb: bytes = b"PUBLISH") -> CommandRequest[Any]:
+        """Its ``PUBLISH`` (or ``verb``: ``SPUBLISH``)."""
+        return CommandRequest(verb, self.channel, self.data, execution_parameters={})
+
+    def again(self) -> Pending:
+        """A fresh copy, to send once more (after Redis redirected it, unsent)."""
+        return Pending(self.channel, self.data)
 
 
 class Script:
@@ -77,6 +81,9 @@ class Call(Pending):
         self.args = args
         self.size = sum(map(len, args)) if size is None else size
         self.reply: object = None
+
+    def again(self) -> Call:
+        return Call(self.script, self.keys, self.args, self.size)
 
     def evaluate(self, *, loaded: bool) -> CommandRequest[Any]:
         """``EVALSHA`` once the script is ``loaded`` on the connection, else ``EVAL``."""

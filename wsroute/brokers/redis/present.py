@@ -28,11 +28,9 @@ topic's hash and the node's index, with the longest ttl this session has beaten 
 events, only after every node holding them stopped beating for ``KEEP_FACTOR`` times
 the ttl. A heartbeat costs one ``PTTL`` and one ``PEXPIRE`` per topic of its node.
 
-**Redis Cluster.** Not yet: the heartbeat and the sweep touch the topic hashes they
-find in a node's index (keys the script does not declare), and adding or removing an
-entry touches a topic's hash and a node's index, which hash to different slots. On
-one Redis (or one behind Sentinel) that is correct; a cluster would refuse these
-scripts (``CROSSSLOT``) and needs another layout.
+**Redis Cluster.** These scripts touch keys of several slots (a topic's hash and a
+node's index; the heartbeat and the sweep, topic hashes found in an index), which a
+cluster refuses (``CROSSSLOT``): ``present_sharded.py`` cuts the same data to fit.
 """
 
 from __future__ import annotations
@@ -49,7 +47,7 @@ KEEP_FACTOR: Final = 10
 UNBEATEN_TTL: Final = DEFAULT_PRESENCE_TTL
 
 # Redis' clock in ms, and an expiry that only ever lengthens (a key without one gets it).
-_COMMON = """
+PRELUDE = """
 local clock = redis.call('TIME')
 local now = clock[1] * 1000 + math.floor(clock[2] / 1000)
 local function extend(key, ms)
@@ -60,7 +58,7 @@ end
 
 #: KEYS: the topic's hash, the node's index. ARGV: field, entry, topic, expiry ms.
 ADD: Final = Script(
-    _COMMON
+    PRELUDE
     + """
 if redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) == 1 then
   redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
@@ -84,7 +82,7 @@ return 1
 
 #: KEYS: the topic's hash, the nodes' set. Returns the entries of live nodes.
 LIST: Final = Script(
-    _COMMON
+    PRELUDE
     + """
 local flat = redis.call('HGETALL', KEYS[1])
 local alive, out = {}, {}
@@ -106,7 +104,7 @@ return out
 #: KEYS: the nodes' set, the node's index. ARGV: node, ttl ms, expiry ms, key prefix.
 #: Returns 1 if the node's heartbeat had not ended.
 HEARTBEAT: Final = Script(
-    _COMMON
+    PRELUDE
     + """
 local ends = redis.call('ZSCORE', KEYS[1], ARGV[1])
 redis.call('ZADD', KEYS[1], string.format('%d', now + tonumber(ARGV[2])), ARGV[1])
@@ -122,7 +120,7 @@ return 0
 
 #: KEYS: the nodes' set. ARGV: key prefix. Returns ``{topic, entry, ...}`` removed.
 SWEEP: Final = Script(
-    _COMMON
+    PRELUDE
     + """
 local out = {}
 for _, node in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', string.format('%d', now))) do

@@ -20,6 +20,9 @@ import random
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
+if TYPE_CHECKING:
+    from coredis.connection import BaseConnection
+
 import trio
 
 from ..._errors import BrokerClosed, BrokerError
@@ -28,9 +31,6 @@ from .._base import BrokerMessage, BrokerSession, BrokerState, HistoryPage, Stat
 from . import kept, present
 from .link import Link, explain
 from .pending import Call, Pending
-
-if TYPE_CHECKING:
-    from coredis.connection import BaseConnection
 
 logger = logging.getLogger("wsroute")
 
@@ -54,6 +54,27 @@ class Settings(Protocol):
     def _new_connection(self) -> BaseConnection: ...
 
 
+class Attachment(Protocol):
+    """What the supervisor keeps up: a :class:`~.link.Link` to one Redis, or the links
+    to every master of a cluster (``shards.py``). It is made, run and dropped whole."""
+
+    @property
+    def ready(self) -> bool: ...
+
+    @property
+    def subscribed(self) -> int: ...
+
+    async def run(self, on_ready: Callable[[], None]) -> str: ...
+
+    def fail(self, reason: str) -> None: ...
+
+    async def subscribe(self, channels: Sequence[bytes]) -> None: ...
+
+    async def confirmed(self, channels: Sequence[bytes]) -> None: ...
+
+    def unsubscribe(self, channel: bytes) -> None: ...
+
+
 #: The most publishes queued for the publisher task; further publishers wait.
 PENDING_LIMIT = 4096
 #: Reconnection delays: from BACKOFF_BASE doubling up to BACKOFF_CAP seconds, jittered.
@@ -68,6 +89,9 @@ DROP_LOG_INTERVAL = 10.0
 class RedisSession(BrokerSession):
     """One process's attachment to Redis; made by :meth:`RedisBroker.connect`."""
 
+    #: Whether kept events go out with ``SPUBLISH`` (sharded pub/sub, on a cluster).
+    _sharded = False
+
     def __init__(self, broker: Settings, on_state: StateListener | None) -> None:
         self._broker = broker
         self._on_state = on_state
@@ -75,11 +99,13 @@ class RedisSession(BrokerSession):
         self._counts: dict[str, int] = {}
         self._inbound_send, self._inbound = trio.open_memory_channel[BrokerMessage](broker.backlog)
         self._pending_send, self._pending = trio.open_memory_channel[Pending](PENDING_LIMIT)
-        self._link: Link | None = None
+        self._link: Attachment | None = None
         self._connected = False
         self._closed = False
         self._overflowing = False
         self._last_drop_log = -DROP_LOG_INTERVAL
+        #: The state last reported to ``on_state`` (connected at start).
+        self._state = BrokerState.CONNECTED
         #: The longest ttl of this session's heartbeats: its presence keys expire after
         #: ``present.KEEP_FACTOR`` times that.
         self._presence_ttl = 0.0
@@ -99,6 +125,10 @@ class RedisSession(BrokerSession):
 
     def _channel(self, topic: str) -> bytes:
         return self._prefix + topic.encode()
+
+    def _topic(self, channel: bytes) -> str:
+        """The topic of a ``channel`` named by ``_channel``."""
+        return channel[len(self._prefix) :].decode()
 
     # -- the BrokerSession interface -----------------------------------------------------
 
@@ -131,7 +161,13 @@ class RedisSession(BrokerSession):
             BrokerClosed: the session is closed.
         """
         call = kept.publish_call(
-            self._prefix, topic, self._channel(topic), data, history, self._seed
+            self._prefix,
+            topic,
+            self._channel(topic),
+            data,
+            history,
+            self._seed,
+            sharded=self._sharded,
         )
         reply = await self._run(call, "keeping an event in Redis")
         return self._parse(kept.position_of, reply, "keeping an event in Redis")
@@ -194,13 +230,28 @@ class RedisSession(BrokerSession):
         if not self._connected:
             await trio.lowlevel.checkpoint()
             raise BrokerError(f"Redis at {self._broker.describe()} is unreachable (reconnecting)")
+        deadline = trio.current_time() + self._broker.publish_timeout
+        return await self._exchange(self._pending_send, item, what, deadline, abandon)
+
+    async def _exchange(
+        self,
+        queue: trio.MemorySendChannel[Pending],
+        item: Pending,
+        what: str,
+        deadline: float,
+        abandon: bool,
+    ) -> object:
+        """Put ``item`` in ``queue`` for a publisher, wait until ``deadline`` for its
+        answer and return it (see ``_run``)."""
         timeout = self._broker.publish_timeout
         try:
-            with trio.move_on_after(timeout):
-                await self._pending_send.send(item)
+            with trio.move_on_at(deadline):
+                await queue.send(item)
                 await item.done.wait()
         except trio.ClosedResourceError:
-            raise BrokerClosed("the Redis broker session is closed") from None
+            if self._closed:
+                raise BrokerClosed("the Redis broker session is closed") from None
+            raise BrokerError(f"{what} failed: the connection to Redis was lost") from None
         finally:
             if abandon and not item.done.is_set():
                 item.abandoned = True
@@ -288,7 +339,7 @@ class RedisSession(BrokerSession):
         drained to half: an overloaded consumer then sees one gap it can resync
         after, rather than a message missing here and there.
         """
-        topic = channel[len(self._prefix) :].decode()
+        topic = self._topic(channel)
         if topic not in self._counts:
             return  # unsubscribed while the message was on its way
         position = None
@@ -321,7 +372,7 @@ class RedisSession(BrokerSession):
                 topic,
             )
 
-    def _new_link(self) -> Link:
+    def _new_link(self) -> Attachment:
         broker = self._broker
         return Link(
             broker._new_connection,
@@ -408,6 +459,9 @@ class RedisSession(BrokerSession):
                 return
 
     def _notify(self, state: BrokerState) -> None:
+        if state is self._state:  # told once, however many ways it was noticed
+            return
+        self._state = state
         if self._on_state is None:
             return
         try:

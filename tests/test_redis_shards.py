@@ -1,0 +1,313 @@
+"""The cluster broker's links to the shards (``wsroute.brokers.redis.shards``) while the
+cluster changes under them: a master killed and its replica promoted, a master lost and
+back, a slot migrated while publishing. Real redis-server processes, real time, every
+wait bounded. The failover and migration tests count what was lost and duplicated,
+print the counts (docs/brokers.md quotes them) and assert bounds.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pytest
+import trio
+
+from wsroute import BrokerError
+from wsroute.brokers import BrokerSession, BrokerState, History, RedisClusterBroker
+from wsroute.brokers.redis.slots import key_slot
+
+from .rediscluster import ClusterNode, RedisCluster, own_redis_cluster, running_cluster
+from .redistools import TIMEOUT, States
+
+__all__ = ["own_redis_cluster"]
+
+#: Topics enough to land on every shard.
+TOPICS = [f"room-{n}" for n in range(24)]
+
+
+def quick(cluster: RedisCluster, **options: Any) -> RedisClusterBroker:
+    """A broker that notices trouble fast, for outage tests."""
+    options.setdefault("timeout", 0.5)
+    options.setdefault("health_check_interval", 0.3)
+    options.setdefault("publish_timeout", 0.5)
+    return RedisClusterBroker(cluster.url(), **options)
+
+
+#: Seconds before the subscriber reports a loss within which a lost message counts as
+#: lost in the outage: it was on its way when the connection broke.
+IN_FLIGHT = 0.1
+#: The most messages a test lets be lost while the subscriber said it was connected.
+SILENT_BOUND = 5
+
+
+class TimedStates(States):
+    """A state listener that also notes when each state came."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.times: list[float] = []
+
+    def __call__(self, state: BrokerState) -> None:
+        self.times.append(trio.current_time())
+        super().__call__(state)
+
+    async def wait_for(self, state: BrokerState, count: int = 1, timeout: float = TIMEOUT) -> None:
+        with trio.fail_after(timeout):
+            while self.seen.count(state) < count:
+                await self._changed.wait()
+
+    def connected_at(self, when: float) -> bool:
+        """Whether the session was connected at ``when``, and not about to report a
+        loss within ``IN_FLIGHT``."""
+        state = BrokerState.CONNECTED
+        for at, new in zip(self.times, self.seen, strict=True):
+            if new is BrokerState.DISCONNECTED and at - IN_FLIGHT <= when < at:
+                return False
+            if at <= when:
+                state = new
+        return state is BrokerState.CONNECTED
+
+
+class Traffic:
+    """A publisher sending numbered messages round the topics at a steady pace, and a
+    subscriber's tally: what was accepted, refused, received."""
+
+    def __init__(self, topics: list[str]) -> None:
+        self.topics = topics
+        self.accepted: list[bytes] = []
+        self.accepted_at: list[float] = []
+        self.refused = 0
+        self.received: Counter[bytes] = Counter()
+        self.finished = trio.Event()
+
+    async def publish(self, session: BrokerSession, stop: trio.Event) -> None:
+        n = 0
+        while not stop.is_set():
+            data = b"%d" % n
+            try:
+                await session.publish(self.topics[n % len(self.topics)], data)
+                self.accepted.append(data)
+                self.accepted_at.append(trio.current_time())
+            except BrokerError:
+                self.refused += 1
+            n += 1
+            await trio.sleep(0.002)
+        self.finished.set()
+
+    async def receive(self, session: BrokerSession) -> None:
+        async for message in session:
+            self.received[message.data] += 1
+
+    async def settle(self, tail: list[bytes]) -> None:
+        """Wait until each of ``tail`` arrived (bounded)."""
+        with trio.fail_after(TIMEOUT):
+            while any(data not in self.received for data in tail):
+                await trio.sleep(0.01)
+
+    def report(self, what: str, subscriber: TimedStates) -> tuple[int, int, int]:
+        """Print and return how many accepted messages were lost while the subscriber
+        said it was connected (silently), lost in its announced outage, and duplicated."""
+        lost = [
+            at
+            for data, at in zip(self.accepted, self.accepted_at, strict=True)
+            if data not in self.received
+        ]
+        silent = sum(1 for at in lost if subscriber.connected_at(at))
+        duplicated = sum(count - 1 for count in self.received.values() if count > 1)
+        print(
+            f"{what}: {len(self.accepted)} accepted, {self.refused} refused; lost"
+            f" {len(lost) - silent} in the subscriber's outage, {silent} silently;"
+            f" {duplicated} duplicated"
+        )
+        return len(lost) - silent, silent, duplicated
+
+
+async def run_through(
+    cluster: RedisCluster,
+    topics: list[str],
+    change: Any,
+    *,
+    expect_loss: bool,
+    recovery: float = TIMEOUT,
+) -> tuple[Traffic, TimedStates, TimedStates]:
+    """Publish on ``topics`` while ``change()`` (blocking) runs in a thread; then go on
+    until both sessions are connected again and the last messages arrived."""
+    traffic = Traffic(topics)
+    pub_states, sub_states = TimedStates(), TimedStates()
+    broker = quick(cluster)
+    async with (
+        broker.connect(on_state=pub_states) as pub,
+        broker.connect(on_state=sub_states) as sub,
+        trio.open_nursery() as nursery,
+    ):
+        await sub.subscribe_many(topics)
+        stop = trio.Event()
+        nursery.start_soon(traffic.receive, sub)
+        nursery.start_soon(traffic.publish, pub, stop)
+        await trio.sleep(0.2)
+        began = trio.current_time()
+        await trio.to_thread.run_sync(change)
+        if expect_loss:
+            await pub_states.wait_for(BrokerState.CONNECTED, timeout=recovery)
+            await sub_states.wait_for(BrokerState.CONNECTED, timeout=recovery)
+        print(f"changed and connected again after {trio.current_time() - began:.2f} s")
+        count = len(traffic.accepted)
+        with trio.fail_after(TIMEOUT):  # publishing goes on after the change
+            while len(traffic.accepted) < count + 100:
+                await trio.sleep(0.01)
+        stop.set()
+        with trio.fail_after(TIMEOUT):  # the last publish in flight is counted too
+            await traffic.finished.wait()
+        await traffic.settle(traffic.accepted[-50:])
+        nursery.cancel_scope.cancel()
+    return traffic, pub_states, sub_states
+
+
+async def test_a_killed_master_fails_over_to_its_replica(own_redis_cluster: RedisCluster) -> None:
+    cluster = own_redis_cluster
+    master = cluster.owner_of(key_slot(TOPICS[0].encode()))
+    (replica,) = cluster.replicas_of(master)
+
+    def crash_and_promote() -> None:
+        cluster.kill(master)
+        cluster.failover(replica)
+
+    traffic, pub_states, sub_states = await run_through(
+        cluster, TOPICS, crash_and_promote, expect_loss=True
+    )
+    lost, silent, duplicated = traffic.report("master killed, replica promoted", sub_states)
+    assert (
+        pub_states.seen[:2]
+        == sub_states.seen[:2]
+        == [
+            BrokerState.DISCONNECTED,
+            BrokerState.CONNECTED,
+        ]
+    )
+    assert duplicated == 0
+    # Lost in the outage: what the publisher's shards accepted while the subscriber's
+    # links were being rebuilt. Silently: nothing beyond what was on its way.
+    assert silent <= SILENT_BOUND
+    assert lost <= 50
+    assert cluster.owner_of(key_slot(TOPICS[0].encode())) is replica
+
+
+async def test_a_slot_migrates_while_publishing(own_redis_cluster: RedisCluster) -> None:
+    cluster = own_redis_cluster
+    topic = TOPICS[0]
+    slot = key_slot(topic.encode())
+    source = cluster.owner_of(slot)
+    target = next(node for node in cluster.masters() if node is not source)
+    traffic, pub_states, sub_states = await run_through(
+        cluster, [topic], lambda: cluster.migrate_slot(slot, target), expect_loss=False
+    )
+    _, silent, duplicated = traffic.report("slot migrated", sub_states)
+    # No reconnection: the publisher saw nothing (a redirected publish is sent again);
+    # the subscriber reported its moved channel lost until subscribed on the new owner.
+    assert pub_states.seen == []
+    assert sub_states.seen == [BrokerState.DISCONNECTED, BrokerState.CONNECTED]
+    assert duplicated == 0
+    assert silent <= SILENT_BOUND
+    print(f"the subscriber was lost for {sub_states.times[1] - sub_states.times[0]:.3f} s")
+    assert cluster.owner_of(slot) is target
+
+
+async def test_a_lost_master_is_reported_until_it_returns() -> None:
+    with running_cluster(masters=3) as cluster:
+        master = cluster.owner_of(key_slot(b"t"))
+        states = States()
+        async with quick(cluster).connect(on_state=states) as session:
+            await session.subscribe("t")
+            cluster.kill(master)
+            await states.wait_for(BrokerState.DISCONNECTED)
+            with pytest.raises(BrokerError, match="no reachable master"):
+                await session.publish("t", b"while lost")
+            await master.astart()  # same port and node id: it serves its slots again
+            await states.wait_for(BrokerState.CONNECTED)
+            await session.publish("t", b"back")
+            with trio.fail_after(TIMEOUT):
+                message = await session.__anext__()
+            assert message.data == b"back"
+
+
+async def test_a_master_gone_for_good_ends_the_session() -> None:
+    with running_cluster(masters=3) as cluster:
+        node: ClusterNode = cluster.masters()[0]
+        with trio.fail_after(TIMEOUT), pytest.raises(BrokerError, match="could not reconnect"):
+            async with quick(cluster, give_up_after=1.0).connect() as session:
+                await session.subscribe("t")
+                cluster.kill(node)
+                await trio.sleep_forever()
+
+
+async def test_a_killed_master_is_replaced_by_the_clusters_own_failover(
+    own_redis_cluster: RedisCluster,
+) -> None:
+    cluster = own_redis_cluster  # cluster-node-timeout 1 s: the replicas vote one in
+    master = cluster.owner_of(key_slot(TOPICS[0].encode()))
+    (replica,) = cluster.replicas_of(master)
+    traffic, _, sub_states = await run_through(
+        cluster, TOPICS, lambda: cluster.kill(master), expect_loss=True, recovery=3 * TIMEOUT
+    )
+    _, silent, duplicated = traffic.report("master killed, automatic failover", sub_states)
+    assert sub_states.seen[:2] == [BrokerState.DISCONNECTED, BrokerState.CONNECTED]
+    assert duplicated == 0
+    assert silent <= SILENT_BOUND
+    assert cluster.owner_of(key_slot(TOPICS[0].encode())) is replica
+
+
+async def test_slots_nobody_serves_are_refused_not_ignored() -> None:
+    with running_cluster(masters=1) as cluster:
+        (node,) = cluster.nodes
+        node.command("CLUSTER", "DELSLOTS", 0)  # topics of slot 0 would have no shard
+        with trio.fail_after(TIMEOUT), pytest.raises(BrokerError) as info:
+            async with quick(cluster).connect():
+                pass
+        assert "slots that no master serves" in str(info.value)
+
+
+async def test_a_kept_topic_migrates_while_publishing(own_redis_cluster: RedisCluster) -> None:
+    """History keys move with the slot (MIGRATE); a kept publish that meets ``ASK`` or
+    ``MOVED`` meanwhile is sent again: offsets stay gapless, history holds them all,
+    and the subscriber receives them in order, once, but for those it reported lost."""
+    cluster = own_redis_cluster
+    topic, history = "kept-room", History(size=1000, ttl=60)
+    slot = key_slot(topic.encode())
+    source = cluster.owner_of(slot)
+    target = next(node for node in cluster.masters() if node is not source)
+    offsets: list[int] = []
+    refused = 0
+    broker = quick(cluster)
+    states = TimedStates()
+    async with broker.connect() as pub, broker.connect(on_state=states) as sub:
+        await sub.subscribe(topic)
+
+        async def publish(count: int) -> None:
+            nonlocal refused
+            for n in range(count):
+                try:
+                    offsets.append((await pub.publish_kept(topic, b"%d" % n, history)).offset)
+                except BrokerError:
+                    refused += 1
+                await trio.sleep(0.001)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(publish, 300)
+            await trio.sleep(0.1)
+            await trio.to_thread.run_sync(cluster.migrate_slot, slot, target)
+        received: list[int] = []
+        with trio.fail_after(TIMEOUT):
+            while not received or received[-1] < 300:
+                message = await sub.__anext__()
+                assert message.position is not None
+                received.append(message.position.offset)
+        page = await sub.read_history(topic, history)
+    lost = 300 - len(received)
+    print(f"kept topic migrated: {len(offsets)} kept, {refused} refused, {lost} lost (reported)")
+    assert refused == 0
+    assert offsets == list(range(1, 301))
+    assert received == sorted(set(received))  # in order, once
+    assert lost == 0 or states.seen[:2] == [BrokerState.DISCONNECTED, BrokerState.CONNECTED]
+    assert [m.position.offset for m in page.messages if m.position] == offsets
+    assert target.command("EXISTS", f"wsroute:{{{topic}}}:s") == 1
