@@ -21,9 +21,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-import trio
-
-from ..._util import collapse_exception_group
 from .._base import Broker, BrokerSession, StateListener
 
 try:
@@ -224,12 +221,5 @@ class RedisBroker(Broker):
             BrokerError: Redis could not be reached within ``start_timeout`` at start,
                 or was lost for ``give_up_after`` seconds while the session was open.
         """
-        session = RedisSession(self, on_state)
-        with collapse_exception_group():
-            async with trio.open_nursery() as nursery:
-                await nursery.start(session._supervise)
-                try:
-                    yield session
-                finally:
-                    session._close()
-                    nursery.cancel_scope.cancel()
+        async with RedisSession(self, on_state).running() as session:
+            yield session

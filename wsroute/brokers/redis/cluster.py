@@ -13,9 +13,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from urllib.parse import unquote
 
-import trio
-
-from ..._util import collapse_exception_group
 from .._base import Broker, BrokerSession, StateListener
 from . import INSTALL_HINT, _missing, check_options, split_options
 from .slots import Address
@@ -171,12 +168,5 @@ class RedisClusterBroker(Broker):
             BrokerError: the cluster could not be reached within ``start_timeout`` at
                 start, or a shard was lost for ``give_up_after`` seconds.
         """
-        session = ClusterSession(self, on_state)
-        with collapse_exception_group():
-            async with trio.open_nursery() as nursery:
-                await nursery.start(session._supervise)
-                try:
-                    yield session
-                finally:
-                    session._close()
-                    nursery.cancel_scope.cancel()
+        async with ClusterSession(self, on_state).running() as session:
+            yield session

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Protocol, Self, TypeVar
 
 if TYPE_CHECKING:
     from coredis.connection import BaseConnection
@@ -27,6 +28,7 @@ import trio
 
 from ..._errors import BrokerClosed, BrokerError
 from ..._history import History, Position, new_epoch
+from ..._util import collapse_exception_group
 from .._base import BrokerMessage, BrokerSession, BrokerState, HistoryPage, StateListener
 from . import kept, present
 from .link import Link, explain
@@ -383,6 +385,19 @@ class RedisSession(BrokerSession):
             publish_timeout=broker.publish_timeout,
             health_check_interval=broker.health_check_interval,
         )
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[Self]:
+        """Supervise the session for the block: entered once connected (or raises),
+        closed and its tasks cancelled on the way out. Both brokers open sessions so."""
+        with collapse_exception_group():
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self._supervise)
+                try:
+                    yield self
+                finally:
+                    self._close()
+                    nursery.cancel_scope.cancel()
 
     async def _supervise(self, *, task_status: trio.TaskStatus[None]) -> None:
         """Keep a link up: reconnect with backoff, resubscribe, report state changes.
