@@ -31,6 +31,7 @@ from ..._history import History, Position, new_epoch
 from ..._util import collapse_exception_group
 from .._base import BrokerMessage, BrokerSession, BrokerState, HistoryPage, StateListener
 from . import kept, present
+from .backlog import Backlog
 from .link import Link, explain
 from .pending import Call, Pending
 
@@ -84,8 +85,6 @@ BACKOFF_BASE = 0.1
 BACKOFF_CAP = 2.0
 #: A link that stayed up this long was a success: the backoff starts over.
 STABLE_AFTER = 1.0
-#: At most one "backlog full" log line per this many seconds.
-DROP_LOG_INTERVAL = 10.0
 
 
 class RedisSession(BrokerSession):
@@ -99,13 +98,11 @@ class RedisSession(BrokerSession):
         self._on_state = on_state
         self._prefix = broker.prefix.encode()
         self._counts: dict[str, int] = {}
-        self._inbound_send, self._inbound = trio.open_memory_channel[BrokerMessage](broker.backlog)
+        self._backlog = Backlog(broker.backlog)
         self._pending_send, self._pending = trio.open_memory_channel[Pending](PENDING_LIMIT)
         self._link: Attachment | None = None
         self._connected = False
         self._closed = False
-        self._overflowing = False
-        self._last_drop_log = -DROP_LOG_INTERVAL
         #: The state last reported to ``on_state`` (connected at start).
         self._state = BrokerState.CONNECTED
         #: The longest ttl of this session's heartbeats: its presence keys expire after
@@ -113,8 +110,11 @@ class RedisSession(BrokerSession):
         self._presence_ttl = 0.0
         #: What the history scripts make a topic's new epoch from, with Redis' clock.
         self._seed = new_epoch().encode()
-        #: Messages dropped because the consumer's backlog was full.
-        self.dropped = 0
+
+    @property
+    def dropped(self) -> int:
+        """Messages dropped because the consumer's backlog was full (``backlog.py``)."""
+        return self._backlog.dropped
 
     @property
     def connected(self) -> bool:
@@ -318,10 +318,7 @@ class RedisSession(BrokerSession):
         self._release(topic)
 
     async def __anext__(self) -> BrokerMessage:
-        try:
-            return await self._inbound.receive()
-        except (trio.EndOfChannel, trio.ClosedResourceError):
-            raise StopAsyncIteration from None
+        return await self._backlog.get()
 
     # -- internals -----------------------------------------------------------------------
 
@@ -335,12 +332,7 @@ class RedisSession(BrokerSession):
                 self._link.unsubscribe(self._channel(topic))
 
     def _deliver(self, channel: bytes, data: bytes) -> None:
-        """Called by the link's reader for each message: never blocks.
-
-        When the consumer's backlog is full, messages are dropped until it has
-        drained to half: an overloaded consumer then sees one gap it can resync
-        after, rather than a message missing here and there.
-        """
+        """Called by the link's reader for each message: never blocks."""
         topic = self._topic(channel)
         if topic not in self._counts:
             return  # unsubscribed while the message was on its way
@@ -351,28 +343,7 @@ class RedisSession(BrokerSession):
             except ValueError as exc:
                 logger.warning("Redis broker: dropped a message on topic %r: %s", topic, exc)
                 return
-        if self._overflowing:
-            used = self._inbound_send.statistics().current_buffer_used
-            self._overflowing = used > self._broker.backlog // 2
-        if not self._overflowing:
-            try:
-                self._inbound_send.send_nowait(BrokerMessage(topic, data, position))
-                return
-            except trio.WouldBlock:
-                self._overflowing = True
-            except trio.ClosedResourceError:
-                return
-        self.dropped += 1
-        now = trio.current_time()
-        if now - self._last_drop_log >= DROP_LOG_INTERVAL:
-            self._last_drop_log = now
-            logger.error(
-                "Redis broker: the consumer fell %d messages behind; dropping messages until"
-                " it catches up (%d dropped so far, latest on topic %r)",
-                self._broker.backlog,
-                self.dropped,
-                topic,
-            )
+        self._backlog.put(BrokerMessage(topic, data, position))
 
     def _new_link(self) -> Attachment:
         broker = self._broker
@@ -494,8 +465,7 @@ class RedisSession(BrokerSession):
         self._pending_send.close()
         self._fail_pending(BrokerClosed("the Redis broker session is closed"))
         self._pending.close()
-        self._inbound_send.close()
-        self._inbound.close()
+        self._backlog.close()
 
 
 class _Backoff:
