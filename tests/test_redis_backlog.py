@@ -1,0 +1,54 @@
+"""The Redis session's inbound backlog (``wsroute.brokers.redis.backlog``): its
+drop-until-half policy, the drop count and the rate-limited log line, and closing."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import trio
+import trio.testing
+
+from wsroute.brokers import BrokerMessage
+from wsroute.brokers.redis.backlog import DROP_LOG_INTERVAL, Backlog
+
+
+def message(n: int) -> BrokerMessage:
+    return BrokerMessage("t", b"%d" % n)
+
+
+async def test_a_full_backlog_drops_until_drained_to_half() -> None:
+    backlog = Backlog(4)
+    for n in range(6):
+        backlog.put(message(n))  # 4 and 5 find it full
+    assert backlog.dropped == 2
+    assert (await backlog.get()).data == b"0"  # 3 left: more than half
+    backlog.put(message(6))
+    assert backlog.dropped == 3  # still dropping: not yet drained to half
+    assert (await backlog.get()).data == b"1"  # 2 left: half
+    backlog.put(message(7))
+    assert backlog.dropped == 3
+    assert [(await backlog.get()).data for _ in range(3)] == [b"2", b"3", b"7"]
+
+
+async def test_drops_are_logged_at_most_once_per_interval(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    backlog = Backlog(2)
+    for n in range(5):
+        backlog.put(message(n))
+    await trio.sleep(DROP_LOG_INTERVAL)
+    backlog.put(message(5))
+    lines = [r for r in caplog.records if "dropping messages" in r.getMessage()]
+    assert [r.levelno for r in lines] == [logging.ERROR, logging.ERROR]
+    assert "(1 dropped so far, latest on topic 't')" in lines[0].getMessage()
+    assert "(4 dropped so far" in lines[1].getMessage()
+
+
+async def test_a_closed_backlog_ends_the_consumer_and_discards_messages() -> None:
+    backlog = Backlog(2)
+    backlog.close()
+    backlog.put(message(1))  # the session is gone: nothing to count
+    assert backlog.dropped == 0
+    with pytest.raises(StopAsyncIteration):
+        await backlog.get()
