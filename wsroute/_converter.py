@@ -153,18 +153,11 @@ def _is_primitive_union(tp: Any) -> bool:
 
 def _primitive_union_factory(tp: Any) -> Callable[..., Any]:
     """Exact JSON types for unions such as ``int | str``: ``True`` is not an ``int``."""
-    accepted = frozenset(get_args(tp))
-    widen = float in accepted and int not in accepted
 
-    def structure(value: Any, _: Any) -> Any:
-        kind = type(value)
-        if kind in accepted:
-            return _finite(value)
-        if widen and kind is int:
-            return float(value)
+    def refuse(value: Any, _: Any) -> Any:
         raise StrictTypeError(f"expected {_union_name(tp)}, got {_json_type(value)}")
 
-    return structure
+    return _exact_scalars(get_args(tp), refuse, tp)
 
 
 def _finite(value: Any) -> Any:
@@ -185,10 +178,19 @@ def _mixed_union_factory(converter: cattrs.Converter, tp: Any) -> Callable[..., 
     as it is (exactly so: ``True`` is not an ``int``), anything else read as the rest
     of the union. cattrs' own way takes any instance, ``True`` as an ``int`` too."""
     args = get_args(tp)
-    accepted = frozenset(arg for arg in args if arg in _PRIMITIVES)
     rest = tuple(arg for arg in args if arg not in _PRIMITIVES)
     other: Any = functools.reduce(operator.or_, rest)
-    hook = converter.get_structure_hook(other)
+    return _exact_scalars(args, converter.get_structure_hook(other), other)
+
+
+def _exact_scalars(
+    args: tuple[Any, ...], otherwise: Callable[[Any, Any], Any], rest: Any
+) -> Callable[..., Any]:
+    """The hook of a union naming JSON scalar types (``args``): a value whose type is
+    exactly one of them passes (so ``True`` is not an ``int``), an integer widens to
+    a float where the union has float but not int, and anything else goes to
+    ``otherwise(value, rest)``, with no call in between."""
+    accepted = frozenset(arg for arg in args if arg in _PRIMITIVES)
     widen = float in accepted and int not in accepted
 
     def structure(value: Any, _: Any) -> Any:
@@ -197,7 +199,7 @@ def _mixed_union_factory(converter: cattrs.Converter, tp: Any) -> Callable[..., 
             return _finite(value)
         if widen and kind is int:
             return float(value)
-        return hook(value, other)
+        return otherwise(value, rest)
 
     return structure
 
