@@ -11,8 +11,9 @@ import trio
 from coredis.exceptions import AskError, TryAgainError
 
 from ..._errors import BrokerError
+from ..._history import History, Position
 from .._base import BrokerState, StateListener
-from . import present
+from . import kept, present
 from . import present_sharded as sharded
 from .pending import Call, Pending
 from .session import RedisSession, Settings
@@ -23,6 +24,15 @@ logger = logging.getLogger("wsroute")
 
 if TYPE_CHECKING:
     from coredis.connection import BaseConnection
+
+
+def _redirection(exc: BrokerError, deadline: float) -> AskError | TryAgainError:
+    """The redirection that ``exc`` reports, if it is one and there is time left to
+    follow it; otherwise ``exc`` is raised again."""
+    cause = exc.__cause__
+    if isinstance(cause, AskError | TryAgainError) and trio.current_time() < deadline:
+        return cause
+    raise exc
 
 
 class Cluster(Settings, ClusterSettings, Protocol):
@@ -36,7 +46,7 @@ class ClusterSession(RedisSession):
     :meth:`RedisClusterBroker.connect`. It is a :class:`RedisSession` whose attachment
     is one link per master (``shards.py``) and whose publishes go to the shard of
     their channel, sent again if the shard redirects them (``MOVED``, ``ASK``), until
-    ``publish_timeout``."""
+    ``publish_timeout`` (see ``_run``)."""
 
     _sharded = True
     #: Topics on different shards travel on different connections.
@@ -91,12 +101,18 @@ class ClusterSession(RedisSession):
             self._notify(BrokerState.CONNECTED)
 
     async def _run(self, item: Pending, what: str, *, abandon: bool = True) -> object:
-        """Queue ``item`` for the shard of its channel and return Redis' answer; if the
-        shard says the slot moved, read the topology again and send it there, until
-        ``publish_timeout``."""
+        """Queue ``item`` for the shard of its channel and return Redis' answer.
+
+        Redirections are followed until ``publish_timeout``; nothing ran, so sending
+        again is safe. ``ASK`` (the slot is migrating and the keys are already at the
+        node it names) sends a copy once to that node, right after ``ASKING``, without
+        reading the topology. ``MOVED``, and ``TRYAGAIN`` (the keys are split between
+        the two nodes meanwhile), read the topology again and send it to the owner.
+        """
         self._check_open()
         deadline = trio.current_time() + self._cluster.publish_timeout
         channel = item.channel if not isinstance(item, Call) else item.keys[0]
+        original = item
         while True:
             shards = self._shards
             queue = shards.queue_for(channel) if shards is not None else None
@@ -109,13 +125,35 @@ class ClusterSession(RedisSession):
             try:
                 return await self._exchange(queue, item, what, deadline, abandon)
             except BrokerError as exc:
-                # MOVED, ASK (a slot on its way), TRYAGAIN (its keys split between
-                # the two nodes meanwhile): nothing ran, so sending it again is safe.
-                redirected = isinstance(exc.__cause__, AskError | TryAgainError)
-                if not redirected or trio.current_time() >= deadline:
-                    raise
+                redirect = _redirection(exc, deadline)
+            if type(redirect) is AskError:
+                # The node an ASK names imports the slot: a master we link to, during
+                # a resharding. One we have no link to (a node added since the
+                # topology was read, or an address spelled otherwise than in CLUSTER
+                # SLOTS) is not asked: the item waits for the slot to move, as MOVED.
+                target = shards.queue_at(Address(*redirect.node_addr))
+                if target is not None:
+                    try:
+                        asked = original.asked()
+                        return await self._exchange(target, asked, what, deadline, abandon)
+                    except BrokerError as exc:
+                        _redirection(exc, deadline)
             await shards.redirected(deadline)
-            item = item.again()
+            item = original.again()
+
+    async def publish_kept(self, topic: str, data: bytes, history: History) -> Position:
+        what = "keeping an event in Redis"
+        channel = self._channel(topic)
+        seed = self._seed
+        call = kept.publish_call(self._prefix, topic, channel, data, history, seed, sharded=True)
+        position, published = self._parse(kept.kept_of, await self._run(call, what), what)
+        if not published:
+            # Kept after an ASK by the node importing the slot, which does not serve
+            # the channel's subscribers yet: the event is published where they are.
+            # Sent even if the caller stops waiting, as a kept event is published.
+            framed = kept.frame(data, position)
+            await self._run(Pending(channel, framed), what, abandon=False)
+        return position
 
     # Presence: ``present_sharded.py`` says how its keys are cut to fit the slots.
 
