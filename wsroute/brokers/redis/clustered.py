@@ -5,6 +5,7 @@ their shard."""
 from __future__ import annotations
 
 import logging
+import secrets
 from typing import TYPE_CHECKING, Protocol
 
 import trio
@@ -201,26 +202,56 @@ class ClusterSession(RedisSession):
             for topic in self._present.get(node, ())
         ]
         calls.append(sharded.index_call(self._prefix, node, "", False, keep))  # renews it
+        if not alive:  # perhaps swept meanwhile, its index emptied: indexed again
+            calls += [
+                sharded.index_call(self._prefix, node, topic, True, keep)
+                for topic in self._present.get(node, ())
+            ]
         await self._run_all(calls, what)
         return alive
 
     async def presence_sweep(self) -> list[tuple[str, bytes]]:
-        # Once nodes are claimed, the rest is clean-up that must not be abandoned.
+        # Resumable, step by step (``present_sharded.py``): claims with a lease, and
+        # each topic dropped from a node's index only once swept. A step not sent when
+        # the caller stops waiting is abandoned: what it would have removed stays for
+        # the next sweeper to report.
         what = "sweeping presence in Redis"
-        reply = await self._run(sharded.claim_call(self._prefix), what, abandon=False)
+        prefix, token = self._prefix, secrets.token_hex(8).encode()
+        lease = sharded.SWEEP_LEASE * self._cluster.publish_timeout
+        reply = await self._run(sharded.dead_call(prefix), what)
         dead = self._parse(lambda r: [n.decode() for n in present.entries_of(r)], reply, what)
         removed: list[tuple[str, bytes]] = []
-        for node in dead:
-            reply = await self._run(
-                sharded.take_index_call(self._prefix, node), what, abandon=False
-            )
-            topics = self._parse(lambda r: [t.decode() for t in present.entries_of(r)], reply, what)
-            for topic in topics:
-                call = sharded.sweep_topic_call(self._prefix, topic, node)
-                reply = await self._run(call, what, abandon=False)
-                entries = self._parse(present.entries_of, reply, what)
-                removed.extend((topic, entry) for entry in entries)
+        try:
+            for node in dead:
+                await self._sweep_node(node, token, lease, removed)
+        except BrokerError as exc:
+            if not removed:
+                raise
+            # What was removed is reported; the rest waits for the next sweep.
+            logger.warning("presence: a sweep stopped midway: %s", exc)
         return removed
+
+    async def _sweep_node(
+        self, node: str, token: bytes, lease: float, removed: list[tuple[str, bytes]]
+    ) -> None:
+        """Claim dead ``node`` and remove its entries topic by topic into ``removed``."""
+        what, prefix = "sweeping presence in Redis", self._prefix
+        reply = await self._run(sharded.claim_call(prefix, node, token, lease), what)
+        topics = self._parse(sharded.topics_of, reply, what)
+        if topics is None:
+            return  # another sweeper's
+        for topic in topics:
+            call = sharded.sweep_topic_call(prefix, topic, node)
+            entries = self._parse(present.entries_of, await self._run(call, what), what)
+            removed.extend((topic, entry) for entry in entries)
+            call = sharded.swept_call(prefix, node, topic, token, lease)
+            if not self._parse(present.flag_of, await self._run(call, what), what):
+                return  # the lease ran out and another sweeper took the node over
+        # The claim (and with it the emptied index) goes before the node: a sweeper
+        # cut off between the two leaves a dead node with no topics, which the next
+        # sweep forgets, rather than an index that nobody finds.
+        await self._run(sharded.release_call(prefix, node, token), what)
+        await self._run(sharded.forget_call(prefix, node), what)
 
     async def _run_all(self, calls: list[Call], what: str) -> None:
         """Run ``calls`` at once (each shard pipelines its own); raise the first error."""
