@@ -1,7 +1,8 @@
 """The cluster session (``wsroute.brokers.redis.clustered``) while a slot migrates: a
 call whose keys already moved is answered ``ASK`` and sent at once, after ``ASKING``,
 to the importing node, and a kept event is still delivered; ``SPUBLISH`` is served
-by the old owner until the migration ends. Each test has a cluster of its own, as it
+by the old owner until the migration ends; a topic without keys yet waits for the end
+of the migration. Each test has a cluster of its own, as it
 moves a slot. Real time, every wait bounded."""
 
 from __future__ import annotations
@@ -109,3 +110,28 @@ async def test_spublish_is_served_by_the_old_owner_until_the_migration_ends(
         messages = await receive(session, 2)
         assert [m.data for m in messages] == [b"raw", b"plain"]
         assert asking_calls(target) == 0
+
+
+async def test_a_new_topics_first_kept_event_waits_for_the_migration_to_end(
+    cluster: RedisCluster,
+) -> None:
+    # No keys yet: the owner answers ASK, the importing node TRYAGAIN (a script naming
+    # two keys it does not hold), so the event is kept once the slot has moved.
+    source = cluster.owner_of(SLOT)
+    target = next(node for node in cluster.nodes if node is not source)
+    async with RedisClusterBroker(cluster.url(), publish_timeout=PUBLISH_TIMEOUT).connect() as s:
+        await s.subscribe(TOPIC)
+        cluster.start_migration(SLOT, source, target)
+        positions = []
+
+        async def keep() -> None:
+            positions.append(await s.publish_kept(TOPIC, b"first", HISTORY))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(keep)
+            await trio.sleep(0.3)
+            assert not positions and asking_calls(target) >= 1
+            await trio.to_thread.run_sync(cluster.finish_migration, SLOT, source, target)
+        assert positions[0].offset == 1
+        page = await s.read_history(TOPIC, HISTORY)
+        assert [(m.data, m.position) for m in page.messages] == [(b"first", positions[0])]

@@ -3,7 +3,9 @@ and calls of Lua scripts (history, ``kept.py``), each with the command that send
 and the event its caller waits on.
 
 A script is sent by its SHA1 (``EVALSHA``); the publisher loads it on each new
-connection first (``SCRIPT LOAD``) and falls back to sending its text (``EVAL``).
+connection first (``SCRIPT LOAD``) and falls back to sending its text (``EVAL``). An
+item a cluster node redirected with ``ASK`` goes once more, marked ``asking``: the
+publisher sends ``ASKING`` right before it.
 """
 
 from __future__ import annotations
