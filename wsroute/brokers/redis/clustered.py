@@ -143,6 +143,7 @@ class ClusterSession(RedisSession):
             item = original.again()
 
     async def publish_kept(self, topic: str, data: bytes, history: History) -> Position:
+        """As ``RedisSession.publish_kept``, on the topic's shard (see ``_run``)."""
         what = "keeping an event in Redis"
         channel = self._channel(topic)
         seed = self._seed
