@@ -155,6 +155,36 @@ async def test_a_sweeper_cut_off_after_any_step_leaves_the_rest_to_the_next(
     )
 
 
+async def test_a_sweeper_whose_connections_are_cut_reports_what_it_removed(
+    redis_cluster: RedisCluster, monkeypatch: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    prefix = "severed:"
+    await dead_node(redis_cluster, prefix)
+    broker = RedisClusterBroker(redis_cluster.url(), prefix=prefix, publish_timeout=PUBLISH_TIMEOUT)
+    async with broker.connect() as first:
+        assert isinstance(first, ClusterSession)
+        answered = 0
+        run = first._run
+
+        async def cut_after_the_first_topic(item: Any, what: str, **options: Any) -> object:
+            nonlocal answered
+            reply = await run(item, what, **options)
+            answered += 1
+            if answered == 3:  # found, claimed, swept one topic: every connection cut
+                for node in redis_cluster.masters():
+                    node.command("CLIENT", "KILL", "TYPE", "normal")
+            return reply
+
+        monkeypatch.setattr(first, "_run", cut_after_the_first_topic)
+        swept = await first.presence_sweep()
+    assert len(swept) == 2 and {topic for topic, _ in swept} == {DEAD_ENTRIES[0][0]}
+    assert "a sweep stopped midway" in caplog.text
+    await trio.sleep(sharded.SWEEP_LEASE * PUBLISH_TIMEOUT + 0.1)
+    async with broker.connect() as second:
+        rest = await second.presence_sweep()
+    assert sorted(swept + rest) == sorted(DEAD_ENTRIES)
+
+
 async def test_two_sweepers_racing_report_each_entry_once(redis_cluster: RedisCluster) -> None:
     prefix = "racing:"
     for node in ("n1", "n2", "n3"):
