@@ -212,6 +212,13 @@ class ClusterSession(RedisSession):
         return alive
 
     async def presence_sweep(self) -> list[tuple[str, bytes]]:
+        """As ``BrokerSession.presence_sweep``, in resumable steps; a sweep that fails
+        after removing entries returns them rather than raising (logged), leaving the
+        rest to the next sweep.
+
+        Raises:
+            BrokerError: the cluster could not be reached before any entry was removed.
+        """
         # Resumable, step by step (``present_sharded.py``): claims with a lease, and
         # each topic dropped from a node's index only once swept. A step not sent when
         # the caller stops waiting is abandoned: what it would have removed stays for
