@@ -255,19 +255,34 @@ class RedisCluster:
         source = self.owner_of(slot)
         if source is to:
             return
-        to.command("CLUSTER", "SETSLOT", slot, "IMPORTING", source.node_id)
-        source.command("CLUSTER", "SETSLOT", slot, "MIGRATING", to.node_id)
+        self.start_migration(slot, source, to)
         deadline = time.monotonic() + timeout
         while keys := source.command("CLUSTER", "GETKEYSINSLOT", slot, 100):
             if time.monotonic() > deadline:
                 raise ClusterError(f"slot {slot} still has keys after {timeout:g} s")
-            source.command("MIGRATE", "127.0.0.1", to.port, "", 0, 5000, "KEYS", *keys)
+            self.move_keys(source, to, *keys)
+        self.finish_migration(slot, source, to, timeout)
+
+    def start_migration(self, slot: int, source: ClusterNode, to: ClusterNode) -> None:
+        """Mark ``slot`` IMPORTING on ``to`` and MIGRATING on ``source``, its owner."""
+        to.command("CLUSTER", "SETSLOT", slot, "IMPORTING", source.node_id)
+        source.command("CLUSTER", "SETSLOT", slot, "MIGRATING", to.node_id)
+
+    def move_keys(self, source: ClusterNode, to: ClusterNode, *keys: str) -> None:
+        """``MIGRATE`` ``keys`` from ``source`` to ``to`` in one batch."""
+        source.command("MIGRATE", "127.0.0.1", to.port, "", 0, 5000, "KEYS", *keys)
+
+    def finish_migration(
+        self, slot: int, source: ClusterNode, to: ClusterNode, timeout: float = FORM_TIMEOUT
+    ) -> None:
+        """Give ``slot`` to ``to`` everywhere (its keys moved) and wait until it is so."""
         # The new owner first, so that it never refuses what the old one redirects to it.
         to.command("CLUSTER", "SETSLOT", slot, "NODE", to.node_id)
         source.command("CLUSTER", "SETSLOT", slot, "NODE", to.node_id)
         for node in self.masters():
             if node not in (source, to):
                 node.command("CLUSTER", "SETSLOT", slot, "NODE", to.node_id)
+        deadline = time.monotonic() + timeout
         while self.owner_of(slot) is not to:
             if time.monotonic() > deadline:
                 raise ClusterError(f"slot {slot} not moved to {to} within {timeout:g} s")

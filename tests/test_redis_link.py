@@ -14,11 +14,13 @@ import pytest
 import trio
 from coredis.connection import TCPConnection, TCPLocation
 from coredis.exceptions import ConnectionError as RedisConnectionError
+from coredis.exceptions import MovedError
 
 from wsroute import BrokerError
 from wsroute.brokers import BrokerMessage, BrokerState, RedisBroker
 from wsroute.brokers.redis.dialect import SHARDED
 from wsroute.brokers.redis.link import Link, Pending, explain
+from wsroute.brokers.redis.pending import Call, Script
 from wsroute.brokers.redis.slots import key_slot
 
 from .rediscluster import ClusterNode, RedisCluster, own_redis_cluster
@@ -307,6 +309,37 @@ async def test_a_sharded_link_told_moved_drops_the_channel_or_breaks(
     assert dropped == [b"foo"] and not following.broken and following.subscribed == 0
     await wait_until(lambda: _true(strict.broken), "without on_dropped the link breaks")
     following.fail("done")
+
+
+async def test_an_asking_item_goes_right_after_its_asking_in_the_pipeline(
+    own_redis_cluster: RedisCluster, nursery: trio.Nursery
+) -> None:
+    # Mid-migration, with the key moved: the importing node runs a script only right
+    # after ASKING, which counts for one command; the first call also loads the script.
+    cluster = own_redis_cluster
+    slot = key_slot(b"k")
+    source = cluster.owner_of(slot)
+    target = next(m for m in cluster.masters() if m is not source)
+    source.command("SET", "{k}:a", "moved")
+    cluster.start_migration(slot, source, target)
+    cluster.move_keys(source, target, "{k}:a")
+    link, _, pending_send = await _sharded_link(target, lambda _: None)
+    ready = trio.Event()
+    nursery.start_soon(link.run, ready.set)
+    with trio.fail_after(TIMEOUT):
+        await ready.wait()
+    get = Script("return redis.call('GET', KEYS[1])")
+    plain = Call(get, [b"{k}:a"], [])
+    asked, unasked, asked_again = plain.asked(), plain.again(), plain.asked()
+    for item in (asked, unasked, asked_again):  # queued at once: one pipeline
+        await pending_send.send(item)
+    with trio.fail_after(TIMEOUT):
+        await asked_again.done.wait()
+    assert (asked.error, asked.reply) == (None, b"moved")
+    assert isinstance(unasked.error, MovedError)
+    assert (asked_again.error, asked_again.reply) == (None, b"moved")
+    assert not link.broken
+    link.fail("done")
 
 
 async def _true(value: bool) -> bool:

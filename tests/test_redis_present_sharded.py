@@ -1,6 +1,8 @@
 """Presence on a Redis Cluster (``wsroute.brokers.redis.present_sharded`` and the
 cluster session's ``presence_*`` calls): where its keys live, a node that comes back
-while a sweeper takes it, and two apps sharing members through the cluster. The
+while a sweeper takes it, a sweeper cut off after any step of its sweep and two
+sweepers racing (each entry reported once), and two apps sharing members through the
+cluster. The
 conformance checks, the ``presence_*`` ones included, run in
 tests/test_redis_cluster.py. Real time, every wait bounded."""
 
@@ -8,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import trio
 
 from wsroute import App, Connection, Presence, PresenceEntry, Request
@@ -55,17 +58,163 @@ async def test_a_node_back_while_a_sweeper_takes_it_keeps_its_entries(
         await node_session.presence_heartbeat("n", 0.05)
         await node_session.presence_add("room", "m", "n", b"entry")
         await trio.sleep(0.1)  # its heartbeat ended
-        # The sweeper claims the dead node (the first step of a sweep) ...
-        claimed = await sweeper._run(sharded.claim_call(b"race:"), "claiming")
-        assert claimed == [b"n"]
+        # The sweeper finds the dead node and claims it (the first steps of a sweep) ...
+        assert await sweeper._run(sharded.dead_call(b"race:"), "finding") == [b"n"]
+        topics = await sweeper._run(sharded.claim_call(b"race:", "n", b"me", 5), "claiming")
+        assert topics == [b"room"]
         # ... the node beats again before the sweeper reaches its topics ...
         assert not await node_session.presence_heartbeat("n", 10)
         # ... and the rest of the sweep leaves the entries of a node alive again.
-        topics = await sweeper._run(sharded.take_index_call(b"race:", "n"), "taking")
-        assert topics == [b"room"]
         swept = await sweeper._run(sharded.sweep_topic_call(b"race:", "room", "n"), "sweeping")
         assert swept == []
         assert await sweeper.presence_list("room") == [b"entry"]
+        await sweeper._run(sharded.forget_call(b"race:", "n"), "forgetting")
+        owner = redis_cluster.owner_of(key_slot(b"race:presence:nodes"))
+        assert owner.command("ZSCORE", "race:presence:nodes", "n") is not None
+
+
+#: One dead node's entries: two members on each of two topics.
+DEAD_ENTRIES = [
+    (topic, b"%s/%s" % (topic.encode(), m)) for topic in ("a", "b") for m in (b"1", b"2")
+]
+#: The steps of sweeping that node: find the dead, claim it, (sweep a topic, drop it
+#: from the index) twice, release the claim, forget the node.
+STEPS = 8
+#: Short, so that a cut sweeper's lease (three of them) runs out soon.
+PUBLISH_TIMEOUT = 0.2
+
+
+async def dead_node(cluster: RedisCluster, prefix: str) -> None:
+    """Node ``n`` with ``DEAD_ENTRIES``, its heartbeat ended (its keys kept long)."""
+    async with RedisClusterBroker(cluster.url(), prefix=prefix).connect() as session:
+        await session.presence_heartbeat("n", 10)  # keys kept for ten times that
+        for n, (topic, entry) in enumerate(DEAD_ENTRIES):
+            await session.presence_add(topic, f"m{n}", "n", entry)
+        await session.presence_heartbeat("n", 0.05)
+    await trio.sleep(0.1)
+
+
+def left_in_redis(cluster: RedisCluster, prefix: str) -> list[tuple[str, bytes]]:
+    """The dead node's entries still in the topics' hashes."""
+    found = []
+    for topic in ("a", "b"):
+        key = f"{prefix}{{{topic}}}:p"
+        flat = cluster.owner_of(key_slot(key.encode())).command("HGETALL", key)
+        found += [(topic, value.encode()) for value in flat[1::2]]
+    return sorted(found)
+
+
+async def sweep_cut_after(session: ClusterSession, steps: int, monkeypatch: Any) -> None:
+    """Sweep with ``session``, cancelled as soon as ``steps`` steps were answered."""
+    answered = 0
+    run = session._run
+
+    with trio.CancelScope() as scope:
+
+        async def counted(item: Any, what: str, *, abandon: bool = True) -> object:
+            nonlocal answered
+            reply = await run(item, what, abandon=abandon)
+            answered += 1
+            if answered == steps:
+                scope.cancel()
+                await trio.lowlevel.checkpoint()  # cancelled here: the next step is not sent
+            return reply
+
+        monkeypatch.setattr(session, "_run", counted)
+        await session.presence_sweep()
+        raise AssertionError(f"the sweep ended within {steps} steps")
+    monkeypatch.undo()
+    assert answered == steps
+
+
+@pytest.mark.parametrize("steps", range(1, STEPS))
+async def test_a_sweeper_cut_off_after_any_step_leaves_the_rest_to_the_next(
+    redis_cluster: RedisCluster, steps: int, monkeypatch: Any
+) -> None:
+    prefix = f"cut{steps}:"
+    await dead_node(redis_cluster, prefix)
+    broker = RedisClusterBroker(redis_cluster.url(), prefix=prefix, publish_timeout=PUBLISH_TIMEOUT)
+    async with broker.connect() as first, broker.connect() as second:
+        assert isinstance(first, ClusterSession)
+        await sweep_cut_after(first, steps, monkeypatch)
+        remaining = left_in_redis(redis_cluster, prefix)
+        # What the first removed before it was cut off went with it.
+        taken = {1: 0, 2: 0, 3: 2, 4: 2}.get(steps, 4)  # each topic sweep takes two
+        assert len(remaining) == len(DEAD_ENTRIES) - taken
+        if 2 <= steps < 7:  # its claim holds until its lease runs out
+            assert await second.presence_sweep() == []
+            await trio.sleep(sharded.SWEEP_LEASE * PUBLISH_TIMEOUT + 0.1)
+        assert sorted(await second.presence_sweep()) == remaining
+        assert await second.presence_sweep() == []
+    assert left_in_redis(redis_cluster, prefix) == []
+    for key in (f"{prefix}presence:node:n", f"{prefix}{{a}}:pn", f"{prefix}{{b}}:pn"):
+        assert not owner_has(redis_cluster, key), key
+    nodes = f"{prefix}presence:nodes"
+    assert redis_cluster.owner_of(key_slot(nodes.encode())).command("ZSCORE", nodes, "n") is None
+
+
+async def test_a_sweeper_whose_connections_are_cut_reports_what_it_removed(
+    redis_cluster: RedisCluster, monkeypatch: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    prefix = "severed:"
+    await dead_node(redis_cluster, prefix)
+    broker = RedisClusterBroker(redis_cluster.url(), prefix=prefix, publish_timeout=PUBLISH_TIMEOUT)
+    async with broker.connect() as first:
+        assert isinstance(first, ClusterSession)
+        answered = 0
+        run = first._run
+
+        async def cut_after_the_first_topic(item: Any, what: str, **options: Any) -> object:
+            nonlocal answered
+            reply = await run(item, what, **options)
+            answered += 1
+            if answered == 3:  # found, claimed, swept one topic: every connection cut
+                for node in redis_cluster.masters():
+                    node.command("CLIENT", "KILL", "TYPE", "normal")
+            return reply
+
+        monkeypatch.setattr(first, "_run", cut_after_the_first_topic)
+        swept = await first.presence_sweep()
+    assert len(swept) == 2 and {topic for topic, _ in swept} == {DEAD_ENTRIES[0][0]}
+    assert "a sweep stopped midway" in caplog.text
+    await trio.sleep(sharded.SWEEP_LEASE * PUBLISH_TIMEOUT + 0.1)
+    async with broker.connect() as second:
+        rest = await second.presence_sweep()
+    assert sorted(swept + rest) == sorted(DEAD_ENTRIES)
+
+
+async def test_two_sweepers_racing_report_each_entry_once(redis_cluster: RedisCluster) -> None:
+    prefix = "racing:"
+    for node in ("n1", "n2", "n3"):
+        async with RedisClusterBroker(redis_cluster.url(), prefix=prefix).connect() as session:
+            await session.presence_heartbeat(node, 10)
+            for topic in ("a", "b", "c"):
+                await session.presence_add(topic, "m", node, f"{node}@{topic}".encode())
+            await session.presence_heartbeat(node, 0.05)
+    await trio.sleep(0.1)
+    broker = RedisClusterBroker(redis_cluster.url(), prefix=prefix)
+    reports: list[list[tuple[str, bytes]]] = []
+    async with broker.connect() as first, broker.connect() as second:
+
+        async def sweep(session: Any) -> None:
+            reports.append(await session.presence_sweep())
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sweep, first)
+            nursery.start_soon(sweep, second)
+        # A node one sweeper held is left to its lease; sweep until nothing is left.
+        with trio.fail_after(10):
+            while any(left_in_redis_of(redis_cluster, prefix, t) for t in "abc"):
+                await trio.sleep(0.05)
+                reports.append(await first.presence_sweep())
+    reported = [pair for report in reports for pair in report]
+    expected = [(t, f"{n}@{t}".encode()) for n in ("n1", "n2", "n3") for t in "abc"]
+    assert sorted(reported) == sorted(expected)  # each once
+
+
+def left_in_redis_of(cluster: RedisCluster, prefix: str, topic: str) -> int:
+    key = f"{prefix}{{{topic}}}:p"
+    return int(cluster.owner_of(key_slot(key.encode())).command("HLEN", key))
 
 
 def room_app(url: str) -> App:

@@ -5,14 +5,16 @@ their shard."""
 from __future__ import annotations
 
 import logging
+import secrets
 from typing import TYPE_CHECKING, Protocol
 
 import trio
 from coredis.exceptions import AskError, TryAgainError
 
 from ..._errors import BrokerError
+from ..._history import History, Position
 from .._base import BrokerState, StateListener
-from . import present
+from . import kept, present
 from . import present_sharded as sharded
 from .pending import Call, Pending
 from .session import RedisSession, Settings
@@ -23,6 +25,15 @@ logger = logging.getLogger("wsroute")
 
 if TYPE_CHECKING:
     from coredis.connection import BaseConnection
+
+
+def _redirection(exc: BrokerError, deadline: float) -> AskError | TryAgainError:
+    """The redirection that ``exc`` reports, if it is one and there is time left to
+    follow it; otherwise ``exc`` is raised again."""
+    cause = exc.__cause__
+    if isinstance(cause, AskError | TryAgainError) and trio.current_time() < deadline:
+        return cause
+    raise exc
 
 
 class Cluster(Settings, ClusterSettings, Protocol):
@@ -36,7 +47,7 @@ class ClusterSession(RedisSession):
     :meth:`RedisClusterBroker.connect`. It is a :class:`RedisSession` whose attachment
     is one link per master (``shards.py``) and whose publishes go to the shard of
     their channel, sent again if the shard redirects them (``MOVED``, ``ASK``), until
-    ``publish_timeout``."""
+    ``publish_timeout`` (see ``_run``)."""
 
     _sharded = True
     #: Topics on different shards travel on different connections.
@@ -91,12 +102,18 @@ class ClusterSession(RedisSession):
             self._notify(BrokerState.CONNECTED)
 
     async def _run(self, item: Pending, what: str, *, abandon: bool = True) -> object:
-        """Queue ``item`` for the shard of its channel and return Redis' answer; if the
-        shard says the slot moved, read the topology again and send it there, until
-        ``publish_timeout``."""
+        """Queue ``item`` for the shard of its channel and return Redis' answer.
+
+        Redirections are followed until ``publish_timeout``; nothing ran, so sending
+        again is safe. ``ASK`` (the slot is migrating and the keys are already at the
+        node it names) sends a copy once to that node, right after ``ASKING``, without
+        reading the topology. ``MOVED``, and ``TRYAGAIN`` (the keys are split between
+        the two nodes meanwhile), read the topology again and send it to the owner.
+        """
         self._check_open()
         deadline = trio.current_time() + self._cluster.publish_timeout
         channel = item.channel if not isinstance(item, Call) else item.keys[0]
+        original = item
         while True:
             shards = self._shards
             queue = shards.queue_for(channel) if shards is not None else None
@@ -109,13 +126,36 @@ class ClusterSession(RedisSession):
             try:
                 return await self._exchange(queue, item, what, deadline, abandon)
             except BrokerError as exc:
-                # MOVED, ASK (a slot on its way), TRYAGAIN (its keys split between
-                # the two nodes meanwhile): nothing ran, so sending it again is safe.
-                redirected = isinstance(exc.__cause__, AskError | TryAgainError)
-                if not redirected or trio.current_time() >= deadline:
-                    raise
+                redirect = _redirection(exc, deadline)
+            if type(redirect) is AskError:
+                # The node an ASK names imports the slot: a master we link to, during
+                # a resharding. One we have no link to (a node added since the
+                # topology was read, or an address spelled otherwise than in CLUSTER
+                # SLOTS) is not asked: the item waits for the slot to move, as MOVED.
+                target = shards.queue_at(Address(*redirect.node_addr))
+                if target is not None:
+                    try:
+                        asked = original.asked()
+                        return await self._exchange(target, asked, what, deadline, abandon)
+                    except BrokerError as exc:
+                        _redirection(exc, deadline)
             await shards.redirected(deadline)
-            item = item.again()
+            item = original.again()
+
+    async def publish_kept(self, topic: str, data: bytes, history: History) -> Position:
+        """As ``RedisSession.publish_kept``, on the topic's shard (see ``_run``)."""
+        what = "keeping an event in Redis"
+        channel = self._channel(topic)
+        seed = self._seed
+        call = kept.publish_call(self._prefix, topic, channel, data, history, seed, sharded=True)
+        position, published = self._parse(kept.kept_of, await self._run(call, what), what)
+        if not published:
+            # Kept after an ASK by the node importing the slot, which does not serve
+            # the channel's subscribers yet: the event is published where they are.
+            # Sent even if the caller stops waiting, as a kept event is published.
+            framed = kept.frame(data, position)
+            await self._run(Pending(channel, framed), what, abandon=False)
+        return position
 
     # Presence: ``present_sharded.py`` says how its keys are cut to fit the slots.
 
@@ -163,26 +203,63 @@ class ClusterSession(RedisSession):
             for topic in self._present.get(node, ())
         ]
         calls.append(sharded.index_call(self._prefix, node, "", False, keep))  # renews it
+        if not alive:  # perhaps swept meanwhile, its index emptied: indexed again
+            calls += [
+                sharded.index_call(self._prefix, node, topic, True, keep)
+                for topic in self._present.get(node, ())
+            ]
         await self._run_all(calls, what)
         return alive
 
     async def presence_sweep(self) -> list[tuple[str, bytes]]:
-        # Once nodes are claimed, the rest is clean-up that must not be abandoned.
+        """As ``BrokerSession.presence_sweep``, in resumable steps; a sweep that fails
+        after removing entries returns them rather than raising (logged), leaving the
+        rest to the next sweep.
+
+        Raises:
+            BrokerError: the cluster could not be reached before any entry was removed.
+        """
+        # Resumable, step by step (``present_sharded.py``): claims with a lease, and
+        # each topic dropped from a node's index only once swept. A step not sent when
+        # the caller stops waiting is abandoned: what it would have removed stays for
+        # the next sweeper to report.
         what = "sweeping presence in Redis"
-        reply = await self._run(sharded.claim_call(self._prefix), what, abandon=False)
+        prefix, token = self._prefix, secrets.token_hex(8).encode()
+        lease = sharded.SWEEP_LEASE * self._cluster.publish_timeout
+        reply = await self._run(sharded.dead_call(prefix), what)
         dead = self._parse(lambda r: [n.decode() for n in present.entries_of(r)], reply, what)
         removed: list[tuple[str, bytes]] = []
-        for node in dead:
-            reply = await self._run(
-                sharded.take_index_call(self._prefix, node), what, abandon=False
-            )
-            topics = self._parse(lambda r: [t.decode() for t in present.entries_of(r)], reply, what)
-            for topic in topics:
-                call = sharded.sweep_topic_call(self._prefix, topic, node)
-                reply = await self._run(call, what, abandon=False)
-                entries = self._parse(present.entries_of, reply, what)
-                removed.extend((topic, entry) for entry in entries)
+        try:
+            for node in dead:
+                await self._sweep_node(node, token, lease, removed)
+        except BrokerError as exc:
+            if not removed:
+                raise
+            # What was removed is reported; the rest waits for the next sweep.
+            logger.warning("presence: a sweep stopped midway: %s", exc)
         return removed
+
+    async def _sweep_node(
+        self, node: str, token: bytes, lease: float, removed: list[tuple[str, bytes]]
+    ) -> None:
+        """Claim dead ``node`` and remove its entries topic by topic into ``removed``."""
+        what, prefix = "sweeping presence in Redis", self._prefix
+        reply = await self._run(sharded.claim_call(prefix, node, token, lease), what)
+        topics = self._parse(sharded.topics_of, reply, what)
+        if topics is None:
+            return  # another sweeper's
+        for topic in topics:
+            call = sharded.sweep_topic_call(prefix, topic, node)
+            entries = self._parse(present.entries_of, await self._run(call, what), what)
+            removed.extend((topic, entry) for entry in entries)
+            call = sharded.swept_call(prefix, node, topic, token, lease)
+            if not self._parse(present.flag_of, await self._run(call, what), what):
+                return  # the lease ran out and another sweeper took the node over
+        # The claim (and with it the emptied index) goes before the node: a sweeper
+        # cut off between the two leaves a dead node with no topics, which the next
+        # sweep forgets, rather than an index that nobody finds.
+        await self._run(sharded.release_call(prefix, node, token), what)
+        await self._run(sharded.forget_call(prefix, node), what)
 
     async def _run_all(self, calls: list[Call], what: str) -> None:
         """Run ``calls`` at once (each shard pipelines its own); raise the first error."""

@@ -76,8 +76,9 @@ if fresh then
 end
 """
 
-#: KEYS: stream, hash. ARGV: seed, data, size, ttl ms, meta_ttl ms, channel.
-#: Returns ``{offset, epoch}``. ``PUBLISH`` is replaced by ``SPUBLISH`` on a cluster.
+#: KEYS: stream, hash. ARGV: seed, data, size, ttl ms, meta_ttl ms, channel ("" to keep
+#: without publishing). Returns ``{offset, epoch, 1 if published}``. ``PUBLISH`` is
+#: replaced by ``SPUBLISH`` on a cluster.
 _PUBLISH_KEPT = (
     _STATE
     + """
@@ -93,8 +94,9 @@ local function renew(key, field, deadline, ttl)
 end
 renew(stream, 's', tonumber(state[3]), tonumber(ARGV[4]))
 renew(meta, 'm', tonumber(state[4]), tonumber(ARGV[5]))
+if ARGV[6] == '' then return {tonumber(offset), epoch, 0} end
 redis.call('PUBLISH', ARGV[6], '\\4' .. offset .. ':' .. epoch .. '\\n' .. ARGV[2])
-return {tonumber(offset), epoch}
+return {tonumber(offset), epoch, 1}
 """
 )
 PUBLISH_KEPT: Final = Script(_PUBLISH_KEPT)
@@ -189,7 +191,28 @@ def publish_call(
     new epoch is made if one is needed."""
     size, ttl, meta_ttl = _bounds(history)
     script = SPUBLISH_KEPT if sharded else PUBLISH_KEPT
-    return Call(script, keys(prefix, topic), [seed, data, size, ttl, meta_ttl, channel], len(data))
+    args = [seed, data, size, ttl, meta_ttl, channel]
+    return KeptCall(script, keys(prefix, topic), args, len(data))
+
+
+class KeptCall(Call):
+    """A call of the script that keeps and publishes an event.
+
+    Sent after a cluster's ``ASK`` to the node importing the topic's slot, it keeps
+    the event there without publishing it: the subscribers of a sharded channel stay
+    with the slot's old owner, which serves ``SPUBLISH`` until the migration ends. Its
+    reply says so; the session then publishes the event there itself (``frame``).
+    """
+
+    __slots__ = ()
+
+    def again(self) -> KeptCall:
+        return KeptCall(self.script, self.keys, self.args, self.size)
+
+    def asked(self) -> KeptCall:
+        copy = KeptCall(self.script, self.keys, [*self.args[:5], b""], self.size)
+        copy.asking = True
+        return copy
 
 
 def read_call(
@@ -208,20 +231,31 @@ def read_call(
     )
 
 
-def position_of(reply: object) -> Position:
-    """The position that ``PUBLISH_KEPT`` returned.
+def kept_of(reply: object) -> tuple[Position, bool]:
+    """The position that ``PUBLISH_KEPT`` returned, and whether it published the event.
 
     Raises:
         ValueError: the reply is not what the script returns.
     """
     if (
         isinstance(reply, list)
-        and len(reply) == 2
+        and len(reply) == 3
         and isinstance(reply[0], int)
         and isinstance(reply[1], bytes)
+        and reply[2] in (0, 1)
     ):
-        return Position(reply[0], reply[1].decode())
+        return Position(reply[0], reply[1].decode()), bool(reply[2])
     raise ValueError(f"unexpected reply {reply!r:.80}")
+
+
+def position_of(reply: object) -> Position:
+    """The position that ``PUBLISH_KEPT`` returned (see ``kept_of``)."""
+    return kept_of(reply)[0]
+
+
+def frame(data: bytes, position: Position) -> bytes:
+    """The channel payload of a kept event, as the script makes it."""
+    return b"\x04%d:%s\n%s" % (position.offset, position.epoch.encode(), data)
 
 
 def page_of(topic: str, reply: object) -> HistoryPage:

@@ -46,7 +46,7 @@ from coredis.exceptions import AskError, NoScriptError, RedisError, ResponseErro
 from coredis.exceptions import ConnectionError as RedisConnectionError
 
 from .dialect import CLASSIC, Dialect, per_slot
-from .pending import Call, Script
+from .pending import Call, Script, asking
 from .pending import Pending as Pending  # what the session queues, and the tests
 from .slots import key_slot
 
@@ -360,12 +360,15 @@ class Link:
         just before its first ``EVALSHA``, in the same pipeline: Redis runs them in
         order, so no call meets ``NOSCRIPT`` and every command keeps its place. Only
         a script flushed from Redis meanwhile (``SCRIPT FLUSH``) does: that call is
-        run again with ``EVAL``, after the rest of its batch.
+        run again with ``EVAL``, after the rest of its batch. An item sent after an
+        ``ASK`` redirection gets its ``ASKING`` right before it, after any load, as the
+        node honours ``ASKING`` for the next command only.
 
         Returns why the connection can no longer be trusted, if it cannot.
         """
         commands: list[CommandRequest[Any]] = []
-        owners: list[Pending | Script] = []  # per command: whose it is (a Script: its load)
+        # Per command, whose it is: a Script for its load, None for an ASKING.
+        owners: list[Pending | Script | None] = []
         for item in batch:
             if isinstance(item, Call):
                 sha = item.script.sha
@@ -373,6 +376,10 @@ class Link:
                     self._loaded.add(sha)
                     commands.append(item.script.load())
                     owners.append(item.script)
+            if item.asking:  # right before its command: ASKING counts for one command
+                commands.append(asking())
+                owners.append(None)
+            if isinstance(item, Call):
                 commands.append(item.evaluate(loaded=True))
             else:
                 commands.append(item.request(self._dialect.publish))
@@ -384,6 +391,8 @@ class Link:
         reason = None
         unloaded: list[Call] = []
         for owner, reply in zip(owners, replies, strict=True):
+            if owner is None:  # ASKING: its command's reply tells what came of it
+                continue
             if isinstance(owner, Script):
                 if isinstance(reply, BaseException):  # its EVALSHA failed too: try again next time
                     self._loaded.discard(owner.sha)
@@ -396,9 +405,11 @@ class Link:
             if call.abandoned:  # its caller gave up: do not run it late
                 call.finish(TimeoutError("the script was not run in time"))
                 continue
+            commands = [asking()] if call.asking else []
+            commands.append(call.evaluate(loaded=False))
             try:
-                (reply,) = await connection.create_request_batch(
-                    [call.evaluate(loaded=False)], timeout=self._publish_timeout
+                *_, reply = await connection.create_request_batch(
+                    commands, timeout=self._publish_timeout
                 )
             except RedisError as exc:
                 return explain(exc)

@@ -3,7 +3,9 @@ and calls of Lua scripts (history, ``kept.py``), each with the command that send
 and the event its caller waits on.
 
 A script is sent by its SHA1 (``EVALSHA``); the publisher loads it on each new
-connection first (``SCRIPT LOAD``) and falls back to sending its text (``EVAL``).
+connection first (``SCRIPT LOAD``) and falls back to sending its text (``EVAL``). An
+item a cluster node redirected with ``ASK`` goes once more, marked ``asking``: the
+publisher sends ``ASKING`` right before it.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from coredis.commands import CommandRequest
 class Pending:
     """One publish waiting for Redis; its caller waits on ``done``."""
 
-    __slots__ = ("abandoned", "channel", "data", "done", "error", "size")
+    __slots__ = ("abandoned", "asking", "channel", "data", "done", "error", "size")
 
     def __init__(self, channel: bytes, data: bytes) -> None:
         self.channel = channel
@@ -30,6 +32,9 @@ class Pending:
         self.error: BaseException | None = None
         #: The caller gave up (timeout or cancellation): do not publish it late.
         self.abandoned = False
+        #: Sent right after an ``ASKING``, on the same connection: a cluster node named
+        #: it in an ``ASK`` redirection (its slot is being imported there).
+        self.asking = False
 
     def finish(self, error: BaseException | None = None) -> None:
         if not self.done.is_set():
@@ -43,6 +48,12 @@ class Pending:
     def again(self) -> Pending:
         """A fresh copy, to send once more (after Redis redirected it, unsent)."""
         return Pending(self.channel, self.data)
+
+    def asked(self) -> Pending:
+        """A fresh copy for the node an ``ASK`` named: sent once, after ``ASKING``."""
+        copy = self.again()
+        copy.asking = True
+        return copy
 
 
 class Script:
@@ -58,6 +69,12 @@ class Script:
     def load(self) -> CommandRequest[Any]:
         """``SCRIPT LOAD`` of this script, so that ``EVALSHA`` finds it."""
         return CommandRequest(b"SCRIPT LOAD", self.source, execution_parameters={})
+
+
+def asking() -> CommandRequest[Any]:
+    """``ASKING``: the next command on the connection, only that one, may touch a slot
+    the node is importing."""
+    return CommandRequest(b"ASKING", execution_parameters={})
 
 
 class Call(Pending):

@@ -46,13 +46,31 @@ KEEP_FACTOR: Final = 10
 #: The ttl that sets the expiry of entries added before a session's first heartbeat.
 UNBEATEN_TTL: Final = DEFAULT_PRESENCE_TTL
 
-# Redis' clock in ms, and an expiry that only ever lengthens (a key without one gets it).
+# What every presence script may use, on one Redis and on a cluster: Redis' clock in
+# ms; an expiry that only ever lengthens (a key without one gets it); the entries of a
+# topic's hash whose node's heartbeat ends after now, by a sorted set of the nodes.
 PRELUDE = """
 local clock = redis.call('TIME')
 local now = clock[1] * 1000 + math.floor(clock[2] / 1000)
 local function extend(key, ms)
   local left = redis.call('PTTL', key)
   if left ~= -2 and left < tonumber(ms) then redis.call('PEXPIRE', key, ms) end
+end
+local function live_entries(entries, nodes)
+  local flat = redis.call('HGETALL', entries)
+  local alive, out = {}, {}
+  for i = 1, #flat, 2 do
+    local digits = string.match(flat[i], '^%d+')  -- the field is "<n>:<node>:<member>"
+    local node = string.sub(flat[i], #digits + 2, #digits + 1 + tonumber(digits))
+    local live = alive[node]
+    if live == nil then
+      local ends = redis.call('ZSCORE', nodes, node)
+      live = ends ~= false and tonumber(ends) > now
+      alive[node] = live
+    end
+    if live then out[#out + 1] = flat[i + 1] end
+  end
+  return out
 end
 """
 
@@ -84,20 +102,7 @@ return 1
 LIST: Final = Script(
     PRELUDE
     + """
-local flat = redis.call('HGETALL', KEYS[1])
-local alive, out = {}, {}
-for i = 1, #flat, 2 do
-  local digits = string.match(flat[i], '^%d+')
-  local head = string.sub(flat[i], 1, #digits + 1 + tonumber(digits))  -- "<n>:<node>"
-  local live = alive[head]
-  if live == nil then
-    local ends = redis.call('ZSCORE', KEYS[2], string.sub(head, #digits + 2))
-    live = ends ~= false and tonumber(ends) > now
-    alive[head] = live
-  end
-  if live then out[#out + 1] = flat[i + 1] end
-end
-return out
+return live_entries(KEYS[1], KEYS[2])
 """
 )
 

@@ -1,5 +1,5 @@
 """Presence on a Redis Cluster: the layout of ``present.py`` cut so that every script
-touches one slot, at the price of a few steps that are no longer one atomic script.
+touches one slot, at the price of steps that are no longer one atomic script.
 
 **Keys.** For a prefix ``<prefix>``:
 
@@ -11,17 +11,27 @@ touches one slot, at the price of a few steps that are no longer one atomic scri
 - ``<prefix>presence:nodes``, every node by the end of its heartbeat, as on one Redis:
   it says whether a node was alive until its beat, and which nodes died;
 - ``<prefix>presence:node:<node>``, the topics where the node has entries, for the
-  sweeper. Only the node's own session writes it, before adding an entry there.
+  sweeper. Only the node's own session adds to it, before adding an entry there. Its
+  field ``""`` (no topic is empty) holds a sweeper's claim on the dead node:
+  ``<end of the lease, ms>:<the sweeper's token>``.
 
 **Steps.** A heartbeat renews the node in the nodes' set, then its copy on every topic
 where its session added entries (one script per topic, pipelined per shard); an entry
-is added with the end of its node's last beat. A sweep takes the dead nodes out of the
-nodes' set (one script: each dead node goes to one sweeper), takes each one's index,
-and removes its entries topic by topic, only where its copy says it is still dead: a
-node that came back and beat again meanwhile keeps them. A sweeper that dies midway
-leaves entries that are never listed (their node's copy has ended) and expire with
-their keys, without leave events. Key expiry is ``present.KEEP_FACTOR`` times the ttl,
-as on one Redis.
+is added with the end of its node's last beat.
+
+A sweep is resumable: each step is one script, and a sweeper that stops between any
+two leaves what it has not done for the next one. It reads the dead nodes from the
+nodes' set; claims each in its index, for a lease of ``SWEEP_LEASE`` times the
+session's ``publish_timeout`` (a node whose claim is another's live lease is skipped);
+then per topic of the index, removes the node's entries there (one script, returned to
+this sweeper only), only where the topic's copy says it is still dead (a node that
+came back and beat again keeps them), and drops the topic from the index, renewing
+the lease. Last it drops its claim (the index goes with its last field) and forgets
+the node in the nodes' set (unless it beat again). A sweeper that dies leaves its lease
+to run out; the next sweep takes the claim over and finds the topics not yet swept.
+Entries are removed by one atomic script each time, so none is returned twice; those
+that a sweeper removed before it died go with it, unreported. Key expiry is
+``present.KEEP_FACTOR`` times the ttl, as on one Redis.
 """
 
 from __future__ import annotations
@@ -30,7 +40,11 @@ import math
 from typing import Final
 
 from .pending import Call, Script
-from .present import PRELUDE, field, keep_ms, node_key, nodes_key, topic_key
+from .present import PRELUDE, entries_of, field, keep_ms, node_key, nodes_key, topic_key
+
+#: A sweeper's claim on a dead node lasts this many times its ``publish_timeout`` (the
+#: longest one step may take), renewed at each topic swept.
+SWEEP_LEASE: Final = 3
 
 #: KEYS: the topic's hash, its nodes. ARGV: field, entry, node, end ms ("" if the node
 #: never beat here), expiry ms.
@@ -52,20 +66,7 @@ REMOVE: Final = Script("return redis.call('HDEL', KEYS[1], ARGV[1])")
 LIST: Final = Script(
     PRELUDE
     + """
-local flat = redis.call('HGETALL', KEYS[1])
-local alive, out = {}, {}
-for i = 1, #flat, 2 do
-  local digits = string.match(flat[i], '^%d+')
-  local node = string.sub(flat[i], #digits + 2, #digits + 1 + tonumber(digits))
-  local live = alive[node]
-  if live == nil then
-    local ends = redis.call('ZSCORE', KEYS[2], node)
-    live = ends ~= false and tonumber(ends) > now
-    alive[node] = live
-  end
-  if live then out[#out + 1] = flat[i + 1] end
-end
-return out
+return live_entries(KEYS[1], KEYS[2])
 """
 )
 
@@ -108,21 +109,42 @@ return 1
 """
 )
 
-#: KEYS: the nodes' set. Returns the nodes whose heartbeat ended, taken out of it.
-CLAIM: Final = Script(
+#: KEYS: the nodes' set. Returns the nodes whose heartbeat ended.
+DEAD: Final = Script(
     PRELUDE
     + """
-local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', string.format('%d', now))
-for _, node in ipairs(dead) do redis.call('ZREM', KEYS[1], node) end
-return dead
+return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', string.format('%d', now))
 """
 )
 
-#: KEYS: the node's index. Returns its topics, and deletes it.
-TAKE_INDEX: Final = Script(
-    """
-local topics = redis.call('HKEYS', KEYS[1])
-redis.call('DEL', KEYS[1])
+# The claim on a dead node, in its index under the field "" (no topic is empty): "<end
+# of its lease, ms>:<sweeper's token>". ``held`` says whether the sweeper ARGV[1] may
+# work on the node now: the claim is its own, or its lease ended.
+_CLAIMS = """
+local function held(index, token)
+  local claim = redis.call('HGET', index, '')
+  if not claim then return true end
+  local ends, owner = string.match(claim, '^(%d+):(.*)$')
+  return owner == token or tonumber(ends) <= now
+end
+local function lease(index, token, ms)
+  redis.call('HSET', index, '', string.format('%d', now + tonumber(ms)) .. ':' .. token)
+  extend(index, ms)
+end
+"""
+
+#: KEYS: the node's index. ARGV: sweeper's token, lease ms. Claims the node (a lease)
+#: and returns its topics, or nil if another sweeper's lease holds it.
+CLAIM: Final = Script(
+    PRELUDE
+    + _CLAIMS
+    + """
+if not held(KEYS[1], ARGV[1]) then return false end
+lease(KEYS[1], ARGV[1], ARGV[2])
+local topics = {}
+for _, topic in ipairs(redis.call('HKEYS', KEYS[1])) do
+  if topic ~= '' then topics[#topics + 1] = topic end
+end
 return topics
 """
 )
@@ -144,6 +166,40 @@ for i = 1, #flat, 2 do
 end
 redis.call('ZREM', KEYS[2], ARGV[2])
 return out
+"""
+)
+
+#: KEYS: the node's index. ARGV: a topic swept, sweeper's token, lease ms. Drops the
+#: topic; renews the lease and returns 1 if the claim is still the sweeper's, else 0.
+SWEPT: Final = Script(
+    PRELUDE
+    + _CLAIMS
+    + """
+redis.call('HDEL', KEYS[1], ARGV[1])
+if not held(KEYS[1], ARGV[2]) then return 0 end
+lease(KEYS[1], ARGV[2], ARGV[3])
+return 1
+"""
+)
+
+#: KEYS: the nodes' set. ARGV: node. Forgets the node unless it beat again meanwhile.
+FORGET: Final = Script(
+    PRELUDE
+    + """
+local ends = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if ends and tonumber(ends) <= now then redis.call('ZREM', KEYS[1], ARGV[1]) end
+return 1
+"""
+)
+
+#: KEYS: the node's index. ARGV: sweeper's token. Drops the claim if it is the
+#: sweeper's (the index goes with its last field).
+RELEASE: Final = Script(
+    PRELUDE
+    + _CLAIMS
+    + """
+if held(KEYS[1], ARGV[1]) then redis.call('HDEL', KEYS[1], '') end
+return 1
 """
 )
 
@@ -169,8 +225,7 @@ def list_call(prefix: bytes, topic: str) -> Call:
 
 
 def beat_call(prefix: bytes, node: str, ttl: float, keep: float) -> Call:
-    ttl_ms = b"%d" % max(1, math.ceil(ttl * 1000))
-    return Call(BEAT, [nodes_key(prefix)], [node.encode(), ttl_ms, keep_ms(keep)])
+    return Call(BEAT, [nodes_key(prefix)], [node.encode(), _ms(ttl), keep_ms(keep)])
 
 
 def beat_topic_call(prefix: bytes, topic: str, node: str, end: bytes, keep: float) -> Call:
@@ -183,12 +238,12 @@ def index_call(prefix: bytes, node: str, topic: str, add: bool, keep: float) -> 
     return Call(INDEX, [node_key(prefix, node)], args)
 
 
-def claim_call(prefix: bytes) -> Call:
-    return Call(CLAIM, [nodes_key(prefix)], [])
+def dead_call(prefix: bytes) -> Call:
+    return Call(DEAD, [nodes_key(prefix)], [])
 
 
-def take_index_call(prefix: bytes, node: str) -> Call:
-    return Call(TAKE_INDEX, [node_key(prefix, node)], [])
+def claim_call(prefix: bytes, node: str, token: bytes, lease: float) -> Call:
+    return Call(CLAIM, [node_key(prefix, node)], [token, _ms(lease)])
 
 
 def sweep_topic_call(prefix: bytes, topic: str, node: str) -> Call:
@@ -196,6 +251,31 @@ def sweep_topic_call(prefix: bytes, topic: str, node: str) -> Call:
     return Call(
         SWEEP_TOPIC, [topic_key(prefix, topic), nodes_of(prefix, topic)], [mark, node.encode()]
     )
+
+
+def swept_call(prefix: bytes, node: str, topic: str, token: bytes, lease: float) -> Call:
+    return Call(SWEPT, [node_key(prefix, node)], [topic.encode(), token, _ms(lease)])
+
+
+def forget_call(prefix: bytes, node: str) -> Call:
+    return Call(FORGET, [nodes_key(prefix)], [node.encode()])
+
+
+def release_call(prefix: bytes, node: str, token: bytes) -> Call:
+    return Call(RELEASE, [node_key(prefix, node)], [token])
+
+
+def topics_of(reply: object) -> list[str] | None:
+    """The topics ``CLAIM`` returned, or ``None`` if another sweeper holds the node.
+
+    Raises:
+        ValueError: the reply is not what the script returns.
+    """
+    return None if reply is None else [topic.decode() for topic in entries_of(reply)]
+
+
+def _ms(seconds: float) -> bytes:
+    return b"%d" % max(1, math.ceil(seconds * 1000))
 
 
 def beat_of(reply: object) -> tuple[bool, bytes]:

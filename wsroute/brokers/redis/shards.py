@@ -262,6 +262,10 @@ class Shards:
         owner = self.topology.owner(slot_of(channel)) if self.topology else None
         return self._queues.get(owner) if owner is not None else None
 
+    def queue_at(self, address: Address) -> trio.MemorySendChannel[Pending] | None:
+        """The publish queue of the master at ``address``, if it is one of ours."""
+        return self._queues.get(address)
+
     async def redirected(self, deadline: float) -> None:
         """A publish was redirected (``MOVED``): read the topology again and return
         once that is done (or at ``deadline``, or when the links end)."""

@@ -1,0 +1,138 @@
+"""The cluster session (``wsroute.brokers.redis.clustered``) while a slot migrates: a
+call whose keys already moved is answered ``ASK`` and sent at once, after ``ASKING``,
+to the importing node, and a kept event is still delivered; ``SPUBLISH`` is served
+by the old owner until the migration ends; a topic without keys yet waits for the end
+of the migration. Each test has a cluster of its own, as it
+moves a slot. Real time, every wait bounded."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import trio
+
+from wsroute.brokers import BrokerMessage, History, RedisClusterBroker
+from wsroute.brokers.redis.slots import key_slot
+
+from .rediscluster import ClusterNode, RedisCluster, running_cluster
+
+TOPIC = "busy"
+SLOT = key_slot(TOPIC.encode())
+#: Far longer than an answer takes, so that "well before publish_timeout" shows.
+PUBLISH_TIMEOUT = 5.0
+HISTORY = History(size=100, ttl=60)
+
+
+@pytest.fixture
+def cluster() -> Iterator[RedisCluster]:
+    with running_cluster() as fresh:
+        yield fresh
+
+
+def asking_calls(node: ClusterNode) -> int:
+    """How many ``ASKING`` commands ``node`` ran since its start."""
+    stats: str = node.command("INFO", "commandstats")
+    line = next((ln for ln in stats.splitlines() if ln.startswith("cmdstat_asking:")), "")
+    return int(line.split("calls=")[1].split(",")[0]) if line else 0
+
+
+async def receive(session: object, count: int) -> list[BrokerMessage]:
+    with trio.fail_after(5):
+        return [await session.__anext__() for _ in range(count)]  # type: ignore[attr-defined]
+
+
+async def test_calls_on_moved_keys_are_asked_of_the_importing_node_at_once(
+    cluster: RedisCluster,
+) -> None:
+    source = cluster.owner_of(SLOT)
+    target = next(node for node in cluster.nodes if node is not source)
+    broker = RedisClusterBroker(cluster.url(), publish_timeout=PUBLISH_TIMEOUT)
+    async with broker.connect() as publisher, broker.connect() as listener:
+        await listener.subscribe(TOPIC)
+        for n in (1, 2):
+            await publisher.publish_kept(TOPIC, b"before-%d" % n, HISTORY)
+        await publisher.presence_heartbeat("node-1", 10)
+        await publisher.presence_add(TOPIC, "m", "node-1", b"entry")
+        await receive(listener, 2)
+        # Mid-migration: every key of the slot (history and presence) already moved.
+        cluster.start_migration(SLOT, source, target)
+        keys = source.command("CLUSTER", "GETKEYSINSLOT", SLOT, 100)
+        assert len(keys) == 4
+        cluster.move_keys(source, target, *keys)
+        assert source.command("CLUSTER", "COUNTKEYSINSLOT", SLOT) == 0
+
+        started = trio.current_time()
+        position = await publisher.publish_kept(TOPIC, b"during", HISTORY)
+        page = await publisher.read_history(TOPIC, HISTORY)
+        listed = await publisher.presence_list(TOPIC)
+        assert trio.current_time() - started < 1.0  # not retried until publish_timeout
+        assert asking_calls(target) >= 3
+        assert position.offset == 3
+        assert [(m.data, m.position.offset) for m in page.messages] == [
+            (b"before-1", 1),
+            (b"before-2", 2),
+            (b"during", 3),
+        ]
+        assert listed == [b"entry"]
+        # A script flushed from the importing node is sent as EVAL, still after ASKING.
+        target.command("SCRIPT", "FLUSH")
+        again = await publisher.read_history(TOPIC, HISTORY)
+        assert [m.position.offset for m in again.messages] == [1, 2, 3]
+        assert trio.current_time() - started < 1.0
+        # Kept on the importing node, delivered where the subscribers still are.
+        (message,) = await receive(listener, 1)
+        assert (message.data, message.position) == (b"during", position)
+
+        await trio.to_thread.run_sync(cluster.finish_migration, SLOT, source, target)
+        with trio.fail_after(5):
+            last = await publisher.publish_kept(TOPIC, b"after", HISTORY)
+        assert last.offset == 4
+        page = await publisher.read_history(TOPIC, HISTORY)
+        assert [m.position.offset for m in page.messages] == [1, 2, 3, 4]  # once each
+        assert target.command("EXISTS", "wsroute:{busy}:s") == 1
+
+
+async def test_spublish_is_served_by_the_old_owner_until_the_migration_ends(
+    cluster: RedisCluster,
+) -> None:
+    # Sharded channels are no keys: Redis never answers ASK to SPUBLISH, so a plain
+    # publish needs no ASKING and reaches the subscribers, who are still there.
+    source = cluster.owner_of(SLOT)
+    target = next(node for node in cluster.nodes if node is not source)
+    async with RedisClusterBroker(cluster.url()).connect() as session:
+        await session.publish_kept(TOPIC, b"kept", HISTORY)  # a key in the slot
+        await session.subscribe(TOPIC)
+        cluster.start_migration(SLOT, source, target)
+        cluster.move_keys(source, target, *source.command("CLUSTER", "GETKEYSINSLOT", SLOT, 10))
+        assert source.command("SPUBLISH", "wsroute:{busy}", "raw") == 1  # no ASK
+        await session.publish(TOPIC, b"plain")
+        messages = await receive(session, 2)
+        assert [m.data for m in messages] == [b"raw", b"plain"]
+        assert asking_calls(target) == 0
+
+
+async def test_a_new_topics_first_kept_event_waits_for_the_migration_to_end(
+    cluster: RedisCluster,
+) -> None:
+    # No keys yet: the owner answers ASK, the importing node TRYAGAIN (a script naming
+    # two keys it does not hold), so the event is kept once the slot has moved.
+    source = cluster.owner_of(SLOT)
+    target = next(node for node in cluster.nodes if node is not source)
+    async with RedisClusterBroker(cluster.url(), publish_timeout=PUBLISH_TIMEOUT).connect() as s:
+        # Not subscribed: a subscriber's session reports itself lost, refusing calls,
+        # while its subscription follows the slot (see docs/brokers.md).
+        cluster.start_migration(SLOT, source, target)
+        positions = []
+
+        async def keep() -> None:
+            positions.append(await s.publish_kept(TOPIC, b"first", HISTORY))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(keep)
+            await trio.sleep(0.3)
+            assert not positions and asking_calls(target) >= 1
+            await trio.to_thread.run_sync(cluster.finish_migration, SLOT, source, target)
+        assert positions[0].offset == 1
+        page = await s.read_history(TOPIC, HISTORY)
+        assert [(m.data, m.position) for m in page.messages] == [(b"first", positions[0])]
