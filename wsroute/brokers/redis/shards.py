@@ -355,7 +355,9 @@ class Shards:
             self._mend()  # unless dropped again while resubscribing
             refreshed, self._refreshed = self._refreshed, trio.Event()
             refreshed.set()
-            if not self._stale.is_set():
+            if not all(shard.up for shard in self._shards.values()):
+                self._stale.set()  # read again (each REFRESH_CAP): a replica may take over
+            elif not self._stale.is_set():
                 delay = 0.0
 
     def _adopt(self, topology: Topology) -> None:
