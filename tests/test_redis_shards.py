@@ -16,9 +16,12 @@ import trio
 from wsroute import BrokerError
 from wsroute.brokers import BrokerSession, BrokerState, History, RedisClusterBroker
 from wsroute.brokers.redis.slots import key_slot
+from wsroute.testing import open_app, open_client
 
 from .rediscluster import ClusterNode, RedisCluster, own_redis_cluster, running_cluster
 from .redistools import TIMEOUT, States
+from .test_catchup import RECOVERY, make_app, nothing_more, receive_events
+from .test_catchup import States as AppStates
 
 __all__ = ["own_redis_cluster"]
 
@@ -284,7 +287,12 @@ async def test_a_lost_master_leaves_the_other_shards_working_until_it_returns() 
             await sub_states.wait_for(BrokerState.DISCONNECTED)
             await pub_states.wait_for(BrokerState.DISCONNECTED)
             noticed = trio.current_time()
-            await trio.sleep(0.5)  # one shard down: the others go on
+            # One shard down: the others go on, also once the cluster says it failed
+            # (after cluster-node-timeout): sharded pub/sub is served when down.
+            with trio.fail_after(TIMEOUT):
+                while cluster.live()[0].info()["cluster_state"] != "fail":
+                    await trio.sleep(0.05)
+            await trio.sleep(0.2)
             with pytest.raises(BrokerError, match=f"shard 127.0.0.1:{dead.port} .* unreachable"):
                 await pub.publish(sorted(on_dead)[0], b"while lost")
             restarted = trio.current_time()
@@ -320,6 +328,58 @@ async def test_a_lost_master_leaves_the_other_shards_working_until_it_returns() 
         f" {len(kept_on)} to the others accepted meanwhile and delivered once;"
         f" restored {back - restarted:.2f} s after the restart"
     )
+
+
+async def test_a_member_on_a_healthy_shard_gets_each_event_once_across_the_loss() -> None:
+    """An app's client is a member of a room with history on a shard that stays up,
+    while another shard's master is lost and back. The app reports the loss (one
+    state); its live events of the room are held meanwhile and the catch-up then reads
+    history: the client gets every event once, in order, and a recovery event."""
+    with running_cluster(masters=3) as cluster:
+        for node in cluster.nodes:  # scripts (kept publishes) on the shards that are up
+            node.command("CONFIG", "SET", "cluster-require-full-coverage", "no")
+        dead = cluster.owner_of(key_slot(b"room:0"))
+        room = next(
+            f"room:{n}"
+            for n in range(1, 100)
+            if cluster.owner_of(key_slot(f"room:{n}".encode())) is not dead
+        )
+        app, publisher = make_app(quick(cluster)), make_app(quick(cluster))
+        states = AppStates(app)
+        published: list[int] = []
+
+        async def publish_steadily(stop: trio.Event) -> None:
+            n = 0
+            while not stop.is_set():
+                await publisher.publish(room, "msg", n)  # never refused: its shard is up
+                published.append(n)
+                n += 1
+                await trio.sleep(0.005)
+
+        async with open_app(app), open_app(publisher), open_client(app) as client:
+            await client.request("join", {"room": room})
+            stop = trio.Event()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(publish_steadily, stop)
+                await trio.sleep(0.2)
+                cluster.kill(dead)
+                await states.wait_for(BrokerState.DISCONNECTED)
+                with pytest.raises(BrokerError, match="unreachable"):
+                    await publisher.publish("room:0", "msg", -1)
+                await trio.sleep(1.5)  # past cluster-node-timeout: the cluster says fail
+                await dead.astart()
+                await states.wait_for(BrokerState.CONNECTED)
+                await trio.sleep(0.2)
+                stop.set()
+            events = await receive_events(client, len(published) + 1)
+            await nothing_more(client)
+        got = [e.data for e in events if e.type == "msg"]
+        markers = [e for e in events if e.type == RECOVERY]
+        assert got == published  # each once, in order
+        assert len(markers) == 1 and markers[0].data["recovered"] is True
+        offsets = [e.offset for e in events if e.type == "msg"]
+        assert offsets == list(range(1, len(published) + 1))
+        print(f"a member on a healthy shard: {len(published)} events, each once")
 
 
 async def test_a_master_gone_for_good_ends_the_session() -> None:
