@@ -134,6 +134,12 @@ class Traffic:
         )
 
 
+def connections(node: ClusterNode) -> set[str]:
+    """The ids of the clients connected to ``node`` but the one asking."""
+    listing: str = node.command("CLIENT", "LIST")
+    return {line.split()[0] for line in listing.splitlines() if "cmd=client|list" not in line}
+
+
 async def run_through(
     cluster: RedisCluster,
     topics: list[str],
@@ -141,9 +147,11 @@ async def run_through(
     *,
     expect_loss: bool,
     recovery: float = TIMEOUT,
+    then: Any = None,
 ) -> tuple[Traffic, TimedStates, TimedStates]:
     """Publish on ``topics`` while ``change()`` (blocking) runs in a thread; then go on
-    until both sessions are connected again and the last messages arrived."""
+    until both sessions are connected again (then call ``then()``, if given) and the
+    last messages arrived."""
     traffic = Traffic(topics)
     pub_states, sub_states = TimedStates(), TimedStates()
     broker = quick(cluster)
@@ -163,6 +171,8 @@ async def run_through(
             await pub_states.wait_for(BrokerState.CONNECTED, timeout=recovery)
             await sub_states.wait_for(BrokerState.CONNECTED, timeout=recovery)
         print(f"changed and connected again after {trio.current_time() - began:.2f} s")
+        if then is not None:
+            then()
         count = len(traffic.accepted)
         with trio.fail_after(TIMEOUT):  # publishing goes on after the change
             while len(traffic.accepted) < count + 100:
@@ -180,13 +190,23 @@ async def test_a_killed_master_fails_over_to_its_replica(own_redis_cluster: Redi
     master = cluster.owner_of(key_slot(TOPICS[0].encode()))
     (replica,) = cluster.replicas_of(master)
 
+    others = [node for node in cluster.masters() if node is not master]
+    links: dict[ClusterNode, set[str]] = {}
+
     def crash_and_promote() -> None:
+        for node in others:  # the sessions' connections, linked by now
+            links[node] = connections(node)
         cluster.kill(master)
         cluster.failover(replica)
 
     on_failed = {t for t in TOPICS if cluster.owner_of(key_slot(t.encode())) is master}
+
+    def kept() -> None:  # the healthy shards' links were kept, not rebuilt
+        for node in others:
+            assert links[node] and links[node] <= connections(node)
+
     traffic, pub_states, sub_states = await run_through(
-        cluster, TOPICS, crash_and_promote, expect_loss=True
+        cluster, TOPICS, crash_and_promote, expect_loss=True, then=kept
     )
     lost, silent, duplicated = traffic.report("master killed, replica promoted", sub_states)
     print(f"of them lost on the failed shard: {traffic.lost_on(on_failed)}")

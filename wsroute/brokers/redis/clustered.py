@@ -89,7 +89,7 @@ class ClusterSession(RedisSession):
     async def _run(self, item: Pending, what: str, *, abandon: bool = True) -> object:
         """Queue ``item`` for the shard of its channel and return Redis' answer; if the
         shard says the slot moved, read the topology again and send it there, until
-        ``publish_timeout``."""
+        ``publish_timeout``. Fails at once if that shard is down (the others serve on)."""
         self._check_open()
         deadline = trio.current_time() + self._cluster.publish_timeout
         channel = item.channel if not isinstance(item, Call) else item.keys[0]
