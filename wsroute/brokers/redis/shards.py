@@ -141,7 +141,10 @@ class Shards:
     @property
     def whole(self) -> bool:
         """Every shard up and every wanted channel subscribed where it lives."""
-        return self.ready and not self._moving and all(s.up for s in self._shards.values())
+        return self.ready and not self._moving and self._all_up()
+
+    def _all_up(self) -> bool:
+        return all(shard.up for shard in self._shards.values())
 
     def fail(self, reason: str) -> None:
         """End every link (idempotent); the first reason given is the one reported."""
@@ -344,18 +347,20 @@ class Shards:
                 if not topology.complete:
                     raise RedisError("the cluster has slots that no master serves")
             except RedisError as exc:
-                self._stale.set()
                 logger.debug("reading the cluster's topology again failed: %s", exc)
+                if self._moving or not self._all_up():  # else the next news asks again
+                    self._stale.set()
                 continue
-            self._adopt(topology)
-            self._moving.clear()
-            for shard in list(self._shards.values()):
-                if shard.link is not None and shard.up:
-                    await shard.link.resync()
-            self._mend()  # unless dropped again while resubscribing
+            if topology != self.topology or self._moving:  # else read while a shard is down
+                self._adopt(topology)
+                self._moving.clear()
+                for shard in list(self._shards.values()):
+                    if shard.link is not None and shard.up:
+                        await shard.link.resync()
+                self._mend()  # unless dropped again while resubscribing
             refreshed, self._refreshed = self._refreshed, trio.Event()
             refreshed.set()
-            if not all(shard.up for shard in self._shards.values()):
+            if not self._all_up():
                 self._stale.set()  # read again (each REFRESH_CAP): a replica may take over
             elif not self._stale.is_set():
                 delay = 0.0
