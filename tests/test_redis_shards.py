@@ -227,6 +227,40 @@ async def test_a_killed_master_fails_over_to_its_replica(own_redis_cluster: Redi
     assert cluster.owner_of(key_slot(TOPICS[0].encode())) is replica
 
 
+async def test_a_new_master_gets_a_link_of_its_own_and_the_others_stay() -> None:
+    """A node joins as a master and a topic's slot migrates to it: the sessions link
+    the new master, keep their other links, subscribe the topic there; what the other
+    topics carry is neither lost nor duplicated."""
+    with running_cluster(masters=3) as cluster:
+        topic = TOPICS[0]
+        slot = key_slot(topic.encode())
+        old = cluster.masters()
+        links: dict[ClusterNode, set[str]] = {}
+        added: list[ClusterNode] = []
+
+        def add_and_migrate() -> None:
+            for node in old:
+                links[node] = connections(node)
+            added.append(cluster.add_master())
+            cluster.migrate_slot(slot, added[0])
+
+        def kept() -> None:
+            for node in old:
+                assert links[node] and links[node] <= connections(node)
+            channel = f"wsroute:{{{topic}}}"
+            assert added[0].command("PUBSUB", "SHARDNUMSUB", channel)[1] == 1
+
+        traffic, _, sub_states = await run_through(
+            cluster, TOPICS, add_and_migrate, expect_loss=True, then=kept
+        )
+        _, silent, duplicated = traffic.report("a master added, a slot moved to it", sub_states)
+        assert traffic.lost_on(set(TOPICS) - {topic}) == 0
+        assert traffic.refused == 0  # redirected, then sent once the new master is linked
+        assert duplicated == 0
+        assert silent <= SILENT_BOUND
+        assert cluster.owner_of(slot) is added[0]
+
+
 async def test_a_slot_migrates_while_publishing(own_redis_cluster: RedisCluster) -> None:
     cluster = own_redis_cluster
     topic = TOPICS[0]

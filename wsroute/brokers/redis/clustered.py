@@ -116,7 +116,7 @@ class ClusterSession(RedisSession):
                 redirected = isinstance(exc.__cause__, AskError | TryAgainError)
                 if not redirected or trio.current_time() >= deadline:
                     raise
-            await shards.redirected(deadline)
+            await shards.redirected(channel, deadline)
             item = item.again()
 
     # Presence: ``present_sharded.py`` says how its keys are cut to fit the slots.

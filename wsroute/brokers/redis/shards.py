@@ -74,6 +74,8 @@ class _Shard:
         self.queue, self.receiver = trio.open_memory_channel[Pending](PENDING_LIMIT)
         self.link: Link | None = None
         self.up = False
+        #: Set once its first link is up: a new master's, awaited by redirected publishes.
+        self.linked = trio.Event()
         self.scope = trio.CancelScope()
 
     def fail_queued(self, error: BaseException) -> None:
@@ -213,8 +215,9 @@ class Shards:
         first = True
 
         def link_up() -> None:
-            nonlocal first, up_since, attempt
+            nonlocal first, up_since
             shard.up, up_since = True, trio.current_time()
+            shard.linked.set()
             if first:
                 first = False
                 on_first_ready()
@@ -306,13 +309,18 @@ class Shards:
         shard = self._shards.get(owner) if owner is not None else None
         return shard.queue if shard is not None and shard.up else None
 
-    async def redirected(self, deadline: float) -> None:
-        """A publish was redirected (``MOVED``): read the topology again and return
-        once that is done (or at ``deadline``, or when the links end)."""
+    async def redirected(self, channel: bytes, deadline: float) -> None:
+        """A publish to ``channel`` was redirected (``MOVED``): read the topology again
+        and return once that is done and the new owner, if new, is linked (or at
+        ``deadline``, or when the links end)."""
         refreshed = self._refreshed
         self._stale.set()
         with trio.move_on_at(deadline):
             await refreshed.wait()
+            owner = self.owner(channel)
+            shard = self._shards.get(owner) if owner is not None else None
+            if shard is not None and self._reason is None:
+                await shard.linked.wait()
 
     def _dropped(self, channels: Sequence[bytes]) -> None:
         self._moving.update(channels)
@@ -351,7 +359,7 @@ class Shards:
                 if self._moving or not self._all_up():  # else the next news asks again
                     self._stale.set()
                 continue
-            if topology != self.topology or self._moving:  # else read while a shard is down
+            if topology != self.topology or self._moving:  # else nothing to resubscribe
                 self._adopt(topology)
                 self._moving.clear()
                 for shard in list(self._shards.values()):
