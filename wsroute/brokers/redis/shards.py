@@ -255,7 +255,9 @@ class Shards:
                         settings.give_up_after,
                     )
                     self._on_gap(f"shard {address} is unreachable")
-                elif now - down_since >= settings.give_up_after:
+                else:
+                    logger.debug("still cannot reach Redis Cluster shard %s: %s", address, reason)
+                if now - down_since >= settings.give_up_after:
                     self._given_up = (
                         f"lost the connection to Redis at {settings.describe()} and could not"
                         f" reconnect to shard {address} within {settings.give_up_after:g} s:"
