@@ -155,8 +155,24 @@ class ClusterNode(RedisServer):
 class RedisCluster:
     """The running nodes of one local cluster, and the moves tests make on it."""
 
-    def __init__(self, nodes: list[ClusterNode]) -> None:
+    def __init__(self, nodes: list[ClusterNode], more: Any = None) -> None:
         self.nodes = nodes
+        #: Starts one more node (``add_master``); given by ``running_cluster``.
+        self._more = more
+
+    def add_master(self, timeout: float = FORM_TIMEOUT) -> ClusterNode:
+        """Start one more node and wait until every node knows it as a master without
+        slots (``migrate_slot`` gives it some). It is stopped with the others."""
+        node: ClusterNode = self._more()
+        node.node_id = node.command("CLUSTER", "MYID")
+        self.nodes[0].command("CLUSTER", "MEET", "127.0.0.1", node.port, node.bus_port)
+        self.nodes.append(node)
+        deadline = time.monotonic() + timeout
+        while not all(self._knows_all(n) for n in self.live()):
+            if time.monotonic() > deadline:
+                raise ClusterError(f"{node} did not join within {timeout:g} s")
+            time.sleep(0.02)
+        return node
 
     def url(self) -> str:
         """``redis+cluster://127.0.0.1:P1,127.0.0.1:P2,...`` with every node as a seed;
@@ -219,6 +235,10 @@ class RedisCluster:
     def kill(self, node: ClusterNode) -> None:
         """SIGKILL one node, as in a crash. ``node.astart()`` brings it back with its id."""
         node.kill()
+
+    def _knows_all(self, node: ClusterNode) -> bool:
+        lines: str = node.command("CLUSTER", "NODES")
+        return all(other.node_id in lines for other in self.nodes)
 
     def failover(self, replica: ClusterNode, timeout: float = FORM_TIMEOUT) -> None:
         """Promote ``replica`` now (``CLUSTER FAILOVER TAKEOVER``: no vote, works while
@@ -375,8 +395,8 @@ def running_cluster(
     exit."""
     binary = _redis_7()
     with ExitStack() as stack:
-        nodes = []
-        for _ in range(masters * (1 + replicas)):
+
+        def start_node() -> ClusterNode:
             directory = tempfile.mkdtemp(prefix="wsroute-cluster-")
             stack.callback(shutil.rmtree, directory, ignore_errors=True)
             for attempt in range(3):  # a free port may be taken between choice and bind
@@ -391,9 +411,11 @@ def running_cluster(
                         raise
                     continue
                 stack.callback(node.close)
-                nodes.append(node)
-                break
-        cluster = RedisCluster(nodes)
+                return node
+            raise AssertionError("unreachable")
+
+        nodes = [start_node() for _ in range(masters * (1 + replicas))]
+        cluster = RedisCluster(nodes, start_node)
         cluster._form(masters, replicas)
         yield cluster
 

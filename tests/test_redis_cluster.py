@@ -175,7 +175,7 @@ async def test_rediss_cluster_speaks_tls_to_every_shard(
 
 async def test_a_hung_seed_delays_the_start_by_a_moment_only(redis_cluster: RedisCluster) -> None:
     # A listener that never answers, as a frozen host: the next seed is asked too
-    # after shards.SEED_STAGGER, rather than after the 5 s timeout.
+    # after topology.SEED_STAGGER, rather than after the 5 s timeout.
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
     port = listeners[0].socket.getsockname()[1]
     try:

@@ -59,6 +59,15 @@ def test_a_partial_topology_says_who_serves_what() -> None:
     assert str(b) == "[::1]:7001"
 
 
+def test_topologies_are_equal_when_every_range_has_the_same_master() -> None:
+    a, b = Address("h", 1), Address("h", 2)
+    one = Topology([(0, 99, a), (100, SLOTS - 1, b)])
+    assert one == Topology([(100, SLOTS - 1, b), (0, 99, a)])  # in any order
+    assert one != Topology([(0, 100, a), (101, SLOTS - 1, b)])  # a slot moved
+    assert one != Topology([(0, 99, b), (100, SLOTS - 1, b)])
+    assert one != "topology"
+
+
 def test_an_unknown_host_is_the_seeds() -> None:
     seed = Address("cache.internal", 7000)
     topology = Topology.parse([[0, SLOTS - 1, [b"", 7001, b"id"]]], seed)

@@ -40,9 +40,11 @@ from .._history import History, Position
 class BrokerState(enum.Enum):
     """Whether a broker session can currently carry messages."""
 
-    #: Connected (again): publishes go through, subscriptions are active.
+    #: Connected (again): publishes go through, every subscription is active.
     CONNECTED = "connected"
-    #: Connection lost: publishes fail with BrokerError, nothing is delivered.
+    #: A gap is possible: messages may be missed on some or all topics, and publishes
+    #: to the affected ones fail with BrokerError. One Redis lost affects every topic;
+    #: one shard of a Redis Cluster lost affects its topics only, the others go on.
     DISCONNECTED = "disconnected"
 
 

@@ -11,7 +11,7 @@ read by Lua scripts queued with the publishes (``kept.py``, ``present.py``).
 This module holds the configuration (:class:`RedisBroker`: URL, options) and opens
 sessions; ``session.py`` supervises a session, ``backlog.py`` buffers what it
 receives for the app, and ``link.py`` talks to Redis (``cluster.py``,
-``clustered.py`` and ``shards.py`` do the same on a Redis Cluster).
+``clustered.py``, ``shards.py`` and ``topology.py`` do the same on a Redis Cluster).
 See docs/brokers.md for the delivery guarantees and outage behaviour.
 """
 

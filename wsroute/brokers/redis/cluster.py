@@ -68,8 +68,9 @@ class RedisClusterBroker(Broker):
 
     The other options are those of :class:`~wsroute.brokers.RedisBroker`:
     ``prefix``, ``backlog``, ``timeout``, ``publish_timeout``,
-    ``health_check_interval``, ``start_timeout`` and ``give_up_after`` (counted for the
-    cluster as a whole: the session is lost while any shard is).
+    ``health_check_interval``, ``start_timeout`` and ``give_up_after`` (counted per
+    shard: a shard lost for that long ends the session; while one is lost, the others
+    go on and the session reports itself lost).
 
     Raises:
         ImportError: coredis is not installed (the message says how to install it).

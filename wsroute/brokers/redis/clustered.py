@@ -18,8 +18,9 @@ from . import kept, present
 from . import present_sharded as sharded
 from .pending import Call, Pending
 from .session import RedisSession, Settings
-from .shards import ClusterSettings, Shards
+from .shards import Shards
 from .slots import Address
+from .topology import ClusterSettings
 
 logger = logging.getLogger("wsroute")
 
@@ -82,23 +83,18 @@ class ClusterSession(RedisSession):
         )
         return self._shards
 
-    def _gap(self, dropped: int) -> None:
-        """A node dropped channels (their slot moved): lost until subscribed again."""
-        if self._connected:
+    def _gap(self, why: str) -> None:
+        """A shard is down or channels moved: messages may be lost until mended."""
+        if self._connected and not self._closed:
             self._connected = False
-            logger.warning(
-                "Redis Cluster at %s moved %d subscribed channel(s) to another shard;"
-                " resubscribing",
-                self._cluster.describe(),
-                dropped,
-            )
+            logger.warning("Redis Cluster at %s: %s", self._cluster.describe(), why)
             self._notify(BrokerState.DISCONNECTED)
 
     def _mended(self) -> None:
         shards = self._shards
-        if not self._connected and shards is not None and shards.ready and not self._closed:
+        if not self._connected and shards is not None and shards.whole and not self._closed:
             self._connected = True
-            logger.info("resubscribed the moved channels on Redis Cluster")
+            logger.info("every shard of Redis Cluster is up and subscribed again")
             self._notify(BrokerState.CONNECTED)
 
     async def _run(self, item: Pending, what: str, *, abandon: bool = True) -> object:
@@ -109,6 +105,7 @@ class ClusterSession(RedisSession):
         node it names) sends a copy once to that node, right after ``ASKING``, without
         reading the topology. ``MOVED``, and ``TRYAGAIN`` (the keys are split between
         the two nodes meanwhile), read the topology again and send it to the owner.
+        Fails at once if that shard is down (the others serve on).
         """
         self._check_open()
         deadline = trio.current_time() + self._cluster.publish_timeout
@@ -116,12 +113,18 @@ class ClusterSession(RedisSession):
         original = item
         while True:
             shards = self._shards
-            queue = shards.queue_for(channel) if shards is not None else None
-            if not self._connected or shards is None or queue is None:
+            if self._link is None or shards is None or not shards.ready:
                 await trio.lowlevel.checkpoint()
                 raise BrokerError(
                     f"Redis Cluster at {self._cluster.describe()} has no reachable master for"
                     f" {channel!r} (reconnecting)"
+                )
+            queue = shards.queue_for(channel)
+            if queue is None:  # its shard alone is down: the others go on
+                await trio.lowlevel.checkpoint()
+                raise BrokerError(
+                    f"Redis Cluster shard {shards.owner(channel)} serving {channel!r} is"
+                    " unreachable (reconnecting)"
                 )
             try:
                 return await self._exchange(queue, item, what, deadline, abandon)
@@ -139,7 +142,7 @@ class ClusterSession(RedisSession):
                         return await self._exchange(target, asked, what, deadline, abandon)
                     except BrokerError as exc:
                         _redirection(exc, deadline)
-            await shards.redirected(deadline)
+            await shards.redirected(channel, deadline)
             item = original.again()
 
     async def publish_kept(self, topic: str, data: bytes, history: History) -> Position:

@@ -1,63 +1,64 @@
-"""A cluster session's links: one :class:`~.link.Link` per master, for one reading of
-the cluster's topology, made, run and dropped as a unit (as one link is for one Redis).
+"""A cluster session's links: one :class:`~.link.Link` per master, each kept up on its
+own, so that losing one shard leaves the others subscribed, delivering and publishing.
 
-**Topology.** ``CLUSTER SLOTS`` of the first seed that answers (the configured seeds,
-after the masters last known) says which master serves each slot. Every master gets a
+**Topology.** ``topology.py`` reads which master serves each slot. Every master gets a
 sharded link: a subscriber connection with the channels of its slots (``SSUBSCRIBE``)
 and a publisher connection with its own queue, into which the session puts each
 publish by its channel's slot, so publishes to several shards are pipelined per shard
 and go out in parallel.
 
+**A shard lost.** When a link breaks, its shard is *down*: what waits in its queue
+fails at once, and so does every new publish for its slots, naming the shard, while
+the other shards go on. Its link is built again with jittered backoff and subscribes
+its channels before it counts as up. Each break and each failed attempt also reads the
+topology again, since a replica may have been promoted meanwhile. A shard down for
+``give_up_after`` seconds ends the session (:class:`BrokerError`), as one Redis lost
+for that long does.
+
 **Slots that move.** A node that stops serving a channel says so: a server-sent
 ``sunsubscribe`` (its slot migrated away, or the node became a replica), a ``MOVED``
-reply to a ``SSUBSCRIBE`` or to a ``SPUBLISH``. The links then read the topology
-again, with backoff, and subscribe each channel where it now lives, without
-reconnecting; the session sends a redirected publish again to the new owner. Until a
-dropped channel is subscribed again, what the new owner receives for it is lost to
-this session, so the session reports itself lost meanwhile (``on_gap``,
-``on_mended``): its app then tells clients, who recover from history. If the
-set of masters changed (failover, a node added), or a channel found no home within
-``timeout``, the whole attachment ends and the supervisor builds a new one: the
-session reports the loss and the recovery, as for one Redis.
+reply to a ``SSUBSCRIBE`` or to a ``SPUBLISH``. The topology is then read again, with
+backoff, and each channel subscribed where it now lives, without reconnecting; the
+session sends a redirected publish again to the new owner. If the set of masters
+changed (a failover, a node added or gone), the links of masters that stay are kept,
+those of masters gone are ended and new masters get new links.
+
+**One state.** Until every shard is up and every wanted channel is subscribed where it
+lives, what is published somewhere may be lost to this session, so it reports itself
+lost meanwhile (``on_gap``, ``on_mended``): its app then tells clients, who recover
+from history. A channel that finds no home within ``timeout``, or a first reading with
+slots that no master serves, ends every link: the supervisor builds them again.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import random
 from collections.abc import Callable, Collection, Sequence
-from typing import Protocol
 
 import trio
-from coredis.connection import BaseConnection
 from coredis.exceptions import RedisError
 
-from ..._util import collapse_exception_group
+from ..._errors import BrokerError
 from .dialect import SHARDED
-from .link import Link, explain
+from .link import Link
 from .pending import Pending
 from .slots import Address, Topology, key_slot
+from .topology import ClusterSettings, read_topology
 
 logger = logging.getLogger("wsroute")
 
 #: The most publishes queued for one shard's publisher; further publishers wait.
 PENDING_LIMIT = 4096
-#: Seconds to wait for a seed's answer before asking the next one too.
-SEED_STAGGER = 0.25
 #: Delays between readings of the topology while slots keep moving, doubling.
 REFRESH_BASE = 0.02
 REFRESH_CAP = 1.0
-
-
-class ClusterSettings(Protocol):
-    """What the links need of their broker (``RedisClusterBroker`` is one)."""
-
-    seeds: list[Address]
-    timeout: float
-    publish_timeout: float
-    health_check_interval: float
-
-    def _new_connection(self, address: Address | None = None) -> BaseConnection: ...
+#: Delays between attempts to link a lost shard again, doubling, jittered.
+BACKOFF_BASE = 0.1
+BACKOFF_CAP = 2.0
+#: A link that stayed up this long was a success: its backoff starts over.
+STABLE_AFTER = 1.0
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -66,60 +67,32 @@ def slot_of(channel: bytes) -> int:
     return key_slot(channel)
 
 
-async def ask_topology(settings: ClusterSettings, seed: Address) -> Topology:
-    """The topology as the node at ``seed`` tells it.
+class _Shard:
+    """One master's queue and current link, and whether that link is up."""
 
-    Raises:
-        RedisError: it could not be asked, or told nothing usable (the message says).
-    """
-    connection = settings._new_connection(seed)
-    try:
-        with trio.fail_after(settings.timeout), collapse_exception_group():
-            async with trio.open_nursery() as nursery:
-                await nursery.start(connection.run)
-                try:
-                    reply = await connection.create_request(b"CLUSTER", b"SLOTS")
-                finally:
-                    nursery.cancel_scope.cancel()
-        topology = Topology.parse(reply, seed)
-    except trio.TooSlowError:
-        raise RedisError(f"{seed}: no answer within {settings.timeout:g} s") from None
-    except (RedisError, OSError, ValueError) as exc:
-        raise RedisError(f"{seed}: {explain(exc)}") from exc
-    if not topology.masters:
-        raise RedisError(f"{seed}: serves no slots yet")
-    return topology
+    def __init__(self) -> None:
+        self.queue, self.receiver = trio.open_memory_channel[Pending](PENDING_LIMIT)
+        self.link: Link | None = None
+        self.up = False
+        #: Set once its first link is up: a new master's, awaited by redirected publishes.
+        self.linked = trio.Event()
+        self.scope = trio.CancelScope()
 
-
-async def read_topology(settings: ClusterSettings, seeds: Sequence[Address]) -> Topology:
-    """The topology as the first of ``seeds`` to answer tells it. The seeds are asked
-    in order, each as soon as the one before failed or after ``SEED_STAGGER`` seconds
-    without an answer, so that a hung node delays the answer by that much at most.
-
-    Raises:
-        RedisError: no seed answered (every seed's error, named).
-    """
-    errors: dict[Address, str] = {}
-    found: list[Topology] = []
-    async with trio.open_nursery() as nursery:
-
-        async def ask(seed: Address, failed: trio.Event) -> None:
+    def fail_queued(self, error: BaseException) -> None:
+        while True:
             try:
-                found.append(await ask_topology(settings, seed))
-                nursery.cancel_scope.cancel()
-            except RedisError as exc:
-                errors[seed] = str(exc)
-                failed.set()
+                self.receiver.receive_nowait().finish(error)
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                return
 
-        for seed in dict.fromkeys(seeds):  # in order, once each
-            failed = trio.Event()
-            nursery.start_soon(ask, seed, failed)
-            with trio.move_on_after(SEED_STAGGER):
-                await failed.wait()
-    if found:
-        return found[0]
-    told = "; ".join(errors[seed] for seed in dict.fromkeys(seeds) if seed in errors)
-    raise RedisError(f"no seed node told the cluster's topology ({told})")
+    def close(self, error: BaseException) -> None:
+        """End the shard for good: its link, its queue and what waits in it."""
+        self.scope.cancel()
+        if self.link is not None:
+            self.link.fail(str(error))
+        self.queue.close()
+        self.fail_queued(error)
+        self.receiver.close()
 
 
 class Shards:
@@ -130,9 +103,8 @@ class Shards:
         seeds: where to ask for the topology, in order.
         wanted: the channels the session wants (refcount above zero).
         deliver: called with ``(channel, data)`` for every message; must not block.
-        on_gap: told (with how many) when a node dropped channels: their messages
-            published elsewhere are lost until they are subscribed again.
-        on_mended: told when every dropped channel is subscribed again.
+        on_gap: told why, when messages may be lost (a shard down, channels moved).
+        on_mended: told when every shard is up and every channel subscribed again.
     """
 
     def __init__(
@@ -142,7 +114,7 @@ class Shards:
         *,
         wanted: Callable[[], Collection[bytes]],
         deliver: Callable[[bytes, bytes], None],
-        on_gap: Callable[[int], None],
+        on_gap: Callable[[str], None],
         on_mended: Callable[[], None],
     ) -> None:
         self._settings = settings
@@ -152,48 +124,58 @@ class Shards:
         self._on_gap = on_gap
         self._on_mended = on_mended
         self.topology: Topology | None = None
-        self._links: dict[Address, Link] = {}
-        self._queues: dict[Address, trio.MemorySendChannel[Pending]] = {}
+        self._shards: dict[Address, _Shard] = {}
         #: Channels a node dropped, left out until the topology is read again.
         self._moving: set[bytes] = set()
         self._stale = trio.Event()
         #: Set (and replaced) each time the topology was read again, or the links end.
         self._refreshed = trio.Event()
-        self._cancel_scope: trio.CancelScope | None = None
+        self._nursery: trio.Nursery | None = None
         self._reason: str | None = None
+        #: Why the session must end (a shard lost past ``give_up_after``).
+        self._given_up: str | None = None
         self.ready = False
 
     @property
     def subscribed(self) -> int:
-        return sum(link.subscribed for link in self._links.values())
+        return sum(s.link.subscribed for s in self._shards.values() if s.link is not None)
+
+    @property
+    def whole(self) -> bool:
+        """Every shard up and every wanted channel subscribed where it lives."""
+        return self.ready and not self._moving and self._all_up()
+
+    def _all_up(self) -> bool:
+        return all(shard.up for shard in self._shards.values())
 
     def fail(self, reason: str) -> None:
         """End every link (idempotent); the first reason given is the one reported."""
         if self._reason is None:
             self._reason = reason
-        if self._cancel_scope is not None:
-            self._cancel_scope.cancel()
-        for link in self._links.values():
-            link.fail(reason)
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+        for shard in self._shards.values():
+            if shard.link is not None:
+                shard.link.fail(reason)
         self._refreshed.set()
 
     async def run(self, on_ready: Callable[[], None]) -> str:
         """Read the topology, link every master, call ``on_ready`` once all are
-        subscribed, follow moving slots until a link breaks; return why it ended."""
+        subscribed, then keep each link up and follow the topology; return why it
+        ended.
+
+        Raises:
+            BrokerError: a shard stayed unreachable for ``give_up_after`` seconds.
+        """
         try:
             self.topology = await read_topology(self._settings, self._seeds)
         except RedisError as exc:
             return str(exc)
         if not self.topology.complete:  # its topics would be deaf without a word
             return "the cluster has slots that no master serves"
-        receivers = {}
-        for address in self.topology.masters:
-            self._queues[address], receivers[address] = trio.open_memory_channel[Pending](
-                PENDING_LIMIT
-            )
         try:
             async with trio.open_nursery() as nursery:
-                self._cancel_scope = nursery.cancel_scope
+                self._nursery = nursery
                 if self._reason is not None:  # failed before it started
                     nursery.cancel_scope.cancel()
                 waiting = len(self.topology.masters)
@@ -206,15 +188,87 @@ class Shards:
                         all_ready.set()
 
                 for address in sorted(self.topology.masters):
-                    link = self._links[address] = self._new_link(address, receivers[address])
-                    nursery.start_soon(self._run_link, address, link, link_ready)
+                    self._start(address, link_ready)
                 await all_ready.wait()
                 self.ready = True
                 on_ready()
                 nursery.start_soon(self._follow)
         finally:
-            self._finish(receivers.values())
+            self._finish()
+        if self._given_up is not None:
+            raise BrokerError(self._given_up)
         return self._reason or "the connection to the cluster was closed"
+
+    def _start(self, address: Address, on_first_ready: Callable[[], None]) -> None:
+        assert self._nursery is not None
+        shard = self._shards[address] = _Shard()
+        self._nursery.start_soon(self._keep, address, shard, on_first_ready)
+
+    async def _keep(
+        self, address: Address, shard: _Shard, on_first_ready: Callable[[], None]
+    ) -> None:
+        """Keep ``address``'s link up: build it again with backoff when it breaks,
+        while the other shards go on; give up after ``give_up_after`` seconds."""
+        settings = self._settings
+        attempt = 0
+        down_since = up_since = trio.current_time()
+        first = True
+
+        def link_up() -> None:
+            nonlocal first, up_since
+            shard.up, up_since = True, trio.current_time()
+            shard.linked.set()
+            if first:
+                first = False
+                on_first_ready()
+            else:
+                logger.info(
+                    "reconnected to Redis Cluster shard %s after %.1f s; resubscribed %d"
+                    " channel(s)",
+                    address,
+                    up_since - down_since,
+                    link.subscribed,
+                )
+                self._mend()
+
+        with shard.scope:
+            while True:
+                link = shard.link = self._new_link(address, shard.receiver)
+                reason = await link.run(link_up)
+                now = trio.current_time()
+                if self._reason is not None:  # every link is ending
+                    return
+                if not self.ready:  # at start, the masters are linked as one
+                    self.fail(f"shard {address}: {reason}")
+                    return
+                lost = ConnectionError(f"the connection to shard {address} was lost: {reason}")
+                shard.fail_queued(lost)
+                self._stale.set()  # a replica may take over: read the topology again
+                if shard.up:
+                    shard.up, down_since = False, now
+                    if now - up_since >= STABLE_AFTER:
+                        attempt = 0
+                    logger.warning(
+                        "lost Redis Cluster shard %s (%s); reconnecting, giving up after %g s",
+                        address,
+                        reason,
+                        settings.give_up_after,
+                    )
+                    self._on_gap(f"shard {address} is unreachable")
+                else:
+                    logger.debug("still cannot reach Redis Cluster shard %s: %s", address, reason)
+                if now - down_since >= settings.give_up_after:
+                    self._given_up = (
+                        f"lost the connection to Redis at {settings.describe()} and could not"
+                        f" reconnect to shard {address} within {settings.give_up_after:g} s:"
+                        f" {reason}"
+                    )
+                    self.fail(self._given_up)
+                    return
+                delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** min(attempt, 16))
+                attempt += 1
+                limit = down_since + settings.give_up_after - now
+                await trio.sleep(max(0.0, min(random.uniform(delay / 2, delay), limit)))
 
     def _new_link(self, address: Address, pending: trio.MemoryReceiveChannel[Pending]) -> Link:
         settings = self._settings
@@ -230,23 +284,13 @@ class Shards:
             on_dropped=self._dropped,
         )
 
-    async def _run_link(self, address: Address, link: Link, on_ready: Callable[[], None]) -> None:
-        reason = await link.run(on_ready)
-        self.fail(f"shard {address}: {reason}")
-
-    def _finish(self, receivers: Collection[trio.MemoryReceiveChannel[Pending]]) -> None:
+    def _finish(self) -> None:
         """Fail what waits in the shards' queues; later publishers find them closed."""
         self.fail(self._reason or "the connection to the cluster was closed")
         lost = ConnectionError(f"the connection to the cluster was lost: {self._reason}")
-        for queue in self._queues.values():
-            queue.close()
-        for receiver in receivers:
-            while True:
-                try:
-                    receiver.receive_nowait().finish(lost)
-                except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
-                    break
-            receiver.close()
+        for shard in self._shards.values():
+            shard.up = False
+            shard.close(lost)
 
     def _wanted_at(self, address: Address) -> list[bytes]:
         topology = self.topology
@@ -257,91 +301,133 @@ class Shards:
             if channel not in self._moving and topology.owner(slot_of(channel)) == address
         ]
 
-    def queue_for(self, channel: bytes) -> trio.MemorySendChannel[Pending] | None:
-        """The publish queue of the master serving ``channel``, if one does."""
-        owner = self.topology.owner(slot_of(channel)) if self.topology else None
-        return self._queues.get(owner) if owner is not None else None
+    def owner(self, channel: bytes) -> Address | None:
+        """The master that serves ``channel``, as last read."""
+        return self.topology.owner(slot_of(channel)) if self.topology else None
 
     def queue_at(self, address: Address) -> trio.MemorySendChannel[Pending] | None:
-        """The publish queue of the master at ``address``, if it is one of ours."""
-        return self._queues.get(address)
+        """The publish queue of the master at ``address``, if it is one of ours and up."""
+        shard = self._shards.get(address)
+        return shard.queue if shard is not None and shard.up else None
 
-    async def redirected(self, deadline: float) -> None:
-        """A publish was redirected (``MOVED``): read the topology again and return
-        once that is done (or at ``deadline``, or when the links end)."""
+    def queue_for(self, channel: bytes) -> trio.MemorySendChannel[Pending] | None:
+        """The publish queue of the master serving ``channel``, if its link is up."""
+        owner = self.owner(channel)
+        return self.queue_at(owner) if owner is not None else None
+
+    async def redirected(self, channel: bytes, deadline: float) -> None:
+        """A publish to ``channel`` was redirected (``MOVED``): read the topology again
+        and return once that is done and the new owner, if new, is linked (or at
+        ``deadline``, or when the links end)."""
         refreshed = self._refreshed
         self._stale.set()
         with trio.move_on_at(deadline):
             await refreshed.wait()
+            owner = self.owner(channel)
+            shard = self._shards.get(owner) if owner is not None else None
+            if shard is not None and self._reason is None:
+                await shard.linked.wait()
 
     def _dropped(self, channels: Sequence[bytes]) -> None:
         self._moving.update(channels)
         self._stale.set()
-        self._on_gap(len(channels))
+        self._on_gap(f"{len(channels)} subscribed channel(s) moved to another shard")
+
+    def _mend(self) -> None:
+        if self.whole:
+            self._on_mended()
 
     async def _follow(self) -> None:
-        """Read the topology again whenever a node says a slot moved; give up (end
-        every link) if the masters changed or channels stay homeless past ``timeout``."""
+        """Read the topology again whenever a node says a slot moved or a link broke;
+        give up (end every link) if channels stay homeless past ``timeout``."""
         delay = 0.0
-        unsettled_since: float | None = None
+        homeless_since: float | None = None
         while True:
             await self._stale.wait()
             now = trio.current_time()
-            if unsettled_since is None:
-                unsettled_since = now
-            elif now - unsettled_since > self._settings.timeout:
+            if not self._moving:
+                homeless_since = None
+            elif homeless_since is None:
+                homeless_since = now
+            elif now - homeless_since > self._settings.timeout:
                 self.fail(f"channels found no shard within {self._settings.timeout:g} s of moving")
                 return
             await trio.sleep(delay)
             delay = min(REFRESH_CAP, max(REFRESH_BASE, delay * 2))
             self._stale = trio.Event()
-            seeds = [*sorted(self._links), *self._seeds]
+            seeds = [*sorted(self._shards), *self._seeds]
             try:
                 topology = await read_topology(self._settings, seeds)
+                if not topology.complete:
+                    raise RedisError("the cluster has slots that no master serves")
             except RedisError as exc:
-                self._stale.set()
                 logger.debug("reading the cluster's topology again failed: %s", exc)
+                if self._moving or not self._all_up():  # else the next news asks again
+                    self._stale.set()
                 continue
-            assert self.topology is not None
-            if topology.masters != self.topology.masters or not topology.complete:
-                self.fail("the cluster's masters changed")
-                return
-            self.topology = topology
-            self._moving.clear()
-            for link in self._links.values():
-                await link.resync()
-            if not self._moving:  # none dropped again while resubscribing
-                self._on_mended()
+            if topology != self.topology or self._moving:  # else nothing to resubscribe
+                self._adopt(topology)
+                self._moving.clear()
+                for shard in list(self._shards.values()):
+                    if shard.link is not None and shard.up:
+                        await shard.link.resync()
+                self._mend()  # unless dropped again while resubscribing
             refreshed, self._refreshed = self._refreshed, trio.Event()
             refreshed.set()
-            if not self._stale.is_set():
-                delay, unsettled_since = 0.0, None
+            if not self._all_up():
+                self._stale.set()  # read again (each REFRESH_CAP): a replica may take over
+            elif not self._stale.is_set():
+                delay = 0.0
+
+    def _adopt(self, topology: Topology) -> None:
+        """Take ``topology``: end the links of masters gone, link new masters."""
+        old = set(self._shards)
+        self.topology = topology
+        if topology.masters == old:
+            return
+        logger.warning(
+            "Redis Cluster at %s changed masters: %s",
+            self._settings.describe(),
+            ", ".join(
+                [f"{a} gone" for a in sorted(old - topology.masters)]
+                + [f"{a} new" for a in sorted(topology.masters - old)]
+            ),
+        )
+        for address in sorted(old - topology.masters):
+            shard = self._shards.pop(address)
+            shard.close(ConnectionError(f"shard {address} is no longer a master"))
+        for address in sorted(topology.masters - old):
+            self._start(address, self._mend)
+        self._on_gap("the cluster's masters changed")  # until the new links are up
 
     # -- what the session calls, as on one link ---------------------------------------
 
     async def subscribe(self, channels: Sequence[bytes]) -> None:
-        """``SSUBSCRIBE`` each channel on its shard, the shards in parallel."""
-        groups: dict[Address, list[bytes]] = {}
-        topology = self.topology
+        """``SSUBSCRIBE`` each channel on its shard, the shards in parallel. A shard
+        that is down subscribes its channels once it is up again."""
+        groups: dict[Link, list[bytes]] = {}
         for channel in channels:
-            owner = topology.owner(slot_of(channel)) if topology else None
-            if owner is not None and owner in self._links:
-                groups.setdefault(owner, []).append(channel)
-            else:  # no home now: wanted all the same, placed after the next reading
+            owner = self.owner(channel)
+            shard = self._shards.get(owner) if owner is not None else None
+            if shard is not None and shard.link is not None:
+                groups.setdefault(shard.link, []).append(channel)
+            elif shard is None:  # no home now: wanted all the same, placed after the next reading
                 self._dropped([channel])
         if len(groups) == 1:
-            ((owner, group),) = groups.items()
-            await self._links[owner].subscribe(group)
+            ((link, group),) = groups.items()
+            await link.subscribe(group)
             return
         async with trio.open_nursery() as nursery:
-            for owner, group in groups.items():
-                nursery.start_soon(self._links[owner].subscribe, group)
+            for link, group in groups.items():
+                nursery.start_soon(link.subscribe, group)
 
     async def confirmed(self, channels: Sequence[bytes]) -> None:
-        for link in self._links.values():
-            await link.confirmed(channels)
+        for shard in list(self._shards.values()):
+            if shard.link is not None:
+                await shard.link.confirmed(channels)
 
     def unsubscribe(self, channel: bytes) -> None:
         self._moving.discard(channel)
-        for link in self._links.values():  # where it lives now, or lived
-            link.unsubscribe(channel)
+        for shard in self._shards.values():  # where it lives now, or lived
+            if shard.link is not None:
+                shard.link.unsubscribe(channel)

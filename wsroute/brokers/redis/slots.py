@@ -75,6 +75,11 @@ class Topology:
         self._ranges = ordered
         self.masters = frozenset(address for _, _, address in ordered)
 
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Topology) and self._ranges == other._ranges
+
+    __hash__ = None  # type: ignore[assignment]
+
     def owner(self, slot: int) -> Address | None:
         """The master serving ``slot``, or ``None`` if no master serves it now."""
         index = bisect.bisect_right(self._firsts, slot) - 1
