@@ -388,7 +388,7 @@ async def test_a_failing_script_is_a_broker_error_and_the_link_stays_up(
         RedisBroker(redis_server.url, prefix="wrong:").connect(on_state=states) as session,
         redis_server.client() as client,
     ):
-        await client.hset("wrong:{t}:m", {"e": "epoch", "o": "0"})
+        await client.hset("wrong:{t}:m", {"e": "epoch", "oepoch": "1"})
         await client.set("wrong:{t}:s", "not a stream")
         with pytest.raises(
             BrokerError, match=r"keeping an event in Redis failed: .*wrong kind of value"
