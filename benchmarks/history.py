@@ -15,10 +15,15 @@
    sending the join to the ``wsroute.recovery`` event, every missed event received in
    order, over a real socket.
 
+With Redis, part 1 also reports Redis's own time per call of the publishes
+(``INFO commandstats``: ``usec_per_call`` of ``PUBLISH`` and of ``EVALSHA``, the
+keep script), which the load of other processes on the machine hardly moves.
+``--only publish`` runs part 1 alone.
+
 Usage (from the repository root; the figures are in docs/performance.md)::
 
     .venv/bin/python benchmarks/history.py [--tasks 16] [--seconds 3] [--missed 10000]
-        [--clients 32] [--window 8]
+        [--clients 32] [--window 8] [--only publish]
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 from urllib.parse import quote
 
+import coredis
 import orjson
 import trio
 import trio_websocket
@@ -129,6 +135,18 @@ async def recovery_time(broker: Broker, missed: int) -> tuple[float, int]:
     return elapsed, len(received)
 
 
+async def redis_time(port: int, command: str) -> float:
+    """Redis's µs per call of ``command`` since the last ``reset_redis_stats``."""
+    async with coredis.Redis(host="127.0.0.1", port=port) as client:
+        stats = await client.info("commandstats")
+    return float(stats[f"cmdstat_{command}"]["usec_per_call"])
+
+
+async def reset_redis_stats(port: int) -> None:
+    async with coredis.Redis(host="127.0.0.1", port=port) as client:
+        await client.config_resetstat()
+
+
 async def main(args: argparse.Namespace) -> None:
     print(f"Python {platform.python_version()} on {platform.machine()}, {args.tasks} tasks")
     async with redis_server() as (redis_port, version):
@@ -140,14 +158,23 @@ async def main(args: argparse.Namespace) -> None:
         rates = {"publish": publish_rate, "app.publish": app_publish_rate}
         for name, make in brokers.items():
             for label, rate in rates.items():
-                async with make() as broker:
-                    plain = await rate(broker, False, args.tasks, args.seconds)
-                async with make() as broker:
-                    kept = await rate(broker, True, args.tasks, args.seconds)
+                found, redis_us = {}, []
+                for kept in (False, True):
+                    if name == "redis":
+                        await reset_redis_stats(redis_port)
+                    async with make() as broker:
+                        found[kept] = await rate(broker, kept, args.tasks, args.seconds)
+                    if name == "redis":
+                        command = "evalsha" if kept else "publish"
+                        redis_us.append(f"{await redis_time(redis_port, command):.2f}")
+                plain, kept = found[False], found[True]
+                in_redis = f"  Redis µs/call {' / '.join(redis_us)}" if redis_us else ""
                 print(
                     f"{label} {name:6} without history {plain:9,.0f}/s  with {kept:9,.0f}/s"
-                    f"  cost {(1 - kept / plain) * 100:5.1f} %"
+                    f"  cost {(1 - kept / plain) * 100:5.1f} %{in_redis}"
                 )
+        if args.only == "publish":
+            return
         acks = {}
         for kept in (False, True):
             broker = f"redis://127.0.0.1:{redis_port}"
@@ -182,6 +209,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--missed", type=int, default=10_000)
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--window", type=int, default=8)
+    parser.add_argument("--only", choices=["publish"], help="run part 1 alone")
     return parser.parse_args()
 
 

@@ -3,8 +3,10 @@ process had lost the broker get what was published meanwhile on topics with
 history, in order, then a ``wsroute.recovery`` event, then live events; a gap that
 cannot be filled is said so.
 
-First against a real redis-server, the process cut off from it by a TCP relay that
-the test severs and holds down while another app publishes; then the finer cases
+First against a real redis-server, the process cut off from it by a TCP relay
+(tests/redistools.py) that the test severs and holds down while another app
+publishes, Redis' own command counts showing one read per topic for all its
+members; then the finer cases
 (several members, a second loss, members that leave or join meanwhile) on the
 memory broker seen through a link the test cuts, on trio's clock.
 """
@@ -38,7 +40,7 @@ from wsroute.brokers import (
 from wsroute.testing import Event, TestClient, open_app, open_client
 
 from .redisproc import RedisServer, own_redis_server, redis_server
-from .redistools import TIMEOUT, quick
+from .redistools import TIMEOUT, Relay, calls, quick
 
 __all__ = ["own_redis_server", "redis_server"]  # fixtures, imported to be found
 
@@ -106,63 +108,6 @@ async def nothing_more(client: TestClient) -> None:
 # -- against Redis, through a relay that the test cuts -------------------------------
 
 
-class Relay:
-    """A TCP relay on 127.0.0.1 in front of a redis-server. ``cut`` closes every
-    connection through it and refuses new ones until ``mend``: the process behind
-    it has lost Redis while others still reach it."""
-
-    def __init__(self, target: int) -> None:
-        self.target = target
-        self.port = 0
-        self.up = True
-        self._scopes: set[trio.CancelScope] = set()
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-        self.port = listeners[0].socket.getsockname()[1]
-        task_status.started()
-        await trio.serve_listeners(self._relay, listeners)
-
-    def cut(self) -> None:
-        self.up = False
-        for scope in self._scopes:
-            scope.cancel()
-
-    def mend(self) -> None:
-        self.up = True
-
-    async def _relay(self, client: trio.SocketStream) -> None:
-        async with client:
-            if not self.up:
-                return
-            try:
-                server = await trio.open_tcp_stream("127.0.0.1", self.target)
-            except OSError:
-                return
-            async with server:
-                with trio.CancelScope() as scope:
-                    self._scopes.add(scope)
-                    try:
-                        async with trio.open_nursery() as nursery:
-                            nursery.start_soon(_pipe, client, server, nursery.cancel_scope)
-                            nursery.start_soon(_pipe, server, client, nursery.cancel_scope)
-                    finally:
-                        self._scopes.discard(scope)
-
-
-async def _pipe(source: trio.SocketStream, sink: trio.SocketStream, both: trio.CancelScope) -> None:
-    try:
-        async for chunk in source:
-            await sink.send_all(chunk)
-    except trio.BrokenResourceError:
-        pass
-    both.cancel()  # one side closed: so does the other
-
-
 @attrs.frozen
 class Setup:
     app: App  # on Redis through the relay
@@ -214,6 +159,51 @@ async def test_what_was_published_while_redis_was_lost_comes_in_order_then_live(
             [live] = await receive_events(client, 1)
             assert (live.data, live.offset) == (51, 52)
             await nothing_more(client)
+
+
+@pytest.mark.parametrize("topics", [["room:1"], ["room:1", "room:2"]])
+async def test_redis_reads_each_topics_history_once_for_all_its_members(
+    topics: list[str], own_redis_server: RedisServer
+) -> None:
+    redis = own_redis_server
+    async with (
+        cut_off_app(redis) as setup,
+        open_client(setup.app) as first,
+        open_client(setup.app) as second,
+        open_client(setup.app) as third,
+    ):
+        clients = [first, second, third]
+        for client in clients:
+            for topic in topics:
+                await client.request("join", {"room": topic})
+        for topic in topics:
+            await publish(setup.publisher, [0], topic=topic)
+        for client in clients:  # each member stands at offset 1 of each topic
+            await receive_events(client, len(topics))
+        setup.relay.cut()
+        await setup.states.wait_for(BrokerState.DISCONNECTED)
+        for topic in topics:
+            await publish(setup.publisher, range(1, 6), topic=topic)
+        async with redis.client() as plain:
+            await plain.config_resetstat()
+        setup.relay.mend()
+        await setup.states.wait_for(BrokerState.CONNECTED)
+        for client in clients:
+            received = await receive_events(client, 6 * len(topics))
+            for topic in topics:
+                *missed, marker = [e for e in received if e.topic == topic]
+                assert [(e.data, e.offset) for e in missed] == [(n, n + 1) for n in range(1, 6)]
+                assert marker.type == RECOVERY
+                assert (marker.data["recovered"], marker.data["missed"]) == (True, 5)
+        # One script call per topic, whose one XRANGE read what every member missed.
+        ran = await calls(redis, "evalsha", "eval", "xrange", "xrevrange", "xadd")
+        assert ran == {
+            "evalsha": len(topics),
+            "eval": 0,
+            "xrange": len(topics),
+            "xrevrange": 0,
+            "xadd": 0,
+        }
 
 
 async def test_redis_restarted_empty_during_the_loss_is_an_epoch_changed(

@@ -161,7 +161,8 @@ async def test_a_topic_is_a_stream_and_a_hash_with_expiries(redis_server: RedisS
         stream, meta = "keys:{room:1}:s", "keys:{room:1}:m"
         assert await client.type(stream) == "stream"
         state = await client.hgetall(meta)
-        assert (state["e"], state["o"]) == (first.epoch, "2")
+        assert state.keys() == {"e", f"o{first.epoch}", "s", "m"}  # o<epoch>: its count
+        assert (state["e"], state[f"o{first.epoch}"]) == (first.epoch, "2")
         assert len(first.epoch) == 12 and int(first.epoch, 16) >= 0  # hex digits
         entries = await client.xrange(stream)
         ids = [entry.identifier.split("-") for entry in entries]
@@ -179,25 +180,79 @@ async def test_expiries_are_renewed_only_when_less_than_the_ttl_is_left(
     redis_server: RedisServer,
 ) -> None:
     stream, meta = "renew:{t}:s", "renew:{t}:m"
-    async with (
-        RedisBroker(redis_server.url, prefix="renew:").connect() as session,
-        redis_server.client() as client,
-    ):
-        await session.publish_kept("t", b"1", HISTORY)
+    broker = RedisBroker(redis_server.url, prefix="renew:")
+    async with broker.connect() as session, redis_server.client() as client:
+        first = await session.publish_kept("t", b"1", HISTORY)
         # Plenty left: a publish does not touch the expiry (set by hand, to see it kept).
         await client.pexpire(stream, 500_000)
         await session.publish_kept("t", b"2", HISTORY)
         assert await client.pttl(stream) > 66_000
-        # Less than the ttl left by the deadline the hash records: renewed.
-        await client.hset(meta, {"s": "1"})
+        # Less than the ttl left by the deadline the session learnt: renewed.
+        session._known._topics["t"] = (first.epoch.encode(), b"1", b"1")
         await session.publish_kept("t", b"3", HISTORY)
         assert 60_000 < await client.pttl(stream) <= 66_000
+        assert 3_600_000 < await client.pttl(meta) <= 3_960_000
         # The stream gone (expired) while the hash lives on: the next publish makes it
         # anew, with its expiry, and the offsets go on.
         await client.delete([stream])
-        await client.hset(meta, {"s": "1"})
+        session._known._topics["t"] = (first.epoch.encode(), b"1", b"1")
         assert (await session.publish_kept("t", b"4", HISTORY)).offset == 4
         assert 60_000 < await client.pttl(stream) <= 66_000
+    # A session that knows nothing of the topic goes by the deadlines in the hash.
+    async with broker.connect() as other, redis_server.client() as client:
+        await client.delete([stream])
+        await client.hset(meta, {"s": "1"})
+        assert (await other.publish_kept("t", b"5", HISTORY)).offset == 5
+        assert 60_000 < await client.pttl(stream) <= 66_000
+
+
+async def test_a_publish_checks_the_epoch_it_knows_by_counting_under_it(
+    redis_server: RedisServer,
+) -> None:
+    meta = "known:{t}:m"
+    broker = RedisBroker(redis_server.url, prefix="known:")
+    async with (
+        broker.connect() as stale,
+        broker.connect() as other,
+        redis_server.client() as client,
+    ):
+        old = await stale.publish_kept("t", b"old", HISTORY)
+        await client.delete([meta])  # the hash lost (evicted, say), the stream kept
+        new = await other.publish_kept("t", b"1", HISTORY)
+        assert new.offset == 1 and new.epoch != old.epoch
+        assert await other.publish_kept("t", b"2", HISTORY) == Position(2, new.epoch)
+        # The stale session counts under its old epoch, finds it is not the hash's,
+        # undoes that and counts under the hash's.
+        assert await stale.publish_kept("t", b"3", HISTORY) == Position(3, new.epoch)
+        assert (await client.hgetall(meta)).keys() == {"e", f"o{new.epoch}", "s", "m"}
+        page = await other.read_history("t", HISTORY)
+        assert [(m.data, m.position) for m in page.messages] == [
+            (b"1", Position(1, new.epoch)),
+            (b"2", Position(2, new.epoch)),
+            (b"3", Position(3, new.epoch)),
+        ]
+        # Its epoch known, the hash gone: a new epoch, never a hash without one.
+        await client.delete([meta])
+        again = await stale.publish_kept("t", b"1", HISTORY)
+        assert again.offset == 1 and again.epoch not in (old.epoch, new.epoch)
+        assert (await client.hgetall(meta)).keys() == {"e", f"o{again.epoch}", "s", "m"}
+        assert offsets(await other.read_history("t", HISTORY)) == [1]
+
+
+def test_a_session_remembers_a_bounded_number_of_topics() -> None:
+    known = kept.Known()
+    for n in range(kept.KNOWN_LIMIT + 1):
+        assert known.learn(f"t{n}", [n + 1, b"e", b"10", b"20"]) == Position(n + 1, "e")
+    assert known.of("t0") == (b"", b"", b"")  # learnt first: forgotten
+    assert known.of("t1") == (b"e", b"10", b"20")
+    known.learn("t1", [3, b"f", b"11", b"21"])  # learnt anew, in its place
+    assert known.of("t1") == (b"f", b"11", b"21")
+    known.learn("last", [1, b"e", b"10", b"20"])
+    assert known.of("t1") == (b"", b"", b"") and known.of("t2") == (b"e", b"10", b"20")
+    for bad in (None, [1, b"e", b"10"], [1, "e", b"10", b"20"], [b"1", b"e", b"10", b"20"]):
+        with pytest.raises(ValueError, match="unexpected reply"):
+            known.learn("t", bad)
+    assert len(known._topics) == kept.KNOWN_LIMIT
 
 
 async def test_the_stream_is_trimmed_about_size_and_reads_are_exact(
@@ -333,7 +388,7 @@ async def test_a_failing_script_is_a_broker_error_and_the_link_stays_up(
         RedisBroker(redis_server.url, prefix="wrong:").connect(on_state=states) as session,
         redis_server.client() as client,
     ):
-        await client.hset("wrong:{t}:m", {"e": "epoch", "o": "0"})
+        await client.hset("wrong:{t}:m", {"e": "epoch", "oepoch": "1"})
         await client.set("wrong:{t}:s", "not a stream")
         with pytest.raises(
             BrokerError, match=r"keeping an event in Redis failed: .*wrong kind of value"

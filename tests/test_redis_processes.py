@@ -2,7 +2,9 @@
 
 Two processes on ``--port 0`` with ``--broker redis://127.0.0.1:PORT``; clients from
 tests/wsclient.py (the independent `websockets` client). What Redis sees is checked
-with ``PUBSUB`` through a plain coredis client. Every wait is bounded and every
+with ``PUBSUB`` through a plain coredis client. A process cut off from Redis by a
+relay (tests/redistools.py) catches its clients up on a topic with history once it
+is back. Every wait is bounded and every
 process is killed in the end (the ``start`` fixture of test_cli).
 """
 
@@ -17,6 +19,7 @@ import trio
 
 from .cliproc import Server, StartServer, assert_one_line_error, start, write, wsroute_cli
 from .redisproc import RedisServer, free_port, own_redis_server, redis_server
+from .redistools import Relay
 from .wsclient import WSClient, connect
 
 __all__ = ["own_redis_server", "redis_server", "start"]  # fixtures, imported to be found
@@ -237,3 +240,105 @@ async def test_a_process_exits_1_when_redis_stays_away(
         " and could not reconnect within 0.5 s: "
     ), server.stderr
     assert "Traceback" not in server.stderr
+
+
+#: Bound on a reconnection and its catch-up: the backoff may reach 2 s on a loaded host.
+CATCHUP_TIMEOUT = 20.0
+
+KEPT_APP = """
+from wsroute import App, Connection, History
+
+app = App(history={"room:*": History(size=1000, ttl=300)}, broker_state_events=True)
+
+
+@app.broadcast("say", topic=lambda n, conn: "room:red")
+async def say(n: int) -> int:
+    return n
+
+
+@app.direct("join")
+async def join(room: str, conn: Connection) -> str:
+    await conn.subscribe(f"room:{room}")
+    return room
+"""
+
+
+async def broker_state(client: WSClient, state: str) -> None:
+    """Skip to the ``broker_state`` event saying ``state``; nothing of the topic may come
+    before it."""
+    with trio.fail_after(TIMEOUT):
+        while True:
+            frame = await client.recv()
+            assert frame.get("topic") != "room:red", frame
+            if frame.get("type") == "broker_state":
+                assert frame["data"] == {"state": state}
+                return
+
+
+async def replies_to(client: WSClient, count: int) -> list[Any]:
+    """The next ``count`` replies, events skipped."""
+    replies: list[Any] = []
+    with trio.fail_after(TIMEOUT):
+        while len(replies) < count:
+            frame = await client.recv()
+            if "ok" in frame:
+                replies.append(frame)
+    return replies
+
+
+async def topic_events(client: WSClient, count: int) -> list[Any]:
+    """The next ``count`` frames of topic ``room:red``, skipping ``broker_state`` events
+    and replies."""
+    found: list[Any] = []
+    with trio.fail_after(CATCHUP_TIMEOUT):
+        while len(found) < count:
+            frame = await client.recv(CATCHUP_TIMEOUT)
+            if "ok" not in frame and frame.get("type") != "broker_state":
+                found.append(frame)
+    return found
+
+
+async def test_a_process_cut_off_from_redis_catches_its_client_up_on_what_another_published(
+    start: StartServer, tmp_path: Path, own_redis_server: RedisServer
+) -> None:
+    redis = own_redis_server
+    project = write(tmp_path / "kept", {"app.py": KEPT_APP})
+    relay = Relay(redis.port)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(relay.run)
+        one = await start("run", "app:app", "--port", "0", "--broker", relay.url, cwd=project)
+        two = await start("run", "app:app", "--port", "0", "--broker", redis.url, cwd=project)
+        port_a, port_b = await one.wait_listening(), await two.wait_listening()
+        async with connect(port_a) as listener, connect(port_b) as sender:
+            assert (await listener.request("join", "red"))["ok"]
+            assert (await sender.request("say", 0))["ok"]
+            [first] = await topic_events(listener, 1)
+            assert (first["type"], first["data"], first["offset"]) == ("say", 0, 1)
+            epoch = first["epoch"]
+
+            relay.cut()
+            await broker_state(listener, "disconnected")
+            for n in range(1, 51):  # sent without waiting, then every reply awaited
+                await sender.send({"type": "say", "id": n, "data": n})
+            replies = await replies_to(sender, 50)
+            assert [(r["id"], r["ok"]) for r in replies] == [(n, True) for n in range(1, 51)]
+            relay.mend()
+
+            *missed, marker = await topic_events(listener, 51)
+            assert [(e["type"], e["data"], e["offset"], e["epoch"]) for e in missed] == [
+                ("say", n, n + 1, epoch) for n in range(1, 51)
+            ]
+            assert (marker["type"], marker["topic"]) == ("wsroute.recovery", "room:red")
+            assert marker["data"] == {
+                "recovered": True,
+                "offset": 51,
+                "epoch": epoch,
+                "missed": 50,
+            }
+            assert (await sender.request("say", 51, id="live"))["ok"]
+            [live] = await topic_events(listener, 1)
+            assert (live["type"], live["data"], live["offset"]) == ("say", 51, 52)
+            await one.wait_for(r"INFO reconnected to Redis at .* resubscribed \d+ topic")
+        nursery.cancel_scope.cancel()
+    for server in (one, two):
+        assert server.process.returncode is None, server.stderr  # nothing crashed

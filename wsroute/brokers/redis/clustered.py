@@ -150,9 +150,13 @@ class ClusterSession(RedisSession):
         what = "keeping an event in Redis"
         channel = self._channel(topic)
         seed = self._seed
-        call = kept.publish_call(self._prefix, topic, channel, data, history, seed, sharded=True)
-        position, published = self._parse(kept.kept_of, await self._run(call, what), what)
-        if not published:
+        known = self._known
+        call = kept.publish_call(
+            self._prefix, topic, channel, data, history, seed, known, sharded=True
+        )
+        reply = await self._run(call, what)
+        position = self._parse(lambda r: known.learn(topic, r), reply, what)
+        if not kept.was_published(reply):
             # Kept after an ASK by the node importing the slot, which does not serve
             # the channel's subscribers yet: the event is published where they are.
             # Sent even if the caller stops waiting, as a kept event is published.

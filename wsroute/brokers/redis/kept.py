@@ -8,9 +8,9 @@ a Redis Cluster puts them in one slot and one script may touch both:
   ``<offset>-<ms>``, the offset and Redis' clock when kept (ids grow with the offset
   whatever the clock does), with one field ``d``, the bytes published. It is trimmed
   to about ``size`` entries (``MAXLEN ~``);
-- ``<prefix>{<topic>}:m``, a hash of the topic's ``e`` (epoch), ``o`` (its last
-  offset) and the expiry deadlines (ms) last given to the stream (``s``) and to the
-  hash (``m``).
+- ``<prefix>{<topic>}:m``, a hash of the topic's ``e`` (epoch), ``o<epoch>`` (its
+  last offset, counted under the epoch's name) and the expiry deadlines (ms) last
+  given to the stream (``s``) and to the hash (``m``).
 
 **Expiry.** The stream must outlive the last publish by ``ttl``, the hash by
 ``meta_ttl``. Rather than two ``PEXPIRE`` per publish, a publish renews a key's expiry
@@ -26,6 +26,18 @@ microseconds, so that no two lives of a topic share one; it deletes what is left
 the stream, and offsets start over at 1. Approximate trimming keeps up to a stream
 node (100 entries) more than ``size``; reads return only the ``size`` newest offsets
 and events younger than ``ttl``.
+
+**Knowing the hash.** A kept publish costs Redis TIME, HINCRBY, XADD and PUBLISH.
+It does not read the hash: the session passes the epoch and deadlines it last
+learnt of the topic (``Known``), and the script counts under that epoch
+(``HINCRBY <hash> o<epoch> 1``). An offset above 1 proves the epoch is the hash's:
+its count exists only in a hash made for it. Otherwise (the session knows nothing,
+or 1: a first offset, or a count just made) the script reads the hash (HMGET): a
+count made under an epoch that is not the hash's is removed, and a hash without an
+epoch gets a new one, all within the script, so nobody sees a count without its
+epoch. Deadlines a session learnt are never later
+than those the hash records (only a publish moves them, always later), so at worst
+a session renews an expiry that another one already renewed.
 
 **Channel payloads.** A kept event is published, by the script that keeps it, on the
 topic's usual channel (``<prefix><topic>``; on a cluster ``<prefix>{<topic>}`` with
@@ -60,43 +72,62 @@ MARKED: Final = (b"\x04", b"\x05")
 #: The longest ``<offset>:<epoch>`` head a reader looks for (20 digits, 64 characters).
 _HEAD_LIMIT: Final = 1 + 20 + 1 + 64 + 1
 
-# Redis' clock in ms, and the topic's state from its hash or, when that is missing, a
-# new epoch (ARGV[1] is the caller's seed), deleting what is left of the stream.
-_STATE = """
+# Redis' clock, once per call: in ms (``now``) and as its two parts (``clock``).
+_CLOCK = """
 local stream, meta = KEYS[1], KEYS[2]
 local clock = redis.call('TIME')
 local now = clock[1] * 1000 + math.floor(clock[2] / 1000)
-local state = redis.call('HMGET', meta, 'e', 'o', 's', 'm')
-local epoch, top = state[1], tonumber(state[2]) or 0
-local fresh = not epoch
-if fresh then
-  epoch, top = string.sub(redis.sha1hex(ARGV[1] .. clock[1] .. '.' .. clock[2]), 1, 12), 0
-  redis.call('DEL', stream)
-  redis.call('HSET', meta, 'e', epoch, 'o', 0)
-end
 """
+# A new epoch, from the caller's seed (ARGV[1]) and the clock in microseconds.
+_NEW_EPOCH = "string.sub(redis.sha1hex(ARGV[1] .. clock[1] .. '.' .. clock[2]), 1, 12)"
 
 #: KEYS: stream, hash. ARGV: seed, data, size, ttl ms, meta_ttl ms, channel ("" to keep
-#: without publishing). Returns ``{offset, epoch, 1 if published}``. ``PUBLISH`` is
-#: replaced by ``SPUBLISH`` on a cluster.
+#: without publishing), and what the caller knows of the hash: epoch, stream and hash
+#: deadlines ("" for unknown).
+#: Returns ``{offset, epoch, stream deadline, hash deadline, 1 if published}``, the
+#: deadlines in ms as text. ``PUBLISH`` is replaced by ``SPUBLISH`` on a cluster.
 _PUBLISH_KEPT = (
-    _STATE
-    + """
-local offset = string.format('%d', redis.call('HINCRBY', meta, 'o', 1))
-redis.call('XADD', stream, 'MAXLEN', '~', ARGV[3], offset .. '-' .. string.format('%d', now),
-  'd', ARGV[2])
-local function renew(key, field, deadline, ttl)
-  if not deadline or deadline - now < ttl then
-    deadline = now + ttl + math.floor(ttl / 10)
-    redis.call('PEXPIREAT', key, deadline)
-    redis.call('HSET', meta, field, string.format('%d', deadline))
+    _CLOCK
+    + f"""
+local epoch, s, m = ARGV[7], ARGV[8], ARGV[9]
+local offset = 0
+if epoch ~= '' then
+  offset = redis.call('HINCRBY', meta, 'o' .. epoch, 1)
+end
+if offset < 2 then  -- the epoch is unknown, or its count was missing: look
+  local state = redis.call('HMGET', meta, 'e', 's', 'm')
+  s, m = state[2], state[3]
+  if state[1] ~= epoch then
+    if offset == 1 then  -- counted under an epoch that is not the hash's: undo
+      redis.call('HDEL', meta, 'o' .. epoch)
+    end
+    epoch = state[1]
+    if not epoch then
+      epoch = {_NEW_EPOCH}
+      redis.call('DEL', stream)
+      redis.call('HSET', meta, 'e', epoch)
+    end
+    offset = redis.call('HINCRBY', meta, 'o' .. epoch, 1)
   end
 end
-renew(stream, 's', tonumber(state[3]), tonumber(ARGV[4]))
-renew(meta, 'm', tonumber(state[4]), tonumber(ARGV[5]))
-if ARGV[6] == '' then return {tonumber(offset), epoch, 0} end
-redis.call('PUBLISH', ARGV[6], '\\4' .. offset .. ':' .. epoch .. '\\n' .. ARGV[2])
-return {tonumber(offset), epoch, 1}
+local head = string.format('%d', offset)
+redis.call('XADD', stream, 'MAXLEN', '~', ARGV[3], head .. '-' .. string.format('%d', now),
+  'd', ARGV[2])
+local ttl, deadline = tonumber(ARGV[4]), tonumber(s)
+if not deadline or deadline - now < ttl then
+  s = string.format('%d', now + ttl + math.floor(ttl / 10))
+  redis.call('PEXPIREAT', stream, s)
+  redis.call('HSET', meta, 's', s)
+end
+ttl, deadline = tonumber(ARGV[5]), tonumber(m)
+if not deadline or deadline - now < ttl then
+  m = string.format('%d', now + ttl + math.floor(ttl / 10))
+  redis.call('PEXPIREAT', meta, m)
+  redis.call('HSET', meta, 'm', m)
+end
+if ARGV[6] == '' then return {{offset, epoch, s, m, 0}} end
+redis.call('PUBLISH', ARGV[6], '\\4' .. head .. ':' .. epoch .. '\\n' .. ARGV[2])
+return {{offset, epoch, s, m, 1}}
 """
 )
 PUBLISH_KEPT: Final = Script(_PUBLISH_KEPT)
@@ -109,13 +140,20 @@ SPUBLISH_KEPT: Final = Script(
 #: limit ("" for none). Returns ``{epoch, top offset, {offset, data, ...}}``, oldest
 #: first.
 READ_HISTORY: Final = Script(
-    _STATE
+    _CLOCK
     + """
 local out = {}
-if fresh then
+local epoch = redis.call('HGET', meta, 'e')
+if not epoch then
+  epoch = """
+    + _NEW_EPOCH
+    + """
+  redis.call('DEL', stream)
+  redis.call('HSET', meta, 'e', epoch)
   redis.call('PEXPIRE', meta, ARGV[4])
   return {epoch, 0, out}
 end
+local top = tonumber(redis.call('HGET', meta, 'o' .. epoch)) or 0
 local limit, since = tonumber(ARGV[6]), tonumber(ARGV[5])
 if limit == 0 then
   return {epoch, top, out}
@@ -183,16 +221,22 @@ def publish_call(
     data: bytes,
     history: History,
     seed: bytes,
+    known: Known,
     *,
     sharded: bool = False,
 ) -> Call:
     """The script call that keeps ``data`` and publishes it on ``channel`` (with
     ``SPUBLISH`` if ``sharded``); ``seed`` is the caller's random bytes, from which a
-    new epoch is made if one is needed."""
+    new epoch is made if one is needed; ``known``, what the caller learnt of the
+    topic's hash (``Known.learn`` takes the reply)."""
     size, ttl, meta_ttl = _bounds(history)
     script = SPUBLISH_KEPT if sharded else PUBLISH_KEPT
-    args = [seed, data, size, ttl, meta_ttl, channel]
-    return KeptCall(script, keys(prefix, topic), args, len(data))
+    return KeptCall(
+        script,
+        keys(prefix, topic),
+        [seed, data, size, ttl, meta_ttl, channel, *known.of(topic)],
+        len(data),
+    )
 
 
 class KeptCall(Call):
@@ -210,7 +254,7 @@ class KeptCall(Call):
         return KeptCall(self.script, self.keys, self.args, self.size)
 
     def asked(self) -> KeptCall:
-        copy = KeptCall(self.script, self.keys, [*self.args[:5], b""], self.size)
+        copy = KeptCall(self.script, self.keys, [*self.args[:5], b"", *self.args[6:]], self.size)
         copy.asking = True
         return copy
 
@@ -231,26 +275,56 @@ def read_call(
     )
 
 
-def kept_of(reply: object) -> tuple[Position, bool]:
-    """The position that ``PUBLISH_KEPT`` returned, and whether it published the event.
-
-    Raises:
-        ValueError: the reply is not what the script returns.
-    """
-    if (
-        isinstance(reply, list)
-        and len(reply) == 3
-        and isinstance(reply[0], int)
-        and isinstance(reply[1], bytes)
-        and reply[2] in (0, 1)
-    ):
-        return Position(reply[0], reply[1].decode()), bool(reply[2])
-    raise ValueError(f"unexpected reply {reply!r:.80}")
+#: The most topics whose hashes one session remembers (``Known``).
+KNOWN_LIMIT: Final = 4096
+_UNKNOWN: Final = (b"", b"", b"")
 
 
-def position_of(reply: object) -> Position:
-    """The position that ``PUBLISH_KEPT`` returned (see ``kept_of``)."""
-    return kept_of(reply)[0]
+class Known:
+    """What one session last learnt of topics' hashes: each one's epoch and the
+    expiry deadlines last seen or given, for ``PUBLISH_KEPT`` to count under that
+    epoch without reading the hash (see "Knowing the hash" above). Beyond
+    ``KNOWN_LIMIT`` topics, the one learnt first is forgotten: its next publish
+    reads the hash once more."""
+
+    __slots__ = ("_topics",)
+
+    def __init__(self) -> None:
+        self._topics: dict[str, tuple[bytes, bytes, bytes]] = {}
+
+    def of(self, topic: str) -> tuple[bytes, bytes, bytes]:
+        """The epoch and deadlines of ``topic``'s hash as last learnt (empty if not)."""
+        return self._topics.get(topic, _UNKNOWN)
+
+    def learn(self, topic: str, reply: object) -> Position:
+        """The position that ``PUBLISH_KEPT`` returned; remembers what it says of the
+        hash.
+
+        Raises:
+            ValueError: the reply is not what the script returns.
+        """
+        if not (isinstance(reply, list) and len(reply) == 5):
+            raise ValueError(f"unexpected reply {reply!r:.80}")
+        offset, epoch, stream_deadline, hash_deadline, published = reply
+        if not (
+            isinstance(offset, int)
+            and isinstance(epoch, bytes)
+            and isinstance(stream_deadline, bytes)
+            and isinstance(hash_deadline, bytes)
+            and published in (0, 1)
+        ):
+            raise ValueError(f"unexpected reply {reply!r:.80}")
+        topics = self._topics
+        if topic not in topics and len(topics) >= KNOWN_LIMIT:
+            del topics[next(iter(topics))]
+        topics[topic] = (epoch, stream_deadline, hash_deadline)
+        return Position(offset, epoch.decode())
+
+
+def was_published(reply: object) -> bool:
+    """Whether ``PUBLISH_KEPT`` published the event it kept (a reply that
+    ``Known.learn`` took): not after a cluster's ``ASK`` (``KeptCall.asked``)."""
+    return isinstance(reply, list) and reply[4] == 1
 
 
 def frame(data: bytes, position: Position) -> bytes:

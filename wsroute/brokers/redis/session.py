@@ -111,6 +111,8 @@ class RedisSession(BrokerSession):
         self._presence_ttl = 0.0
         #: What the history scripts make a topic's new epoch from, with Redis' clock.
         self._seed = new_epoch().encode()
+        #: What this session learnt of its topics' history hashes.
+        self._known = kept.Known()
 
     @property
     def dropped(self) -> int:
@@ -170,10 +172,13 @@ class RedisSession(BrokerSession):
             data,
             history,
             self._seed,
+            self._known,
             sharded=self._sharded,
         )
         reply = await self._run(call, "keeping an event in Redis")
-        return self._parse(kept.position_of, reply, "keeping an event in Redis")
+        return self._parse(
+            lambda r: self._known.learn(topic, r), reply, "keeping an event in Redis"
+        )
 
     async def read_history(
         self, topic: str, history: History, *, since: int | None = None, limit: int | None = None
