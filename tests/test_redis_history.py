@@ -242,14 +242,20 @@ async def test_a_publish_checks_the_epoch_it_knows_by_counting_under_it(
 def test_a_session_remembers_a_bounded_number_of_topics() -> None:
     known = kept.Known()
     for n in range(kept.KNOWN_LIMIT + 1):
-        assert known.learn(f"t{n}", [n + 1, b"e", b"10", b"20"]) == Position(n + 1, "e")
+        assert known.learn(f"t{n}", [n + 1, b"e", b"10", b"20", 1]) == Position(n + 1, "e")
     assert known.of("t0") == (b"", b"", b"")  # learnt first: forgotten
     assert known.of("t1") == (b"e", b"10", b"20")
-    known.learn("t1", [3, b"f", b"11", b"21"])  # learnt anew, in its place
+    known.learn("t1", [3, b"f", b"11", b"21", 1])  # learnt anew, in its place
     assert known.of("t1") == (b"f", b"11", b"21")
-    known.learn("last", [1, b"e", b"10", b"20"])
+    known.learn("last", [1, b"e", b"10", b"20", 0])
     assert known.of("t1") == (b"", b"", b"") and known.of("t2") == (b"e", b"10", b"20")
-    for bad in (None, [1, b"e", b"10"], [1, "e", b"10", b"20"], [b"1", b"e", b"10", b"20"]):
+    for bad in (
+        None,
+        [1, b"e", b"10", b"20"],
+        [1, "e", b"10", b"20", 1],
+        [b"1", b"e", b"10", b"20", 1],
+        [1, b"e", b"10", b"20", 2],
+    ):
         with pytest.raises(ValueError, match="unexpected reply"):
             known.learn("t", bad)
     assert len(known._topics) == kept.KNOWN_LIMIT
