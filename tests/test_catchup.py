@@ -35,14 +35,16 @@ from wsroute.brokers import (
     BrokerState,
     HistoryPage,
     MemoryBroker,
+    RedisClusterBroker,
     StateListener,
 )
 from wsroute.testing import Event, TestClient, open_app, open_client
 
+from .rediscluster import RedisCluster, redis_cluster
 from .redisproc import RedisServer, own_redis_server, redis_server
 from .redistools import TIMEOUT, Relay, calls, quick
 
-__all__ = ["own_redis_server", "redis_server"]  # fixtures, imported to be found
+__all__ = ["own_redis_server", "redis_cluster", "redis_server"]  # fixtures, imported to be found
 
 HISTORY = {"room:*": History(size=1000, ttl=300)}
 RECOVERY = "wsroute.recovery"
@@ -280,6 +282,12 @@ class Link:
         self.down = False
         self.reads: list[tuple[str, int | None]] = []
         self.on_state: StateListener | None = None
+        #: Messages to lose silently, the broker not lost (a backlog that overflowed).
+        self.losing = 0
+        #: Whether each message comes twice (a copy that arrives late).
+        self.twice = False
+        #: Set, reads of history wait for it.
+        self.reads_wait: trio.Event | None = None
 
     def cut(self) -> None:
         self.down = True
@@ -302,9 +310,6 @@ class LinkedSession(BrokerSession):
 
     keeps_history = True
 
-    def __init__(self, inner: BrokerSession, link: Link) -> None:
-        self.inner, self.link = inner, link
-
     async def publish(self, topic: str, data: bytes) -> None:
         self.link.check()
         await self.inner.publish(topic, data)
@@ -317,6 +322,8 @@ class LinkedSession(BrokerSession):
         self, topic: str, history: History, *, since: int | None = None, limit: int | None = None
     ) -> HistoryPage:
         await trio.lowlevel.checkpoint()
+        if self.link.reads_wait is not None:
+            await self.link.reads_wait.wait()
         self.link.check()
         self.link.reads.append((topic, since))
         return await self.inner.read_history(topic, history, since=since, limit=limit)
@@ -327,11 +334,24 @@ class LinkedSession(BrokerSession):
     async def unsubscribe(self, topic: str) -> None:
         await self.inner.unsubscribe(topic)
 
+    def __init__(self, inner: BrokerSession, link: Link) -> None:
+        self.inner, self.link = inner, link
+        self._again: BrokerMessage | None = None
+
     async def __anext__(self) -> BrokerMessage:
-        while True:
+        if self._again is not None:
+            message, self._again = self._again, None
+            return message
+        for _ in range(10_000):
             message = await self.inner.__anext__()
+            if self.link.losing and not self.link.down:
+                self.link.losing -= 1
+                continue
             if not self.link.down:
+                if self.link.twice:
+                    self._again = message
                 return message
+        raise AssertionError("the link lost too much")
 
 
 class Linked(Broker):
@@ -620,3 +640,127 @@ async def test_a_member_recovering_on_its_own_when_the_loss_begins_misses_nothin
         else:
             assert markers == [(RECOVERY, marker(True, 14, 13))]
         assert hub.catchup.gaps == {} and hub._held == {}
+
+
+# -- live events that never reached the process ---------------------------------------
+
+
+async def test_live_events_that_never_arrived_are_read_from_history(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with hub_behind_link() as (hub, link, other):
+        conn, bystander = connection(hub), connection(hub)
+        await conn.subscribe("room:1")
+        await bystander.subscribe("room:2")
+        await kept(other, [0])
+        await kept(other, [0], topic="room:2")
+        assert await drain(conn) == [("msg", 0)]
+        link.losing = 3  # offsets 2 to 4, the broker not lost
+        await kept(other, range(1, 5))
+        await kept(other, [1], topic="room:2")
+        received = await drain(conn)
+        await kept(other, [5])
+        received += await drain(conn)
+        assert without_epoch(received) == [
+            ("msg", 1),
+            ("msg", 2),
+            ("msg", 3),
+            ("msg", 4),  # from history too: kept before it was delivered
+            (RECOVERY, marker(True, 5, 4)),
+            ("msg", 5),
+        ]
+        assert link.reads == [("room:1", 1)]  # one read, after the last one delivered
+        assert await drain(bystander) == [("msg", 0), ("msg", 1)]  # another topic: untouched
+        assert hub.catchup.gaps == {} and hub._held == {}
+
+
+async def test_a_gap_while_a_replay_is_under_way_is_filled_after_it(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with hub_behind_link() as (hub, link, other):
+        first, second = connection(hub, outbox_size=64), connection(hub, outbox_size=64)
+        await first.subscribe("room:1")
+        await second.subscribe("room:2")
+        for topic in ("room:1", "room:2"):
+            await kept(other, [0], topic=topic)
+        await drain(first), await drain(second)
+        link.reads_wait = trio.Event()
+        link.losing = 1
+        await kept(other, [1, 2])
+        await settle()  # room:1's replay waits to read
+        assert hub.catchup.gaps.keys() == {"room:1"}
+        link.losing = 1
+        await kept(other, [1, 2], topic="room:2")  # its gap, found meanwhile
+        await settle()
+        assert hub.catchup.gaps.keys() == {"room:1", "room:2"}
+        link.reads_wait.set()
+        for conn in (first, second):
+            received = without_epoch(await drain(conn))
+            assert received == [("msg", 1), ("msg", 2), (RECOVERY, marker(True, 3, 2))]
+        assert sorted(link.reads) == [("room:1", 1), ("room:2", 1)]
+
+
+async def test_a_late_copy_of_an_event_is_not_delivered_twice(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with hub_behind_link() as (hub, link, other):
+        conn = connection(hub, outbox_size=64)
+        await conn.subscribe("room:1")
+        await kept(other, [0])
+        link.twice = True
+        await kept(other, range(1, 4))
+        assert await drain(conn) == [("msg", n) for n in range(4)]
+        assert link.reads == []
+
+
+async def test_a_member_recovering_on_its_own_finds_the_gap_itself(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with hub_behind_link() as (hub, link, other):
+        staying = connection(hub, outbox_size=64)
+        await staying.subscribe("room:1")
+        await kept(other, range(3))
+        await drain(staying)
+        position = Position(2, hub._last["room:1"].epoch)
+        back = connection(hub, outbox_size=64, recover={"room:1": position})
+        await back.subscribe("room:1")
+        link.losing = 1
+        await kept(other, range(3, 6))
+        for conn in (staying, back):
+            messages = [data for kind, data in await drain(conn) if kind == "msg"]
+            assert messages == ([2] if conn is back else []) + [3, 4, 5]
+
+
+# -- against a Redis Cluster: a backlog that overflows ---------------------------------
+
+
+async def test_events_dropped_by_an_overflowing_backlog_are_read_from_history(
+    redis_cluster: RedisCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    # One reader per shard feeds the session's backlog; two places are too few for
+    # what three shards send at once, so some events are dropped, never silently.
+    app = make_app(RedisClusterBroker(redis_cluster.url(), backlog=2, prefix="gaps:"))
+    publisher = make_app(RedisClusterBroker(redis_cluster.url(), prefix="gaps:"))
+    rooms, count = [f"room:{n}" for n in range(12)], 100  # rooms on every shard
+    async with open_app(app), open_app(publisher), open_client(app) as client:
+        for room in rooms:
+            await client.request("join", {"room": room})
+        for room in rooms:
+            await publish(publisher, [-1], topic=room)
+        first = {event.topic: event.offset for event in await receive_events(client, len(rooms))}
+        async with trio.open_nursery() as nursery:
+            for room in rooms:
+                nursery.start_soon(publish, publisher, range(count), room)
+        events: list[Event] = []
+        with trio.fail_after(TIMEOUT):
+            while sum(event.type == "msg" for event in events) < len(rooms) * count:
+                events += await receive_events(client, 1)
+    assert "the consumer fell 2 messages behind" in caplog.text  # it did drop
+    for room in rooms:  # every event once, in order
+        mine = [event for event in events if event.topic == room and event.type == "msg"]
+        assert [event.data for event in mine] == list(range(count))
+        start = first[room]
+        assert start is not None
+        assert [event.offset for event in mine] == list(range(start + 1, start + 1 + count))
+    markers = [event.data for event in events if event.type == RECOVERY]
+    assert markers and all(marker["recovered"] is True for marker in markers)

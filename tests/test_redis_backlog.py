@@ -9,7 +9,7 @@ import pytest
 import trio
 import trio.testing
 
-from wsroute.brokers import BrokerMessage
+from wsroute.brokers import BrokerMessage, Position
 from wsroute.brokers.redis.backlog import DROP_LOG_INTERVAL, Backlog
 
 
@@ -52,3 +52,21 @@ async def test_a_closed_backlog_ends_the_consumer_and_discards_messages() -> Non
     assert backlog.dropped == 0
     with pytest.raises(StopAsyncIteration):
         await backlog.get()
+
+
+async def test_once_empty_it_tells_where_each_topic_with_history_lost_messages() -> None:
+    backlog = Backlog(2)
+    kept = [BrokerMessage(topic, b"x", Position(n, "e")) for topic in "ab" for n in (1, 2, 3)]
+    for item in kept[:3]:  # a1 a2 kept, a3 dropped
+        backlog.put(item)
+    backlog.put(message(9))  # no history: dropped, nothing to tell
+    backlog.put(kept[3])  # b1 dropped
+    assert backlog.dropped == 3
+    assert [await backlog.get() for _ in range(2)] == kept[:2]
+    told = {await backlog.get(), await backlog.get()}  # then the losses, without data
+    assert told == {
+        BrokerMessage("a", b"", Position(3, "e")),
+        BrokerMessage("b", b"", Position(1, "e")),
+    }
+    backlog.put(kept[4])  # once told, messages flow as before
+    assert await backlog.get() == kept[4]

@@ -17,6 +17,13 @@ again rather than trust them), then catches up from where it got if the broker i
 still lost. Topics without history are left alone: nothing can fill their gap, and
 apps hear ``broker_lost`` and ``broker_restored``.
 
+The same serves live gaps (``skipped``): events of a topic that never reached this
+process while the broker stayed connected (its inbound backlog overflowed, a
+cluster's redirected publish failed). The hub finds them by offset, an event further
+ahead than the next one, or the broker session reports them; the topic's members
+then catch up from the last position delivered, at once. Reads of history move that
+position on, so that live copies of what was read are not delivered twice.
+
 The replay runs in the serving's system nursery, not in the connections': one read
 serves members of many connections, and another loss must cancel all of it at once.
 Each member's part has its own cancel scope, cancelled when it leaves the topic or
@@ -33,6 +40,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from .._errors import BrokerError
 from .._history import History, Position
 from .._topics import TopicRules
 from .recovery import Held, Read, Recipient, read, recover
@@ -74,6 +82,7 @@ class Catchup:
     last positions (it changes only the held events of its own members)."""
 
     __slots__ = (
+        "_again",
         "_broker",
         "_held",
         "_history",
@@ -84,6 +93,7 @@ class Catchup:
         "_starts",
         "gaps",
         "outage",
+        "repairs",
     )
 
     def __init__(
@@ -92,7 +102,7 @@ class Catchup:
         history: TopicRules[History],
         members: Mapping[str, Collection[Recipient]],
         held: dict[str, dict[Recipient, Held]],
-        last: Mapping[str, Position],
+        last: dict[str, Position],
         hold_limit: int,
     ) -> None:
         self._broker = broker
@@ -109,11 +119,17 @@ class Catchup:
         #: Whether the broker is lost (from ``lost`` to ``restored``).
         self.outage = False
         self._scope: trio.CancelScope | None = None  # the replay under way
+        # Whether members were left behind while a replay was under way: once it ends,
+        # another one starts for them.
+        self._again = False
+        #: Where live gaps are filled (``skipped``): the hub's, while it delivers.
+        self.repairs: trio.Nursery | None = None
 
     def lost(self) -> None:
         """The broker is lost: hold the live events of every member of a topic with
         history from now on, and stop a replay under way."""
         self.outage = True
+        self._again = False
         if self._scope is not None:
             self._scope.cancel()
             self._scope = None
@@ -140,9 +156,42 @@ class Catchup:
         """The broker is back and has resubscribed: replay what the members missed."""
         self.outage = False
         self._starts.clear()
-        if self.gaps and self._scope is None:
+        if self.gaps:
+            self._start(nursery)
+
+    def skipped(self, topic: str, since: Position) -> None:
+        """Live events of ``topic`` after ``since`` never reached this process, though
+        the broker is not lost: its inbound backlog overflowed, or a cluster's
+        redirected publish failed after the event was kept. The members who stood at
+        ``since`` catch up from history as after a loss, the live events held from
+        now on; those already held (recovering, catching up) find the gap themselves."""
+        members = self._members.get(topic)
+        nursery = self.repairs
+        if not members or nursery is None or self._history.get(topic) is None:
+            return
+        holding = self._held.get(topic, {})
+        behind = [conn for conn in members if conn not in holding]
+        if not behind:
+            return
+        logger.warning(
+            "live events of topic %r after offset %d (epoch %s) did not reach this process;"
+            " catching up %d subscription(s) from history",
+            topic,
+            since.offset,
+            since.epoch,
+            len(behind),
+        )
+        for conn in behind:
+            self._enter(topic, conn, since)
+        if not self.outage:
+            self._start(nursery)
+
+    def _start(self, nursery: trio.Nursery) -> None:
+        if self._scope is None:
             self._scope = trio.CancelScope()
-            nursery.start_soon(self._replay, self._scope)
+            nursery.start_soon(self._replay, self._scope, nursery)
+        else:
+            self._again = True
 
     def joined(self, conn: Recipient, topic: str) -> None:
         """``conn`` joined ``topic`` (without a position to recover): while the broker
@@ -182,11 +231,10 @@ class Catchup:
             if not by_member:
                 del self._held[topic]
 
-    async def _replay(self, scope: trio.CancelScope) -> None:
+    async def _replay(self, scope: trio.CancelScope, nursery: trio.Nursery) -> None:
         """One read per topic and starting position, then each member's part."""
         logger.info(
-            "catching up %d subscription(s) on %d topic(s) with history, missed while the"
-            " broker was lost",
+            "catching up %d subscription(s) on %d topic(s) with history",
             sum(map(len, self.gaps.values())),
             len(self.gaps),
         )
@@ -202,12 +250,34 @@ class Catchup:
                             starts.setdefault(since, []).append((conn, behind))
                     for since, behinds in starts.items():
                         page = await read(self._broker, topic, history, since)
+                        if not isinstance(page, BrokerError):
+                            self._advance(topic, page.position, since)
                         for conn, behind in behinds:
                             if gap.get(conn) is behind:  # it may have left during the read
                                 behind.scope = trio.CancelScope()
                                 parts.start_soon(self._part, topic, history, conn, behind, page)
         if self._scope is scope:
             self._scope = None
+            if self._again:
+                self._again = False
+                if self.gaps and not self.outage:
+                    self._start(nursery)
+
+    def _advance(self, topic: str, top: Position, since: Position | None) -> None:
+        """The members read history from ``since`` up to ``top``: it becomes the last
+        position delivered, unless a live event went further. So the next live event
+        is not taken for a gap, and live copies of what was read, still on their way,
+        are dropped (``Hub.deliver``). A top behind ``since`` in the same epoch (a
+        Redis that lost its last writes in a failover) counts from there again."""
+        last = self._last.get(topic)
+        if last is None:
+            return
+        if (
+            last.epoch != top.epoch
+            or last.offset < top.offset
+            or (since is not None and since.epoch == top.epoch and top.offset < since.offset)
+        ):
+            self._last[topic] = top
 
     async def _part(
         self, topic: str, history: History, conn: Recipient, behind: Behind, page: Read

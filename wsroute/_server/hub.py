@@ -188,7 +188,10 @@ class Hub:
 
     def deliver(self, topic: str, data: bytes, position: Position | None = None) -> None:
         members = self._members.get(topic)
-        if not members or not data:
+        if not members:
+            return
+        if not data:  # the broker dropped the topic's events up to ``position``
+            self._dropped(topic, position)
             return
         if data[0] == CONTROL:
             try:
@@ -199,13 +202,26 @@ class Hub:
             for conn in list(members):
                 conn._control(control)
             return
+        if position is not None:
+            last = self._last.get(topic)
+            if last is not None:
+                # Offsets count one by one from 1 in each epoch. One not ahead of the
+                # last delivered is a copy of what the members got, from history or
+                # live (a cluster's redirected publish arrives late); one further
+                # ahead means that live events never reached this process.
+                if position.epoch == last.epoch:
+                    if position.offset <= last.offset:
+                        return
+                    if position.offset > last.offset + 1:
+                        self.catchup.skipped(topic, last)
+                elif position.offset > 1:
+                    self.catchup.skipped(topic, last)
+            self._last[topic] = position
         try:
             sender, frame = event_frame(data, position)  # framed once for every member
         except (ValueError, TypeError) as exc:  # only a bug elsewhere could send one
             logger.warning("dropped an event on topic %r that does not decode: %s", topic, exc)
             return
-        if position is not None:
-            self._last[topic] = position
         held = self._held.get(topic) if self._held else None
         if held is None and sender is None:
             for conn in members:
@@ -224,8 +240,23 @@ class Hub:
                 pushed += 1
         self.events.value += pushed
 
+    def _dropped(self, topic: str, position: Position | None) -> None:
+        """The broker session dropped ``topic``'s events up to ``position``."""
+        last = self._last.get(topic) if position is not None else None
+        if last is None or position is None:
+            return
+        if position.epoch != last.epoch or position.offset > last.offset:
+            self.catchup.skipped(topic, last)
+
     async def pump(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Deliver everything the broker session yields until it ends."""
-        task_status.started()
-        async for message in self._broker:
-            self.deliver(message.topic, message.data, message.position)
+        async with trio.open_nursery() as repairs:
+            # Live gaps are filled from history here, for as long as the hub delivers.
+            self.catchup.repairs = repairs
+            try:
+                task_status.started()
+                async for message in self._broker:
+                    self.deliver(message.topic, message.data, message.position)
+            finally:
+                self.catchup.repairs = None
+                repairs.cancel_scope.cancel()

@@ -53,7 +53,12 @@ StateListener = Callable[[BrokerState], None]
 
 
 class BrokerMessage(NamedTuple):
-    """One message delivered by a broker session."""
+    """One message delivered by a broker session.
+
+    A session that had to drop messages of a topic with history (its inbound buffer
+    overflowed) says so with a message without ``data`` whose ``position`` is that of
+    the last one dropped: the app then reads the gap from history (docs/history.md).
+    """
 
     topic: str
     data: bytes

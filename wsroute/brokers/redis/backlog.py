@@ -6,7 +6,10 @@ Its policy is **drop until half**: when the backlog is full, incoming messages a
 dropped until the consumer has drained it to half, so an overloaded consumer sees one
 gap it can resync after, rather than a message missing here and there. Every drop is
 counted (``dropped``) and logged, at most one line per ``DROP_LOG_INTERVAL``: a gap is
-never silent. See docs/brokers.md, "The inbound backlog".
+never silent. For a topic with history the consumer is also told where: once the
+backlog is empty, one message per topic without data, at the position of the last
+one dropped (``BrokerMessage``), from which the app reads the gap from history.
+See docs/brokers.md, "The inbound backlog".
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Final
 
 import trio
 
+from ..._history import Position
 from .._base import BrokerMessage
 
 logger = logging.getLogger("wsroute")
@@ -34,6 +38,9 @@ class Backlog:
         self._last_drop_log = -DROP_LOG_INTERVAL
         #: Messages dropped because the backlog was full.
         self.dropped = 0
+        # Per topic with history, the position of the last message dropped: told to
+        # the consumer once the backlog is empty.
+        self._missed: dict[str, Position] = {}
 
     def put(self, message: BrokerMessage) -> None:
         """Queue ``message``, or drop it by the policy; never blocks. After
@@ -50,6 +57,8 @@ class Backlog:
             except trio.ClosedResourceError:
                 return
         self.dropped += 1
+        if message.position is not None:
+            self._missed[message.topic] = message.position
         now = trio.current_time()
         if now - self._last_drop_log >= DROP_LOG_INTERVAL:
             self._last_drop_log = now
@@ -68,6 +77,13 @@ class Backlog:
             StopAsyncIteration: the backlog is closed.
         """
         try:
+            if self._missed:
+                try:
+                    return self._receive.receive_nowait()
+                except trio.WouldBlock:
+                    await trio.lowlevel.checkpoint()
+                    topic, position = self._missed.popitem()
+                    return BrokerMessage(topic, b"", position)
             return await self._receive.receive()
         except (trio.EndOfChannel, trio.ClosedResourceError):
             raise StopAsyncIteration from None
