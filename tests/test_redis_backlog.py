@@ -10,7 +10,7 @@ import trio
 import trio.testing
 
 from wsroute.brokers import BrokerMessage, Position
-from wsroute.brokers.redis.backlog import DROP_LOG_INTERVAL, Backlog
+from wsroute.brokers.redis.backlog import BURST, DROP_LOG_INTERVAL, Backlog
 
 
 def message(n: int) -> BrokerMessage:
@@ -70,3 +70,19 @@ async def test_once_empty_it_tells_where_each_topic_with_history_lost_messages()
     }
     backlog.put(kept[4])  # once told, messages flow as before
     assert await backlog.get() == kept[4]
+
+
+async def test_the_consumer_takes_a_burst_in_a_row_then_lets_the_readers_run() -> None:
+    backlog = Backlog(4 * BURST)
+    for n in range(2 * BURST):
+        backlog.put(message(n))
+    with trio.testing.assert_no_checkpoints():  # as many as several readers put meanwhile
+        taken = [await backlog.get() for _ in range(BURST)]
+    with trio.testing.assert_checkpoints():
+        taken.append(await backlog.get())
+    assert [m.data for m in taken] == [b"%d" % n for n in range(BURST + 1)]
+    for _ in range(BURST - 1):
+        await backlog.get()
+    with trio.testing.assert_checkpoints():  # empty: waits
+        with trio.move_on_after(0.01):
+            await backlog.get()

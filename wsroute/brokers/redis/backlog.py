@@ -26,6 +26,11 @@ logger = logging.getLogger("wsroute")
 
 #: At most one "backlog full" log line per this many seconds.
 DROP_LOG_INTERVAL: Final = 10.0
+#: Messages the consumer takes in a row before it lets other tasks run. Each reader
+#: puts one message per turn (a cluster session has one reader per shard); taking
+#: one per turn too, the consumer would fall behind several of them however fast
+#: it is.
+BURST: Final = 64
 
 
 class Backlog:
@@ -41,6 +46,7 @@ class Backlog:
         # Per topic with history, the position of the last message dropped: told to
         # the consumer once the backlog is empty.
         self._missed: dict[str, Position] = {}
+        self._in_a_row = 0
 
     def put(self, message: BrokerMessage) -> None:
         """Queue ``message``, or drop it by the policy; never blocks. After
@@ -71,19 +77,28 @@ class Backlog:
             )
 
     async def get(self) -> BrokerMessage:
-        """The oldest message; waits for one.
+        """The oldest message; waits for one. Takes up to ``BURST`` in a row without a
+        schedule point; once the backlog is empty, the losses it has to tell first.
 
         Raises:
             StopAsyncIteration: the backlog is closed.
         """
+        if self._in_a_row >= BURST:
+            self._in_a_row = 0
+            await trio.lowlevel.checkpoint()
         try:
+            try:
+                message = self._receive.receive_nowait()
+            except trio.WouldBlock:
+                pass
+            else:
+                self._in_a_row += 1
+                return message
+            self._in_a_row = 0
             if self._missed:
-                try:
-                    return self._receive.receive_nowait()
-                except trio.WouldBlock:
-                    await trio.lowlevel.checkpoint()
-                    topic, position = self._missed.popitem()
-                    return BrokerMessage(topic, b"", position)
+                await trio.lowlevel.checkpoint()
+                topic, position = self._missed.popitem()
+                return BrokerMessage(topic, b"", position)
             return await self._receive.receive()
         except (trio.EndOfChannel, trio.ClosedResourceError):
             raise StopAsyncIteration from None
