@@ -288,6 +288,9 @@ class Link:
         self.twice = False
         #: Set, reads of history wait for it.
         self.reads_wait: trio.Event | None = None
+        #: Whether messages are held back (still on their way), and those held.
+        self.delaying = False
+        self.delayed: list[BrokerMessage] = []
 
     def cut(self) -> None:
         self.down = True
@@ -343,7 +346,12 @@ class LinkedSession(BrokerSession):
             message, self._again = self._again, None
             return message
         for _ in range(10_000):
+            if self.link.delayed and not self.link.delaying:
+                return self.link.delayed.pop(0)
             message = await self.inner.__anext__()
+            if self.link.delaying or self.link.delayed:  # in order, after those held
+                self.link.delayed.append(message)
+                continue
             if self.link.losing and not self.link.down:
                 self.link.losing -= 1
                 continue
@@ -639,7 +647,15 @@ async def test_a_member_recovering_on_its_own_when_the_loss_begins_misses_nothin
             ]
         else:
             assert markers == [(RECOVERY, marker(True, 14, 13))]
-        assert hub.catchup.gaps == {} and hub._held == {}
+        assert hub.catchup.gaps == {}
+        if not read_during_loss:
+            # It recovered on its own and no live event came since: copies of what it
+            # read may still come, so its floor stays until the first event past it.
+            [floor] = hub._held["room:1"].values()
+            assert floor.floor == Position(14, epoch)
+        await kept(other, [14])
+        assert await drain(conn) == [("msg", 14)]
+        assert hub._held == {}
 
 
 # -- live events that never reached the process ---------------------------------------
@@ -729,6 +745,55 @@ async def test_a_member_recovering_on_its_own_finds_the_gap_itself(
         for conn in (staying, back):
             messages = [data for kind, data in await drain(conn) if kind == "msg"]
             assert messages == ([2] if conn is back else []) + [3, 4, 5]
+
+
+async def test_live_copies_of_what_a_recovery_read_are_not_delivered_twice(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with hub_behind_link() as (hub, link, other):
+        staying = connection(hub, outbox_size=64)
+        await staying.subscribe("room:1")
+        await kept(other, range(3))
+        assert await drain(staying) == [("msg", n) for n in range(3)]
+        epoch = hub._last["room:1"].epoch
+        link.delaying = True
+        await kept(other, range(3, 6))  # offsets 4 to 6, on their way to this process
+        back = connection(hub, outbox_size=64, recover={"room:1": Position(2, epoch)})
+        await back.subscribe("room:1")  # reads them from history
+        received = await drain(back)
+        link.delaying = False
+        await kept(other, [6])  # the late copies come, then offset 7
+        assert await drain(staying) == [("msg", n) for n in range(3, 7)]
+        assert without_epoch(received + await drain(back)) == [
+            *[("msg", n) for n in range(2, 6)],
+            (RECOVERY, marker(True, 6, 4)),
+            ("msg", 6),
+        ]
+        assert hub._held == {}  # the floor is gone with the first event past it
+
+
+async def test_a_member_past_the_live_events_catches_up_from_where_it_stands(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with hub_behind_link() as (hub, link, other):
+        staying = connection(hub, outbox_size=64)
+        await staying.subscribe("room:1")
+        await kept(other, range(3))
+        await drain(staying)
+        epoch = hub._last["room:1"].epoch
+        link.delaying = True
+        await kept(other, range(3, 6))
+        back = connection(hub, outbox_size=64, recover={"room:1": Position(2, epoch)})
+        await back.subscribe("room:1")
+        received = await drain(back)  # up to offset 6, from history
+        link.delayed.pop(0)  # offset 4 is lost on its way: a gap for those at 3
+        link.delaying = False
+        await kept(other, [6])
+        received += await drain(back)
+        messages = [data for kind, data in await drain(staying) if kind == "msg"]
+        assert messages == [3, 4, 5, 6]
+        assert [data for kind, data in received if kind == "msg"] == [2, 3, 4, 5, 6]
+        assert sorted(link.reads) == [("room:1", 2), ("room:1", 3)]
 
 
 # -- against a Redis Cluster: a backlog that overflows ---------------------------------

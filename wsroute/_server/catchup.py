@@ -147,10 +147,12 @@ class Catchup:
                 if conn in gap:
                     continue
                 own = holding.get(conn)
-                if own is not None:
-                    own.spoil()  # recovering on its own: it comes back through rejoined()
-                else:
+                if own is None:
                     self._enter(topic, conn, start)
+                elif own.floor is not None:  # recovered beyond the live events
+                    self._enter(topic, conn, _ahead(own.floor, start))
+                else:
+                    own.spoil()  # recovering on its own: it comes back through rejoined()
 
     def restored(self, nursery: trio.Nursery) -> None:
         """The broker is back and has resubscribed: replay what the members missed."""
@@ -159,18 +161,27 @@ class Catchup:
         if self.gaps:
             self._start(nursery)
 
-    def skipped(self, topic: str, since: Position) -> None:
-        """Live events of ``topic`` after ``since`` never reached this process, though
-        the broker is not lost: its inbound backlog overflowed, or a cluster's
-        redirected publish failed after the event was kept. The members who stood at
-        ``since`` catch up from history as after a loss, the live events held from
-        now on; those already held (recovering, catching up) find the gap themselves."""
+    def skipped(self, topic: str, since: Position, until: Position) -> None:
+        """Live events of ``topic`` after ``since``, up to ``until``, never reached
+        this process, though the broker is not lost: its inbound backlog overflowed,
+        or a cluster's redirected publish failed after the event was kept. The
+        members who stood at ``since`` (or further, but before ``until``: recovered
+        on their own) catch up from history as after a loss, the live events held
+        from now on; those still recovering or catching up find the gap themselves."""
         members = self._members.get(topic)
         nursery = self.repairs
         if not members or nursery is None or self._history.get(topic) is None:
             return
         holding = self._held.get(topic, {})
-        behind = [conn for conn in members if conn not in holding]
+        behind: list[tuple[Recipient, Position]] = []
+        for conn in members:
+            own = holding.get(conn)
+            if own is None:
+                behind.append((conn, since))
+            elif own.floor is not None:  # recovered beyond the live events
+                floor = own.floor
+                if floor.epoch != until.epoch or floor.offset < until.offset:
+                    behind.append((conn, _ahead(floor, since) or since))
         if not behind:
             return
         logger.warning(
@@ -181,8 +192,8 @@ class Catchup:
             since.epoch,
             len(behind),
         )
-        for conn in behind:
-            self._enter(topic, conn, since)
+        for conn, start in behind:
+            self._enter(topic, conn, start)
         if not self.outage:
             self._start(nursery)
 
@@ -294,3 +305,11 @@ class Catchup:
                 if not gap:
                     del self.gaps[topic]
             self._release(topic, conn, behind.held)
+
+
+def _ahead(floor: Position, last: Position | None) -> Position | None:
+    """Where a connection recovered up to ``floor`` stands, the live events having
+    reached ``last``: the further of the two (``floor`` in another epoch)."""
+    if last is None or last.epoch != floor.epoch or floor.offset > last.offset:
+        return floor
+    return last

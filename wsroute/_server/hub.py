@@ -212,10 +212,12 @@ class Hub:
                 if position.epoch == last.epoch:
                     if position.offset <= last.offset:
                         return
-                    if position.offset > last.offset + 1:
-                        self.catchup.skipped(topic, last)
-                elif position.offset > 1:
-                    self.catchup.skipped(topic, last)
+                    gap = position.offset > last.offset + 1
+                else:
+                    gap = position.offset > 1
+                if gap:
+                    until = Position(position.offset - 1, position.epoch)
+                    self.catchup.skipped(topic, last, until)
             self._last[topic] = position
         try:
             sender, frame = event_frame(data, position)  # framed once for every member
@@ -234,8 +236,13 @@ class Hub:
             # Events without a position (none of history) are not recovered: they pass.
             hold = held.get(conn) if held is not None else None
             if hold is not None and position is not None:
-                hold.add(position, None if skipped else frame)
-            elif not skipped:
+                if hold.floor is None:
+                    hold.add(position, None if skipped else frame)
+                    continue
+                if not hold.passes(position):
+                    continue  # the connection got it from history
+                self._joins.unfloor(topic, conn, hold)
+            if not skipped:
                 conn._push(frame)
                 pushed += 1
         self.events.value += pushed
@@ -246,7 +253,7 @@ class Hub:
         if last is None or position is None:
             return
         if position.epoch != last.epoch or position.offset > last.offset:
-            self.catchup.skipped(topic, last)
+            self.catchup.skipped(topic, last, position)
 
     async def pump(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Deliver everything the broker session yields until it ends."""

@@ -244,17 +244,36 @@ class Joins:
                 history = self._history.get(topic)
                 assert history is not None
                 await recover(self._broker, conn, topic, history, since, held)
-                self._release(conn, [(topic, since, held)])
-                self._catchup.rejoined(conn, topic, held.sent or since)
                 finished += 1
+                self._settle_floor(conn, topic, held, held.sent or since)
+                self._catchup.rejoined(conn, topic, held.sent or since)
         finally:
             # Cancelled (the connection ends, a handler timeout) or failed midway: the
             # client is told, so that it reloads rather than trust a partial recovery.
-            self._release(conn, recovering)
+            self._release(conn, recovering[finished:])
             for topic, since, held in recovering[finished:]:
                 conn._push(interrupted(topic))
                 if topic in conn._topics:
                     self._catchup.rejoined(conn, topic, held.sent or since)
+
+    def _settle_floor(self, conn: Member, topic: str, held: Held, at: Position) -> None:
+        """``conn`` recovered on ``topic`` up to ``at``. Unless the live events this
+        process receives are already there, live copies of what history gave it may
+        still come: its hold stays, as a floor below which they are dropped."""
+        last = self._last.get(topic)
+        if last is not None and last.epoch == at.epoch and last.offset >= at.offset:
+            self._release(conn, [(topic, at, held)])
+        else:
+            held.reset()
+            held.floor = at
+
+    def unfloor(self, topic: str, conn: Recipient, held: Held) -> None:
+        """Forget ``conn``'s floor on ``topic``: live events went past it, or it left."""
+        by_member = self._held.get(topic)
+        if by_member is not None and by_member.get(conn) is held:
+            del by_member[conn]
+            if not by_member:
+                del self._held[topic]
 
     def _settle(self, topics: Sequence[str], subscribing: Subscribing, *, ok: bool) -> None:
         """Wake those waiting for ``subscribing``. A failed one stays on record while
@@ -282,6 +301,9 @@ class Joins:
         members.discard(conn)
         if self._catchup.gaps:
             self._catchup.drop(conn, topic)
+        hold = self._held[topic].get(conn) if topic in self._held else None
+        if hold is not None and hold.floor is not None:
+            self.unfloor(topic, conn, hold)
         if members:
             return False
         del self._members[topic]

@@ -90,9 +90,15 @@ def kept_event(data: bytes) -> dict[str, Any]:
 
 class Held:
     """A topic's live events held for one recovering connection, and how far its
-    recovery got."""
+    recovery got.
 
-    __slots__ = ("frames", "limit", "overflowed", "sent")
+    Once the recovery is over, it may stay as a ``floor``: history was read up to a
+    position that the live events this process receives have not reached yet, so
+    live copies of what the connection got from history may still be on their way.
+    The hub drops those for the connection, and forgets the floor at the first live
+    event past it."""
+
+    __slots__ = ("floor", "frames", "limit", "overflowed", "sent")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -102,6 +108,13 @@ class Held:
         #: The position of the last event the recovery sent (or skipped for being the
         #: connection's own): where the connection stands if it stops midway.
         self.sent: Position | None = None
+        #: Where the connection stands once recovered, while live events lag behind.
+        self.floor: Position | None = None
+
+    def passes(self, position: Position) -> bool:
+        """Whether a live event at ``position`` goes past the floor."""
+        floor = self.floor
+        return floor is None or position.epoch != floor.epoch or position.offset > floor.offset
 
     def add(self, position: Position, frame: Prepared | None) -> None:
         if self.overflowed:
