@@ -16,13 +16,13 @@ import trio
 from wsroute import BrokerError
 from wsroute.brokers import BrokerSession, BrokerState, History
 from wsroute.brokers.redis.slots import key_slot
-from wsroute.testing import open_app
+from wsroute.testing import open_app, open_client
 
 from .cliproc import StartServer, start, write
 from .rediscluster import ClusterNode, RedisCluster, running_cluster
 from .redistools import TIMEOUT, States, next_message
+from .test_catchup import RECOVERY, make_app, marker, nothing_more, receive_events
 from .test_catchup import States as AppStates
-from .test_catchup import make_app
 from .test_redis_processes import APP, events
 from .test_redis_shards import TOPICS, quick
 from .wsclient import connect
@@ -217,3 +217,37 @@ async def test_wsroute_run_starts_with_a_master_down_and_logs_it(
             assert reply["ok"]
             assert await events(client, "shout", 1) == [{"room": down, "text": "back"}]
         assert server.process.returncode is None  # it kept serving throughout
+
+
+async def test_a_member_joined_while_started_lost_is_caught_up_as_in_any_loss() -> None:
+    """An app starts with a master down; a client joins a room with history on a healthy
+    shard meanwhile. Its live events are held, as in any loss, and at the restore it is
+    told ``recovered: false`` (it had no position), then gets what follows live."""
+    with running_cluster(masters=3) as cluster:
+        for node in cluster.nodes:  # kept publishes on the shards that are up
+            node.command("CONFIG", "SET", "cluster-require-full-coverage", "no")
+        dead = cluster.owner_of(key_slot(b"room:0"))
+        room = next(
+            f"room:{n}"
+            for n in range(1, 100)
+            if cluster.owner_of(key_slot(f"room:{n}".encode())) is not dead
+        )
+        cluster.kill(dead)
+        app = make_app(quick(cluster))
+        states = AppStates(app)
+        async with open_app(app), open_client(app) as client:
+            await states.wait_for(BrokerState.DISCONNECTED)
+            await client.request("join", {"room": room})
+            await app.publish(room, "msg", 1)  # kept on its shard, held for the member
+            await nothing_more(client)
+            await dead.astart()
+            await states.wait_for(BrokerState.CONNECTED)
+            (told,) = await receive_events(client, 1)
+            assert told.type == RECOVERY
+            assert {k: v for k, v in told.data.items() if k != "epoch"} == marker(
+                False, 1, 0, "broker_lost"
+            )
+            await app.publish(room, "msg", 2)
+            (live,) = await receive_events(client, 1)
+            assert (live.type, live.data, live.offset) == ("msg", 2, 2)
+            await nothing_more(client)
