@@ -148,6 +148,19 @@ async def test_start_timeout_waits_for_every_master_and_give_up_after_counts_fro
                 await trio.sleep_forever()
         assert 1.0 <= trio.current_time() - began < 2.0
 
+        # After start_timeout, give_up_after counts from the start of the session.
+        began = trio.current_time()
+        started = -1.0
+        with (
+            trio.fail_after(TIMEOUT),
+            pytest.raises(BrokerError, match=r"could not reach shard .* in 0\.5 s of trying"),
+        ):
+            async with quick(cluster, start_timeout=1.0, give_up_after=0.5).connect():
+                started = trio.current_time()
+                await trio.sleep_forever()
+        assert started - began >= 1.0
+        assert 0.5 <= trio.current_time() - started < 1.5
+
         # A master back within start_timeout: the session starts whole, never lost.
         states = States()
         began = trio.current_time()

@@ -151,6 +151,9 @@ class Shards:
         self._given_up: str | None = None
         #: Set (and replaced) whenever a shard links or fails to: what start waits on.
         self._news = trio.Event()
+        #: When the session started (``ready``): a master never reached since counts
+        #: its ``give_up_after`` from then, whatever ``start_by`` made it wait first.
+        self._ready_at = math.inf
         self.ready = False
 
     @property
@@ -214,7 +217,7 @@ class Shards:
                         shard.failure,
                         self._settings.give_up_after,
                     )
-                self.ready = True
+                self.ready, self._ready_at = True, trio.current_time()
                 on_ready()  # the session sees ``whole`` to tell whether it starts lost
                 nursery.start_soon(self._follow)
         finally:
@@ -250,7 +253,7 @@ class Shards:
     async def _keep(self, address: Address, shard: _Shard) -> None:
         """Keep ``address``'s link up: build it again with backoff when it breaks,
         while the other shards go on; give up after ``give_up_after`` seconds (for a
-        master never reached, counted from the start)."""
+        master never reached, counted from the session's start)."""
         settings = self._settings
         attempt = 0
         down_since = up_since = trio.current_time()
@@ -308,7 +311,8 @@ class Shards:
                 else:
                     logger.debug("still cannot reach Redis Cluster shard %s: %s", address, reason)
                 # Before the session started, the start's own deadline rules.
-                if self.ready and now - down_since >= settings.give_up_after:
+                since = max(down_since, self._ready_at) if first else down_since
+                if self.ready and now - since >= settings.give_up_after:
                     self._given_up = (
                         f"lost the connection to Redis at {settings.describe()} and could not"
                         f" reconnect to shard {address} within {settings.give_up_after:g} s:"
@@ -324,7 +328,7 @@ class Shards:
                 attempt += 1
                 pause = random.uniform(delay / 2, delay)
                 if self.ready:
-                    pause = min(pause, max(0.0, down_since + settings.give_up_after - now))
+                    pause = min(pause, max(0.0, since + settings.give_up_after - now))
                 await trio.sleep(pause)
 
     def _new_link(self, address: Address, pending: trio.MemoryReceiveChannel[Pending]) -> Link:
