@@ -18,7 +18,8 @@ from wsroute.brokers import BrokerSession, BrokerState, History
 from wsroute.brokers.redis.slots import key_slot
 from wsroute.testing import open_app, open_client
 
-from .cliproc import StartServer, start, write
+from .cliproc import StartServer, assert_one_line_error, start, write, wsroute_cli
+from .rawws import http_exchange
 from .rediscluster import ClusterNode, RedisCluster, running_cluster
 from .redistools import TIMEOUT, States, next_message
 from .test_catchup import RECOVERY, make_app, marker, nothing_more, receive_events
@@ -100,7 +101,7 @@ async def test_a_master_down_at_start_is_a_shard_down_from_the_start(
         print(f"started with a master down in {took * 1000:.0f} ms")
 
 
-async def test_no_master_reached_at_start_fails_fast_naming_each() -> None:
+async def test_no_master_reached_at_start_fails_fast_naming_each(tmp_path: Path) -> None:
     # A master without slots answers CLUSTER SLOTS (naming the slots' master) but
     # serves nothing itself: the topology can be read, and no master linked.
     with running_cluster(masters=1) as cluster:
@@ -115,6 +116,11 @@ async def test_no_master_reached_at_start_fails_fast_naming_each() -> None:
             async with quick(cluster).connect():
                 pass
         took = trio.current_time() - began
+        write(tmp_path, {"app.py": APP})
+        result = await wsroute_cli(
+            "run", "app:app", "--port", "0", "--broker", cluster.url(), cwd=tmp_path
+        )
+        assert_one_line_error(result, 1, "no master of the cluster could be reached")
     message = str(info.value)
     assert message.startswith("cannot connect to Redis at redis+cluster://")
     assert f"no master of the cluster could be reached: shard 127.0.0.1:{master.port}:" in message
@@ -215,6 +221,12 @@ async def test_wsroute_run_starts_with_a_master_down_and_logs_it(
             rf"WARNING .*cannot reach Redis Cluster shard 127\.0\.0\.1:{dead.port} at start"
         )
         port = await server.wait_listening()
+
+        async def ready() -> int:
+            request = b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n"
+            return (await http_exchange(port, request)).status
+
+        assert await ready() == 503  # lost from the start: no new clients, please
         async with connect(port) as client:
             for room in (up, down):
                 assert (await client.request("join", room))["ok"]
@@ -226,6 +238,7 @@ async def test_wsroute_run_starts_with_a_master_down_and_logs_it(
             await dead.astart()
             assert await events(client, "broker_state", 1) == [{"state": "connected"}]
             await server.wait_for(r"every shard of Redis Cluster is up")
+            assert await ready() == 200
             reply = await client.request("shout", {"room": down, "text": "back"}, id="back")
             assert reply["ok"]
             assert await events(client, "shout", 1) == [{"room": down, "text": "back"}]
