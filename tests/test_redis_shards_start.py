@@ -8,6 +8,8 @@ bounded.
 from __future__ import annotations
 
 import logging
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -277,3 +279,27 @@ async def test_a_member_joined_while_started_lost_is_caught_up_as_in_any_loss() 
             (live,) = await receive_events(client, 1)
             assert (live.type, live.data, live.offset) == ("msg", 2, 2)
             await nothing_more(client)
+
+
+async def test_a_hung_master_at_start_delays_the_start_by_timeout_at_most() -> None:
+    """A master that accepts connections but never answers (SIGSTOP): the session
+    starts without it once its first attempt timed out, and links it once it answers."""
+    with running_cluster(masters=3) as cluster:
+        hung = cluster.owner_of(key_slot(TOPICS[0].encode()))
+        assert hung.pid is not None
+        os.kill(hung.pid, signal.SIGSTOP)
+        try:
+            states = States()
+            began = trio.current_time()
+            async with quick(cluster).connect(on_state=states) as session:  # timeout=0.5
+                took = trio.current_time() - began
+                assert states.seen == [BrokerState.DISCONNECTED]
+                with pytest.raises(BrokerError, match=f"shard 127.0.0.1:{hung.port} "):
+                    await session.publish(TOPICS[0], b"while hung")
+                os.kill(hung.pid, signal.SIGCONT)
+                await states.wait_for(BrokerState.CONNECTED)
+                await session.publish(TOPICS[0], b"answered")
+        finally:
+            os.kill(hung.pid, signal.SIGCONT)
+    assert 0.5 <= took < 1.5
+    print(f"started without a hung master after {took:.2f} s")
