@@ -72,6 +72,8 @@ class Serving:
     _starting: bool
     _stop_requested: bool
     _restart_requested: bool = False  # with _stop_requested: shutdown(restart=True)
+    #: The broker said it is lost, last (a cluster may start with a shard down).
+    _broker_lost: bool = False
     _runtime: Runtime | None
     _tasks: trio.Nursery | None
     _pending_tasks: list[tuple[Callable[..., Awaitable[Any]], tuple[Any, ...]]]
@@ -144,6 +146,7 @@ class Serving:
         self._started = True
         self._starting = True
         self._stop_requested = False
+        self._broker_lost = False
         instruments = self._instruments
         try:
             with collapse_exception_group():
@@ -153,7 +156,7 @@ class Serving:
                         on_state=lambda state: self._broker_state_changed(system, state)
                     ) as session,
                 ):
-                    instruments.broker_connected.set(1)
+                    instruments.broker_connected.set(0 if self._broker_lost else 1)
                     if self.config.history and not session.keeps_history:
                         raise HistoryUnsupported(
                             f"the broker {self.broker.describe()} keeps no history, which"
@@ -203,6 +206,8 @@ class Serving:
                     # cancellation otherwise (they are shielded).
                     system.start_soon(runtime.abort_when_cancelled)
                     self._runtime = runtime
+                    if self._broker_lost:  # since the start: what joins now catches up
+                        runtime.hub.catchup.lost()
                     self._starting = False
                     if self._stop_requested:
                         runtime.request_stop(restart=self._restart_requested)
@@ -229,6 +234,7 @@ class Serving:
 
     def _broker_state_changed(self, system: trio.Nursery, state: BrokerState) -> None:
         instruments = self._instruments
+        self._broker_lost = state is not BrokerState.CONNECTED
         if state is BrokerState.CONNECTED:
             instruments.broker_connected.set(1)
             instruments.broker_reconnects.value += 1

@@ -70,7 +70,9 @@ class RedisClusterBroker(Broker):
     ``prefix``, ``backlog``, ``timeout``, ``publish_timeout``,
     ``health_check_interval``, ``start_timeout`` and ``give_up_after`` (counted per
     shard: a shard lost for that long ends the session; while one is lost, the others
-    go on and the session reports itself lost).
+    go on and the session reports itself lost). A master unreachable at start is such
+    a shard from the start, if at least one other master is reached: ``start_timeout``
+    is then how long to wait for every master before starting without it.
 
     Raises:
         ImportError: coredis is not installed (the message says how to install it).
@@ -163,11 +165,14 @@ class RedisClusterBroker(Broker):
     async def connect(
         self, *, on_state: StateListener | None = None
     ) -> AsyncIterator[BrokerSession]:
-        """Open a session: returns once every master is connected (or raises).
+        """Open a session: returns once every master is connected, or once some are
+        and the others failed (with ``start_timeout``: failed until then); the session
+        then reports itself lost (``on_state``) before returning, until every shard
+        is reached.
 
         Raises:
-            BrokerError: the cluster could not be reached within ``start_timeout`` at
-                start, or a shard was lost for ``give_up_after`` seconds.
+            BrokerError: no master could be reached within ``start_timeout`` at start,
+                or a shard was lost (or never reached) for ``give_up_after`` seconds.
         """
         async with ClusterSession(self, on_state).running() as session:
             yield session

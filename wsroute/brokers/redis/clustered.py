@@ -80,6 +80,7 @@ class ClusterSession(RedisSession):
             deliver=self._deliver,
             on_gap=self._gap,
             on_mended=self._mended,
+            start_by=self._start_by,
         )
         return self._shards
 

@@ -141,6 +141,11 @@ class Link:
         return self._reason is not None
 
     @property
+    def whole(self) -> bool:
+        """Ready: one Redis serves everything or nothing."""
+        return self.ready
+
+    @property
     def subscribed(self) -> int:
         """How many channels this link has subscribed."""
         return len(self._live)

@@ -66,6 +66,12 @@ class Attachment(Protocol):
     def ready(self) -> bool: ...
 
     @property
+    def whole(self) -> bool:
+        """Ready, and nothing it should serve is missing (a cluster may start, or
+        come back, with a shard still down)."""
+        ...
+
+    @property
     def subscribed(self) -> int: ...
 
     async def run(self, on_ready: Callable[[], None]) -> str: ...
@@ -113,6 +119,8 @@ class RedisSession(BrokerSession):
         self._seed = new_epoch().encode()
         #: What this session learnt of its topics' history hashes.
         self._known = kept.Known()
+        #: Until the session started: when ``start_timeout`` runs out, if it is set.
+        self._start_by: float | None = None
 
     @property
     def dropped(self) -> int:
@@ -389,17 +397,23 @@ class RedisSession(BrokerSession):
         started = False
         down_since = trio.current_time()
         up_since = down_since
+        if broker.start_timeout > 0:
+            self._start_by = down_since + broker.start_timeout
 
         def on_ready() -> None:
             nonlocal started, up_since
             assert self._link is not None
-            self._connected = True
+            # A cluster may start (or come back) with a shard down: lost until mended.
+            self._connected = whole = self._link.whole
             now = up_since = trio.current_time()
             if not started:
                 started = True
+                self._start_by = None
                 logger.info("connected to Redis at %s (channel prefix %r)", where, broker.prefix)
+                if not whole:  # told before connect() returns, so that the app starts lost
+                    self._notify(BrokerState.DISCONNECTED)
                 task_status.started()
-            else:
+            elif whole:
                 logger.info(
                     "reconnected to Redis at %s after %.1f s; resubscribed %d topic(s)",
                     where,

@@ -7,6 +7,13 @@ and a publisher connection with its own queue, into which the session puts each
 publish by its channel's slot, so publishes to several shards are pipelined per shard
 and go out in parallel.
 
+**At start** every master is linked at once. The session starts as soon as each
+master has linked or failed a first attempt (with ``start_by`` still ahead: once every
+master linked, or at ``start_by``), if at least one has linked: a master unreachable
+at start is a shard down from the start, kept trying as below, and the session reports
+itself lost until it is up. If none links, the links end and the supervisor fails (or
+tries again within ``start_timeout``), as with one Redis.
+
 **A shard lost.** When a link breaks, its shard is *down*: what waits in its queue
 fails at once, and so does every new publish for its slots, naming the shard, while
 the other shards go on. Its link is built again with jittered backoff and subscribes
@@ -34,6 +41,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import random
 from collections.abc import Callable, Collection, Sequence
 
@@ -74,6 +82,8 @@ class _Shard:
         self.queue, self.receiver = trio.open_memory_channel[Pending](PENDING_LIMIT)
         self.link: Link | None = None
         self.up = False
+        #: Why its last attempt to link failed, if one did (at start: unreachable so).
+        self.failure: str | None = None
         #: Set once its first link is up: a new master's, awaited by redirected publishes.
         self.linked = trio.Event()
         self.scope = trio.CancelScope()
@@ -105,6 +115,9 @@ class Shards:
         deliver: called with ``(channel, data)`` for every message; must not block.
         on_gap: told why, when messages may be lost (a shard down, channels moved).
         on_mended: told when every shard is up and every channel subscribed again.
+        start_by: until when (``trio.current_time()``) to wait for every master at
+            start before starting without those still unreachable; ``None``: start
+            once each master linked or failed a first attempt.
     """
 
     def __init__(
@@ -116,8 +129,10 @@ class Shards:
         deliver: Callable[[bytes, bytes], None],
         on_gap: Callable[[str], None],
         on_mended: Callable[[], None],
+        start_by: float | None = None,
     ) -> None:
         self._settings = settings
+        self._start_by = start_by
         self._seeds = seeds
         self._wanted = wanted
         self._deliver = deliver
@@ -134,6 +149,11 @@ class Shards:
         self._reason: str | None = None
         #: Why the session must end (a shard lost past ``give_up_after``).
         self._given_up: str | None = None
+        #: Set (and replaced) whenever a shard links or fails to: what start waits on.
+        self._news = trio.Event()
+        #: When the session started (``ready``): a master never reached since counts
+        #: its ``give_up_after`` from then, whatever ``start_by`` made it wait first.
+        self._ready_at = math.inf
         self.ready = False
 
     @property
@@ -160,9 +180,9 @@ class Shards:
         self._refreshed.set()
 
     async def run(self, on_ready: Callable[[], None]) -> str:
-        """Read the topology, link every master, call ``on_ready`` once all are
-        subscribed, then keep each link up and follow the topology; return why it
-        ended.
+        """Read the topology, link every master, call ``on_ready`` once started (every
+        master subscribed, or some still unreachable: see the module's docstring), then
+        keep each link up and follow the topology; return why it ended.
 
         Raises:
             BrokerError: a shard stayed unreachable for ``give_up_after`` seconds.
@@ -178,20 +198,27 @@ class Shards:
                 self._nursery = nursery
                 if self._reason is not None:  # failed before it started
                     nursery.cancel_scope.cancel()
-                waiting = len(self.topology.masters)
-                all_ready = trio.Event()
-
-                def link_ready() -> None:
-                    nonlocal waiting
-                    waiting -= 1
-                    if not waiting:
-                        all_ready.set()
-
                 for address in sorted(self.topology.masters):
-                    self._start(address, link_ready)
-                await all_ready.wait()
-                self.ready = True
-                on_ready()
+                    self._start(address)
+                await self._settled()
+                down = {a: s for a, s in sorted(self._shards.items()) if not s.up}
+                if len(down) == len(self._shards):
+                    self.fail(
+                        "no master of the cluster could be reached: "
+                        + "; ".join(f"shard {a}: {s.failure}" for a, s in down.items())
+                    )
+                    return self._reason or "the connection to the cluster was closed"
+                for address, shard in down.items():
+                    logger.warning(
+                        "cannot reach Redis Cluster shard %s at start (%s); serving the"
+                        " other shards, its topics fail until it is reached; reconnecting,"
+                        " giving up after %g s",
+                        address,
+                        shard.failure,
+                        self._settings.give_up_after,
+                    )
+                self.ready, self._ready_at = True, trio.current_time()
+                on_ready()  # the session sees ``whole`` to tell whether it starts lost
                 nursery.start_soon(self._follow)
         finally:
             self._finish()
@@ -199,16 +226,34 @@ class Shards:
             raise BrokerError(self._given_up)
         return self._reason or "the connection to the cluster was closed"
 
-    def _start(self, address: Address, on_first_ready: Callable[[], None]) -> None:
+    async def _settled(self) -> None:
+        """Return once every master is up, or, from ``start_by`` on, once each one
+        either is up or has failed an attempt (so that one hung node delays the start
+        by ``timeout`` at most)."""
+        start_by = self._start_by if self._start_by is not None else -math.inf
+        while not self._all_up():
+            news = self._news
+            if trio.current_time() >= start_by and all(
+                shard.up or shard.failure is not None for shard in self._shards.values()
+            ):
+                return
+            with trio.move_on_at(start_by if trio.current_time() < start_by else math.inf):
+                await news.wait()
+
+    def _start(self, address: Address) -> None:
         assert self._nursery is not None
         shard = self._shards[address] = _Shard()
-        self._nursery.start_soon(self._keep, address, shard, on_first_ready)
+        self._nursery.start_soon(self._keep, address, shard)
 
-    async def _keep(
-        self, address: Address, shard: _Shard, on_first_ready: Callable[[], None]
-    ) -> None:
+    def _tell(self) -> None:
+        """Wake what waits for news of the links (the start)."""
+        news, self._news = self._news, trio.Event()
+        news.set()
+
+    async def _keep(self, address: Address, shard: _Shard) -> None:
         """Keep ``address``'s link up: build it again with backoff when it breaks,
-        while the other shards go on; give up after ``give_up_after`` seconds."""
+        while the other shards go on; give up after ``give_up_after`` seconds (for a
+        master never reached, counted from the session's start)."""
         settings = self._settings
         attempt = 0
         down_since = up_since = trio.current_time()
@@ -220,7 +265,14 @@ class Shards:
             shard.linked.set()
             if first:
                 first = False
-                on_first_ready()
+                if shard.failure is not None and self.ready:
+                    logger.info(
+                        "reached Redis Cluster shard %s after %.1f s of trying; subscribed %d"
+                        " channel(s)",
+                        address,
+                        up_since - down_since,
+                        link.subscribed,
+                    )
             else:
                 logger.info(
                     "reconnected to Redis Cluster shard %s after %.1f s; resubscribed %d"
@@ -229,7 +281,9 @@ class Shards:
                     up_since - down_since,
                     link.subscribed,
                 )
-                self._mend()
+            shard.failure = None
+            self._tell()
+            self._mend()
 
         with shard.scope:
             while True:
@@ -238,9 +292,8 @@ class Shards:
                 now = trio.current_time()
                 if self._reason is not None:  # every link is ending
                     return
-                if not self.ready:  # at start, the masters are linked as one
-                    self.fail(f"shard {address}: {reason}")
-                    return
+                shard.failure = reason
+                self._tell()
                 lost = ConnectionError(f"the connection to shard {address} was lost: {reason}")
                 shard.fail_queued(lost)
                 self._stale.set()  # a replica may take over: read the topology again
@@ -257,18 +310,26 @@ class Shards:
                     self._on_gap(f"shard {address} is unreachable")
                 else:
                     logger.debug("still cannot reach Redis Cluster shard %s: %s", address, reason)
-                if now - down_since >= settings.give_up_after:
+                # Before the session started, the start's own deadline rules.
+                since = max(down_since, self._ready_at) if first else down_since
+                if self.ready and now - since >= settings.give_up_after:
                     self._given_up = (
                         f"lost the connection to Redis at {settings.describe()} and could not"
                         f" reconnect to shard {address} within {settings.give_up_after:g} s:"
                         f" {reason}"
+                        if not first
+                        else f"could not reach shard {address} of Redis at"
+                        f" {settings.describe()} in {settings.give_up_after:g} s of"
+                        f" trying: {reason}"
                     )
                     self.fail(self._given_up)
                     return
                 delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** min(attempt, 16))
                 attempt += 1
-                limit = down_since + settings.give_up_after - now
-                await trio.sleep(max(0.0, min(random.uniform(delay / 2, delay), limit)))
+                pause = random.uniform(delay / 2, delay)
+                if self.ready:
+                    pause = min(pause, max(0.0, since + settings.give_up_after - now))
+                await trio.sleep(pause)
 
     def _new_link(self, address: Address, pending: trio.MemoryReceiveChannel[Pending]) -> Link:
         settings = self._settings
@@ -397,7 +458,7 @@ class Shards:
             shard = self._shards.pop(address)
             shard.close(ConnectionError(f"shard {address} is no longer a master"))
         for address in sorted(topology.masters - old):
-            self._start(address, self._mend)
+            self._start(address)
         self._on_gap("the cluster's masters changed")  # until the new links are up
 
     # -- what the session calls, as on one link ---------------------------------------
