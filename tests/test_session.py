@@ -248,6 +248,7 @@ async def test_an_ended_connection_is_freed_without_the_garbage_collector(serve,
     ended, reference counting alone must free them (the cyclic collector stays off
     here), however it ended: the client closed, the server closed, the client
     vanished. A cycle left anywhere keeps them all."""
+    from wsroute._server.intake import Intake
     from wsroute._server.session import Session
     from wsroute._server.transport import Transport as WebSocket
 
@@ -267,7 +268,7 @@ async def test_an_ended_connection_is_freed_without_the_garbage_collector(serve,
             ended += 1
 
     def alive() -> list[object]:
-        kinds = (Session, WebSocket, Connection)
+        kinds = (Session, Intake, WebSocket, Connection)
         return [o for o in gc.get_objects() if type(o) in kinds]  # no isinstance: proxies
 
     port = await serve(app)

@@ -7,10 +7,9 @@ connection costs no task at all besides the stream's own, which runs ``on_connec
 and then reads the socket; a closing task starts when something asks the
 connection to close. The socket is not read while ``on_connect`` runs (the kernel
 buffers what arrives); each hook runs under ``hook_timeout``, and one that overruns
-closes the connection with 1011. The reader hands each complete message
-to ``_on_message``, which decodes it and queues it for the workers (bounded; a full
-queue answers ``overloaded``) without ever waiting, so pings and close frames keep
-being read while handlers run. Up to ``max_concurrency`` workers run handlers.
+closes the connection with 1011. The reader hands each complete message to the
+connection's intake (``intake``), which decodes it and queues it for the workers
+that run handlers, without ever waiting.
 
 Ending, whoever starts it, goes one way: the first reason is recorded on the
 connection, then
@@ -26,25 +25,15 @@ connection, then
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import trio
 
-from .._errors import BrokerError, ProtocolError
-from .._msgpack import SUBPROTOCOL as MSGPACK
-from .._msgpack import decode as decode_msgpack
-from .._protocol import (
-    INTERNAL_ERROR,
-    OVERLOADED,
-    RATE_LIMITED,
-    ClientMessage,
-    decode,
-)
+from .._errors import BrokerError
 from .._wire import closes
-from .._wire.frames import Prepared
-from .addressing import Control, conn_topic, user_topic
+from .addressing import conn_topic, user_topic
 from .connection import log_fields
-from .limits import Verdict, Window
+from .intake import Intake
 from .transport import PENDING, QUEUE, TransportClosed
 
 if TYPE_CHECKING:
@@ -74,17 +63,6 @@ class Context(Protocol):
     on_disconnect: tuple[Hook, ...]
 
 
-class RawFrame(NamedTuple):
-    """A frame for the app's frame handler, unparsed."""
-
-    frame: str | bytes
-
-
-# An intake item: a decoded request, an error reply already encoded, a raw frame, or
-# an info message from elsewhere in the system.
-_Item = ClientMessage | Prepared | RawFrame | Control
-
-
 class Session:
     __slots__ = (
         "_abandon",
@@ -93,20 +71,10 @@ class Session:
         "_began",
         "_connect_scope",
         "_deadline",
-        "_idle",
-        "_intake_closed",
-        "_intake_finished",
+        "_intake",
         "_live",
-        "_msgpack",
         "_ping_sent",
         "_progress",
-        "_queue",
-        "_raw",
-        "_started",
-        "_taken",
-        "_window",
-        "_worker_scopes",
-        "_workers",
         "_writer_finished",
         "conn",
         "rt",
@@ -117,23 +85,10 @@ class Session:
         self.rt = rt
         self.ws = ws
         self.conn = conn
-        # Requests and info messages share one queue, so an info handler runs in
-        # order with the connection's requests, like a message in its mailbox.
-        self._queue: list[_Item] = []  # at most max_queued_requests long
-        # Idle workers, and the running workers' scopes: created with the first worker
-        # (most idle connections never get one).
-        # Each idle worker waits on an Event of its own: the cheapest of trio's ways
-        # to wait (a ParkingLot costs about 4% of a request).
-        self._idle: list[trio.Event] | None = None
-        self._workers = 0
-        self._taken = 0  # items the workers took off the queue, all told
-        self._worker_scopes: list[trio.CancelScope] | None = None  # a few at most
-        self._started = False  # on_connect done: workers may start
+        self._intake = Intake(rt, conn)
         self._began = False  # start() got as far as the outbox: on_disconnect runs
         self._live = False  # connected and no closing task yet
-        self._intake_closed = False
-        # For the graceful wind-down: every worker ended, the writer drained.
-        self._intake_finished = False
+        # For the graceful wind-down: the writer drained.
         self._writer_finished = False
         self._progress: trio.Event | None = None
         self._deadline: float | None = None
@@ -142,12 +97,7 @@ class Session:
         self._abandon = False  # close without waiting for the peer's answer
         self._ping_sent: float | None = None
         self._beat: Handle | None = None
-        self._raw = rt.frame_handler is not None
-        # Messages in binary frames (wsroute.v1.msgpack), not in text frames.
-        self._msgpack = conn.subprotocol == MSGPACK and not self._raw
-        limit = rt.config.rate_limit
-        self._window = Window(*limit) if limit is not None else None
-        conn._info_sink = self._enqueue
+        conn._info_sink = self._intake.enqueue
         conn._on_closing = self._closing_requested
 
     def begin_close(self, code: int, reason: str, deadline: float) -> None:
@@ -208,16 +158,14 @@ class Session:
         else:
             connected = not conn.closing  # without hooks, nothing is left to do
         if connected:
-            self._started = True
-            if self._queue:
-                self._spawn_worker()
+            self._intake.open()
             if self.rt.heartbeat is not None:
                 self._beat = self.rt.heartbeat.watch(self)
         else:
-            self._close_intake()  # what the client sends now is not read
+            self._intake.close()  # what the client sends now is not read
         # Before the caller reads the socket (run_reader), so every message, and the
         # end of reading, reaches the session.
-        ws.attach(self._on_message, self._reader_ended)
+        ws.attach(self._intake.on_message, self._reader_ended)
         self._live = True  # from now on, _closing_requested starts _close
         if conn.closing:
             self._closing_requested()
@@ -293,51 +241,7 @@ class Session:
             conn._request_close(*closes.INTERNAL, "server")
         return not conn.closing
 
-    # -- intake: called by the socket reader, never waits ----------------------------
-
-    def _on_message(self, message: str | bytes) -> None:
-        if self._intake_closed:
-            return  # closing: what the client sends now is not read
-        conn = self.conn
-        item: _Item
-        if self._raw:
-            item = RawFrame(message)
-        elif isinstance(message, bytes) is not self._msgpack:
-            wrong = closes.TEXT_UNSUPPORTED if self._msgpack else closes.BINARY_UNSUPPORTED
-            conn._request_close(*wrong, "server")
-            self._close_intake()
-            return
-        else:
-            try:
-                # The kind of frame matches the subprotocol (checked above).
-                item = decode_msgpack(message) if isinstance(message, bytes) else decode(message)
-            except ProtocolError as exc:
-                conn._note_invalid()
-                item = self.rt.dispatcher.invalid(exc)
-        window = self._window
-        if window is not None:
-            verdict = window.hit(trio.current_time())
-            # A frame handler's protocol has no error replies: close instead.
-            if verdict is Verdict.ABUSIVE or (self._raw and verdict is Verdict.LIMITED):
-                conn._request_close(*closes.RATE_LIMIT_EXCEEDED, "server")
-                self._close_intake()
-                return
-            if verdict is Verdict.LIMITED:
-                assert not isinstance(item, RawFrame)
-                conn._push(self._refusal(item, RATE_LIMITED, _RATE_LIMITED_MESSAGE))
-                return
-        if not self._enqueue(item):
-            if isinstance(item, RawFrame):
-                conn._request_close(*closes.OVERLOADED, "server")
-                self._close_intake()
-                return
-            conn._push(self._refusal(item, OVERLOADED, _OVERLOADED_MESSAGE))
-
-    def _refusal(self, item: ClientMessage | Prepared, code: str, message: str) -> Prepared:
-        """The error reply for a message that will not be handled."""
-        if isinstance(item, Prepared):
-            return item  # already an error reply: send it anyway, it is small
-        return self.rt.dispatcher.refuse(item, code, message)
+    # -- the socket reader's end ------------------------------------------------------
 
     def _reader_ended(self) -> None:
         """The socket reader stopped: the peer closed or vanished, or this side failed
@@ -351,32 +255,7 @@ class Session:
             self.conn._request_close(code, text, "server", graceful=False)
         else:
             self.conn._request_close(code, text, "client", graceful=False)
-        self._close_intake()
-
-    def _enqueue(self, item: _Item) -> bool:
-        """Queue ``item`` for a worker; False when the queue is full or closed."""
-        queue = self._queue
-        if self._intake_closed or len(queue) >= self.rt.config.max_queued_requests:
-            return False
-        queue.append(item)
-        if self._idle:  # None or empty: no idle worker
-            self._idle.pop().set()
-        elif self._started and self._workers < self.rt.config.max_concurrency:
-            self._spawn_worker()
-        return True
-
-    def _close_intake(self) -> None:
-        """Take no more items; workers finish what is queued, then end."""
-        self._intake_closed = True
-        idle = self._idle
-        while idle:
-            idle.pop().set()
-        if not self._workers:
-            self._finished_intake()
-
-    def _finished_intake(self) -> None:
-        self._intake_finished = True
-        self._made_progress()
+        self._intake.close()
 
     def _made_progress(self) -> None:
         if self._progress is not None:
@@ -388,82 +267,10 @@ class Session:
             self._progress = trio.Event()
         await self._progress.wait()
 
-    def _spawn_worker(self) -> None:
-        nursery = self.conn._nursery
-        assert nursery is not None
-        if self._idle is None:
-            self._idle = []
-            self._worker_scopes = []
-        self._workers += 1
-        nursery.start_soon(self._worker)
-
-    async def _worker(self) -> None:
-        conn, dispatcher, frames = self.conn, self.rt.dispatcher, self.rt.frame_handler
-        queue, idle, scopes = self._queue, self._idle, self._worker_scopes
-        assert idle is not None and scopes is not None
-        scope = trio.CancelScope()
-        scopes.append(scope)
-        try:
-            with scope:
-                while True:
-                    while not queue:
-                        # After a connection's first request, its worker ends rather
-                        # than wait: many connections ask once (a join, a fetch) and
-                        # then only listen, and a waiting worker costs about 2.5 KiB.
-                        # One that asked twice will likely ask again.
-                        if self._intake_closed or self._taken < 2:
-                            return
-                        wakeup = trio.Event()
-                        idle.append(wakeup)
-                        try:
-                            await wakeup.wait()
-                        finally:
-                            if not wakeup.is_set():  # cancelled while idle
-                                idle.remove(wakeup)
-                    item = queue.pop(0)
-                    self._taken += 1
-                    frame: str | bytes | Prepared | None
-                    if isinstance(item, Prepared):
-                        frame = item  # an error reply, made by the intake
-                    elif isinstance(item, RawFrame):
-                        assert frames is not None
-                        dispatcher.frames.untimed.value += 1
-                        frame = await _handle_frame(frames, item.frame, conn)
-                    elif isinstance(item, Control):
-                        await dispatcher.dispatch_info(conn, item)
-                        continue
-                    else:
-                        try:
-                            frame = await dispatcher.dispatch(conn, item)
-                        except Exception:
-                            # dispatch() is the error boundary; this is the net below it.
-                            logger.exception(
-                                "wsroute bug while dispatching %r",
-                                item.type,
-                                extra=log_fields(conn),
-                            )
-                            frame = dispatcher.error_reply(
-                                item.type, item.id, INTERNAL_ERROR, "internal error"
-                            )
-                    if frame is not None:
-                        conn._push(frame)
-        finally:
-            scopes.remove(scope)
-            self._workers -= 1
-            if not self._workers and self._intake_closed:
-                self._finished_intake()
-
     def _drop_work(self) -> None:
         """Not graceful: cancel running handlers, drop queued requests and frames."""
-        self._stop_intake()
+        self._intake.stop()
         self.conn._outbox.discard()
-
-    def _stop_intake(self) -> None:
-        """Cancel running handlers and drop queued items (not graceful)."""
-        self._close_intake()
-        self._queue.clear()
-        for scope in self._worker_scopes or ():
-            scope.cancel()
 
     # -- heartbeat (driven by the runtime's Heartbeat) ---------------------------------
 
@@ -529,9 +336,8 @@ class Session:
             if deadline is None:
                 deadline = trio.current_time() + self.rt.config.close_timeout
             with trio.move_on_at(deadline):
-                self._close_intake()
-                while not self._intake_finished:
-                    await self._wait_progress()
+                self._intake.close()
+                await self._intake.wait_finished()
                 conn._outbox.close()
                 while not self._writer_finished:
                     await self._wait_progress()
@@ -584,28 +390,3 @@ class Session:
 
 def _hook_name(hook: Hook) -> str:
     return str(getattr(hook.fn, "__qualname__", hook.fn))
-
-
-_OVERLOADED_MESSAGE = "too many requests are waiting on this connection; slow down and retry"
-_RATE_LIMITED_MESSAGE = "too many messages; slow down"
-
-
-async def _handle_frame(
-    handler: FrameHandler, frame: str | bytes, conn: Connection
-) -> str | bytes | None:
-    """Run the frame handler; it has no error replies, so failures close with 1011."""
-    try:
-        result = await handler(frame, conn)
-    except Exception:
-        logger.exception("frame handler failed on connection %s", conn.id, extra=log_fields(conn))
-        conn._request_close(*closes.INTERNAL, "server")
-        return None
-    if result is not None and not isinstance(result, str | bytes):
-        logger.error(
-            "frame handler returned %s, not str, bytes or None",
-            type(result).__name__,
-            extra=log_fields(conn),
-        )
-        conn._request_close(*closes.INTERNAL, "server")
-        return None
-    return result

@@ -26,11 +26,11 @@ from ._backoff import RETRY_CODES as RETRY_CODES
 from ._backoff import RETRY_STATUSES as RETRY_STATUSES
 from ._backoff import Backoff as Backoff
 from ._client import Client as Client
-from ._client import Event as Event
-from ._client import Replayed as Replayed
-from ._client import State as State
-from ._client import StateChange as StateChange
-from ._client import connect as connect
+from ._connect import connect as connect
+from ._events import Event as Event
+from ._replays import Replayed as Replayed
+from ._state import State as State
+from ._state import StateChange as StateChange
 from ._streams import Overflow as Overflow
 from ._streams import Stream as Stream
 

@@ -20,9 +20,10 @@ from typing import Any, Final, Literal
 
 import cattrs
 
+from .._converter import is_record
 from .._errors import SchemaError
 from . import patterns
-from ._records import fields, is_record, literal_fields, titled
+from ._records import fields, literal_fields, titled
 
 _ARRAYS: Final = frozenset({list, tuple, set, frozenset, Sequence, MutableSequence})
 _SETS: Final = frozenset({AbstractSet, MutableSet})

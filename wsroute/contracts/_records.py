@@ -1,5 +1,6 @@
 """Records (attrs classes and dataclasses) as the strict converter reads them.
 
+Which classes are records is the converter's call (``wsroute._converter.is_record``).
 The schema builder (``_builder``) asks what a class's fields are, which of them may be
 left out, and which it cannot describe: the converter writes a field outside
 ``__init__`` but never reads it back, and a field's validator or converter checks what
@@ -16,10 +17,6 @@ import typing
 from typing import Any, Final, Literal
 
 import attrs
-
-
-def is_record(tp: Any) -> bool:
-    return isinstance(tp, type) and (attrs.has(tp) or dataclasses.is_dataclass(tp))
 
 
 def titled(schema: dict[str, Any], cls: type) -> dict[str, Any]:

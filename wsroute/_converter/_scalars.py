@@ -1,17 +1,16 @@
-"""The strict cattrs converter every App uses by default.
+"""The strict hooks for JSON scalars: a value must already have the right JSON type.
 
-cattrs coerces by default (``int("1")``, ``str(None)``, ``bool("no")``, ``list("ab")``),
-which turns client mistakes into silent data corruption. Here a JSON value must already
-have the right JSON type: the only widening is an integer where a float is expected,
-because JSON has a single number type. Built on the orjson preconf converter so
-unstructuring matches what orjson can encode.
+cattrs coerces by default (``int("1")``, ``str(None)``, ``bool("no")``), which turns
+client mistakes into silent data corruption. Here the only widening is an integer
+where a float is expected, because JSON has a single number type. Enums and
+``Literal`` match type as well as value, and unions of scalars take exactly the types
+they name (``True`` is not an ``int``).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import dataclasses
 import enum
 import functools
 import math
@@ -21,16 +20,9 @@ from collections.abc import Callable
 from types import UnionType
 from typing import Any, Literal, NewType, Union, get_args, get_origin
 
-import attrs
 import cattrs
 import orjson
 from cattrs import cols
-from cattrs.errors import ClassValidationError, IterableValidationError, IterableValidationNote
-from cattrs.gen import make_dict_structure_fn
-from cattrs.preconf.orjson import make_converter as _make_orjson_converter
-from cattrs.v import format_exception, transform_error
-
-__all__ = ["StrictTypeError", "describe_error", "make_converter"]
 
 
 class StrictTypeError(TypeError):
@@ -55,13 +47,13 @@ def _json_type(value: object) -> str:
     return type(value).__name__
 
 
-def _expect(expected: str, value: object) -> StrictTypeError:
+def expect(expected: str, value: object) -> StrictTypeError:
     return StrictTypeError(f"expected {expected}, got {_json_type(value)}")
 
 
 def _structure_int(value: Any, tp: type) -> Any:
     if type(value) is not int:
-        raise _expect("an integer", value)
+        raise expect("an integer", value)
     if tp is not int:
         return _subclass(value, tp)
     return value
@@ -74,7 +66,7 @@ def _structure_float(value: Any, tp: type) -> Any:
     elif type(value) is int:
         value = float(value)
     else:
-        raise _expect("a number", value)
+        raise expect("a number", value)
     if tp is not float:
         return _subclass(value, tp)
     return value
@@ -82,7 +74,7 @@ def _structure_float(value: Any, tp: type) -> Any:
 
 def _structure_str(value: Any, tp: type) -> Any:
     if type(value) is not str:
-        raise _expect("a string", value)
+        raise expect("a string", value)
     if tp is not str:
         return _subclass(value, tp)
     return value
@@ -106,7 +98,7 @@ def _structure_bytes(value: Any, _: type) -> bytes:
             return base64.b64decode(value, validate=True)
         except binascii.Error:
             raise StrictTypeError("expected base64 text") from None
-    raise _expect("base64 text or binary", value)
+    raise expect("base64 text or binary", value)
 
 
 def _same(value: bytes) -> bytes:
@@ -115,12 +107,12 @@ def _same(value: bytes) -> bytes:
 
 def _structure_bool(value: Any, _: type) -> bool:
     if type(value) is not bool:
-        raise _expect("a boolean", value)
+        raise expect("a boolean", value)
     return value
 
 
 #: The key of a ``dict[int, X]``, which JSON writes as a string.
-_IntKey = NewType("_IntKey", int)
+IntKey = NewType("IntKey", int)
 _INT_KEY = re.compile(r"0|-?[1-9][0-9]{0,19}")
 
 
@@ -132,14 +124,7 @@ def _structure_int_key(value: Any, _: type) -> int:
         number = int(value)
         if -(2**63) <= number < 2**64:
             return number
-    raise StrictTypeError(f"expected an integer key, got {_json_repr(value)}")
-
-
-def _is_array_type(tp: Any) -> bool:
-    # The tuple test first: cattrs' is_sequence raises on tuple[X] (one item), and a
-    # predicate that raises is skipped, which left tuple[X] to a hook without our
-    # guard against non-arrays.
-    return get_origin(tp) is tuple or cols.is_sequence(tp) or cols.is_any_set(tp)
+    raise StrictTypeError(f"expected an integer key, got {json_repr(value)}")
 
 
 _PRIMITIVES = frozenset({str, int, float, bool, type(None)})
@@ -222,7 +207,7 @@ def _enum_factory(tp: Any) -> Callable[..., Any]:
             return members[(type(value), value)]
         except (KeyError, TypeError):
             raise StrictTypeError(
-                "expected one of " + ", ".join(_json_repr(m.value) for m in tp)
+                "expected one of " + ", ".join(json_repr(m.value) for m in tp)
             ) from None
 
     return structure
@@ -253,28 +238,20 @@ def _literal_factory(tp: Any) -> Callable[..., Any]:
         for candidate in allowed:
             if type(candidate) is type(value) and candidate == value:
                 return candidate
-        raise StrictTypeError("expected one of " + ", ".join(map(_json_repr, allowed)))
+        raise StrictTypeError("expected one of " + ", ".join(map(json_repr, allowed)))
 
     return structure
 
 
-def _guarded(kind: type, expected: str, inner: Callable[[Any, Any], Any]) -> Callable[..., Any]:
-    def structure(value: Any, tp: Any) -> Any:
-        if not isinstance(value, kind):
-            raise _expect(expected, value)
-        return inner(value, tp)
-
-    return structure
+def json_repr(value: object) -> str:
+    return (
+        orjson.dumps(value).decode() if isinstance(value, str | int | float | bool) else repr(value)
+    )
 
 
-def make_converter(*, forbid_extra_keys: bool = True) -> cattrs.Converter:
-    """Return a new strict converter.
-
-    Args:
-        forbid_extra_keys: reject object keys that the target class does not declare,
-            so a misspelt field is an error instead of being ignored.
-    """
-    converter = _make_orjson_converter(forbid_extra_keys=forbid_extra_keys)
+def register(converter: cattrs.Converter) -> None:
+    """Register the scalar hooks on ``converter``, before the container hooks: cattrs
+    tries the hook factories registered last first."""
     converter.register_structure_hook(int, _structure_int)
     converter.register_structure_hook(float, _structure_float)
     converter.register_structure_hook(str, _structure_str)
@@ -282,132 +259,16 @@ def make_converter(*, forbid_extra_keys: bool = True) -> cattrs.Converter:
     converter.register_structure_hook(bytes, _structure_bytes)
     # Bytes stay bytes: JSON writes them as base64 text, msgpack as binary.
     converter.register_unstructure_hook(bytes, _same)
-    converter.register_structure_hook(_IntKey, _structure_int_key)
+    converter.register_structure_hook(IntKey, _structure_int_key)
     # cattrs writes an enum key as str(member) ("Color.RED"), which nothing reads
     # back: write its value, as for an enum anywhere else.
     converter.register_unstructure_hook_factory(
         _is_enum_keyed,
         lambda tp: converter.gen_unstructure_mapping(tp, key_handler=_enum_value),
     )
-
-    def array_factory(tp: Any) -> Callable[..., Any]:
-        return _guarded(list, "an array", _default_array_hook(converter, tp))
-
-    def mapping_factory(tp: Any) -> Callable[..., Any]:
-        keys = get_args(tp)[:1]
-        if keys == (int,):
-            # JSON keys are strings: read "1" as 1, as replies write 1 as "1".
-            base = cols.mapping_structure_factory(tp, converter, key_type=_IntKey)
-        else:
-            base = cols.mapping_structure_factory(tp, converter)
-        return _guarded(dict, "an object", base)
-
-    def class_factory(tp: Any) -> Callable[..., Any]:
-        base = make_dict_structure_fn(tp, converter, _cattrs_forbid_extra_keys=forbid_extra_keys)
-        return _guarded(dict, "an object", base)
-
     converter.register_structure_hook_factory(_is_enum, _enum_factory)
     converter.register_structure_hook_factory(_is_primitive_union, _primitive_union_factory)
     converter.register_structure_hook_factory(
         _is_mixed_union, lambda tp: _mixed_union_factory(converter, tp)
     )
     converter.register_structure_hook_factory(_is_literal, _literal_factory)
-    converter.register_structure_hook_factory(_is_array_type, array_factory)
-    converter.register_structure_hook_factory(cols.is_mapping, mapping_factory)
-    converter.register_structure_hook_factory(_is_record_class, class_factory)
-    return converter
-
-
-def _is_record_class(tp: Any) -> bool:
-    return isinstance(tp, type) and (attrs.has(tp) or dataclasses.is_dataclass(tp))
-
-
-def _default_array_hook(converter: cattrs.Converter, tp: Any) -> Callable[..., Any]:
-    """The hook for a sequence or set type, without our guard around it: each item
-    through its own hook, every failure reported with its index, as cattrs does."""
-    args = get_args(tp)
-    origin = get_origin(tp) or tp
-    if origin is tuple and args and args[-1] is not Ellipsis:
-        return _items_hook(converter, tp, list(args), tuple)
-    if origin is tuple and hasattr(tp, "__args__") and not args:  # tuple[()]: no items
-        return _items_hook(converter, tp, [], tuple)
-    item = args[0] if args else Any
-    if cols.is_frozenset(tp):
-        return _items_hook(converter, tp, item, frozenset)
-    if cols.is_any_set(tp):
-        return _items_hook(converter, tp, item, set)
-    if origin is tuple:
-        return _items_hook(converter, tp, item, tuple)
-    return cols.list_structure_factory(tp, converter)
-
-
-def _items_hook(
-    converter: cattrs.Converter,
-    tp: Any,
-    items: Any,
-    build: Callable[[list[Any]], Any],
-) -> Callable[..., Any]:
-    """Structure a JSON array into ``build(...)``: every item as ``items`` (one type),
-    or as its position's type (a list of types: a fixed tuple, whose length must
-    match; cattrs' own error would reach the client as "invalid value")."""
-    fixed = isinstance(items, list)
-    kinds = items if fixed else [items]
-    hooks = [(kind, converter.get_structure_hook(kind)) for kind in kinds]
-    size = len(kinds)
-    noun = "item" if size == 1 else "items"
-
-    def structure(value: list[Any], _: Any) -> Any:
-        if fixed and len(value) != size:
-            raise StrictTypeError(f"expected an array of {size} {noun}, got {len(value)}")
-        done: list[Any] = []
-        errors: list[Exception] = []
-        for index, element in enumerate(value):
-            kind, hook = hooks[index if fixed else 0]
-            try:
-                done.append(element if kind is Any else hook(element, kind))
-            except Exception as exc:
-                exc.__notes__ = [
-                    *getattr(exc, "__notes__", []),
-                    IterableValidationNote(f"Structuring {tp} @ index {index}", index, kind),
-                ]
-                errors.append(exc)
-        if errors:
-            raise IterableValidationError(f"While structuring {tp!r}", errors, tp)
-        return build(done)
-
-    return structure
-
-
-def _format(exc: BaseException, tp: Any) -> str:
-    if isinstance(exc, StrictTypeError):
-        return str(exc)
-    if get_origin(tp) is Literal:
-        return "expected one of " + ", ".join(map(_json_repr, get_args(tp)))
-    if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        return "expected one of " + ", ".join(_json_repr(m.value) for m in tp)
-    if isinstance(tp, UnionType) or get_origin(tp) is Union:
-        names = " | ".join(getattr(a, "__name__", str(a)) for a in get_args(tp))
-        return f"expected {names}"
-    return format_exception(exc, tp)
-
-
-def _json_repr(value: object) -> str:
-    return (
-        orjson.dumps(value).decode() if isinstance(value, str | int | float | bool) else repr(value)
-    )
-
-
-def describe_error(exc: BaseException, tp: Any = None) -> list[dict[str, str]]:
-    """Turn a structuring failure into ``[{"path": "$.field", "message": ...}, ...]``.
-
-    ``tp`` is the type that was being structured, used for top-level failures.
-    """
-    if isinstance(exc, ClassValidationError | IterableValidationError):
-        lines = transform_error(exc, path="$", format_exception=_format)
-    else:
-        lines = [f"{_format(exc, tp)} @ $"]
-    details = []
-    for line in lines:
-        message, _, path = line.rpartition(" @ ")
-        details.append({"path": path, "message": message})
-    return details
