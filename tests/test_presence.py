@@ -26,6 +26,7 @@ from wsroute import (
     PresenceUnsupported,
     Request,
 )
+from wsroute._protocol import encode_event
 from wsroute.brokers import BrokerSession, MemoryBroker, StateListener
 from wsroute.testing import ErrorReply, Event, RequestError, open_app, open_client
 
@@ -173,12 +174,13 @@ async def test_the_entries_of_a_process_that_died_go_within_the_ttl(
     async with open_app(app), broker.connect() as dead, open_client(app) as watcher:
         await watcher.request("join", "room:1")
         await watcher.expect_event("wsroute.join")
-        # A process that beat once and joined two connections, then died (kill -9).
+        # A process that beat once and joined two connections, then died (kill -9);
+        # with their entries, the leave events its keeper gives the broker.
         await dead.presence_heartbeat("dead-node", TTL)
         for member in ("c1", "c2"):
-            await dead.presence_add(
-                "room:1", member, "dead-node", b'{"connection":"%s"}' % member.encode()
-            )
+            leave = encode_event("wsroute.leave", "room:1", {"connection": member})
+            entry = b'{"connection":"%s"}' % member.encode()
+            await dead.presence_add("room:1", member, "dead-node", entry, leave=leave)
         assert len(await app.presence("room:1")) == 3
         start = trio.current_time()
         left = [await watcher.expect_event("wsroute.leave", timeout=2 * TTL) for _ in range(2)]

@@ -65,7 +65,7 @@ class ClusterSession(RedisSession):
 
     def _channel(self, topic: str) -> bytes:
         # The hash tag puts the channel in the slot of the topic's history keys.
-        return b"%s{%s}" % (self._prefix, topic.encode())
+        return sharded.channel(self._prefix, topic)
 
     def _topic(self, channel: bytes) -> str:
         return channel[len(self._prefix) + 1 : -1].decode()
@@ -168,7 +168,16 @@ class ClusterSession(RedisSession):
 
     keeps_presence = True
 
-    async def presence_add(self, topic: str, member: str, node: str, entry: bytes) -> None:
+    async def presence_add(
+        self,
+        topic: str,
+        member: str,
+        node: str,
+        entry: bytes,
+        *,
+        join: bytes | None = None,
+        leave: bytes | None = None,
+    ) -> None:
         ttl = self._presence_ttl or present.UNBEATEN_TTL
         what = "adding a presence entry in Redis"
         members = self._present.setdefault(node, {}).get(topic)
@@ -177,7 +186,8 @@ class ClusterSession(RedisSession):
             members = self._present[node].setdefault(topic, set())
         members.add(member)
         end = self._ends.get(node, b"")
-        await self._run(sharded.add_call(self._prefix, topic, member, node, entry, end, ttl), what)
+        call = sharded.add_call(self._prefix, topic, member, node, entry, end, ttl, join, leave)
+        await self._run(call, what)
 
     async def presence_remove(self, topic: str, member: str, node: str) -> bool:
         # Clean-up: sent even if the caller stops waiting, as on one Redis.

@@ -6,6 +6,9 @@ that tell a live process's entries from those of one that died.
 - ``<prefix>{<topic>}:p``, a hash of the topic's entries: field ``<n>:<node>:<member>``
   (``n`` is the length of ``node`` in bytes, so neither name needs escaping), value
   the entry. It shares the hash tag of the topic's history keys (``kept.py``);
+- ``<prefix>{<topic>}:pl``, a hash of the leave events of the entries that have one
+  (topics with events), by the same fields: what the script that removes an entry
+  publishes on the topic's channel, escaped as a plain publish (``kept.escape``);
 - ``<prefix>presence:nodes``, a sorted set of the nodes (processes), each scored by
   the end of its heartbeat: Redis' clock (``TIME``) plus its ttl, in ms;
 - ``<prefix>presence:node:<node>``, a hash of the topics where the node has entries,
@@ -18,6 +21,11 @@ index (comparing field prefixes), forgets them and returns what it deleted. Redi
 runs scripts one at a time, so of concurrent sweepers each entry goes to exactly one.
 Clocks are Redis', never a process's: processes need not agree on the time.
 
+**Events.** The script that adds a new entry publishes its join event, if given; the
+one that removes an entry (a removal or a sweep) publishes its stored leave event, on
+the topic's channel (``<prefix><topic>``): a process that dies after the script ran
+loses no event, and an entry removed once is announced once.
+
 **Expiry.** A Redis that every process has left must not keep their entries forever:
 nobody is left to sweep them. Every key gets an expiry ``KEEP_FACTOR`` times a ttl,
 which only ever lengthens it: a heartbeat gives it to the nodes' set, to its node's
@@ -26,7 +34,8 @@ hours, keeps its entries while its nodes live); adding an entry gives it to the
 topic's hash and the node's index, with the longest ttl this session has beaten with
 (``UNBEATEN_TTL`` before its first beat). So entries vanish unswept, without leave
 events, only after every node holding them stopped beating for ``KEEP_FACTOR`` times
-the ttl. A heartbeat costs one ``PTTL`` and one ``PEXPIRE`` per topic of its node.
+the ttl. A heartbeat costs two ``PTTL`` and up to two ``PEXPIRE`` per topic of its
+node (the entries' hash and the leave events' one).
 
 **Redis Cluster.** These scripts touch keys of several slots (a topic's hash and a
 node's index; the heartbeat and the sweep, topic hashes found in an index), which a
@@ -39,6 +48,7 @@ import math
 from typing import Final
 
 from ..._presence import DEFAULT_PRESENCE_TTL
+from . import kept
 from .pending import Call, Script
 
 #: Keys live this many times a node's ttl past the last heartbeat or addition.
@@ -74,26 +84,57 @@ local function live_entries(entries, nodes)
 end
 """
 
-#: KEYS: the topic's hash, the node's index. ARGV: field, entry, topic, expiry ms.
+# An entry's events: ``join`` and ``leave`` are the ARGV of a join and a leave event,
+# each "" for none or "+" and the payload. The join is published if the entry is new;
+# the leave is kept in the leave events' hash (or dropped from it), with the expiry.
+EVENTS = """
+local function events(new, leaves, field, channel, join, leave, ms)
+  if leave == '' then
+    redis.call('HDEL', leaves, field)
+  else
+    redis.call('HSET', leaves, field, string.sub(leave, 2))
+    extend(leaves, ms)
+  end
+  if new and join ~= '' then redis.call('PUBLISH', channel, string.sub(join, 2)) end
+end
+-- Removes the leave event of an entry removed from the hash and publishes it.
+local function left(leaves, field, channel)
+  local leave = redis.call('HGET', leaves, field)
+  if leave then
+    redis.call('HDEL', leaves, field)
+    redis.call('PUBLISH', channel, leave)
+  end
+end
+"""
+
+#: KEYS: the topic's hash, the node's index, the leave events' hash. ARGV: field,
+#: entry, topic, expiry ms, channel, join, leave (see ``EVENTS``).
 ADD: Final = Script(
     PRELUDE
+    + EVENTS
     + """
-if redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) == 1 then
+local new = redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) == 1
+if new then
   redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
 end
 extend(KEYS[1], ARGV[4])
 extend(KEYS[2], ARGV[4])
+events(new, KEYS[3], ARGV[1], ARGV[5], ARGV[6], ARGV[7], ARGV[4])
 return 1
 """
 )
 
-#: KEYS: the topic's hash, the node's index. ARGV: field, topic. Returns 1 if removed.
+#: KEYS: the topic's hash, the node's index, the leave events' hash. ARGV: field,
+#: topic, channel. Returns 1 if removed (and publishes its leave event).
 REMOVE: Final = Script(
-    """
+    PRELUDE
+    + EVENTS
+    + """
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
 if redis.call('HINCRBY', KEYS[2], ARGV[2], -1) <= 0 then
   redis.call('HDEL', KEYS[2], ARGV[2])
 end
+left(KEYS[3], ARGV[1], ARGV[3])
 return 1
 """
 )
@@ -117,15 +158,18 @@ extend(KEYS[1], ARGV[3])
 extend(KEYS[2], ARGV[3])
 for _, topic in ipairs(redis.call('HKEYS', KEYS[2])) do
   extend(ARGV[4] .. '{' .. topic .. '}:p', ARGV[3])
+  extend(ARGV[4] .. '{' .. topic .. '}:pl', ARGV[3])
 end
 if ends and tonumber(ends) > now then return 1 end
 return 0
 """
 )
 
-#: KEYS: the nodes' set. ARGV: key prefix. Returns ``{topic, entry, ...}`` removed.
+#: KEYS: the nodes' set. ARGV: key prefix. Returns ``{topic, entry, ...}`` removed,
+#: and publishes their leave events.
 SWEEP: Final = Script(
     PRELUDE
+    + EVENTS
     + """
 local out = {}
 for _, node in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', string.format('%d', now))) do
@@ -137,6 +181,7 @@ for _, node in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', string.format
     for i = 1, #flat, 2 do
       if string.sub(flat[i], 1, #mark) == mark then
         redis.call('HDEL', key, flat[i])
+        left(key .. 'l', flat[i], ARGV[1] .. topic)
         out[#out + 1] = topic
         out[#out + 1] = flat[i + 1]
       end
@@ -165,6 +210,20 @@ def node_key(prefix: bytes, node: str) -> bytes:
     return prefix + b"presence:node:" + node.encode()
 
 
+def leaves_key(prefix: bytes, topic: str) -> bytes:
+    """The hash of the leave events of ``topic``'s entries."""
+    return topic_key(prefix, topic) + b"l"
+
+
+def event_arg(payload: bytes | None) -> bytes:
+    """A join or leave event as the scripts take it: "" for none, else "+" and the
+    payload escaped as a plain publish is (``kept.escape``), so that no subscriber
+    takes it for a kept event."""
+    if payload is None:
+        return b""
+    return b"+" + (kept.escape(payload) if payload.startswith(kept.MARKED) else payload)
+
+
 def field(node: str, member: str) -> bytes:
     """The field of ``member``'s entry, which names its node."""
     raw = node.encode()
@@ -180,16 +239,27 @@ def keep_ms(ttl: float) -> bytes:
     return _ms(KEEP_FACTOR * ttl)
 
 
-def add_call(prefix: bytes, topic: str, member: str, node: str, entry: bytes, ttl: float) -> Call:
-    """The script call that adds (or replaces) ``member``'s entry on ``topic``."""
-    keys = [topic_key(prefix, topic), node_key(prefix, node)]
-    return Call(ADD, keys, [field(node, member), entry, topic.encode(), keep_ms(ttl)])
+def add_call(
+    prefix: bytes,
+    topic: str,
+    member: str,
+    node: str,
+    entry: bytes,
+    ttl: float,
+    join: bytes | None = None,
+    leave: bytes | None = None,
+) -> Call:
+    """The script call that adds (or replaces) ``member``'s entry on ``topic``, with
+    its events (``BrokerSession.presence_add``)."""
+    keys = [topic_key(prefix, topic), node_key(prefix, node), leaves_key(prefix, topic)]
+    args = [field(node, member), entry, topic.encode(), keep_ms(ttl), prefix + topic.encode()]
+    return Call(ADD, keys, [*args, event_arg(join), event_arg(leave)])
 
 
 def remove_call(prefix: bytes, topic: str, member: str, node: str) -> Call:
     """The script call that removes ``member``'s entry from ``topic``."""
-    keys = [topic_key(prefix, topic), node_key(prefix, node)]
-    return Call(REMOVE, keys, [field(node, member), topic.encode()])
+    keys = [topic_key(prefix, topic), node_key(prefix, node), leaves_key(prefix, topic)]
+    return Call(REMOVE, keys, [field(node, member), topic.encode(), prefix + topic.encode()])
 
 
 def list_call(prefix: bytes, topic: str) -> Call:

@@ -4,7 +4,7 @@ touches one slot, at the price of steps that are no longer one atomic script.
 **Keys.** For a prefix ``<prefix>``:
 
 - ``<prefix>{<topic>}:p``, the topic's entries, as on one Redis (field
-  ``<n>:<node>:<member>``);
+  ``<n>:<node>:<member>``), and ``<prefix>{<topic>}:pl``, their leave events;
 - ``<prefix>{<topic>}:pn``, a sorted set of the nodes with entries on the topic, each
   scored by the end of its heartbeat (Redis' clock, ms): the topic's own copy of the
   nodes' liveness, in the topic's slot, so that listing is one script there;
@@ -29,9 +29,16 @@ came back and beat again keeps them), and drops the topic from the index, renewi
 the lease. Last it drops its claim (the index goes with its last field) and forgets
 the node in the nodes' set (unless it beat again). A sweeper that dies leaves its lease
 to run out; the next sweep takes the claim over and finds the topics not yet swept.
-Entries are removed by one atomic script each time, so none is returned twice; those
-that a sweeper removed before it died go with it, unreported. Key expiry is
-``present.KEEP_FACTOR`` times the ttl, as on one Redis.
+Entries are removed by one atomic script each time, which publishes their leave
+events (``SPUBLISH`` on the topic's channel ``<prefix>{<topic>}``, in the slot of its
+keys), so none is returned or announced twice, and none that a sweeper removed before
+it died goes unannounced. Adding and removing an entry publish its events the same
+way. Key expiry is ``present.KEEP_FACTOR`` times the ttl, as on one Redis.
+
+After an ``ASK`` (the topic's slot is moving) a script runs on the node importing the
+slot, whose ``SPUBLISH`` does not reach the subscribers, still on the old owner until
+the migration ends: an event published so is lost. Such a window lasts while the
+slot's keys move, a resharding of that very slot.
 """
 
 from __future__ import annotations
@@ -40,27 +47,52 @@ import math
 from typing import Final
 
 from .pending import Call, Script
-from .present import PRELUDE, entries_of, field, keep_ms, node_key, nodes_key, topic_key
+from .present import (
+    EVENTS,
+    PRELUDE,
+    entries_of,
+    event_arg,
+    field,
+    keep_ms,
+    leaves_key,
+    node_key,
+    nodes_key,
+    topic_key,
+)
+
+# The events of ``present.py``, published in the topic's slot (sharded pub/sub).
+_SEVENTS = EVENTS.replace("redis.call('PUBLISH'", "redis.call('SPUBLISH'")
 
 #: A sweeper's claim on a dead node lasts this many times its ``publish_timeout`` (the
 #: longest one step may take), renewed at each topic swept.
 SWEEP_LEASE: Final = 3
 
-#: KEYS: the topic's hash, its nodes. ARGV: field, entry, node, end ms ("" if the node
-#: never beat here), expiry ms.
+#: KEYS: the topic's hash, its nodes, its leave events. ARGV: field, entry, node, end
+#: ms ("" if the node never beat here), expiry ms, channel, join, leave (``EVENTS``).
 ADD: Final = Script(
     PRELUDE
+    + _SEVENTS
     + """
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+local new = redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) == 1
 if ARGV[4] ~= '' then redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3]) end
 extend(KEYS[1], ARGV[5])
 extend(KEYS[2], ARGV[5])
+events(new, KEYS[3], ARGV[1], ARGV[6], ARGV[7], ARGV[8], ARGV[5])
 return 1
 """
 )
 
-#: KEYS: the topic's hash. ARGV: field. Returns 1 if removed.
-REMOVE: Final = Script("return redis.call('HDEL', KEYS[1], ARGV[1])")
+#: KEYS: the topic's hash, its leave events. ARGV: field, channel. Returns 1 if
+#: removed (and publishes its leave event).
+REMOVE: Final = Script(
+    PRELUDE
+    + _SEVENTS
+    + """
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+left(KEYS[2], ARGV[1], ARGV[2])
+return 1
+"""
+)
 
 #: KEYS: the topic's hash, its nodes. Returns the entries of live nodes.
 LIST: Final = Script(
@@ -84,13 +116,14 @@ return {0, until_}
 """
 )
 
-#: KEYS: the topic's nodes, its hash. ARGV: node, end ms, expiry ms.
+#: KEYS: the topic's nodes, its hash, its leave events. ARGV: node, end ms, expiry ms.
 BEAT_TOPIC: Final = Script(
     PRELUDE
     + """
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 extend(KEYS[1], ARGV[3])
 extend(KEYS[2], ARGV[3])
+extend(KEYS[3], ARGV[3])
 return 1
 """
 )
@@ -149,10 +182,12 @@ return topics
 """
 )
 
-#: KEYS: the topic's hash, its nodes. ARGV: field prefix of the node, node. Returns the
-#: entries removed: none if the node's copy says it lives (it came back).
+#: KEYS: the topic's hash, its nodes, its leave events. ARGV: field prefix of the node,
+#: node, channel. Returns the entries removed, and publishes their leave events: none
+#: if the node's copy says it lives (it came back).
 SWEEP_TOPIC: Final = Script(
     PRELUDE
+    + _SEVENTS
     + """
 local ends = redis.call('ZSCORE', KEYS[2], ARGV[2])
 if ends and tonumber(ends) > now then return {} end
@@ -161,6 +196,7 @@ local flat = redis.call('HGETALL', KEYS[1])
 for i = 1, #flat, 2 do
   if string.sub(flat[i], 1, #ARGV[1]) == ARGV[1] then
     redis.call('HDEL', KEYS[1], flat[i])
+    left(KEYS[3], flat[i], ARGV[3])
     out[#out + 1] = flat[i + 1]
   end
 end
@@ -209,15 +245,30 @@ def nodes_of(prefix: bytes, topic: str) -> bytes:
     return topic_key(prefix, topic) + b"n"
 
 
+def channel(prefix: bytes, topic: str) -> bytes:
+    """The topic's channel: its hash tag puts it in the slot of the topic's keys."""
+    return b"%s{%s}" % (prefix, topic.encode())
+
+
 def add_call(
-    prefix: bytes, topic: str, member: str, node: str, entry: bytes, end: bytes, ttl: float
+    prefix: bytes,
+    topic: str,
+    member: str,
+    node: str,
+    entry: bytes,
+    end: bytes,
+    ttl: float,
+    join: bytes | None = None,
+    leave: bytes | None = None,
 ) -> Call:
-    keys = [topic_key(prefix, topic), nodes_of(prefix, topic)]
-    return Call(ADD, keys, [field(node, member), entry, node.encode(), end, keep_ms(ttl)])
+    keys = [topic_key(prefix, topic), nodes_of(prefix, topic), leaves_key(prefix, topic)]
+    args = [field(node, member), entry, node.encode(), end, keep_ms(ttl), channel(prefix, topic)]
+    return Call(ADD, keys, [*args, event_arg(join), event_arg(leave)])
 
 
 def remove_call(prefix: bytes, topic: str, member: str, node: str) -> Call:
-    return Call(REMOVE, [topic_key(prefix, topic)], [field(node, member)])
+    keys = [topic_key(prefix, topic), leaves_key(prefix, topic)]
+    return Call(REMOVE, keys, [field(node, member), channel(prefix, topic)])
 
 
 def list_call(prefix: bytes, topic: str) -> Call:
@@ -229,7 +280,7 @@ def beat_call(prefix: bytes, node: str, ttl: float, keep: float) -> Call:
 
 
 def beat_topic_call(prefix: bytes, topic: str, node: str, end: bytes, keep: float) -> Call:
-    keys = [nodes_of(prefix, topic), topic_key(prefix, topic)]
+    keys = [nodes_of(prefix, topic), topic_key(prefix, topic), leaves_key(prefix, topic)]
     return Call(BEAT_TOPIC, keys, [node.encode(), end, keep_ms(keep)])
 
 
@@ -247,10 +298,8 @@ def claim_call(prefix: bytes, node: str, token: bytes, lease: float) -> Call:
 
 
 def sweep_topic_call(prefix: bytes, topic: str, node: str) -> Call:
-    mark = field(node, "")
-    return Call(
-        SWEEP_TOPIC, [topic_key(prefix, topic), nodes_of(prefix, topic)], [mark, node.encode()]
-    )
+    keys = [topic_key(prefix, topic), nodes_of(prefix, topic), leaves_key(prefix, topic)]
+    return Call(SWEEP_TOPIC, keys, [field(node, ""), node.encode(), channel(prefix, topic)])
 
 
 def swept_call(prefix: bytes, node: str, topic: str, token: bytes, lease: float) -> Call:
