@@ -27,6 +27,7 @@ from wsroute.brokers.redis import present
 from wsroute.testing import open_app, open_client
 
 from .cliproc import StartServer, start, write
+from .presencedeath import leave_outlives_the_remover, leave_outlives_the_sweeper
 from .redisproc import RedisServer, own_redis_server, redis_server
 from .redistools import TIMEOUT, States, next_message
 from .wsclient import WSClient, connect
@@ -155,20 +156,65 @@ async def test_concurrent_sweeps_from_four_sessions_are_disjoint(
         assert await session.presence_list("room:0") == [b"alive"]
 
 
+async def test_the_scripts_publish_the_events_kept_beside_the_entries(
+    redis_server: RedisServer,
+) -> None:
+    async with (
+        RedisBroker(redis_server.url, prefix="events:").connect() as session,
+        RedisBroker(redis_server.url, prefix="events:").connect() as watcher,
+        redis_server.client() as client,
+    ):
+        await watcher.subscribe_many(["room:1", "room:2"])
+        await session.presence_heartbeat("n1", 30)
+        await session.presence_add("room:1", "c1", "n1", b"one", join=b"j1", leave=b"l1")
+        assert await next_message(watcher) == BrokerMessage("room:1", b"j1")
+        # Replaced: no join; the leave, escaped as a plain publish (it looks kept).
+        await session.presence_add("room:1", "c1", "n1", b"one", join=b"j", leave=b"\x04l1")
+        await session.presence_add("room:1", "c2", "n1", b"two", leave=b"l2")
+        await session.presence_add("room:1", "c2", "n1", b"two")  # its leave dropped
+        await session.presence_add("room:2", "c3", "n1", b"three", leave=b"l3")
+        assert await client.hgetall("events:{room:1}:pl") == {"2:n1:c1": "\x05\x04l1"}
+        assert await client.hgetall("events:{room:2}:pl") == {"2:n1:c3": "l3"}
+        assert await session.presence_remove("room:1", "c1", "n1")
+        assert not await session.presence_remove("room:1", "c1", "n1")
+        assert await session.presence_remove("room:1", "c2", "n1")
+        assert await next_message(watcher) == BrokerMessage("room:1", b"\x04l1")
+        assert not await client.exists(["events:{room:1}:pl"])
+        await session.presence_heartbeat("n1", 0.05)
+        await trio.sleep(0.1)
+        assert await session.presence_sweep() == [("room:2", b"three")]
+        assert not await client.exists(["events:{room:2}:p", "events:{room:2}:pl"])
+        await session.publish("room:1", b"sentinel")  # nothing came before it
+        assert await next_message(watcher) == BrokerMessage("room:2", b"l3")
+        assert await next_message(watcher) == BrokerMessage("room:1", b"sentinel")
+
+
+async def test_a_leave_reaches_subscribers_when_the_remover_dies_right_after(
+    redis_server: RedisServer,
+) -> None:
+    await leave_outlives_the_remover(RedisBroker(redis_server.url, prefix="died:"))
+
+
+async def test_a_leave_reaches_subscribers_when_the_sweeper_dies_right_after(
+    redis_server: RedisServer,
+) -> None:
+    await leave_outlives_the_sweeper(RedisBroker(redis_server.url, prefix="swept:"), 0.3)
+
+
 # -- expiry -----------------------------------------------------------------------------
 
 
 async def test_keys_expire_ten_ttls_after_the_last_beat(redis_server: RedisServer) -> None:
-    keys = ["expiry:{t}:p", "expiry:presence:node:n", "expiry:presence:nodes"]
+    keys = ["expiry:{t}:p", "expiry:{t}:pl", "expiry:presence:node:n", "expiry:presence:nodes"]
     async with (
         RedisBroker(redis_server.url, prefix="expiry:").connect() as session,
         redis_server.client() as client,
     ):
         await session.presence_heartbeat("n", 0.05)
-        await session.presence_add("t", "m", "n", b"entry")
+        await session.presence_add("t", "m", "n", b"entry", leave=b"leave")
         for key in keys:
             assert 0 < await client.pttl(key) <= 500, key
-        with trio.fail_after(TIMEOUT):  # no beat since: all three go
+        with trio.fail_after(TIMEOUT):  # no beat since: all go
             while await client.exists(keys):
                 await trio.sleep(0.05)
 
@@ -180,12 +226,13 @@ async def test_a_quiet_topic_lives_as_long_as_its_node_beats(redis_server: Redis
         redis_server.client() as client,
     ):
         await session.presence_heartbeat("n", 0.05)
-        await session.presence_add("t", "m", "n", b"entry")
+        await session.presence_add("t", "m", "n", b"entry", leave=b"leave")
         for _ in range(40):  # 0.8 s: past the 0.5 s the addition gave
             await trio.sleep(0.02)
             await session.presence_heartbeat("n", 0.05)
         assert await session.presence_list("t") == [b"entry"]
         assert 400 < await client.pttl("quiet:{t}:p") <= 500
+        assert 400 < await client.pttl("quiet:{t}:pl") <= 500
 
 
 async def test_an_expiry_only_ever_lengthens(redis_server: RedisServer) -> None:
