@@ -173,17 +173,22 @@ async def test_the_scripts_publish_the_events_kept_beside_the_entries(
         await session.presence_add("room:1", "c2", "n1", b"two", leave=b"l2")
         await session.presence_add("room:1", "c2", "n1", b"two")  # its leave dropped
         await session.presence_add("room:2", "c3", "n1", b"three", leave=b"l3")
-        assert await client.hgetall("events:{room:1}:pl") == {"2:n1:c1": "\x05\x04l1"}
-        assert await client.hgetall("events:{room:2}:pl") == {"2:n1:c3": "l3"}
+        assert await client.hgetall("events:{room:1}:p") == {
+            "2:n1:c1": "one",
+            "l2:n1:c1": "\x05\x04l1",
+            "2:n1:c2": "two",
+        }
+        assert await client.hgetall("events:{room:2}:p") == {"2:n1:c3": "three", "l2:n1:c3": "l3"}
+        assert sorted(await session.presence_list("room:1")) == [b"one", b"two"]
         assert await session.presence_remove("room:1", "c1", "n1")
         assert not await session.presence_remove("room:1", "c1", "n1")
         assert await session.presence_remove("room:1", "c2", "n1")
         assert await next_message(watcher) == BrokerMessage("room:1", b"\x04l1")
-        assert not await client.exists(["events:{room:1}:pl"])
+        assert not await client.exists(["events:{room:1}:p"])
         await session.presence_heartbeat("n1", 0.05)
         await trio.sleep(0.1)
         assert await session.presence_sweep() == [("room:2", b"three")]
-        assert not await client.exists(["events:{room:2}:p", "events:{room:2}:pl"])
+        assert not await client.exists(["events:{room:2}:p"])
         await session.publish("room:1", b"sentinel")  # nothing came before it
         assert await next_message(watcher) == BrokerMessage("room:2", b"l3")
         assert await next_message(watcher) == BrokerMessage("room:1", b"sentinel")
@@ -205,13 +210,13 @@ async def test_a_leave_reaches_subscribers_when_the_sweeper_dies_right_after(
 
 
 async def test_keys_expire_ten_ttls_after_the_last_beat(redis_server: RedisServer) -> None:
-    keys = ["expiry:{t}:p", "expiry:{t}:pl", "expiry:presence:node:n", "expiry:presence:nodes"]
+    keys = ["expiry:{t}:p", "expiry:presence:node:n", "expiry:presence:nodes"]
     async with (
         RedisBroker(redis_server.url, prefix="expiry:").connect() as session,
         redis_server.client() as client,
     ):
         await session.presence_heartbeat("n", 0.05)
-        await session.presence_add("t", "m", "n", b"entry", leave=b"leave")
+        await session.presence_add("t", "m", "n", b"entry")
         for key in keys:
             assert 0 < await client.pttl(key) <= 500, key
         with trio.fail_after(TIMEOUT):  # no beat since: all go
@@ -226,13 +231,12 @@ async def test_a_quiet_topic_lives_as_long_as_its_node_beats(redis_server: Redis
         redis_server.client() as client,
     ):
         await session.presence_heartbeat("n", 0.05)
-        await session.presence_add("t", "m", "n", b"entry", leave=b"leave")
+        await session.presence_add("t", "m", "n", b"entry")
         for _ in range(40):  # 0.8 s: past the 0.5 s the addition gave
             await trio.sleep(0.02)
             await session.presence_heartbeat("n", 0.05)
         assert await session.presence_list("t") == [b"entry"]
         assert 400 < await client.pttl("quiet:{t}:p") <= 500
-        assert 400 < await client.pttl("quiet:{t}:pl") <= 500
 
 
 async def test_an_expiry_only_ever_lengthens(redis_server: RedisServer) -> None:

@@ -5,10 +5,9 @@ that tell a live process's entries from those of one that died.
 
 - ``<prefix>{<topic>}:p``, a hash of the topic's entries: field ``<n>:<node>:<member>``
   (``n`` is the length of ``node`` in bytes, so neither name needs escaping), value
-  the entry. It shares the hash tag of the topic's history keys (``kept.py``);
-- ``<prefix>{<topic>}:pl``, a hash of the leave events of the entries that have one
-  (topics with events), by the same fields: what the script that removes an entry
-  publishes on the topic's channel, escaped as a plain publish (``kept.escape``);
+  the entry; and, for an entry with a leave event (a topic with events), field
+  ``l<n>:<node>:<member>``, value the event, escaped as a plain publish
+  (``kept.escape``). It shares the hash tag of the topic's history keys (``kept.py``);
 - ``<prefix>presence:nodes``, a sorted set of the nodes (processes), each scored by
   the end of its heartbeat: Redis' clock (``TIME``) plus its ttl, in ms;
 - ``<prefix>presence:node:<node>``, a hash of the topics where the node has entries,
@@ -22,9 +21,12 @@ runs scripts one at a time, so of concurrent sweepers each entry goes to exactly
 Clocks are Redis', never a process's: processes need not agree on the time.
 
 **Events.** The script that adds a new entry publishes its join event, if given; the
-one that removes an entry (a removal or a sweep) publishes its stored leave event, on
-the topic's channel (``<prefix><topic>``): a process that dies after the script ran
-loses no event, and an entry removed once is announced once.
+one that removes an entry (a removal or a sweep) removes its leave event with it and
+publishes it, on the topic's channel (``<prefix><topic>``): a process that dies after
+the script ran loses no event, and an entry removed once is announced once. The event
+lives in the entry's own hash rather than a key of its own, so the scripts name no
+more keys than before (a cluster refuses, while a slot migrates, a script naming
+several keys of which some are missing).
 
 **Expiry.** A Redis that every process has left must not keep their entries forever:
 nobody is left to sweep them. Every key gets an expiry ``KEEP_FACTOR`` times a ttl,
@@ -34,8 +36,7 @@ hours, keeps its entries while its nodes live); adding an entry gives it to the
 topic's hash and the node's index, with the longest ttl this session has beaten with
 (``UNBEATEN_TTL`` before its first beat). So entries vanish unswept, without leave
 events, only after every node holding them stopped beating for ``KEEP_FACTOR`` times
-the ttl. A heartbeat costs two ``PTTL`` and up to two ``PEXPIRE`` per topic of its
-node (the entries' hash and the leave events' one).
+the ttl. A heartbeat costs one ``PTTL`` and one ``PEXPIRE`` per topic of its node.
 
 **Redis Cluster.** These scripts touch keys of several slots (a topic's hash and a
 node's index; the heartbeat and the sweep, topic hashes found in an index), which a
@@ -70,15 +71,18 @@ local function live_entries(entries, nodes)
   local flat = redis.call('HGETALL', entries)
   local alive, out = {}, {}
   for i = 1, #flat, 2 do
-    local digits = string.match(flat[i], '^%d+')  -- the field is "<n>:<node>:<member>"
-    local node = string.sub(flat[i], #digits + 2, #digits + 1 + tonumber(digits))
-    local live = alive[node]
-    if live == nil then
-      local ends = redis.call('ZSCORE', nodes, node)
-      live = ends ~= false and tonumber(ends) > now
-      alive[node] = live
+    -- The field is "<n>:<node>:<member>" (or "l<n>:<node>:<member>": a leave event).
+    local digits = string.match(flat[i], '^%d+')
+    if digits then
+      local node = string.sub(flat[i], #digits + 2, #digits + 1 + tonumber(digits))
+      local live = alive[node]
+      if live == nil then
+        local ends = redis.call('ZSCORE', nodes, node)
+        live = ends ~= false and tonumber(ends) > now
+        alive[node] = live
+      end
+      if live then out[#out + 1] = flat[i + 1] end
     end
-    if live then out[#out + 1] = flat[i + 1] end
   end
   return out
 end
@@ -86,29 +90,41 @@ end
 
 # An entry's events: ``join`` and ``leave`` are the ARGV of a join and a leave event,
 # each "" for none or "+" and the payload. The join is published if the entry is new;
-# the leave is kept in the leave events' hash (or dropped from it), with the expiry.
+# the leave is kept beside the entry, under its field with "l" before it (or dropped).
+# A removal takes both fields at once and publishes the leave. A channel "" (a
+# cluster's script sent after ASK) publishes nothing: what it would have published is
+# collected in ``unsent``, for the caller to publish.
 EVENTS = """
-local function events(new, leaves, field, channel, join, leave, ms)
-  if leave == '' then
-    redis.call('HDEL', leaves, field)
-  else
-    redis.call('HSET', leaves, field, string.sub(leave, 2))
-    extend(leaves, ms)
-  end
-  if new and join ~= '' then redis.call('PUBLISH', channel, string.sub(join, 2)) end
+local unsent = {}
+local function announce(channel, payload)
+  if channel == '' then unsent[#unsent + 1] = payload
+  else redis.call('PUBLISH', channel, payload) end
 end
--- Removes the leave event of an entry removed from the hash and publishes it.
-local function left(leaves, field, channel)
-  local leave = redis.call('HGET', leaves, field)
+local function events(new, key, field, channel, join, leave)
+  if leave == '' then redis.call('HDEL', key, 'l' .. field)
+  else redis.call('HSET', key, 'l' .. field, string.sub(leave, 2)) end
+  if new and join ~= '' then announce(channel, string.sub(join, 2)) end
+end
+local function remove(key, field, leave, channel)
   if leave then
-    redis.call('HDEL', leaves, field)
-    redis.call('PUBLISH', channel, leave)
+    redis.call('HDEL', key, field, 'l' .. field)
+    announce(channel, leave)
+  else
+    redis.call('HDEL', key, field)
   end
+end
+-- The leave events in a hash's fields and values (``flat``, of HGETALL), by field.
+local function leaves_of(flat)
+  local found = {}
+  for i = 1, #flat, 2 do
+    if string.byte(flat[i]) == 108 then found[string.sub(flat[i], 2)] = flat[i + 1] end
+  end
+  return found
 end
 """
 
-#: KEYS: the topic's hash, the node's index, the leave events' hash. ARGV: field,
-#: entry, topic, expiry ms, channel, join, leave (see ``EVENTS``).
+#: KEYS: the topic's hash, the node's index. ARGV: field, entry, topic, expiry ms,
+#: channel, join, leave (see ``EVENTS``).
 ADD: Final = Script(
     PRELUDE
     + EVENTS
@@ -119,22 +135,22 @@ if new then
 end
 extend(KEYS[1], ARGV[4])
 extend(KEYS[2], ARGV[4])
-events(new, KEYS[3], ARGV[1], ARGV[5], ARGV[6], ARGV[7], ARGV[4])
+events(new, KEYS[1], ARGV[1], ARGV[5], ARGV[6], ARGV[7])
 return 1
 """
 )
 
-#: KEYS: the topic's hash, the node's index, the leave events' hash. ARGV: field,
-#: topic, channel. Returns 1 if removed (and publishes its leave event).
+#: KEYS: the topic's hash, the node's index. ARGV: field, topic, channel. Returns 1
+#: if removed (and publishes its leave event).
 REMOVE: Final = Script(
     PRELUDE
     + EVENTS
     + """
-if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+remove(KEYS[1], ARGV[1], redis.call('HGET', KEYS[1], 'l' .. ARGV[1]), ARGV[3])
 if redis.call('HINCRBY', KEYS[2], ARGV[2], -1) <= 0 then
   redis.call('HDEL', KEYS[2], ARGV[2])
 end
-left(KEYS[3], ARGV[1], ARGV[3])
 return 1
 """
 )
@@ -158,7 +174,6 @@ extend(KEYS[1], ARGV[3])
 extend(KEYS[2], ARGV[3])
 for _, topic in ipairs(redis.call('HKEYS', KEYS[2])) do
   extend(ARGV[4] .. '{' .. topic .. '}:p', ARGV[3])
-  extend(ARGV[4] .. '{' .. topic .. '}:pl', ARGV[3])
 end
 if ends and tonumber(ends) > now then return 1 end
 return 0
@@ -178,10 +193,10 @@ for _, node in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', string.format
   for _, topic in ipairs(redis.call('HKEYS', index)) do
     local key = ARGV[1] .. '{' .. topic .. '}:p'
     local flat = redis.call('HGETALL', key)
+    local leaves = leaves_of(flat)
     for i = 1, #flat, 2 do
       if string.sub(flat[i], 1, #mark) == mark then
-        redis.call('HDEL', key, flat[i])
-        left(key .. 'l', flat[i], ARGV[1] .. topic)
+        remove(key, flat[i], leaves[flat[i]], ARGV[1] .. topic)
         out[#out + 1] = topic
         out[#out + 1] = flat[i + 1]
       end
@@ -208,11 +223,6 @@ def nodes_key(prefix: bytes) -> bytes:
 def node_key(prefix: bytes, node: str) -> bytes:
     """The index of the topics where ``node`` has entries."""
     return prefix + b"presence:node:" + node.encode()
-
-
-def leaves_key(prefix: bytes, topic: str) -> bytes:
-    """The hash of the leave events of ``topic``'s entries."""
-    return topic_key(prefix, topic) + b"l"
 
 
 def event_arg(payload: bytes | None) -> bytes:
@@ -251,14 +261,14 @@ def add_call(
 ) -> Call:
     """The script call that adds (or replaces) ``member``'s entry on ``topic``, with
     its events (``BrokerSession.presence_add``)."""
-    keys = [topic_key(prefix, topic), node_key(prefix, node), leaves_key(prefix, topic)]
+    keys = [topic_key(prefix, topic), node_key(prefix, node)]
     args = [field(node, member), entry, topic.encode(), keep_ms(ttl), prefix + topic.encode()]
     return Call(ADD, keys, [*args, event_arg(join), event_arg(leave)])
 
 
 def remove_call(prefix: bytes, topic: str, member: str, node: str) -> Call:
     """The script call that removes ``member``'s entry from ``topic``."""
-    keys = [topic_key(prefix, topic), node_key(prefix, node), leaves_key(prefix, topic)]
+    keys = [topic_key(prefix, topic), node_key(prefix, node)]
     return Call(REMOVE, keys, [field(node, member), topic.encode(), prefix + topic.encode()])
 
 

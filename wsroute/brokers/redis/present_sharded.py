@@ -4,7 +4,7 @@ touches one slot, at the price of steps that are no longer one atomic script.
 **Keys.** For a prefix ``<prefix>``:
 
 - ``<prefix>{<topic>}:p``, the topic's entries, as on one Redis (field
-  ``<n>:<node>:<member>``), and ``<prefix>{<topic>}:pl``, their leave events;
+  ``<n>:<node>:<member>``) and their leave events (field ``l<n>:<node>:<member>``);
 - ``<prefix>{<topic>}:pn``, a sorted set of the nodes with entries on the topic, each
   scored by the end of its heartbeat (Redis' clock, ms): the topic's own copy of the
   nodes' liveness, in the topic's slot, so that listing is one script there;
@@ -36,14 +36,17 @@ it died goes unannounced. Adding and removing an entry publish its events the sa
 way. Key expiry is ``present.KEEP_FACTOR`` times the ttl, as on one Redis.
 
 After an ``ASK`` (the topic's slot is moving) a script runs on the node importing the
-slot, whose ``SPUBLISH`` does not reach the subscribers, still on the old owner until
-the migration ends: an event published so is lost. Such a window lasts while the
-slot's keys move, a resharding of that very slot.
+slot, whose ``SPUBLISH`` would not reach the subscribers, still on the old owner until
+the migration ends: sent so (``EventCall.asked``), a script publishes nothing and
+returns the events it would have published, which the session publishes on the
+owner, as it does a kept event (``kept.KeptCall``). Only then are an entry's change and
+its event two steps.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Final
 
 from .pending import Call, Script
@@ -54,7 +57,6 @@ from .present import (
     event_arg,
     field,
     keep_ms,
-    leaves_key,
     node_key,
     nodes_key,
     topic_key,
@@ -67,8 +69,9 @@ _SEVENTS = EVENTS.replace("redis.call('PUBLISH'", "redis.call('SPUBLISH'")
 #: longest one step may take), renewed at each topic swept.
 SWEEP_LEASE: Final = 3
 
-#: KEYS: the topic's hash, its nodes, its leave events. ARGV: field, entry, node, end
-#: ms ("" if the node never beat here), expiry ms, channel, join, leave (``EVENTS``).
+#: KEYS: the topic's hash, its nodes. ARGV: field, entry, node, end ms ("" if the node
+#: never beat here), expiry ms, channel, join, leave (``EVENTS``).
+#: Returns the events not published (channel "").
 ADD: Final = Script(
     PRELUDE
     + _SEVENTS
@@ -77,20 +80,20 @@ local new = redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) == 1
 if ARGV[4] ~= '' then redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3]) end
 extend(KEYS[1], ARGV[5])
 extend(KEYS[2], ARGV[5])
-events(new, KEYS[3], ARGV[1], ARGV[6], ARGV[7], ARGV[8], ARGV[5])
-return 1
+events(new, KEYS[1], ARGV[1], ARGV[6], ARGV[7], ARGV[8])
+return unsent
 """
 )
 
-#: KEYS: the topic's hash, its leave events. ARGV: field, channel. Returns 1 if
-#: removed (and publishes its leave event).
+#: KEYS: the topic's hash. ARGV: field, channel. Returns ``{1 if removed, the events
+#: not published (channel "")}`` (it publishes its leave event).
 REMOVE: Final = Script(
     PRELUDE
     + _SEVENTS
     + """
-if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
-left(KEYS[2], ARGV[1], ARGV[2])
-return 1
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return {0, unsent} end
+remove(KEYS[1], ARGV[1], redis.call('HGET', KEYS[1], 'l' .. ARGV[1]), ARGV[2])
+return {1, unsent}
 """
 )
 
@@ -116,14 +119,13 @@ return {0, until_}
 """
 )
 
-#: KEYS: the topic's nodes, its hash, its leave events. ARGV: node, end ms, expiry ms.
+#: KEYS: the topic's nodes, its hash. ARGV: node, end ms, expiry ms.
 BEAT_TOPIC: Final = Script(
     PRELUDE
     + """
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 extend(KEYS[1], ARGV[3])
 extend(KEYS[2], ARGV[3])
-extend(KEYS[3], ARGV[3])
 return 1
 """
 )
@@ -182,26 +184,26 @@ return topics
 """
 )
 
-#: KEYS: the topic's hash, its nodes, its leave events. ARGV: field prefix of the node,
-#: node, channel. Returns the entries removed, and publishes their leave events: none
-#: if the node's copy says it lives (it came back).
+#: KEYS: the topic's hash, its nodes. ARGV: field prefix of the node, node, channel.
+#: Returns ``{the entries removed, the events not published}`` and publishes their
+#: leave events: none if the node's copy says it lives (it came back).
 SWEEP_TOPIC: Final = Script(
     PRELUDE
     + _SEVENTS
     + """
 local ends = redis.call('ZSCORE', KEYS[2], ARGV[2])
-if ends and tonumber(ends) > now then return {} end
+if ends and tonumber(ends) > now then return {{}, unsent} end
 local out = {}
 local flat = redis.call('HGETALL', KEYS[1])
+local leaves = leaves_of(flat)
 for i = 1, #flat, 2 do
   if string.sub(flat[i], 1, #ARGV[1]) == ARGV[1] then
-    redis.call('HDEL', KEYS[1], flat[i])
-    left(KEYS[3], flat[i], ARGV[3])
+    remove(KEYS[1], flat[i], leaves[flat[i]], ARGV[3])
     out[#out + 1] = flat[i + 1]
   end
 end
 redis.call('ZREM', KEYS[2], ARGV[2])
-return out
+return {out, unsent}
 """
 )
 
@@ -245,6 +247,30 @@ def nodes_of(prefix: bytes, topic: str) -> bytes:
     return topic_key(prefix, topic) + b"n"
 
 
+class EventCall(Call):
+    """A call of a script that publishes presence events on the channel in its
+    argument ``at``. Sent after an ``ASK``, to the node importing the topic's slot,
+    it is given no channel: it returns the events instead (see the module's doc)."""
+
+    __slots__ = ("at",)
+
+    def __init__(
+        self, script: Script, keys: Sequence[bytes], args: Sequence[bytes], at: int
+    ) -> None:
+        super().__init__(script, keys, args)
+        self.at = at
+
+    def again(self) -> EventCall:
+        return EventCall(self.script, list(self.keys), list(self.args), self.at)
+
+    def asked(self) -> EventCall:
+        args = list(self.args)
+        args[self.at] = b""
+        copy = EventCall(self.script, list(self.keys), args, self.at)
+        copy.asking = True
+        return copy
+
+
 def channel(prefix: bytes, topic: str) -> bytes:
     """The topic's channel: its hash tag puts it in the slot of the topic's keys."""
     return b"%s{%s}" % (prefix, topic.encode())
@@ -261,14 +287,14 @@ def add_call(
     join: bytes | None = None,
     leave: bytes | None = None,
 ) -> Call:
-    keys = [topic_key(prefix, topic), nodes_of(prefix, topic), leaves_key(prefix, topic)]
+    keys = [topic_key(prefix, topic), nodes_of(prefix, topic)]
     args = [field(node, member), entry, node.encode(), end, keep_ms(ttl), channel(prefix, topic)]
-    return Call(ADD, keys, [*args, event_arg(join), event_arg(leave)])
+    return EventCall(ADD, keys, [*args, event_arg(join), event_arg(leave)], 5)
 
 
 def remove_call(prefix: bytes, topic: str, member: str, node: str) -> Call:
-    keys = [topic_key(prefix, topic), leaves_key(prefix, topic)]
-    return Call(REMOVE, keys, [field(node, member), channel(prefix, topic)])
+    keys = [topic_key(prefix, topic)]
+    return EventCall(REMOVE, keys, [field(node, member), channel(prefix, topic)], 1)
 
 
 def list_call(prefix: bytes, topic: str) -> Call:
@@ -280,7 +306,7 @@ def beat_call(prefix: bytes, node: str, ttl: float, keep: float) -> Call:
 
 
 def beat_topic_call(prefix: bytes, topic: str, node: str, end: bytes, keep: float) -> Call:
-    keys = [nodes_of(prefix, topic), topic_key(prefix, topic), leaves_key(prefix, topic)]
+    keys = [nodes_of(prefix, topic), topic_key(prefix, topic)]
     return Call(BEAT_TOPIC, keys, [node.encode(), end, keep_ms(keep)])
 
 
@@ -298,8 +324,9 @@ def claim_call(prefix: bytes, node: str, token: bytes, lease: float) -> Call:
 
 
 def sweep_topic_call(prefix: bytes, topic: str, node: str) -> Call:
-    keys = [topic_key(prefix, topic), nodes_of(prefix, topic), leaves_key(prefix, topic)]
-    return Call(SWEEP_TOPIC, keys, [field(node, ""), node.encode(), channel(prefix, topic)])
+    keys = [topic_key(prefix, topic), nodes_of(prefix, topic)]
+    args = [field(node, ""), node.encode(), channel(prefix, topic)]
+    return EventCall(SWEEP_TOPIC, keys, args, 2)
 
 
 def swept_call(prefix: bytes, node: str, topic: str, token: bytes, lease: float) -> Call:
@@ -325,6 +352,39 @@ def topics_of(reply: object) -> list[str] | None:
 
 def _ms(seconds: float) -> bytes:
     return b"%d" % max(1, math.ceil(seconds * 1000))
+
+
+def unsent_of(reply: object) -> list[bytes]:
+    """The events ``ADD`` did not publish.
+
+    Raises:
+        ValueError: the reply is not what the script returns.
+    """
+    return entries_of(reply)
+
+
+def removed_of(reply: object) -> tuple[bool, list[bytes]]:
+    """What ``REMOVE`` said: whether it removed the entry, and the events it did not
+    publish.
+
+    Raises:
+        ValueError: the reply is not what the script returns.
+    """
+    if isinstance(reply, list) and len(reply) == 2 and reply[0] in (0, 1):
+        return bool(reply[0]), entries_of(reply[1])
+    raise ValueError(f"unexpected reply {reply!r:.80}")
+
+
+def swept_of(reply: object) -> tuple[list[bytes], list[bytes]]:
+    """What ``SWEEP_TOPIC`` returned: the entries removed, and the events it did not
+    publish.
+
+    Raises:
+        ValueError: the reply is not what the script returns.
+    """
+    if isinstance(reply, list) and len(reply) == 2:
+        return entries_of(reply[0]), entries_of(reply[1])
+    raise ValueError(f"unexpected reply {reply!r:.80}")
 
 
 def beat_of(reply: object) -> tuple[bool, bytes]:
