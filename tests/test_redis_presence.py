@@ -55,6 +55,24 @@ def test_a_field_names_its_node_unambiguously() -> None:
     assert present.field("nø", "") == b"3:n\xc3\xb8:"
 
 
+def test_a_value_holds_the_entry_and_its_leave_event() -> None:
+    cases = [
+        (b"entry", None, b"entry"),  # the entry itself: a topic without events
+        (b"entry", b"left", b"\x005:entry+left"),
+        (b"", b"", b"\x000:+"),
+        (b"\x00odd", None, b"\x004:\x00odd"),  # an entry that looks packed
+        (b"e", b"\x04kept?", b"\x001:e+\x05\x04kept?"),  # escaped as a publish
+        (b"12:+", b"3:+", b"\x004:12:++3:+"),
+    ]
+    for entry, leave, value in cases:
+        assert present.packed(entry, leave) == value
+        published = leave if leave is None or not leave.startswith(b"\x04") else b"\x05" + leave
+        assert present.unpacked(value) == (entry, published)
+    for wrong in (b"\x00", b"\x00x:e", b"\x009:short", b"\x001:e-left"):
+        with pytest.raises(ValueError, match="not a packed presence entry"):
+            present.unpacked(wrong)
+
+
 def test_the_keys_of_presence() -> None:
     assert present.topic_key(b"app:", "room:1") == b"app:{room:1}:p"  # the history's tag
     assert present.nodes_key(b"app:") == b"app:presence:nodes"
@@ -174,11 +192,10 @@ async def test_the_scripts_publish_the_events_kept_beside_the_entries(
         await session.presence_add("room:1", "c2", "n1", b"two")  # its leave dropped
         await session.presence_add("room:2", "c3", "n1", b"three", leave=b"l3")
         assert await client.hgetall("events:{room:1}:p") == {
-            "2:n1:c1": "one",
-            "l2:n1:c1": "\x05\x04l1",
+            "2:n1:c1": "\x003:one+\x05\x04l1",
             "2:n1:c2": "two",
         }
-        assert await client.hgetall("events:{room:2}:p") == {"2:n1:c3": "three", "l2:n1:c3": "l3"}
+        assert await client.hgetall("events:{room:2}:p") == {"2:n1:c3": "\x005:three+l3"}
         assert sorted(await session.presence_list("room:1")) == [b"one", b"two"]
         assert await session.presence_remove("room:1", "c1", "n1")
         assert not await session.presence_remove("room:1", "c1", "n1")

@@ -15,6 +15,7 @@ import trio
 
 from wsroute import App, Connection, Presence, PresenceEntry, Request
 from wsroute.brokers import BrokerMessage, BrokerSession, RedisClusterBroker
+from wsroute.brokers.redis import present
 from wsroute.brokers.redis import present_sharded as sharded
 from wsroute.brokers.redis.clustered import ClusterSession
 from wsroute.brokers.redis.slots import key_slot
@@ -42,11 +43,7 @@ async def test_each_key_lives_on_the_shard_of_its_slot(redis_cluster: RedisClust
         ):
             assert owner_has(redis_cluster, key), key
         owner = redis_cluster.owner_of(key_slot(b"room"))
-        entries = owner.command("HGETALL", "lay:{room}:p")
-        assert dict(zip(entries[::2], entries[1::2], strict=True)) == {
-            "6:node-1:m": "entry",
-            "l6:node-1:m": "leave",
-        }
+        assert owner.command("HGETALL", "lay:{room}:p") == ["6:node-1:m", "\x005:entry+leave"]
         assert await session.presence_list("room") == [b"entry"]
         assert owner.command("ZSCORE", "lay:{room}:pn", "node-1") is not None
         assert owner.command("PTTL", "lay:{room}:p") > 90_000  # ten ttls
@@ -127,17 +124,15 @@ async def heard(watcher: BrokerSession, sessions: list[BrokerSession]) -> list[B
 
 
 def left_in_redis(cluster: RedisCluster, prefix: str) -> list[tuple[str, bytes]]:
-    """The dead node's entries still in the topics' hashes (their leave events,
-    fields "l...", left aside: each goes with its entry)."""
+    """The dead node's entries still in the topics' hashes (each with its leave)."""
     found = []
     for topic in ("a", "b"):
         key = f"{prefix}{{{topic}}}:p"
         flat = cluster.owner_of(key_slot(key.encode())).command("HGETALL", key)
-        fields = dict(zip(flat[::2], flat[1::2], strict=True))
-        found += [(topic, v.encode()) for f, v in fields.items() if not f.startswith("l")]
-        assert sorted(f for f in fields if f.startswith("l")) == sorted(
-            "l" + f for f in fields if not f.startswith("l")
-        ), f"the leave events of {topic!r} are not those of its entries: {fields}"
+        for value in flat[1::2]:
+            entry, leave = present.unpacked(value.encode())
+            assert leave == b"left " + entry, f"{entry!r} kept {leave!r} as its leave"
+            found.append((topic, entry))
     return sorted(found)
 
 

@@ -5,9 +5,10 @@ that tell a live process's entries from those of one that died.
 
 - ``<prefix>{<topic>}:p``, a hash of the topic's entries: field ``<n>:<node>:<member>``
   (``n`` is the length of ``node`` in bytes, so neither name needs escaping), value
-  the entry; and, for an entry with a leave event (a topic with events), field
-  ``l<n>:<node>:<member>``, value the event, escaped as a plain publish
-  (``kept.escape``). It shares the hash tag of the topic's history keys (``kept.py``);
+  the entry; for an entry with a leave event (a topic with events), ``"\0" <length
+  of the entry> ":" <entry> "+" <leave event>``, the event escaped as a plain publish
+  (``kept.escape``); see ``packed``. It shares the hash tag of the topic's history
+  keys (``kept.py``);
 - ``<prefix>presence:nodes``, a sorted set of the nodes (processes), each scored by
   the end of its heartbeat: Redis' clock (``TIME``) plus its ttl, in ms;
 - ``<prefix>presence:node:<node>``, a hash of the topics where the node has entries,
@@ -24,9 +25,10 @@ Clocks are Redis', never a process's: processes need not agree on the time.
 one that removes an entry (a removal or a sweep) removes its leave event with it and
 publishes it, on the topic's channel (``<prefix><topic>``): a process that dies after
 the script ran loses no event, and an entry removed once is announced once. The event
-lives in the entry's own hash rather than a key of its own, so the scripts name no
-more keys than before (a cluster refuses, while a slot migrates, a script naming
-several keys of which some are missing).
+lives in the entry's own value: neither a key of its own (a cluster refuses, while a
+slot migrates, a script naming several keys of which some are missing, and fails one
+that touches a missing key midway) nor a field of its own (listing would read twice
+the fields).
 
 **Expiry.** A Redis that every process has left must not keep their entries forever:
 nobody is left to sweep them. Every key gets an expiry ``KEEP_FACTOR`` times a ttl,
@@ -67,6 +69,14 @@ local function extend(key, ms)
   local left = redis.call('PTTL', key)
   if left ~= -2 and left < tonumber(ms) then redis.call('PEXPIRE', key, ms) end
 end
+-- The entry in a value of a topic's hash (``packed``), and where it ends in the value.
+-- Plain finds rather than patterns: a listing calls this for every entry.
+local function entry(value)
+  if string.byte(value) ~= 0 then return value, #value end
+  local colon = string.find(value, ':', 3, true)
+  local last = colon + tonumber(string.sub(value, 2, colon - 1))
+  return string.sub(value, colon + 1, last), last
+end
 local function live_entries(entries, nodes)
   local flat = redis.call('HGETALL', entries)
   local alive, out = {}, {}
@@ -81,50 +91,36 @@ local function live_entries(entries, nodes)
         live = ends ~= false and tonumber(ends) > now
         alive[node] = live
       end
-      if live then out[#out + 1] = flat[i + 1] end
+      if live then out[#out + 1] = (entry(flat[i + 1])) end
     end
   end
   return out
 end
 """
 
-# An entry's events: ``join`` and ``leave`` are the ARGV of a join and a leave event,
-# each "" for none or "+" and the payload. The join is published if the entry is new;
-# the leave is kept beside the entry, under its field with "l" before it (or dropped).
-# A removal takes both fields at once and publishes the leave. A channel "" (a
-# cluster's script sent after ASK) publishes nothing: what it would have published is
-# collected in ``unsent``, for the caller to publish.
+# An entry's events: ``join`` is the ARGV of a join event, "" for none or "+" and the
+# payload, published if the entry is new. A removal publishes the leave event packed
+# in the entry's value, if any (after the entry and a "+", see ``packed``). A
+# channel "" (a cluster's script sent after ASK) publishes nothing: what it would have
+# published is collected in ``unsent``, for the caller to publish.
 EVENTS = """
 local unsent = {}
 local function announce(channel, payload)
   if channel == '' then unsent[#unsent + 1] = payload
   else redis.call('PUBLISH', channel, payload) end
 end
-local function events(new, key, field, channel, join, leave)
-  if leave == '' then redis.call('HDEL', key, 'l' .. field)
-  else redis.call('HSET', key, 'l' .. field, string.sub(leave, 2)) end
+local function joined(new, channel, join)
   if new and join ~= '' then announce(channel, string.sub(join, 2)) end
 end
-local function remove(key, field, leave, channel)
-  if leave then
-    redis.call('HDEL', key, field, 'l' .. field)
-    announce(channel, leave)
-  else
-    redis.call('HDEL', key, field)
-  end
-end
--- The leave events in a hash's fields and values (``flat``, of HGETALL), by field.
-local function leaves_of(flat)
-  local found = {}
-  for i = 1, #flat, 2 do
-    if string.byte(flat[i]) == 108 then found[string.sub(flat[i], 2)] = flat[i + 1] end
-  end
-  return found
+local function remove(key, field, value, channel)
+  redis.call('HDEL', key, field)
+  local _, last = entry(value)
+  if #value > last then announce(channel, string.sub(value, last + 2)) end
 end
 """
 
-#: KEYS: the topic's hash, the node's index. ARGV: field, entry, topic, expiry ms,
-#: channel, join, leave (see ``EVENTS``).
+#: KEYS: the topic's hash, the node's index. ARGV: field, value (``packed``), topic,
+#: expiry ms, channel, join (see ``EVENTS``).
 ADD: Final = Script(
     PRELUDE
     + EVENTS
@@ -135,7 +131,7 @@ if new then
 end
 extend(KEYS[1], ARGV[4])
 extend(KEYS[2], ARGV[4])
-events(new, KEYS[1], ARGV[1], ARGV[5], ARGV[6], ARGV[7])
+joined(new, ARGV[5], ARGV[6])
 return 1
 """
 )
@@ -146,8 +142,9 @@ REMOVE: Final = Script(
     PRELUDE
     + EVENTS
     + """
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
-remove(KEYS[1], ARGV[1], redis.call('HGET', KEYS[1], 'l' .. ARGV[1]), ARGV[3])
+local value = redis.call('HGET', KEYS[1], ARGV[1])
+if not value then return 0 end
+remove(KEYS[1], ARGV[1], value, ARGV[3])
 if redis.call('HINCRBY', KEYS[2], ARGV[2], -1) <= 0 then
   redis.call('HDEL', KEYS[2], ARGV[2])
 end
@@ -193,12 +190,11 @@ for _, node in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', string.format
   for _, topic in ipairs(redis.call('HKEYS', index)) do
     local key = ARGV[1] .. '{' .. topic .. '}:p'
     local flat = redis.call('HGETALL', key)
-    local leaves = leaves_of(flat)
     for i = 1, #flat, 2 do
       if string.sub(flat[i], 1, #mark) == mark then
-        remove(key, flat[i], leaves[flat[i]], ARGV[1] .. topic)
+        remove(key, flat[i], flat[i + 1], ARGV[1] .. topic)
         out[#out + 1] = topic
-        out[#out + 1] = flat[i + 1]
+        out[#out + 1] = (entry(flat[i + 1]))
       end
     end
   end
@@ -225,13 +221,42 @@ def node_key(prefix: bytes, node: str) -> bytes:
     return prefix + b"presence:node:" + node.encode()
 
 
+def _escaped(payload: bytes) -> bytes:
+    """``payload`` as a plain publish sends it (``kept.escape``), so that no
+    subscriber takes it for a kept event."""
+    return kept.escape(payload) if payload.startswith(kept.MARKED) else payload
+
+
 def event_arg(payload: bytes | None) -> bytes:
-    """A join or leave event as the scripts take it: "" for none, else "+" and the
-    payload escaped as a plain publish is (``kept.escape``), so that no subscriber
-    takes it for a kept event."""
-    if payload is None:
-        return b""
-    return b"+" + (kept.escape(payload) if payload.startswith(kept.MARKED) else payload)
+    """A join event as the scripts take it: "" for none, else "+" and the payload."""
+    return b"" if payload is None else b"+" + _escaped(payload)
+
+
+def packed(entry: bytes, leave: bytes | None) -> bytes:
+    """The value of ``entry`` in its topic's hash, with its ``leave`` event: the entry
+    itself when it has none (and does not start with a zero byte), else a zero byte,
+    the entry's length, ":", the entry, and "+" and the event if it has one."""
+    if leave is None and not entry.startswith(b"\0"):
+        return entry
+    head = b"\0%d:%s" % (len(entry), entry)
+    return head if leave is None else head + b"+" + _escaped(leave)
+
+
+def unpacked(value: bytes) -> tuple[bytes, bytes | None]:
+    """The entry and the leave event (as published) in a value made by ``packed``.
+
+    Raises:
+        ValueError: a value ``packed`` does not make.
+    """
+    if not value.startswith(b"\0"):
+        return value, None
+    digits, colon, rest = value[1:].partition(b":")
+    if not colon or not digits.isdigit() or len(rest) < int(digits):
+        raise ValueError(f"not a packed presence entry: {value!r:.80}")
+    entry, leave = rest[: int(digits)], rest[int(digits) :]
+    if leave and not leave.startswith(b"+"):
+        raise ValueError(f"not a packed presence entry: {value!r:.80}")
+    return entry, leave[1:] if leave else None
 
 
 def field(node: str, member: str) -> bytes:
@@ -262,8 +287,8 @@ def add_call(
     """The script call that adds (or replaces) ``member``'s entry on ``topic``, with
     its events (``BrokerSession.presence_add``)."""
     keys = [topic_key(prefix, topic), node_key(prefix, node)]
-    args = [field(node, member), entry, topic.encode(), keep_ms(ttl), prefix + topic.encode()]
-    return Call(ADD, keys, [*args, event_arg(join), event_arg(leave)])
+    args = [field(node, member), packed(entry, leave), topic.encode(), keep_ms(ttl)]
+    return Call(ADD, keys, [*args, prefix + topic.encode(), event_arg(join)])
 
 
 def remove_call(prefix: bytes, topic: str, member: str, node: str) -> Call:

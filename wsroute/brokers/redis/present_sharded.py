@@ -3,8 +3,8 @@ touches one slot, at the price of steps that are no longer one atomic script.
 
 **Keys.** For a prefix ``<prefix>``:
 
-- ``<prefix>{<topic>}:p``, the topic's entries, as on one Redis (field
-  ``<n>:<node>:<member>``) and their leave events (field ``l<n>:<node>:<member>``);
+- ``<prefix>{<topic>}:p``, the topic's entries, with their leave events, as on one
+  Redis (field ``<n>:<node>:<member>``, value ``present.packed``);
 - ``<prefix>{<topic>}:pn``, a sorted set of the nodes with entries on the topic, each
   scored by the end of its heartbeat (Redis' clock, ms): the topic's own copy of the
   nodes' liveness, in the topic's slot, so that listing is one script there;
@@ -59,6 +59,7 @@ from .present import (
     keep_ms,
     node_key,
     nodes_key,
+    packed,
     topic_key,
 )
 
@@ -69,8 +70,8 @@ _SEVENTS = EVENTS.replace("redis.call('PUBLISH'", "redis.call('SPUBLISH'")
 #: longest one step may take), renewed at each topic swept.
 SWEEP_LEASE: Final = 3
 
-#: KEYS: the topic's hash, its nodes. ARGV: field, entry, node, end ms ("" if the node
-#: never beat here), expiry ms, channel, join, leave (``EVENTS``).
+#: KEYS: the topic's hash, its nodes. ARGV: field, value (``present.packed``), node,
+#: end ms ("" if the node never beat here), expiry ms, channel, join (``EVENTS``).
 #: Returns the events not published (channel "").
 ADD: Final = Script(
     PRELUDE
@@ -80,7 +81,7 @@ local new = redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) == 1
 if ARGV[4] ~= '' then redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3]) end
 extend(KEYS[1], ARGV[5])
 extend(KEYS[2], ARGV[5])
-events(new, KEYS[1], ARGV[1], ARGV[6], ARGV[7], ARGV[8])
+joined(new, ARGV[6], ARGV[7])
 return unsent
 """
 )
@@ -91,8 +92,9 @@ REMOVE: Final = Script(
     PRELUDE
     + _SEVENTS
     + """
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return {0, unsent} end
-remove(KEYS[1], ARGV[1], redis.call('HGET', KEYS[1], 'l' .. ARGV[1]), ARGV[2])
+local value = redis.call('HGET', KEYS[1], ARGV[1])
+if not value then return {0, unsent} end
+remove(KEYS[1], ARGV[1], value, ARGV[2])
 return {1, unsent}
 """
 )
@@ -195,11 +197,10 @@ local ends = redis.call('ZSCORE', KEYS[2], ARGV[2])
 if ends and tonumber(ends) > now then return {{}, unsent} end
 local out = {}
 local flat = redis.call('HGETALL', KEYS[1])
-local leaves = leaves_of(flat)
 for i = 1, #flat, 2 do
   if string.sub(flat[i], 1, #ARGV[1]) == ARGV[1] then
-    remove(KEYS[1], flat[i], leaves[flat[i]], ARGV[3])
-    out[#out + 1] = flat[i + 1]
+    remove(KEYS[1], flat[i], flat[i + 1], ARGV[3])
+    out[#out + 1] = (entry(flat[i + 1]))
   end
 end
 redis.call('ZREM', KEYS[2], ARGV[2])
@@ -288,8 +289,8 @@ def add_call(
     leave: bytes | None = None,
 ) -> Call:
     keys = [topic_key(prefix, topic), nodes_of(prefix, topic)]
-    args = [field(node, member), entry, node.encode(), end, keep_ms(ttl), channel(prefix, topic)]
-    return EventCall(ADD, keys, [*args, event_arg(join), event_arg(leave)], 5)
+    args = [field(node, member), packed(entry, leave), node.encode(), end, keep_ms(ttl)]
+    return EventCall(ADD, keys, [*args, channel(prefix, topic), event_arg(join)], 5)
 
 
 def remove_call(prefix: bytes, topic: str, member: str, node: str) -> Call:
