@@ -81,18 +81,15 @@ local function live_entries(entries, nodes)
   local flat = redis.call('HGETALL', entries)
   local alive, out = {}, {}
   for i = 1, #flat, 2 do
-    -- The field is "<n>:<node>:<member>" (or "l<n>:<node>:<member>": a leave event).
-    local digits = string.match(flat[i], '^%d+')
-    if digits then
-      local node = string.sub(flat[i], #digits + 2, #digits + 1 + tonumber(digits))
-      local live = alive[node]
-      if live == nil then
-        local ends = redis.call('ZSCORE', nodes, node)
-        live = ends ~= false and tonumber(ends) > now
-        alive[node] = live
-      end
-      if live then out[#out + 1] = (entry(flat[i + 1])) end
+    local digits = string.match(flat[i], '^%d+')  -- the field is "<n>:<node>:<member>"
+    local node = string.sub(flat[i], #digits + 2, #digits + 1 + tonumber(digits))
+    local live = alive[node]
+    if live == nil then
+      local ends = redis.call('ZSCORE', nodes, node)
+      live = ends ~= false and tonumber(ends) > now
+      alive[node] = live
     end
+    if live then out[#out + 1] = (entry(flat[i + 1])) end
   end
   return out
 end
