@@ -23,6 +23,12 @@ A session that keeps history (``keeps_history``) also numbers what is published 
 delivered with its position in one atomic step (no subscriber sees a message that a
 read of history would not return, nor the other way round), and subscribers receive
 a topic's kept messages in offset order.
+
+A session that keeps presence (``keeps_presence``) and says
+``publishes_presence_events`` publishes the join and leave events it is given with an
+entry in the same atomic step as the addition and the removal (or sweep) they
+announce, so that each is published once and none is lost with the process that
+caused it.
 """
 
 from __future__ import annotations
