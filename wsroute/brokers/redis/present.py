@@ -89,7 +89,11 @@ local function live_entries(entries, nodes)
       live = ends ~= false and tonumber(ends) > now
       alive[node] = live
     end
-    if live then out[#out + 1] = (entry(flat[i + 1])) end
+    if live then
+      local value = flat[i + 1]
+      if string.byte(value) == 0 then value = (entry(value)) end  -- no call when plain
+      out[#out + 1] = value
+    end
   end
   return out
 end
