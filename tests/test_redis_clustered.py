@@ -1,8 +1,8 @@
 """The cluster session (``wsroute.brokers.redis.clustered``) while a slot migrates: a
 call whose keys already moved is answered ``ASK`` and sent at once, after ``ASKING``,
-to the importing node, and a kept event is still delivered; ``SPUBLISH`` is served
-by the old owner until the migration ends; a topic without keys yet waits for the end
-of the migration. Each test has a cluster of its own, as it
+to the importing node, and a kept event (or a presence event) is still delivered;
+``SPUBLISH`` is served by the old owner until the migration ends; a topic without keys
+yet waits for the end of the migration. Each test has a cluster of its own, as it
 moves a slot. Real time, every wait bounded."""
 
 from __future__ import annotations

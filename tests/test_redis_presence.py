@@ -1,8 +1,9 @@
 """Presence on the Redis broker (``wsroute.brokers.redis.present`` and the session's
-``presence_*`` calls) against real redis-server processes: the key layout, sweeps
-racing across sessions, the keys' expiry, a removal that its caller gave up on,
-listing 10,000 entries; and apps on one Redis: two in one trio run, three ``wsroute
-run`` processes of which one is killed.
+``presence_*`` calls) against real redis-server processes: the key layout, the join
+and leave events the scripts publish (also when the process that removed an entry
+dies right after), sweeps racing across sessions, the keys' expiry, a removal that
+its caller gave up on, listing 10,000 entries; and apps on one Redis: two in one trio
+run, three ``wsroute run`` processes of which one is killed.
 
 The conformance checks, the ``presence_*`` ones included, run on Redis in
 tests/test_redis_broker.py (``test_conformance``). Real time throughout (real
