@@ -26,8 +26,11 @@ from wsroute import (
     PresenceUnsupported,
     Request,
 )
+from wsroute._protocol import encode_event
 from wsroute.brokers import BrokerSession, MemoryBroker, StateListener
 from wsroute.testing import ErrorReply, Event, RequestError, open_app, open_client
+
+from .presencedeath import leave_outlives_the_remover, leave_outlives_the_sweeper
 
 TTL = 30.0
 
@@ -173,12 +176,13 @@ async def test_the_entries_of_a_process_that_died_go_within_the_ttl(
     async with open_app(app), broker.connect() as dead, open_client(app) as watcher:
         await watcher.request("join", "room:1")
         await watcher.expect_event("wsroute.join")
-        # A process that beat once and joined two connections, then died (kill -9).
+        # A process that beat once and joined two connections, then died (kill -9);
+        # with their entries, the leave events its keeper gives the broker.
         await dead.presence_heartbeat("dead-node", TTL)
         for member in ("c1", "c2"):
-            await dead.presence_add(
-                "room:1", member, "dead-node", b'{"connection":"%s"}' % member.encode()
-            )
+            leave = encode_event("wsroute.leave", "room:1", {"connection": member})
+            entry = b'{"connection":"%s"}' % member.encode()
+            await dead.presence_add("room:1", member, "dead-node", entry, leave=leave)
         assert len(await app.presence("room:1")) == 3
         start = trio.current_time()
         left = [await watcher.expect_event("wsroute.leave", timeout=2 * TTL) for _ in range(2)]
@@ -340,3 +344,55 @@ async def test_a_removal_the_broker_did_not_take_is_tried_again_on_the_next_beat
         left = await watcher.expect_event("wsroute.leave", timeout=TTL)  # the next beat
         assert len(await app.presence("room:1")) == 1
         assert left.data["connection"] not in {c.id for c in app.connections}
+
+
+async def test_a_leave_reaches_subscribers_when_the_remover_dies_right_after(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    await leave_outlives_the_remover(MemoryBroker())
+
+
+async def test_a_leave_reaches_subscribers_when_the_sweeper_dies_right_after(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    await leave_outlives_the_sweeper(MemoryBroker(), TTL)
+
+
+class OldBroker(MemoryBroker):
+    """A broker written before ``publishes_presence_events``: ``presence_add`` takes
+    no events, and the runtime publishes them."""
+
+    @asynccontextmanager
+    async def connect(
+        self, *, on_state: StateListener | None = None
+    ) -> AsyncIterator[BrokerSession]:
+        async with super().connect(on_state=on_state) as session:
+            original = session.presence_add
+
+            async def presence_add(topic: str, member: str, node: str, entry: bytes) -> None:
+                await original(topic, member, node, entry)
+
+            session.presence_add = presence_add  # type: ignore[method-assign]
+            session.publishes_presence_events = False  # type: ignore[misc]
+            yield session
+
+
+async def test_a_broker_that_publishes_no_events_has_them_published_by_the_app(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    broker = OldBroker()
+    first, second = make_app(broker), make_app(broker)
+    async with open_app(first), open_app(second), open_client(first) as watcher:
+        await watcher.request("join", "room:1")
+        await watcher.expect_event("wsroute.join")
+        async with open_client(second) as leaving:
+            await leaving.request("join", "room:1")
+            assert (await watcher.expect_event("wsroute.join")).data["connection"]
+        assert await watcher.expect_event("wsroute.leave")
+        # A process that died: its entry swept, its leave published by the sweeper.
+        async with broker.connect() as dead:
+            await dead.presence_heartbeat("dead-node", TTL)
+            await dead.presence_add("room:1", "c9", "dead-node", b'{"connection":"c9"}')
+        left = await watcher.expect_event("wsroute.leave", timeout=2 * TTL)
+        assert left.data == {"connection": "c9"}
+        await watcher.expect_no_message(timeout=TTL)  # once

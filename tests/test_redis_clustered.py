@@ -1,8 +1,8 @@
 """The cluster session (``wsroute.brokers.redis.clustered``) while a slot migrates: a
 call whose keys already moved is answered ``ASK`` and sent at once, after ``ASKING``,
-to the importing node, and a kept event is still delivered; ``SPUBLISH`` is served
-by the old owner until the migration ends; a topic without keys yet waits for the end
-of the migration. Each test has a cluster of its own, as it
+to the importing node, and a kept event (or a presence event) is still delivered;
+``SPUBLISH`` is served by the old owner until the migration ends; a topic without keys
+yet waits for the end of the migration. Each test has a cluster of its own, as it
 moves a slot. Real time, every wait bounded."""
 
 from __future__ import annotations
@@ -136,3 +136,41 @@ async def test_a_new_topics_first_kept_event_waits_for_the_migration_to_end(
         assert positions[0].offset == 1
         page = await s.read_history(TOPIC, HISTORY)
         assert [(m.data, m.position) for m in page.messages] == [(b"first", positions[0])]
+
+
+async def test_presence_events_reach_the_subscribers_while_the_slot_migrates(
+    cluster: RedisCluster,
+) -> None:
+    # On the owner, MIGRATING, with the keys there, the scripts run and publish as
+    # always; on the importing node, after ASK, they return the events instead,
+    # which the session publishes on the owner, where the subscribers are.
+    source = cluster.owner_of(SLOT)
+    target = next(node for node in cluster.nodes if node is not source)
+    broker = RedisClusterBroker(cluster.url(), publish_timeout=PUBLISH_TIMEOUT)
+    async with broker.connect() as session, broker.connect() as listener:
+        await listener.subscribe(TOPIC)
+        await session.presence_heartbeat("node-1", 10)
+        await session.presence_heartbeat("dying", 10)
+        await session.presence_add(TOPIC, "m1", "node-1", b"1", join=b"+m1", leave=b"-m1")
+        await session.presence_add(TOPIC, "d", "dying", b"d", leave=b"-d")
+        await session.presence_add(TOPIC, "quiet", "node-1", b"q")  # no events
+        assert [m.data for m in await receive(listener, 1)] == [b"+m1"]
+
+        cluster.start_migration(SLOT, source, target)
+        await session.presence_add(TOPIC, "m2", "node-1", b"2", join=b"+m2", leave=b"-m2")
+        assert await session.presence_remove(TOPIC, "quiet", "node-1")
+        assert [m.data for m in await receive(listener, 1)] == [b"+m2"]
+        assert asking_calls(target) == 0  # served by the owner
+
+        keys = source.command("CLUSTER", "GETKEYSINSLOT", SLOT, 100)
+        cluster.move_keys(source, target, *keys)
+        await session.presence_add(TOPIC, "m3", "node-1", b"3", join=b"+m3", leave=b"-m3")
+        assert await session.presence_remove(TOPIC, "m1", "node-1")
+        await session.presence_heartbeat("dying", 0.05)
+        await trio.sleep(0.1)
+        assert await session.presence_sweep() == [(TOPIC, b"d")]
+        assert asking_calls(target) >= 3
+        assert sorted(await session.presence_list(TOPIC)) == [b"2", b"3"]
+        await session.publish(TOPIC, b"sentinel")
+        received = [m.data for m in await receive(listener, 4)]
+        assert received == [b"+m3", b"-m1", b"-d", b"sentinel"]  # each once

@@ -1,8 +1,9 @@
 """Presence on the Redis broker (``wsroute.brokers.redis.present`` and the session's
-``presence_*`` calls) against real redis-server processes: the key layout, sweeps
-racing across sessions, the keys' expiry, a removal that its caller gave up on,
-listing 10,000 entries; and apps on one Redis: two in one trio run, three ``wsroute
-run`` processes of which one is killed.
+``presence_*`` calls) against real redis-server processes: the key layout, the join
+and leave events the scripts publish (also when the process that removed an entry
+dies right after), sweeps racing across sessions, the keys' expiry, a removal that
+its caller gave up on, listing 10,000 entries; and apps on one Redis: two in one trio
+run, three ``wsroute run`` processes of which one is killed.
 
 The conformance checks, the ``presence_*`` ones included, run on Redis in
 tests/test_redis_broker.py (``test_conformance``). Real time throughout (real
@@ -27,6 +28,7 @@ from wsroute.brokers.redis import present
 from wsroute.testing import open_app, open_client
 
 from .cliproc import StartServer, start, write
+from .presencedeath import leave_outlives_the_remover, leave_outlives_the_sweeper
 from .redisproc import RedisServer, own_redis_server, redis_server
 from .redistools import TIMEOUT, States, next_message
 from .wsclient import WSClient, connect
@@ -52,6 +54,24 @@ def test_a_field_names_its_node_unambiguously() -> None:
     assert present.field("a:b", "c") == b"3:a:b:c"
     assert present.field("a", "b:c") == b"1:a:b:c"
     assert present.field("nø", "") == b"3:n\xc3\xb8:"
+
+
+def test_a_value_holds_the_entry_and_its_leave_event() -> None:
+    cases = [
+        (b"entry", None, b"entry"),  # the entry itself: a topic without events
+        (b"entry", b"left", b"\x005:entry+left"),
+        (b"", b"", b"\x000:+"),
+        (b"\x00odd", None, b"\x004:\x00odd"),  # an entry that looks packed
+        (b"e", b"\x04kept?", b"\x001:e+\x05\x04kept?"),  # escaped as a publish
+        (b"12:+", b"3:+", b"\x004:12:++3:+"),
+    ]
+    for entry, leave, value in cases:
+        assert present.packed(entry, leave) == value
+        published = leave if leave is None or not leave.startswith(b"\x04") else b"\x05" + leave
+        assert present.unpacked(value) == (entry, published)
+    for wrong in (b"\x00", b"\x00x:e", b"\x009:short", b"\x001:e-left"):
+        with pytest.raises(ValueError, match="not a packed presence entry"):
+            present.unpacked(wrong)
 
 
 def test_the_keys_of_presence() -> None:
@@ -155,6 +175,55 @@ async def test_concurrent_sweeps_from_four_sessions_are_disjoint(
         assert await session.presence_list("room:0") == [b"alive"]
 
 
+async def test_the_scripts_publish_the_events_kept_beside_the_entries(
+    redis_server: RedisServer,
+) -> None:
+    async with (
+        RedisBroker(redis_server.url, prefix="events:").connect() as session,
+        RedisBroker(redis_server.url, prefix="events:").connect() as watcher,
+        redis_server.client() as client,
+    ):
+        await watcher.subscribe_many(["room:1", "room:2"])
+        await session.presence_heartbeat("n1", 30)
+        await session.presence_add("room:1", "c1", "n1", b"one", join=b"j1", leave=b"l1")
+        assert await next_message(watcher) == BrokerMessage("room:1", b"j1")
+        # Replaced: no join; the leave, escaped as a plain publish (it looks kept).
+        await session.presence_add("room:1", "c1", "n1", b"one", join=b"j", leave=b"\x04l1")
+        await session.presence_add("room:1", "c2", "n1", b"two", leave=b"l2")
+        await session.presence_add("room:1", "c2", "n1", b"two")  # its leave dropped
+        await session.presence_add("room:2", "c3", "n1", b"three", leave=b"l3")
+        assert await client.hgetall("events:{room:1}:p") == {
+            "2:n1:c1": "\x003:one+\x05\x04l1",
+            "2:n1:c2": "two",
+        }
+        assert await client.hgetall("events:{room:2}:p") == {"2:n1:c3": "\x005:three+l3"}
+        assert sorted(await session.presence_list("room:1")) == [b"one", b"two"]
+        assert await session.presence_remove("room:1", "c1", "n1")
+        assert not await session.presence_remove("room:1", "c1", "n1")
+        assert await session.presence_remove("room:1", "c2", "n1")
+        assert await next_message(watcher) == BrokerMessage("room:1", b"\x04l1")
+        assert not await client.exists(["events:{room:1}:p"])
+        await session.presence_heartbeat("n1", 0.05)
+        await trio.sleep(0.1)
+        assert await session.presence_sweep() == [("room:2", b"three")]
+        assert not await client.exists(["events:{room:2}:p"])
+        await session.publish("room:1", b"sentinel")  # nothing came before it
+        assert await next_message(watcher) == BrokerMessage("room:2", b"l3")
+        assert await next_message(watcher) == BrokerMessage("room:1", b"sentinel")
+
+
+async def test_a_leave_reaches_subscribers_when_the_remover_dies_right_after(
+    redis_server: RedisServer,
+) -> None:
+    await leave_outlives_the_remover(RedisBroker(redis_server.url, prefix="died:"))
+
+
+async def test_a_leave_reaches_subscribers_when_the_sweeper_dies_right_after(
+    redis_server: RedisServer,
+) -> None:
+    await leave_outlives_the_sweeper(RedisBroker(redis_server.url, prefix="swept:"), 0.3)
+
+
 # -- expiry -----------------------------------------------------------------------------
 
 
@@ -168,7 +237,7 @@ async def test_keys_expire_ten_ttls_after_the_last_beat(redis_server: RedisServe
         await session.presence_add("t", "m", "n", b"entry")
         for key in keys:
             assert 0 < await client.pttl(key) <= 500, key
-        with trio.fail_after(TIMEOUT):  # no beat since: all three go
+        with trio.fail_after(TIMEOUT):  # no beat since: all go
             while await client.exists(keys):
                 await trio.sleep(0.05)
 

@@ -14,12 +14,14 @@ import pytest
 import trio
 
 from wsroute import App, Connection, Presence, PresenceEntry, Request
-from wsroute.brokers import RedisClusterBroker
+from wsroute.brokers import BrokerMessage, BrokerSession, RedisClusterBroker
+from wsroute.brokers.redis import present
 from wsroute.brokers.redis import present_sharded as sharded
 from wsroute.brokers.redis.clustered import ClusterSession
 from wsroute.brokers.redis.slots import key_slot
 from wsroute.testing import open_app, open_client
 
+from .presencedeath import leave_outlives_the_remover, leave_outlives_the_sweeper
 from .rediscluster import RedisCluster, redis_cluster
 
 __all__ = ["redis_cluster"]
@@ -32,7 +34,7 @@ def owner_has(cluster: RedisCluster, key: str) -> bool:
 async def test_each_key_lives_on_the_shard_of_its_slot(redis_cluster: RedisCluster) -> None:
     async with RedisClusterBroker(redis_cluster.url(), prefix="lay:").connect() as session:
         await session.presence_heartbeat("node-1", 10)
-        await session.presence_add("room", "m", "node-1", b"entry")
+        await session.presence_add("room", "m", "node-1", b"entry", leave=b"leave")
         for key in (
             "lay:{room}:p",
             "lay:{room}:pn",
@@ -41,7 +43,8 @@ async def test_each_key_lives_on_the_shard_of_its_slot(redis_cluster: RedisClust
         ):
             assert owner_has(redis_cluster, key), key
         owner = redis_cluster.owner_of(key_slot(b"room"))
-        assert owner.command("HGETALL", "lay:{room}:p") == ["6:node-1:m", "entry"]
+        assert owner.command("HGETALL", "lay:{room}:p") == ["6:node-1:m", "\x005:entry+leave"]
+        assert await session.presence_list("room") == [b"entry"]
         assert owner.command("ZSCORE", "lay:{room}:pn", "node-1") is not None
         assert owner.command("PTTL", "lay:{room}:p") > 90_000  # ten ttls
         assert await session.presence_remove("room", "m", "node-1")
@@ -66,7 +69,7 @@ async def test_a_node_back_while_a_sweeper_takes_it_keeps_its_entries(
         assert not await node_session.presence_heartbeat("n", 10)
         # ... and the rest of the sweep leaves the entries of a node alive again.
         swept = await sweeper._run(sharded.sweep_topic_call(b"race:", "room", "n"), "sweeping")
-        assert swept == []
+        assert sharded.swept_of(swept) == ([], [])
         assert await sweeper.presence_list("room") == [b"entry"]
         await sweeper._run(sharded.forget_call(b"race:", "n"), "forgetting")
         owner = redis_cluster.owner_of(key_slot(b"race:presence:nodes"))
@@ -85,22 +88,51 @@ PUBLISH_TIMEOUT = 0.2
 
 
 async def dead_node(cluster: RedisCluster, prefix: str) -> None:
-    """Node ``n`` with ``DEAD_ENTRIES``, its heartbeat ended (its keys kept long)."""
+    """Node ``n`` with ``DEAD_ENTRIES``, each with its leave event (``leaves``), its
+    heartbeat ended (its keys kept long)."""
     async with RedisClusterBroker(cluster.url(), prefix=prefix).connect() as session:
         await session.presence_heartbeat("n", 10)  # keys kept for ten times that
         for n, (topic, entry) in enumerate(DEAD_ENTRIES):
-            await session.presence_add(topic, f"m{n}", "n", entry)
+            await session.presence_add(topic, f"m{n}", "n", entry, leave=b"left " + entry)
         await session.presence_heartbeat("n", 0.05)
     await trio.sleep(0.1)
 
 
+def leaves(entries: list[tuple[str, bytes]]) -> list[BrokerMessage]:
+    """The leave events of ``entries`` of ``dead_node``."""
+    return sorted(BrokerMessage(topic, b"left " + entry) for topic, entry in entries)
+
+
+async def heard(watcher: BrokerSession, sessions: list[BrokerSession]) -> list[BrokerMessage]:
+    """What ``watcher`` received on the topics of ``DEAD_ENTRIES`` until a sentinel
+    that each of ``sessions`` published on each of them (per-topic order: all that
+    they published before), sorted."""
+    topics = sorted({topic for topic, _ in DEAD_ENTRIES})
+    for session in sessions:
+        for topic in topics:
+            await session.publish(topic, b"sentinel")
+    received: list[BrokerMessage] = []
+    sentinels = 0
+    with trio.fail_after(5):
+        while sentinels < len(sessions) * len(topics):
+            message = await watcher.__anext__()
+            if message.data == b"sentinel":
+                sentinels += 1
+            else:
+                received.append(message)
+    return sorted(received)
+
+
 def left_in_redis(cluster: RedisCluster, prefix: str) -> list[tuple[str, bytes]]:
-    """The dead node's entries still in the topics' hashes."""
+    """The dead node's entries still in the topics' hashes (each with its leave)."""
     found = []
     for topic in ("a", "b"):
         key = f"{prefix}{{{topic}}}:p"
         flat = cluster.owner_of(key_slot(key.encode())).command("HGETALL", key)
-        found += [(topic, value.encode()) for value in flat[1::2]]
+        for value in flat[1::2]:
+            entry, leave = present.unpacked(value.encode())
+            assert leave == b"left " + entry, f"{entry!r} kept {leave!r} as its leave"
+            found.append((topic, entry))
     return sorted(found)
 
 
@@ -134,18 +166,22 @@ async def test_a_sweeper_cut_off_after_any_step_leaves_the_rest_to_the_next(
     prefix = f"cut{steps}:"
     await dead_node(redis_cluster, prefix)
     broker = RedisClusterBroker(redis_cluster.url(), prefix=prefix, publish_timeout=PUBLISH_TIMEOUT)
-    async with broker.connect() as first, broker.connect() as second:
+    async with broker.connect() as first, broker.connect() as second, broker.connect() as watcher:
         assert isinstance(first, ClusterSession)
+        await watcher.subscribe_many(["a", "b"])
         await sweep_cut_after(first, steps, monkeypatch)
         remaining = left_in_redis(redis_cluster, prefix)
-        # What the first removed before it was cut off went with it.
+        # What the first removed before it was cut off is gone, and announced.
         taken = {1: 0, 2: 0, 3: 2, 4: 2}.get(steps, 4)  # each topic sweep takes two
         assert len(remaining) == len(DEAD_ENTRIES) - taken
+        gone = sorted(set(DEAD_ENTRIES) - set(remaining))
+        assert await heard(watcher, [first]) == leaves(gone)
         if 2 <= steps < 7:  # its claim holds until its lease runs out
             assert await second.presence_sweep() == []
             await trio.sleep(sharded.SWEEP_LEASE * PUBLISH_TIMEOUT + 0.1)
         assert sorted(await second.presence_sweep()) == remaining
         assert await second.presence_sweep() == []
+        assert await heard(watcher, [first, second]) == leaves(remaining)  # once each
     assert left_in_redis(redis_cluster, prefix) == []
     for key in (f"{prefix}presence:node:n", f"{prefix}{{a}}:pn", f"{prefix}{{b}}:pn"):
         assert not owner_has(redis_cluster, key), key
@@ -159,8 +195,9 @@ async def test_a_sweeper_whose_connections_are_cut_reports_what_it_removed(
     prefix = "severed:"
     await dead_node(redis_cluster, prefix)
     broker = RedisClusterBroker(redis_cluster.url(), prefix=prefix, publish_timeout=PUBLISH_TIMEOUT)
-    async with broker.connect() as first:
+    async with broker.connect() as watcher, broker.connect() as first:
         assert isinstance(first, ClusterSession)
+        await watcher.subscribe_many(["a", "b"])
         answered = 0
         run = first._run
 
@@ -175,12 +212,17 @@ async def test_a_sweeper_whose_connections_are_cut_reports_what_it_removed(
 
         monkeypatch.setattr(first, "_run", cut_after_the_first_topic)
         swept = await first.presence_sweep()
-    assert len(swept) == 2 and {topic for topic, _ in swept} == {DEAD_ENTRIES[0][0]}
-    assert "a sweep stopped midway" in caplog.text
-    await trio.sleep(sharded.SWEEP_LEASE * PUBLISH_TIMEOUT + 0.1)
-    async with broker.connect() as second:
-        rest = await second.presence_sweep()
-    assert sorted(swept + rest) == sorted(DEAD_ENTRIES)
+        monkeypatch.undo()
+        assert len(swept) == 2 and {topic for topic, _ in swept} == {DEAD_ENTRIES[0][0]}
+        assert "a sweep stopped midway" in caplog.text
+        await trio.sleep(sharded.SWEEP_LEASE * PUBLISH_TIMEOUT + 0.1)
+        async with broker.connect() as second:
+            rest = await second.presence_sweep()
+            assert sorted(swept + rest) == sorted(DEAD_ENTRIES)
+            # Each entry's leave was published once, by the script that removed it:
+            # the first's before its connections were cut (the watcher's subscribing
+            # connections are no "normal" clients: they stayed), the rest by the second.
+            assert await heard(watcher, [second]) == leaves(DEAD_ENTRIES)
 
 
 async def test_two_sweepers_racing_report_each_entry_once(redis_cluster: RedisCluster) -> None:
@@ -253,3 +295,16 @@ async def test_two_apps_on_a_cluster_see_each_others_members(redis_cluster: Redi
             assert left.data["connection"] == ann_id
             assert await first.presence("room:1") == [PresenceEntry(bob_id, "bob")]
         assert await second.presence("room:1") == []
+
+
+async def test_a_leave_reaches_subscribers_when_the_remover_dies_right_after(
+    redis_cluster: RedisCluster,
+) -> None:
+    await leave_outlives_the_remover(RedisClusterBroker(redis_cluster.url(), prefix="died:"))
+
+
+async def test_a_leave_reaches_subscribers_when_the_sweeper_dies_right_after(
+    redis_cluster: RedisCluster,
+) -> None:
+    broker = RedisClusterBroker(redis_cluster.url(), prefix="swept:")
+    await leave_outlives_the_sweeper(broker, 0.3)

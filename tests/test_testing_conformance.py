@@ -298,7 +298,7 @@ def list_known_nodes(broker: Broken, session: Any) -> None:
     async def listed(topic: str) -> list[bytes]:
         await trio.lowlevel.checkpoint()
         present = broker._present.get(topic, {}).values()
-        return [entry for node, entry in present if node in broker._nodes]
+        return [entry for node, entry, _ in present if node in broker._nodes]
 
     session.presence_list = listed
 
@@ -312,7 +312,7 @@ def sweep_without_removing(broker: Broken, session: Any) -> None:
         return [
             (topic, entry)
             for topic, members in broker._present.items()
-            for node, entry in members.values()
+            for node, entry, _ in members.values()
             if broker._nodes.get(node, now) <= now
         ]
 
@@ -331,6 +331,27 @@ def remember_nodes(broker: Broken, session: Any) -> None:
         return alive
 
     session.presence_heartbeat = beat
+
+
+def leave_from_the_caller(broker: Broken, session: Any) -> None:
+    """Publishes an entry's leave after removing it, as a separate step: both
+    concurrent sweepers find it still stored, and both publish it."""
+    add, sweep = session.presence_add, session.presence_sweep
+    leaves = broker.__dict__.setdefault("leaves", {})
+
+    async def added(topic: str, member: str, node: str, entry: bytes, **events: Any) -> None:
+        leaves[topic, entry] = events.get("leave")
+        await add(topic, member, node, entry, join=events.get("join"))
+
+    async def swept() -> list[tuple[str, bytes]]:
+        removed = await sweep()
+        await trio.sleep(0)  # the other sweeper runs meanwhile
+        for topic, entry in removed:
+            if (leave := leaves.get((topic, entry))) is not None:
+                await session.publish(topic, leave)
+        return removed
+
+    session.presence_add, session.presence_sweep = added, swept
 
 
 BREAKS: dict[str, tuple[Patch, str]] = {
@@ -358,6 +379,7 @@ BREAKS: dict[str, tuple[Patch, str]] = {
     "presence_expiry": (list_known_nodes, "after the ttl of a node, its own session listed"),
     "presence_sweep": (sweep_without_removing, "two concurrent sweeps both returned"),
     "presence_heartbeat": (remember_nodes, "after the node was swept said it was alive"),
+    "presence_events": (leave_from_the_caller, "the leave of a removed entry: nothing arrived"),
 }
 
 

@@ -5,10 +5,16 @@ The broker keeps every process's entries; this process adds one when a connectio
 subscribes to a topic with presence and removes it when the connection leaves the
 topic or ends. One heartbeat per process, every third of ``presence_ttl``, keeps its
 entries alive; the same timer sweeps the entries of processes whose heartbeat expired
-(they died without cleaning up) and sends their leave events: the broker gives each
-swept entry to one sweeper only, so each leave event is sent once. A process that
-could not beat in time (the broker was away) finds its entries swept and adds them
-again. A removal the broker could not take is tried again on every beat.
+(they died without cleaning up). A process that could not beat in time (the broker
+was away) finds its entries swept and adds them again. A removal the broker could not
+take is tried again on every beat.
+
+Events: a broker that ``publishes_presence_events`` is given an entry's join and leave
+events with the entry and publishes each in the step that adds or removes it (a
+removal or the one sweep that takes it), so that an event is sent once, and a
+process that dies right after the broker's step loses none. With another broker this
+process publishes them once the broker confirmed the step, which a death in between
+loses.
 """
 
 from __future__ import annotations
@@ -58,8 +64,19 @@ class PresenceKeeper:
             BrokerError: the broker could not take it.
         """
         self._local[topic, member] = entry
-        await self._broker.presence_add(topic, member, self.node, entry)
-        await self._announce(JOIN_TYPE, topic, entry)
+        # A removal still to retry would take this entry: it is replaced instead.
+        self._unremoved.pop((topic, member), None)
+        await self._add(topic, member, entry)
+
+    async def _add(self, topic: str, member: str, entry: bytes) -> None:
+        broker = self._broker
+        if not broker.publishes_presence_events:
+            await broker.presence_add(topic, member, self.node, entry)
+            await self._announce(JOIN_TYPE, topic, entry)
+            return
+        join = self._event(JOIN_TYPE, topic, entry)
+        leave = self._event(LEAVE_TYPE, topic, entry)
+        await broker.presence_add(topic, member, self.node, entry, join=join, leave=leave)
 
     async def remove(self, topic: str, member: str) -> None:
         """``member`` is no longer on ``topic``; the leave event, once. Never raises:
@@ -79,16 +96,29 @@ class PresenceKeeper:
             self._unremoved[topic, member] = entry
             return
         self._unremoved.pop((topic, member), None)
-        if removed:
+        if removed and not self._broker.publishes_presence_events:
             await self._announce(LEAVE_TYPE, topic, entry)
 
-    async def _announce(self, type: str, topic: str, entry: bytes) -> None:
+    def _event(self, type: str, topic: str, entry: bytes) -> bytes | None:
+        """The ``type`` event of ``entry`` as published, or None if the topic has no
+        events (or, logged, the entry cannot be one)."""
         presence = self._rules.get(topic)
         if presence is None or not presence.events:
+            return None
+        try:
+            return encode_event(type, topic, decode_entry(entry))
+        except ValueError as exc:
+            logger.warning("could not send %s on %r: %s", type, topic, exc)
+            return None
+
+    async def _announce(self, type: str, topic: str, entry: bytes) -> None:
+        """Publish the ``type`` event of ``entry``, for a broker that does not."""
+        event = self._event(type, topic, entry)
+        if event is None:
             return
         try:
-            await self._broker.publish(topic, encode_event(type, topic, decode_entry(entry)))
-        except (BrokerError, ValueError) as exc:
+            await self._broker.publish(topic, event)
+        except BrokerError as exc:
             logger.warning("could not send %s on %r: %s", type, topic, exc)
 
     async def entries(self, topic: str) -> list[dict[str, Any]]:
@@ -142,7 +172,8 @@ class PresenceKeeper:
             # Swept while the broker could not hear us: our connections are still here.
             logger.warning("presence: this process's entries were swept; adding them again")
             for (topic, member), entry in list(self._local.items()):
-                await self._broker.presence_add(topic, member, self.node, entry)
-                await self._announce(JOIN_TYPE, topic, entry)  # others saw it leave
-        for topic, entry in await self._broker.presence_sweep():
-            await self._announce(LEAVE_TYPE, topic, entry)
+                await self._add(topic, member, entry)  # with its join: others saw it leave
+        swept = await self._broker.presence_sweep()
+        if not self._broker.publishes_presence_events:
+            for topic, entry in swept:
+                await self._announce(LEAVE_TYPE, topic, entry)

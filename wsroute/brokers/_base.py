@@ -23,6 +23,12 @@ A session that keeps history (``keeps_history``) also numbers what is published 
 delivered with its position in one atomic step (no subscriber sees a message that a
 read of history would not return, nor the other way round), and subscribers receive
 a topic's kept messages in offset order.
+
+A session that keeps presence (``keeps_presence``) and says
+``publishes_presence_events`` publishes the join and leave events it is given with an
+entry in the same atomic step as the addition and the removal (or sweep) they
+announce, so that each is published once and none is lost with the process that
+caused it.
 """
 
 from __future__ import annotations
@@ -156,9 +162,33 @@ class BrokerSession(abc.ABC):
     #: leaves this False; an app with ``presence`` then refuses to start.
     keeps_presence: bool = False
 
-    async def presence_add(self, topic: str, member: str, node: str, entry: bytes) -> None:
+    #: Whether ``presence_add`` takes ``join`` and ``leave`` payloads and publishes them
+    #: itself, each in the same atomic step as the change it announces, so that a
+    #: process that dies right after the call loses no event. A session that leaves
+    #: this False is never given them: the runtime then publishes the events after
+    #: the broker confirmed the change (and loses them if it dies in between).
+    publishes_presence_events: bool = False
+
+    async def presence_add(
+        self,
+        topic: str,
+        member: str,
+        node: str,
+        entry: bytes,
+        *,
+        join: bytes | None = None,
+        leave: bytes | None = None,
+    ) -> None:
         """Record ``member`` (a connection of the process ``node``) as present on
         ``topic`` with ``entry``; replaces an entry it had there.
+
+        Only a session that says ``publishes_presence_events`` is given ``join`` and
+        ``leave``. It publishes ``join`` on ``topic``, as ``publish`` would, in the
+        same atomic step as the addition, if the member had no entry there (a
+        replaced entry is no join). It keeps ``leave`` with the entry (a replacement
+        replaces it, ``None`` drops it) and publishes it on ``topic`` when, and only
+        when, the entry is removed: in the same atomic step as the one
+        ``presence_remove`` that returns True, or as the sweep that removes it.
 
         Raises:
             PresenceUnsupported: the session keeps no presence.

@@ -41,8 +41,9 @@ class MemoryBroker(Broker):
         self._subscribers: dict[str, set[_MemorySession]] = {}
         # Topics with history, least recently published first (for expiry).
         self._kept: OrderedDict[str, _Kept] = OrderedDict()
-        # Presence: topic -> member -> (node, entry); node -> when its heartbeat ends.
-        self._present: dict[str, dict[str, tuple[str, bytes]]] = {}
+        # Presence: topic -> member -> (node, entry, leave event); node -> when its
+        # heartbeat ends.
+        self._present: dict[str, dict[str, tuple[str, bytes, bytes | None]]] = {}
         self._nodes: dict[str, float] = {}
         self._node_topics: dict[str, Counter[str]] = {}
 
@@ -207,8 +208,26 @@ class _MemorySession(BrokerSession):
     # -- presence: in the broker object, timed by trio's clock -------------------------
 
     keeps_presence = True
+    # Each change and its events happen with no checkpoint between them, and the
+    # events are delivered shielded: a caller cancelled once the change is made (its
+    # process ending) still has them delivered.
+    publishes_presence_events = True
 
-    async def presence_add(self, topic: str, member: str, node: str, entry: bytes) -> None:
+    async def _announce(self, events: list[BrokerMessage]) -> None:
+        with trio.CancelScope(shield=True):
+            for event in events:
+                await self._deliver(event)
+
+    async def presence_add(
+        self,
+        topic: str,
+        member: str,
+        node: str,
+        entry: bytes,
+        *,
+        join: bytes | None = None,
+        leave: bytes | None = None,
+    ) -> None:
         self._check_open()
         await trio.lowlevel.checkpoint()
         broker = self._broker
@@ -216,8 +235,10 @@ class _MemorySession(BrokerSession):
         previous = members.get(member)
         if previous is not None:
             broker._uncount(previous[0], topic)
-        members[member] = (node, entry)
+        members[member] = (node, entry, leave)
         broker._node_topics.setdefault(node, Counter())[topic] += 1
+        if previous is None and join is not None:
+            await self._announce([BrokerMessage(topic, join)])
 
     async def presence_remove(self, topic: str, member: str, node: str) -> bool:
         self._check_open()
@@ -226,10 +247,12 @@ class _MemorySession(BrokerSession):
         members = broker._present.get(topic)
         if members is None or member not in members:
             return False
-        owner, _ = members.pop(member)
+        owner, _, leave = members.pop(member)
         if not members:
             del broker._present[topic]
         broker._uncount(owner, topic)
+        if leave is not None:
+            await self._announce([BrokerMessage(topic, leave)])
         return True
 
     async def presence_list(self, topic: str) -> list[bytes]:
@@ -239,7 +262,7 @@ class _MemorySession(BrokerSession):
         now = trio.current_time()
         return [
             entry
-            for node, entry in broker._present.get(topic, {}).values()
+            for node, entry, _ in broker._present.get(topic, {}).values()
             if broker._nodes.get(node, -1.0) > now
         ]
 
@@ -257,14 +280,19 @@ class _MemorySession(BrokerSession):
         broker = self._broker
         now = trio.current_time()
         removed = []
+        leaves = []
         for node in [node for node, until in broker._nodes.items() if until <= now]:
             del broker._nodes[node]
             for topic in broker._node_topics.pop(node, Counter()):
                 members = broker._present.get(topic, {})
-                for member in [m for m, (owner, _) in members.items() if owner == node]:
-                    removed.append((topic, members.pop(member)[1]))
+                for member in [m for m, (owner, _, _) in members.items() if owner == node]:
+                    _, entry, leave = members.pop(member)
+                    removed.append((topic, entry))
+                    if leave is not None:
+                        leaves.append(BrokerMessage(topic, leave))
                 if not members:
                     broker._present.pop(topic, None)
+        await self._announce(leaves)
         return removed
 
     async def __anext__(self) -> BrokerMessage:

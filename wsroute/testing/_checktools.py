@@ -18,6 +18,8 @@ Check = Callable[[BrokerFactory], Awaitable[None]]
 
 #: Seconds one expected message may take to arrive.
 TIMEOUT: Final = 5.0
+#: Seconds of silence taken to mean "nothing more is coming".
+QUIET: Final = 0.5
 #: The history of most history checks: room for all they publish, no expiry meanwhile.
 KEEP: Final = History(size=100, ttl=300)
 
@@ -52,3 +54,21 @@ async def receive_all(session: BrokerSession, count: int, into: list[BrokerMessa
     broker may make them wait until its subscribers read."""
     for i in range(count):
         into.append(await receive(session, f"message {i + 1} of {count}"))
+
+
+async def expect_only_sentinel(
+    publisher: BrokerSession, subscriber: BrokerSession, sentinel: str, what: str
+) -> None:
+    """Prove that ``subscriber`` has nothing more to receive, without waiting for
+    silence: ``publisher`` publishes on the topic ``sentinel`` (which ``subscriber``
+    subscribes to), and, by per-publisher order, that must come next."""
+    await publisher.publish(sentinel, b"sentinel")
+    message = await receive(subscriber, what)
+    assert message == BrokerMessage(sentinel, b"sentinel"), (
+        f"{what}: expected nothing before the sentinel, got {message!r}"
+    )
+    if not subscriber.orders_across_topics:
+        # The sentinel may overtake a message on another shard: wait for stragglers.
+        with trio.move_on_after(QUIET):
+            late = await subscriber.__anext__()
+            raise AssertionError(f"{what}: expected nothing, got {late!r} after the sentinel")

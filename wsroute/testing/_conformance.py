@@ -20,8 +20,18 @@ import trio
 
 from .._errors import BrokerClosed
 from .._util import collapse_exception_group
-from ..brokers import BrokerMessage, BrokerSession
-from ._checktools import KEEP, TIMEOUT, BrokerFactory, Check, fresh_topics, make, receive
+from ..brokers import BrokerMessage
+from ._checktools import (
+    KEEP,
+    QUIET,
+    TIMEOUT,
+    BrokerFactory,
+    Check,
+    expect_only_sentinel,
+    fresh_topics,
+    make,
+    receive,
+)
 from ._history_checks import (
     check_history_delivery,
     check_history_fifo,
@@ -33,6 +43,7 @@ from ._history_checks import (
     check_history_unsupported,
 )
 from ._presence_checks import (
+    check_presence_events,
     check_presence_expiry,
     check_presence_heartbeat,
     check_presence_remove_once,
@@ -42,25 +53,8 @@ from ._presence_checks import (
     check_presence_unsupported,
 )
 
-#: Seconds of silence taken to mean "nothing more is coming" (bounded backlog check).
-QUIET: Final = 0.5
 #: Seconds one whole check may take before it is failed rather than left hanging.
 CHECK_DEADLINE: Final = 120.0
-
-
-async def _expect_only_sentinel(
-    publisher: BrokerSession, subscriber: BrokerSession, sentinel: str, what: str
-) -> None:
-    await publisher.publish(sentinel, b"sentinel")
-    message = await receive(subscriber, what)
-    assert message == BrokerMessage(sentinel, b"sentinel"), (
-        f"{what}: expected nothing before the sentinel, got {message!r}"
-    )
-    if not subscriber.orders_across_topics:
-        # The sentinel may overtake a message on another shard: wait for stragglers.
-        with trio.move_on_after(QUIET):
-            late = await subscriber.__anext__()
-            raise AssertionError(f"{what}: expected nothing, got {late!r} after the sentinel")
 
 
 async def check_fan_out(make_broker: BrokerFactory) -> None:
@@ -75,7 +69,7 @@ async def check_fan_out(make_broker: BrokerFactory) -> None:
             message = await receive(session, f"fan-out to {name}")
             assert message == BrokerMessage(topic, b"hello"), f"{name} got {message!r}"
         await a.subscribe(other)
-        await _expect_only_sentinel(pub, a, other, "fan-out delivers exactly once")
+        await expect_only_sentinel(pub, a, other, "fan-out delivers exactly once")
 
 
 async def check_order(make_broker: BrokerFactory) -> None:
@@ -114,7 +108,7 @@ async def check_unsubscribe(make_broker: BrokerFactory) -> None:
         assert await receive(stays, "another session keeps its subscription") == BrokerMessage(
             topic, b"after"
         )
-        await _expect_only_sentinel(pub, sub, sentinel, "unsubscribe stops delivery")
+        await expect_only_sentinel(pub, sub, sentinel, "unsubscribe stops delivery")
 
 
 async def check_refcount(make_broker: BrokerFactory) -> None:
@@ -132,7 +126,7 @@ async def check_refcount(make_broker: BrokerFactory) -> None:
         assert message == BrokerMessage(topic, b"one left"), f"got {message!r}"
         await sub.unsubscribe(topic)
         await pub.publish(topic, b"none left")
-        await _expect_only_sentinel(pub, sub, sentinel, "the last unsubscribe stops delivery")
+        await expect_only_sentinel(pub, sub, sentinel, "the last unsubscribe stops delivery")
 
 
 async def check_many(make_broker: BrokerFactory) -> None:
@@ -152,7 +146,7 @@ async def check_many(make_broker: BrokerFactory) -> None:
         assert message == BrokerMessage(kept, b"still one"), f"got {message!r}"
         for topic in (first, second):
             await pub.publish(topic, b"gone")
-        await _expect_only_sentinel(pub, sub, sentinel, "unsubscribe_many stops delivery")
+        await expect_only_sentinel(pub, sub, sentinel, "unsubscribe_many stops delivery")
 
 
 async def check_no_subscribers(make_broker: BrokerFactory) -> None:
@@ -162,7 +156,7 @@ async def check_no_subscribers(make_broker: BrokerFactory) -> None:
     async with broker.connect() as pub, broker.connect() as sub:
         await sub.subscribe(sentinel)
         await pub.publish(lonely, b"into the void")
-        await _expect_only_sentinel(pub, sub, sentinel, "no subscriber, no delivery")
+        await expect_only_sentinel(pub, sub, sentinel, "no subscriber, no delivery")
 
 
 async def check_payloads(make_broker: BrokerFactory) -> None:
@@ -302,6 +296,7 @@ def broker_checks() -> dict[str, Check]:
         "presence_expiry": check_presence_expiry,
         "presence_sweep": check_presence_sweep,
         "presence_heartbeat": check_presence_heartbeat,
+        "presence_events": check_presence_events,
     }
     return {name: _with_deadline(check) for name, check in checks.items()}
 

@@ -18,8 +18,8 @@ from typing import Final
 import trio
 
 from .._errors import PresenceUnsupported
-from ..brokers import BrokerSession
-from ._checktools import BrokerFactory, fresh_topics, make
+from ..brokers import BrokerMessage, BrokerSession
+from ._checktools import QUIET, BrokerFactory, fresh_topics, make, receive
 
 #: The ttl of a node that must stay alive throughout a check.
 ALIVE: Final = 300.0
@@ -200,3 +200,75 @@ async def check_presence_heartbeat(make_broker: BrokerFactory) -> None:
         listed = await session.presence_list(topic)
         assert listed == [], f"after being swept and beating again, the node has {listed}"
         assert await session.presence_heartbeat(node, ALIVE), "the next beat said False"
+
+
+async def _expect_nothing_more(
+    subscriber: BrokerSession, publishers: list[BrokerSession], sentinel: str, what: str
+) -> None:
+    """Nothing more reaches ``subscriber`` from ``publishers``: each publishes on
+    ``sentinel`` (which ``subscriber`` subscribes to), and by per-publisher order
+    only those sentinels may come next."""
+    expected = [b"sentinel %d" % n for n in range(len(publishers))]
+    for publisher, data in zip(publishers, expected, strict=True):
+        await publisher.publish(sentinel, data)
+    for _ in expected:
+        message = await receive(subscriber, what)
+        assert message.topic == sentinel and message.data in expected, (
+            f"{what}: expected nothing more, got {message!r}"
+        )
+    if not subscriber.orders_across_topics:
+        # A sentinel may overtake a message on another shard: wait for stragglers.
+        with trio.move_on_after(QUIET):
+            late = await subscriber.__anext__()
+            raise AssertionError(f"{what}: expected nothing more, got {late!r}")
+
+
+async def check_presence_events(make_broker: BrokerFactory) -> None:
+    """A session that ``publishes_presence_events`` publishes, to the topic's
+    subscribers, the join given with a new entry (not with a replacement), and the
+    leave kept with an entry exactly once: with the removal that returns True, or with
+    the sweep that removes it, of two sweeping at once. An entry given none has none;
+    a payload that looks like a kept event arrives as given."""
+    broker = await make(make_broker)
+    topic, other, sentinel, node, dying = fresh_topics(
+        "events", "events-2", "sentinel", "node", "dying"
+    )
+    async with (
+        broker.connect() as one,
+        broker.connect() as two,
+        broker.connect() as three,
+        broker.connect() as watcher,
+    ):
+        if not (one.keeps_presence and one.publishes_presence_events):
+            return
+        await watcher.subscribe_many([topic, other, sentinel])
+        await one.presence_heartbeat(node, ALIVE)
+        await one.presence_add(topic, "m", node, b"m", join=b"join m", leave=b"leave m")
+        message = await receive(watcher, "the join of a new entry")
+        assert message == BrokerMessage(topic, b"join m"), f"the join arrived as {message!r}"
+        # Replaced: no join, and the new leave instead of the first.
+        await one.presence_add(topic, "m", node, b"m2", join=b"join again", leave=b"\x04m2")
+        await one.presence_add(topic, "quiet", node, b"quiet")
+        removals = [await session.presence_remove(topic, "m", node) for session in (two, three)]
+        assert removals == [True, False], f"removing one entry twice: {removals}"
+        message = await receive(watcher, "the leave of a removed entry")
+        assert message == BrokerMessage(topic, b"\x04m2"), f"the leave arrived as {message!r}"
+        assert await three.presence_remove(topic, "quiet", node), "removing quiet said False"
+        await _expect_nothing_more(watcher, [one, two, three], sentinel, "after removals")
+
+        await one.presence_heartbeat(dying, ALIVE)
+        doomed = [BrokerMessage(topic, b"leave d1"), BrokerMessage(topic, b"leave d2")]
+        doomed.append(BrokerMessage(other, b"leave d3"))
+        for n, message in enumerate(doomed):
+            leave = message.data
+            await one.presence_add(message.topic, f"d{n}", dying, b"d", join=b"join", leave=leave)
+        await one.presence_add(other, "silent", dying, b"silent")
+        joins = [await receive(watcher, f"join {n + 1}") for n in range(len(doomed))]
+        assert sorted(m.topic for m in joins) == sorted(m.topic for m in doomed), joins
+        await _die(one, dying)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(two.presence_sweep)
+            nursery.start_soon(three.presence_sweep)
+        leaves = [await receive(watcher, f"swept leave {n + 1}") for n in range(len(doomed))]
+        assert sorted(leaves) == sorted(doomed), f"two sweeps published {leaves}"
+        await _expect_nothing_more(watcher, [two, three], sentinel, "after two sweeps")

@@ -65,7 +65,7 @@ class ClusterSession(RedisSession):
 
     def _channel(self, topic: str) -> bytes:
         # The hash tag puts the channel in the slot of the topic's history keys.
-        return b"%s{%s}" % (self._prefix, topic.encode())
+        return sharded.channel(self._prefix, topic)
 
     def _topic(self, channel: bytes) -> str:
         return channel[len(self._prefix) + 1 : -1].decode()
@@ -169,7 +169,16 @@ class ClusterSession(RedisSession):
 
     keeps_presence = True
 
-    async def presence_add(self, topic: str, member: str, node: str, entry: bytes) -> None:
+    async def presence_add(
+        self,
+        topic: str,
+        member: str,
+        node: str,
+        entry: bytes,
+        *,
+        join: bytes | None = None,
+        leave: bytes | None = None,
+    ) -> None:
         ttl = self._presence_ttl or present.UNBEATEN_TTL
         what = "adding a presence entry in Redis"
         members = self._present.setdefault(node, {}).get(topic)
@@ -178,13 +187,17 @@ class ClusterSession(RedisSession):
             members = self._present[node].setdefault(topic, set())
         members.add(member)
         end = self._ends.get(node, b"")
-        await self._run(sharded.add_call(self._prefix, topic, member, node, entry, end, ttl), what)
+        call = sharded.add_call(self._prefix, topic, member, node, entry, end, ttl, join, leave)
+        unsent = self._parse(sharded.unsent_of, await self._run(call, what), what)
+        await self._publish_unsent(topic, unsent, what)
 
     async def presence_remove(self, topic: str, member: str, node: str) -> bool:
         # Clean-up: sent even if the caller stops waiting, as on one Redis.
         what = "removing a presence entry from Redis"
         call = sharded.remove_call(self._prefix, topic, member, node)
-        removed = self._parse(present.flag_of, await self._run(call, what, abandon=False), what)
+        reply = await self._run(call, what, abandon=False)
+        removed, unsent = self._parse(sharded.removed_of, reply, what)
+        await self._publish_unsent(topic, unsent, what)
         members = self._present.get(node, {}).get(topic)
         if members is not None and member in members:
             members.discard(member)
@@ -258,8 +271,9 @@ class ClusterSession(RedisSession):
             return  # another sweeper's
         for topic in topics:
             call = sharded.sweep_topic_call(prefix, topic, node)
-            entries = self._parse(present.entries_of, await self._run(call, what), what)
+            entries, unsent = self._parse(sharded.swept_of, await self._run(call, what), what)
             removed.extend((topic, entry) for entry in entries)
+            await self._publish_unsent(topic, unsent, what)
             call = sharded.swept_call(prefix, node, topic, token, lease)
             if not self._parse(present.flag_of, await self._run(call, what), what):
                 return  # the lease ran out and another sweeper took the node over
@@ -268,6 +282,13 @@ class ClusterSession(RedisSession):
         # sweep forgets, rather than an index that nobody finds.
         await self._run(sharded.release_call(prefix, node, token), what)
         await self._run(sharded.forget_call(prefix, node), what)
+
+    async def _publish_unsent(self, topic: str, events: list[bytes], what: str) -> None:
+        """Publish the presence events that a script run after ``ASK`` returned
+        (``present_sharded.py``) where the subscribers are, already escaped; sent even
+        if the caller stops waiting, as the script would have published them."""
+        for event in events:
+            await self._run(Pending(self._channel(topic), event), what, abandon=False)
 
     async def _run_all(self, calls: list[Call], what: str) -> None:
         """Run ``calls`` at once (each shard pipelines its own); raise the first error."""

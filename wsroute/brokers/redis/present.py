@@ -5,7 +5,10 @@ that tell a live process's entries from those of one that died.
 
 - ``<prefix>{<topic>}:p``, a hash of the topic's entries: field ``<n>:<node>:<member>``
   (``n`` is the length of ``node`` in bytes, so neither name needs escaping), value
-  the entry. It shares the hash tag of the topic's history keys (``kept.py``);
+  the entry; for an entry with a leave event (a topic with events), ``"\0" <length
+  of the entry> ":" <entry> "+" <leave event>``, the event escaped as a plain publish
+  (``kept.escape``); see ``packed``. It shares the hash tag of the topic's history
+  keys (``kept.py``);
 - ``<prefix>presence:nodes``, a sorted set of the nodes (processes), each scored by
   the end of its heartbeat: Redis' clock (``TIME``) plus its ttl, in ms;
 - ``<prefix>presence:node:<node>``, a hash of the topics where the node has entries,
@@ -17,6 +20,15 @@ takes the nodes whose heartbeat ended, deletes their fields from each topic of t
 index (comparing field prefixes), forgets them and returns what it deleted. Redis
 runs scripts one at a time, so of concurrent sweepers each entry goes to exactly one.
 Clocks are Redis', never a process's: processes need not agree on the time.
+
+**Events.** The script that adds a new entry publishes its join event, if given; the
+one that removes an entry (a removal or a sweep) removes its leave event with it and
+publishes it, on the topic's channel (``<prefix><topic>``): a process that dies after
+the script ran loses no event, and an entry removed once is announced once. The event
+lives in the entry's own value: neither a key of its own (a cluster refuses, while a
+slot migrates, a script naming several keys of which some are missing, and fails one
+that touches a missing key midway) nor a field of its own (listing would read twice
+the fields).
 
 **Expiry.** A Redis that every process has left must not keep their entries forever:
 nobody is left to sweep them. Every key gets an expiry ``KEEP_FACTOR`` times a ttl,
@@ -39,6 +51,7 @@ import math
 from typing import Final
 
 from ..._presence import DEFAULT_PRESENCE_TTL
+from . import kept
 from .pending import Call, Script
 
 #: Keys live this many times a node's ttl past the last heartbeat or addition.
@@ -56,6 +69,14 @@ local function extend(key, ms)
   local left = redis.call('PTTL', key)
   if left ~= -2 and left < tonumber(ms) then redis.call('PEXPIRE', key, ms) end
 end
+-- The entry in a value of a topic's hash (``packed``), and where it ends in the value.
+-- Plain finds rather than patterns: a listing calls this for every entry.
+local function entry(value)
+  if string.byte(value) ~= 0 then return value, #value end
+  local colon = string.find(value, ':', 3, true)
+  local last = colon + tonumber(string.sub(value, 2, colon - 1))
+  return string.sub(value, colon + 1, last), last
+end
 local function live_entries(entries, nodes)
   local flat = redis.call('HGETALL', entries)
   local alive, out = {}, {}
@@ -68,29 +89,63 @@ local function live_entries(entries, nodes)
       live = ends ~= false and tonumber(ends) > now
       alive[node] = live
     end
-    if live then out[#out + 1] = flat[i + 1] end
+    if live then
+      local value = flat[i + 1]
+      if string.byte(value) == 0 then value = (entry(value)) end  -- no call when plain
+      out[#out + 1] = value
+    end
   end
   return out
 end
 """
 
-#: KEYS: the topic's hash, the node's index. ARGV: field, entry, topic, expiry ms.
+# An entry's events: ``join`` is the ARGV of a join event, "" for none or "+" and the
+# payload, published if the entry is new. A removal publishes the leave event packed
+# in the entry's value, if any (after the entry and a "+", see ``packed``). A
+# channel "" (a cluster's script sent after ASK) publishes nothing: what it would have
+# published is collected in ``unsent``, for the caller to publish.
+EVENTS = """
+local unsent = {}
+local function announce(channel, payload)
+  if channel == '' then unsent[#unsent + 1] = payload
+  else redis.call('PUBLISH', channel, payload) end
+end
+local function joined(new, channel, join)
+  if new and join ~= '' then announce(channel, string.sub(join, 2)) end
+end
+local function remove(key, field, value, channel)
+  redis.call('HDEL', key, field)
+  local _, last = entry(value)
+  if #value > last then announce(channel, string.sub(value, last + 2)) end
+end
+"""
+
+#: KEYS: the topic's hash, the node's index. ARGV: field, value (``packed``), topic,
+#: expiry ms, channel, join (see ``EVENTS``).
 ADD: Final = Script(
     PRELUDE
+    + EVENTS
     + """
-if redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) == 1 then
+local new = redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) == 1
+if new then
   redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
 end
 extend(KEYS[1], ARGV[4])
 extend(KEYS[2], ARGV[4])
+joined(new, ARGV[5], ARGV[6])
 return 1
 """
 )
 
-#: KEYS: the topic's hash, the node's index. ARGV: field, topic. Returns 1 if removed.
+#: KEYS: the topic's hash, the node's index. ARGV: field, topic, channel. Returns 1
+#: if removed (and publishes its leave event).
 REMOVE: Final = Script(
-    """
-if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+    PRELUDE
+    + EVENTS
+    + """
+local value = redis.call('HGET', KEYS[1], ARGV[1])
+if not value then return 0 end
+remove(KEYS[1], ARGV[1], value, ARGV[3])
 if redis.call('HINCRBY', KEYS[2], ARGV[2], -1) <= 0 then
   redis.call('HDEL', KEYS[2], ARGV[2])
 end
@@ -123,9 +178,11 @@ return 0
 """
 )
 
-#: KEYS: the nodes' set. ARGV: key prefix. Returns ``{topic, entry, ...}`` removed.
+#: KEYS: the nodes' set. ARGV: key prefix. Returns ``{topic, entry, ...}`` removed,
+#: and publishes their leave events.
 SWEEP: Final = Script(
     PRELUDE
+    + EVENTS
     + """
 local out = {}
 for _, node in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', string.format('%d', now))) do
@@ -136,9 +193,9 @@ for _, node in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', string.format
     local flat = redis.call('HGETALL', key)
     for i = 1, #flat, 2 do
       if string.sub(flat[i], 1, #mark) == mark then
-        redis.call('HDEL', key, flat[i])
+        remove(key, flat[i], flat[i + 1], ARGV[1] .. topic)
         out[#out + 1] = topic
-        out[#out + 1] = flat[i + 1]
+        out[#out + 1] = (entry(flat[i + 1]))
       end
     end
   end
@@ -165,6 +222,44 @@ def node_key(prefix: bytes, node: str) -> bytes:
     return prefix + b"presence:node:" + node.encode()
 
 
+def _escaped(payload: bytes) -> bytes:
+    """``payload`` as a plain publish sends it (``kept.escape``), so that no
+    subscriber takes it for a kept event."""
+    return kept.escape(payload) if payload.startswith(kept.MARKED) else payload
+
+
+def event_arg(payload: bytes | None) -> bytes:
+    """A join event as the scripts take it: "" for none, else "+" and the payload."""
+    return b"" if payload is None else b"+" + _escaped(payload)
+
+
+def packed(entry: bytes, leave: bytes | None) -> bytes:
+    """The value of ``entry`` in its topic's hash, with its ``leave`` event: the entry
+    itself when it has none (and does not start with a zero byte), else a zero byte,
+    the entry's length, ":", the entry, and "+" and the event if it has one."""
+    if leave is None and not entry.startswith(b"\0"):
+        return entry
+    head = b"\0%d:%s" % (len(entry), entry)
+    return head if leave is None else head + b"+" + _escaped(leave)
+
+
+def unpacked(value: bytes) -> tuple[bytes, bytes | None]:
+    """The entry and the leave event (as published) in a value made by ``packed``.
+
+    Raises:
+        ValueError: a value ``packed`` does not make.
+    """
+    if not value.startswith(b"\0"):
+        return value, None
+    digits, colon, rest = value[1:].partition(b":")
+    if not colon or not digits.isdigit() or len(rest) < int(digits):
+        raise ValueError(f"not a packed presence entry: {value!r:.80}")
+    entry, leave = rest[: int(digits)], rest[int(digits) :]
+    if leave and not leave.startswith(b"+"):
+        raise ValueError(f"not a packed presence entry: {value!r:.80}")
+    return entry, leave[1:] if leave else None
+
+
 def field(node: str, member: str) -> bytes:
     """The field of ``member``'s entry, which names its node."""
     raw = node.encode()
@@ -180,16 +275,27 @@ def keep_ms(ttl: float) -> bytes:
     return _ms(KEEP_FACTOR * ttl)
 
 
-def add_call(prefix: bytes, topic: str, member: str, node: str, entry: bytes, ttl: float) -> Call:
-    """The script call that adds (or replaces) ``member``'s entry on ``topic``."""
+def add_call(
+    prefix: bytes,
+    topic: str,
+    member: str,
+    node: str,
+    entry: bytes,
+    ttl: float,
+    join: bytes | None = None,
+    leave: bytes | None = None,
+) -> Call:
+    """The script call that adds (or replaces) ``member``'s entry on ``topic``, with
+    its events (``BrokerSession.presence_add``)."""
     keys = [topic_key(prefix, topic), node_key(prefix, node)]
-    return Call(ADD, keys, [field(node, member), entry, topic.encode(), keep_ms(ttl)])
+    args = [field(node, member), packed(entry, leave), topic.encode(), keep_ms(ttl)]
+    return Call(ADD, keys, [*args, prefix + topic.encode(), event_arg(join)])
 
 
 def remove_call(prefix: bytes, topic: str, member: str, node: str) -> Call:
     """The script call that removes ``member``'s entry from ``topic``."""
     keys = [topic_key(prefix, topic), node_key(prefix, node)]
-    return Call(REMOVE, keys, [field(node, member), topic.encode()])
+    return Call(REMOVE, keys, [field(node, member), topic.encode(), prefix + topic.encode()])
 
 
 def list_call(prefix: bytes, topic: str) -> Call:

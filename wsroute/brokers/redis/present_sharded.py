@@ -3,8 +3,8 @@ touches one slot, at the price of steps that are no longer one atomic script.
 
 **Keys.** For a prefix ``<prefix>``:
 
-- ``<prefix>{<topic>}:p``, the topic's entries, as on one Redis (field
-  ``<n>:<node>:<member>``);
+- ``<prefix>{<topic>}:p``, the topic's entries, with their leave events, as on one
+  Redis (field ``<n>:<node>:<member>``, value ``present.packed``);
 - ``<prefix>{<topic>}:pn``, a sorted set of the nodes with entries on the topic, each
   scored by the end of its heartbeat (Redis' clock, ms): the topic's own copy of the
   nodes' liveness, in the topic's slot, so that listing is one script there;
@@ -29,38 +29,75 @@ came back and beat again keeps them), and drops the topic from the index, renewi
 the lease. Last it drops its claim (the index goes with its last field) and forgets
 the node in the nodes' set (unless it beat again). A sweeper that dies leaves its lease
 to run out; the next sweep takes the claim over and finds the topics not yet swept.
-Entries are removed by one atomic script each time, so none is returned twice; those
-that a sweeper removed before it died go with it, unreported. Key expiry is
-``present.KEEP_FACTOR`` times the ttl, as on one Redis.
+Entries are removed by one atomic script each time, which publishes their leave
+events (``SPUBLISH`` on the topic's channel ``<prefix>{<topic>}``, in the slot of its
+keys), so none is returned or announced twice, and none that a sweeper removed before
+it died goes unannounced. Adding and removing an entry publish its events the same
+way. Key expiry is ``present.KEEP_FACTOR`` times the ttl, as on one Redis.
+
+After an ``ASK`` (the topic's slot is moving) a script runs on the node importing the
+slot, whose ``SPUBLISH`` would not reach the subscribers, still on the old owner until
+the migration ends: sent so (``EventCall.asked``), a script publishes nothing and
+returns the events it would have published, which the session publishes on the
+owner, as it does a kept event (``kept.KeptCall``). Only then are an entry's change and
+its event two steps.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Final
 
 from .pending import Call, Script
-from .present import PRELUDE, entries_of, field, keep_ms, node_key, nodes_key, topic_key
+from .present import (
+    EVENTS,
+    PRELUDE,
+    entries_of,
+    event_arg,
+    field,
+    keep_ms,
+    node_key,
+    nodes_key,
+    packed,
+    topic_key,
+)
+
+# The events of ``present.py``, published in the topic's slot (sharded pub/sub).
+_SEVENTS = EVENTS.replace("redis.call('PUBLISH'", "redis.call('SPUBLISH'")
 
 #: A sweeper's claim on a dead node lasts this many times its ``publish_timeout`` (the
 #: longest one step may take), renewed at each topic swept.
 SWEEP_LEASE: Final = 3
 
-#: KEYS: the topic's hash, its nodes. ARGV: field, entry, node, end ms ("" if the node
-#: never beat here), expiry ms.
+#: KEYS: the topic's hash, its nodes. ARGV: field, value (``present.packed``), node,
+#: end ms ("" if the node never beat here), expiry ms, channel, join (``EVENTS``).
+#: Returns the events not published (channel "").
 ADD: Final = Script(
     PRELUDE
+    + _SEVENTS
     + """
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+local new = redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) == 1
 if ARGV[4] ~= '' then redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3]) end
 extend(KEYS[1], ARGV[5])
 extend(KEYS[2], ARGV[5])
-return 1
+joined(new, ARGV[6], ARGV[7])
+return unsent
 """
 )
 
-#: KEYS: the topic's hash. ARGV: field. Returns 1 if removed.
-REMOVE: Final = Script("return redis.call('HDEL', KEYS[1], ARGV[1])")
+#: KEYS: the topic's hash. ARGV: field, channel. Returns ``{1 if removed, the events
+#: not published (channel "")}`` (it publishes its leave event).
+REMOVE: Final = Script(
+    PRELUDE
+    + _SEVENTS
+    + """
+local value = redis.call('HGET', KEYS[1], ARGV[1])
+if not value then return {0, unsent} end
+remove(KEYS[1], ARGV[1], value, ARGV[2])
+return {1, unsent}
+"""
+)
 
 #: KEYS: the topic's hash, its nodes. Returns the entries of live nodes.
 LIST: Final = Script(
@@ -149,23 +186,25 @@ return topics
 """
 )
 
-#: KEYS: the topic's hash, its nodes. ARGV: field prefix of the node, node. Returns the
-#: entries removed: none if the node's copy says it lives (it came back).
+#: KEYS: the topic's hash, its nodes. ARGV: field prefix of the node, node, channel.
+#: Returns ``{the entries removed, the events not published}`` and publishes their
+#: leave events: none if the node's copy says it lives (it came back).
 SWEEP_TOPIC: Final = Script(
     PRELUDE
+    + _SEVENTS
     + """
 local ends = redis.call('ZSCORE', KEYS[2], ARGV[2])
-if ends and tonumber(ends) > now then return {} end
+if ends and tonumber(ends) > now then return {{}, unsent} end
 local out = {}
 local flat = redis.call('HGETALL', KEYS[1])
 for i = 1, #flat, 2 do
   if string.sub(flat[i], 1, #ARGV[1]) == ARGV[1] then
-    redis.call('HDEL', KEYS[1], flat[i])
-    out[#out + 1] = flat[i + 1]
+    remove(KEYS[1], flat[i], flat[i + 1], ARGV[3])
+    out[#out + 1] = (entry(flat[i + 1]))
   end
 end
 redis.call('ZREM', KEYS[2], ARGV[2])
-return out
+return {out, unsent}
 """
 )
 
@@ -209,15 +248,54 @@ def nodes_of(prefix: bytes, topic: str) -> bytes:
     return topic_key(prefix, topic) + b"n"
 
 
+class EventCall(Call):
+    """A call of a script that publishes presence events on the channel in its
+    argument ``at``. Sent after an ``ASK``, to the node importing the topic's slot,
+    it is given no channel: it returns the events instead (see the module's doc)."""
+
+    __slots__ = ("at",)
+
+    def __init__(
+        self, script: Script, keys: Sequence[bytes], args: Sequence[bytes], at: int
+    ) -> None:
+        super().__init__(script, keys, args)
+        self.at = at
+
+    def again(self) -> EventCall:
+        return EventCall(self.script, list(self.keys), list(self.args), self.at)
+
+    def asked(self) -> EventCall:
+        args = list(self.args)
+        args[self.at] = b""
+        copy = EventCall(self.script, list(self.keys), args, self.at)
+        copy.asking = True
+        return copy
+
+
+def channel(prefix: bytes, topic: str) -> bytes:
+    """The topic's channel: its hash tag puts it in the slot of the topic's keys."""
+    return b"%s{%s}" % (prefix, topic.encode())
+
+
 def add_call(
-    prefix: bytes, topic: str, member: str, node: str, entry: bytes, end: bytes, ttl: float
+    prefix: bytes,
+    topic: str,
+    member: str,
+    node: str,
+    entry: bytes,
+    end: bytes,
+    ttl: float,
+    join: bytes | None = None,
+    leave: bytes | None = None,
 ) -> Call:
     keys = [topic_key(prefix, topic), nodes_of(prefix, topic)]
-    return Call(ADD, keys, [field(node, member), entry, node.encode(), end, keep_ms(ttl)])
+    args = [field(node, member), packed(entry, leave), node.encode(), end, keep_ms(ttl)]
+    return EventCall(ADD, keys, [*args, channel(prefix, topic), event_arg(join)], 5)
 
 
 def remove_call(prefix: bytes, topic: str, member: str, node: str) -> Call:
-    return Call(REMOVE, [topic_key(prefix, topic)], [field(node, member)])
+    keys = [topic_key(prefix, topic)]
+    return EventCall(REMOVE, keys, [field(node, member), channel(prefix, topic)], 1)
 
 
 def list_call(prefix: bytes, topic: str) -> Call:
@@ -247,10 +325,9 @@ def claim_call(prefix: bytes, node: str, token: bytes, lease: float) -> Call:
 
 
 def sweep_topic_call(prefix: bytes, topic: str, node: str) -> Call:
-    mark = field(node, "")
-    return Call(
-        SWEEP_TOPIC, [topic_key(prefix, topic), nodes_of(prefix, topic)], [mark, node.encode()]
-    )
+    keys = [topic_key(prefix, topic), nodes_of(prefix, topic)]
+    args = [field(node, ""), node.encode(), channel(prefix, topic)]
+    return EventCall(SWEEP_TOPIC, keys, args, 2)
 
 
 def swept_call(prefix: bytes, node: str, topic: str, token: bytes, lease: float) -> Call:
@@ -276,6 +353,39 @@ def topics_of(reply: object) -> list[str] | None:
 
 def _ms(seconds: float) -> bytes:
     return b"%d" % max(1, math.ceil(seconds * 1000))
+
+
+def unsent_of(reply: object) -> list[bytes]:
+    """The events ``ADD`` did not publish.
+
+    Raises:
+        ValueError: the reply is not what the script returns.
+    """
+    return entries_of(reply)
+
+
+def removed_of(reply: object) -> tuple[bool, list[bytes]]:
+    """What ``REMOVE`` said: whether it removed the entry, and the events it did not
+    publish.
+
+    Raises:
+        ValueError: the reply is not what the script returns.
+    """
+    if isinstance(reply, list) and len(reply) == 2 and reply[0] in (0, 1):
+        return bool(reply[0]), entries_of(reply[1])
+    raise ValueError(f"unexpected reply {reply!r:.80}")
+
+
+def swept_of(reply: object) -> tuple[list[bytes], list[bytes]]:
+    """What ``SWEEP_TOPIC`` returned: the entries removed, and the events it did not
+    publish.
+
+    Raises:
+        ValueError: the reply is not what the script returns.
+    """
+    if isinstance(reply, list) and len(reply) == 2:
+        return entries_of(reply[0]), entries_of(reply[1])
+    raise ValueError(f"unexpected reply {reply!r:.80}")
 
 
 def beat_of(reply: object) -> tuple[bool, bytes]:

@@ -208,9 +208,21 @@ class RedisSession(BrokerSession):
     # Each presence call is one script of ``present.py`` (see ``BrokerSession`` for what
     # they promise), in line with the publishes; they block and fail as ``publish``.
 
-    async def presence_add(self, topic: str, member: str, node: str, entry: bytes) -> None:
+    # The scripts publish the join and leave events they are given (``present.py``).
+    publishes_presence_events = True
+
+    async def presence_add(
+        self,
+        topic: str,
+        member: str,
+        node: str,
+        entry: bytes,
+        *,
+        join: bytes | None = None,
+        leave: bytes | None = None,
+    ) -> None:
         ttl = self._presence_ttl or present.UNBEATEN_TTL
-        call = present.add_call(self._prefix, topic, member, node, entry, ttl)
+        call = present.add_call(self._prefix, topic, member, node, entry, ttl, join, leave)
         await self._run(call, "adding a presence entry in Redis")
 
     async def presence_remove(self, topic: str, member: str, node: str) -> bool:
