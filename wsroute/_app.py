@@ -23,9 +23,8 @@ from ._http import HTTPRoutes, Response
 from ._metrics import Metrics
 from ._presence import DEFAULT_PRESENCE_TTL, Presence
 from ._proxy import DEFAULT_FORWARDED_ALLOW_IPS
-from ._registration import VALUES as VALUES  # where tests and tools have found it
 from ._request import Request
-from ._routing import FrameHandler, Handler, Hook, Route
+from ._routing import Handler, Route
 from ._server.addressing import default_user_id
 from ._server.admission import AcceptHook
 from ._server.coalesce import CoalesceStats
@@ -33,6 +32,7 @@ from ._server.instruments import Instruments
 from ._server.messaging import Messaging
 from ._server.serving import Lifespan, Serving
 from ._server.static import CLIENT_SCRIPT, PackageFile
+from ._signatures import FrameHandler, Hook
 from ._wire.deflate import Deflate
 from .brokers import Broker, BrokerState, MemoryBroker
 from .contracts.asyncapi import asyncapi_json

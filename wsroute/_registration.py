@@ -22,27 +22,23 @@ from ._errors import RegistrationError
 from ._http import HTTPRoutes
 from ._routing import (
     CoalesceSpec,
-    FrameHandler,
     Handler,
-    Hook,
     Route,
     RouteInfo,
     RouteKind,
     TopicSpec,
-    Values,
     check_name,
     check_topic,
-    describe,
-    is_async,
 )
 from ._server.admission import AcceptHook
 from ._server.connection import Connection, Disconnect
 from ._server.probes import check_path
 from ._server.serving import Lifespan
 from ._server.static import StaticFiles
+from ._signatures import FrameHandler, Hook, Values, describe, is_async
 from .brokers import BrokerState
 
-#: What handlers and hooks may take besides a payload (see ``_routing.Values``).
+#: What handlers and hooks may take besides a payload (see ``_signatures.Values``).
 VALUES = Values(connection=Connection, disconnect=Disconnect)
 
 

@@ -28,7 +28,8 @@ from .._msgpack import SUBPROTOCOL as MSGPACK
 from .._protocol import event
 from .._proxy import TrustedProxies, format_address, resolve
 from .._request import Request
-from .._routing import FrameHandler, Handler, Hook, Route
+from .._routing import Handler, Route
+from .._signatures import FrameHandler, Hook
 from .._wire import closes
 from .._wire.deflate import Codec, server_codec
 from .._wire.handshake import PlainRequest, UpgradeRequest

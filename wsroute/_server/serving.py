@@ -31,7 +31,8 @@ from .._errors import (
 )
 from .._http import HTTPRoutes
 from .._metrics import Metrics
-from .._routing import FrameHandler, Handler, Hook, Route, describe
+from .._routing import Handler, Route
+from .._signatures import FrameHandler, Hook, describe
 from .._util import collapse_exception_group
 from ..brokers import Broker, BrokerState
 from .admission import AcceptHook
