@@ -22,17 +22,15 @@ import trio
 
 from .._config import Config
 from .._errors import ListenError, Reject
-from .._http import METHODS, HTTPRoutes, Response, as_response, method_not_allowed, not_an_upgrade
+from .._http import HTTPRoutes
 from .._msgpack import ENCODING as MSGPACK_ENCODING
 from .._msgpack import SUBPROTOCOL as MSGPACK
 from .._protocol import event
-from .._proxy import TrustedProxies, format_address, resolve
 from .._request import Request
 from .._routing import Handler, Route
 from .._signatures import FrameHandler, Hook
 from .._wire import closes
 from .._wire.deflate import Codec, server_codec
-from .._wire.handshake import PlainRequest, UpgradeRequest
 from .admission import AcceptHook, Admission, Gate, describe_request, request_fields
 from .connection import Connection, log_fields
 from .dispatch import Dispatcher
@@ -40,6 +38,7 @@ from .heartbeat import Heartbeat
 from .hub import Hub
 from .instruments import Instruments
 from .listener import accept_loop, bind_sockets, listen, tls_wrapper
+from .opening import Opening, refuse
 from .probes import Probes
 from .session import Session
 from .transport import Transport, TransportClosed
@@ -50,18 +49,6 @@ if TYPE_CHECKING:
     from .coalesce import SingleFlight
 
 logger = logging.getLogger("wsroute")
-
-
-def _peer_address(stream: trio.abc.Stream) -> tuple[str, int] | None:
-    """The client's address, read once (trio-websocket's ``remote`` reads it again and
-    parses it into an ``ip_address``: measurable at thousands of connections/s)."""
-    if isinstance(stream, trio.SocketStream):
-        try:
-            host, port, *_ = stream.socket.getpeername()
-        except OSError:  # already closed
-            return None
-        return (str(host), int(port))
-    return None
 
 
 class Runtime:
@@ -95,11 +82,9 @@ class Runtime:
         self.dispatcher = Dispatcher(routes, hub, info, flights, instruments)
         self._user_id = user_id
         self.frame_handler = frame_handler
-        self.http = Probes(instruments.metrics, self.unready, metrics_page).install(http, config)
+        http = Probes(instruments.metrics, self.unready, metrics_page).install(http, config)
+        self.opening = Opening(config, http)
         self.gate = Gate(config, accept_hook)
-        # Whose X-Forwarded-For / Forwarded headers give the client's address.
-        trusted = TrustedProxies.parse(config.forwarded_allow_ips)
-        self._trusted = trusted if config.proxy_headers else None
         self.broker_name = broker_name
         self.sessions: set[Session] = set()
         self.heartbeat = Heartbeat(config.ping_interval) if config.ping_interval else None
@@ -257,10 +242,13 @@ class Runtime:
         scope.deadline = trio.current_time() + self.config.handshake_timeout
         if state.aborted:
             scope.cancel()
-        admitted = await self._handshake(stream, remote, state)
-        if admitted is None:
+        opened = await self.opening.read(stream, remote)
+        if opened is None:
             return None
-        ws, upgrade, request, admission = admitted
+        ws, upgrade, request = opened
+        admission = await self._admit(ws, request, state)
+        if admission is None:
+            return None
         codec = server_codec(upgrade.extensions, self.config.compression)
         session = self._new_session(ws, request, admission, state, codec)
         # A frame handler's frames go as the app made them, whatever the subprotocol.
@@ -297,78 +285,6 @@ class Runtime:
         await session.start(nursery, subscribed)
         return ws
 
-    async def _handshake(
-        self,
-        stream: trio.abc.Stream,
-        remote: tuple[str, int] | None,
-        state: _StreamState,
-    ) -> tuple[Transport, UpgradeRequest, Request, Admission] | None:
-        """Read the upgrade request and admit it (or refuse it: ``None``)."""
-        config = self.config
-        if remote is None:
-            remote = _peer_address(stream)  # now: a refused upgrade may close the socket
-        scheme = "ws"
-        if isinstance(stream, trio.SSLStream):
-            if not await _tls_handshake(stream, remote):
-                return None
-            scheme = "wss"
-        ws = Transport(stream, max_message_size=config.max_message_size)
-        upgrade = await ws.read_request()
-        if upgrade is not None and self._trusted is not None:
-            remote, scheme = resolve(remote, upgrade.headers, self._trusted, scheme)
-        if isinstance(upgrade, PlainRequest):
-            await self._answer_plain(ws, upgrade, remote, scheme)
-            return None
-        if upgrade is None:
-            peer = f"{remote[0]}:{remote[1]}" if remote else "?"
-            logger.info(
-                "refused an upgrade from %s: not a valid WebSocket upgrade request, or"
-                " closed before one",
-                peer,
-                extra={"remote": format_address(remote)},
-            )
-            return None
-        request = Request.build(
-            upgrade.target,
-            upgrade.headers,
-            remote=remote,
-            subprotocols=upgrade.subprotocols,
-            scheme=scheme,
-        )
-        admission = await self._admit(ws, request, state)
-        return None if admission is None else (ws, upgrade, request, admission)
-
-    async def _answer_plain(
-        self, ws: Transport, plain: PlainRequest, remote: tuple[str, int] | None, scheme: str
-    ) -> None:
-        """Answer a request that asks for no upgrade from the app's plain routes
-        (``_http``), then close the connection."""
-        request = Request.build(plain.target, plain.headers, remote=remote, scheme=scheme)
-        if plain.method not in METHODS:
-            response = method_not_allowed()
-        else:
-            handler, mount, rest = self.http.find(request.path)
-            try:
-                if handler is not None:
-                    response = as_response(await handler(request))
-                elif mount is not None:
-                    response = await mount(rest, request) or Response("not found\n", 404)
-                else:
-                    response = not_an_upgrade()
-            except Exception:
-                logger.exception(
-                    "GET route for %s failed",
-                    describe_request(request),
-                    extra=request_fields(request),
-                )
-                response = Response("internal server error\n", 500)
-        if logger.isEnabledFor(logging.INFO):
-            fields = request_fields(request) | {"method": plain.method, "status": response.status}
-            logger.info(
-                "%s %s %d", plain.method, describe_request(request), response.status, extra=fields
-            )
-        await ws.answer_plain(response.encode(head=plain.method == "HEAD"))
-
     async def _admit(
         self, ws: Transport, request: Request, state: _StreamState
     ) -> Admission | None:
@@ -381,7 +297,7 @@ class Runtime:
             admission = await self.gate.admit(request)
         except Reject as refusal:
             self.instruments.refused(refusal.status)
-            await _refuse(ws, request, refusal)
+            await refuse(ws, request, refusal)
             return None
         return admission
 
@@ -504,32 +420,6 @@ class Runtime:
         return (
             deadline + config.close_timeout + config.hook_timeout * max(1, len(self.on_disconnect))
         )
-
-
-async def _tls_handshake(stream: trio.SSLStream[Any], remote: tuple[str, int] | None) -> bool:
-    """The TLS handshake, under the caller's handshake deadline; whether it
-    succeeded. A client that speaks plain HTTP to the TLS port, or TLS that fails,
-    costs only its own connection."""
-    try:
-        await stream.do_handshake()
-    except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-        peer = f"{remote[0]}:{remote[1]}" if remote else "?"
-        logger.info("TLS handshake with %s failed: %s", peer, exc.__cause__ or exc)
-        return False
-    return True
-
-
-async def _refuse(ws: Transport, request: Request, refusal: Reject) -> None:
-    logger.info(
-        "refused %s: %d %s",
-        describe_request(request),
-        refusal.status,
-        refusal.message,
-        extra=request_fields(request) | {"status": refusal.status},
-    )
-    headers = [(b"Content-Type", b"text/plain; charset=utf-8")]
-    headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in refusal.headers]
-    await ws.refuse(refusal.status, headers, refusal.message.encode())
 
 
 class _StreamState:
