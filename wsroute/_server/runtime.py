@@ -1,19 +1,18 @@
-"""The trio part of a running app: handshake, TCP listener, connections, shutdown.
+"""One serving of an app: its connections, from the handshake to the end, and the drain.
 
 ``Runtime.handle_stream`` turns any byte stream into a served connection. The TCP
-listener and the in-memory test client both go through it, so tests exercise the
-same code as production. Nurseries: server → one task per stream, with one nursery
-for everything the connection starts. The stream's task itself does the handshake,
-runs on_connect, then reads the socket until the connection is closed: an idle
-connection has no other task.
+server (``tcp.serve_tcp``) and the in-memory test client both go through it (the TCP
+server through ``serve_stream``, the same without a watcher per stream), so tests
+exercise the same code as production. Nurseries: server → one task per stream, with
+one nursery for everything the connection starts. The stream's task itself does the
+handshake, runs on_connect, then reads the socket until the connection is closed: an
+idle connection has no other task.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
-import ssl
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +20,7 @@ import cattrs
 import trio
 
 from .._config import Config
-from .._errors import ListenError, Reject
+from .._errors import Reject
 from .._http import HTTPRoutes
 from .._msgpack import ENCODING as MSGPACK_ENCODING
 from .._msgpack import SUBPROTOCOL as MSGPACK
@@ -37,7 +36,6 @@ from .dispatch import Dispatcher
 from .heartbeat import Heartbeat
 from .hub import Hub
 from .instruments import Instruments
-from .listener import accept_loop, bind_sockets, listen, tls_wrapper
 from .opening import Opening, refuse
 from .probes import Probes
 from .session import Session
@@ -115,7 +113,7 @@ class Runtime:
         return None
 
     def request_stop(self, *, restart: bool = False) -> None:
-        """Ask ``serve_tcp`` to stop accepting and drain (idempotent); connections
+        """Ask ``tcp.serve_tcp`` to stop accepting and drain (idempotent); connections
         close with 1001, or 1012 with ``restart`` (the server comes back soon)."""
         if not self._stop.is_set() and restart:
             self._stop_close = closes.RESTARTING
@@ -135,10 +133,10 @@ class Runtime:
         state = _StreamState()
         async with trio.open_nursery() as guard:
             guard.start_soon(_abort_when_cancelled, state)
-            await self._serve_stream(stream, remote, state)
+            await self.serve_stream(stream, remote, state)
             guard.cancel_scope.cancel()
 
-    async def _serve_stream(
+    async def serve_stream(
         self,
         stream: trio.abc.Stream,
         remote: tuple[str, int] | None = None,
@@ -217,7 +215,12 @@ class Runtime:
             for state in list(self._streams):
                 state.abort()
 
-    async def _all_streams_ended(self) -> None:
+    async def stopped(self) -> None:
+        """Wait for ``request_stop``."""
+        await self._stop.wait()
+
+    async def all_streams_ended(self) -> None:
+        """Wait until every stream has ended (after ``drain``)."""
         while self._streams:
             self._all_ended = trio.Event()
             await self._all_ended.wait()
@@ -236,7 +239,7 @@ class Runtime:
         The timeout is the deadline of the nursery's own scope while the handshake
         lasts, rather than a cancel scope of its own (one fewer per connection: 2% of
         a churn cycle's instructions): running out of time cancels the nursery, which
-        then holds nothing but the handshake, and ``_serve_stream`` logs it.
+        then holds nothing but the handshake, and ``serve_stream`` logs it.
         """
         scope = state.handshake_scope = nursery.cancel_scope
         scope.deadline = trio.current_time() + self.config.handshake_timeout
@@ -352,59 +355,6 @@ class Runtime:
                 extra=fields,
             )
 
-    async def serve_tcp(
-        self,
-        host: str,
-        port: int,
-        *,
-        ssl_context: ssl.SSLContext | None = None,
-        reuse_port: bool = False,
-        announce: bool = True,
-        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
-        """Listen on ``host:port`` until ``request_stop``, then drain and return.
-
-        Reports the bound port through ``task_status`` (so port 0 works). Speaks TLS
-        with ``ssl_context``; ``reuse_port`` shares the port with other processes
-        (``listener.bind_sockets``); ``announce`` logs the ``listening on`` line
-        (a worker of ``wsroute run --workers`` leaves it to its supervisor).
-
-        Raises:
-            ListenError: the address cannot be listened on.
-        """
-        try:
-            sockets = await trio.to_thread.run_sync(
-                functools.partial(bind_sockets, host, port, reuse_port=reuse_port)
-            )
-            listeners = [listen(sock) for sock in sockets]
-        except OSError as error:
-            raise ListenError(host, port, error) from error
-        bound: int = listeners[0].socket.getsockname()[1]
-        wrap = tls_wrapper(ssl_context) if ssl_context is not None else None
-        hard_stop = trio.CancelScope()
-        with hard_stop:
-            async with trio.open_nursery() as connections:
-                connections.start_soon(self.abort_when_cancelled)
-                async with trio.open_nursery() as accepting:
-                    for listener in listeners:
-                        accepting.start_soon(
-                            accept_loop, listener, connections, self._serve_stream, wrap
-                        )
-                    logger.log(
-                        logging.INFO if announce else logging.DEBUG,
-                        "listening on %s (broker %s)",
-                        url(host, bound, tls=ssl_context is not None),
-                        self.broker_name,
-                    )
-                    task_status.started(bound)
-                    await self._stop.wait()
-                    accepting.cancel_scope.cancel()
-                for listener in listeners:
-                    await listener.aclose()
-                hard_stop.deadline = self.drain()
-                await self._all_streams_ended()
-                connections.cancel_scope.cancel()  # the watcher: nothing left to abort
-
     def drain(self) -> float:
         """Start closing every connection with 1001; return the deadline for all of it."""
         self._stopping = True
@@ -449,9 +399,3 @@ async def _abort_when_cancelled(state: _StreamState) -> None:
         await trio.sleep_forever()
     finally:
         state.abort()
-
-
-def url(host: str, port: int, *, tls: bool = False) -> str:
-    """The URL clients connect to: ``ws://127.0.0.1:8000``, ``wss://[::1]:8443``."""
-    shown = f"[{host}]" if ":" in host else host
-    return f"{'wss' if tls else 'ws'}://{shown}:{port}"

@@ -42,6 +42,7 @@ from .instruments import Instruments
 from .presence import PresenceKeeper
 from .probes import check_routes
 from .runtime import Runtime
+from .tcp import serve_tcp
 from .workermetrics import WorkerMetrics
 
 logger = logging.getLogger("wsroute")
@@ -307,7 +308,8 @@ class Serving:
             shared = WorkerMetrics(metrics_dir, self.metrics)
         async with self._running(shared.page if shared else None) as runtime:
             serve = functools.partial(
-                runtime.serve_tcp,
+                serve_tcp,
+                runtime,
                 host,
                 port,
                 ssl_context=ssl_context,
