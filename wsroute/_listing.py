@@ -16,7 +16,8 @@ from typing import Any
 
 from ._app import App
 from ._config import Config
-from ._routing import RouteInfo, describe
+from ._routing import RouteInfo
+from ._signatures import describe
 
 
 def table(app: App) -> str:

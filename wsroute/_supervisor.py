@@ -58,7 +58,7 @@ from . import _reload
 from ._errors import ListenError
 from ._server import workermetrics
 from ._server.listener import bind_sockets
-from ._server.runtime import url
+from ._server.tcp import url
 
 logger = logging.getLogger("wsroute")
 

@@ -39,7 +39,7 @@ from .limits import Verdict, Window
 
 if TYPE_CHECKING:
     from .._config import Config
-    from .._routing import FrameHandler
+    from .._signatures import FrameHandler
     from .connection import Connection
     from .dispatch import Dispatcher
 

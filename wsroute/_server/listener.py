@@ -119,7 +119,7 @@ def listen(sock: socket.socket) -> trio.SocketListener:
 def tls_wrapper(context: ssl.SSLContext) -> Callable[[trio.SocketStream], trio.abc.Stream]:
     """Wraps each accepted stream in TLS. The TLS handshake happens later, when the
     connection's task first reads, so one slow or broken client never holds up the
-    accept loop, and the handshake timeout bounds it (``Runtime._handshake``).
+    accept loop, and the handshake timeout bounds it (``opening.Opening.read``).
     ``https_compatible``: a client may close the TCP connection without TLS's
     close_notify, as browsers and most clients do once the WebSocket is closed."""
 

@@ -1,19 +1,18 @@
-"""The trio part of a running app: handshake, TCP listener, connections, shutdown.
+"""One serving of an app: its connections, from the handshake to the end, and the drain.
 
 ``Runtime.handle_stream`` turns any byte stream into a served connection. The TCP
-listener and the in-memory test client both go through it, so tests exercise the
-same code as production. Nurseries: server → one task per stream, with one nursery
-for everything the connection starts. The stream's task itself does the handshake,
-runs on_connect, then reads the socket until the connection is closed: an idle
-connection has no other task.
+server (``tcp.serve_tcp``) and the in-memory test client both go through it (the TCP
+server through ``serve_stream``, the same without a watcher per stream), so tests
+exercise the same code as production. Nurseries: server → one task per stream, with
+one nursery for everything the connection starts. The stream's task itself does the
+handshake, runs on_connect, then reads the socket until the connection is closed: an
+idle connection has no other task.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
-import ssl
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -21,24 +20,23 @@ import cattrs
 import trio
 
 from .._config import Config
-from .._errors import ListenError, Reject
-from .._http import METHODS, HTTPRoutes, Response, as_response, method_not_allowed, not_an_upgrade
+from .._errors import Reject
+from .._http import HTTPRoutes
 from .._msgpack import ENCODING as MSGPACK_ENCODING
 from .._msgpack import SUBPROTOCOL as MSGPACK
 from .._protocol import event
-from .._proxy import TrustedProxies, format_address, resolve
 from .._request import Request
-from .._routing import FrameHandler, Handler, Hook, Route
+from .._routing import Handler, Route
+from .._signatures import FrameHandler, Hook
 from .._wire import closes
 from .._wire.deflate import Codec, server_codec
-from .._wire.handshake import PlainRequest, UpgradeRequest
 from .admission import AcceptHook, Admission, Gate, describe_request, request_fields
 from .connection import Connection, log_fields
 from .dispatch import Dispatcher
 from .heartbeat import Heartbeat
 from .hub import Hub
 from .instruments import Instruments
-from .listener import accept_loop, bind_sockets, listen, tls_wrapper
+from .opening import Opening, refuse
 from .probes import Probes
 from .session import Session
 from .transport import Transport, TransportClosed
@@ -49,18 +47,6 @@ if TYPE_CHECKING:
     from .coalesce import SingleFlight
 
 logger = logging.getLogger("wsroute")
-
-
-def _peer_address(stream: trio.abc.Stream) -> tuple[str, int] | None:
-    """The client's address, read once (trio-websocket's ``remote`` reads it again and
-    parses it into an ``ip_address``: measurable at thousands of connections/s)."""
-    if isinstance(stream, trio.SocketStream):
-        try:
-            host, port, *_ = stream.socket.getpeername()
-        except OSError:  # already closed
-            return None
-        return (str(host), int(port))
-    return None
 
 
 class Runtime:
@@ -94,11 +80,9 @@ class Runtime:
         self.dispatcher = Dispatcher(routes, hub, info, flights, instruments)
         self._user_id = user_id
         self.frame_handler = frame_handler
-        self.http = Probes(instruments.metrics, self.unready, metrics_page).install(http, config)
+        http = Probes(instruments.metrics, self.unready, metrics_page).install(http, config)
+        self.opening = Opening(config, http)
         self.gate = Gate(config, accept_hook)
-        # Whose X-Forwarded-For / Forwarded headers give the client's address.
-        trusted = TrustedProxies.parse(config.forwarded_allow_ips)
-        self._trusted = trusted if config.proxy_headers else None
         self.broker_name = broker_name
         self.sessions: set[Session] = set()
         self.heartbeat = Heartbeat(config.ping_interval) if config.ping_interval else None
@@ -129,7 +113,7 @@ class Runtime:
         return None
 
     def request_stop(self, *, restart: bool = False) -> None:
-        """Ask ``serve_tcp`` to stop accepting and drain (idempotent); connections
+        """Ask ``tcp.serve_tcp`` to stop accepting and drain (idempotent); connections
         close with 1001, or 1012 with ``restart`` (the server comes back soon)."""
         if not self._stop.is_set() and restart:
             self._stop_close = closes.RESTARTING
@@ -149,10 +133,10 @@ class Runtime:
         state = _StreamState()
         async with trio.open_nursery() as guard:
             guard.start_soon(_abort_when_cancelled, state)
-            await self._serve_stream(stream, remote, state)
+            await self.serve_stream(stream, remote, state)
             guard.cancel_scope.cancel()
 
-    async def _serve_stream(
+    async def serve_stream(
         self,
         stream: trio.abc.Stream,
         remote: tuple[str, int] | None = None,
@@ -231,7 +215,12 @@ class Runtime:
             for state in list(self._streams):
                 state.abort()
 
-    async def _all_streams_ended(self) -> None:
+    async def stopped(self) -> None:
+        """Wait for ``request_stop``."""
+        await self._stop.wait()
+
+    async def all_streams_ended(self) -> None:
+        """Wait until every stream has ended (after ``drain``)."""
         while self._streams:
             self._all_ended = trio.Event()
             await self._all_ended.wait()
@@ -250,16 +239,19 @@ class Runtime:
         The timeout is the deadline of the nursery's own scope while the handshake
         lasts, rather than a cancel scope of its own (one fewer per connection: 2% of
         a churn cycle's instructions): running out of time cancels the nursery, which
-        then holds nothing but the handshake, and ``_serve_stream`` logs it.
+        then holds nothing but the handshake, and ``serve_stream`` logs it.
         """
         scope = state.handshake_scope = nursery.cancel_scope
         scope.deadline = trio.current_time() + self.config.handshake_timeout
         if state.aborted:
             scope.cancel()
-        admitted = await self._handshake(stream, remote, state)
-        if admitted is None:
+        opened = await self.opening.read(stream, remote)
+        if opened is None:
             return None
-        ws, upgrade, request, admission = admitted
+        ws, upgrade, request = opened
+        admission = await self._admit(ws, request, state)
+        if admission is None:
+            return None
         codec = server_codec(upgrade.extensions, self.config.compression)
         session = self._new_session(ws, request, admission, state, codec)
         # A frame handler's frames go as the app made them, whatever the subprotocol.
@@ -296,78 +288,6 @@ class Runtime:
         await session.start(nursery, subscribed)
         return ws
 
-    async def _handshake(
-        self,
-        stream: trio.abc.Stream,
-        remote: tuple[str, int] | None,
-        state: _StreamState,
-    ) -> tuple[Transport, UpgradeRequest, Request, Admission] | None:
-        """Read the upgrade request and admit it (or refuse it: ``None``)."""
-        config = self.config
-        if remote is None:
-            remote = _peer_address(stream)  # now: a refused upgrade may close the socket
-        scheme = "ws"
-        if isinstance(stream, trio.SSLStream):
-            if not await _tls_handshake(stream, remote):
-                return None
-            scheme = "wss"
-        ws = Transport(stream, max_message_size=config.max_message_size)
-        upgrade = await ws.read_request()
-        if upgrade is not None and self._trusted is not None:
-            remote, scheme = resolve(remote, upgrade.headers, self._trusted, scheme)
-        if isinstance(upgrade, PlainRequest):
-            await self._answer_plain(ws, upgrade, remote, scheme)
-            return None
-        if upgrade is None:
-            peer = f"{remote[0]}:{remote[1]}" if remote else "?"
-            logger.info(
-                "refused an upgrade from %s: not a valid WebSocket upgrade request, or"
-                " closed before one",
-                peer,
-                extra={"remote": format_address(remote)},
-            )
-            return None
-        request = Request.build(
-            upgrade.target,
-            upgrade.headers,
-            remote=remote,
-            subprotocols=upgrade.subprotocols,
-            scheme=scheme,
-        )
-        admission = await self._admit(ws, request, state)
-        return None if admission is None else (ws, upgrade, request, admission)
-
-    async def _answer_plain(
-        self, ws: Transport, plain: PlainRequest, remote: tuple[str, int] | None, scheme: str
-    ) -> None:
-        """Answer a request that asks for no upgrade from the app's plain routes
-        (``_http``), then close the connection."""
-        request = Request.build(plain.target, plain.headers, remote=remote, scheme=scheme)
-        if plain.method not in METHODS:
-            response = method_not_allowed()
-        else:
-            handler, mount, rest = self.http.find(request.path)
-            try:
-                if handler is not None:
-                    response = as_response(await handler(request))
-                elif mount is not None:
-                    response = await mount(rest, request) or Response("not found\n", 404)
-                else:
-                    response = not_an_upgrade()
-            except Exception:
-                logger.exception(
-                    "GET route for %s failed",
-                    describe_request(request),
-                    extra=request_fields(request),
-                )
-                response = Response("internal server error\n", 500)
-        if logger.isEnabledFor(logging.INFO):
-            fields = request_fields(request) | {"method": plain.method, "status": response.status}
-            logger.info(
-                "%s %s %d", plain.method, describe_request(request), response.status, extra=fields
-            )
-        await ws.answer_plain(response.encode(head=plain.method == "HEAD"))
-
     async def _admit(
         self, ws: Transport, request: Request, state: _StreamState
     ) -> Admission | None:
@@ -380,7 +300,7 @@ class Runtime:
             admission = await self.gate.admit(request)
         except Reject as refusal:
             self.instruments.refused(refusal.status)
-            await _refuse(ws, request, refusal)
+            await refuse(ws, request, refusal)
             return None
         return admission
 
@@ -435,59 +355,6 @@ class Runtime:
                 extra=fields,
             )
 
-    async def serve_tcp(
-        self,
-        host: str,
-        port: int,
-        *,
-        ssl_context: ssl.SSLContext | None = None,
-        reuse_port: bool = False,
-        announce: bool = True,
-        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
-        """Listen on ``host:port`` until ``request_stop``, then drain and return.
-
-        Reports the bound port through ``task_status`` (so port 0 works). Speaks TLS
-        with ``ssl_context``; ``reuse_port`` shares the port with other processes
-        (``listener.bind_sockets``); ``announce`` logs the ``listening on`` line
-        (a worker of ``wsroute run --workers`` leaves it to its supervisor).
-
-        Raises:
-            ListenError: the address cannot be listened on.
-        """
-        try:
-            sockets = await trio.to_thread.run_sync(
-                functools.partial(bind_sockets, host, port, reuse_port=reuse_port)
-            )
-            listeners = [listen(sock) for sock in sockets]
-        except OSError as error:
-            raise ListenError(host, port, error) from error
-        bound: int = listeners[0].socket.getsockname()[1]
-        wrap = tls_wrapper(ssl_context) if ssl_context is not None else None
-        hard_stop = trio.CancelScope()
-        with hard_stop:
-            async with trio.open_nursery() as connections:
-                connections.start_soon(self.abort_when_cancelled)
-                async with trio.open_nursery() as accepting:
-                    for listener in listeners:
-                        accepting.start_soon(
-                            accept_loop, listener, connections, self._serve_stream, wrap
-                        )
-                    logger.log(
-                        logging.INFO if announce else logging.DEBUG,
-                        "listening on %s (broker %s)",
-                        url(host, bound, tls=ssl_context is not None),
-                        self.broker_name,
-                    )
-                    task_status.started(bound)
-                    await self._stop.wait()
-                    accepting.cancel_scope.cancel()
-                for listener in listeners:
-                    await listener.aclose()
-                hard_stop.deadline = self.drain()
-                await self._all_streams_ended()
-                connections.cancel_scope.cancel()  # the watcher: nothing left to abort
-
     def drain(self) -> float:
         """Start closing every connection with 1001; return the deadline for all of it."""
         self._stopping = True
@@ -503,32 +370,6 @@ class Runtime:
         return (
             deadline + config.close_timeout + config.hook_timeout * max(1, len(self.on_disconnect))
         )
-
-
-async def _tls_handshake(stream: trio.SSLStream[Any], remote: tuple[str, int] | None) -> bool:
-    """The TLS handshake, under the caller's handshake deadline; whether it
-    succeeded. A client that speaks plain HTTP to the TLS port, or TLS that fails,
-    costs only its own connection."""
-    try:
-        await stream.do_handshake()
-    except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-        peer = f"{remote[0]}:{remote[1]}" if remote else "?"
-        logger.info("TLS handshake with %s failed: %s", peer, exc.__cause__ or exc)
-        return False
-    return True
-
-
-async def _refuse(ws: Transport, request: Request, refusal: Reject) -> None:
-    logger.info(
-        "refused %s: %d %s",
-        describe_request(request),
-        refusal.status,
-        refusal.message,
-        extra=request_fields(request) | {"status": refusal.status},
-    )
-    headers = [(b"Content-Type", b"text/plain; charset=utf-8")]
-    headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in refusal.headers]
-    await ws.refuse(refusal.status, headers, refusal.message.encode())
 
 
 class _StreamState:
@@ -558,9 +399,3 @@ async def _abort_when_cancelled(state: _StreamState) -> None:
         await trio.sleep_forever()
     finally:
         state.abort()
-
-
-def url(host: str, port: int, *, tls: bool = False) -> str:
-    """The URL clients connect to: ``ws://127.0.0.1:8000``, ``wss://[::1]:8443``."""
-    shown = f"[{host}]" if ":" in host else host
-    return f"{'wss' if tls else 'ws'}://{shown}:{port}"

@@ -31,7 +31,8 @@ from .._errors import (
 )
 from .._http import HTTPRoutes
 from .._metrics import Metrics
-from .._routing import FrameHandler, Handler, Hook, Route, describe
+from .._routing import Handler, Route
+from .._signatures import FrameHandler, Hook, describe
 from .._util import collapse_exception_group
 from ..brokers import Broker, BrokerState
 from .admission import AcceptHook
@@ -41,6 +42,7 @@ from .instruments import Instruments
 from .presence import PresenceKeeper
 from .probes import check_routes
 from .runtime import Runtime
+from .tcp import serve_tcp
 from .workermetrics import WorkerMetrics
 
 logger = logging.getLogger("wsroute")
@@ -306,7 +308,8 @@ class Serving:
             shared = WorkerMetrics(metrics_dir, self.metrics)
         async with self._running(shared.page if shared else None) as runtime:
             serve = functools.partial(
-                runtime.serve_tcp,
+                serve_tcp,
+                runtime,
                 host,
                 port,
                 ssl_context=ssl_context,

@@ -38,7 +38,7 @@ from .transport import PENDING, QUEUE, TransportClosed
 
 if TYPE_CHECKING:
     from .._config import Config
-    from .._routing import FrameHandler, Hook
+    from .._signatures import FrameHandler, Hook
     from .connection import Connection
     from .dispatch import Dispatcher
     from .heartbeat import Handle, Heartbeat

@@ -15,7 +15,8 @@ from collections.abc import Iterable
 from typing import Any, Final
 
 from .._declared import template_parameters
-from .._routing import RouteInfo, describe
+from .._routing import RouteInfo
+from .._signatures import describe
 from . import _envelopes as envelopes
 from ._connect import doc
 from ._draft07 import Schema

@@ -12,8 +12,8 @@ import inspect
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-from .._routing import describe
 from .._server.admission import bearer_scheme
+from .._signatures import describe
 from ._source import AppSource
 
 JSON_TYPE: Final = "application/json"

@@ -21,8 +21,9 @@ import orjson
 
 from .._declared import PROTOCOL_ERRORS, EventInfo
 from .._protocol import PRESENCE_STATS_TYPE, PRESENCE_TYPE, RECOVERY_TYPE
-from .._routing import RouteInfo, RouteKind, describe
+from .._routing import RouteInfo, RouteKind
 from .._server.presence import JOIN_TYPE, LEAVE_TYPE
+from .._signatures import describe
 from . import _connect as connect
 from . import _envelopes as envelopes
 from ._channels import Channels, glob

@@ -1,0 +1,120 @@
+"""The decorator forms of the App's ``add_*`` methods.
+
+A mixin of :class:`~wsroute.App`. Each decorator is a thin wrapper: it calls the
+``add_*`` method (``_registration``), where every check lives, and returns the
+function unchanged, so code and decorator registration are one path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from ._declared import ErrorSpec
+from ._registration import Registration
+from ._routing import CoalesceSpec, TopicSpec
+from ._server.admission import AcceptHook
+from ._server.serving import Lifespan
+
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+A = TypeVar("A", bound=AcceptHook)
+
+
+class Decorators(Registration):
+    """``@app.direct(...)``, ``@app.on_connect`` and the others."""
+
+    def direct(
+        self,
+        name: str,
+        *,
+        timeout: float | None = None,
+        coalesce: CoalesceSpec = False,
+        coalesce_timeout: float | None = None,
+        errors: ErrorSpec = (),
+    ) -> Callable[[F], F]:
+        """Decorator form of :meth:`add_direct`."""
+
+        def register(fn: F) -> F:
+            self.add_direct(
+                name,
+                fn,
+                timeout=timeout,
+                coalesce=coalesce,
+                coalesce_timeout=coalesce_timeout,
+                errors=errors,
+            )
+            return fn
+
+        return register
+
+    def broadcast(
+        self,
+        name: str,
+        *,
+        topic: TopicSpec | None = None,
+        timeout: float | None = None,
+        exclude_sender: bool = False,
+        errors: ErrorSpec = (),
+    ) -> Callable[[F], F]:
+        """Decorator form of :meth:`add_broadcast`."""
+
+        def register(fn: F) -> F:
+            self.add_broadcast(
+                name,
+                fn,
+                topic=topic,
+                timeout=timeout,
+                exclude_sender=exclude_sender,
+                errors=errors,
+            )
+            return fn
+
+        return register
+
+    def info(self, name: str) -> Callable[[F], F]:
+        """Decorator form of :meth:`add_info`."""
+
+        def register(fn: F) -> F:
+            self.add_info(name, fn)
+            return fn
+
+        return register
+
+    def get(self, path: str) -> Callable[[F], F]:
+        """Decorator form of :meth:`add_get`."""
+
+        def register(fn: F) -> F:
+            self.add_get(path, fn)
+            return fn
+
+        return register
+
+    def accept(self, fn: A) -> A:
+        """Decorator form of :meth:`add_accept`."""
+        self.add_accept(fn)
+        return fn
+
+    def frame_handler(self, fn: F) -> F:
+        """Decorator form of :meth:`add_frame_handler`."""
+        self.add_frame_handler(fn)
+        return fn
+
+    def on_connect(self, fn: F) -> F:
+        """Decorator form of :meth:`add_on_connect`."""
+        self.add_on_connect(fn)
+        return fn
+
+    def on_disconnect(self, fn: F) -> F:
+        """Decorator form of :meth:`add_on_disconnect`."""
+        self.add_on_disconnect(fn)
+        return fn
+
+    def on_broker_state(self, fn: F) -> F:
+        """Decorator form of :meth:`add_on_broker_state`."""
+        self.add_on_broker_state(fn)
+        return fn
+
+    def lifespan(self, fn: Lifespan) -> Lifespan:
+        """Decorator form of :meth:`add_lifespan`."""
+        self.add_lifespan(fn)
+        return fn
