@@ -27,7 +27,7 @@ import cattrs
 import jsonschema
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from wsroute import App, Connection, make_converter
@@ -659,6 +659,7 @@ def test_the_integer_key_pattern_is_the_converters(number: int) -> None:
 
 @SETTINGS
 @given(st.text(alphabet="aGk=+/AZ09 \n", max_size=9))
+@example("00000000=")  # a stray "=" after whole quanta: CPython's decoder takes it
 def test_the_base64_pattern_is_the_converters(text: str) -> None:
     try:
         CONVERTER.structure(text, bytes)
