@@ -31,7 +31,7 @@ def _seconds(_: Any, attribute: attrs.Attribute[Any], value: float) -> None:
         raise ValueError(f"History {attribute.name} must be a positive number of seconds")
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, cache_hash=True)  # a key of the brokers' caches, per publish
 class History:
     """How much of a topic's past the broker keeps, for recovery and ``app.history``:
     ``App(history={"room:*": History(size=100, ttl=300)})``.

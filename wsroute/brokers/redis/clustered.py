@@ -156,7 +156,7 @@ class ClusterSession(RedisSession):
             self._prefix, topic, channel, data, history, seed, known, sharded=True
         )
         reply = await self._run(call, what)
-        position = self._parse(lambda r: known.learn(topic, r), reply, what)
+        position = self._parse(lambda r: known.learn(topic, r, call.known), reply, what)
         if not kept.was_published(reply):
             # Kept after an ASK by the node importing the slot, which does not serve
             # the channel's subscribers yet: the event is published where they are.

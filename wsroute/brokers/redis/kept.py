@@ -57,7 +57,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Final
+from typing import Final, TypeAlias
 
 from ..._history import History, Position
 from .._base import BrokerMessage, HistoryPage
@@ -85,16 +85,19 @@ _NEW_EPOCH = "string.sub(redis.sha1hex(ARGV[1] .. clock[1] .. '.' .. clock[2]), 
 #: without publishing), and what the caller knows of the hash: epoch, stream and hash
 #: deadlines ("" for unknown).
 #: Returns ``{offset, epoch, stream deadline, hash deadline, 1 if published}``, the
-#: deadlines in ms as text. ``PUBLISH`` is replaced by ``SPUBLISH`` on a cluster.
+#: deadlines in ms as text; or the offset alone when it published under the epoch the
+#: caller gave and renewed no deadline (most calls: a smaller reply, read faster).
+#: ``PUBLISH`` is replaced by ``SPUBLISH`` on a cluster.
 _PUBLISH_KEPT = (
     _CLOCK
     + f"""
 local epoch, s, m = ARGV[7], ARGV[8], ARGV[9]
-local offset = 0
+local offset, learnt = 0, false
 if epoch ~= '' then
   offset = redis.call('HINCRBY', meta, 'o' .. epoch, 1)
 end
 if offset < 2 then  -- the epoch is unknown, or its count was missing: look
+  learnt = true
   local state = redis.call('HMGET', meta, 'e', 's', 'm')
   s, m = state[2], state[3]
   if state[1] ~= epoch then
@@ -115,19 +118,22 @@ redis.call('XADD', stream, 'MAXLEN', '~', ARGV[3], head .. '-' .. string.format(
   'd', ARGV[2])
 local ttl, deadline = tonumber(ARGV[4]), tonumber(s)
 if not deadline or deadline - now < ttl then
+  learnt = true
   s = string.format('%d', now + ttl + math.floor(ttl / 10))
   redis.call('PEXPIREAT', stream, s)
   redis.call('HSET', meta, 's', s)
 end
 ttl, deadline = tonumber(ARGV[5]), tonumber(m)
 if not deadline or deadline - now < ttl then
+  learnt = true
   m = string.format('%d', now + ttl + math.floor(ttl / 10))
   redis.call('PEXPIREAT', meta, m)
   redis.call('HSET', meta, 'm', m)
 end
 if ARGV[6] == '' then return {{offset, epoch, s, m, 0}} end
 redis.call('PUBLISH', ARGV[6], '\\4' .. head .. ':' .. epoch .. '\\n' .. ARGV[2])
-return {{offset, epoch, s, m, 1}}
+if learnt then return {{offset, epoch, s, m, 1}} end
+return offset  -- published under the epoch given, nothing new to learn
 """
 )
 PUBLISH_KEPT: Final = Script(_PUBLISH_KEPT)
@@ -224,19 +230,30 @@ def publish_call(
     known: Known,
     *,
     sharded: bool = False,
-) -> Call:
+) -> KeptCall:
     """The script call that keeps ``data`` and publishes it on ``channel`` (with
     ``SPUBLISH`` if ``sharded``); ``seed`` is the caller's random bytes, from which a
     new epoch is made if one is needed; ``known``, what the caller learnt of the
     topic's hash (``Known.learn`` takes the reply)."""
     size, ttl, meta_ttl = _bounds(history)
     script = SPUBLISH_KEPT if sharded else PUBLISH_KEPT
-    return KeptCall(
+    entry = known.entry(topic)
+    epoch, stream_deadline, hash_deadline, _ = entry
+    call = KeptCall(
         script,
-        keys(prefix, topic),
-        [seed, data, size, ttl, meta_ttl, channel, *known.of(topic)],
+        _keys(prefix, topic),
+        [seed, data, size, ttl, meta_ttl, channel, epoch, stream_deadline, hash_deadline],
         len(data),
     )
+    call.known = entry
+    return call
+
+
+@functools.lru_cache(maxsize=4096)
+def _keys(prefix: bytes, topic: str) -> tuple[bytes, bytes]:
+    """``keys``, remembered for the topics published to most."""
+    stream, meta = keys(prefix, topic)
+    return stream, meta
 
 
 class KeptCall(Call):
@@ -248,13 +265,19 @@ class KeptCall(Call):
     reply says so; the session then publishes the event there itself (``frame``).
     """
 
-    __slots__ = ()
+    __slots__ = ("known",)
+
+    #: What the caller knew of the topic's hash when it made the call (``Known``).
+    known: Entry
 
     def again(self) -> KeptCall:
-        return KeptCall(self.script, self.keys, self.args, self.size)
+        copy = KeptCall(self.script, self.keys, self.args, self.size)
+        copy.known = self.known
+        return copy
 
     def asked(self) -> KeptCall:
         copy = KeptCall(self.script, self.keys, [*self.args[:5], b"", *self.args[6:]], self.size)
+        copy.known = self.known
         copy.asking = True
         return copy
 
@@ -277,7 +300,10 @@ def read_call(
 
 #: The most topics whose hashes one session remembers (``Known``).
 KNOWN_LIMIT: Final = 4096
-_UNKNOWN: Final = (b"", b"", b"")
+#: What a session knows of a topic's hash: its epoch, the stream's and the hash's
+#: deadlines as the script takes them, and the epoch as text.
+Entry: TypeAlias = tuple[bytes, bytes, bytes, str]
+_UNKNOWN: Final[Entry] = (b"", b"", b"", "")
 
 
 class Known:
@@ -290,19 +316,27 @@ class Known:
     __slots__ = ("_topics",)
 
     def __init__(self) -> None:
-        self._topics: dict[str, tuple[bytes, bytes, bytes]] = {}
+        self._topics: dict[str, Entry] = {}
 
     def of(self, topic: str) -> tuple[bytes, bytes, bytes]:
         """The epoch and deadlines of ``topic``'s hash as last learnt (empty if not)."""
+        epoch, stream_deadline, hash_deadline, _ = self.entry(topic)
+        return epoch, stream_deadline, hash_deadline
+
+    def entry(self, topic: str) -> Entry:
+        """What was last learnt of ``topic``'s hash (empty if nothing)."""
         return self._topics.get(topic, _UNKNOWN)
 
-    def learn(self, topic: str, reply: object) -> Position:
-        """The position that ``PUBLISH_KEPT`` returned; remembers what it says of the
-        hash.
+    def learn(self, topic: str, reply: object, sent: Entry = _UNKNOWN) -> Position:
+        """The position that ``PUBLISH_KEPT`` returned to a call made with ``sent``
+        (``KeptCall.known``); remembers what the reply says of the hash. A bare offset
+        says that nothing changed: it counts under the epoch sent.
 
         Raises:
             ValueError: the reply is not what the script returns.
         """
+        if type(reply) is int and sent[0]:
+            return Position(reply, sent[3])
         if not (isinstance(reply, list) and len(reply) == 5):
             raise ValueError(f"unexpected reply {reply!r:.80}")
         offset, epoch, stream_deadline, hash_deadline, published = reply
@@ -317,14 +351,15 @@ class Known:
         topics = self._topics
         if topic not in topics and len(topics) >= KNOWN_LIMIT:
             del topics[next(iter(topics))]
-        topics[topic] = (epoch, stream_deadline, hash_deadline)
-        return Position(offset, epoch.decode())
+        text = epoch.decode()
+        topics[topic] = (epoch, stream_deadline, hash_deadline, text)
+        return Position(offset, text)
 
 
 def was_published(reply: object) -> bool:
     """Whether ``PUBLISH_KEPT`` published the event it kept (a reply that
     ``Known.learn`` took): not after a cluster's ``ASK`` (``KeptCall.asked``)."""
-    return isinstance(reply, list) and reply[4] == 1
+    return type(reply) is int or (isinstance(reply, list) and reply[4] == 1)
 
 
 def frame(data: bytes, position: Position) -> bytes:

@@ -185,7 +185,7 @@ class RedisSession(BrokerSession):
         )
         reply = await self._run(call, "keeping an event in Redis")
         return self._parse(
-            lambda r: self._known.learn(topic, r), reply, "keeping an event in Redis"
+            lambda r: self._known.learn(topic, r, call.known), reply, "keeping an event in Redis"
         )
 
     async def read_history(
