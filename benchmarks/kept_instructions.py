@@ -9,7 +9,8 @@ smaller and then, in another run, the larger number of events from ``--tasks``
 tasks of one session, each to its own topic (``History(size=1000, ttl=300)`` for the
 kept ones), to a private redis-server; the difference of the two runs' totals,
 divided by the difference of the counts, is the cost of one publish: start-up and
-imports cancel out. Needs valgrind; takes a few minutes.
+imports cancel out. How often the event loop turns depends on timing, so the figures
+move by a few % between runs: compare several. Needs valgrind; takes a few minutes.
 """
 
 from __future__ import annotations
