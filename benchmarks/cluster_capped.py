@@ -178,9 +178,11 @@ async def measure(
     nodes: list[int],
     groups: list[CapGroup],
     server_pids: list[int],
+    publishing: int,
     args: argparse.Namespace,
 ) -> dict[str, Any]:
-    """Connect and join, load for ``--warmup`` + ``--seconds``, drain; one row."""
+    """Connect and join, load for ``--warmup`` + ``--seconds``, drain; one row.
+    ``publishing`` connections per server keep ``--window`` broadcasts in flight each."""
     wire = WsrouteWire()
     topics = [f"t{n}" for n in range(args.topics)]
     random.Random(23).shuffle(topics)
@@ -188,7 +190,7 @@ async def measure(
     counts = Counts()
     async with (
         clients(ports, servers * args.subscribers) as subscribers,
-        clients(ports, servers * args.publishers) as publishers,
+        clients(ports, servers * publishing) as publishers,
         trio.open_nursery() as nursery,
     ):
         with trio.fail_after(SETUP_TIMEOUT):
@@ -238,6 +240,9 @@ def figures(
     busiest = max(range(len(of_cap)), key=of_cap.__getitem__)
     busiest_events = redis["node_publishes"][busiest]
     ordered = sorted(counts.latencies)
+    server_cores = (after.server_cpu - before.server_cpu) / elapsed
+    client_cores = (after.client_cpu - before.client_cpu) / elapsed
+    machine_cores = (after.machine_cpu - before.machine_cpu) / elapsed
     acked_per_s = (after.acked - before.acked) / elapsed
     deliveries_per_s = (after.delivered - before.delivered) / elapsed
     # Deliveries kept pace with the acknowledgements while measured, every acknowledged
@@ -267,9 +272,13 @@ def figures(
         "busiest_of_cap": max(of_cap),
         "complete": complete,
         "redis_bound": max(of_cap) >= REDIS_BOUND and complete,
-        "server_cores": (after.server_cpu - before.server_cpu) / elapsed,
-        "client_cores": (after.client_cpu - before.client_cpu) / elapsed,
-        "machine_cores": (after.machine_cpu - before.machine_cpu) / elapsed,
+        "server_cores": server_cores,
+        "client_cores": client_cores,
+        "machine_cores": machine_cores,
+        # The machine's busy cores that are not this benchmark's: other work on the
+        # machine, competing with the servers and clients (not with the capped nodes).
+        # Roughly: /proc/stat leaves interrupts out, a task's schedstat does not.
+        "other_cores": machine_cores - server_cores - client_cores - sum(node_cores),
         "node_publishes": redis["node_publishes"],
         "busiest_share": max(redis["node_publishes"]) / max(1, redis["published"]),
         "busiest_events_per_read": busiest_events / max(1, redis["node_reads"][busiest]),
@@ -283,6 +292,8 @@ async def run_setup(
     name: str, servers: int, period_us: int, args: argparse.Namespace
 ) -> dict[str, Any]:
     """Start the setup's Redis nodes, cap each, start the servers, measure."""
+    # With --per-node, as many broadcasts in flight per node as one Redis gets.
+    publishing = args.publishers * (max(1, SETUPS[name].shards) if args.per_node else 1)
     async with redis_nodes(SETUPS[name].shards) as (url, nodes):
         pids = await node_pids(nodes)
         with capped(pids, args.redis_cpu, period_us) as groups:
@@ -291,8 +302,9 @@ async def run_setup(
             async with wsroute_processes(
                 url, servers, app_dir=SERVERS, target=target, pids=server_pids
             ) as ports:
-                row = await measure(ports, nodes, groups, server_pids, args)
-    return {"setup": name, **row}
+                row = await measure(ports, nodes, groups, server_pids, publishing, args)
+    in_flight = servers * publishing * args.window
+    return {"setup": name, "publishers": publishing, "in_flight": in_flight, **row}
 
 
 def line(row: dict[str, Any]) -> str:
@@ -300,12 +312,14 @@ def line(row: dict[str, Any]) -> str:
     caps = ", ".join(f"{100 * share:.0f}" for share in row["node_of_cap"])
     throttled = ", ".join(f"{100 * share:.0f}" for share in row["node_throttled"])
     return (
-        f"  {row['setup']:<10} {row['servers']} servers: {row['acked_per_s']:>7,.0f} acked/s,"
+        f"  {row['setup']:<10} {row['servers']} servers, {row['in_flight']} in flight:"
+        f" {row['acked_per_s']:>7,.0f} acked/s,"
         f" {row['deliveries_per_s']:>7,.0f} deliveries/s, {row['delivered']}/{row['expected']}"
         f" delivered; ack p50 {row['p50_ms']:.1f} p99 {row['p99_ms']:.1f} ms; nodes' CPU"
         f" % of cap: {caps} (throttled in {throttled} % of periods); cores: servers"
-        f" {row['server_cores']:.2f}, client {row['client_cores']:.2f}, machine"
-        f" {row['machine_cores']:.2f}; busiest node {100 * row['busiest_share']:.1f} % of"
+        f" {row['server_cores']:.2f}, client {row['client_cores']:.2f}, others"
+        f" {row['other_cores']:.2f} (machine {row['machine_cores']:.2f}); busiest node"
+        f" {100 * row['busiest_share']:.1f} % of"
         f" events, {row['busiest_events_per_read']:.1f} per read,"
         f" {row['busiest_us_per_event']:.1f} us per event; Redis holds"
         f" {sum(row['redis_backlog_bytes']) / 1024:,.0f} KiB for subscribers; {bound(row)}"
@@ -331,10 +345,10 @@ def table(rows: list[dict[str, Any]]) -> str:
     Redis-bound."""
     single = {r["servers"]: r for r in rows if r["setup"] == "redis"}
     out = [
-        "| setup | servers | acked/s | deliveries/s | delivered/expected | ack p50 / p99 ms"
-        " | nodes' CPU, % of cap | busiest node: events per read, µs per event"
-        " | cores: servers / client / machine | bound | ÷ redis |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| setup | servers | in flight | acked/s | deliveries/s | delivered/expected"
+        " | ack p50 / p99 ms | nodes' CPU, % of cap | busiest node: events per read, µs per"
+        " event | cores: servers / client / others | bound | ÷ redis |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         base = single.get(r["servers"])
@@ -343,11 +357,11 @@ def table(rows: list[dict[str, Any]]) -> str:
             ratio += " (not Redis-bound)"
         caps = ", ".join(f"{100 * share:.0f}" for share in r["node_of_cap"])
         out.append(
-            f"| {r['setup']} | {r['servers']} | {r['acked_per_s']:,.0f}"
+            f"| {r['setup']} | {r['servers']} | {r['in_flight']} | {r['acked_per_s']:,.0f}"
             f" | {r['deliveries_per_s']:,.0f} | {r['delivered']:,}/{r['expected']:,}"
             f" | {r['p50_ms']:.1f} / {r['p99_ms']:.1f} | {caps}"
             f" | {r['busiest_events_per_read']:.1f}, {r['busiest_us_per_event']:.1f}"
-            f" | {r['server_cores']:.2f} / {r['client_cores']:.2f} / {r['machine_cores']:.2f}"
+            f" | {r['server_cores']:.2f} / {r['client_cores']:.2f} / {r['other_cores']:.2f}"
             f" | {bound(r)} | {ratio} |"
         )
     return "\n".join(out)
@@ -369,7 +383,8 @@ async def main(args: argparse.Namespace) -> None:
         f" {platform.python_version()}; each Redis node capped to {100 * args.redis_cpu:g} %"
         f" of a core ({round(args.redis_cpu * period_us)} us every {period_us} us, cgroup"
         f" {'v2' if v2 else 'v1'}); {args.topics} topics, {args.subscribers} subscribers and"
-        f" {args.publishers} publishers x {args.window} in flight per server;"
+        f" {args.publishers} publishers{' per shard' if args.per_node else ''} x {args.window}"
+        " in flight per server;"
         f" {args.warmup:g} s warm-up, {args.seconds:g} s measured; {load()}",
         flush=True,
     )
@@ -417,6 +432,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=5.0, help="measured, per row (5)")
     parser.add_argument("--warmup", type=float, default=2.0, help="load before measuring (2)")
     parser.add_argument("--publishers", type=int, default=8, help="per server process (8)")
+    parser.add_argument(
+        "--per-node",
+        action="store_true",
+        help="publishers per server times the shards: the same broadcasts in flight per"
+        " node as one Redis gets, rather than the same clients for every setup",
+    )
     parser.add_argument("--window", type=int, default=32, help="broadcasts in flight each (32)")
     parser.add_argument("--topics", type=int, default=1024, help="(1024)")
     parser.add_argument("--subscribers", type=int, default=16, help="per server process (16)")
