@@ -37,7 +37,7 @@ Redis ceiling.
 
 Usage (from the repository root, as root for the cgroups; figures in docs/performance.md)::
 
-    .venv/bin/python benchmarks/cluster_capped.py [--redis-cpu 0.01] [--period-ms 10]
+    .venv/bin/python benchmarks/cluster_capped.py [--redis-cpu 0.003] [--period-ms 10]
         [--servers 2,4] [--setups redis,cluster-1,cluster-3,cluster-6] [--seconds 5]
         [--warmup 2] [--publishers 8] [--window 32] [--topics 1024] [--subscribers 16]
         [--json FILE]
@@ -416,7 +416,7 @@ async def main(args: argparse.Namespace) -> None:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--redis-cpu", type=float, default=0.01, help="each node's share of one core (0.01)"
+        "--redis-cpu", type=float, default=0.003, help="each node's share of one core (0.003)"
     )
     parser.add_argument(
         "--period-ms",
