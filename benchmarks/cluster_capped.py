@@ -24,6 +24,8 @@ After ``--warmup`` seconds, ``--seconds`` are measured: acknowledged broadcasts 
 deliveries per second, p50/p99 from sending a broadcast to its acknowledgement, and
 CPU: each node's (``/proc/PID/task/*/schedstat``) as a share of its cap and how often
 the kernel throttled it, the server processes', this process's and the machine's.
+Each node's idle CPU (a second before the load: cron, cluster gossip) is shown as a
+share of its cap too: under a cap of a few milliseconds a second it is not negligible.
 Afterwards the publishers stop, the deliveries drain and delivered/expected is checked
 (expected: every acknowledged event once on every process).
 
@@ -198,6 +200,7 @@ async def measure(
     ):
         with trio.fail_after(SETUP_TIMEOUT):
             await join_all(subscribers, wire, topics, servers)
+        idle = await idle_share(groups, args.redis_cpu)
         for ws in subscribers:
             nursery.start_soon(subscriber, ws, counts)
         async with trio.open_nursery() as sending:
@@ -219,7 +222,22 @@ async def measure(
                 await trio.sleep(0.01)
         nursery.cancel_scope.cancel()
     row = figures(counts, before, after, redis_before, redis_after, servers, args)
-    return {**row, "redis_backlog_bytes": backlog}
+    return {**row, "redis_backlog_bytes": backlog, "node_idle_of_cap": idle}
+
+
+async def idle_share(groups: list[CapGroup], fraction: float, seconds: float = 1.0) -> list[float]:
+    """Each node's CPU while nothing is published (cron; in a cluster, the bus's
+    gossip), as a share of its cap: CPU a saturated node cannot spend on events. On a
+    core of its own that would be a fraction of a percent; under a cap of a few
+    milliseconds a second it is not."""
+    before = [process_cpu(group.pid) for group in groups]
+    began = time.perf_counter()
+    await trio.sleep(seconds)
+    elapsed = time.perf_counter() - began
+    return [
+        (process_cpu(group.pid) - cpu) / elapsed / fraction
+        for group, cpu in zip(groups, before, strict=True)
+    ]
 
 
 def figures(
@@ -320,7 +338,8 @@ def line(row: dict[str, Any]) -> str:
         f" {row['acked_per_s']:>7,.0f} acked/s,"
         f" {row['deliveries_per_s']:>7,.0f} deliveries/s, {row['delivered']}/{row['expected']}"
         f" delivered; ack p50 {row['p50_ms']:.1f} p99 {row['p99_ms']:.1f} ms; nodes' CPU"
-        f" % of cap: {caps} (throttled in {throttled} % of periods); cores: servers"
+        f" % of cap: {caps} (throttled in {throttled} % of periods; idle, before the load:"
+        f" {100 * max(row['node_idle_of_cap']):.0f} % of cap at most); cores: servers"
         f" {row['server_cores']:.2f}, client {row['client_cores']:.2f}, others"
         f" {row['other_cores']:.2f} (machine {row['machine_cores']:.2f}); busiest node"
         f" {100 * row['busiest_share']:.1f} % of"
@@ -351,7 +370,8 @@ def table(rows: list[dict[str, Any]]) -> str:
     single = {r["servers"]: r for r in rows if r["setup"] == "redis"}
     out = [
         "| setup | servers | in flight | acked/s | deliveries/s | delivered/expected"
-        " | ack p50 / p99 ms | nodes' CPU, % of cap | nodes throttled, % of periods"
+        " | ack p50 / p99 ms | nodes' CPU, % of cap (idle: most)"
+        " | nodes throttled, % of periods"
         " | busiest node: events per read, µs per"
         " event | cores: servers / client / others | bound | ÷ redis |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
@@ -366,7 +386,8 @@ def table(rows: list[dict[str, Any]]) -> str:
         out.append(
             f"| {r['setup']} | {r['servers']} | {r['in_flight']} | {r['acked_per_s']:,.0f}"
             f" | {r['deliveries_per_s']:,.0f} | {r['delivered']:,}/{r['expected']:,}"
-            f" | {r['p50_ms']:.1f} / {r['p99_ms']:.1f} | {caps} | {throttled}"
+            f" | {r['p50_ms']:.1f} / {r['p99_ms']:.1f}"
+            f" | {caps} ({100 * max(r['node_idle_of_cap']):.0f}) | {throttled}"
             f" | {r['busiest_events_per_read']:.1f}, {r['busiest_us_per_event']:.1f}"
             f" | {r['server_cores']:.2f} / {r['client_cores']:.2f} / {r['other_cores']:.2f}"
             f" | {bound(r)} | {ratio} |"
