@@ -76,10 +76,23 @@ async def snapshot(nodes: list[int]) -> Snapshot:
                 for name in ("publish", "spublish")
             )
         )
+    return Snapshot(time.perf_counter(), cpu, publishes, reads, time.process_time(), machine_cpu())
+
+
+def machine_cpu() -> float:
+    """CPU seconds the whole machine has been busy (user, nice, system), all cores."""
     with open("/proc/stat") as stat:
         fields = stat.readline().split()
-    machine = (int(fields[1]) + int(fields[2]) + int(fields[3])) / os.sysconf("SC_CLK_TCK")
-    return Snapshot(time.perf_counter(), cpu, publishes, reads, time.process_time(), machine)
+    return (int(fields[1]) + int(fields[2]) + int(fields[3])) / os.sysconf("SC_CLK_TCK")
+
+
+async def node_pids(nodes: list[int]) -> list[int]:
+    """The process id of the redis-server on each port of ``nodes`` (``INFO server``)."""
+    pids = []
+    for port in nodes:
+        async with coredis.Redis(host="127.0.0.1", port=port, decode_responses=True) as node:
+            pids.append(int(str((await node.info("server"))["process_id"])))
+    return pids
 
 
 def redis_figures(before: Snapshot, after: Snapshot, idle: list[float]) -> dict[str, Any]:
@@ -121,3 +134,20 @@ async def idle_rates(nodes: list[int], seconds: float = 1.0) -> list[float]:
     after = await snapshot(nodes)
     window = after.at - before.at
     return [(a - b) / window for a, b in zip(after.node_cpu, before.node_cpu, strict=True)]
+
+
+async def subscriber_backlog(nodes: list[int]) -> list[int]:
+    """Bytes each node holds for its subscribers, not yet written to their sockets
+    (``CLIENT LIST``: ``omem`` plus ``obl`` of the clients with subscriptions): the
+    deliveries Redis itself is behind with."""
+    held = []
+    for port in nodes:
+        async with coredis.Redis(host="127.0.0.1", port=port, decode_responses=True) as node:
+            listing = await node.client_list()
+        total = 0
+        for client in listing:
+            fields: dict[str, object] = dict(client)
+            if int(str(fields.get("sub", 0))) or int(str(fields.get("ssub", 0))):
+                total += int(str(fields.get("omem", 0))) + int(str(fields.get("obl", 0)))
+        held.append(total)
+    return held

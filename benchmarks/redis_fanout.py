@@ -36,7 +36,7 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -123,10 +123,12 @@ async def wsroute_processes(
     history: bool = False,
     app_dir: Path | None = None,
     target: str = "benchapp:app",
+    pids: list[int] | None = None,
 ) -> AsyncIterator[list[int]]:
     """``count`` ``wsroute run`` processes on ``broker`` (a ``--broker`` URL); yields
     their ports. They serve ``target`` from ``app_dir``, by default the app above,
-    where with ``history`` every topic keeps ``History(size=1000, ttl=300)``."""
+    where with ``history`` every topic keeps ``History(size=1000, ttl=300)``. Their
+    process ids are appended to ``pids`` if given (to read their CPU time)."""
     kept = '{"*": History(size=1000, ttl=300)}' if history else "None"
     with tempfile.TemporaryDirectory() as directory:
         if app_dir is None:
@@ -145,6 +147,8 @@ async def wsroute_processes(
                         stderr=subprocess.PIPE,
                     )
                     processes.append(process)
+                    if pids is not None:
+                        pids.append(process.pid)
                     ports.append(await nursery.start(drain_stderr, process))
                 yield ports
                 nursery.cancel_scope.cancel()
@@ -198,7 +202,7 @@ async def clients(ports: list[int], count: int, resource: str = "/") -> AsyncIte
                 await connection.aclose()
 
 
-def percentile(sorted_values: list[float], fraction: float) -> float:
+def percentile(sorted_values: Sequence[float], fraction: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(fraction * len(sorted_values)))]
 
 
