@@ -729,21 +729,36 @@ async def test_a_late_copy_of_an_event_is_not_delivered_twice(
         assert link.reads == []
 
 
+async def two_members(
+    hub: Hub, link: Link, other: BrokerSession, *, delaying: bool
+) -> tuple[Connection, Connection, list[tuple[str, Any]]]:
+    """One member that got offsets 1 to 3 live; offsets 4 to 6 published (held back
+    on their way if ``delaying``); then another that comes back from offset 2 and
+    recovers: both members, and what the second got."""
+    staying = connection(hub, outbox_size=64)
+    await staying.subscribe("room:1")
+    await kept(other, range(3))
+    assert await drain(staying) == [("msg", n) for n in range(3)]
+    position = Position(2, hub._last["room:1"].epoch)
+    link.delaying = delaying
+    if delaying:
+        await kept(other, range(3, 6))
+    back = connection(hub, outbox_size=64, recover={"room:1": position})
+    await back.subscribe("room:1")
+    return staying, back, await drain(back)
+
+
 async def test_a_member_recovering_on_its_own_finds_the_gap_itself(
     autojump_clock: trio.abc.Clock,
 ) -> None:
     async with hub_behind_link() as (hub, link, other):
-        staying = connection(hub, outbox_size=64)
-        await staying.subscribe("room:1")
-        await kept(other, range(3))
-        await drain(staying)
-        position = Position(2, hub._last["room:1"].epoch)
-        back = connection(hub, outbox_size=64, recover={"room:1": position})
-        await back.subscribe("room:1")
+        staying, back, received = await two_members(hub, link, other, delaying=False)
         link.losing = 1
         await kept(other, range(3, 6))
         for conn in (staying, back):
             messages = [data for kind, data in await drain(conn) if kind == "msg"]
+            if conn is back:
+                messages = [data for kind, data in received if kind == "msg"] + messages
             assert messages == ([2] if conn is back else []) + [3, 4, 5]
 
 
@@ -751,16 +766,8 @@ async def test_live_copies_of_what_a_recovery_read_are_not_delivered_twice(
     autojump_clock: trio.abc.Clock,
 ) -> None:
     async with hub_behind_link() as (hub, link, other):
-        staying = connection(hub, outbox_size=64)
-        await staying.subscribe("room:1")
-        await kept(other, range(3))
-        assert await drain(staying) == [("msg", n) for n in range(3)]
-        epoch = hub._last["room:1"].epoch
-        link.delaying = True
-        await kept(other, range(3, 6))  # offsets 4 to 6, on their way to this process
-        back = connection(hub, outbox_size=64, recover={"room:1": Position(2, epoch)})
-        await back.subscribe("room:1")  # reads them from history
-        received = await drain(back)
+        # Offsets 4 to 6 still on their way to this process when it reads them.
+        staying, back, received = await two_members(hub, link, other, delaying=True)
         link.delaying = False
         await kept(other, [6])  # the late copies come, then offset 7
         assert await drain(staying) == [("msg", n) for n in range(3, 7)]
@@ -776,16 +783,7 @@ async def test_a_member_past_the_live_events_catches_up_from_where_it_stands(
     autojump_clock: trio.abc.Clock,
 ) -> None:
     async with hub_behind_link() as (hub, link, other):
-        staying = connection(hub, outbox_size=64)
-        await staying.subscribe("room:1")
-        await kept(other, range(3))
-        await drain(staying)
-        epoch = hub._last["room:1"].epoch
-        link.delaying = True
-        await kept(other, range(3, 6))
-        back = connection(hub, outbox_size=64, recover={"room:1": Position(2, epoch)})
-        await back.subscribe("room:1")
-        received = await drain(back)  # up to offset 6, from history
+        staying, back, received = await two_members(hub, link, other, delaying=True)
         link.delayed.pop(0)  # offset 4 is lost on its way: a gap for those at 3
         link.delaying = False
         await kept(other, [6])
