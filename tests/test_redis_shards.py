@@ -373,7 +373,9 @@ async def test_a_lost_master_leaves_the_other_shards_working_until_it_returns() 
     kept_on = tally.of(healthy, killed, back)
     assert down and not any(ok for *_, ok in down)  # refused, all of them
     slowest_refusal = max(took for *_, took, _ in down)
-    assert slowest_refusal < 0.05  # at once, not after publish_timeout
+    # At once, not after publish_timeout (0.5 s): a turn of the event loop, which a
+    # machine busy with other work may stretch to a tenth of a second (seen in CI).
+    assert slowest_refusal < 0.25
     assert kept_on and all(ok for *_, ok in kept_on)
     assert all(tally.received[data] == 1 for data in expected)  # none lost, none twice
     assert all(count == 1 for count in tally.received.values())
