@@ -18,18 +18,29 @@
 With Redis, part 1 also reports Redis's own time per call of the publishes
 (``INFO commandstats``: ``usec_per_call`` of ``PUBLISH`` and of ``EVALSHA``, the
 keep script), which the load of other processes on the machine hardly moves.
-``--only publish`` runs part 1 alone.
+Parts 1 and 2 measure ``--rounds`` times, without and with history in turn (each
+round starting with the other one; in part 2 both servers run throughout), and report
+the median rate of each and the median of the rounds' costs with every round's: on a
+shared machine whose speed drifts, one measurement each was not enough to read a cost
+of a few percent. ``--only publish`` runs part 1 alone.
+
+``--pin`` keeps the measured process (part 1: this one, which publishes; part 2: the
+servers) on the first core, and Redis and the clients on the others: as in
+production, where Redis has a host of its own, Redis's CPU no longer competes with
+the process whose cost is measured.
 
 Usage (from the repository root; the figures are in docs/performance.md)::
 
-    .venv/bin/python benchmarks/history.py [--tasks 16] [--seconds 3] [--missed 10000]
-        [--clients 32] [--window 8] [--only publish]
+    .venv/bin/python benchmarks/history.py [--tasks 16] [--seconds 3] [--rounds 5] [--missed 10000]
+        [--clients 32] [--window 8] [--only publish] [--pin]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
+import statistics
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -142,15 +153,52 @@ async def redis_time(port: int, command: str) -> float:
     return float(stats[f"cmdstat_{command}"]["usec_per_call"])
 
 
+async def redis_pid(port: int) -> int:
+    async with coredis.Redis(host="127.0.0.1", port=port) as client:
+        info = await client.info("server")
+    return int(info["process_id"])
+
+
+def pin(pid: int, cores: set[int] | None) -> None:
+    """Keep ``pid`` (0: this process) on ``cores``, if pinning was asked for."""
+    if cores is not None:
+        os.sched_setaffinity(pid, cores)
+
+
 async def reset_redis_stats(port: int) -> None:
     async with coredis.Redis(host="127.0.0.1", port=port) as client:
         await client.config_resetstat()
 
 
+def orders(rounds: int) -> list[tuple[bool, bool]]:
+    """Without and with history in turn, each round starting with the other one, so
+    that neither always runs first on a machine whose speed drifts."""
+    return [(False, True) if n % 2 == 0 else (True, False) for n in range(rounds)]
+
+
+def summary(costs: list[float]) -> str:
+    """The median cost of rounds, with every round's."""
+    each = ", ".join(f"{cost:.1f}" for cost in costs)
+    return f"cost median {statistics.median(costs):5.1f} % (rounds: {each})"
+
+
 async def main(args: argparse.Namespace) -> None:
-    print(f"Python {platform.python_version()} on {platform.machine()}, {args.tasks} tasks")
+    print(
+        f"Python {platform.python_version()} on {platform.machine()}, {args.tasks} tasks,"
+        f" {args.rounds} rounds of {args.seconds:g} s"
+    )
+    measured: set[int] | None = None
+    others: set[int] | None = None
+    if args.pin:
+        cores = sorted(os.sched_getaffinity(0))
+        if len(cores) < 2:
+            raise SystemExit("--pin needs at least two cores")
+        measured, others = {cores[0]}, set(cores[1:])
+        print(f"pinned: the measured process on core {cores[0]}, Redis and the rest on {others}")
     async with redis_server() as (redis_port, version):
         print(f"redis-server {version}")
+        pin(await redis_pid(redis_port), others)
+        pin(0, measured)  # part 1: this process publishes
         brokers: dict[str, Callable[[], AbstractAsyncContextManager[Broker]]] = {
             "memory": _memory,
             "redis": lambda: _redis(redis_port),
@@ -158,32 +206,54 @@ async def main(args: argparse.Namespace) -> None:
         rates = {"publish": publish_rate, "app.publish": app_publish_rate}
         for name, make in brokers.items():
             for label, rate in rates.items():
-                found, redis_us = {}, []
-                for kept in (False, True):
-                    if name == "redis":
-                        await reset_redis_stats(redis_port)
-                    async with make() as broker:
-                        found[kept] = await rate(broker, kept, args.tasks, args.seconds)
-                    if name == "redis":
-                        command = "evalsha" if kept else "publish"
-                        redis_us.append(f"{await redis_time(redis_port, command):.2f}")
-                plain, kept = found[False], found[True]
-                in_redis = f"  Redis µs/call {' / '.join(redis_us)}" if redis_us else ""
+                costs, found, redis_us = [], {False: [], True: []}, {False: [], True: []}
+                for order in orders(args.rounds):
+                    rounds: dict[bool, float] = {}
+                    for kept in order:
+                        if name == "redis":
+                            await reset_redis_stats(redis_port)
+                        async with make() as broker:
+                            rounds[kept] = await rate(broker, kept, args.tasks, args.seconds)
+                        found[kept].append(rounds[kept])
+                        if name == "redis":
+                            command = "evalsha" if kept else "publish"
+                            redis_us[kept].append(await redis_time(redis_port, command))
+                    costs.append((1 - rounds[True] / rounds[False]) * 100)
+                plain, kept_rate = (statistics.median(found[k]) for k in (False, True))
+                in_redis = ""
+                if name == "redis":
+                    plain_us, kept_us = (statistics.median(redis_us[k]) for k in (False, True))
+                    in_redis = f"  Redis µs/call {plain_us:.2f} / {kept_us:.2f}"
                 print(
-                    f"{label} {name:6} without history {plain:9,.0f}/s  with {kept:9,.0f}/s"
-                    f"  cost {(1 - kept / plain) * 100:5.1f} %{in_redis}"
+                    f"{label} {name:6} without history {plain:9,.0f}/s  with {kept_rate:9,.0f}/s"
+                    f"  {summary(costs)}{in_redis}"
                 )
         if args.only == "publish":
             return
-        acks = {}
-        for kept in (False, True):
-            broker = f"redis://127.0.0.1:{redis_port}"
-            async with wsroute_processes(broker, 1, history=kept) as ports:
-                acks[kept] = await broadcast_acks(ports, args.clients, args.window, args.seconds)
+        # Both servers run throughout; the clients load one, then the other, in turn.
+        url = f"redis://127.0.0.1:{redis_port}"
+        pids: list[int] = []
+        async with (
+            wsroute_processes(url, 1, history=False, pids=pids) as plain_ports,
+            wsroute_processes(url, 1, history=True, pids=pids) as kept_ports,
+        ):
+            for pid in pids:  # part 2: the servers are measured, this process is the clients
+                pin(pid, measured)
+            pin(0, others)
+            ports = {False: plain_ports, True: kept_ports}
+            costs, acks = [], {False: [], True: []}
+            for order in orders(args.rounds):
+                rounds = {}
+                for kept in order:
+                    rounds[kept] = await broadcast_acks(
+                        ports[kept], args.clients, args.window, args.seconds
+                    )
+                    acks[kept].append(rounds[kept])
+                costs.append((1 - rounds[True] / rounds[False]) * 100)
         print(
             f"broadcast acks redis ({args.clients} clients, {args.window} in flight each)"
-            f" without history {acks[False]:9,.0f}/s  with {acks[True]:9,.0f}/s"
-            f"  cost {(1 - acks[True] / acks[False]) * 100:5.1f} %"
+            f" without history {statistics.median(acks[False]):9,.0f}/s"
+            f"  with {statistics.median(acks[True]):9,.0f}/s  {summary(costs)}"
         )
         for name, make in brokers.items():
             async with make() as broker:
@@ -206,10 +276,17 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--missed", type=int, default=10_000)
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--window", type=int, default=8)
     parser.add_argument("--only", choices=["publish"], help="run part 1 alone")
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="the measured process (part 1: this one; part 2: the servers) on one core,"
+        " Redis and the clients on the others, as when Redis has a host of its own",
+    )
     return parser.parse_args()
 
 
