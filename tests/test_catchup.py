@@ -9,6 +9,8 @@ publishes, Redis' own command counts showing one read per topic for all its
 members; then the finer cases
 (several members, a second loss, members that leave or join meanwhile) on the
 memory broker seen through a link the test cuts, on trio's clock.
+tests/test_catchup_socket.py does the live gaps and the recovery floor over real
+sockets.
 """
 
 from __future__ import annotations
