@@ -9,9 +9,10 @@ history (``App(history=...)``) in a stream and a hash per topic, and presence
 read by Lua scripts queued with the publishes (``kept.py``, ``present.py``).
 
 This module holds the configuration (:class:`RedisBroker`: URL, options) and opens
-sessions; ``session.py`` supervises a session, ``backlog.py`` buffers what it
-receives for the app, and ``link.py`` talks to Redis (``cluster.py``,
-``clustered.py``, ``shards.py`` and ``topology.py`` do the same on a Redis Cluster).
+sessions; ``session.py`` is what the app calls on a session, ``supervisor.py`` keeps
+its connection up, ``backlog.py`` buffers what it receives for the app, and
+``link.py`` talks to Redis (``cluster.py``, ``clustered.py``, ``shards.py`` and
+``topology.py`` do the same on a Redis Cluster).
 See docs/brokers.md for the delivery guarantees and outage behaviour.
 """
 
