@@ -90,6 +90,16 @@ def command(port: int, *args: Any, timeout: float = 5.0) -> Any:
             return _parse(reader)
 
 
+def asking(port: int, *args: Any, timeout: float = 5.0) -> Any:
+    """Send one command to the node on ``port`` right after ``ASKING``, on the same
+    connection (as a node importing a slot serves it), and return its decoded reply."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(_encode(("ASKING",)) + _encode(args))
+        with sock.makefile("rb") as reader:
+            _parse(reader)
+            return _parse(reader)
+
+
 class ClusterNode(RedisServer):
     """One cluster-mode redis-server; it keeps its node id across a restart (its
     ``nodes.conf`` lives in its own directory)."""
@@ -136,6 +146,9 @@ class ClusterNode(RedisServer):
 
     def command(self, *args: Any) -> Any:
         return command(self.port, *args)
+
+    def asking(self, *args: Any) -> Any:
+        return asking(self.port, *args)
 
     def info(self) -> dict[str, str]:
         """``CLUSTER INFO`` as a dict."""

@@ -2,8 +2,9 @@
 call whose keys already moved is answered ``ASK`` and sent at once, after ``ASKING``,
 to the importing node, and a kept event (or a presence event) is still delivered;
 ``SPUBLISH`` is served by the old owner until the migration ends; a topic without keys
-yet waits for the end of the migration. Each test has a cluster of its own, as it
-moves a slot. Real time, every wait bounded."""
+yet has them made blank on the importing node (``blanks.py``) and is served at once.
+Each test has a cluster of its own, as it moves a slot. Real time, every wait
+bounded."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ from collections.abc import Iterator
 import pytest
 import trio
 
+from wsroute import App, BrokerError, Connection, Presence, PresenceEntry, Request
 from wsroute.brokers import BrokerMessage, History, RedisClusterBroker
 from wsroute.brokers.redis.slots import key_slot
+from wsroute.testing import open_app, open_client
 
 from .rediscluster import ClusterNode, RedisCluster, running_cluster
 
@@ -112,30 +115,109 @@ async def test_spublish_is_served_by_the_old_owner_until_the_migration_ends(
         assert asking_calls(target) == 0
 
 
-async def test_a_new_topics_first_kept_event_waits_for_the_migration_to_end(
+async def test_a_new_topics_first_kept_event_is_kept_while_its_slot_migrates(
     cluster: RedisCluster,
 ) -> None:
     # No keys yet: the owner answers ASK, the importing node TRYAGAIN (a script naming
-    # two keys it does not hold), so the event is kept once the slot has moved.
+    # two keys it does not hold); the session makes them blank there and asks again.
     source = cluster.owner_of(SLOT)
     target = next(node for node in cluster.nodes if node is not source)
-    async with RedisClusterBroker(cluster.url(), publish_timeout=PUBLISH_TIMEOUT).connect() as s:
-        # Not subscribed: a subscriber's session reports itself lost, refusing calls,
-        # while its subscription follows the slot (see docs/brokers.md).
+    broker = RedisClusterBroker(cluster.url(), publish_timeout=PUBLISH_TIMEOUT)
+    async with broker.connect() as publisher, broker.connect() as listener:
+        await listener.subscribe(TOPIC)
         cluster.start_migration(SLOT, source, target)
-        positions = []
+        started = trio.current_time()
+        first = await publisher.publish_kept(TOPIC, b"first", HISTORY)
+        assert trio.current_time() - started < 1.0  # not retried until publish_timeout
+        assert first.offset == 1 and first.epoch
+        assert asking_calls(target) >= 3  # the call, its two keys, the call again
+        assert source.command("CLUSTER", "COUNTKEYSINSLOT", SLOT) == 0
+        assert sorted(target.command("CLUSTER", "GETKEYSINSLOT", SLOT, 10)) == [
+            "wsroute:{busy}:m",
+            "wsroute:{busy}:s",
+        ]
+        assert "" not in target.asking("HKEYS", "wsroute:{busy}:m")  # no blank left
+        assert target.asking("PTTL", "wsroute:{busy}:s") > 0
+        page = await publisher.read_history(TOPIC, HISTORY)
+        assert [(m.data, m.position) for m in page.messages] == [(b"first", first)]
+        await publisher.publish(TOPIC, b"sentinel")
+        received = await receive(listener, 2)
+        assert [(m.data, m.position) for m in received] == [(b"first", first), (b"sentinel", None)]
 
-        async def keep() -> None:
-            positions.append(await s.publish_kept(TOPIC, b"first", HISTORY))
+        await trio.to_thread.run_sync(cluster.finish_migration, SLOT, source, target)
+        with trio.fail_after(5):
+            second = await publisher.publish_kept(TOPIC, b"second", HISTORY)
+        assert (second.offset, second.epoch) == (2, first.epoch)
+        page = await publisher.read_history(TOPIC, HISTORY)
+        assert [(m.data, m.position.offset) for m in page.messages] == [
+            (b"first", 1),
+            (b"second", 2),
+        ]
+        assert page.position == second
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(keep)
-            await trio.sleep(0.3)
-            assert not positions and asking_calls(target) >= 1
-            await trio.to_thread.run_sync(cluster.finish_migration, SLOT, source, target)
-        assert positions[0].offset == 1
-        page = await s.read_history(TOPIC, HISTORY)
-        assert [(m.data, m.position) for m in page.messages] == [(b"first", positions[0])]
+
+async def test_a_new_topics_first_presence_entry_is_added_while_its_slot_migrates(
+    cluster: RedisCluster,
+) -> None:
+    source = cluster.owner_of(SLOT)
+    target = next(node for node in cluster.nodes if node is not source)
+    broker = RedisClusterBroker(cluster.url(), publish_timeout=PUBLISH_TIMEOUT)
+    async with broker.connect() as session, broker.connect() as listener:
+        await listener.subscribe(TOPIC)
+        await session.presence_heartbeat("node-1", 10)
+        cluster.start_migration(SLOT, source, target)
+        started = trio.current_time()
+        assert await session.presence_list(TOPIC) == []  # its keys are made blank
+        await session.presence_add(TOPIC, "m", "node-1", b"entry", join=b"+m", leave=b"-m")
+        assert await session.presence_list(TOPIC) == [b"entry"]
+        assert trio.current_time() - started < 1.0  # not retried until publish_timeout
+        assert source.command("CLUSTER", "COUNTKEYSINSLOT", SLOT) == 0
+        assert target.asking("HKEYS", "wsroute:{busy}:p") == ["6:node-1:m"]  # no blank
+        await session.publish(TOPIC, b"sentinel")
+        assert [m.data for m in await receive(listener, 2)] == [b"+m", b"sentinel"]
+
+        await trio.to_thread.run_sync(cluster.finish_migration, SLOT, source, target)
+        with trio.fail_after(5):
+            assert await session.presence_list(TOPIC) == [b"entry"]
+            await session.presence_add(TOPIC, "n", "node-1", b"more")
+        assert sorted(await session.presence_list(TOPIC)) == [b"entry", b"more"]
+        assert source.command("CLUSTER", "COUNTKEYSINSLOT", SLOT) == 0
+
+
+async def test_app_presence_shows_a_new_rooms_first_member_while_its_slot_migrates(
+    cluster: RedisCluster,
+) -> None:
+    room, slot = "room:1", key_slot(b"room:1")
+    source = cluster.owner_of(slot)
+    target = next(node for node in cluster.nodes if node is not source)
+    broker = RedisClusterBroker(cluster.url(), publish_timeout=PUBLISH_TIMEOUT)
+    app = App(broker=broker, presence={"room:*": Presence(events=True)}, presence_ttl=5)
+
+    @app.accept
+    async def accept(request: Request) -> str | None:
+        return request.query.get("user")
+
+    @app.direct("join")
+    async def join(name: str, conn: Connection) -> str:
+        await conn.subscribe(name)
+        return conn.id
+
+    async with open_app(app), open_client(app, query={"user": "ann"}) as ann:
+        cluster.start_migration(slot, source, target)
+        with trio.fail_after(1):  # not retried until publish_timeout
+            ann_id = await ann.request("join", room)
+            assert await app.presence(room) == [PresenceEntry(ann_id, "ann")]
+        assert source.command("CLUSTER", "COUNTKEYSINSLOT", slot) == 0
+
+        await trio.to_thread.run_sync(cluster.finish_migration, slot, source, target)
+        with trio.fail_after(5):
+            while True:  # refused while the app's subscription follows the slot
+                try:
+                    members = await app.presence(room)
+                    break
+                except BrokerError:
+                    await trio.sleep(0.05)
+        assert members == [PresenceEntry(ann_id, "ann")]
 
 
 async def test_presence_events_reach_the_subscribers_while_the_slot_migrates(

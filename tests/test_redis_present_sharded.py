@@ -68,7 +68,7 @@ async def test_a_node_back_while_a_sweeper_takes_it_keeps_its_entries(
         # ... the node beats again before the sweeper reaches its topics ...
         assert not await node_session.presence_heartbeat("n", 10)
         # ... and the rest of the sweep leaves the entries of a node alive again.
-        swept = await sweeper._run(sharded.sweep_topic_call(b"race:", "room", "n"), "sweeping")
+        swept = await sweeper._run(sharded.sweep_topic_call(b"race:", "room", "n", 10), "sweeping")
         assert sharded.swept_of(swept) == ([], [])
         assert await sweeper.presence_list("room") == [b"entry"]
         await sweeper._run(sharded.forget_call(b"race:", "n"), "forgetting")

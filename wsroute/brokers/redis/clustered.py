@@ -14,7 +14,7 @@ from coredis.exceptions import AskError, TryAgainError
 from ..._errors import BrokerError
 from ..._history import History, Position
 from .._base import BrokerState, StateListener
-from . import kept, present
+from . import blanks, kept, present
 from . import present_sharded as sharded
 from .pending import Call, Pending
 from .session import RedisSession, Settings
@@ -102,11 +102,11 @@ class ClusterSession(RedisSession):
         """Queue ``item`` for the shard of its channel and return Redis' answer.
 
         Redirections are followed until ``publish_timeout``; nothing ran, so sending
-        again is safe. ``ASK`` (the slot is migrating and the keys are already at the
-        node it names) sends a copy once to that node, right after ``ASKING``, without
-        reading the topology. ``MOVED``, and ``TRYAGAIN`` (the keys are split between
-        the two nodes meanwhile), read the topology again and send it to the owner.
-        Fails at once if that shard is down (the others serve on).
+        again is safe. ``ASK`` (the slot is migrating and none of the keys is at the
+        owner) sends a copy to the node it names, right after ``ASKING``, without
+        reading the topology (``_ask``). ``MOVED``, and ``TRYAGAIN`` (the keys are
+        split between the two nodes meanwhile), read the topology again and send it
+        to the owner. Fails at once if that shard is down (the others serve on).
         """
         self._check_open()
         deadline = trio.current_time() + self._cluster.publish_timeout
@@ -139,12 +139,35 @@ class ClusterSession(RedisSession):
                 target = shards.queue_at(Address(*redirect.node_addr))
                 if target is not None:
                     try:
-                        asked = original.asked()
-                        return await self._exchange(target, asked, what, deadline, abandon)
+                        return await self._ask(target, original, what, deadline, abandon)
                     except BrokerError as exc:
                         _redirection(exc, deadline)
             await shards.redirected(channel, deadline)
             item = original.again()
+
+    async def _ask(
+        self,
+        target: trio.MemorySendChannel[Pending],
+        original: Pending,
+        what: str,
+        deadline: float,
+        abandon: bool,
+    ) -> object:
+        """Send a copy of ``original`` to the node importing its slot (``target``),
+        after ``ASKING``. Should that node answer ``TRYAGAIN`` (a script naming keys
+        that it lacks, some or all: those of a topic new to both nodes), its missing
+        keys are made blank there (``blanks.py``) and the copy is sent once more."""
+        try:
+            return await self._exchange(target, original.asked(), what, deadline, abandon)
+        except BrokerError as exc:
+            redirect = _redirection(exc, deadline)
+            if not (isinstance(redirect, TryAgainError) and isinstance(original, Call)):
+                raise
+            if not original.blanks:
+                raise
+        for blank in original.blanks:
+            await self._exchange(target, blanks.make_call(blank), what, deadline, abandon)
+        return await self._exchange(target, original.asked(), what, deadline, abandon)
 
     async def publish_kept(self, topic: str, data: bytes, history: History) -> Position:
         """As ``RedisSession.publish_kept``, on the topic's shard (see ``_run``)."""
@@ -210,7 +233,8 @@ class ClusterSession(RedisSession):
 
     async def presence_list(self, topic: str) -> list[bytes]:
         what = "listing presence from Redis"
-        call = sharded.list_call(self._prefix, topic)
+        ttl = self._presence_ttl or present.UNBEATEN_TTL
+        call = sharded.list_call(self._prefix, topic, ttl)
         return self._parse(present.entries_of, await self._run(call, what), what)
 
     async def presence_heartbeat(self, node: str, ttl: float) -> bool:
@@ -265,12 +289,13 @@ class ClusterSession(RedisSession):
     ) -> None:
         """Claim dead ``node`` and remove its entries topic by topic into ``removed``."""
         what, prefix = "sweeping presence in Redis", self._prefix
+        ttl = self._presence_ttl or present.UNBEATEN_TTL
         reply = await self._run(sharded.claim_call(prefix, node, token, lease), what)
         topics = self._parse(sharded.topics_of, reply, what)
         if topics is None:
             return  # another sweeper's
         for topic in topics:
-            call = sharded.sweep_topic_call(prefix, topic, node)
+            call = sharded.sweep_topic_call(prefix, topic, node, ttl)
             entries, unsent = self._parse(sharded.swept_of, await self._run(call, what), what)
             removed.extend((topic, entry) for entry in entries)
             await self._publish_unsent(topic, unsent, what)

@@ -20,12 +20,13 @@ longer after the last publish. Reads never renew an expiry; a read that makes th
 hash gives it ``meta_ttl``.
 
 **Epochs.** When the hash is missing (the topic is new, Redis was flushed or
-restarted empty, the topic idled past ``meta_ttl``), the script makes a new epoch,
-twelve hex digits of the SHA1 of the caller's random seed and Redis' clock in
-microseconds, so that no two lives of a topic share one; it deletes what is left of
-the stream, and offsets start over at 1. Approximate trimming keeps up to a stream
-node (100 entries) more than ``size``; reads return only the ``size`` newest offsets
-and events younger than ``ttl``.
+restarted empty, the topic idled past ``meta_ttl``), or holds no epoch (a cluster's
+blank hash, ``blanks.py``), the script makes a new epoch, twelve hex digits of the
+SHA1 of the caller's random seed and Redis' clock in microseconds, so that no two
+lives of a topic share one; it deletes what is left of the stream, and offsets start
+over at 1. Approximate trimming keeps up to a stream node (100 entries) more than
+``size``; reads return only the ``size`` newest offsets and events younger than
+``ttl``.
 
 **Knowing the hash.** A kept publish costs Redis TIME, HINCRBY, XADD and PUBLISH.
 It does not read the hash: the session passes the epoch and deadlines it last
@@ -61,7 +62,8 @@ from typing import Final, TypeAlias
 
 from ..._history import History, Position
 from .._base import BrokerMessage, HistoryPage
-from .pending import Call, Script
+from . import blanks
+from .pending import Blank, Call, Script
 
 #: First byte of a payload that carries its position in the topic's history.
 KEPT: Final = 0x04
@@ -105,9 +107,10 @@ if offset < 2 then  -- the epoch is unknown, or its count was missing: look
       redis.call('HDEL', meta, 'o' .. epoch)
     end
     epoch = state[1]
-    if not epoch then
+    if not epoch then  -- a blank hash (``blanks.py``) goes: drop its field ''
       epoch = {_NEW_EPOCH}
       redis.call('DEL', stream)
+      redis.call('HDEL', meta, '')
       redis.call('HSET', meta, 'e', epoch)
     end
     offset = redis.call('HINCRBY', meta, 'o' .. epoch, 1)
@@ -155,6 +158,7 @@ if not epoch then
     + _NEW_EPOCH
     + """
   redis.call('DEL', stream)
+  redis.call('HDEL', meta, '')
   redis.call('HSET', meta, 'e', epoch)
   redis.call('PEXPIRE', meta, ARGV[4])
   return {epoch, 0, out}
@@ -232,18 +236,21 @@ def publish_call(
     sharded: bool = False,
 ) -> KeptCall:
     """The script call that keeps ``data`` and publishes it on ``channel`` (with
-    ``SPUBLISH`` if ``sharded``); ``seed`` is the caller's random bytes, from which a
-    new epoch is made if one is needed; ``known``, what the caller learnt of the
-    topic's hash (``Known.learn`` takes the reply)."""
+    ``SPUBLISH`` and the blanks of its keys, ``blanks.py``, if ``sharded``); ``seed``
+    is the caller's random bytes, from which a new epoch is made if one is needed;
+    ``known``, what the caller learnt of the topic's hash (``Known.learn`` takes the
+    reply)."""
     size, ttl, meta_ttl = _bounds(history)
     script = SPUBLISH_KEPT if sharded else PUBLISH_KEPT
     entry = known.entry(topic)
     epoch, stream_deadline, hash_deadline, _ = entry
+    names, made = _cluster_keys(prefix, topic, ttl) if sharded else (_keys(prefix, topic), ())
     call = KeptCall(
         script,
-        _keys(prefix, topic),
+        names,
         [seed, data, size, ttl, meta_ttl, channel, epoch, stream_deadline, hash_deadline],
         len(data),
+        made,
     )
     call.known = entry
     return call
@@ -254,6 +261,16 @@ def _keys(prefix: bytes, topic: str) -> tuple[bytes, bytes]:
     """``keys``, remembered for the topics published to most."""
     stream, meta = keys(prefix, topic)
     return stream, meta
+
+
+@functools.lru_cache(maxsize=4096)
+def _cluster_keys(
+    prefix: bytes, topic: str, ttl: bytes
+) -> tuple[tuple[bytes, bytes], tuple[Blank, ...]]:
+    """``_keys`` and how to make them blank on a cluster (``blanks.py``), remembered
+    alike: a kept publish costs one look-up, as on one Redis."""
+    stream, meta = keys(prefix, topic)
+    return (stream, meta), blanks.history(stream, meta, ttl)
 
 
 class KeptCall(Call):
@@ -271,30 +288,44 @@ class KeptCall(Call):
     known: Entry
 
     def again(self) -> KeptCall:
-        copy = KeptCall(self.script, self.keys, self.args, self.size)
+        copy = KeptCall(self.script, self.keys, self.args, self.size, self.blanks)
         copy.known = self.known
         return copy
 
     def asked(self) -> KeptCall:
-        copy = KeptCall(self.script, self.keys, [*self.args[:5], b"", *self.args[6:]], self.size)
+        args = [*self.args[:5], b"", *self.args[6:]]
+        copy = KeptCall(self.script, self.keys, args, self.size, self.blanks)
         copy.known = self.known
         copy.asking = True
         return copy
 
 
 def read_call(
-    prefix: bytes, topic: str, history: History, since: int | None, limit: int | None, seed: bytes
+    prefix: bytes,
+    topic: str,
+    history: History,
+    since: int | None,
+    limit: int | None,
+    seed: bytes,
+    *,
+    sharded: bool = False,
 ) -> Call:
-    """The script call that reads ``topic``'s history (see ``read_history``)."""
+    """The script call that reads ``topic``'s history (see ``read_history``); on a
+    cluster (``sharded``), with the blanks of its keys (``blanks.py``)."""
+    size, ttl, meta_ttl = _bounds(history)
+    names, made = _cluster_keys(prefix, topic, ttl) if sharded else (_keys(prefix, topic), ())
     return Call(
         READ_HISTORY,
-        keys(prefix, topic),
+        names,
         [
             seed,
-            *_bounds(history),
+            size,
+            ttl,
+            meta_ttl,
             b"" if since is None else b"%d" % since,
             b"" if limit is None else b"%d" % max(limit, 0),
         ],
+        blanks=made,
     )
 
 

@@ -5,14 +5,15 @@ and the event its caller waits on.
 A script is sent by its SHA1 (``EVALSHA``); the publisher loads it on each new
 connection first (``SCRIPT LOAD``) and falls back to sending its text (``EVAL``). An
 item a cluster node redirected with ``ASK`` goes once more, marked ``asking``: the
-publisher sends ``ASKING`` right before it.
+publisher sends ``ASKING`` right before it. A call of a script naming several keys
+says how to make them there should that node lack some (``blanks.py``).
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeAlias
 
 import trio
 from coredis.commands import CommandRequest
@@ -99,11 +100,16 @@ def asking() -> CommandRequest[Any]:
     return CommandRequest(b"ASKING", execution_parameters={})
 
 
+#: How to make one of a call's keys blank on a cluster node importing its slot
+#: (``blanks.py``): the key, its kind and its expiry in ms.
+Blank: TypeAlias = tuple[bytes, bytes, bytes]
+
+
 class Call(Pending):
     """One run of a :class:`Script` waiting for Redis, in line with the publishes;
     Redis' answer lands in ``reply`` (its error in ``error``)."""
 
-    __slots__ = ("args", "keys", "reply", "script")
+    __slots__ = ("args", "blanks", "keys", "reply", "script")
 
     def __init__(
         self,
@@ -111,18 +117,22 @@ class Call(Pending):
         keys: Sequence[bytes],
         args: Sequence[bytes],
         size: int | None = None,
+        blanks: Sequence[Blank] = (),
     ) -> None:
         """``size``: roughly the bytes the call adds to a pipeline, when the caller
-        knows it (the data it carries) better than by summing ``args``."""
+        knows it (the data it carries) better than by summing ``args``. ``blanks``:
+        how to make its keys on a node importing their slot, for a script naming
+        several (``blanks.py``)."""
         super().__init__(b"", b"")
         self.script = script
         self.keys = keys
         self.args = args
         self.size = sum(map(len, args)) if size is None else size
+        self.blanks = blanks
         self.reply: object = None
 
     def again(self) -> Call:
-        return Call(self.script, self.keys, self.args, self.size)
+        return Call(self.script, self.keys, self.args, self.size, self.blanks)
 
     def evaluate(self, *, loaded: bool) -> CommandRequest[Any]:
         """``EVALSHA`` once the script is ``loaded`` on the connection, else ``EVAL``."""

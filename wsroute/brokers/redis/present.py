@@ -81,13 +81,17 @@ local function live_entries(entries, nodes)
   local flat = redis.call('HGETALL', entries)
   local alive, out = {}, {}
   for i = 1, #flat, 2 do
-    local digits = string.match(flat[i], '^%d+')  -- the field is "<n>:<node>:<member>"
-    local node = string.sub(flat[i], #digits + 2, #digits + 1 + tonumber(digits))
-    local live = alive[node]
-    if live == nil then
-      local ends = redis.call('ZSCORE', nodes, node)
-      live = ends ~= false and tonumber(ends) > now
-      alive[node] = live
+    -- The field is "<n>:<node>:<member>", or "" in a cluster's blank hash (``blanks.py``).
+    local digits = string.match(flat[i], '^%d+')
+    local live = false
+    if digits then
+      local node = string.sub(flat[i], #digits + 2, #digits + 1 + tonumber(digits))
+      live = alive[node]
+      if live == nil then
+        local ends = redis.call('ZSCORE', nodes, node)
+        live = ends ~= false and tonumber(ends) > now
+        alive[node] = live
+      end
     end
     if live then
       local value = flat[i + 1]

@@ -40,7 +40,10 @@ slot, whose ``SPUBLISH`` would not reach the subscribers, still on the old owner
 the migration ends: sent so (``EventCall.asked``), a script publishes nothing and
 returns the events it would have published, which the session publishes on the
 owner, as it does a kept event (``kept.KeptCall``). Only then are an entry's change and
-its event two steps.
+its event two steps. A script naming both of a topic's keys, one of which that node
+lacks (a topic new to both nodes), is refused there (``TRYAGAIN``) until the session
+makes its missing keys blank (``blanks.py``): a hash with the field ``""``, which
+listing skips and adding an entry drops, a sorted set with the member ``""``.
 """
 
 from __future__ import annotations
@@ -49,7 +52,8 @@ import math
 from collections.abc import Sequence
 from typing import Final
 
-from .pending import Call, Script
+from . import blanks
+from .pending import Blank, Call, Script
 from .present import (
     EVENTS,
     PRELUDE,
@@ -78,6 +82,7 @@ ADD: Final = Script(
     + _SEVENTS
     + """
 local new = redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) == 1
+if new then redis.call('HDEL', KEYS[1], '') end  -- a blank hash's field (``blanks.py``)
 if ARGV[4] ~= '' then redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3]) end
 extend(KEYS[1], ARGV[5])
 extend(KEYS[2], ARGV[5])
@@ -256,18 +261,23 @@ class EventCall(Call):
     __slots__ = ("at",)
 
     def __init__(
-        self, script: Script, keys: Sequence[bytes], args: Sequence[bytes], at: int
+        self,
+        script: Script,
+        keys: Sequence[bytes],
+        args: Sequence[bytes],
+        at: int,
+        blanks: Sequence[Blank] = (),
     ) -> None:
-        super().__init__(script, keys, args)
+        super().__init__(script, keys, args, blanks=blanks)
         self.at = at
 
     def again(self) -> EventCall:
-        return EventCall(self.script, list(self.keys), list(self.args), self.at)
+        return EventCall(self.script, list(self.keys), list(self.args), self.at, self.blanks)
 
     def asked(self) -> EventCall:
         args = list(self.args)
         args[self.at] = b""
-        copy = EventCall(self.script, list(self.keys), args, self.at)
+        copy = EventCall(self.script, list(self.keys), args, self.at, self.blanks)
         copy.asking = True
         return copy
 
@@ -288,9 +298,10 @@ def add_call(
     join: bytes | None = None,
     leave: bytes | None = None,
 ) -> Call:
-    keys = [topic_key(prefix, topic), nodes_of(prefix, topic)]
-    args = [field(node, member), packed(entry, leave), node.encode(), end, keep_ms(ttl)]
-    return EventCall(ADD, keys, [*args, channel(prefix, topic), event_arg(join)], 5)
+    entries, nodes, keep = topic_key(prefix, topic), nodes_of(prefix, topic), keep_ms(ttl)
+    args = [field(node, member), packed(entry, leave), node.encode(), end, keep]
+    args += [channel(prefix, topic), event_arg(join)]
+    return EventCall(ADD, [entries, nodes], args, 5, blanks.presence(entries, nodes, keep))
 
 
 def remove_call(prefix: bytes, topic: str, member: str, node: str) -> Call:
@@ -298,8 +309,10 @@ def remove_call(prefix: bytes, topic: str, member: str, node: str) -> Call:
     return EventCall(REMOVE, keys, [field(node, member), channel(prefix, topic)], 1)
 
 
-def list_call(prefix: bytes, topic: str) -> Call:
-    return Call(LIST, [topic_key(prefix, topic), nodes_of(prefix, topic)], [])
+def list_call(prefix: bytes, topic: str, ttl: float) -> Call:
+    """Keys made blank for it (``blanks.py``) live as if added with ``ttl``."""
+    entries, nodes = topic_key(prefix, topic), nodes_of(prefix, topic)
+    return Call(LIST, [entries, nodes], [], blanks=blanks.presence(entries, nodes, keep_ms(ttl)))
 
 
 def beat_call(prefix: bytes, node: str, ttl: float, keep: float) -> Call:
@@ -307,8 +320,13 @@ def beat_call(prefix: bytes, node: str, ttl: float, keep: float) -> Call:
 
 
 def beat_topic_call(prefix: bytes, topic: str, node: str, end: bytes, keep: float) -> Call:
-    keys = [nodes_of(prefix, topic), topic_key(prefix, topic)]
-    return Call(BEAT_TOPIC, keys, [node.encode(), end, keep_ms(keep)])
+    entries, nodes, ms = topic_key(prefix, topic), nodes_of(prefix, topic), keep_ms(keep)
+    return Call(
+        BEAT_TOPIC,
+        [nodes, entries],
+        [node.encode(), end, ms],
+        blanks=blanks.presence(entries, nodes, ms),
+    )
 
 
 def index_call(prefix: bytes, node: str, topic: str, add: bool, keep: float) -> Call:
@@ -324,10 +342,12 @@ def claim_call(prefix: bytes, node: str, token: bytes, lease: float) -> Call:
     return Call(CLAIM, [node_key(prefix, node)], [token, _ms(lease)])
 
 
-def sweep_topic_call(prefix: bytes, topic: str, node: str) -> Call:
-    keys = [topic_key(prefix, topic), nodes_of(prefix, topic)]
+def sweep_topic_call(prefix: bytes, topic: str, node: str, ttl: float) -> Call:
+    """Keys made blank for it (``blanks.py``) live as if added with ``ttl``."""
+    entries, nodes = topic_key(prefix, topic), nodes_of(prefix, topic)
     args = [field(node, ""), node.encode(), channel(prefix, topic)]
-    return EventCall(SWEEP_TOPIC, keys, args, 2)
+    made = blanks.presence(entries, nodes, keep_ms(ttl))
+    return EventCall(SWEEP_TOPIC, [entries, nodes], args, 2, made)
 
 
 def swept_call(prefix: bytes, node: str, topic: str, token: bytes, lease: float) -> Call:

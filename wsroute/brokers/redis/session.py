@@ -136,7 +136,8 @@ class RedisSession(Supervised, BrokerSession):
             BrokerError: Redis is unreachable, did not answer in time, or failed.
             BrokerClosed: the session is closed.
         """
-        call = kept.read_call(self._prefix, topic, history, since, limit, self._seed)
+        seed, sharded = self._seed, self._sharded
+        call = kept.read_call(self._prefix, topic, history, since, limit, seed, sharded=sharded)
         reply = await self._run(call, "reading history from Redis")
         return self._parse(lambda r: kept.page_of(topic, r), reply, "reading history from Redis")
 
