@@ -54,6 +54,11 @@ async def test_request_error_carries_the_error_reply(autojump_clock):
         assert caught.value.details == [
             {"path": "$.name", "message": "expected a string, got number"}
         ]
+        # What a test that fails on it shows: which field, and why.
+        assert str(caught.value) == (
+            "invalid_data: data does not match the message type; details:"
+            " [{'path': '$.name', 'message': 'expected a string, got number'}]"
+        )
 
 
 async def test_receive_decodes_each_frame_shape(autojump_clock):
