@@ -52,6 +52,20 @@ def test_a_url_that_is_not_a_websocket_url(url: str) -> None:
         Target(url)
 
 
+@pytest.mark.parametrize("scheme", ["http://", "", "wss:"])
+async def test_connect_refuses_a_url_that_is_not_a_websocket_url_at_once(
+    nursery: trio.Nursery, scheme: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # It used to be retried forever, with a warning and a traceback per attempt.
+    app = echo_app()
+    port: int = await nursery.start(app.serve, "127.0.0.1", 0)
+    with trio.fail_after(AT_ONCE), pytest.raises(ValueError, match="WebSocket URL"):
+        async with connect(f"{scheme}127.0.0.1:{port}/"):
+            pass
+    assert not [record for record in caplog.records if record.levelno >= logging.WARNING]
+    assert app.connections == []
+
+
 def echo_app() -> App:
     app = App()
 

@@ -37,6 +37,48 @@ async def test_push_event_has_no_topic(serve):
         assert await client.recv() == {"type": "push", "id": 1, "ok": True, "data": None}
 
 
+async def test_a_coroutine_given_to_start_soon_is_refused_at_the_call(
+    serve, caplog: pytest.LogCaptureFixture
+):
+    # `conn.start_soon(tick(conn))`, the asyncio habit, used to fail later in the task
+    # and close the connection with 1011; now the handler's call raises, and only its
+    # request fails.
+    app = App()
+    refused: list[str] = []
+
+    async def tick(conn: Connection) -> None:
+        await conn.send("tick")
+
+    @app.direct("watch")
+    async def watch(conn: Connection) -> None:
+        try:
+            conn.start_soon(tick(conn))  # type: ignore[arg-type]
+        except TypeError as exc:
+            refused.append(str(exc))
+            raise
+
+    @app.direct("ping")
+    async def ping() -> str:
+        return "pong"
+
+    port = await serve(app)
+    async with connect(port) as client:
+        await client.send({"type": "watch", "id": 1})
+        assert await client.recv() == {
+            "type": "watch",
+            "id": 1,
+            "ok": False,
+            "error": {"code": "internal_error", "message": "internal server error"},
+        }
+        await client.send({"type": "ping", "id": 2})  # the connection goes on
+        assert await client.recv() == {"type": "ping", "id": 2, "ok": True, "data": "pong"}
+    assert refused == [
+        "conn.start_soon takes an async function and its arguments: write"
+        " conn.start_soon(tick, ...), not conn.start_soon(tick(...))"
+    ]
+    assert refused[0] in caplog.text  # the log of the failed handler names the fix
+
+
 async def test_handler_closes_after_its_reply(serve):
     app = items_app()
     rec = Recorder(app)

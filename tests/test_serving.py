@@ -45,6 +45,23 @@ async def test_publish_and_start_soon_need_a_running_app() -> None:
         app.start_soon(task)
 
 
+def test_start_soon_refuses_what_it_could_never_run_at_the_call() -> None:
+    app = App()
+
+    async def tick(n: int) -> None: ...
+
+    coroutine = tick(1)
+    with pytest.raises(TypeError) as info:
+        app.start_soon(coroutine)  # type: ignore[arg-type]
+    assert str(info.value) == (
+        "app.start_soon takes an async function and its arguments: write"
+        " app.start_soon(tick, ...), not app.start_soon(tick(...))"
+    )
+    assert coroutine.cr_frame is None  # closed: no "never awaited" warning either
+    with pytest.raises(TypeError, match=r"arguments, not 'tick'$"):
+        app.start_soon("tick")  # type: ignore[arg-type]
+
+
 def test_shutdown_when_not_running_is_a_no_op() -> None:
     app = App()
     app.shutdown()

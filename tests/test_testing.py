@@ -54,6 +54,11 @@ async def test_request_error_carries_the_error_reply(autojump_clock):
         assert caught.value.details == [
             {"path": "$.name", "message": "expected a string, got number"}
         ]
+        # What a test that fails on it shows: which field, and why.
+        assert str(caught.value) == (
+            "invalid_data: data does not match the message type; details:"
+            " [{'path': '$.name', 'message': 'expected a string, got number'}]"
+        )
 
 
 async def test_receive_decodes_each_frame_shape(autojump_clock):
@@ -163,6 +168,22 @@ async def test_handshake_rejection_is_typed(autojump_clock):
                 pass
         assert caught.value.status == 503
         assert caught.value.body == b"server shutting down"
+
+
+async def test_a_factory_passed_for_an_app_is_refused_with_the_fix(autojump_clock):
+    # It failed deep inside: "'function' object has no attribute 'running'".
+    with pytest.raises(TypeError) as caught:
+        async with open_client(make_app):  # type: ignore[arg-type]
+            pass
+    assert str(caught.value) == (
+        "open_client got make_app, not a wsroute.App: if it builds the app, call it (make_app())"
+    )
+    with pytest.raises(TypeError, match=r"^open_app got make_app, not a wsroute\.App"):
+        async with open_app(make_app):  # type: ignore[arg-type]
+            pass
+    with pytest.raises(TypeError, match=r"^open_client got 'app:app', not a wsroute\.App$"):
+        async with open_client("app:app"):  # type: ignore[arg-type]
+            pass
 
 
 async def test_lifespan_runs_once_for_clients_that_share_it(autojump_clock):

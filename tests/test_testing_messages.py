@@ -77,7 +77,10 @@ def test_unreadable_frames_are_assertion_errors_too(frame: str) -> None:
 def test_the_kits_errors_say_what_happened() -> None:
     reply = ErrorReply("get", 1, "not_found", "no item 4", {"id": 4})
     error = RequestError(reply)
-    assert str(error) == "not_found: no item 4"
+    assert str(error) == "not_found: no item 4; details: {'id': 4}"
+    assert str(RequestError(ErrorReply("get", 1, "not_found", "no item 4"))) == (
+        "not_found: no item 4"
+    )
     assert (error.reply, error.code, error.message, error.details) == (
         reply,
         "not_found",

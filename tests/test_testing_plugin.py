@@ -87,6 +87,25 @@ async def test_without_an_app_fixture(ws_client):
     await ws_client()
 """
 
+UNCALLED = """
+import pytest
+
+from wsroute import App
+
+
+def make_app():
+    return App()
+
+
+@pytest.fixture
+def app():
+    return make_app
+
+
+async def test_with_a_factory_for_an_app(ws_client):
+    await ws_client()
+"""
+
 
 def test_the_entry_point_registers_the_plugin(pytester: pytest.Pytester) -> None:
     config = pytester.parseconfig()
@@ -96,13 +115,21 @@ def test_the_entry_point_registers_the_plugin(pytester: pytest.Pytester) -> None
 
 def test_ws_client_in_a_test_file_of_its_own(pytester: pytest.Pytester) -> None:
     pytester.makeini(INI)
-    pytester.makepyfile(test_shared=SHARED, test_no_app=NO_APP)
+    pytester.makepyfile(test_shared=SHARED, test_no_app=NO_APP, test_uncalled=UNCALLED)
     result = pytester.runpytest("-p", "no:cacheprovider")
-    result.assert_outcomes(passed=2, failed=2)
+    result.assert_outcomes(passed=2, failed=3)
+    # A missing or wrong app fixture says how to write it, not what broke deep inside
+    # (it was FixtureLookupError('app', ...) and "'function' object has no attribute").
     result.stdout.fnmatch_lines(
         [
+            "*TypeError: ws_client() opens a client on the test's `app` fixture, and there is"
+            " none: define one returning your App (@pytest.fixture, def app(): return"
+            " make_app()), or pass the app: await ws_client(my_app)",
             "*AssertionError: assert 'pong' == 'pang'*",
-            "FAILED test_no_app.py::test_without_an_app_fixture - FixtureLookupError('app'*",
+            "*TypeError: the app fixture returned make_app, not a wsroute.App: if it builds"
+            " the app, call it (make_app())",
+            "FAILED test_no_app.py::test_without_an_app_fixture - TypeError*",
             "FAILED test_shared.py::test_a_failing_assertion_fails_only_its_test - *",
+            "FAILED test_uncalled.py::test_with_a_factory_for_an_app - TypeError*",
         ]
     )

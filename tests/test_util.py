@@ -1,12 +1,13 @@
 """``collapse_exception_group`` (``wsroute._util``): a group of exactly one exception comes
-out as that exception, with its own chain; anything else passes through untouched."""
+out as that exception, with its own chain; anything else passes through untouched.
+``check_task``: what ``start_soon`` could never run is refused at the call."""
 
 from __future__ import annotations
 
 import pytest
 import trio
 
-from wsroute._util import collapse_exception_group
+from wsroute._util import check_task, collapse_exception_group
 
 
 def test_a_group_of_one_is_its_exception() -> None:
@@ -76,3 +77,15 @@ async def test_an_error_in_a_nursery_body_comes_out_as_written() -> None:
     with pytest.raises(AssertionError, match=r"^as written$"), collapse_exception_group():
         async with trio.open_nursery():
             raise AssertionError("as written")
+
+
+def test_check_task_takes_functions_and_refuses_their_coroutines() -> None:
+    async def job(n: int) -> None: ...
+
+    check_task("conn.start_soon", job)  # the function, with its arguments apart
+    coroutine = job(1)
+    with pytest.raises(TypeError, match=r"write conn\.start_soon\(job, \.\.\.\), not"):
+        check_task("conn.start_soon", coroutine)
+    assert coroutine.cr_frame is None  # closed, so never reported as never awaited
+    with pytest.raises(TypeError, match=r"arguments, not None$"):
+        check_task("app.start_soon", None)

@@ -11,13 +11,28 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from ._declared import ErrorSpec
+from ._errors import RegistrationError
 from ._registration import Registration
 from ._routing import CoalesceSpec, TopicSpec
 from ._server.admission import AcceptHook
 from ._server.serving import Lifespan
+from ._signatures import describe
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 A = TypeVar("A", bound=AcceptHook)
+
+
+def _given(decorator: str, what: str, value: object) -> None:
+    """Refuse ``@app.direct`` written without its parentheses: Python then passes the
+    function as the name, and the decorator it returns is never applied, so nothing
+    would be registered and the handler would silently never run."""
+    if callable(value):
+        named = getattr(value, "__name__", "name")
+        example = f'"/{named}"' if what == "path" else f'"{named}"'
+        raise RegistrationError(
+            f"@app.{decorator} needs the {what}: write @app.{decorator}({example}), not"
+            f" @app.{decorator}, above {describe(value)}"
+        )
 
 
 class Decorators(Registration):
@@ -33,6 +48,8 @@ class Decorators(Registration):
         errors: ErrorSpec = (),
     ) -> Callable[[F], F]:
         """Decorator form of :meth:`add_direct`."""
+
+        _given("direct", "message type", name)
 
         def register(fn: F) -> F:
             self.add_direct(
@@ -58,6 +75,8 @@ class Decorators(Registration):
     ) -> Callable[[F], F]:
         """Decorator form of :meth:`add_broadcast`."""
 
+        _given("broadcast", "message type", name)
+
         def register(fn: F) -> F:
             self.add_broadcast(
                 name,
@@ -74,6 +93,8 @@ class Decorators(Registration):
     def info(self, name: str) -> Callable[[F], F]:
         """Decorator form of :meth:`add_info`."""
 
+        _given("info", "message type", name)
+
         def register(fn: F) -> F:
             self.add_info(name, fn)
             return fn
@@ -82,6 +103,8 @@ class Decorators(Registration):
 
     def get(self, path: str) -> Callable[[F], F]:
         """Decorator form of :meth:`add_get`."""
+
+        _given("get", "path", path)
 
         def register(fn: F) -> F:
             self.add_get(path, fn)

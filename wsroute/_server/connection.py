@@ -17,6 +17,7 @@ from .._history import Position
 from .._protocol import event
 from .._proxy import format_address
 from .._request import Request
+from .._util import check_task
 from .._wire import closes
 from .._wire.frames import MAX_CLOSE_REASON, Outgoing
 from .limits import Window
@@ -225,7 +226,12 @@ class Connection:
 
         The task is cancelled when the connection ends. If it raises, the error is
         logged and the connection is closed with 1011.
+
+        Raises:
+            TypeError: ``fn`` is not a function (a coroutine, say: ``start_soon(fn(x))``).
+            ConnectionClosed: the connection is closing.
         """
+        check_task("conn.start_soon", fn)
         if self._nursery is None or self._disconnect is not None:
             raise ConnectionClosed(f"connection {self.id} is not running")
         self._nursery.start_soon(self._guard, fn, args, name=getattr(fn, "__name__", None))

@@ -33,7 +33,7 @@ from .._http import HTTPRoutes
 from .._metrics import Metrics
 from .._routing import Handler, Route
 from .._signatures import FrameHandler, Hook, describe
-from .._util import collapse_exception_group
+from .._util import check_task, collapse_exception_group
 from ..brokers import Broker, BrokerState
 from .admission import AcceptHook
 from .coalesce import CoalesceStats, SingleFlight
@@ -99,7 +99,12 @@ class Serving:
 
         Called during lifespan start-up, the task starts once start-up completes. It
         is cancelled before the lifespan's teardown; if it raises, the error is logged.
+
+        Raises:
+            TypeError: ``fn`` is not a function (a coroutine, say: ``start_soon(fn(x))``).
+            NotRunningError: the app is not serving.
         """
+        check_task("app.start_soon", fn)
         self._require_runtime("app.start_soon()")
         if self._tasks is None:
             self._pending_tasks.append((fn, args))

@@ -87,9 +87,10 @@ async def connect(
     Raises:
         ConnectError: the first connection could not be opened (and retrying gave up,
             or the failure was final: a refusal such as 401, an untrusted certificate).
-        ValueError: a position is not ``(offset, epoch)`` (an integer from 0 to 2^53
-            and a string of 1 to 64 characters), or ``positions`` come with
-            ``recover=False``.
+        ValueError: ``url`` is not a ``ws://`` or ``wss://`` URL with a host (at
+            once: it is never retried); a position is not ``(offset, epoch)`` (an
+            integer from 0 to 2^53 and a string of 1 to 64 characters), or
+            ``positions`` come with ``recover=False``.
     """
     client = Client(
         url,

@@ -24,7 +24,7 @@ import trio_websocket
 from .._errors import ClientClosed, ConnectError, Disconnected
 from .._protocol import RECOVER_PARAM
 from ._backoff import Backoff
-from ._dial import TLSFailure, open_websocket
+from ._dial import Target, TLSFailure, open_websocket
 from ._events import EventStreams
 from ._link import ABNORMAL, Link, ping, write
 from ._positions import Positions, with_param
@@ -71,6 +71,9 @@ class Supervisor:
         replays: Replays,
         positions: Positions | None,
     ) -> None:
+        # A URL no attempt can use is the caller's mistake: say so now, rather than
+        # retry it forever with a warning per attempt.
+        Target(url)
         self.url = url
         self._token = token
         self._extra_headers = dict(headers or {})

@@ -244,14 +244,31 @@ class TestClient:
         raise ExpectationFailed("the connection to close", list(self._kept), None, waited=timeout)
 
 
+def check_app(app: object, source: str) -> App:
+    """``app`` if it is an App; else a ``TypeError`` that says what ``source`` gave
+    instead. The likely mistake is an app factory passed uncalled (``make_app``), which
+    would otherwise fail deep inside with ``'function' object has no attribute ...``."""
+    if isinstance(app, App):
+        return app
+    if callable(app):
+        name = getattr(app, "__name__", repr(app))
+        raise TypeError(
+            f"{source} {name}, not a wsroute.App: if it builds the app, call it ({name}())"
+        )
+    raise TypeError(f"{source} {app!r:.80}, not a wsroute.App")
+
+
 @asynccontextmanager
 async def open_app(app: App) -> AsyncIterator[App]:
     """Run ``app`` (broker session, lifespan, background tasks) without a listener.
 
     Clients opened inside share it. Without ``open_app``, the first ``open_client``
     of an app runs it for as long as that client is open.
+
+    Raises:
+        TypeError: ``app`` is not an App (a factory not called, say).
     """
-    async with app.running_context():
+    async with check_app(app, "open_app got").running_context():
         yield app
 
 
@@ -289,7 +306,9 @@ async def open_client(
 
     Raises:
         HandshakeRejected: the server refused the upgrade (status and body).
+        TypeError: ``app`` is not an App (a factory not called, say).
     """
+    app = check_app(app, "open_client got")
     resource = path
     pairs = list(_pairs(query or ()))
     if recover is not None:

@@ -110,7 +110,10 @@ class RequestError(Exception):
     """``client.request`` got an error reply; ``code``/``message``/``details`` are its own."""
 
     def __init__(self, reply: ErrorReply) -> None:
-        super().__init__(f"{reply.code}: {reply.message}")
+        # The details too: an uncaught one is a failing test's message, and for
+        # invalid_data only they say which field was wrong and why.
+        details = "" if reply.details is None else f"; details: {reply.details!r}"
+        super().__init__(f"{reply.code}: {reply.message}{details}")
         self.reply = reply
         self.code = reply.code
         self.message = reply.message

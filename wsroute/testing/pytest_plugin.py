@@ -25,7 +25,7 @@ import pytest
 import trio
 
 from .._app import App
-from ._client import TestClient, open_app, open_client
+from ._client import TestClient, check_app, open_app, open_client
 
 T = TypeVar("T")
 
@@ -63,6 +63,18 @@ class _ContextOwner:
 ClientFactory = Callable[..., Awaitable[TestClient]]
 
 
+def _app_fixture(request: pytest.FixtureRequest) -> Any:
+    """The test's ``app`` fixture, or an error that says how to give one."""
+    try:
+        return request.getfixturevalue("app")
+    except pytest.FixtureLookupError:
+        raise TypeError(
+            "ws_client() opens a client on the test's `app` fixture, and there is none:"
+            " define one returning your App (@pytest.fixture, def app(): return"
+            " make_app()), or pass the app: await ws_client(my_app)"
+        ) from None
+
+
 @pytest.fixture
 async def ws_client(request: pytest.FixtureRequest) -> AsyncIterator[ClientFactory]:
     """``await ws_client(app=None, **options)`` opens an in-memory client.
@@ -77,7 +89,10 @@ async def ws_client(request: pytest.FixtureRequest) -> AsyncIterator[ClientFacto
         await nursery.start(owner.run)
 
         async def open_(app: App | None = None, **options: Any) -> TestClient:
-            target: App = app if app is not None else request.getfixturevalue("app")
+            if app is not None:
+                target = check_app(app, "ws_client got")
+            else:
+                target = check_app(_app_fixture(request), "the app fixture returned")
             if id(target) not in running and not target.running:
                 await owner.enter(open_app(target))
                 running.add(id(target))
