@@ -22,7 +22,7 @@ Parts 1 and 2 measure ``--rounds`` times, without and with history in turn (each
 round starting with the other one; in part 2 both servers run throughout), and report
 the median rate of each and the median of the rounds' costs with every round's: on a
 shared machine whose speed drifts, one measurement each was not enough to read a cost
-of a few percent. ``--only publish`` runs part 1 alone.
+of a few percent. ``--only publish`` runs part 1 alone, ``--only acks`` part 2.
 
 ``--pin`` keeps the measured process (part 1: this one, which publishes; part 2: the
 servers) on the first core, and Redis and the clients on the others: as in
@@ -32,7 +32,7 @@ the process whose cost is measured.
 Usage (from the repository root; the figures are in docs/performance.md)::
 
     .venv/bin/python benchmarks/history.py [--tasks 16] [--seconds 3] [--rounds 5] [--missed 10000]
-        [--clients 32] [--window 8] [--only publish] [--pin]
+        [--clients 32] [--window 8] [--only publish|acks] [--pin]
 """
 
 from __future__ import annotations
@@ -204,7 +204,7 @@ async def main(args: argparse.Namespace) -> None:
             "redis": lambda: _redis(redis_port),
         }
         rates = {"publish": publish_rate, "app.publish": app_publish_rate}
-        for name, make in brokers.items():
+        for name, make in (brokers if args.only != "acks" else {}).items():
             for label, rate in rates.items():
                 costs, found, redis_us = [], {False: [], True: []}, {False: [], True: []}
                 for order in orders(args.rounds):
@@ -255,7 +255,9 @@ async def main(args: argparse.Namespace) -> None:
             f" without history {statistics.median(acks[False]):9,.0f}/s"
             f"  with {statistics.median(acks[True]):9,.0f}/s  {summary(costs)}"
         )
-        for name, make in brokers.items():
+        pooled = (1 - sum(acks[True]) / sum(acks[False])) * 100
+        print(f"  all rounds together: cost {pooled:.1f} %")
+        for name, make in (brokers if args.only is None else {}).items():
             async with make() as broker:
                 elapsed, count = await recovery_time(broker, args.missed)
             print(f"recovery {name:6} {count:,} missed events in {elapsed * 1000:6.0f} ms")
@@ -280,7 +282,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--missed", type=int, default=10_000)
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--window", type=int, default=8)
-    parser.add_argument("--only", choices=["publish"], help="run part 1 alone")
+    parser.add_argument("--only", choices=["publish", "acks"], help="run part 1 or 2 alone")
     parser.add_argument(
         "--pin",
         action="store_true",
