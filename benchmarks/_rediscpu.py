@@ -26,25 +26,30 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @contextmanager
-def _cluster(masters: int) -> Iterator[Any]:
+def _cluster(masters: int, node_timeout_ms: int | None) -> Iterator[Any]:
     """tests/rediscluster.py's cluster (the repository root is not on the path of a
-    script run from benchmarks/)."""
+    script run from benchmarks/), with the tests' node timeout unless given."""
     sys.path.insert(0, str(ROOT))
-    from tests.rediscluster import running_cluster
+    from tests.rediscluster import NODE_TIMEOUT_MS, running_cluster
 
-    with running_cluster(masters) as cluster:
+    timeout = NODE_TIMEOUT_MS if node_timeout_ms is None else node_timeout_ms
+    with running_cluster(masters, node_timeout_ms=timeout) as cluster:
         yield cluster
 
 
 @asynccontextmanager
-async def redis_nodes(shards: int) -> AsyncIterator[tuple[str, list[int]]]:
+async def redis_nodes(
+    shards: int, node_timeout_ms: int | None = None
+) -> AsyncIterator[tuple[str, list[int]]]:
     """Start one redis-server (``shards`` 0) or a cluster of ``shards`` masters; yield
-    the ``--broker`` URL and the ports of the masters."""
+    the ``--broker`` URL and the ports of the masters. ``node_timeout_ms`` is the
+    cluster's ``cluster-node-timeout`` (the tests' 1 s unless given): the bus's gossip
+    grows as it shrinks."""
     if shards == 0:
         async with redis_server() as (port, _):
             yield f"redis://127.0.0.1:{port}", [port]
         return
-    with _cluster(shards) as cluster:  # blocks while the cluster forms
+    with _cluster(shards, node_timeout_ms) as cluster:  # blocks while the cluster forms
         yield cluster.url(), [node.port for node in cluster.nodes]
 
 

@@ -29,6 +29,12 @@ share of its cap too: under a cap of a few milliseconds a second it is not negli
 Afterwards the publishers stop, the deliveries drain and delivered/expected is checked
 (expected: every acknowledged event once on every process).
 
+The clusters run with Redis's default ``cluster-node-timeout`` of 15 s
+(``--node-timeout-ms``), as production clusters do, not the tests' 1 s: a node pings
+each peer whose last pong is older than half the timeout, so the tests' value sends
+each node's peers a ping every half second, gossip that takes a large share of a cap
+this small and that a production cluster does not pay.
+
 A row is Redis-bound when one of its nodes ran out of quota in at least
 ``REDIS_BOUND`` of the periods (work was waiting for it nearly all the time: using its
 whole cap is not enough, a node fed a trickle of small reads spends its cap on their
@@ -42,7 +48,7 @@ Usage (from the repository root, as root for the cgroups; figures in docs/perfor
     .venv/bin/python benchmarks/cluster_capped.py [--redis-cpu 0.003] [--period-ms 10]
         [--servers 2,4] [--setups redis,cluster-1,cluster-3,cluster-6] [--seconds 5]
         [--warmup 2] [--publishers 8] [--window 32] [--topics 1024] [--subscribers 16]
-        [--json FILE]
+        [--per-node] [--node-timeout-ms 15000] [--json FILE]
     .venv/bin/python benchmarks/cluster_capped.py --quick      # about a minute
 """
 
@@ -316,7 +322,7 @@ async def run_setup(
     """Start the setup's Redis nodes, cap each, start the servers, measure."""
     # With --per-node, as many broadcasts in flight per node as one Redis gets.
     publishing = args.publishers * (max(1, SETUPS[name].shards) if args.per_node else 1)
-    async with redis_nodes(SETUPS[name].shards) as (url, nodes):
+    async with redis_nodes(SETUPS[name].shards, args.node_timeout_ms) as (url, nodes):
         pids = await node_pids(nodes)
         with capped(pids, args.redis_cpu, period_us) as groups:
             server_pids: list[int] = []
@@ -412,7 +418,7 @@ async def main(args: argparse.Namespace) -> None:
         f" of a core ({round(args.redis_cpu * period_us)} us every {period_us} us, cgroup"
         f" {'v2' if v2 else 'v1'}); {args.topics} topics, {args.subscribers} subscribers and"
         f" {args.publishers} publishers{' per shard' if args.per_node else ''} x {args.window}"
-        " in flight per server;"
+        f" in flight per server; cluster node timeout {args.node_timeout_ms} ms;"
         f" {args.warmup:g} s warm-up, {args.seconds:g} s measured; {load()}",
         flush=True,
     )
@@ -469,6 +475,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--window", type=int, default=32, help="broadcasts in flight each (32)")
     parser.add_argument("--topics", type=int, default=1024, help="(1024)")
     parser.add_argument("--subscribers", type=int, default=16, help="per server process (16)")
+    parser.add_argument(
+        "--node-timeout-ms",
+        type=int,
+        default=15000,
+        help="the clusters' cluster-node-timeout (15000, Redis's default, as in production):"
+        " a node pings a peer once its last pong is half this old, and the tests' 1000"
+        " makes that gossip a large share of a small cap",
+    )
     parser.add_argument("--json", help="also write the settings and every row to this file")
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: 2 servers, 2 s measured, 1 s warm-up"
@@ -478,6 +492,8 @@ def parse_args() -> argparse.Namespace:
         parser.error(f"unknown setups {sorted(unknown)}: choose from {','.join(CAPPED_SETUPS)}")
     if not 0.001 <= args.redis_cpu <= 1:
         parser.error("--redis-cpu is a share of one core, from 0.001 to 1")
+    if args.node_timeout_ms < 1:
+        parser.error("--node-timeout-ms is a number of milliseconds, at least 1")
     if args.quick:
         args.servers, args.seconds, args.warmup = [2], 2.0, 1.0
     return args
