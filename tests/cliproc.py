@@ -67,7 +67,8 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int, *
 
 
 class Server:
-    """A ``wsroute run`` child process whose stderr is collected line by line."""
+    """A ``wsroute run`` (or ``python app.py``) child process whose stderr is collected
+    line by line."""
 
     def __init__(self, process: trio.Process) -> None:
         self.process = process
@@ -124,12 +125,16 @@ StartServer = Callable[..., Awaitable[Server]]
 
 @pytest.fixture
 async def start(nursery: trio.Nursery) -> AsyncIterator[StartServer]:
-    """``server = await start(*args, cwd=..., env=...)`` runs ``python -m wsroute *args``."""
+    """``server = await start(*args, cwd=..., env=...)`` runs ``python -m wsroute *args``,
+    or ``python *args`` with ``script=True`` (``python app.py``)."""
     servers: list[Server] = []
 
-    async def start_server(*args: str, cwd: Path, env: dict[str, str] | None = None) -> Server:
+    async def start_server(
+        *args: str, cwd: Path, env: dict[str, str] | None = None, script: bool = False
+    ) -> Server:
+        command = [sys.executable, *args] if script else [sys.executable, "-m", "wsroute", *args]
         process = await trio.lowlevel.open_process(
-            [sys.executable, "-m", "wsroute", *args],
+            command,
             cwd=cwd,
             env=env if env is not None else child_env(),
             stdout=subprocess.DEVNULL,

@@ -8,6 +8,7 @@ own, with a real hub over a memory broker.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
@@ -16,6 +17,8 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from trio_websocket import ConnectionClosed as TrioWSConnectionClosed
+from trio_websocket import open_websocket_url
 
 from wsroute import App, Connection, ConnectionClosed, Disconnect, SlowConsumerPolicy
 from wsroute._request import Request
@@ -152,6 +155,33 @@ async def test_failing_connection_task_closes_only_its_connection(serve):
         code, _ = await client.wait_closed()
         assert code == 1011
         await assert_nothing_pending(other)
+
+
+async def test_too_many_invalid_messages_is_logged_once(serve, caplog: pytest.LogCaptureFixture):
+    # Invalid frames queued behind a busy handler are answered after it, each one
+    # counted against the spent budget: each used to log the close once more.
+    app = App(invalid_message_limit=(2, 60.0))
+    release = trio.Event()
+
+    @app.direct("hold")
+    async def hold() -> None:
+        await release.wait()
+
+    port = await serve(app)
+    caplog.set_level(logging.INFO, logger="wsroute")
+    with trio.fail_after(5):
+        async with open_websocket_url(f"ws://127.0.0.1:{port}/") as ws:
+            await ws.send_message('{"type": "hold", "id": 0}')
+            for i in range(1, 11):
+                await ws.send_message(json.dumps({"type": "nope", "id": i}))
+            await trio.testing.wait_all_tasks_blocked()  # all read and queued
+            release.set()
+            with pytest.raises(TrioWSConnectionClosed) as closed:
+                for _ in range(100):
+                    await ws.get_message()
+    assert closed.value.reason.code == 1008
+    closing = [r for r in caplog.records if r.getMessage().endswith("invalid messages, closing")]
+    assert len(closing) == 1
 
 
 # -- a connection on its own --------------------------------------------------------

@@ -14,6 +14,7 @@ import re
 import signal
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,8 +23,11 @@ import trio
 from wsroute import App, BrokerError, NotRunningError, RegistrationError
 from wsroute.brokers import BrokerSession, MemoryBroker
 
+from .cliproc import Server, StartServer, start, write
 from .servers import items_app
 from .wsclient import connect
+
+__all__ = ["start"]  # a fixture, imported to be found
 
 # -- running or not ------------------------------------------------------------------
 
@@ -370,3 +374,70 @@ async def test_shutdown_for_a_restart_closes_with_1012_and_runs_the_hooks(
         while app.running:
             await trio.sleep(0.01)
     assert len(gone) == 1
+
+
+# -- python app.py: App.run's logging -----------------------------------------------------
+
+SCRIPT = """
+    import logging
+    import sys
+
+    from wsroute import App
+
+    {setup}
+    app = App()
+
+
+    @app.direct("ping")
+    async def ping() -> str:
+        return "pong"
+
+
+    if __name__ == "__main__":
+        app.run("127.0.0.1", 0)
+"""
+
+CLI_LINE = r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d INFO "
+
+
+async def serve_script(start: StartServer, directory: Path, setup: str = "") -> Server:
+    """``python app.py`` in ``directory``, answering a ping; stopped by SIGINT."""
+    write(directory, {"app.py": SCRIPT.format(setup=setup)})
+    server = await start("app.py", cwd=directory, script=True)
+    port = await server.wait_listening()
+    async with connect(port) as client:
+        assert (await client.request("ping"))["data"] == "pong"
+    await server.wait_for(r"disconnect \S+ code=1000")
+    server.signal(signal.SIGINT)
+    assert await server.exit_code() == 0, server.stderr
+    return server
+
+
+async def test_run_logs_like_the_cli_when_the_app_configured_no_logging(
+    start: StartServer, tmp_path: Path
+) -> None:
+    server = await serve_script(start, tmp_path)
+    await server.wait_for(CLI_LINE + r"listening on ws://127\.0\.0\.1:\d+ ")
+    await server.wait_for(CLI_LINE + r"connect \S+ from 127\.0\.0\.1:\d+ path=/$")
+    await server.wait_for(CLI_LINE + "received SIGINT, shutting down gracefully$")
+
+
+@pytest.mark.parametrize(
+    "setup",
+    [
+        'logging.basicConfig(level="INFO", format="mine %(levelname)s %(message)s")',
+        "handler = logging.StreamHandler(sys.stderr)\n"
+        '    handler.setFormatter(logging.Formatter("mine %(levelname)s %(message)s"))\n'
+        '    logging.getLogger("wsroute").addHandler(handler)\n'
+        '    logging.getLogger("wsroute").setLevel("INFO")',
+    ],
+    ids=["root", "wsroute-logger"],
+)
+async def test_run_keeps_the_logging_the_app_configured(
+    start: StartServer, tmp_path: Path, setup: str
+) -> None:
+    server = await serve_script(start, tmp_path, setup)
+    assert [line for line in server.lines if "listening on" in line] == [
+        line for line in server.lines if line.startswith("mine INFO listening on ws://")
+    ]
+    assert not [line for line in server.lines if re.match(CLI_LINE, line)], server.stderr

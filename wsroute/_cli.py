@@ -25,7 +25,7 @@ from . import _listing as listing
 from ._app import App
 from ._errors import BrokerError, ListenError, LoadError, RegistrationError, SchemaError
 from ._importer import load_app, user_frames
-from ._logs import JSONFormatter
+from ._logs import log_by_default
 from ._options import OPTIONS, PROG, TLS, build_parser, resolve
 from ._supervisor import supervise, usage_problem
 from ._wire.deflate import Deflate
@@ -34,8 +34,6 @@ from .contracts.asyncapi import asyncapi_json, asyncapi_yaml
 from .contracts.typescript import typescript
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
-LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
-LOG_DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 
 class _Exit(Exception):
@@ -119,12 +117,8 @@ def run_as_worker(args: argparse.Namespace, serve: Serve) -> int:
 
 
 def _run(args: argparse.Namespace, serve: Serve | None = None) -> int:
-    handler = logging.StreamHandler(sys.stderr)
     json_logs = args.log_format == "json"
-    handler.setFormatter(
-        JSONFormatter() if json_logs else logging.Formatter(LOG_FORMAT, LOG_DATE_FORMAT)
-    )
-    logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
+    log_by_default(args.log_level.upper(), json_lines=json_logs)
     broker = None
     if args.broker is not None:
         try:

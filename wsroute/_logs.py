@@ -1,20 +1,30 @@
-"""Log records as JSON lines, for log pipelines (``wsroute run --log-format json``).
+"""wsroute's default logging, and log records as JSON lines for log pipelines
+(``wsroute run --log-format json``).
 
-A ``logging.Formatter``, so it works without the CLI: in ``logging.config`` or on any
-handler. Each record becomes one JSON object on one line: ``timestamp`` (ISO 8601,
-UTC), ``level``, ``logger``, ``message``, then every field the caller passed as
-``extra=`` (wsroute passes ``connection_id``, ``user``, ``path``, ``remote``,
-``close_code``, ... on the records about a connection), then ``exception`` with the
-traceback when there is one. The message is formatted as in text logs, so whatever
-is redacted there (credentials in query strings) is redacted here.
+``wsroute run`` and ``App.run`` log to standard error by default (:func:`log_by_default`),
+so whoever starts a server sees where it listens and who connects; ``App.run`` only
+when the application configured no logging itself.
+
+:class:`JSONFormatter` is a ``logging.Formatter``, so it works without the CLI: in
+``logging.config`` or on any handler. Each record becomes one JSON object on one line:
+``timestamp`` (ISO 8601, UTC), ``level``, ``logger``, ``message``, then every field the
+caller passed as ``extra=`` (wsroute passes ``connection_id``, ``user``, ``path``,
+``remote``, ``close_code``, ... on the records about a connection), then ``exception``
+with the traceback when there is one. The message is formatted as in text logs, so
+whatever is redacted there (credentials in query strings) is redacted here.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import sys
 from datetime import UTC, datetime
 from typing import Any, Final
+
+#: The lines ``wsroute run`` writes by default (``--log-format text``).
+TEXT_FORMAT: Final = "%(asctime)s %(levelname)s %(message)s"
+TEXT_DATE_FORMAT: Final = "%Y-%m-%d %H:%M:%S"
 
 #: What every LogRecord has: not caller fields. ``message`` and ``asctime`` are set
 #: by formatters; ``taskName`` exists from Python 3.12.
@@ -56,6 +66,23 @@ class JSONFormatter(logging.Formatter):
         if record.stack_info:
             out["stack"] = self.formatStack(record.stack_info)
         return json.dumps(out, default=_as_text)
+
+
+def log_by_default(level: str = "INFO", *, json_lines: bool = False) -> None:
+    """Log records of ``level`` and above to standard error, one line each, in the
+    text format or as JSON lines: what ``wsroute run`` does with its ``--log-*``
+    options. Like ``logging.basicConfig``, on the root logger."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        JSONFormatter() if json_lines else logging.Formatter(TEXT_FORMAT, TEXT_DATE_FORMAT)
+    )
+    logging.basicConfig(level=level, handlers=[handler])
+
+
+def logging_configured() -> bool:
+    """Whether the application set up logging itself: a handler on the root logger
+    or on wsroute's. Then its choices stand, and no default is added beside them."""
+    return bool(logging.getLogger().handlers or logging.getLogger("wsroute").handlers)
 
 
 def _timestamp(created: float) -> str:

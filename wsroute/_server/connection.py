@@ -286,7 +286,13 @@ class Connection:
             )
 
     def _note_invalid(self) -> None:
-        """Count an invalid frame against the budget; close with 1008 when spent."""
+        """Count an invalid frame against the budget; close with 1008 when spent.
+
+        Frames queued before the close are still answered and counted: only the first
+        to spend the budget, on a connection not closing yet, logs and closes.
+        """
+        if self._disconnect is not None:
+            return
         if self._invalid is not None and self._invalid.exceeded(trio.current_time()):
             logger.info(
                 "connection %s: too many invalid messages, closing", self.id, extra=log_fields(self)

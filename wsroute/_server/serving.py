@@ -30,6 +30,7 @@ from .._errors import (
     RegistrationError,
 )
 from .._http import HTTPRoutes
+from .._logs import log_by_default, logging_configured
 from .._metrics import Metrics
 from .._routing import Handler, Route
 from .._signatures import FrameHandler, Hook, describe
@@ -343,7 +344,13 @@ class Serving:
 
         A second signal during the shutdown exits at once with status 1.
         ``ssl_context`` serves TLS, as in :meth:`serve`.
+
+        Logs as ``wsroute run`` does (INFO lines on standard error: where it listens,
+        who connects) unless the application configured logging first, so that
+        ``python app.py`` shows the same as the command.
         """
+        if not logging_configured():
+            log_by_default()
         trio.run(
             self._serve_until_signal,
             functools.partial(self.serve, host, port, ssl_context=ssl_context),
