@@ -14,7 +14,7 @@ import trio
 from wsroute import BrokerClosed, BrokerError
 from wsroute.brokers import BrokerMessage, BrokerState, RedisBroker
 from wsroute.brokers.redis import RedisSession
-from wsroute.brokers.redis.session import BACKOFF_BASE, BACKOFF_CAP, _Backoff
+from wsroute.brokers.redis.supervisor import BACKOFF_BASE, BACKOFF_CAP, _Backoff
 
 from .redisproc import RedisServer, free_port, own_redis_server, redis_server, running_server
 from .redistools import TIMEOUT, States, next_message, quick, wait_until

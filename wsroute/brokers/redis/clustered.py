@@ -17,9 +17,10 @@ from .._base import BrokerState, StateListener
 from . import blanks, kept, present
 from . import present_sharded as sharded
 from .pending import Call, Pending
-from .session import RedisSession, Settings
+from .session import RedisSession
 from .shards import Shards
 from .slots import Address
+from .supervisor import Settings
 from .topology import ClusterSettings
 
 logger = logging.getLogger("wsroute")

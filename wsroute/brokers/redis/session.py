@@ -27,13 +27,7 @@ from . import kept, present
 from .backlog import Backlog
 from .link import Link, explain
 from .pending import Call, Pending
-
-# Settings is imported from here by clustered.py, the backoff by the tests.
-from .supervisor import BACKOFF_BASE as BACKOFF_BASE
-from .supervisor import BACKOFF_CAP as BACKOFF_CAP
-from .supervisor import Attachment, Supervised
-from .supervisor import Settings as Settings
-from .supervisor import _Backoff as _Backoff
+from .supervisor import Attachment, Settings, Supervised
 
 logger = logging.getLogger("wsroute")
 
