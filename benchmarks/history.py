@@ -8,7 +8,12 @@
 2. **broadcast acks**, on Redis only: a ``wsroute run`` process serving ``--clients``
    WebSocket clients that each keep ``--window`` broadcasts in flight (a broadcast
    is acknowledged once Redis took its event), without and with history on every
-   topic: what an app sees end to end, requests decoded and events encoded.
+   topic: what an app sees end to end, requests decoded and events encoded. Also
+   the CPU time each server and Redis spent per acknowledged broadcast
+   (``/proc/PID/task/*/schedstat``): a process's CPU time hardly moves with what else
+   runs on the machine, where its throughput does, and wherever the server's CPU is
+   the bound (Redis on a host of its own, as in production) its throughput is the
+   inverse of its CPU time per broadcast.
 3. **recovery**: an app served on 127.0.0.1 (each broker), a client (trio-websocket)
    that joins a room, sees one event and leaves; ``--missed`` events are published;
    the client comes back with its position and joins again. Reported: the time from
@@ -51,7 +56,8 @@ import coredis
 import orjson
 import trio
 import trio_websocket
-from redis_fanout import broadcast_acks, redis_server, wsroute_processes
+from _cpucap import process_cpu
+from redis_fanout import acks_within, clients, redis_server, wsroute_processes
 
 from wsroute import App, Connection, History
 from wsroute.brokers import Broker, MemoryBroker, RedisBroker
@@ -182,6 +188,16 @@ def summary(costs: list[float]) -> str:
     return f"cost median {statistics.median(costs):5.1f} % (rounds: {each})"
 
 
+def cpu_summary(spent: dict[bool, list[float]]) -> str:
+    """CPU per acknowledged broadcast without and with history (medians of the rounds),
+    and what history adds, per round: where that process bounds throughput, as a
+    server does when Redis has a host of its own, its throughput falls by
+    ``1 - without / with``."""
+    each = [(1 - plain / kept) * 100 for plain, kept in zip(spent[False], spent[True], strict=True)]
+    plain, kept = statistics.median(spent[False]), statistics.median(spent[True])
+    return f"without {plain:6.1f}  with {kept:6.1f}  {summary(each)}"
+
+
 async def main(args: argparse.Namespace) -> None:
     print(
         f"Python {platform.python_version()} on {platform.machine()}, {args.tasks} tasks,"
@@ -241,14 +257,27 @@ async def main(args: argparse.Namespace) -> None:
                 pin(pid, measured)
             pin(0, others)
             ports = {False: plain_ports, True: kept_ports}
+            servers = {False: pids[0], True: pids[1]}
+            redis = await redis_pid(redis_port)
             costs, acks = [], {False: [], True: []}
+            cpu: dict[str, dict[bool, list[float]]] = {
+                "server": {False: [], True: []},
+                "redis": {False: [], True: []},
+            }
             for order in orders(args.rounds):
                 rounds = {}
                 for kept in order:
-                    rounds[kept] = await broadcast_acks(
-                        ports[kept], args.clients, args.window, args.seconds
-                    )
+                    async with clients(ports[kept], args.clients) as connections:
+                        spent = process_cpu(servers[kept]), process_cpu(redis)
+                        acked, elapsed = await acks_within(connections, args.window, args.seconds)
+                        server_s, redis_s = (
+                            process_cpu(pid) - before
+                            for pid, before in zip((servers[kept], redis), spent, strict=True)
+                        )
+                    rounds[kept] = acked / elapsed
                     acks[kept].append(rounds[kept])
+                    cpu["server"][kept].append(server_s / acked * 1e6)
+                    cpu["redis"][kept].append(redis_s / acked * 1e6)
                 costs.append((1 - rounds[True] / rounds[False]) * 100)
         print(
             f"broadcast acks redis ({args.clients} clients, {args.window} in flight each)"
@@ -257,6 +286,8 @@ async def main(args: argparse.Namespace) -> None:
         )
         pooled = (1 - sum(acks[True]) / sum(acks[False])) * 100
         print(f"  all rounds together: cost {pooled:.1f} %")
+        for name, spent_us in cpu.items():
+            print(f"  {name} CPU µs per ack: {cpu_summary(spent_us)}")
         for name, make in (brokers if args.only is None else {}).items():
             async with make() as broker:
                 elapsed, count = await recovery_time(broker, args.missed)

@@ -260,6 +260,16 @@ async def fan_out(ports: list[int], count: int, rate: float, seconds: float) -> 
 
 
 async def broadcast_acks(ports: list[int], count: int, window: int, seconds: float) -> float:
+    """Broadcasts acknowledged per second: ``count`` clients over ``ports``, each
+    keeping ``window`` broadcasts in flight for ``seconds``."""
+    async with clients(ports, count) as connections:
+        acked, elapsed = await acks_within(connections, window, seconds)
+    return acked / elapsed
+
+
+async def acks_within(connections: list[Any], window: int, seconds: float) -> tuple[int, float]:
+    """Each of ``connections`` keeps ``window`` broadcasts in flight for ``seconds``,
+    then waits for the rest: how many were acknowledged, and in how many seconds."""
     acked = 0
 
     async def client(ws: Any, deadline: float) -> None:
@@ -277,13 +287,12 @@ async def broadcast_acks(ports: list[int], count: int, window: int, seconds: flo
                 if frame["ok"]:
                     acked += 1
 
-    async with clients(ports, count) as connections:
-        began = time.perf_counter()
-        deadline = trio.current_time() + seconds
-        async with trio.open_nursery() as nursery:
-            for ws in connections:
-                nursery.start_soon(client, ws, deadline)
-        return acked / (time.perf_counter() - began)
+    began = time.perf_counter()
+    deadline = trio.current_time() + seconds
+    async with trio.open_nursery() as nursery:
+        for ws in connections:
+            nursery.start_soon(client, ws, deadline)
+    return acked, time.perf_counter() - began
 
 
 async def broker_publish(redis_port: int, tasks: int, seconds: float) -> float:
