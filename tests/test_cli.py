@@ -308,6 +308,45 @@ async def test_registration_error_is_one_line_under_the_users_frame(
     ]
 
 
+@pytest.mark.parametrize(
+    ("command", "made", "message"),
+    [
+        ("run", "App(outbox_size=0)", "App option outbox_size must be an integer >= 1, not 0"),
+        (
+            "run",
+            'App(slow_consumer="block")',
+            "App option slow_consumer must be 'close', 'drop_oldest' or 'drop_newest' (or a"
+            " wsroute.SlowConsumerPolicy), not 'block'",
+        ),
+        (
+            "routes",
+            'App(history={"room:*": History(size=0, ttl=60)})',
+            "History size must be an integer from 1 to 1000000, not 0",
+        ),
+    ],
+)
+async def test_an_option_wsroute_refuses_is_one_line_with_where_and_exits_2(
+    tmp_path: Path, command: str, made: str, message: str
+) -> None:
+    # Was the traceback through attrs' generated __init__, then "importing 'bad' raised
+    # ValueError", and status 1, as for a bug in the module.
+    write(tmp_path, {"bad.py": f"from wsroute import App, History\n\napp = {made}\n"})
+    args = ["--port", "0"] if command == "run" else []
+    result = await wsroute_cli(command, "bad:app", *args, cwd=tmp_path)
+    line = assert_one_line_error(result, 2)
+    assert line == f"wsroute: error: {message} (at {tmp_path / 'bad.py'}:3)"
+
+
+async def test_a_value_error_of_the_apps_own_code_keeps_its_traceback(tmp_path: Path) -> None:
+    write(tmp_path, {"bad.py": "from wsroute import App\n\napp = App(outbox_size=int('x'))\n"})
+    result = await wsroute_cli("routes", "bad:app", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert "ValueError: invalid literal for int() with base 10: 'x'" in result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        "wsroute: error: importing 'bad' raised ValueError (traceback above)"
+    )
+
+
 # -- options ------------------------------------------------------------------------------
 
 

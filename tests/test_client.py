@@ -96,9 +96,16 @@ async def test_an_error_reply_raises_with_its_code_message_and_details(url: str)
             "nothing here",
             {"id": 7},
         )
+        assert str(error) == "fail: not_found: nothing here; details: {'id': 7}"
         with pytest.raises(ClientHandlerError) as info:
             await client.request("say", {"room": 1})
         assert info.value.code == "invalid_data"
+        # Uncaught, the message is what a traceback shows: it says which field and why.
+        assert str(info.value) == (
+            f"say: invalid_data: {info.value.message}; details: [{{'path': '$.room', 'message':"
+            " 'expected a string, got number'}, {'path': '$.text', 'message': 'required field"
+            " missing'}]"
+        )
         assert await client.request("echo", 1) == 1  # the connection goes on
 
 

@@ -133,9 +133,14 @@ def test_every_invalid_value_is_a_value_error_naming_the_option(
         App(**{option: value})
 
 
-def test_an_unknown_policy_names_the_policy_type() -> None:
-    with pytest.raises(ValueError, match="'bogus' is not a valid SlowConsumerPolicy"):
-        App(slow_consumer="bogus")
+@pytest.mark.parametrize("value", ["block", "CLOSE", None, ["close"]])
+def test_an_unknown_policy_lists_the_valid_ones(value: Any) -> None:
+    with pytest.raises(ValueError) as info:
+        App(slow_consumer=value)
+    assert str(info.value) == (
+        "App option slow_consumer must be 'close', 'drop_oldest' or 'drop_newest'"
+        f" (or a wsroute.SlowConsumerPolicy), not {value!r}"
+    )
 
 
 @pytest.mark.parametrize(

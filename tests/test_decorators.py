@@ -37,3 +37,31 @@ def test_a_decorator_without_its_name_fails_and_says_how_to_write_it(
         f" write {fix} above tests.test_decorators.ping"
     )
     assert app.handlers == []
+
+
+@pytest.mark.parametrize(
+    ("decorator", "what"),
+    [
+        ("accept", "accept hook"),
+        ("frame_handler", "frame handler"),
+        ("on_connect", "on_connect hook"),
+        ("on_disconnect", "on_disconnect hook"),
+        ("on_broker_state", "on_broker_state hook"),
+        ("lifespan", "lifespan"),
+    ],
+)
+def test_a_decorator_that_takes_the_function_fails_with_parentheses_and_says_how_to_write_it(
+    decorator: str, what: str
+) -> None:
+    # `@app.on_connect()` calls app.on_connect() with no function: Python's own error
+    # was a TypeError about a missing positional argument 'fn'.
+    app = App()
+    called: Any = getattr(app, decorator)
+    with pytest.raises(RegistrationError) as info:
+        called()
+    assert str(info.value) == (
+        f"@app.{decorator} is written without parentheses: write @app.{decorator} above the"
+        f" {what}, not @app.{decorator}()"
+    )
+    assert (app._on_connect, app._on_disconnect, app._on_broker_state) == ([], [], [])
+    assert (app.accept_hook, app.has_frame_handler, app._lifespans) == (None, False, [])

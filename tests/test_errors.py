@@ -165,7 +165,8 @@ def test_the_other_errors_keep_what_they_were_given() -> None:
     )
     assert ProtocolError("invalid_json", "bad").type is None
     client = ClientHandlerError("get", "not_found", "no item 4", {"id": 4})
-    assert str(client) == "get: not_found: no item 4"
+    assert str(client) == "get: not_found: no item 4; details: {'id': 4}"
+    assert str(ClientHandlerError("get", "not_found", "no item 4")) == "get: not_found: no item 4"
     assert (client.type, client.code, client.message, client.details) == (
         "get",
         "not_found",

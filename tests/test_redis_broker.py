@@ -2,8 +2,9 @@
 
 Its configuration (URL, options, TLS, working without coredis), conformance, prefixes
 and credentials as Redis sees them, and two apps on one Redis restarted under load.
-The link and the session have their own modules: tests/test_redis_link.py and
-tests/test_redis_session.py. Real time throughout (real sockets), every wait bounded.
+The link, the session and its supervisor have their own modules:
+tests/test_redis_link.py, tests/test_redis_session.py and tests/test_redis_supervisor.py.
+Real time throughout (real sockets), every wait bounded.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ background task that publishes run over real sockets.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import re
@@ -23,7 +24,7 @@ import trio
 from wsroute import App, BrokerError, NotRunningError, RegistrationError
 from wsroute.brokers import BrokerSession, MemoryBroker
 
-from .cliproc import Server, StartServer, start, write
+from .cliproc import TIMEOUT, Server, StartServer, child_env, free_port, start, write, wsroute_cli
 from .servers import items_app
 from .wsclient import connect
 
@@ -386,24 +387,27 @@ SCRIPT = """
 
     {setup}
     app = App()
+    log = logging.getLogger("app")
 
 
     @app.direct("ping")
     async def ping() -> str:
+        log.debug("ping received")
+        log.warning("ping warned")
         return "pong"
 
 
     if __name__ == "__main__":
-        app.run("127.0.0.1", 0)
+        app.run("127.0.0.1", {port})
 """
 
 CLI_LINE = r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d INFO "
 
 
-async def serve_script(start: StartServer, directory: Path, setup: str = "") -> Server:
+async def serve_script(start: StartServer, directory: Path, setup: str = "", **env: str) -> Server:
     """``python app.py`` in ``directory``, answering a ping; stopped by SIGINT."""
-    write(directory, {"app.py": SCRIPT.format(setup=setup)})
-    server = await start("app.py", cwd=directory, script=True)
+    write(directory, {"app.py": SCRIPT.format(setup=setup, port=0)})
+    server = await start("app.py", cwd=directory, script=True, env=child_env(**env))
     port = await server.wait_listening()
     async with connect(port) as client:
         assert (await client.request("ping"))["data"] == "pong"
@@ -436,8 +440,86 @@ async def test_run_logs_like_the_cli_when_the_app_configured_no_logging(
 async def test_run_keeps_the_logging_the_app_configured(
     start: StartServer, tmp_path: Path, setup: str
 ) -> None:
-    server = await serve_script(start, tmp_path, setup)
+    # Its choices stand over the variables too: App.run reads them only for its own
+    # default logging.
+    variables = {"WSROUTE_LOG_LEVEL": "debug", "WSROUTE_LOG_FORMAT": "xml"}
+    server = await serve_script(start, tmp_path, setup, **variables)
+    assert "ping received" not in server.stderr
     assert [line for line in server.lines if "listening on" in line] == [
         line for line in server.lines if line.startswith("mine INFO listening on ws://")
     ]
     assert not [line for line in server.lines if re.match(CLI_LINE, line)], server.stderr
+
+
+@pytest.mark.parametrize(
+    ("variables", "debug_line"),
+    [
+        ({"WSROUTE_LOG_LEVEL": "DEBUG"}, r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d DEBUG ping received$"),
+        ({"WSROUTE_LOG_FORMAT": "json"}, None),
+        (
+            {"WSROUTE_LOG_LEVEL": "debug", "WSROUTE_LOG_FORMAT": "json"},
+            r'"level": "DEBUG", "logger": "app", "message": "ping received"',
+        ),
+        ({"WSROUTE_LOG_LEVEL": "", "WSROUTE_LOG_FORMAT": ""}, None),  # empty: unset
+    ],
+    ids=["level", "format", "both", "empty"],
+)
+async def test_run_takes_the_log_level_and_format_from_the_environment_as_the_cli_does(
+    start: StartServer, tmp_path: Path, variables: dict[str, str], debug_line: str | None
+) -> None:
+    server = await serve_script(start, tmp_path, **variables)
+    if debug_line is not None:
+        await server.wait_for(debug_line)
+    else:
+        assert "ping received" not in server.stderr
+    if variables.get("WSROUTE_LOG_FORMAT") == "json":
+        logged = [json.loads(line) for line in server.lines]
+        assert {"level": "INFO", "logger": "wsroute"}.items() <= logged[0].items()
+        assert logged[0]["message"].startswith("listening on ws://127.0.0.1:")
+    else:
+        await server.wait_for(CLI_LINE + r"listening on ws://127\.0\.0\.1:\d+ ")
+
+
+async def test_run_at_warning_logs_no_info_line(start: StartServer, tmp_path: Path) -> None:
+    port = free_port()
+    write(tmp_path, {"app.py": SCRIPT.format(setup="", port=port)})
+    env = child_env(WSROUTE_LOG_LEVEL="warning")
+    server = await start("app.py", cwd=tmp_path, script=True, env=env)
+    with trio.fail_after(TIMEOUT):  # no "listening on" line to wait for, at warning
+        while True:
+            try:
+                await (await trio.open_tcp_stream("127.0.0.1", port)).aclose()
+                break
+            except OSError:
+                await trio.sleep(0.02)
+    async with connect(port) as client:
+        assert (await client.request("ping"))["data"] == "pong"
+    await server.wait_for(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d WARNING ping warned$")
+    server.signal(signal.SIGINT)
+    assert await server.exit_code() == 0, server.stderr
+    assert server.lines == [line for line in server.lines if " WARNING " in line]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        (
+            "WSROUTE_LOG_LEVEL",
+            "loud",
+            "invalid log level 'loud': choose from critical, error, warning, info, debug",
+        ),
+        ("WSROUTE_LOG_FORMAT", "JSON", "expected text or json, not 'JSON'"),
+    ],
+)
+async def test_run_refuses_an_invalid_log_variable_with_the_clis_message(
+    start: StartServer, tmp_path: Path, variable: str, value: str, message: str
+) -> None:
+    write(tmp_path, {"app.py": SCRIPT.format(setup="", port=0)})
+    env = child_env(**{variable: value})
+    server = await start("app.py", cwd=tmp_path, script=True, env=env)
+    assert await server.exit_code() == 1
+    said = f"environment variable {variable}: {message}"
+    assert server.lines[-1] == f"ValueError: {said}", server.stderr
+    assert "listening on" not in server.stderr
+    cli = await wsroute_cli("run", "app:app", "--port", "0", cwd=tmp_path, env=env)
+    assert (cli.returncode, cli.stderr.splitlines()[-1]) == (2, f"wsroute run: error: {said}")

@@ -18,6 +18,7 @@ import ssl
 import sys
 import traceback
 from collections.abc import Callable
+from typing import NoReturn
 
 import attrs
 
@@ -81,27 +82,50 @@ def _load(spec: str, app_dir: str) -> App:
     except RegistrationError as exc:
         # The app's own definition is wrong and the message says how to fix it: show
         # the user's line that registered it, not wsroute's frames below it.
-        where = _registering_frame(exc)
+        where = _app_frame(exc)
         if where is not None:
             shown = f'  File "{where.filename}", line {where.lineno}, in {where.name}'
             print(shown + (f"\n    {where.line}" if where.line else ""), file=sys.stderr)
         _error(str(exc))
         raise _Exit(EXIT_USAGE) from None
+    except ValueError as exc:
+        if not _raised_by_wsroute(exc):
+            _import_failed(spec, exc)
+        # A value wsroute refuses, such as App(outbox_size=0): its message names the
+        # option and what it takes, so one line, with where, instead of a traceback
+        # through attrs' generated code.
+        where = _app_frame(exc)
+        _error(str(exc) + (f" (at {where.filename}:{where.lineno})" if where else ""))
+        raise _Exit(EXIT_USAGE) from None
     except Exception as exc:
-        # A bug in the user's module: show where, starting at their code.
-        traceback.print_exception(type(exc), exc, user_frames(exc), file=sys.stderr)
-        module = spec.partition(":")[0]
-        _error(f"importing {module!r} raised {type(exc).__name__} (traceback above)")
-        raise _Exit(EXIT_ERROR) from None
+        _import_failed(spec, exc)
 
 
-def _registering_frame(exc: BaseException) -> traceback.FrameSummary | None:
-    """The innermost frame of ``exc``'s traceback outside wsroute: the app's line
-    that made the registration (a decorator, an ``add_*`` call)."""
-    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+def _import_failed(spec: str, exc: Exception) -> NoReturn:
+    """A bug in the user's module: show where, starting at their code."""
+    traceback.print_exception(type(exc), exc, user_frames(exc), file=sys.stderr)
+    module = spec.partition(":")[0]
+    _error(f"importing {module!r} raised {type(exc).__name__} (traceback above)")
+    raise _Exit(EXIT_ERROR) from None
+
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _app_frame(exc: BaseException) -> traceback.FrameSummary | None:
+    """The innermost frame of ``exc``'s traceback in a file outside wsroute: the app's
+    line that made the registration (a decorator, an ``add_*`` call) or ``App(...)``.
+    Code without a file (``<attrs generated init ...>``) is nobody's line."""
     frames = traceback.extract_tb(user_frames(exc))
-    outside = [frame for frame in frames if not frame.filename.startswith(package)]
+    outside = [frame for frame in frames if not frame.filename.startswith((_PACKAGE, "<"))]
     return outside[-1] if outside else None
+
+
+def _raised_by_wsroute(exc: BaseException) -> bool:
+    """Whether wsroute's own code raised ``exc``, refusing what the app gave it,
+    rather than the app's code."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    return bool(frames) and frames[-1].filename.startswith(_PACKAGE)
 
 
 #: How a worker of ``--workers``/``--reload`` serves the app instead of ``App.run``.

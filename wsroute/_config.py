@@ -100,6 +100,19 @@ def _origins(
     return frozenset(origin.lower().rstrip("/") for origin in origins)
 
 
+def _slow_consumer(value: SlowConsumerPolicy | str) -> SlowConsumerPolicy:
+    """The policy, by itself or by name; the error lists the names (the enum's own
+    error only says the value is not a ``SlowConsumerPolicy``)."""
+    try:
+        return SlowConsumerPolicy(value)
+    except (ValueError, TypeError):
+        *others, last = (repr(policy.value) for policy in SlowConsumerPolicy)
+        raise ValueError(
+            f"App option slow_consumer must be {', '.join(others)} or {last}"
+            f" (or a wsroute.SlowConsumerPolicy), not {value!r}"
+        ) from None
+
+
 def _compression(value: object) -> Deflate | None:
     if value is None or isinstance(value, Deflate):
         return value
@@ -181,7 +194,7 @@ class Config:
     max_queued_requests: int = attrs.field(default=64, validator=_positive_int)
     outbox_size: int = attrs.field(default=1024, validator=_positive_int)
     slow_consumer: SlowConsumerPolicy = attrs.field(
-        default=SlowConsumerPolicy.CLOSE, converter=SlowConsumerPolicy
+        default=SlowConsumerPolicy.CLOSE, converter=_slow_consumer
     )
     max_message_size: int = attrs.field(default=_MiB, validator=_positive_int)
     compression: Deflate | None = attrs.field(default=None, converter=_compression)

@@ -35,6 +35,16 @@ def _given(decorator: str, what: str, value: object) -> None:
         )
 
 
+def _parenthesised(decorator: str, what: str) -> RegistrationError:
+    """The error for ``@app.on_connect()`` written with parentheses: the decorator
+    takes the function itself, so Python's own error would be a bare TypeError about a
+    missing argument. Raised when the decorator is called, on the app's line."""
+    return RegistrationError(
+        f"@app.{decorator} is written without parentheses: write @app.{decorator} above"
+        f" the {what}, not @app.{decorator}()"
+    )
+
+
 class Decorators(Registration):
     """``@app.direct(...)``, ``@app.on_connect`` and the others."""
 
@@ -112,32 +122,44 @@ class Decorators(Registration):
 
         return register
 
-    def accept(self, fn: A) -> A:
+    def accept(self, fn: A | None = None) -> A:
         """Decorator form of :meth:`add_accept`."""
+        if fn is None:
+            raise _parenthesised("accept", "accept hook")
         self.add_accept(fn)
         return fn
 
-    def frame_handler(self, fn: F) -> F:
+    def frame_handler(self, fn: F | None = None) -> F:
         """Decorator form of :meth:`add_frame_handler`."""
+        if fn is None:
+            raise _parenthesised("frame_handler", "frame handler")
         self.add_frame_handler(fn)
         return fn
 
-    def on_connect(self, fn: F) -> F:
+    def on_connect(self, fn: F | None = None) -> F:
         """Decorator form of :meth:`add_on_connect`."""
+        if fn is None:
+            raise _parenthesised("on_connect", "on_connect hook")
         self.add_on_connect(fn)
         return fn
 
-    def on_disconnect(self, fn: F) -> F:
+    def on_disconnect(self, fn: F | None = None) -> F:
         """Decorator form of :meth:`add_on_disconnect`."""
+        if fn is None:
+            raise _parenthesised("on_disconnect", "on_disconnect hook")
         self.add_on_disconnect(fn)
         return fn
 
-    def on_broker_state(self, fn: F) -> F:
+    def on_broker_state(self, fn: F | None = None) -> F:
         """Decorator form of :meth:`add_on_broker_state`."""
+        if fn is None:
+            raise _parenthesised("on_broker_state", "on_broker_state hook")
         self.add_on_broker_state(fn)
         return fn
 
-    def lifespan(self, fn: Lifespan) -> Lifespan:
+    def lifespan(self, fn: Lifespan | None = None) -> Lifespan:
         """Decorator form of :meth:`add_lifespan`."""
+        if fn is None:
+            raise _parenthesised("lifespan", "lifespan")
         self.add_lifespan(fn)
         return fn

@@ -206,7 +206,10 @@ class ClientHandlerError(ClientError):
     """
 
     def __init__(self, type: str, code: str, message: str, details: Any = None) -> None:
-        super().__init__(f"{type}: {code}: {message}")
+        # The details too: uncaught, this is what the traceback shows, and for
+        # invalid_data only they say which field was wrong and why.
+        shown = "" if details is None else f"; details: {details!r}"
+        super().__init__(f"{type}: {code}: {message}{shown}")
         self.type = type
         self.code = code
         self.message = message

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import __version__
+from ._logs import FORMAT_VARIABLE, LEVEL_VARIABLE, LEVELS, parse_format, parse_level
 from ._proxy import TrustedProxies
 
 PROG = "wsroute"
-LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 
 def _port(text: str) -> int:
@@ -30,12 +30,20 @@ def _port(text: str) -> int:
     return port
 
 
+def _argument(parse: Callable[[str], str]) -> Callable[[str], str]:
+    """``parse``, raising what argparse reports as the option's error."""
+
+    def parse_argument(text: str) -> str:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse_argument
+
+
 def _log_level(text: str) -> str:
-    if text.lower() not in LOG_LEVELS:
-        raise argparse.ArgumentTypeError(
-            f"invalid log level {text!r}: choose from {', '.join(LOG_LEVELS)}"
-        )
-    return text.lower()
+    return parse_level(text).lower()
 
 
 def _compression(text: str) -> str:
@@ -147,8 +155,9 @@ _BROKER = Option(
     "replace the app's broker, e.g. memory://",
     unset="the app's own broker",
 )
+# Read and checked as App.run reads the variables (wsroute._logs).
 _LOG_LEVEL = Option(
-    "--log-level", "WSROUTE_LOG_LEVEL", "info", _log_level, "LEVEL", "/".join(LOG_LEVELS)
+    "--log-level", LEVEL_VARIABLE, "info", _argument(_log_level), "LEVEL", "/".join(LEVELS)
 )
 _APP_DIR = Option(
     "--app-dir",
@@ -186,9 +195,9 @@ _PROBES = {
 }
 _LOG_FORMAT = Option(
     "--log-format",
-    "WSROUTE_LOG_FORMAT",
+    FORMAT_VARIABLE,
     "text",
-    _choice("text", "json"),
+    _argument(parse_format),
     "text|json",
     "text: one line per record; json: one JSON object per record (docs/deployment.md)",
 )

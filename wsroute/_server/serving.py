@@ -345,9 +345,11 @@ class Serving:
         A second signal during the shutdown exits at once with status 1.
         ``ssl_context`` serves TLS, as in :meth:`serve`.
 
-        Logs as ``wsroute run`` does (INFO lines on standard error: where it listens,
-        who connects) unless the application configured logging first, so that
-        ``python app.py`` shows the same as the command.
+        Logs as ``wsroute run`` does (lines on standard error: where it listens, who
+        connects; the level and format from ``WSROUTE_LOG_LEVEL`` and
+        ``WSROUTE_LOG_FORMAT``, info and text by default) unless the application
+        configured logging first, so that ``python app.py`` shows the same as the
+        command. An invalid value of either variable raises ``ValueError``, naming it.
         """
         if not logging_configured():
             log_by_default()
