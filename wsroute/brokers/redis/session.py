@@ -25,7 +25,8 @@ from ..._history import History, Position, new_epoch
 from .._base import BrokerMessage, BrokerSession, HistoryPage, StateListener
 from . import kept, present
 from .backlog import Backlog
-from .link import Link, explain
+from .failures import explain
+from .link import Link
 from .pending import Call, Pending
 from .supervisor import Attachment, Settings, Supervised
 
