@@ -12,6 +12,7 @@ import trio
 from wsroute.brokers import History, RedisClusterBroker
 from wsroute.brokers.redis import blanks, kept
 from wsroute.brokers.redis import present_sharded as sharded
+from wsroute.brokers.redis.known import Known
 from wsroute.brokers.redis.slots import key_slot
 
 from .rediscluster import ClusterNode, RedisCluster, redis_cluster
@@ -40,7 +41,7 @@ def test_cluster_calls_naming_two_keys_carry_their_blanks_through_every_copy() -
     history = History(size=10, ttl=10, meta_ttl=3600)
     stream, meta = b"p:{t}:s", b"p:{t}:m"
     made = ((stream, blanks.STREAM, b"11000"), (meta, blanks.HASH, b"11000"))
-    known = kept.Known()
+    known = Known()
     call = kept.publish_call(b"p:", "t", b"p:{t}", b"d", history, b"s", known, sharded=True)
     assert call.blanks == made
     assert call.again().blanks == call.asked().blanks == made

@@ -27,6 +27,7 @@ import trio
 from wsroute import BrokerError, History, Position
 from wsroute.brokers import BrokerMessage, BrokerState, HistoryPage, RedisBroker
 from wsroute.brokers.redis import kept
+from wsroute.brokers.redis.known import Known
 from wsroute.brokers.redis.link import Link
 from wsroute.brokers.redis.pending import Pending
 
@@ -44,24 +45,7 @@ def offsets(page: HistoryPage) -> list[int]:
     return [m.position.offset for m in page.messages if m.position is not None]
 
 
-# -- the framing, on its own ------------------------------------------------------------
-
-
-def test_plain_payloads_that_look_marked_are_escaped_once() -> None:
-    for data in (b"\x04", b"\x05", b"\x04\x05kept?", b"\x05\x05"):
-        sent = kept.escape(data)
-        assert sent == b"\x05" + data
-        assert kept.unframe(sent) == (data, None)
-    for data in (b"", b"{}", b"\x01sender\n{}", b"\x03msgpack"):
-        assert kept.escape(data) is data  # unchanged, not even copied
-
-
-def test_a_kept_payload_carries_offset_and_epoch_before_the_data() -> None:
-    assert kept.unframe(b"\x0457:k3JqbW1x\n{}") == (b"{}", Position(57, "k3JqbW1x"))
-    assert kept.unframe(b"\x041:e\n\x04\n:") == (b"\x04\n:", Position(1, "e"))
-    for bad in (b"\x04", b"\x0457:k3Jq", b"\x04:e\nx", b"\x04x:e\nx", b"\x0457:\nx", b"\x0457e\nx"):
-        with pytest.raises(ValueError, match="without its position"):
-            kept.unframe(bad)
+# -- the key layout, on its own ---------------------------------------------------------
 
 
 def test_the_keys_of_a_topic_share_one_hash_tag() -> None:
@@ -239,37 +223,11 @@ async def test_a_publish_checks_the_epoch_it_knows_by_counting_under_it(
         assert offsets(await other.read_history("t", HISTORY)) == [1]
 
 
-def test_a_session_remembers_a_bounded_number_of_topics() -> None:
-    known = kept.Known()
-    for n in range(kept.KNOWN_LIMIT + 1):
-        assert known.learn(f"t{n}", [n + 1, b"e", b"10", b"20", 1]) == Position(n + 1, "e")
-    assert known.of("t0") == (b"", b"", b"")  # learnt first: forgotten
-    assert known.of("t1") == (b"e", b"10", b"20")
-    known.learn("t1", [3, b"f", b"11", b"21", 1])  # learnt anew, in its place
-    assert known.of("t1") == (b"f", b"11", b"21")
-    known.learn("last", [1, b"e", b"10", b"20", 0])
-    assert known.of("t1") == (b"", b"", b"") and known.of("t2") == (b"e", b"10", b"20")
-    # A bare offset: published under the epoch the call was made with, nothing new.
-    assert known.learn("t2", 7, (b"e", b"10", b"20", "e")) == Position(7, "e")
-    assert known.of("t2") == (b"e", b"10", b"20")
-    for bad in (
-        None,
-        7,  # a bare offset to a call made without an epoch
-        [1, b"e", b"10", b"20"],
-        [1, "e", b"10", b"20", 1],
-        [b"1", b"e", b"10", b"20", 1],
-        [1, b"e", b"10", b"20", 2],
-    ):
-        with pytest.raises(ValueError, match="unexpected reply"):
-            known.learn("t", bad)
-    assert len(known._topics) == kept.KNOWN_LIMIT
-
-
 async def test_a_call_that_learns_nothing_new_is_answered_its_offset_alone(
     redis_server: RedisServer,
 ) -> None:
     async with redis_server.client() as client:
-        known, replies = kept.Known(), []
+        known, replies = Known(), []
         for n in range(3):
             call = kept.publish_call(b"bare:", "t", b"bare:t", b"%d" % n, HISTORY, b"s", known)
             reply = await client.eval(call.script.source, call.keys, call.args)

@@ -5,7 +5,6 @@ check, and why a link ends. Real time throughout (real sockets), every wait boun
 
 from __future__ import annotations
 
-import errno
 import logging
 from collections.abc import Callable, Sequence
 
@@ -13,14 +12,13 @@ import coredis
 import pytest
 import trio
 from coredis.connection import TCPConnection, TCPLocation
-from coredis.exceptions import ConnectionError as RedisConnectionError
 from coredis.exceptions import MovedError
 
 from wsroute import BrokerError
 from wsroute.brokers import BrokerMessage, BrokerState, RedisBroker
 from wsroute.brokers.redis.dialect import SHARDED
-from wsroute.brokers.redis.link import Link, Pending, explain
-from wsroute.brokers.redis.pending import Call, Script
+from wsroute.brokers.redis.link import Link
+from wsroute.brokers.redis.pending import Call, Pending, Script
 from wsroute.brokers.redis.slots import key_slot
 
 from .rediscluster import ClusterNode, RedisCluster, own_redis_cluster
@@ -142,20 +140,6 @@ async def test_hung_redis_bounds_publish_and_is_noticed(own_redis_server: RedisS
 
 
 # -- a link on its own -------------------------------------------------------------------
-
-
-def test_explain_adds_the_root_cause() -> None:
-    refused = RedisConnectionError("Unable to connect to 127.0.0.1:1")
-    refused.__cause__ = OSError(errno.ECONNREFUSED, "[Errno 111] Connect call failed")
-    assert explain(refused) == "Unable to connect to 127.0.0.1:1: Connection refused"
-    deep = RuntimeError("outer")
-    deep.__cause__ = ValueError("middle")
-    deep.__cause__.__cause__ = KeyError("root")
-    assert explain(deep) == "outer: 'root'"
-    silent = RuntimeError()
-    silent.__cause__ = TimeoutError()
-    assert explain(silent) == "RuntimeError: TimeoutError"
-    assert explain(ValueError("alone")) == "alone"
 
 
 class Harness:

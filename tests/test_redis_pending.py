@@ -7,6 +7,7 @@ from coredis.commands import CommandRequest
 
 from wsroute import History
 from wsroute.brokers.redis import kept
+from wsroute.brokers.redis.known import Known
 from wsroute.brokers.redis.pending import Command, Pending
 
 
@@ -25,7 +26,7 @@ def test_a_publish_is_written_as_coredis_would() -> None:
 
 def test_a_script_call_is_written_as_coredis_would() -> None:
     call = kept.publish_call(
-        b"app:", "room:1", b"app:room:1", b"{}", History(size=10, ttl=60), b"seed", kept.Known()
+        b"app:", "room:1", b"app:room:1", b"{}", History(size=10, ttl=60), b"seed", Known()
     )
     for loaded in (True, False):
         light = call.evaluate(loaded=loaded)

@@ -3,7 +3,7 @@
 Install it with ``pip install 'wsroute[redis]'``. It is built on coredis, whose
 anyio core runs on trio (redis-py's asyncio client does not). Each session keeps one
 subscriber connection, multiplexing every topic its process hosts, and one publisher
-connection that pipelines the publishes of all handlers (``link.py``). It keeps
+connection that pipelines the publishes of all handlers (``publisher.py``). It keeps
 history (``App(history=...)``) in a stream and a hash per topic, and presence
 (``App(presence=...)``) in a hash per topic and the nodes' heartbeats, written and
 read by Lua scripts queued with the publishes (``kept.py``, ``present.py``).

@@ -14,7 +14,7 @@ from coredis.exceptions import AskError, TryAgainError
 from ..._errors import BrokerError
 from ..._history import History, Position
 from .._base import BrokerState, StateListener
-from . import blanks, kept, present
+from . import blanks, framing, kept, present
 from . import present_sharded as sharded
 from .pending import Call, Pending
 from .session import RedisSession
@@ -185,7 +185,7 @@ class ClusterSession(RedisSession):
             # Kept after an ASK by the node importing the slot, which does not serve
             # the channel's subscribers yet: the event is published where they are.
             # Sent even if the caller stops waiting, as a kept event is published.
-            framed = kept.frame(data, position)
+            framed = framing.frame(data, position)
             await self._run(Pending(channel, framed), what, abandon=False)
         return position
 

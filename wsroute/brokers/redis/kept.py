@@ -1,5 +1,5 @@
-"""History in Redis: where a topic's past is kept, the scripts that keep and read it,
-and how a kept event travels on its channel.
+"""History in Redis: where a topic's past is kept, and the scripts that keep and read
+it.
 
 **Keys.** A topic's history is two keys that share the hash tag ``{<topic>}``, so that
 a Redis Cluster puts them in one slot and one script may touch both:
@@ -41,38 +41,20 @@ than those the hash records (only a publish moves them, always later), so at wor
 a session renews an expiry that another one already renewed.
 
 **Channel payloads.** A kept event is published, by the script that keeps it, on the
-topic's usual channel (``<prefix><topic>``; on a cluster ``<prefix>{<topic>}`` with
-``SPUBLISH``, in the slot of the keys) as::
-
-    0x04 <offset, ASCII decimal> ":" <epoch> "\\n" <data>
-
-for example ``b"\\x0457:5f1c0e9a2b7d\\n{...}"``: 15 bytes and the offset's digits more
-than the data, put together in Lua by concatenation alone. A plain ``publish`` whose
-data starts with byte 0x04 or 0x05 is sent as 0x05 followed by the data, so the
-reader removes one 0x05 and never mistakes it for a kept event. Any other payload
-travels unchanged (the hot path costs one look at the first byte); wsroute's own
-payloads start with 0x01 to 0x03 or ``{``.
+topic's usual channel, framed with its position as ``framing.py`` says.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from typing import Final, TypeAlias
+from typing import Final
 
 from ..._history import History, Position
 from .._base import BrokerMessage, HistoryPage
 from . import blanks
+from .known import Entry, Known
 from .pending import Blank, Call, Script
-
-#: First byte of a payload that carries its position in the topic's history.
-KEPT: Final = 0x04
-#: First byte put before a plain payload that would otherwise start with 0x04 or 0x05.
-ESCAPE: Final = b"\x05"
-#: First bytes that a plain payload may not start with as it is.
-MARKED: Final = (b"\x04", b"\x05")
-#: The longest ``<offset>:<epoch>`` head a reader looks for (20 digits, 64 characters).
-_HEAD_LIMIT: Final = 1 + 20 + 1 + 64 + 1
 
 # Redis' clock, once per call: in ms (``now``) and as its two parts (``clock``).
 _CLOCK = """
@@ -329,73 +311,10 @@ def read_call(
     )
 
 
-#: The most topics whose hashes one session remembers (``Known``).
-KNOWN_LIMIT: Final = 4096
-#: What a session knows of a topic's hash: its epoch, the stream's and the hash's
-#: deadlines as the script takes them, and the epoch as text.
-Entry: TypeAlias = tuple[bytes, bytes, bytes, str]
-_UNKNOWN: Final[Entry] = (b"", b"", b"", "")
-
-
-class Known:
-    """What one session last learnt of topics' hashes: each one's epoch and the
-    expiry deadlines last seen or given, for ``PUBLISH_KEPT`` to count under that
-    epoch without reading the hash (see "Knowing the hash" above). Beyond
-    ``KNOWN_LIMIT`` topics, the one learnt first is forgotten: its next publish
-    reads the hash once more."""
-
-    __slots__ = ("_topics",)
-
-    def __init__(self) -> None:
-        self._topics: dict[str, Entry] = {}
-
-    def of(self, topic: str) -> tuple[bytes, bytes, bytes]:
-        """The epoch and deadlines of ``topic``'s hash as last learnt (empty if not)."""
-        epoch, stream_deadline, hash_deadline, _ = self.entry(topic)
-        return epoch, stream_deadline, hash_deadline
-
-    def entry(self, topic: str) -> Entry:
-        """What was last learnt of ``topic``'s hash (empty if nothing)."""
-        return self._topics.get(topic, _UNKNOWN)
-
-    def learn(self, topic: str, reply: object, sent: Entry = _UNKNOWN) -> Position:
-        """The position that ``PUBLISH_KEPT`` returned to a call made with ``sent``
-        (``KeptCall.known``); remembers what the reply says of the hash. A bare offset
-        says that nothing changed: it counts under the epoch sent.
-
-        Raises:
-            ValueError: the reply is not what the script returns.
-        """
-        if type(reply) is int and sent[0]:
-            return Position(reply, sent[3])
-        if not (isinstance(reply, list) and len(reply) == 5):
-            raise ValueError(f"unexpected reply {reply!r:.80}")
-        offset, epoch, stream_deadline, hash_deadline, published = reply
-        if not (
-            isinstance(offset, int)
-            and isinstance(epoch, bytes)
-            and isinstance(stream_deadline, bytes)
-            and isinstance(hash_deadline, bytes)
-            and published in (0, 1)
-        ):
-            raise ValueError(f"unexpected reply {reply!r:.80}")
-        topics = self._topics
-        if topic not in topics and len(topics) >= KNOWN_LIMIT:
-            del topics[next(iter(topics))]
-        text = epoch.decode()
-        topics[topic] = (epoch, stream_deadline, hash_deadline, text)
-        return Position(offset, text)
-
-
 def was_published(reply: object) -> bool:
     """Whether ``PUBLISH_KEPT`` published the event it kept (a reply that
     ``Known.learn`` took): not after a cluster's ``ASK`` (``KeptCall.asked``)."""
     return type(reply) is int or (isinstance(reply, list) and reply[4] == 1)
-
-
-def frame(data: bytes, position: Position) -> bytes:
-    """The channel payload of a kept event, as the script makes it."""
-    return b"\x04%d:%s\n%s" % (position.offset, position.epoch.encode(), data)
 
 
 def page_of(topic: str, reply: object) -> HistoryPage:
@@ -418,23 +337,3 @@ def page_of(topic: str, reply: object) -> HistoryPage:
         for offset, data in zip(offsets, datas, strict=True)
     ]
     return HistoryPage(Position(top, epoch), messages)
-
-
-def escape(data: bytes) -> bytes:
-    """``data`` as a plain publish sends it (see the module docstring)."""
-    return ESCAPE + data if data.startswith(MARKED) else data
-
-
-def unframe(payload: bytes) -> tuple[bytes, Position | None]:
-    """The data and position in a channel payload that starts with 0x04 or 0x05.
-
-    Raises:
-        ValueError: a 0x04 payload without a well-formed head.
-    """
-    if payload[0] != KEPT:
-        return payload[1:], None
-    end = payload.find(b"\n", 1, _HEAD_LIMIT)
-    offset, colon, epoch = payload[1:end].partition(b":")
-    if end < 0 or not colon or not offset.isdigit() or not epoch:
-        raise ValueError(f"a kept event without its position: {payload[:_HEAD_LIMIT]!r}")
-    return payload[end + 1 :], Position(int(offset), epoch.decode())

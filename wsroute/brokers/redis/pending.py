@@ -1,4 +1,4 @@
-"""What waits in a Redis session's queue for the publisher (``link.py``): publishes,
+"""What waits in a Redis session's queue for the publisher (``publisher.py``): publishes,
 and calls of Lua scripts (history, ``kept.py``), each with the command that sends it
 and the event its caller waits on.
 

@@ -7,7 +7,7 @@ that tell a live process's entries from those of one that died.
   (``n`` is the length of ``node`` in bytes, so neither name needs escaping), value
   the entry; for an entry with a leave event (a topic with events), ``"\0" <length
   of the entry> ":" <entry> "+" <leave event>``, the event escaped as a plain publish
-  (``kept.escape``); see ``packed``. It shares the hash tag of the topic's history
+  (``framing.escape``); see ``packed``. It shares the hash tag of the topic's history
   keys (``kept.py``);
 - ``<prefix>presence:nodes``, a sorted set of the nodes (processes), each scored by
   the end of its heartbeat: Redis' clock (``TIME``) plus its ttl, in ms;
@@ -51,7 +51,7 @@ import math
 from typing import Final
 
 from ..._presence import DEFAULT_PRESENCE_TTL
-from . import kept
+from . import framing
 from .pending import Call, Script
 
 #: Keys live this many times a node's ttl past the last heartbeat or addition.
@@ -227,9 +227,9 @@ def node_key(prefix: bytes, node: str) -> bytes:
 
 
 def _escaped(payload: bytes) -> bytes:
-    """``payload`` as a plain publish sends it (``kept.escape``), so that no
+    """``payload`` as a plain publish sends it (``framing.escape``), so that no
     subscriber takes it for a kept event."""
-    return kept.escape(payload) if payload.startswith(kept.MARKED) else payload
+    return framing.escape(payload) if payload.startswith(framing.MARKED) else payload
 
 
 def event_arg(payload: bytes | None) -> bytes:

@@ -8,8 +8,8 @@ is ``supervisor.py``.
 
 History (``publish_kept``, ``read_history``) and presence (``presence_*``) run as Lua
 scripts queued with the publishes, on the same connection; ``kept.py`` and
-``present.py`` hold the scripts and the key layouts, ``kept.py`` also the framing of
-kept events on their channel.
+``present.py`` hold the scripts and the key layouts, ``framing.py`` the framing of
+kept events on their channel and ``known.py`` what the session learnt of its topics.
 """
 
 from __future__ import annotations
@@ -23,9 +23,11 @@ import trio
 from ..._errors import BrokerClosed, BrokerError
 from ..._history import History, Position, new_epoch
 from .._base import BrokerMessage, BrokerSession, HistoryPage, StateListener
-from . import kept, present
+from . import framing, kept, present
 from .backlog import Backlog
-from .link import Link, explain
+from .failures import explain
+from .known import Known
+from .link import Link
 from .pending import Call, Pending
 from .supervisor import Attachment, Settings, Supervised
 
@@ -51,7 +53,7 @@ class RedisSession(Supervised, BrokerSession):
         #: What the history scripts make a topic's new epoch from, with Redis' clock.
         self._seed = new_epoch().encode()
         #: What this session learnt of its topics' history hashes.
-        self._known = kept.Known()
+        self._known = Known()
 
     @property
     def dropped(self) -> int:
@@ -87,8 +89,8 @@ class RedisSession(Supervised, BrokerSession):
             BrokerError: Redis is unreachable, did not answer in time, or refused.
             BrokerClosed: the session is closed.
         """
-        if data.startswith(kept.MARKED):
-            data = kept.escape(data)
+        if data.startswith(framing.MARKED):
+            data = framing.escape(data)
         await self._run(Pending(self._channel(topic), data), "publishing to Redis")
 
     keeps_history = True
@@ -295,9 +297,9 @@ class RedisSession(Supervised, BrokerSession):
         if topic not in self._counts:
             return  # unsubscribed while the message was on its way
         position = None
-        if data.startswith(kept.MARKED):
+        if data.startswith(framing.MARKED):
             try:
-                data, position = kept.unframe(data)
+                data, position = framing.unframe(data)
             except ValueError as exc:
                 logger.warning("Redis broker: dropped a message on topic %r: %s", topic, exc)
                 return

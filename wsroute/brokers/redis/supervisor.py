@@ -53,8 +53,8 @@ class Settings(Protocol):
 
 class Attachment(Protocol):
     """What the supervisor keeps up: a :class:`~.link.Link` to one Redis, or the links
-    to every master of a cluster (``shards.py``, which mends one shard at a time
-    within it). The supervisor makes, runs and drops it whole."""
+    to every master of a cluster (``shards.py``; ``shard_links.py`` mends one shard
+    at a time within it). The supervisor makes, runs and drops it whole."""
 
     @property
     def ready(self) -> bool: ...

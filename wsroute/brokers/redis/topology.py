@@ -12,7 +12,7 @@ from coredis.connection import BaseConnection
 from coredis.exceptions import RedisError
 
 from ..._util import collapse_exception_group
-from .link import explain
+from .failures import explain
 from .slots import Address, Topology
 
 #: Seconds to wait for a seed's answer before asking the next one too.
