@@ -53,7 +53,9 @@ def _dump(out: Path, pid: int, dumps_before: int) -> int:
     while time.monotonic() < deadline:
         files = sorted(out.parent.glob(out.name + ".*"))
         if len(files) > dumps_before:
-            found = re.search(r"^(?:summary|totals): (\d+)", files[-1].read_text(errors="replace"), re.M)
+            found = re.search(
+                r"^(?:summary|totals): (\d+)", files[-1].read_text(errors="replace"), re.M
+            )
             if found:
                 return int(found.group(1))
         time.sleep(0.2)
@@ -70,7 +72,9 @@ async def acknowledge(connections: list[Any], window: int, total: int) -> None:
         while acked < count:
             while sent < count and sent - acked < window:
                 sent += 1
-                await ws.send_message(orjson.dumps({"type": "void", "id": sent, "data": sent}).decode())
+                await ws.send_message(
+                    orjson.dumps({"type": "void", "id": sent, "data": sent}).decode()
+                )
             frame = orjson.loads(await ws.get_message())
             if "ok" in frame:
                 if not frame["ok"]:
@@ -82,7 +86,9 @@ async def acknowledge(connections: list[Any], window: int, total: int) -> None:
             nursery.start_soon(client, ws, share + (n < extra))
 
 
-def _serve(kept: bool, redis_port: int, workdir: Path, out: Path) -> tuple[subprocess.Popen[bytes], int]:
+def _serve(
+    kept: bool, redis_port: int, workdir: Path, out: Path
+) -> tuple[subprocess.Popen[bytes], int]:
     """A ``wsroute run`` process under callgrind, and its port once it accepts."""
     app_dir = workdir / ("kept" if kept else "plain")
     app_dir.mkdir(exist_ok=True)
@@ -158,7 +164,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--window", type=int, default=8)
-    parser.add_argument("--scratch", help="where callgrind writes (kept; default: a temporary directory)")
+    parser.add_argument(
+        "--scratch", help="where callgrind writes (kept; default: a temporary directory)"
+    )
     return parser.parse_args()
 
 
