@@ -6,8 +6,8 @@ topic of a private redis-server, in steady state: ``redis-benchmark`` calls it
 ``--calls`` times, pipelined, and ``INFO commandstats`` gives Redis's µs per
 ``EVALSHA`` (``usec_per_call``), which the load of other processes on the machine
 hardly moves. The revisions alternate, ``--rounds`` times. A script that takes what
-the session knows of the topic (ARGV 7 to 9) gets what its first call returned, as
-a session would.
+the session knows of the topic (ARGV 7 to 9, or in its packed context) gets what its
+first call returned, as a session would.
 
 Usage (from the repository root; the figures are in docs/performance.md)::
 
@@ -29,6 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import msgpack
 from redis_fanout import find_redis_server, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,16 +62,25 @@ class Redis:
     def __init__(self, port: int) -> None:
         self.port = port
 
-    def __call__(self, *args: str) -> str:
+    def __call__(self, *args: str | bytes) -> str:
         return subprocess.run(
-            ["redis-cli", "-p", str(self.port), *args], capture_output=True, text=True, check=True
-        ).stdout
+            ["redis-cli", "-p", str(self.port), *args], capture_output=True, check=True
+        ).stdout.decode(errors="replace")
+
+
+def packed(parts: list[str]) -> bytes:
+    """The context argument of a keep script that unpacks one (``cmsgpack``)."""
+    return b"".join(msgpack.packb(part.encode(), use_bin_type=False) for part in parts)
 
 
 def usec_per_call(redis: Redis, sha: str, script: str, calls: int) -> float:
     redis("FLUSHALL")
-    args = list(ARGS)
-    if "ARGV[7]" in script:  # it takes what the session learnt from its last call
+    args: list[str | bytes] = list(ARGS)
+    if "cmsgpack" in script:  # data, then one packed argument (seed ... deadlines)
+        seed, data, *bounds = ARGS
+        learnt = redis("EVALSHA", sha, "2", *KEYS, data, packed([seed, *bounds, "", "", ""]))
+        args = [data, packed([seed, *bounds, *learnt.split()[1:4]])]
+    elif "ARGV[7]" in script:  # it takes what the session learnt from its last call
         learnt = redis("EVALSHA", sha, "2", *KEYS, *ARGS, "", "", "").split()
         args += learnt[1:4]
     redis("CONFIG", "RESETSTAT")

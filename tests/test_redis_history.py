@@ -172,14 +172,14 @@ async def test_expiries_are_renewed_only_when_less_than_the_ttl_is_left(
         await session.publish_kept("t", b"2", HISTORY)
         assert await client.pttl(stream) > 66_000
         # Less than the ttl left by the deadline the session learnt: renewed.
-        session._known._topics["t"] = (first.epoch.encode(), b"1", b"1", first.epoch)
+        session._known.remember("t", (first.epoch.encode(), b"1", b"1", first.epoch))
         await session.publish_kept("t", b"3", HISTORY)
         assert 60_000 < await client.pttl(stream) <= 66_000
         assert 3_600_000 < await client.pttl(meta) <= 3_960_000
         # The stream gone (expired) while the hash lives on: the next publish makes it
         # anew, with its expiry, and the offsets go on.
         await client.delete([stream])
-        session._known._topics["t"] = (first.epoch.encode(), b"1", b"1", first.epoch)
+        session._known.remember("t", (first.epoch.encode(), b"1", b"1", first.epoch))
         assert (await session.publish_kept("t", b"4", HISTORY)).offset == 4
         assert 60_000 < await client.pttl(stream) <= 66_000
     # A session that knows nothing of the topic goes by the deadlines in the hash.
@@ -235,11 +235,11 @@ async def test_a_call_that_learns_nothing_new_is_answered_its_offset_alone(
             if isinstance(reply, list):  # as the broker learns it, but from text
                 _, epoch, stream_deadline, hash_deadline, _ = reply
                 entry = (epoch.encode(), stream_deadline.encode(), hash_deadline.encode(), epoch)
-                known._topics["t"] = entry
+                known.remember("t", entry)
         assert isinstance(replies[0], list) and replies[0][0] == 1  # all of it, first
         assert replies[1:] == [2, 3]  # then nothing new: the offset alone
         # Less than the ttl left: renewed, and the reply says the new deadlines.
-        known._topics["t"] = (entry[0], b"1", entry[2], entry[3])
+        known.remember("t", (entry[0], b"1", entry[2], entry[3]))
         call = kept.publish_call(b"bare:", "t", b"bare:t", b"3", HISTORY, b"s", known)
         reply = await client.eval(call.script.source, call.keys, call.args)
         assert isinstance(reply, list) and reply[0] == 4 and reply[2] != "1"

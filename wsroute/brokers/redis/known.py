@@ -29,10 +29,22 @@ class Known:
     ``KNOWN_LIMIT`` topics, the one learnt first is forgotten: its next publish
     reads the hash once more."""
 
-    __slots__ = ("_topics",)
+    __slots__ = ("_topics", "contexts")
 
     def __init__(self) -> None:
         self._topics: dict[str, Entry] = {}
+        #: Per topic, what ``kept.publish_call`` last packed from its entry, with the
+        #: ``History`` it packed: ``(history, entry, context)``. ``learn`` drops it when
+        #: it learns something new of the topic. A ``Known`` serves one session (one
+        #: seed, one prefix), which the contexts hold too.
+        self.contexts: dict[str, tuple[object, Entry, bytes]] = {}
+
+    def keep_context(self, topic: str, packed: tuple[object, Entry, bytes]) -> None:
+        """Remember ``packed`` for ``topic``, forgetting the oldest beyond the limit."""
+        contexts = self.contexts
+        if topic not in contexts and len(contexts) >= KNOWN_LIMIT:
+            del contexts[next(iter(contexts))]
+        contexts[topic] = packed
 
     def of(self, topic: str) -> tuple[bytes, bytes, bytes]:
         """The epoch and deadlines of ``topic``'s hash as last learnt (empty if not)."""
@@ -64,9 +76,14 @@ class Known:
             and published in (0, 1)
         ):
             raise ValueError(f"unexpected reply {reply!r:.80}")
+        text = epoch.decode()
+        self.remember(topic, (epoch, stream_deadline, hash_deadline, text))
+        return Position(offset, text)
+
+    def remember(self, topic: str, entry: Entry) -> None:
+        """Take ``entry`` as what is known of ``topic``'s hash from now on."""
         topics = self._topics
         if topic not in topics and len(topics) >= KNOWN_LIMIT:
             del topics[next(iter(topics))]
-        text = epoch.decode()
-        topics[topic] = (epoch, stream_deadline, hash_deadline, text)
-        return Position(offset, text)
+        topics[topic] = entry
+        self.contexts.pop(topic, None)
