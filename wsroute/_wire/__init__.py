@@ -2,6 +2,8 @@
 
 - ``handshake``: the opening handshake, server side: read the upgrade request (or a
   plain HTTP request), negotiate subprotocols and extensions, write the answer.
+  ``client_handshake`` is the client's side (for the test kit), ``headers`` the
+  syntax both share.
 - ``frames``: frame headers, masking, close payloads, frames prepared once for many
   connections.
 - ``protocol``: an open connection's state machine: messages, control frames, the

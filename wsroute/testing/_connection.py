@@ -19,10 +19,11 @@ from contextlib import suppress
 
 import trio
 
+from .._wire.client_handshake import ResponseReader, client_request
 from .._wire.deflate import NAME as DEFLATE
 from .._wire.deflate import Codec, Deflate, offer, parse_answer
 from .._wire.frames import ABNORMAL
-from .._wire.handshake import ResponseReader, client_request, parse_extensions
+from .._wire.headers import parse_extensions
 from .._wire.protocol import Close, Failure, Protocol, State
 from ._messages import CloseInfo
 
