@@ -39,7 +39,8 @@ from .instruments import Instruments
 from .opening import Opening, refuse
 from .probes import Probes
 from .session import Session
-from .transport import Transport, TransportClosed
+from .transport import Transport
+from .writer import TransportClosed
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping

@@ -34,7 +34,7 @@ from .._wire import closes
 from .addressing import conn_topic, user_topic
 from .connection import log_fields
 from .intake import Intake
-from .transport import PENDING, QUEUE, TransportClosed
+from .writer import PENDING, QUEUE, TransportClosed
 
 if TYPE_CHECKING:
     from .._config import Config
