@@ -29,10 +29,11 @@ from typing import Final
 import trio
 
 from .._wire.deflate import Codec
+from .._wire.events import Close, Event, Failure, Pong, State
 from .._wire.frames import ABNORMAL, Outgoing, server_frame
 from .._wire.framing import Encoding, framer
 from .._wire.handshake import PlainRequest, Refusal, RequestReader, UpgradeRequest, accept, refuse
-from .._wire.protocol import Close, Event, Failure, Pong, Protocol, State
+from .._wire.protocol import Protocol
 from .fdread import READ_SIZE, read_fd
 from .writer import CloseRecord, TransportClosed, Writer
 

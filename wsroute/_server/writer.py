@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Final, NamedTuple
 
 import trio
 
+from .._wire.events import State
 from .._wire.frames import ABNORMAL, Outgoing
-from .._wire.protocol import Protocol, State
+from .._wire.protocol import Protocol
 
 #: Pending frames are joined into writes of about this size.
 _WRITE_CHUNK: Final = 64 * 1024

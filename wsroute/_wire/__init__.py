@@ -7,7 +7,8 @@
 - ``frames``: frame headers, masking, close payloads, frames prepared once for many
   connections.
 - ``protocol``: an open connection's state machine: messages, control frames, the
-  closing handshake, limits.
+  closing handshake, limits. ``events`` holds what it reports, ``sender`` its
+  sending half.
 
 Nothing here imports trio or touches a socket (an import-linter contract checks it):
 ``wsroute._server`` reads and writes the bytes.
