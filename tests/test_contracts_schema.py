@@ -32,8 +32,8 @@ from hypothesis import strategies as st
 
 from wsroute import App, Connection, make_converter
 from wsroute._errors import ProtocolError
+from wsroute._hook_registration import VALUES
 from wsroute._protocol import JSON_KEYS, decode, json_default
-from wsroute._registration import VALUES
 from wsroute._routing import Handler, InvalidData, RouteKind
 from wsroute.contracts import DIALECT, SchemaError, json_schema, patterns, schema_set, schemas_for
 

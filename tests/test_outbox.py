@@ -10,7 +10,7 @@ import trio.testing
 
 from wsroute import App, Connection, Disconnect, SlowConsumerPolicy
 from wsroute._server.outbox import Outbox
-from wsroute._server.transport import PENDING, QUEUE, WRITTEN
+from wsroute._server.writer import PENDING, QUEUE, WRITTEN
 from wsroute._wire.frames import Outgoing
 
 from .servers import recv_all

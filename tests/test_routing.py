@@ -9,7 +9,7 @@ import attrs
 import pytest
 
 from wsroute import Connection, RegistrationError, make_converter
-from wsroute._registration import VALUES
+from wsroute._hook_registration import VALUES
 from wsroute._routing import Handler, InvalidData, RouteKind, check_name, check_topic
 from wsroute._signatures import describe
 

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Optional
 import pytest
 
 from wsroute import Connection, Disconnect, RegistrationError
-from wsroute._registration import VALUES
+from wsroute._hook_registration import VALUES
 from wsroute._signatures import Hook
 
 CONN: Any = object()  # a hook only forwards the connection object

@@ -1,7 +1,8 @@
-"""A server connection's socket I/O (``wsroute._server.transport``): direct writes,
-pending bytes, pings between frames, messages handed to the session without a task,
-the close handshake; on both paths, the file descriptor's (POSIX) and the portable
-one through the stream's own methods (Windows, TLS).
+"""A server connection's socket I/O (``wsroute._server.transport``, ``writer``,
+``fdread``): direct writes, pending bytes, pings between frames, messages handed to
+the session without a task, the close handshake; on both paths, the file
+descriptor's (POSIX) and the portable one through the stream's own methods (Windows,
+TLS).
 
 Real sockets where the kernel's buffers matter (a partial write only happens on one);
 the in-memory client where only the order of events does.

@@ -28,7 +28,7 @@ from wsroute._wire.deflate import (
     server_codec,
 )
 from wsroute._wire.frames import OP_BINARY, OP_TEXT, header
-from wsroute._wire.handshake import parse_extensions
+from wsroute._wire.headers import parse_extensions
 
 CHATTY = b'{"type":"item_created","data":{"id":42,"name":"a widget","price":1999}}' * 4
 

@@ -14,7 +14,7 @@ from wsroute._protocol import error, event
 from wsroute._wire.deflate import TAIL, Codec, Deflate, negotiate
 from wsroute._wire.frames import OP_BINARY, OP_TEXT, Prepared, header, server_frame
 from wsroute._wire.framing import Encoding, Framer, framer
-from wsroute._wire.handshake import parse_extensions
+from wsroute._wire.headers import parse_extensions
 
 CHATTY = b'{"type":"item_created","data":{"id":42,"name":"a widget","price":1999}}' * 4
 

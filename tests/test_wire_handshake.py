@@ -1,4 +1,4 @@
-"""The opening handshake, sans-IO (wsroute/_wire/handshake.py).
+"""The opening handshake, sans-IO (wsroute/_wire/handshake.py, client_handshake.py, headers.py).
 
 Real sockets: tests/test_bad_input.py (refusals) and every other server test
 (acceptance). Here: the exact requests, refusals and answers; agreement with
@@ -24,23 +24,17 @@ from websockets.uri import parse_uri
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, RejectConnection, Request, TextMessage
 
+from wsroute._wire.client_handshake import Response, ResponseReader, client_request
 from wsroute._wire.handshake import (
-    MAX_HEAD,
     NOT_AN_UPGRADE,
-    Extension,
     PlainRequest,
     Refusal,
     RequestReader,
-    Response,
-    ResponseReader,
     UpgradeRequest,
     accept,
-    accept_token,
-    client_request,
-    is_field_value,
-    is_token,
     refuse,
 )
+from wsroute._wire.headers import MAX_HEAD, Extension, accept_token, is_field_value, is_token
 from wsroute._wire.protocol import Protocol
 
 from .wirepeers import chunked

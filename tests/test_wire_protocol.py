@@ -1,4 +1,5 @@
-"""One WebSocket connection's state machine (wsroute/_wire/protocol.py), sans-IO.
+"""One WebSocket connection's state machine, sans-IO (wsroute/_wire/protocol.py,
+events.py, sender.py).
 
 Tables: every way a peer can break RFC 6455 and what the connection then does (the
 exact events, one close frame with the code, CLOSED, nothing more read); the
@@ -28,17 +29,10 @@ from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import CloseConnection, TextMessage
 
 from wsroute._wire.deflate import Codec, Deflate, Settings
+from wsroute._wire.events import Close, Event, Failure, Ping, Pong, State
 from wsroute._wire.frames import OP_CLOSE, OP_PONG, encode
-from wsroute._wire.protocol import (
-    Close,
-    Event,
-    Failure,
-    Ping,
-    Pong,
-    Protocol,
-    State,
-    StateError,
-)
+from wsroute._wire.protocol import Protocol
+from wsroute._wire.sender import StateError
 
 from .rawws import BINARY, CLOSE, CONTINUATION, PING, PONG, TEXT, frame
 from .wirepeers import (

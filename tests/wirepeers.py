@@ -28,8 +28,9 @@ from wsproto.events import BytesMessage, CloseConnection, Message, TextMessage
 from wsproto.events import Ping as WsprotoPing
 from wsproto.events import Pong as WsprotoPong
 
+from wsroute._wire.events import Close, Event, Failure, Ping, Pong
 from wsroute._wire.frames import OP_CLOSE
-from wsroute._wire.protocol import Close, Event, Failure, Ping, Pong, Protocol
+from wsroute._wire.protocol import Protocol
 
 T = TypeVar("T")
 

@@ -19,7 +19,8 @@ from typing import Any, Final
 
 from ._errors import RegistrationError
 from ._request import Request
-from ._wire.handshake import NOT_AN_UPGRADE, is_field_value, is_token
+from ._wire.handshake import NOT_AN_UPGRADE
+from ._wire.headers import is_field_value, is_token
 
 #: Methods a plain route answers; HEAD gets GET's headers without the body.
 METHODS: Final = ("GET", "HEAD")

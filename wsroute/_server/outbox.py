@@ -4,7 +4,7 @@ Everything the server sends to one client (replies, events, pushes) goes through
 outbox. Producers never wait: ``put`` is synchronous, so a fan-out to thousands of
 connections is a loop of puts and one slow client can never delay the others. When
 the outbox is empty and the socket idle, ``put`` writes the frame at once (see
-``_server.transport.Transport.write_now``); otherwise the frame is queued and the
+``_server.writer.Writer.write_now``); otherwise the frame is queued and the
 connection's single writer task, started on first need, drains the queue in order.
 When a client reads slower than it is sent to, its outbox fills and the policy
 decides; the memory bound per connection is ``outbox_size`` frames (plus at most one
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from .._config import SlowConsumerPolicy
-from .transport import PENDING, WRITTEN
+from .writer import PENDING, WRITTEN
 
 if TYPE_CHECKING:
     from .._wire.frames import Outgoing

@@ -34,7 +34,7 @@ from .._wire import closes
 from .addressing import conn_topic, user_topic
 from .connection import log_fields
 from .intake import Intake
-from .transport import PENDING, QUEUE, TransportClosed
+from .writer import PENDING, QUEUE, TransportClosed
 
 if TYPE_CHECKING:
     from .._config import Config
@@ -198,7 +198,7 @@ class Session:
     async def finish(self) -> None:
         """The connection is over, whatever ended it: leave its topics and run its
         ``on_disconnect`` hooks. The caller shields it, unless nothing here can wait
-        (``Runtime._end_may_wait``: keep the two in step)."""
+        (``Streams._end_may_wait``: keep the two in step)."""
         self._live = False
         self.conn._outbox.detach()
         try:

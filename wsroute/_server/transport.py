@@ -6,19 +6,17 @@ costs no task of its own: complete messages go to a synchronous sink, without a
 task switch or an await. Everything protocol is ``wsroute._wire``'s; this module
 only moves bytes, through trio's public API.
 
-Writes come from anywhere and never interleave: ``write_now`` writes a frame at
-once, without waiting, when nothing is being written and nothing is pending (the
-common case for replies and fan-out: no task switch at all); what the kernel does
-not take at once is kept and written first by the next writer, which always holds
-the lock. ``send_batch`` writes many frames in few system calls.
+Writing is the :class:`~wsroute._server.writer.Writer` mixin's: frames go out at once
+when the socket is idle, else in turn, never interleaved.
 
 On POSIX the reader and ``write_now`` use the socket's file descriptor directly
-(``os.read``/``os.write`` on ``socket.fileno()``, with trio's ``wait_readable`` for
-back-pressure): ``SocketStream.receive_some`` and ``send_all`` cost several Python
-layers per call, on the hot path of every message (see docs/performance.md). On
-other systems (Windows cannot ``os.read`` a socket) and for other streams (TLS, the
-test kit's memory streams) the portable path goes through the stream's own
-``receive_some``/``send_all``; the choice is made once per connection.
+(``os.read`` in ``fdread``, ``os.write`` in ``writer``, on ``socket.fileno()``, with
+trio's ``wait_readable`` for back-pressure): ``SocketStream.receive_some`` and
+``send_all`` cost several Python layers per call, on the hot path of every message
+(see docs/performance.md). On other systems (Windows cannot ``os.read`` a socket)
+and for other streams (TLS, the test kit's memory streams) the portable path goes
+through the stream's own ``receive_some``/``send_all``; the choice is made once per
+connection.
 """
 
 from __future__ import annotations
@@ -26,64 +24,39 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable
 from contextlib import suppress
-from typing import Final, NamedTuple
+from typing import Final
 
 import trio
 
 from .._wire.deflate import Codec
+from .._wire.events import Close, Event, Failure, Pong, State
 from .._wire.frames import ABNORMAL, Outgoing, server_frame
 from .._wire.framing import Encoding, framer
 from .._wire.handshake import PlainRequest, Refusal, RequestReader, UpgradeRequest, accept, refuse
-from .._wire.protocol import Close, Event, Failure, Pong, Protocol, State
+from .._wire.protocol import Protocol
+from .fdread import READ_SIZE, read_fd
+from .writer import CloseRecord, TransportClosed, Writer
 
-#: What one read asks of the socket.
-READ_SIZE: Final = 65536
-#: Pending frames are joined into writes of about this size.
-_WRITE_CHUNK: Final = 64 * 1024
 #: Whether file descriptors of sockets can be read and written with os.read/os.write.
 _FD_IO: Final = os.name == "posix"
 
-#: What ``write_now`` and ``ping_now`` did with a frame.
-QUEUE: Final = 0  # nothing: queue the frame for the writer task
-WRITTEN: Final = 1  # the kernel took all of it
-PENDING: Final = 2  # framed, partly written: the writer task must flush the rest
-
 _OPEN: Final = State.OPEN
 _CLOSED: Final = State.CLOSED
-_PING: Final = b"\x89\x00"  # an unmasked ping without payload
 
 
-class CloseRecord(NamedTuple):
-    """How the connection closed, or is closing: a close frame's code and reason
-    (sent or received), or 1006 when the socket went without one."""
-
-    code: int
-    reason: str
-
-
-class TransportClosed(Exception):
-    """The connection is closed or closing: no more frames can be sent."""
-
-    def __init__(self, record: CloseRecord | None) -> None:
-        super().__init__(record)
-        self.record = record or CloseRecord(ABNORMAL, "")
-
-
-class Transport:
+class Transport(Writer):
     """A server connection's socket I/O, from the upgrade request to the last byte.
 
     Use: :meth:`read_request`, :meth:`accept` (or :meth:`refuse`, or
     :meth:`answer_plain`), :meth:`attach` a sink, then :meth:`run_reader`.
     """
 
-    __slots__ = (
+    __slots__ = (  # besides Writer's
         "_fd",
         "_fileno",
         "_frame",
-        "_lock",
         "_max",
         "_on_closed",
-        "_pending",
         "_protocol",
         "_reader_done",
         "_reader_ended",
@@ -91,7 +64,6 @@ class Transport:
         "_sink",
         "_sock",
         "_stream",
-        "closed",
         "pong_at",
         "read_closed",
     )
@@ -289,7 +261,7 @@ class Transport:
 
     async def _receive(self, drained: bool) -> bytes:
         if self._fd:
-            return await _read_fd(self._fileno, drained)
+            return await read_fd(self._fileno, drained)
         return bytes(await self._stream.receive_some(READ_SIZE))
 
     # -- closing ---------------------------------------------------------------------
@@ -336,136 +308,3 @@ class Transport:
             self.close_socket()
         else:
             await trio.aclose_forcefully(self._stream)
-
-    # -- writing ---------------------------------------------------------------------
-
-    def _free(self) -> bool:
-        """Whether a frame may be written to the socket right now: fd path, no task
-        writing, no bytes pending (which must go first)."""
-        return self._fd and not self._pending and not self._lock.locked()
-
-    def write_now(self, frame: Outgoing) -> int:
-        """Write ``frame`` at once if the connection is idle; see QUEUE and friends.
-
-        Synchronous: nothing else can frame or write in between.
-        """
-        protocol = self._protocol
-        if not self._free() or protocol is None or protocol.state is not _OPEN:
-            return QUEUE
-        return self._write_nowait(self._frame(frame))
-
-    def ping_now(self) -> int:
-        """Send a ping without waiting; QUEUE means the connection is not open."""
-        protocol = self._protocol
-        if protocol is None or protocol.state is not _OPEN:
-            return QUEUE
-        if not self._free():
-            # A control frame may go between any two frames: the next write takes it.
-            self._pending += _PING
-            return PENDING
-        return self._write_nowait(_PING)
-
-    def _write_nowait(self, data: bytes) -> int:
-        fd = self._fileno
-        if fd < 0:
-            return QUEUE
-        try:
-            sent = os.write(fd, data)
-        except BlockingIOError:
-            sent = 0
-        except OSError:
-            # Broken: nothing was written and framing keeps no state, so let the
-            # writer task meet the error the usual way.
-            return QUEUE
-        if sent == len(data):
-            return WRITTEN
-        self._pending = data[sent:]
-        return PENDING
-
-    async def send_batch(self, frames: list[Outgoing]) -> None:
-        """Send what is pending, then ``frames`` in order, in few writes.
-
-        Raises:
-            TransportClosed: the connection is closed or closing.
-        """
-        protocol = self._protocol
-        async with self._lock:
-            chunk: list[bytes] = []
-            size = 0
-            for frame in frames:
-                if protocol is None or protocol.state is not _OPEN:
-                    raise TransportClosed(self.closed)
-                data = self._frame(frame)
-                chunk.append(data)
-                size += len(data)
-                if size >= _WRITE_CHUNK:
-                    await self._send_all(b"".join(chunk))
-                    chunk, size = [], 0
-            if chunk or self._pending:
-                await self._send_all(b"".join(chunk))
-
-    async def _send_all(self, data: bytes) -> None:
-        """Write ``pending + data``; the caller holds the lock."""
-        if self._pending:
-            data = self._pending + data
-            self._pending = b""
-        try:
-            await self._stream.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            if self.closed is None:
-                self.closed = CloseRecord(ABNORMAL, "")
-            self.close_socket()
-            raise TransportClosed(self.closed) from None
-
-    async def _send_bytes(self, data: bytes) -> None:
-        """Write ``data`` (an answer, control frames): at once if nobody is writing,
-        else in turn."""
-        if self._free():
-            done = self._write_nowait(data)
-            if done == WRITTEN:
-                return
-            async with self._lock:
-                # The rest (now pending), or all of it on a broken socket, which then
-                # raises TransportClosed as usual.
-                await self._send_all(b"" if done == PENDING else data)
-            return
-        async with self._lock:
-            await self._send_all(data)
-
-
-async def _read_fd(fd: int, drained: bool) -> bytes:
-    """``SocketStream.receive_some`` without its layers: a read from the
-    non-blocking socket ``fd``, waiting for readability only when there is nothing to
-    read. The same checkpoints as trio's. ``drained``: the last read took less than
-    it could, so the socket is most likely empty: wait for readability before
-    trying (a request-reply client sends nothing until answered, and a read that
-    finds nothing costs a system call and an exception).
-
-    Raises:
-        trio.ClosedResourceError: the socket was closed (``fd`` is -1, or trio woke
-            the wait because another task closed it).
-        trio.BrokenResourceError: the connection is broken (reset, ...).
-    """
-    if fd < 0:
-        raise trio.ClosedResourceError("the socket was closed")
-    if not drained:
-        await trio.lowlevel.checkpoint_if_cancelled()
-        data = _read_nowait(fd)
-        if data is not None:
-            await trio.lowlevel.cancel_shielded_checkpoint()
-            return data
-    while True:
-        await trio.lowlevel.wait_readable(fd)
-        data = _read_nowait(fd)
-        if data is not None:
-            return data
-
-
-def _read_nowait(fd: int) -> bytes | None:
-    """Up to READ_SIZE bytes, or ``None`` if none have arrived."""
-    try:
-        return os.read(fd, READ_SIZE)
-    except BlockingIOError:
-        return None
-    except OSError as exc:
-        raise trio.BrokenResourceError(f"socket error: {exc}") from exc

@@ -15,6 +15,9 @@ buffered: a data frame that would take the message past ``max_message_size``
 fails the connection with 1009 at once, so a header announcing 2^62 bytes costs
 nothing. Text is validated as UTF-8 as it arrives, fragment by fragment.
 
+The events are in ``events``; the sending half (``send_*``, ``data_to_send``) is the
+:class:`~wsroute._wire.sender.Sender` mixin's.
+
 States: ``OPEN``; ``CLOSING`` once this side sent a close frame (messages are still
 read until the peer answers); ``CLOSED`` once the closing handshake is done, the
 connection failed, or the peer vanished: nothing more is parsed or may be sent.
@@ -23,14 +26,13 @@ connection failed, or the peer vanished: nothing more is parsed or may be sent.
 from __future__ import annotations
 
 import codecs
-import enum
-import os
 import zlib
-from typing import Final, NamedTuple
+from typing import Final
 
 from . import closes
 from .closes import ABNORMAL, too_big
 from .deflate import Codec, TooBig
+from .events import Close, Event, Failure, Ping, Pong, State
 from .frames import (
     FIN,
     MAX_CONTROL_PAYLOAD,
@@ -43,43 +45,10 @@ from .frames import (
     RSV1,
     ProtocolViolation,
     close_payload,
-    encode,
     mask,
     parse_close,
 )
-
-
-class State(enum.Enum):
-    OPEN = "open"
-    CLOSING = "closing"  # this side sent its close frame and waits for the peer's
-    CLOSED = "closed"
-
-
-class Ping(NamedTuple):
-    payload: bytes
-
-
-class Pong(NamedTuple):
-    payload: bytes
-
-
-class Close(NamedTuple):
-    """The peer closed: its close frame (1005 when it had no code), or the TCP
-    connection ending without one (1006)."""
-
-    code: int
-    reason: str
-
-
-class Failure(NamedTuple):
-    """This side failed the connection: 1002 (protocol error), 1007 (invalid UTF-8)
-    or 1009 (message too big). The close frame saying so is in ``data_to_send``."""
-
-    code: int
-    reason: str
-
-
-Event = str | bytes | Ping | Pong | Close | Failure
+from .sender import Sender
 
 _OPEN: Final = State.OPEN
 _CLOSED: Final = State.CLOSED
@@ -88,11 +57,7 @@ _FIN_TEXT: Final = FIN | OP_TEXT
 _utf8_decoder = codecs.getincrementaldecoder("utf-8")
 
 
-class StateError(Exception):
-    """A frame was to be sent in a state that forbids it (a bug in the caller)."""
-
-
-class Protocol:
+class Protocol(Sender):
     """The state of one open WebSocket connection, for either role.
 
     Args:
@@ -105,7 +70,7 @@ class Protocol:
             with ``send_text``/``send_binary`` are compressed above its threshold.
     """
 
-    __slots__ = (
+    __slots__ = (  # besides Sender's
         "_buffer",
         "_client",
         "_codec",
@@ -114,13 +79,9 @@ class Protocol:
         "_max",
         "_need",
         "_opcode",
-        "_out",
         "_parts",
         "_size",
-        "close_code",
-        "close_reason",
         "failed",
-        "state",
     )
 
     def __init__(
@@ -381,66 +342,3 @@ class Protocol:
             self._codec.reset()
         events.append(Failure(code, reason))
         return -1
-
-    # -- sending ---------------------------------------------------------------------
-
-    def data_to_send(self) -> bytes:
-        """The frames the protocol owes by itself (pongs, close frames), once."""
-        if not self._out:
-            return b""
-        out = b"".join(self._out)
-        self._out.clear()
-        return out
-
-    def _encode(self, opcode: int, payload: bytes) -> bytes:
-        return encode(opcode, payload, key=os.urandom(4) if self._client else None)
-
-    def _check_open(self, what: str) -> None:
-        if self.state is not _OPEN:
-            raise StateError(f"cannot send {what} in state {self.state.value}")
-
-    def send_text(self, text: str | bytes) -> bytes:
-        """A text message's frame (``bytes`` must be UTF-8).
-
-        Raises:
-            StateError: the connection is not open.
-        """
-        self._check_open("a message")
-        return self._message(OP_TEXT, text.encode() if isinstance(text, str) else text)
-
-    def send_binary(self, data: bytes) -> bytes:
-        self._check_open("a message")
-        return self._message(OP_BINARY, data)
-
-    def _message(self, opcode: int, data: bytes) -> bytes:
-        codec = self._codec
-        if codec is None or len(data) < codec.threshold:
-            return self._encode(opcode, data)
-        return encode(
-            opcode,
-            codec.compress(data),
-            rsv=RSV1,
-            key=os.urandom(4) if self._client else None,
-        )
-
-    def send_ping(self, payload: bytes = b"") -> bytes:
-        self._check_open("a ping")
-        return self._encode(OP_PING, payload)
-
-    def send_pong(self, payload: bytes = b"") -> bytes:
-        self._check_open("a pong")
-        return self._encode(OP_PONG, payload)
-
-    def send_close(self, code: int = 1000, reason: str = "") -> bytes:
-        """Start the closing handshake: this side's close frame. Messages are still
-        read until the peer's close frame comes (``Close``).
-
-        Raises:
-            StateError: a close frame was sent or received already.
-            ValueError: the code may not be sent, or the reason is too long.
-        """
-        self._check_open("a close frame")
-        frame = self._encode(OP_CLOSE, close_payload(code, reason))
-        self.state = State.CLOSING
-        self.close_code, self.close_reason = code, reason
-        return frame

@@ -19,11 +19,13 @@ from contextlib import suppress
 
 import trio
 
+from .._wire.client_handshake import ResponseReader, client_request
 from .._wire.deflate import NAME as DEFLATE
 from .._wire.deflate import Codec, Deflate, offer, parse_answer
+from .._wire.events import Close, Failure, State
 from .._wire.frames import ABNORMAL
-from .._wire.handshake import ResponseReader, client_request, parse_extensions
-from .._wire.protocol import Close, Failure, Protocol, State
+from .._wire.headers import parse_extensions
+from .._wire.protocol import Protocol
 from ._messages import CloseInfo
 
 READ_SIZE = 65536
