@@ -34,7 +34,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ._wire.handshake import is_field_value, is_token
+from ._wire.headers import is_field_value, is_token
 
 
 class WsrouteError(Exception):

@@ -33,13 +33,9 @@ from .headers import (
     accept_token,
     extension_offers,
     header_lines,
+    is_token,
     tokens,
 )
-
-# ``_errors`` imports these two from here (their home is ``headers``), and _parse
-# uses is_token.
-from .headers import is_field_value as is_field_value
-from .headers import is_token as is_token
 
 _TOKEN = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+"
 _REQUEST_LINE = re.compile(rb"(%s) ([\x21-\x7e]+) HTTP/([0-9])\.([0-9])" % _TOKEN)
