@@ -3,6 +3,7 @@ over real sockets, a GET route next to the WebSocket endpoint on one port."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -181,8 +182,23 @@ async def test_a_failing_route_is_a_500_and_the_server_goes_on(
     for path in ("/broken", "/wrong"):
         answer = await http_exchange(port, get(path))
         assert (answer.status, answer.body) == (500, b"internal server error\n")
-    assert "GET route for from" in caplog.text and "RuntimeError: oops" in caplog.text
+    assert "GET from 127.0.0.1:" in caplog.text and "path=/broken failed" in caplog.text
+    assert "RuntimeError: oops" in caplog.text
     assert (await http_exchange(port, get("/health"))).status == 200
+
+
+async def test_an_ipv6_client_is_logged_in_brackets(
+    serve: Serve, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The address from a trusted proxy's header: "2001:db8::5:0" would read as
+    # the address 2001:db8::5:0 without a port.
+    port = await serve(make_app())
+    caplog.set_level(logging.INFO, logger="wsroute")
+    answer = await http_exchange(port, get("/broken", "X-Forwarded-For: 2001:db8::5"))
+    assert answer.status == 500
+    lines = [r.getMessage() for r in caplog.records]
+    assert "GET from [2001:db8::5]:0 path=/broken failed" in lines
+    assert "GET from [2001:db8::5]:0 path=/broken 500" in lines
 
 
 async def test_the_javascript_client_is_served(serve: Serve) -> None:
