@@ -91,6 +91,20 @@ def test_a_path_starts_with_a_slash(path: Any) -> None:
         App().get(path)(page)
 
 
+@pytest.mark.parametrize("path", ["/items/{id}", "/items/{id}/name", "/a}"])
+def test_a_path_has_no_parameters(path: str) -> None:
+    with pytest.raises(RegistrationError, match=r"path parameter.* read request\.query"):
+        App().get(path)(page)
+    with pytest.raises(RegistrationError, match="path parameter"):
+        App().add_static(path, ".")
+
+
+def test_a_path_is_written_as_clients_send_it() -> None:
+    with pytest.raises(RegistrationError, match=r"percent-encode ' ' 'é'.*'/caf%C3%A9%20x'"):
+        App().get("/café x")(page)
+    App().get("/caf%C3%A9%20x")(page)
+
+
 def test_a_get_route_is_async_and_takes_at_most_the_request() -> None:
     def sync(request: Request) -> str:
         return ""
@@ -185,6 +199,13 @@ async def test_a_failing_route_is_a_500_and_the_server_goes_on(
     assert "GET from 127.0.0.1:" in caplog.text and "path=/broken failed" in caplog.text
     assert "RuntimeError: oops" in caplog.text
     assert (await http_exchange(port, get("/health"))).status == 200
+
+
+async def test_a_percent_encoded_path_is_matched_as_sent(serve: Serve) -> None:
+    app = App()
+    app.get("/caf%C3%A9")(page)
+    port = await serve(app)
+    assert (await http_exchange(port, get("/caf%C3%A9"))).body == b"page"
 
 
 async def test_an_ipv6_client_is_logged_in_brackets(
