@@ -193,13 +193,14 @@ def _run(args: argparse.Namespace, serve: Serve | None = None) -> int:
         if isinstance(known, RegistrationError):  # a probe moved onto the app's route
             _error(str(known))
             return EXIT_USAGE
+        # SchemaError: App(asyncapi=...) found a type without a schema at the start.
+        crashed = not isinstance(known, BrokerError | ListenError | SchemaError)
         if json_logs:
-            crashed = not isinstance(known, BrokerError | ListenError)
             logging.getLogger(PROG).critical(
                 "the app crashed" if crashed else str(known), exc_info=exc if crashed else None
             )
             return EXIT_ERROR
-        if not isinstance(known, BrokerError | ListenError):
+        if crashed:
             raise
         _error(str(known))
         return EXIT_ERROR
