@@ -24,6 +24,9 @@ import pytest
 
 from .cliproc import child_env, free_port
 from .needs import missing
+from .tlstools import Certs, certs
+
+__all__ = ["certs"]  # fixture, imported to be found
 
 REPO = Path(__file__).resolve().parent.parent
 TIMEOUT = 10.0
@@ -47,10 +50,12 @@ def chromium_path() -> str:
 
 
 class ChatServer:
-    """``wsroute run app:app --app-dir examples/chat`` on a fixed port, restartable."""
+    """``wsroute run app:app --app-dir examples/chat`` on a fixed port, restartable;
+    ``options`` are more flags of ``wsroute run``."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, *options: str) -> None:
         self.port = port
+        self.options = options
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -65,6 +70,7 @@ class ChatServer:
                 "examples/chat",
                 "--port",
                 str(self.port),
+                *self.options,
             ],
             cwd=REPO,
             env=child_env(),
@@ -116,8 +122,9 @@ def browser() -> Iterator[Any]:
 class Page:
     """A browser tab on the chat page, recording what went wrong in it."""
 
-    def __init__(self, browser: Any, port: int) -> None:
-        self.page = browser.new_context().new_page()
+    def __init__(self, browser: Any, port: int, scheme: str = "http") -> None:
+        # The TLS test's certificate comes from a CA Chromium does not know.
+        self.page = browser.new_context(ignore_https_errors=scheme == "https").new_page()
         self.page.set_default_timeout(TIMEOUT * 1000)
         self.errors: list[str] = []  # uncaught exceptions and console.error lines
         self.page.on("pageerror", lambda error: self.errors.append(f"uncaught: {error}"))
@@ -125,7 +132,7 @@ class Page:
             "console",
             lambda message: message.type == "error" and self.errors.append(message.text),
         )
-        self.page.goto(f"http://127.0.0.1:{port}/")
+        self.page.goto(f"{scheme}://127.0.0.1:{port}/")
 
     def join(self, nick: str, room: str) -> None:
         self.page.fill("#nick", nick)
@@ -175,6 +182,22 @@ def test_the_chat_page_works_in_chromium_and_survives_a_server_restart(
         # connect; nothing else may have gone wrong.
         unexpected = [e for e in page.errors if "WebSocket connection to" not in e]
         assert unexpected == []
+
+
+def test_the_chat_page_served_over_tls_connects_with_wss(browser: Any, certs: Certs) -> None:
+    # With --ssl-certfile the page is https://, and its client must connect to
+    # wss:// on the same port: a ws:// URL would speak plain HTTP to the TLS port.
+    server = ChatServer(free_port(), "--ssl-certfile", str(certs.combined))
+    server.start()
+    try:
+        ada = Page(browser, server.port, scheme="https")
+        ada.join("ada", "lobby")
+        ada.wait_state("open")
+        ada.say("over TLS")
+        ada.wait_text("#log", "ada: over TLS")
+        assert ada.errors == []
+    finally:
+        server.kill()
 
 
 def test_the_page_and_the_client_script_are_served_by_the_app(chat_server: ChatServer) -> None:

@@ -621,7 +621,16 @@ async def test_an_encrypted_key_is_read_with_the_password_from_the_environment(
                 "--ssl-keyfile-password",
                 "wrong",
             ],
-            ["cannot load the TLS certificate and key from", "key-encrypted.pem: [SSL"],
+            ["key-encrypted.pem: the password does not decrypt the private key"],
+        ),
+        (
+            # Not prompted for on the terminal: a service has none to answer it.
+            lambda c: ["--ssl-certfile", c.cert, "--ssl-keyfile", c.encrypted_key],
+            ["the private key is encrypted: give its password with WSROUTE_SSL_KEYFILE_PASSWORD"],
+        ),
+        (
+            lambda c: ["--ssl-certfile", c.cert],
+            ["cert.pem holds no private key: name the key's file with --ssl-keyfile"],
         ),
         (
             lambda c: ["--ssl-certfile", c.cert, "--ssl-keyfile", c.cert.parent / "nope.pem"],

@@ -453,8 +453,21 @@ async def test_a_document_that_cannot_be_made_stops_the_start(nursery: trio.Nurs
     async def take(thing: Opaque, conn: Connection) -> None:
         pass
 
-    with pytest.raises(SchemaError, match="'take'"):
+    with pytest.raises(SchemaError, match=r"'take'.* takes no overrides: serve wsroute"):
         await nursery.start(app.serve, "127.0.0.1", 0)
+
+
+async def test_run_says_in_one_line_why_the_document_cannot_be_served(tmp_path: Path) -> None:
+    (tmp_path / "served.py").write_text(
+        "from wsroute import App\n"
+        "app = App(asyncapi='/asyncapi.json')\n"
+        "class Opaque: ...\n"
+        "app.converter.register_structure_hook(Opaque, lambda v, _: Opaque())\n"
+        "@app.direct('take')\n"
+        "async def take(thing: Opaque) -> None: ...\n"
+    )
+    done = await wsroute_cli("run", "served:app", "--port", "0", "--app-dir", str(tmp_path))
+    assert_one_line_error(done, 1, "cannot serve App(asyncapi=...)", "'take'", "GET route")
 
 
 async def test_the_command_writes_json_or_yaml(tmp_path: Path) -> None:

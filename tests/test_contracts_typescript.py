@@ -160,6 +160,16 @@ def test_route_maps_quote_odd_names_and_merge_events() -> None:
     assert "  bare: null;" in text
 
 
+def test_the_presence_requests_are_typed_where_the_app_keeps_presence() -> None:
+    entry = "{ connection: string; user: string | null; meta: unknown }"
+    text = declarations(App(presence=["room:*"]))
+    assert f'  "wsroute.presence": {{ data: {{ topic: string }}; reply: {entry}[] }};' in text
+    stats = "{ connections: number; users: number }"
+    assert f'  "wsroute.presence_stats": {{ data: {{ topic: string }}; reply: {stats} }};' in text
+    assert "wsroute.join" not in text  # no events without Presence(events=True)
+    assert "wsroute.presence" not in declarations(App())
+
+
 def test_a_type_without_a_schema_has_no_declaration() -> None:
     app = App()
     app.declare_event("when", datetime.time)

@@ -275,6 +275,31 @@ async def test_broker_failures_are_warned_once_per_period_with_the_count_held_ba
     assert broker_warnings(caplog) == [warning, f"{warning} (2 more since the last warning)"]
 
 
+async def test_a_handler_whose_own_broker_call_fails_is_not_told_about_a_broadcast(
+    autojump_clock: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = App(broker=DownBroker())
+
+    @app.direct("note")
+    async def note(text: str) -> None:
+        await app.publish("notes", "note", text)  # fails: the broker is down
+
+    with caplog.at_level(logging.WARNING, logger="wsroute"):
+        async with open_client(app) as client:
+            await client.send("note", "hi", id=1)
+            reply = await client.expect_reply(1)
+            assert isinstance(reply, ErrorReply)
+            assert (reply.code, reply.message) == (
+                "broker_unavailable",
+                "the broker is unavailable",
+            )
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        "handlers could not reach the broker (e.g. test_a_handler_whose_own_broker_call_fails"
+        "_is_not_told_about_a_broadcast.<locals>.note for 'note'): broker is down"
+    ]
+
+
 async def test_a_handler_stopped_by_its_closing_connection_gets_no_reply_and_no_log(
     autojump_clock: Any, caplog: pytest.LogCaptureFixture
 ) -> None:

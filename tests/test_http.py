@@ -3,6 +3,7 @@ over real sockets, a GET route next to the WebSocket endpoint on one port."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -88,6 +89,20 @@ def test_the_client_path_is_taken_unless_moved() -> None:
 def test_a_path_starts_with_a_slash(path: Any) -> None:
     with pytest.raises(RegistrationError, match="starts with '/'"):
         App().get(path)(page)
+
+
+@pytest.mark.parametrize("path", ["/items/{id}", "/items/{id}/name", "/a}"])
+def test_a_path_has_no_parameters(path: str) -> None:
+    with pytest.raises(RegistrationError, match=r"path parameter.* read request\.query"):
+        App().get(path)(page)
+    with pytest.raises(RegistrationError, match="path parameter"):
+        App().add_static(path, ".")
+
+
+def test_a_path_is_written_as_clients_send_it() -> None:
+    with pytest.raises(RegistrationError, match=r"percent-encode ' ' 'é'.*'/caf%C3%A9%20x'"):
+        App().get("/café x")(page)
+    App().get("/caf%C3%A9%20x")(page)
 
 
 def test_a_get_route_is_async_and_takes_at_most_the_request() -> None:
@@ -181,8 +196,30 @@ async def test_a_failing_route_is_a_500_and_the_server_goes_on(
     for path in ("/broken", "/wrong"):
         answer = await http_exchange(port, get(path))
         assert (answer.status, answer.body) == (500, b"internal server error\n")
-    assert "GET route for from" in caplog.text and "RuntimeError: oops" in caplog.text
+    assert "GET from 127.0.0.1:" in caplog.text and "path=/broken failed" in caplog.text
+    assert "RuntimeError: oops" in caplog.text
     assert (await http_exchange(port, get("/health"))).status == 200
+
+
+async def test_a_percent_encoded_path_is_matched_as_sent(serve: Serve) -> None:
+    app = App()
+    app.get("/caf%C3%A9")(page)
+    port = await serve(app)
+    assert (await http_exchange(port, get("/caf%C3%A9"))).body == b"page"
+
+
+async def test_an_ipv6_client_is_logged_in_brackets(
+    serve: Serve, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The address from a trusted proxy's header: "2001:db8::5:0" would read as
+    # the address 2001:db8::5:0 without a port.
+    port = await serve(make_app())
+    caplog.set_level(logging.INFO, logger="wsroute")
+    answer = await http_exchange(port, get("/broken", "X-Forwarded-For: 2001:db8::5"))
+    assert answer.status == 500
+    lines = [r.getMessage() for r in caplog.records]
+    assert "GET from [2001:db8::5]:0 path=/broken failed" in lines
+    assert "GET from [2001:db8::5]:0 path=/broken 500" in lines
 
 
 async def test_the_javascript_client_is_served(serve: Serve) -> None:

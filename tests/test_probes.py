@@ -17,6 +17,7 @@ from wsroute import App, RegistrationError
 from .rawws import http_exchange
 from .redisproc import RedisServer, own_redis_server
 from .redistools import TIMEOUT, quick
+from .wsclient import connect
 
 __all__ = ["own_redis_server"]  # a fixture, imported to be found
 
@@ -95,6 +96,36 @@ async def test_a_probe_moved_onto_the_apps_route_fails_the_start() -> None:
     app.config = attrs.evolve(app.config, health_path="/status")
     with pytest.raises(RegistrationError, match=r"'/status' is the path of the health check"):
         await app.serve("127.0.0.1", 0)
+
+
+async def test_a_probe_after_the_shutdown_began_cannot_connect(serve: Serve) -> None:
+    # As deployment.md says: a handler in flight holds the drain open, and a new
+    # probe meanwhile is refused at connect, not answered 503.
+    app = App()
+    release, running = trio.Event(), trio.Event()
+
+    @app.direct("slow")
+    async def slow() -> str:
+        running.set()
+        await release.wait()
+        return "done"
+
+    port = await serve(app)
+    async with connect(port) as client:
+        await client.send({"type": "slow", "id": 1})
+        with trio.fail_after(TIMEOUT):
+            await running.wait()
+        app.shutdown()
+        with trio.fail_after(TIMEOUT):
+            while True:  # until the listener is closed (a few checkpoints)
+                try:
+                    stream = await trio.open_tcp_stream("127.0.0.1", port)
+                except OSError:
+                    break
+                await stream.aclose()
+                await trio.sleep(0.01)
+        release.set()
+        assert (await client.recv())["data"] == "done"
 
 
 async def test_not_ready_while_shutting_down(serve: Serve) -> None:

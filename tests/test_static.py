@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from urllib.parse import urljoin
 
 import pytest
 
@@ -69,7 +70,6 @@ async def test_files_are_served(
     "target",
     [
         "/missing.html",
-        "/js",  # a directory without its slash: not a file
         "/../secret.txt",
         "/js/../../secret.txt",
         "/%2e%2e/secret.txt",
@@ -93,6 +93,8 @@ async def test_an_unchanged_file_is_a_304(serve: Serve, site: Path) -> None:
     etag = first.headers["etag"]
     again = await http_exchange(port, get("/js/app.js", f'If-None-Match: "x", {etag}'))
     assert (again.status, again.body, again.headers["etag"]) == (304, b"", etag)
+    # A cache replaces the headers it keeps with a 304's: not with another type.
+    assert again.headers["content-type"] == "text/javascript; charset=utf-8"
     (site / "js" / "app.js").write_text("export const x = 2;\n")
     changed = await http_exchange(port, get("/js/app.js", f"If-None-Match: {etag}"))
     assert (changed.status, changed.body) == (200, b"export const x = 2;\n")
@@ -105,6 +107,24 @@ async def test_a_mount_below_a_prefix(serve: Serve, site: Path) -> None:
     assert (await http_exchange(port, get("/staticx/js/app.js"))).status == 426
     assert (await http_exchange(port, get("/js/app.js"))).status == 426  # not mounted there
     assert (await http_exchange(port, get("/api"))).body == b"route wins over the mount"
+
+
+@pytest.mark.parametrize(
+    ("mount", "target", "location"),
+    [
+        ("/", "/js", "./js/"),
+        ("/", "/js?v=1&x=a%20b", "./js/?v=1&x=a+b"),
+        ("/static/", "/static", "./static/"),  # index.html's relative links need the slash
+        ("/static/", "/static/js", "./js/"),
+    ],
+)
+async def test_a_directory_without_its_slash_is_redirected_to_it(
+    serve: Serve, site: Path, mount: str, target: str, location: str
+) -> None:
+    port = await serve_site(serve, site, mount)
+    answer = await http_exchange(port, get(target))
+    assert (answer.status, answer.headers["location"]) == (301, location)
+    assert (await http_exchange(port, get(urljoin(target, location)))).status == 200
 
 
 async def test_routes_and_the_client_come_before_a_root_mount(serve: Serve, site: Path) -> None:

@@ -201,6 +201,27 @@ async def test_sigterm_drains_every_worker(
         await server.wait_for(rf"worker \d+ \(pid {pid}\) exited with status 0$")
 
 
+async def test_workers_signalled_with_their_supervisor_drain_as_under_systemd(
+    start: StartServer, app_dir: Path, redis_server: RedisServer
+) -> None:
+    # systemd's default KillMode=control-group sends SIGTERM to every process of the
+    # service: each worker gets it from systemd and again from its supervisor.
+    server, port, pids = await run_workers(start, app_dir, 2, "--broker", redis_server.url)
+    async with connect(port) as client:
+        await client.send({"type": "sleep", "id": 1, "data": 1.0})
+        await server.wait_for("handler sleeping 1.0")
+        server.signal(signal.SIGTERM)
+        for pid in pids:
+            os.kill(pid, signal.SIGTERM)
+        with trio.fail_after(TIMEOUT):
+            assert (await client.recv())["data"] == "slept"
+        assert await client.wait_closed() == (1001, "server shutting down")
+    assert await server.exit_code() == 0
+    for pid in pids:
+        await server.wait_for(rf"worker \d+ \(pid {pid}\) exited with status 0$")
+    assert "exiting now" not in server.stderr
+
+
 async def test_a_second_signal_kills_the_workers_and_exits_1(
     start: StartServer, app_dir: Path, redis_server: RedisServer
 ) -> None:

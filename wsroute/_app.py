@@ -18,6 +18,7 @@ from ._config import DEFAULT_SUBPROTOCOLS, Config, SlowConsumerPolicy
 from ._converter import make_converter
 from ._declared import EventInfo
 from ._decorators import Decorators
+from ._errors import SchemaError
 from ._history import History
 from ._http import HTTPRoutes, Response
 from ._metrics import Metrics
@@ -248,8 +249,19 @@ class AsyncAPIDocument:
         self._body: bytes | None = None
 
     async def prepare(self) -> AsyncIterator[None]:
-        """A lifespan, the app's first."""
-        self._body = asyncapi_json(self._app)
+        """A lifespan, the app's first.
+
+        Raises:
+            SchemaError: a type has no schema; the message says how to serve anyway.
+        """
+        try:
+            self._body = asyncapi_json(self._app)
+        except SchemaError as exc:
+            raise SchemaError(
+                f"cannot serve App(asyncapi=...): {exc} (App(asyncapi=...) takes no"
+                " overrides: serve wsroute.contracts.asyncapi_json(app, overrides=...) from"
+                " a GET route of your own instead)"
+            ) from exc
         yield
 
     async def __call__(self, request: Request) -> Response:

@@ -29,6 +29,7 @@ from ._importer import load_app, user_frames
 from ._logs import log_by_default
 from ._options import OPTIONS, PROG, TLS, build_parser, resolve
 from ._supervisor import supervise, usage_problem
+from ._tlsfiles import server_context
 from ._wire.deflate import Deflate
 from .brokers import MemoryBroker, from_url
 from .contracts.asyncapi import asyncapi_json, asyncapi_yaml
@@ -192,13 +193,14 @@ def _run(args: argparse.Namespace, serve: Serve | None = None) -> int:
         if isinstance(known, RegistrationError):  # a probe moved onto the app's route
             _error(str(known))
             return EXIT_USAGE
+        # SchemaError: App(asyncapi=...) found a type without a schema at the start.
+        crashed = not isinstance(known, BrokerError | ListenError | SchemaError)
         if json_logs:
-            crashed = not isinstance(known, BrokerError | ListenError)
             logging.getLogger(PROG).critical(
                 "the app crashed" if crashed else str(known), exc_info=exc if crashed else None
             )
             return EXIT_ERROR
-        if not isinstance(known, BrokerError | ListenError):
+        if crashed:
             raise
         _error(str(known))
         return EXIT_ERROR
@@ -231,18 +233,11 @@ def _ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:
             _error(f"{' and '.join(given)} {verb} --ssl-certfile (or WSROUTE_SSL_CERTFILE)")
             raise _Exit(EXIT_USAGE)
         return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.set_alpn_protocols(["http/1.1"])
     try:
-        context.load_cert_chain(args.ssl_certfile, args.ssl_keyfile, args.ssl_keyfile_password)
-    except (OSError, ssl.SSLError) as exc:
-        files = args.ssl_certfile + (f" and {args.ssl_keyfile}" if args.ssl_keyfile else "")
-        _error(
-            f"cannot load the TLS certificate and key from {files}: {exc} (check the paths,"
-            " that the key matches the certificate, and --ssl-keyfile-password)"
-        )
+        return server_context(args.ssl_certfile, args.ssl_keyfile, args.ssl_keyfile_password)
+    except ValueError as exc:
+        _error(str(exc))
         raise _Exit(EXIT_USAGE) from None
-    return context
 
 
 def _single(exc: BaseException) -> BaseException:

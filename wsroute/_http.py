@@ -13,6 +13,7 @@ Pure: no trio, no sockets. ``_runtime`` reads the request and writes the bytes.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from http import HTTPStatus
 from typing import Any, Final
@@ -26,6 +27,9 @@ from ._wire.headers import is_field_value, is_token
 METHODS: Final = ("GET", "HEAD")
 
 HeaderItems = Mapping[str, str] | Sequence[tuple[str, str]]
+#: What a request's path carries as it is (RFC 3986 ``pchar`` and ``/``): a client
+#: percent-encodes anything else, and paths are matched as sent, undecoded.
+_AS_SENT: Final = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:@/%]")
 
 
 class Response:
@@ -178,10 +182,36 @@ class HTTPRoutes:
 
 
 def _check_path(path: object, what: str) -> None:
+    """Refuse a path that no request could match.
+
+    Raises:
+        RegistrationError: not a path, a path with a parameter (``/items/{id}``), or
+            with a character a client sends percent-encoded.
+    """
     if not isinstance(path, str) or not path.startswith("/") or "?" in path or "#" in path:
         raise RegistrationError(
             f"{what}: a path starts with '/' and has no query or fragment, not {path!r}"
         )
+    if "{" in path or "}" in path:
+        raise RegistrationError(
+            f"{what}: {path!r} looks like a path parameter, which GET routes do not have:"
+            " a route answers one exact path; pass values in the query string"
+            " (/items?id=1) and read request.query"
+        )
+    encoded = sorted({char for char in path if not _AS_SENT.fullmatch(char)})
+    if encoded:
+        raise RegistrationError(
+            f"{what}: no request would match {path!r}: clients percent-encode"
+            f" {' '.join(map(repr, encoded))}, and paths are matched as sent; write the"
+            f" path percent-encoded, e.g. {_percent_encoded(path)!r}"
+        )
+
+
+def _percent_encoded(path: str) -> str:
+    return "".join(
+        char if _AS_SENT.fullmatch(char) else "".join(f"%{b:02X}" for b in char.encode())
+        for char in path
+    )
 
 
 def as_response(result: object) -> Response:

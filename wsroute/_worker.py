@@ -38,7 +38,8 @@ class _Link:
     def serve(self, app: App, host: str, port: int, ssl_context: ssl.SSLContext | None) -> None:
         """``App.run``, as a worker: until a signal, a restart, or the supervisor's end."""
         trio.run(
-            app._serve_until_signal, functools.partial(self._serve, app, host, port, ssl_context)
+            functools.partial(app._serve_until_signal, again_exits=False),
+            functools.partial(self._serve, app, host, port, ssl_context),
         )
 
     async def _serve(

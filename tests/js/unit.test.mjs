@@ -128,7 +128,9 @@ test("the default retry rules", () => {
 test("options and URLs are checked when connecting", (t) => {
   assert.throws(() => connect("http://[bad", { WebSocket: FakeSocket }), TypeError);
   assert.throws(() => connect("ftp://example.com/", { WebSocket: FakeSocket }), /ws:\/\/ or wss:\/\//);
-  assert.throws(() => connect("/relative", { WebSocket: FakeSocket }), TypeError); // no page to resolve against
+  // No page to resolve against: the error says to give the whole URL.
+  assert.throws(() => connect("/relative", { WebSocket: FakeSocket }), /needs a page .* such as ws:\/\/127\.0\.0\.1:8000\//);
+  assert.throws(() => connect("http://[bad", { WebSocket: FakeSocket }), (error) => !error.message.includes("page"));
   assert.throws(() => connect("ws://x/", { WebSocket: FakeSocket, requestTimeout: 0 }), /requestTimeout/);
   assert.throws(() => connect("ws://x/", { WebSocket: FakeSocket, reconnect: { maxAttempts: -1 } }), /maxAttempts/);
   assert.throws(() => connect("ws://x/", { WebSocket: FakeSocket, token: 42 }), /token/);

@@ -201,8 +201,9 @@ def redact_query(items: tuple[tuple[str, str], ...]) -> str:
 
 
 def describe_request(request: Request) -> str:
-    """``from HOST:PORT path=PATH?QUERY`` with credentials redacted, for logs."""
-    where = f"{request.remote[0]}:{request.remote[1]}" if request.remote else "?"
+    """``from HOST:PORT path=PATH?QUERY`` (``[HOST]:PORT`` for IPv6) with credentials
+    redacted, for logs."""
+    where = format_address(request.remote) or "?"
     query = redact_query(request.query_items)
     return f"from {where} path={request.path}{'?' + query if query else ''}"
 

@@ -158,6 +158,7 @@ class Dispatcher:
                     msg.type, msg.id, UNKNOWN_TYPE, f"unknown message type {msg.type!r}"
                 )
             handler: Handler | None = None
+            publishing = False  # a BrokerError before this came from the handler's own calls
             try:
                 handler = route.direct
                 if handler is not None:
@@ -184,6 +185,7 @@ class Dispatcher:
                     event = encode_event(msg.type, topic, data)
                     if handler.exclude_sender:
                         event = encode_excluding(conn.id, event)
+                    publishing = True
                     await self._hub.publish_event(topic, event)
                 if msg.id is None:
                     return None
@@ -218,12 +220,21 @@ class Dispatcher:
             except ConnectionClosed:
                 return None  # the client is going away; there is nobody to answer
             except BrokerError as exc:
-                self._broker_warnings.warn(
-                    "broadcasts could not be published (e.g. %r): %s", msg.type, exc
-                )
-                return self.error_reply(
-                    msg.type, msg.id, BROKER_UNAVAILABLE, "the broadcast could not be published"
-                )
+                if publishing:
+                    self._broker_warnings.warn(
+                        "broadcasts could not be published (e.g. %r): %s", msg.type, exc
+                    )
+                    text = "the broadcast could not be published"
+                else:  # conn.subscribe, app.publish, app.history, ... in the handler
+                    assert handler is not None
+                    self._broker_warnings.warn(
+                        "handlers could not reach the broker (e.g. %s for %r): %s",
+                        handler.fn.__qualname__,
+                        msg.type,
+                        exc,
+                    )
+                    text = "the broker is unavailable"
+                return self.error_reply(msg.type, msg.id, BROKER_UNAVAILABLE, text)
             except Exception:
                 where = handler.fn.__qualname__ if handler is not None else "?"
                 logger.exception(

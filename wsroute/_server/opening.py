@@ -59,11 +59,10 @@ class Opening:
             await self._answer_plain(ws, upgrade, remote, scheme)
             return None
         if upgrade is None:
-            peer = f"{remote[0]}:{remote[1]}" if remote else "?"
             logger.info(
                 "refused an upgrade from %s: not a valid WebSocket upgrade request, or"
                 " closed before one",
-                peer,
+                format_address(remote) or "?",
                 extra={"remote": format_address(remote)},
             )
             return None
@@ -95,7 +94,8 @@ class Opening:
                     response = not_an_upgrade()
             except Exception:
                 logger.exception(
-                    "GET route for %s failed",
+                    "%s %s failed",
+                    plain.method,
                     describe_request(request),
                     extra=request_fields(request),
                 )
@@ -141,7 +141,7 @@ async def _tls_handshake(stream: trio.SSLStream[Any], remote: tuple[str, int] | 
     try:
         await stream.do_handshake()
     except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-        peer = f"{remote[0]}:{remote[1]}" if remote else "?"
+        peer = format_address(remote) or "?"
         logger.info("TLS handshake with %s failed: %s", peer, exc.__cause__ or exc)
         return False
     return True

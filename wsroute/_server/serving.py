@@ -358,16 +358,22 @@ class Serving:
             functools.partial(self.serve, host, port, ssl_context=ssl_context),
         )
 
-    async def _serve_until_signal(self, serve: Callable[[], Awaitable[None]]) -> None:
+    async def _serve_until_signal(
+        self, serve: Callable[[], Awaitable[None]], *, again_exits: bool = True
+    ) -> None:
         """Run ``serve()``; the first SIGINT or SIGTERM shuts the app down gracefully,
-        a second one exits the process at once."""
+        a second one exits the process at once, unless ``again_exits`` is false: a
+        worker of ``wsroute run --workers`` may get each signal twice (from systemd,
+        which signals every process of the service, and forwarded by its supervisor),
+        and leaves exiting at once to the supervisor, which kills its workers on a
+        second signal of its own."""
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._watch_signals, signals)
+                nursery.start_soon(self._watch_signals, signals, again_exits)
                 await serve()
                 nursery.cancel_scope.cancel()
 
-    async def _watch_signals(self, signals: AsyncIterator[int]) -> None:
+    async def _watch_signals(self, signals: AsyncIterator[int], again_exits: bool) -> None:
         count = 0
         async for signum in signals:
             count += 1
@@ -375,6 +381,8 @@ class Serving:
             if count == 1:
                 logger.info("received %s, shutting down gracefully", name)
                 self.shutdown()
+            elif not again_exits:
+                logger.info("received %s again: already shutting down", name)
             else:
                 logger.warning("received %s again, exiting now", name)
                 logging.shutdown()

@@ -2,7 +2,9 @@
 JavaScript client (``App(client_path=...)``).
 
 Answers carry an ``ETag`` and ``Cache-Control: no-cache``: a browser asks again
-each time, and an unchanged file costs a ``304`` without a body. Files are read in
+each time, and an unchanged file costs a ``304`` without a body. A directory asked
+for without its slash (``/static``, ``/static/docs``) is redirected to it with one, so
+that the relative links of its index page resolve inside it. Files are read in
 a worker thread, so a slow disk never blocks the connections being served. Only
 files below the directory are served: ``..``, absolute parts and symbolic links
 that lead outside it are a 404, as a missing file is.
@@ -16,7 +18,7 @@ import mimetypes
 import os
 from pathlib import Path
 from typing import Final
-from urllib.parse import unquote
+from urllib.parse import unquote, urlencode
 
 import trio
 
@@ -53,11 +55,26 @@ def content_type(name: str) -> str:
     return f"{guessed}; charset=utf-8" if guessed.startswith("text/") else guessed
 
 
+#: What ``_read`` finds at a directory's path: not a file, but a redirect to its slash.
+_DIRECTORY: Final = "directory"
+
+
 def _answer(request: Request, data: bytes, etag: str, name: str) -> Response:
     headers = {"ETag": etag, "Cache-Control": "no-cache"}
+    # A 304's headers replace those a cache keeps: the same type as the 200's.
+    kind = content_type(name)
     if etag in (tag.strip() for tag in request.headers.get("if-none-match", "").split(",")):
-        return Response(b"", 304, headers=headers)
-    return Response(data, content_type=content_type(name), headers=headers)
+        return Response(b"", 304, content_type=kind, headers=headers)
+    return Response(data, content_type=kind, headers=headers)
+
+
+def _to_directory(request: Request) -> Response:
+    """A 301 to the directory's own path with its slash, written relative to the
+    request (``./docs/``), so that it never leaves the server."""
+    location = f"./{request.path.rsplit('/', 1)[1]}/"
+    if request.query_items:
+        location += f"?{urlencode(request.query_items)}"
+    return Response(f"moved to {location}\n", 301, headers={"Location": location})
 
 
 class StaticFiles:
@@ -81,6 +98,8 @@ class StaticFiles:
         self._index = index
 
     async def __call__(self, rest: str, request: Request) -> Response | None:
+        if not request.path.endswith("/") and not rest:
+            return _to_directory(request)  # the mount point itself: /static
         path = self._locate(rest)
         if path is None:
             return None
@@ -90,6 +109,8 @@ class StaticFiles:
             return None
         if found is None:
             return None
+        if isinstance(found, str):  # _DIRECTORY
+            return _to_directory(request)
         data, etag = found
         return _answer(request, data, etag, path.name)
 
@@ -103,11 +124,15 @@ class StaticFiles:
         return path
 
 
-def _read(root: Path, path: Path) -> tuple[bytes, str] | None:
-    """The file's bytes and ETag; ``None`` unless a regular file inside ``root``
-    (once symbolic links are followed)."""
+def _read(root: Path, path: Path) -> tuple[bytes, str] | str | None:
+    """The file's bytes and ETag; ``_DIRECTORY`` for a directory; ``None`` unless a
+    regular file inside ``root`` (once symbolic links are followed)."""
     resolved = path.resolve()
-    if not resolved.is_relative_to(root) or not resolved.is_file():
+    if not resolved.is_relative_to(root):
+        return None
+    if resolved.is_dir():
+        return _DIRECTORY
+    if not resolved.is_file():
         return None
     stat = resolved.stat()
     return resolved.read_bytes(), f'"{stat.st_mtime_ns:x}-{stat.st_size:x}"'

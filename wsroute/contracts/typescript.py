@@ -39,6 +39,11 @@ _CONSTRAINTS: Final = frozenset(
 #: The data of the protocol's own events, where the app enables them.
 _BROKER_STATE: Final = '{ state: "connected" | "disconnected" }'
 _PRESENCE_ENTRY: Final = "{ connection: string; user: string | null; meta: unknown }"
+#: The protocol's own requests where the app keeps presence (docs/presence.md).
+_PRESENCE_REQUESTS: Final = {
+    "wsroute.presence": ("{ topic: string }", f"{_PRESENCE_ENTRY}[]"),
+    "wsroute.presence_stats": ("{ topic: string }", "{ connections: number; users: number }"),
+}
 
 HEADER: Final = """\
 // TypeScript declarations of a wsroute app's API, made by `wsroute typescript`.
@@ -76,6 +81,9 @@ def typescript(app: AppSource, *, overrides: Mapping[Any, Schema] | None = None)
         requests.setdefault(route.name, []).append((data, writer.type(item.result)))
         if route.kind is RouteKind.BROADCAST:
             events.setdefault(route.name, []).append(writer.type(without_null(item.result)))
+    if app.config.presence:  # no route can take a wsroute. name: no clash
+        for name, spec in _PRESENCE_REQUESTS.items():
+            requests[name] = [spec]
     for event in found.events:
         events.setdefault(event.event.name, []).append(writer.type(event.data))
     if app.config.broker_state_events:

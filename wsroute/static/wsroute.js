@@ -302,7 +302,10 @@ function resolveUrl(url) {
   try {
     parsed = new URL(text, base);
   } catch (_) {
-    throw new TypeError(`invalid WebSocket URL: ${url}`);
+    const hint = base === undefined && !/^[a-z][a-z0-9+.-]*:/i.test(text)
+      ? " (a relative URL needs a page to resolve against: outside a browser, give the whole URL, such as ws://127.0.0.1:8000/)"
+      : "";
+    throw new TypeError(`invalid WebSocket URL: ${url}${hint}`);
   }
   if (parsed.protocol === "http:") parsed.protocol = "ws:";
   else if (parsed.protocol === "https:") parsed.protocol = "wss:";

@@ -18,8 +18,9 @@ function showRoster(roster) {
 }
 
 function start(nick) {
-  // The app reads the user from ?user= (a stand-in for real authentication).
-  client = connect(`ws://${location.host}/`, { params: { user: nick } });
+  // The app reads the user from ?user= (a stand-in for real authentication). "/" is
+  // the page's own server: ws:// for an http:// page, wss:// for an https:// one.
+  client = connect("/", { params: { user: nick } });
   client.onState(({ state, code, reason }) => {
     $("state").dataset.state = state;
     $("state").textContent = code ? `${state} (${code}${reason ? " " + reason : ""})` : state;

@@ -26,5 +26,7 @@ export async function mistakes(): Promise<void> {
   client.on("no_such_event", () => {}); // error TS2769
   client.on("said", (data) => void data.nick); // error TS2339
   client.on("tick", (n: string) => void n); // error TS2769
-  void [item, pair, size, made];
+  await client.request("wsroute.presence", { room: "r" }); // error TS2353
+  const users: string = (await client.request("wsroute.presence_stats", { topic: "t" })).users; // error TS2322
+  void [item, pair, size, made, users];
 }

@@ -35,6 +35,9 @@ export async function usage(): Promise<void> {
   client.on("tick", (n) => void (n + 1));
   client.on("broker_state", (data) => void (data.state === "connected"));
   client.on("wsroute.join", (entry) => void [entry.connection, entry.user, entry.meta]);
+  const here = await client.request("wsroute.presence", { topic: "room:r" });
+  const stats = await client.request("wsroute.presence_stats", { topic: "room:r" });
+  void [here[0]?.connection, here[0]?.user, here[0]?.meta, stats.connections + stats.users];
   client.on("wsroute.recovery", (data) => void data.recovered);
   client.on("*", (_data, event) => void event.type);
   try {
