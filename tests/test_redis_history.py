@@ -123,6 +123,23 @@ async def test_framing_on_the_channel(redis_server: RedisServer) -> None:
         ]
 
 
+async def test_long_and_non_ascii_topics_and_large_events_are_kept_whole(
+    redis_server: RedisServer,
+) -> None:
+    # The channel travels in the packed context (msgpack str 8/16 beyond 31/255 bytes).
+    long = "é" * 200  # 400 bytes: a str 16 in the context
+    data = bytes(range(256)) * 300  # binary, beyond any str 16
+    async with RedisBroker(redis_server.url, prefix="big:").connect() as session:
+        await session.subscribe(long)
+        first = await session.publish_kept(long, data, HISTORY)
+        second = await session.publish_kept(long, b"2", HISTORY)
+        assert (first.offset, second) == (1, Position(2, first.epoch))
+        assert await next_message(session) == BrokerMessage(long, data, first)
+        assert await next_message(session) == BrokerMessage(long, b"2", second)
+        page = await session.read_history(long, HISTORY)
+        assert [m.data for m in page.messages] == [data, b"2"]
+
+
 async def test_a_malformed_kept_payload_is_dropped_and_logged(
     redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
