@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import re
 import signal
 import socket
 import statistics
@@ -39,27 +38,11 @@ from typing import Any
 
 import orjson
 import trio
+from _callgrind import dump_total
 from redis_fanout import APP, clients, redis_server
 
 WARMUP = 500
 KEPT = '{"*": History(size=1000, ttl=300)}'
-
-
-def _dump(out: Path, pid: int, dumps_before: int) -> int:
-    """Dump the counters of callgrind process ``pid``; return the dump's total: what
-    ran since the previous dump (a dump zeroes the counters)."""
-    subprocess.run(["callgrind_control", "--dump", str(pid)], check=True, capture_output=True)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        files = sorted(out.parent.glob(out.name + ".*"))
-        if len(files) > dumps_before:
-            found = re.search(
-                r"^(?:summary|totals): (\d+)", files[-1].read_text(errors="replace"), re.M
-            )
-            if found:
-                return int(found.group(1))
-        time.sleep(0.2)
-    raise RuntimeError("callgrind wrote no dump")
 
 
 async def acknowledge(connections: list[Any], window: int, total: int) -> None:
@@ -121,9 +104,9 @@ async def measure(kept: bool, redis_port: int, args: argparse.Namespace, workdir
     try:
         async with clients([port], args.clients) as connections:
             await acknowledge(connections, args.window, WARMUP)
-            _dump(out, server.pid, 0)  # start-up, imports, handshakes and warm-up
+            dump_total(out, server.pid, 0)  # start-up, imports, handshakes and warm-up
             await acknowledge(connections, args.window, args.acks)
-            spent = _dump(out, server.pid, 1)
+            spent = dump_total(out, server.pid, 1)
     finally:
         server.send_signal(signal.SIGKILL)
         server.wait()

@@ -16,7 +16,6 @@ import argparse
 import base64
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -24,6 +23,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _callgrind import dump_total
 
 HERE = Path(__file__).resolve().parent
 SERVERS = HERE / "servers"
@@ -94,22 +95,6 @@ class _Client:
         self.buf = found[1]
 
 
-def _instructions(out: Path, pid: int, dumps_before: int) -> int:
-    """Dump the counters of callgrind process ``pid``; return the dump's total: what
-    ran since the previous dump (a dump zeroes the counters)."""
-    subprocess.run(["callgrind_control", "--dump", str(pid)], check=True, capture_output=True)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        files = sorted(out.parent.glob(out.name + ".*"))
-        if len(files) > dumps_before:
-            text = files[-1].read_text(errors="replace")
-            found = re.search(r"^(?:summary|totals): (\d+)", text, re.MULTILINE)
-            if found:
-                return int(found.group(1))
-        time.sleep(0.2)
-    raise RuntimeError("callgrind wrote no dump")
-
-
 def measure(name: str, requests: int, workdir: Path) -> float:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -131,10 +116,10 @@ def measure(name: str, requests: int, workdir: Path) -> float:
         client = _Client(port)
         for seq in range(WARMUP * 10):
             client.echo(seq)
-        _instructions(out, server.pid, 0)  # start, imports and warm-up
+        dump_total(out, server.pid, 0)  # start, imports and warm-up
         for seq in range(requests):
             client.echo(seq)
-        spent = _instructions(out, server.pid, 1)
+        spent = dump_total(out, server.pid, 1)
         client.sock.close()
     finally:
         server.send_signal(signal.SIGKILL)
