@@ -99,6 +99,12 @@ async def test_routes_prints_the_items_example_table() -> None:
         create_item  broadcast  CreateItem  Item        items
         delete_item  broadcast  ItemRef     ItemRef     items
 
+        GET PATH     ANSWERED BY
+        /healthz     the health check (App option health_path)
+        /metrics     the metrics (App option metrics_path)
+        /readyz      the readiness check (App option ready_path)
+        /wsroute.js  the JavaScript client
+
         SUBPROTOCOLS  wsroute.v1.json, wsroute.v1.msgpack (or none: JSON)
         COMPRESSION   off
     """)

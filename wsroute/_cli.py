@@ -1,5 +1,6 @@
-"""The ``wsroute`` command: ``run`` serves an app, ``routes`` prints its handler table,
-``asyncapi`` and ``typescript`` write its contracts.
+"""The ``wsroute`` command: ``run`` serves an app, ``routes`` prints its handler table
+and the paths it answers plain GETs at, ``asyncapi`` and ``typescript`` write its
+contracts.
 
 A thin shell over :func:`wsroute._importer.load_app` and :meth:`App.run`. Each option
 comes from its flag, else its ``WSROUTE_*`` environment variable, else its default.

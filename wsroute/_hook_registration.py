@@ -23,7 +23,7 @@ from ._request import Request
 from ._routing import Route
 from ._server.admission import AcceptHook
 from ._server.connection import Connection, Disconnect
-from ._server.probes import check_path
+from ._server.probes import check_path, probe_routes
 from ._server.serving import Lifespan
 from ._server.static import StaticFiles
 from ._signatures import FrameHandler, Hook, Values, describe, request_handler
@@ -158,6 +158,13 @@ class HookRegistration:
                 " handler or direct/broadcast handlers, not both"
             )
         self._frame_handler = FrameHandler(fn, values=VALUES)
+
+    @property
+    def http_routes(self) -> list[tuple[str, str]]:
+        """``(path, what answers it)`` for every path a plain GET is answered at, by
+        path: GET routes, static mounts (``/static/*``), the JavaScript client, the
+        AsyncAPI document and the probes (for ``wsroute routes``)."""
+        return sorted(self._http.paths() + probe_routes(self.config))
 
     @property
     def accept_hook(self) -> AcceptHook | None:
