@@ -650,6 +650,18 @@ async def test_an_encrypted_key_is_read_with_the_password_from_the_environment(
             lambda c: ["--ssl-keyfile", c.key],
             ["--ssl-keyfile needs --ssl-certfile (or WSROUTE_SSL_CERTFILE)"],
         ),
+        (
+            # A password with no effect, as an option without --ssl-certfile would be.
+            lambda c: [
+                "--ssl-certfile",
+                c.cert,
+                "--ssl-keyfile",
+                c.key,
+                "--ssl-keyfile-password",
+                PASSWORD,
+            ],
+            ["a password was given for the private key in", "but the key is not encrypted"],
+        ),
     ],
 )
 async def test_tls_files_that_do_not_fit_are_one_line_and_exit_2(
