@@ -161,13 +161,17 @@ def _run(args: argparse.Namespace, serve: Serve | None = None) -> int:
             return EXIT_USAGE
     ssl_context = _ssl_context(args)
     if serve is None and (args.workers > 1 or args.reload):
+        if broker is None and args.workers > 1:
+            # The app's own broker: import the app here, once, to refuse the memory
+            # broker before any worker starts (each worker imports it again).
+            own = _load(args.app, args.app_dir).broker
+            if isinstance(own, MemoryBroker) and (problem := _memory_broker_problem(args.workers)):
+                _error(problem)
+                return EXIT_USAGE
         return supervise(args, _error)
     app = _load(args.app, args.app_dir)
     if broker is not None:
         app.broker = broker
-    if isinstance(app.broker, MemoryBroker) and (problem := _memory_broker_problem(args.workers)):
-        _error(problem)  # the first worker says it, once: the app's own broker
-        return EXIT_USAGE
     if args.compression is not None:
         chosen = Deflate() if args.compression == "deflate" else None
         app.config = attrs.evolve(app.config, compression=chosen)
