@@ -19,14 +19,14 @@ import ssl
 import sys
 import traceback
 from collections.abc import Callable
-from typing import NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import attrs
 
 from . import _listing as listing
 from ._app import App
 from ._errors import BrokerError, ListenError, LoadError, RegistrationError, SchemaError
-from ._importer import load_app, user_frames
+from ._importer import load_app, load_overrides, user_frames
 from ._logs import log_by_default
 from ._options import OPTIONS, PROG, TLS, build_parser, resolve
 from ._supervisor import supervise, usage_problem
@@ -37,6 +37,8 @@ from .contracts.asyncapi import asyncapi_json, asyncapi_yaml
 from .contracts.typescript import typescript
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+
+T = TypeVar("T")
 
 
 class _Exit(Exception):
@@ -76,8 +78,20 @@ def _error(message: str) -> None:
 
 
 def _load(spec: str, app_dir: str) -> App:
+    return _loading(spec, lambda: load_app(spec, app_dir))
+
+
+def _load_overrides(spec: str | None, app_dir: str) -> dict[Any, dict[str, Any]] | None:
+    """The schemas of ``--overrides``, loaded as the app is (after it: they may import it)."""
+    if spec is None:
+        return None
+    return _loading(spec, lambda: load_overrides(spec, app_dir))
+
+
+def _loading(spec: str, load: Callable[[], T]) -> T:
+    """``load()``, its errors said as one line (or the module's traceback)."""
     try:
-        return load_app(spec, app_dir)
+        return load()
     except LoadError as exc:
         _error(str(exc))
         raise _Exit(EXIT_USAGE) from None
@@ -263,7 +277,12 @@ def _routes(args: argparse.Namespace) -> int:
 
 def _asyncapi(args: argparse.Namespace) -> int:
     app = _load(args.app, args.app_dir)
-    options = {"title": args.title or args.app, "version": args.api_version, "server": args.server}
+    options: dict[str, Any] = {
+        "title": args.title or args.app,
+        "version": args.api_version,
+        "server": args.server,
+        "overrides": _load_overrides(args.overrides, args.app_dir),
+    }
     if args.format == "yaml":
         return _write(args.output, lambda: asyncapi_yaml(app, **options).encode())
     return _write(args.output, lambda: asyncapi_json(app, **options))
@@ -271,7 +290,8 @@ def _asyncapi(args: argparse.Namespace) -> int:
 
 def _typescript(args: argparse.Namespace) -> int:
     app = _load(args.app, args.app_dir)
-    return _write(args.output, lambda: typescript(app).encode())
+    overrides = _load_overrides(args.overrides, args.app_dir)
+    return _write(args.output, lambda: typescript(app, overrides=overrides).encode())
 
 
 def _write(path: str | None, make: Callable[[], bytes]) -> int:
