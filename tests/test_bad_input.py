@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
@@ -141,7 +142,7 @@ VERSION = ("Sec-WebSocket-Version", "13")
         ),
         pytest.param(
             upgrade_request(headers=[(f"X-Pad-{i}", "a" * 1000) for i in range(200)]),
-            400,
+            431,
             id="200 KB of headers",
         ),
     ],
@@ -659,6 +660,34 @@ async def test_a_refused_upgrade_ends_at_once_not_at_the_handshake_timeout(
         while not any("refused an upgrade" in r.getMessage() for r in caplog.records):
             await trio.sleep(0.01)
     assert not any("timed out" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_head_over_16_kib_is_431_with_the_limit_in_the_answer_and_the_log(
+    serve: Serve, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A valid upgrade whose recovery positions make the head too large (docs/history.md):
+    # the client is told what is wrong, not given an empty 400.
+    caplog.set_level(logging.INFO, logger="wsroute")
+    port = await serve(make_app())
+    positions = json.dumps({f"room:{i:04}": [i, "e" * 20] for i in range(600)})
+    request = upgrade_request(f"/?wsroute.recover={positions}".replace(" ", ""))
+    assert 16 * 1024 < len(request) < 65536  # read whole: the answer is not lost to a reset
+    async with control(port):
+        answer = await http_exchange(port, request)
+    assert (answer.status, answer.reset) == (431, False), answer
+    assert answer.headers["content-type"] == "text/plain; charset=utf-8"
+    assert answer.body == (
+        b"request head too large: it exceeds the limit of 16 KiB (16384 bytes) on the request"
+        b" line and headers\n"
+    )
+    with trio.fail_after(1):
+        while not (refused := [m for m in caplog.messages if "refused an upgrade" in m]):
+            await trio.sleep(0.01)
+    assert len(refused) == 1 and re.fullmatch(
+        r"refused an upgrade from 127\.0\.0\.1:\d+: 431 request head too large: it exceeds"
+        r" the limit of 16 KiB \(16384 bytes\) on the request line and headers",
+        refused[0],
+    ), refused
 
 
 async def test_protocol_errors_are_recorded_as_the_servers_close(serve: Serve) -> None:

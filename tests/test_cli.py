@@ -99,6 +99,12 @@ async def test_routes_prints_the_items_example_table() -> None:
         create_item  broadcast  CreateItem  Item        items
         delete_item  broadcast  ItemRef     ItemRef     items
 
+        GET PATH     ANSWERED BY
+        /healthz     the health check (App option health_path)
+        /metrics     the metrics (App option metrics_path)
+        /readyz      the readiness check (App option ready_path)
+        /wsroute.js  the JavaScript client
+
         SUBPROTOCOLS  wsroute.v1.json, wsroute.v1.msgpack (or none: JSON)
         COMPRESSION   off
     """)
@@ -643,6 +649,18 @@ async def test_an_encrypted_key_is_read_with_the_password_from_the_environment(
         (
             lambda c: ["--ssl-keyfile", c.key],
             ["--ssl-keyfile needs --ssl-certfile (or WSROUTE_SSL_CERTFILE)"],
+        ),
+        (
+            # A password with no effect, as an option without --ssl-certfile would be.
+            lambda c: [
+                "--ssl-certfile",
+                c.cert,
+                "--ssl-keyfile",
+                c.key,
+                "--ssl-keyfile-password",
+                PASSWORD,
+            ],
+            ["a password was given for the private key in", "but the key is not encrypted"],
         ),
     ],
 )

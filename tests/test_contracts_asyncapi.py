@@ -508,6 +508,40 @@ async def test_the_command_says_what_went_wrong(tmp_path: Path) -> None:
     assert_one_line_error(done, 1, f"cannot write {tmp_path}")
 
 
+HOOKED = (
+    "import uuid\n"
+    "from wsroute import App\n"
+    "app = App()\n"
+    "app.converter.register_structure_hook(uuid.UUID, lambda v, _: uuid.UUID(v))\n"
+    "app.converter.register_unstructure_hook(uuid.UUID, str)\n"
+    "@app.direct('take')\n"
+    "async def take(thing: uuid.UUID) -> None: ...\n"
+    "schemas = {uuid.UUID: {'type': 'string', 'format': 'uuid'}}\n"
+    "plain = {uuid.UUID: {'type': 'string'}}  # TypeScript has no format\n"
+    "wrong = [uuid.UUID]\n"
+)
+
+
+async def test_the_command_takes_overrides(tmp_path: Path) -> None:
+    (tmp_path / "hooked.py").write_text(HOOKED)
+    at = ["--app-dir", str(tmp_path)]
+    done = await wsroute_cli("asyncapi", "hooked:app", *at)
+    # The error tells how to give the schema, on the command line too.
+    assert_one_line_error(done, 1, "'take'", "overrides={type: schema}", "--overrides MODULE:ATTR")
+    for form in ("json", "yaml"):
+        done = await wsroute_cli(
+            "asyncapi", "hooked:app", *at, "--overrides", "hooked:schemas", "--format", form
+        )
+        assert done.returncode == 0, done.stderr
+        document = yaml.safe_load(done.stdout)  # JSON is YAML
+        request = document["channels"]["connection"]["messages"]["take.request"]["payload"]
+        assert request["properties"]["data"] == {"type": "string", "format": "uuid"}
+    done = await wsroute_cli("asyncapi", "hooked:app", *at, "--overrides", "hooked:wrong")
+    assert_one_line_error(done, 2, "--overrides 'hooked:wrong' is a list, not a dict of types")
+    done = await wsroute_cli("asyncapi", "hooked:app", *at, "--overrides", "hooked:missing")
+    assert_one_line_error(done, 2, "--overrides 'hooked:missing': 'hooked' has no attribute")
+
+
 def test_an_app_with_a_frame_handler_has_no_contract() -> None:
     app = App()
 

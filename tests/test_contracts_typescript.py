@@ -22,7 +22,7 @@ from wsroute._errors import SchemaError
 from wsroute.contracts.typescript import typescript
 
 from .cliproc import REPO, assert_one_line_error, wsroute_cli
-from .test_contracts_asyncapi import FEATURES, load
+from .test_contracts_asyncapi import FEATURES, HOOKED, load
 from .test_js_client import JS, check_node_modules, find_node
 
 FIXTURES = JS / "contracts"
@@ -240,6 +240,18 @@ async def test_the_command_writes_the_declarations(tmp_path: Path) -> None:
     assert "  welcome: Welcome;" in text
     done = await wsroute_cli("typescript", "nowhere:app", "--app-dir", str(tmp_path))
     assert_one_line_error(done, 2, "nowhere")
+
+
+async def test_the_command_takes_overrides(tmp_path: Path) -> None:
+    (tmp_path / "hooked.py").write_text(HOOKED)
+    at = ["--app-dir", str(tmp_path)]
+    done = await wsroute_cli("typescript", "hooked:app", *at)
+    assert_one_line_error(done, 1, "'take'", "--overrides MODULE:ATTR")
+    done = await wsroute_cli("typescript", "hooked:app", *at, "--overrides", "hooked:plain")
+    assert (done.returncode, done.stderr) == (0, "")
+    assert "  take: { data: string; reply: null };" in done.stdout, done.stdout
+    done = await wsroute_cli("typescript", "hooked:app", *at, "--overrides", "hooked:wrong")
+    assert_one_line_error(done, 2, "--overrides 'hooked:wrong' is a list")
 
 
 def test_the_page_shows_what_the_items_example_gets(monkeypatch: pytest.MonkeyPatch) -> None:

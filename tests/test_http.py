@@ -118,6 +118,61 @@ def test_a_get_route_is_async_and_takes_at_most_the_request() -> None:
         App().get("/a")(two)
 
 
+async def takes_int(a: int) -> str:
+    return str(a)
+
+
+async def takes_args(*args: Any) -> str:
+    return ""
+
+
+async def takes_kwargs(**kwargs: Any) -> str:
+    return ""
+
+
+async def takes_str_or_int(q: str | int) -> str:
+    return ""
+
+
+@pytest.mark.parametrize(
+    ("fn", "error"),
+    [
+        (takes_int, r"takes 'a' annotated int, but a GET route is passed only the Request"),
+        (takes_str_or_int, r"takes 'q' annotated str \| int, but a GET route is passed only"),
+        (takes_args, r"\*args and \*\*kwargs are not supported"),
+        (takes_kwargs, r"\*args and \*\*kwargs are not supported"),
+    ],
+)
+def test_a_get_route_takes_the_request_and_nothing_else(fn: Any, error: str) -> None:
+    # Not a parameter bound from the query string: the handler would be passed the
+    # Request as `a`. The message says how to write it.
+    fix = r"write `async def \w+\(request: Request\) -> Response`.*request\.query"
+    with pytest.raises(RegistrationError, match=f"GET route '/a': .*{error}.*{fix}"):
+        App().get("/a")(fn)
+
+
+async def test_a_request_parameter_may_be_loose_or_keyword_only(serve: Serve) -> None:
+    async def loose(request) -> str:  # type: ignore[no-untyped-def]
+        return str(request.path)
+
+    async def anything(request: Any) -> str:
+        return str(request.path)
+
+    async def optional(request: Request | None) -> str:
+        return str(request and request.path)
+
+    async def keyword(*, request: Request) -> str:
+        return request.path
+
+    app = App()
+    for fn in (loose, anything, optional, keyword):
+        app.get(f"/{fn.__name__}")(fn)
+    port = await serve(app)
+    for fn in (loose, anything, optional, keyword):
+        answer = await http_exchange(port, get(f"/{fn.__name__}"))
+        assert (answer.status, answer.body) == (200, f"/{fn.__name__}".encode()), fn
+
+
 # -- over a real socket ----------------------------------------------------------------
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from wsroute import App, LoadError
-from wsroute._importer import load_app, user_frames
+from wsroute._importer import load_app, load_overrides, user_frames
 
 MODULES = {
     "mod.py": """
@@ -31,6 +31,13 @@ MODULES = {
     """,
     "noapps.py": """
     value = None
+    """,
+    "schemas.py": """
+    import uuid
+
+    overrides = {uuid.UUID: {"type": "string", "format": "uuid"}}
+    listed = [(uuid.UUID, {"type": "string"})]
+    loose = {uuid.UUID: "string"}
     """,
     "pkg/__init__.py": "",
     "pkg/server.py": """
@@ -185,3 +192,22 @@ def test_other_errors_of_the_module_propagate_with_the_users_traceback(app_dir: 
     frames = traceback.extract_tb(user_frames(info.value))
     assert (frames[0].filename, frames[0].lineno) == (str(app_dir / "boom.py"), 2)
     assert len(frames) == 1
+
+
+def test_overrides_are_a_dict_of_schemas_loaded_as_the_app_is(app_dir: Path) -> None:
+    import uuid
+
+    assert load_overrides("schemas:overrides") == {uuid.UUID: {"type": "string", "format": "uuid"}}
+    cases = {
+        "schemas:listed": "--overrides 'schemas:listed' is a list, not a dict of types to JSON"
+        " Schemas, such as {UUID: {'type': 'string'}}",
+        "schemas:loose": "--overrides 'schemas:loose': the schema of <class 'uuid.UUID'> is a"
+        " str, not a dict; expected a dict of types to JSON Schemas",
+        "schemas:nope": f"--overrides 'schemas:nope': 'schemas' has no attribute 'nope' (in"
+        f" {app_dir / 'schemas.py'})",
+        "nowhere:x": "--overrides 'nowhere:x': no module named 'nowhere' on sys.path",
+    }
+    for spec, message in cases.items():
+        with pytest.raises(LoadError) as info:
+            load_overrides(spec)
+        assert str(info.value).startswith(message), str(info.value)

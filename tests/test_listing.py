@@ -87,3 +87,75 @@ async def test_routes_format_from_the_environment_and_bad_values() -> None:
     result = await wsroute_cli("routes", "--app-dir", "examples/items", "app:app", "--format", "x")
     assert result.returncode == 2
     assert "argument --format: expected table or json, not 'x'" in result.stderr
+
+
+async def test_routes_lists_the_paths_plain_gets_are_answered_at(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        {
+            "webapp.py": """
+            from pathlib import Path
+
+            from wsroute import App, Request
+
+            app = App(
+                asyncapi="/asyncapi.json",
+                client_path="/js/wsroute.js",
+                ready_path=None,
+                metrics_path="/internal/metrics",
+            )
+            app.add_static("/static/", Path(__file__).parent / "public")
+            app.add_static("/", Path(__file__).parent / "public")
+
+            @app.get("/hello")
+            async def hello() -> str:
+                return "hello"
+
+            @app.get("/whoami")
+            async def whoami(request: Request) -> str:
+                return request.path
+            """,
+            "public/index.html": "<p>hi</p>",
+        },
+    )
+    public = tmp_path / "public"
+    expected = [
+        ("/*", f"static files at '/' ({public})"),
+        ("/asyncapi.json", "the AsyncAPI document"),
+        ("/healthz", "the health check (App option health_path)"),
+        ("/hello", "webapp.hello"),
+        ("/internal/metrics", "the metrics (App option metrics_path)"),
+        ("/js/wsroute.js", "the JavaScript client"),
+        ("/static/*", f"static files at '/static/' ({public})"),
+        ("/whoami", "webapp.whoami"),
+    ]
+    table = await wsroute_cli("routes", "webapp:app", cwd=tmp_path)
+    assert table.returncode == 0, table.stderr
+    section = table.stdout.split("\n\n")[1].splitlines()
+    assert section[0].split() == ["GET", "PATH", "ANSWERED", "BY"]
+    width = section[0].index("ANSWERED BY")
+    assert [(line[:width].strip(), line[width:]) for line in section[1:]] == expected
+    result = await wsroute_cli("routes", "webapp:app", "--format", "json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["http"] == [
+        {"path": path, "answered_by": what} for path, what in expected
+    ]
+
+
+async def test_routes_without_plain_paths_has_no_such_section(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        {
+            "bare.py": """
+            from wsroute import App
+
+            app = App(client_path=None, health_path=None, ready_path=None, metrics_path=None)
+            """
+        },
+    )
+    result = await wsroute_cli("routes", "bare:app", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "GET PATH" not in result.stdout
+    assert result.stdout.split("\n\n")[1].startswith("SUBPROTOCOLS")
+    result = await wsroute_cli("routes", "bare:app", "--format", "json", cwd=tmp_path)
+    assert json.loads(result.stdout)["http"] == []

@@ -59,3 +59,15 @@ def test_a_key_of_another_certificate_keeps_openssls_words(certs: Certs) -> None
 def test_a_missing_file_is_the_systems_error(certs: Certs) -> None:
     with pytest.raises(ValueError, match=r"nope\.pem: \[Errno 2\] No such file"):
         server_context(str(certs.cert.parent / "nope.pem"), None, None)
+
+
+def test_a_password_for_a_key_that_is_not_encrypted_is_refused(certs: Certs) -> None:
+    # It would have no effect: most likely it belongs to another key.
+    unencrypted = r"key\.pem \(WSROUTE_SSL_KEYFILE_PASSWORD or --ssl-keyfile-password\), but"
+    with pytest.raises(
+        ValueError, match=rf"password was given for the private key in .*{unencrypted}"
+    ):
+        server_context(str(certs.cert), str(certs.key), PASSWORD)
+    with pytest.raises(ValueError, match=r"combined\.pem .*the key is not encrypted: leave"):
+        server_context(str(certs.combined), None, PASSWORD)
+    server_context(str(certs.cert), str(certs.encrypted_key), PASSWORD)  # needed: no error

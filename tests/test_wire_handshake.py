@@ -286,7 +286,7 @@ def test_a_plain_request_of_any_method_is_reported(method: bytes) -> None:
         pytest.param(
             head([*drop(b"Connection"), (b"Connection", b"upgr\xe4de")]), 400, id="non-ASCII list"
         ),
-        pytest.param(head([*BASE, (b"X-Pad", b"a" * MAX_HEAD)]), 400, id="head too long"),
+        pytest.param(head([*BASE, (b"X-Pad", b"a" * MAX_HEAD)]), 431, id="head too long"),
         pytest.param(b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03", 400, id="TLS"),
     ],
 )
@@ -296,8 +296,14 @@ def test_refusals(data: bytes, status: int) -> None:
     assert refused.message
     if status == 426:
         assert refused.headers == [(b"Sec-WebSocket-Version", b"13")]
+    elif status == 431:  # a valid request may be too large: say what the limit is
+        assert refused.headers == [(b"Content-Type", b"text/plain; charset=utf-8")]
+        assert refused.body == (
+            b"request head too large: it exceeds the limit of 16 KiB (16384 bytes) on the"
+            b" request line and headers\n"
+        )
     else:
-        assert refused.headers == []
+        assert (refused.headers, refused.body) == ([], b"")
     # Whatever the reads, the same answer.
     with pytest.raises(Refusal) as caught:
         read(by_byte(data))
@@ -320,7 +326,7 @@ def test_a_head_without_end_is_refused_once_over_the_limit() -> None:
         assert reader.feed(b"X-Pad: " + b"a" * 999 + b"\r\n") is None
     with pytest.raises(Refusal) as caught:
         reader.feed(b"X-Pad: " + b"a" * 999 + b"\r\n")
-    assert caught.value.status == 400
+    assert caught.value.status == 431
 
 
 def padded(size: int) -> bytes:
@@ -334,7 +340,7 @@ def test_a_head_of_max_head_bytes_is_read() -> None:
     assert isinstance(read([padded(MAX_HEAD)]), UpgradeRequest)
     assert isinstance(read(chunked(padded(MAX_HEAD), [1000] * 16)), UpgradeRequest)
     assert isinstance(read(by_byte(padded(MAX_HEAD))), UpgradeRequest)
-    assert refusal(padded(MAX_HEAD + 4)).status == 400
+    assert refusal(padded(MAX_HEAD + 4)).status == 431
 
 
 @pytest.mark.parametrize("size", [MAX_HEAD + 2, MAX_HEAD + 3])

@@ -1,5 +1,6 @@
-"""The ``wsroute`` command: ``run`` serves an app, ``routes`` prints its handler table,
-``asyncapi`` and ``typescript`` write its contracts.
+"""The ``wsroute`` command: ``run`` serves an app, ``routes`` prints its handler table
+and the paths it answers plain GETs at, ``asyncapi`` and ``typescript`` write its
+contracts.
 
 A thin shell over :func:`wsroute._importer.load_app` and :meth:`App.run`. Each option
 comes from its flag, else its ``WSROUTE_*`` environment variable, else its default.
@@ -18,14 +19,14 @@ import ssl
 import sys
 import traceback
 from collections.abc import Callable
-from typing import NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import attrs
 
 from . import _listing as listing
 from ._app import App
 from ._errors import BrokerError, ListenError, LoadError, RegistrationError, SchemaError
-from ._importer import load_app, user_frames
+from ._importer import load_app, load_overrides, user_frames
 from ._logs import log_by_default
 from ._options import OPTIONS, PROG, TLS, build_parser, resolve
 from ._supervisor import supervise, usage_problem
@@ -36,6 +37,8 @@ from .contracts.asyncapi import asyncapi_json, asyncapi_yaml
 from .contracts.typescript import typescript
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+
+T = TypeVar("T")
 
 
 class _Exit(Exception):
@@ -75,8 +78,20 @@ def _error(message: str) -> None:
 
 
 def _load(spec: str, app_dir: str) -> App:
+    return _loading(spec, lambda: load_app(spec, app_dir))
+
+
+def _load_overrides(spec: str | None, app_dir: str) -> dict[Any, dict[str, Any]] | None:
+    """The schemas of ``--overrides``, loaded as the app is (after it: they may import it)."""
+    if spec is None:
+        return None
+    return _loading(spec, lambda: load_overrides(spec, app_dir))
+
+
+def _loading(spec: str, load: Callable[[], T]) -> T:
+    """``load()``, its errors said as one line (or the module's traceback)."""
     try:
-        return load_app(spec, app_dir)
+        return load()
     except LoadError as exc:
         _error(str(exc))
         raise _Exit(EXIT_USAGE) from None
@@ -160,13 +175,17 @@ def _run(args: argparse.Namespace, serve: Serve | None = None) -> int:
             return EXIT_USAGE
     ssl_context = _ssl_context(args)
     if serve is None and (args.workers > 1 or args.reload):
+        if broker is None and args.workers > 1:
+            # The app's own broker: import the app here, once, to refuse the memory
+            # broker before any worker starts (each worker imports it again).
+            own = _load(args.app, args.app_dir).broker
+            if isinstance(own, MemoryBroker) and (problem := _memory_broker_problem(args.workers)):
+                _error(problem)
+                return EXIT_USAGE
         return supervise(args, _error)
     app = _load(args.app, args.app_dir)
     if broker is not None:
         app.broker = broker
-    if isinstance(app.broker, MemoryBroker) and (problem := _memory_broker_problem(args.workers)):
-        _error(problem)  # the first worker says it, once: the app's own broker
-        return EXIT_USAGE
     if args.compression is not None:
         chosen = Deflate() if args.compression == "deflate" else None
         app.config = attrs.evolve(app.config, compression=chosen)
@@ -258,7 +277,12 @@ def _routes(args: argparse.Namespace) -> int:
 
 def _asyncapi(args: argparse.Namespace) -> int:
     app = _load(args.app, args.app_dir)
-    options = {"title": args.title or args.app, "version": args.api_version, "server": args.server}
+    options: dict[str, Any] = {
+        "title": args.title or args.app,
+        "version": args.api_version,
+        "server": args.server,
+        "overrides": _load_overrides(args.overrides, args.app_dir),
+    }
     if args.format == "yaml":
         return _write(args.output, lambda: asyncapi_yaml(app, **options).encode())
     return _write(args.output, lambda: asyncapi_json(app, **options))
@@ -266,7 +290,8 @@ def _asyncapi(args: argparse.Namespace) -> int:
 
 def _typescript(args: argparse.Namespace) -> int:
     app = _load(args.app, args.app_dir)
-    return _write(args.output, lambda: typescript(app).encode())
+    overrides = _load_overrides(args.overrides, args.app_dir)
+    return _write(args.output, lambda: typescript(app, overrides=overrides).encode())
 
 
 def _write(path: str | None, make: Callable[[], bytes]) -> int:

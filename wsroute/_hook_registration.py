@@ -19,13 +19,14 @@ from typing import Any
 from ._config import Config
 from ._errors import RegistrationError
 from ._http import HTTPRoutes
+from ._request import Request
 from ._routing import Route
 from ._server.admission import AcceptHook
 from ._server.connection import Connection, Disconnect
-from ._server.probes import check_path
+from ._server.probes import check_path, probe_routes
 from ._server.serving import Lifespan
 from ._server.static import StaticFiles
-from ._signatures import FrameHandler, Hook, Values, describe, is_async
+from ._signatures import FrameHandler, Hook, Values, describe, request_handler
 from .brokers import BrokerState
 
 #: What handlers and hooks may take besides a payload (see ``_signatures.Values``).
@@ -119,17 +120,7 @@ class HookRegistration:
         """
         what = f"GET route {path!r}"
         self._check_open(what)
-        if not is_async(fn):
-            raise RegistrationError(
-                f"{what}: {describe(fn)} must be an async function:"
-                " write `async def handler(request: Request) -> Response`"
-            )
-        takes = len(inspect.signature(fn).parameters)
-        if takes > 1:
-            raise RegistrationError(
-                f"{what}: {describe(fn)} takes at most one parameter, the Request"
-            )
-        handler = fn if takes == 1 else _ignore_request(fn)
+        handler = request_handler(fn, what, Request)
         check_path(self.config, path, what)
         self._http.add(path, handler, f"{describe(fn)}")
 
@@ -169,6 +160,13 @@ class HookRegistration:
         self._frame_handler = FrameHandler(fn, values=VALUES)
 
     @property
+    def http_routes(self) -> list[tuple[str, str]]:
+        """``(path, what answers it)`` for every path a plain GET is answered at, by
+        path: GET routes, static mounts (``/static/*``), the JavaScript client, the
+        AsyncAPI document and the probes (for ``wsroute routes``)."""
+        return sorted(self._http.paths() + probe_routes(self.config))
+
+    @property
     def accept_hook(self) -> AcceptHook | None:
         """The accept hook, or ``None`` (for tools: ``wsroute asyncapi``)."""
         return self._accept_hook
@@ -177,10 +175,3 @@ class HookRegistration:
     def has_frame_handler(self) -> bool:
         """Whether a frame handler (:meth:`add_frame_handler`) replaces protocol v1."""
         return self._frame_handler is not None
-
-
-def _ignore_request(fn: Callable[[], Awaitable[Any]]) -> Callable[[Any], Awaitable[Any]]:
-    async def handler(request: Any) -> Any:
-        return await fn()
-
-    return handler

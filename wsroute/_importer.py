@@ -1,4 +1,5 @@
-"""Load the :class:`App` named by ``MODULE:ATTR`` for the CLI.
+"""Load the :class:`App` named by ``MODULE:ATTR`` for the CLI (and the schemas of
+``--overrides``, named the same way).
 
 The loader is precise about *what* went wrong, because each case has a different
 fix: a malformed spec, a module that is not on ``sys.path`` (wrong name or
@@ -15,6 +16,7 @@ import importlib
 import os
 import sys
 import traceback
+from collections.abc import Mapping
 from types import ModuleType, TracebackType
 from typing import Any
 
@@ -37,6 +39,43 @@ def load_app(spec: str, app_dir: str | None = None) -> App:
             the module's own imports fail, or the attribute is not an App.
         Exception: anything else the module raised while being imported.
     """
+    module, target = _load_attr(spec, app_dir)
+    if not isinstance(target, App):
+        fix = (
+            "; if it builds the app, call it at module level (app = create_app())"
+            if callable(target) and not isinstance(target, type)
+            else ""
+        )
+        raise LoadError(f"{spec!r} is {_kind(target)}, not a wsroute.App{fix}{_apps_hint(module)}")
+    return target
+
+
+def load_overrides(spec: str, app_dir: str | None = None) -> dict[Any, dict[str, Any]]:
+    """Import ``MODULE`` and return ``ATTR``, the schemas of ``--overrides``: a mapping
+    of each type to its JSON Schema, as ``wsroute.contracts`` functions take it.
+
+    Raises:
+        LoadError: as for :func:`load_app`, or ``ATTR`` is not such a mapping.
+        Exception: anything else the module raised while being imported.
+    """
+    try:
+        _, target = _load_attr(spec, app_dir)
+    except LoadError as exc:
+        raise LoadError(f"--overrides {spec!r}: {exc}") from None
+    expected = "a dict of types to JSON Schemas, such as {UUID: {'type': 'string'}}"
+    if not isinstance(target, Mapping):
+        raise LoadError(f"--overrides {spec!r} is {_kind(target)}, not {expected}")
+    for tp, schema in target.items():
+        if not isinstance(schema, Mapping):
+            raise LoadError(
+                f"--overrides {spec!r}: the schema of {tp!r} is {_kind(schema)}, not a dict;"
+                f" expected {expected}"
+            )
+    return {tp: dict(schema) for tp, schema in target.items()}
+
+
+def _load_attr(spec: str, app_dir: str | None) -> tuple[ModuleType, Any]:
+    """``MODULE`` imported, and its (dotted) ``ATTR``."""
     module_name, attr_path = _parse(spec)
     path = _prepend_path(os.getcwd() if app_dir is None else app_dir)
     module = _import(module_name, path)
@@ -49,14 +88,7 @@ def load_app(spec: str, app_dir: str | None = None) -> App:
             raise LoadError(
                 f"{owner!r} has no attribute {attr!r} (in {_where(module)}){_apps_hint(module)}"
             ) from None
-    if not isinstance(target, App):
-        fix = (
-            "; if it builds the app, call it at module level (app = create_app())"
-            if callable(target) and not isinstance(target, type)
-            else ""
-        )
-        raise LoadError(f"{spec!r} is {_kind(target)}, not a wsroute.App{fix}{_apps_hint(module)}")
-    return target
+    return module, target
 
 
 def _parse(spec: str) -> tuple[str, list[str]]:

@@ -1,8 +1,10 @@
 """What ``wsroute routes`` prints: the app's handler table, for people or for tools.
 
 A table to scan (types without their module, ``-`` for none), or the same as a JSON
-document (``--format json``), with what clients may speak below it: subprotocols and
-compression shape every message as much as the handlers do.
+document (``--format json``). Below it, the paths plain GETs are answered at (the
+app's GET routes and static files, the JavaScript client, the probes...: the rest of
+what the port serves), and what clients may speak: subprotocols and compression shape
+every message as much as the handlers do.
 """
 
 from __future__ import annotations
@@ -21,10 +23,15 @@ from ._signatures import describe
 
 
 def table(app: App) -> str:
-    """The handler table, a blank line, then the subprotocols and compression."""
+    """The handler table, then the plain GET paths, then the subprotocols and
+    compression, a blank line between them."""
     rows = [("TYPE", "KIND", "PAYLOAD", "RESULT", "TOPIC")]
     rows += [_row(handler) for handler in app.handlers]
-    return f"{_table(rows)}\n\n{_table(_formats(app.config))}"
+    parts = [_table(rows)]
+    if app.http_routes:
+        parts.append(_table([("GET PATH", "ANSWERED BY"), *app.http_routes]))
+    parts.append(_table(_formats(app.config)))
+    return "\n\n".join(parts)
 
 
 def document(app: App) -> dict[str, Any]:
@@ -36,6 +43,7 @@ def document(app: App) -> dict[str, Any]:
     deflate = app.config.compression
     return {
         "handlers": [_handler_document(handler) for handler in app.handlers],
+        "http": [{"path": path, "answered_by": what} for path, what in app.http_routes],
         "subprotocols": list(app.config.subprotocols),
         "require_subprotocol": app.config.require_subprotocol,
         "compression": None if deflate is None else dataclasses.asdict(deflate),

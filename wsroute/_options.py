@@ -291,6 +291,16 @@ _TITLE = Option("--title", "", None, _non_empty, "TEXT", "info.title", unset="MO
 _API_VERSION = Option(
     "--api-version", "", "0.1.0", _non_empty, "TEXT", "info.version: your API's version"
 )
+_OVERRIDES = Option(
+    "--overrides",
+    "",
+    None,
+    _non_empty,
+    "MODULE:ATTR",
+    "a dict {type: JSON Schema} for the types the app's converter reads with hooks of its"
+    " own, loaded as the app is",
+    unset="none",
+)
 OPTIONS: Mapping[str, Sequence[Option]] = {
     "run": (
         _HOST,
@@ -307,8 +317,8 @@ OPTIONS: Mapping[str, Sequence[Option]] = {
         *TLS,
     ),
     "routes": (_APP_DIR, _ROUTES_FORMAT),
-    "asyncapi": (_FORMAT, _OUTPUT, _SERVER, _TITLE, _API_VERSION, _APP_DIR),
-    "typescript": (_OUTPUT, _APP_DIR),
+    "asyncapi": (_FORMAT, _OUTPUT, _SERVER, _TITLE, _API_VERSION, _OVERRIDES, _APP_DIR),
+    "typescript": (_OUTPUT, _OVERRIDES, _APP_DIR),
 }
 
 

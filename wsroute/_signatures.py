@@ -149,6 +149,51 @@ def handler_slots(
     return slots, payload
 
 
+def request_handler(
+    fn: Callable[..., Awaitable[Any]], what: str, request: type
+) -> Callable[[Any], Awaitable[Any]]:
+    """``fn`` as a function of the request, for a plain GET route.
+
+    A GET route takes the ``Request`` or nothing (docs/http.md): one parameter whose
+    annotation a request satisfies (``Request``, none, ``Any``), else none. Anything
+    else would be passed a request it does not expect, so it is refused here.
+
+    Raises:
+        RegistrationError: a sync function, more than one parameter, ``*args`` or
+            ``**kwargs``, or a parameter annotated with another type.
+    """
+    name = getattr(fn, "__name__", "handler")
+    fix = (
+        f"write `async def {name}(request: Request) -> Response`, or `async def {name}()`;"
+        " read query values from request.query"
+    )
+    if not is_async(fn):
+        raise RegistrationError(f"{what}: {describe(fn)} must be an async function: {fix}")
+    params = list(inspect.signature(fn).parameters.values())
+    if not params:
+        return lambda request: fn()
+    if len(params) > 1:
+        raise RegistrationError(
+            f"{what}: {describe(fn)} takes at most one parameter, the Request: {fix}"
+        )
+    param = params[0]
+    if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+        raise RegistrationError(
+            f"{what}: {describe(fn)}: *args and **kwargs are not supported; it is passed"
+            f" one Request: {fix}"
+        )
+    annotation = type_hints(fn, what).get(param.name, _UNANNOTATED)
+    if not _admits(annotation, request):
+        raise RegistrationError(
+            f"{what}: {describe(fn)} takes {param.name!r} annotated"
+            f" {inspect.formatannotation(annotation)}, but a GET route is passed only the"
+            f" Request: {fix}"
+        )
+    if param.kind is param.KEYWORD_ONLY:
+        return lambda request: fn(**{param.name: request})
+    return fn
+
+
 class Caller:
     """Calls a function with arguments picked by slot (payload, conn, disconnect)."""
 

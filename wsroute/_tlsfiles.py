@@ -1,6 +1,8 @@
 """The server's TLS context from PEM files (``wsroute run --ssl-*``), and, when they do
 not load, which file is wrong and how: OpenSSL says ``[SSL] PEM lib`` for most of it,
-naming no file, and asks for an encrypted key's password on the terminal."""
+naming no file, and asks for an encrypted key's password on the terminal. A password
+for a key that is not encrypted is refused too, as the command line refuses the other
+TLS options that would have no effect: it was meant for another key."""
 
 from __future__ import annotations
 
@@ -24,13 +26,23 @@ def server_context(certfile: str, keyfile: str | None, password: str | None) -> 
     ``certfile``).
 
     Raises:
-        ValueError: the files cannot be loaded; the message says which and why.
+        ValueError: the files cannot be loaded, or ``password`` is given for a key that
+            is not encrypted; the message says which and why.
     """
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.set_alpn_protocols(["http/1.1"])
     files = certfile + (f" and {keyfile}" if keyfile else "")
+    asked: list[bool] = []  # OpenSSL asks for the password only to decrypt a key
+
+    def give_password() -> str:
+        asked.append(True)
+        assert password is not None
+        return password
+
     try:
-        context.load_cert_chain(certfile, keyfile, _no_password if password is None else password)
+        context.load_cert_chain(
+            certfile, keyfile, _no_password if password is None else give_password
+        )
     except _Encrypted:
         raise ValueError(
             f"cannot load the TLS certificate and key from {files}: the private key is"
@@ -40,6 +52,13 @@ def server_context(certfile: str, keyfile: str | None, password: str | None) -> 
     except (OSError, ssl.SSLError) as exc:
         why = _why(certfile, keyfile, password, exc)
         raise ValueError(f"cannot load the TLS certificate and key from {files}: {why}") from None
+    if password is not None and not asked:
+        raise ValueError(
+            f"a password was given for the private key in {keyfile or certfile}"
+            " (WSROUTE_SSL_KEYFILE_PASSWORD or --ssl-keyfile-password), but the key is not"
+            " encrypted: leave the password out, or name the encrypted key with"
+            " --ssl-keyfile"
+        )
     return context
 
 

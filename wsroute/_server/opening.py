@@ -19,7 +19,7 @@ from .._errors import Reject
 from .._http import METHODS, HTTPRoutes, Response, as_response, method_not_allowed, not_an_upgrade
 from .._proxy import TrustedProxies, format_address, resolve
 from .._request import Request
-from .._wire.handshake import PlainRequest, UpgradeRequest
+from .._wire.handshake import PlainRequest, Refusal, UpgradeRequest
 from .admission import describe_request, request_fields
 from .transport import Transport
 
@@ -53,18 +53,13 @@ class Opening:
             scheme = "wss"
         ws = Transport(stream, max_message_size=self.config.max_message_size)
         upgrade = await ws.read_request()
-        if upgrade is not None and self._trusted is not None:
+        if isinstance(upgrade, UpgradeRequest | PlainRequest) and self._trusted is not None:
             remote, scheme = resolve(remote, upgrade.headers, self._trusted, scheme)
         if isinstance(upgrade, PlainRequest):
             await self._answer_plain(ws, upgrade, remote, scheme)
             return None
-        if upgrade is None:
-            logger.info(
-                "refused an upgrade from %s: not a valid WebSocket upgrade request, or"
-                " closed before one",
-                format_address(remote) or "?",
-                extra={"remote": format_address(remote)},
-            )
+        if not isinstance(upgrade, UpgradeRequest):
+            _log_refused(upgrade, remote)
             return None
         request = Request.build(
             upgrade.target,
@@ -120,6 +115,20 @@ async def refuse(ws: Transport, request: Request, refusal: Reject) -> None:
     headers = [(b"Content-Type", b"text/plain; charset=utf-8")]
     headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in refusal.headers]
     await ws.refuse(refusal.status, headers, refusal.message.encode())
+
+
+def _log_refused(refusal: Refusal | None, remote: tuple[str, int] | None) -> None:
+    """Log a request refused before it was read whole (``None``: the peer left)."""
+    peer = format_address(remote) or "?"
+    fields: dict[str, object] = {"remote": format_address(remote)}
+    if refusal is None:
+        why = "closed before sending a request"
+    else:
+        fields["status"] = refusal.status
+        # A head too large may be a valid request, too large for this server.
+        what = "" if refusal.status == 431 else "not a valid WebSocket upgrade request: "
+        why = f"{refusal.status} {what}{refusal.message}"
+    logger.info("refused an upgrade from %s: %s", peer, why, extra=fields)
 
 
 def _peer_address(stream: trio.abc.Stream) -> tuple[str, int] | None:

@@ -46,6 +46,16 @@ def probe_paths(config: Config) -> list[tuple[str, str, str]]:
     ]
 
 
+def probe_routes(config: Config) -> list[tuple[str, str]]:
+    """``(path, what answers it)`` for each probe that is on, as the route table
+    names them (``wsroute routes`` lists them with the app's routes)."""
+    return [(path, _owner(option, what)) for path, option, what in probe_paths(config)]
+
+
+def _owner(option: str, what: str) -> str:
+    return f"{what} (App option {option})"
+
+
 def check_path(config: Config, path: str, what: str, *, mount: bool = False) -> None:
     """Refuse a route of the app's (``what``) at a probe's path.
 
@@ -106,7 +116,7 @@ class Probes:
             "metrics_path": self.metrics,
         }
         for path, option, what in probe_paths(config):
-            table.add(path, answers[option], f"{what} (App option {option})")
+            table.add(path, answers[option], _owner(option, what))
         return table
 
     async def health(self, request: Request) -> Response:

@@ -109,10 +109,11 @@ class Transport(Writer):
 
     # -- the opening handshake ---------------------------------------------------------
 
-    async def read_request(self) -> UpgradeRequest | PlainRequest | None:
-        """Read the request, in the caller's task. ``None`` if there will never be
-        one to answer: it was refused (and answered, 400 or 426) or the peer left.
-        Nothing more is read until it is answered (a client waits for the answer)."""
+    async def read_request(self) -> UpgradeRequest | PlainRequest | Refusal | None:
+        """Read the request, in the caller's task: the request, or the
+        :class:`Refusal` it got (answered already, and the socket closed), or ``None``
+        if the peer left before sending one. Nothing more is read until it is answered
+        (a client waits for the answer)."""
         reader = RequestReader()
         while True:
             try:
@@ -125,9 +126,9 @@ class Transport(Writer):
                 request = reader.feed(data)
             except Refusal as refusal:
                 with suppress(TransportClosed):
-                    await self._send_bytes(refuse(refusal.status, refusal.headers))
+                    await self._send_bytes(refuse(refusal.status, refusal.headers, refusal.body))
                 self.close_socket()
-                return None
+                return refusal
             if request is not None:
                 self._rest = reader.rest
                 return request

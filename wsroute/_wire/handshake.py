@@ -6,7 +6,9 @@ library: most of what a new connection costs is its handshake. ``RequestReader``
 takes bytes until the request's head is whole and returns an
 :class:`UpgradeRequest`, or a :class:`PlainRequest` for one that asks for no upgrade
 at all (a browser opening a page), or raises :class:`Refusal` with the status to
-answer (400; 426 with ``Sec-WebSocket-Version: 13`` for another version). HTTP is
+answer (400; 426 with ``Sec-WebSocket-Version: 13`` for another version; 431 with a
+line of text for a head over ``MAX_HEAD``, which a valid request may reach with a
+long query or cookie, so its sender is told what the limit is). HTTP is
 read strictly (see ``_parse``). ``accept`` writes the 101, ``refuse`` any other
 answer.
 
@@ -66,7 +68,11 @@ NOT_AN_UPGRADE: Final = (
 
 
 class Refusal(Exception):
-    """The request cannot be upgraded: answer ``status`` (400 or 426) and close."""
+    """The request cannot be upgraded: answer ``status`` (400, 426 or 431) and close.
+
+    Only a 431 has a body, its ``message``: the others answer requests no WebSocket
+    client sends.
+    """
 
     def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message)
@@ -75,8 +81,25 @@ class Refusal(Exception):
 
     @property
     def headers(self) -> Headers:
-        """What the answer says besides its status: the version wsroute speaks, for 426."""
-        return [(b"Sec-WebSocket-Version", _VERSION)] if self.status == 426 else []
+        """What the answer says besides its status: the version wsroute speaks, for
+        426; the body's type, for 431."""
+        if self.status == 426:
+            return [(b"Sec-WebSocket-Version", _VERSION)]
+        if self.status == 431:
+            return [(b"Content-Type", b"text/plain; charset=utf-8")]
+        return []
+
+    @property
+    def body(self) -> bytes:
+        return f"{self.message}\n".encode() if self.status == 431 else b""
+
+
+def _too_large() -> Refusal:
+    return Refusal(
+        f"request head too large: it exceeds the limit of {MAX_HEAD // 1024} KiB"
+        f" ({MAX_HEAD} bytes) on the request line and headers",
+        431,
+    )
 
 
 class UpgradeRequest(NamedTuple):
@@ -207,11 +230,11 @@ class RequestReader:
             # Up to two of the bytes may be the start of the blank line ending the head,
             # which a whole head does not count (below): the same limit in any reads.
             if len(buffer) - 2 > MAX_HEAD:
-                raise Refusal("request head too long")
+                raise _too_large()
             self._scanned = max(0, len(buffer) - 2)
             return None
         if end.start() > MAX_HEAD:
-            raise Refusal("request head too long")
+            raise _too_large()
         head = bytes(buffer[: end.start()])
         request = _parse(head[:-1] if head.endswith(b"\r") else head)
         self.rest = bytes(buffer[end.end() :])

@@ -101,7 +101,8 @@ class Builder:
             "has no JSON Schema here",
             "Use attrs classes, dataclasses, enums, Literal, unions, str, int, float, bool,"
             " bytes, datetime, date, lists, sets, tuples and dicts with str or int keys"
-            " (docs/contracts.md), or pass its schema with overrides={type: schema}",
+            " (docs/contracts.md), or pass its schema with overrides={type: schema}"
+            " (wsroute asyncapi and typescript: --overrides MODULE:ATTR)",
         )
 
     def _check_hooks(self, tp: Any, at: tuple[str, ...]) -> None:
@@ -127,7 +128,8 @@ class Builder:
                 at,
                 tp,
                 f"has a {what} hook of the app's own ({getattr(fn, '__qualname__', fn)!r})",
-                "Pass its schema with overrides={type: schema}",
+                "Pass its schema with overrides={type: schema}"
+                " (wsroute asyncapi and typescript: --overrides MODULE:ATTR)",
             )
 
     def _literal(self, tp: Any, at: tuple[str, ...]) -> dict[str, Any]:

@@ -59,7 +59,8 @@ def fields(cls: type) -> list[Field]:
                     problem=f"has a validator or converter on field {a.name!r}, which a schema"
                     " cannot state",
                     fix="Check the value in the handler (raise HandlerError), or pass the"
-                    " class's schema with overrides={type: schema}",
+                    " class's schema with overrides={type: schema}"
+                    " (wsroute asyncapi and typescript: --overrides MODULE:ATTR)",
                 )
             found.append(field)
         return found
