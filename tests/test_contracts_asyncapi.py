@@ -517,7 +517,6 @@ HOOKED = (
     "@app.direct('take')\n"
     "async def take(thing: uuid.UUID) -> None: ...\n"
     "schemas = {uuid.UUID: {'type': 'string', 'format': 'uuid'}}\n"
-    "plain = {uuid.UUID: {'type': 'string'}}  # TypeScript has no format\n"
     "wrong = [uuid.UUID]\n"
 )
 

@@ -177,6 +177,22 @@ def test_a_type_without_a_schema_has_no_declaration() -> None:
         declarations(app)
 
 
+def test_keywords_that_only_constrain_a_value_leave_its_type() -> None:
+    app = App()
+    app.converter.register_structure_hook(datetime.time, lambda v, _: datetime.time(0))
+
+    @app.direct("at")
+    async def at(when: datetime.time) -> None: ...
+
+    constrained = {"type": "string", "format": "time", "minLength": 5, "examples": ["10:00"]}
+    assert "  at: { data: string; reply: null };" in typescript(
+        app, overrides={datetime.time: constrained}
+    )
+    # A keyword that changes what a value may be, which TypeScript cannot say: refused.
+    with pytest.raises(SchemaError, match=r"schema keyword\(s\) not"):
+        typescript(app, overrides={datetime.time: {"type": "string", "not": {"const": ""}}})
+
+
 # -- compiled with tsc -----------------------------------------------------------------
 
 
@@ -247,7 +263,8 @@ async def test_the_command_takes_overrides(tmp_path: Path) -> None:
     at = ["--app-dir", str(tmp_path)]
     done = await wsroute_cli("typescript", "hooked:app", *at)
     assert_one_line_error(done, 1, "'take'", "--overrides MODULE:ATTR")
-    done = await wsroute_cli("typescript", "hooked:app", *at, "--overrides", "hooked:plain")
+    # The dict given to asyncapi serves: format and the like constrain a string.
+    done = await wsroute_cli("typescript", "hooked:app", *at, "--overrides", "hooked:schemas")
     assert (done.returncode, done.stderr) == (0, "")
     assert "  take: { data: string; reply: null };" in done.stdout, done.stdout
     done = await wsroute_cli("typescript", "hooked:app", *at, "--overrides", "hooked:wrong")

@@ -31,10 +31,14 @@ _TAKEN: Final = frozenset(
     | {"any", "unknown", "never", "object", "string", "number", "boolean", "bigint"}
     | {"symbol", "null", "undefined", "void", "type", "interface", "enum", "this"}
 )
-#: Keywords that only constrain values a type already allows (or document them).
+#: Keywords that only constrain values a type already allows (or document them):
+#: TypeScript has no word for them, and the type stands without them.
 _CONSTRAINTS: Final = frozenset(
-    {"title", "description", "default", "pattern", "minimum", "maximum", "minItems"}
-    | {"maxItems", "contentEncoding", "propertyNames", "required"}
+    {"title", "description", "default", "examples", "deprecated", "readOnly", "writeOnly"}
+    | {"$comment", "pattern", "format", "minLength", "maxLength", "minimum", "maximum"}
+    | {"exclusiveMinimum", "exclusiveMaximum", "multipleOf", "minItems", "maxItems"}
+    | {"uniqueItems", "minProperties", "maxProperties", "contentEncoding"}
+    | {"contentMediaType", "propertyNames", "required"}
 )
 #: The data of the protocol's own events, where the app enables them.
 _BROKER_STATE: Final = '{ state: "connected" | "disconnected" }'
