@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from wsroute import App, Connection, RegistrationError, Reject, bearer_auth
+from wsroute import App, Connection, RegistrationError, Reject, Request, bearer_auth
 from wsroute._server.admission import redact_query
 from wsroute.testing import HandshakeRejected, open_app, open_client
 
@@ -106,6 +106,17 @@ def test_accept_hook_registration_errors():
 
         @app.accept
         async def second(request): ...
+
+
+def test_an_accept_hook_annotated_for_something_else_is_refused():
+    app = App()
+    with pytest.raises(RegistrationError, match="takes 'token' annotated str, but it is passed"):
+
+        @app.accept
+        async def by_token(token: str) -> str: ...
+
+    @app.accept
+    async def checked(request: Request | None) -> None: ...  # a Request satisfies it
 
 
 # -- bearer auth ------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from ._server.connection import Connection, Disconnect
 from ._server.probes import check_path, probe_routes
 from ._server.serving import Lifespan
 from ._server.static import StaticFiles
-from ._signatures import FrameHandler, Hook, Values, describe, request_handler
+from ._signatures import FrameHandler, Hook, Values, describe, mistyped, request_handler
 from .brokers import BrokerState
 
 #: What handlers and hooks may take besides a payload (see ``_signatures.Values``).
@@ -103,9 +103,15 @@ class HookRegistration:
                 f"an accept hook is already registered ({describe(self._accept_hook)});"
                 " an app has one: combine the checks in one function"
             )
-        if not (inspect.iscoroutinefunction(fn) and len(inspect.signature(fn).parameters) == 1):
+        shape = "must be `async def accept(request: Request)`"
+        params = list(inspect.signature(fn).parameters.values())
+        if not (inspect.iscoroutinefunction(fn) and len(params) == 1):
+            raise RegistrationError(f"accept hook {describe(fn)} {shape}")
+        if (annotated := mistyped(fn, params[0], "accept hook", Request)) is not None:
+            # It would be passed the upgrade's Request all the same.
             raise RegistrationError(
-                f"accept hook {describe(fn)} must be `async def accept(request: Request)`"
+                f"accept hook {describe(fn)} {annotated}, but it is passed the upgrade"
+                f" request: it {shape}"
             )
         self._accept_hook = fn
 

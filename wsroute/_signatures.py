@@ -149,6 +149,15 @@ def handler_slots(
     return slots, payload
 
 
+def mistyped(fn: Callable[..., Any], param: inspect.Parameter, what: str, cls: type) -> str | None:
+    """How ``fn``'s ``param`` is annotated ("takes 'x' annotated int"), if a value of
+    ``cls``, which it is passed, does not satisfy the annotation; else None."""
+    annotation = type_hints(fn, what).get(param.name, _UNANNOTATED)
+    if _admits(annotation, cls):
+        return None
+    return f"takes {param.name!r} annotated {inspect.formatannotation(annotation)}"
+
+
 def request_handler(
     fn: Callable[..., Awaitable[Any]], what: str, request: type
 ) -> Callable[[Any], Awaitable[Any]]:
@@ -182,12 +191,9 @@ def request_handler(
             f"{what}: {describe(fn)}: *args and **kwargs are not supported; it is passed"
             f" one Request: {fix}"
         )
-    annotation = type_hints(fn, what).get(param.name, _UNANNOTATED)
-    if not _admits(annotation, request):
+    if (annotated := mistyped(fn, param, what, request)) is not None:
         raise RegistrationError(
-            f"{what}: {describe(fn)} takes {param.name!r} annotated"
-            f" {inspect.formatannotation(annotation)}, but a GET route is passed only the"
-            f" Request: {fix}"
+            f"{what}: {describe(fn)} {annotated}, but a GET route is passed only the Request: {fix}"
         )
     if param.kind is param.KEYWORD_ONLY:
         return lambda request: fn(**{param.name: request})
