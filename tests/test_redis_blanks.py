@@ -10,7 +10,7 @@ import pytest
 import trio
 
 from wsroute.brokers import History, RedisClusterBroker
-from wsroute.brokers.redis import blanks, kept
+from wsroute.brokers.redis import blanks, kept, pages
 from wsroute.brokers.redis import present_sharded as sharded
 from wsroute.brokers.redis.known import Known
 from wsroute.brokers.redis.slots import key_slot
@@ -46,7 +46,7 @@ def test_cluster_calls_naming_two_keys_carry_their_blanks_through_every_copy() -
     assert call.blanks == made
     assert call.again().blanks == call.asked().blanks == made
     assert kept.publish_call(b"p:", "t", b"p:t", b"d", history, b"s", known).blanks == ()
-    read = kept.read_call(b"p:", "t", history, None, None, b"s", sharded=True)
+    read = pages.read_call(b"p:", "t", history, None, None, b"s", sharded=True)
     assert read.blanks == made and read.asked().blanks == made
     entries, nodes, keep = b"p:{t}:p", b"p:{t}:pn", b"%d" % (10 * 5000)
     presence = ((entries, blanks.HASH, keep), (nodes, blanks.ZSET, keep))

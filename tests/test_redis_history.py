@@ -1,4 +1,4 @@
-"""History on the Redis broker (``wsroute.brokers.redis.kept`` and the session's
+"""History on the Redis broker (``wsroute.brokers.redis.kept``, ``pages`` and the session's
 ``publish_kept``/``read_history``) against real redis-server processes: the key
 layout, the framing on the channel, epochs that change when Redis forgets, the
 scripts in the publishers' pipeline, and recovery end to end through two

@@ -1,5 +1,5 @@
-"""The test kit's client (``wsroute.testing._client``): in-memory clients and their
-expectations. The plugin, the conformance checks, the client's protocol and its
+"""The test kit's client (``wsroute.testing._client``, opened by ``_open``): in-memory
+clients and their expectations. The plugin, the conformance checks, the client's protocol and its
 messages have their own modules (tests/test_testing_*.py)."""
 
 from __future__ import annotations

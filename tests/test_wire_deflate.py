@@ -1,4 +1,5 @@
-"""permessage-deflate (wsroute/_wire/deflate.py): negotiation per RFC 7692, the codec.
+"""permessage-deflate (wsroute/_wire/deflate.py, deflate_negotiation.py): negotiation per
+RFC 7692, the codec.
 
 Negotiation is a table of offers and what the server answers for each app setting.
 The codec is checked against the ``websockets`` library's permessage-deflate, both
@@ -16,17 +17,8 @@ import pytest
 from websockets.extensions.permessage_deflate import PerMessageDeflate
 from websockets.frames import Frame, Opcode
 
-from wsroute._wire.deflate import (
-    TAIL,
-    Codec,
-    Deflate,
-    Settings,
-    TooBig,
-    negotiate,
-    offer,
-    parse_answer,
-    server_codec,
-)
+from wsroute._wire.deflate import TAIL, Codec, Deflate, Settings, TooBig
+from wsroute._wire.deflate_negotiation import negotiate, offer, parse_answer, server_codec
 from wsroute._wire.frames import OP_BINARY, OP_TEXT, header
 from wsroute._wire.headers import parse_extensions
 

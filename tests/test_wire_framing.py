@@ -11,7 +11,8 @@ import pytest
 
 from wsroute._msgpack import ENCODING as MSGPACK
 from wsroute._protocol import error, event
-from wsroute._wire.deflate import TAIL, Codec, Deflate, negotiate
+from wsroute._wire.deflate import TAIL, Codec, Deflate
+from wsroute._wire.deflate_negotiation import negotiate
 from wsroute._wire.frames import OP_BINARY, OP_TEXT, Prepared, header, server_frame
 from wsroute._wire.framing import Encoding, Framer, framer
 from wsroute._wire.headers import parse_extensions

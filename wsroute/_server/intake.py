@@ -47,8 +47,8 @@ logger = logging.getLogger("wsroute")
 
 
 class Context(Protocol):
-    """What an intake needs of the serving it belongs to (``session.Context`` is one):
-    the app's options and its handlers."""
+    """What an intake needs of the serving it belongs to (a session's, ``ending.Context``,
+    is one): the app's options and its handlers."""
 
     config: Config
     dispatcher: Dispatcher

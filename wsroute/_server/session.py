@@ -1,4 +1,4 @@
-"""The lifetime of one accepted connection.
+"""The lifetime of one accepted connection: its start, its heartbeat, its writer.
 
 A connection's tasks all run in one nursery, the stream's (see ``_runtime``): its
 writer, its workers, its closing task and whatever the app starts with
@@ -11,21 +11,14 @@ closes the connection with 1011. The reader hands each complete message to the
 connection's intake (``intake``), which decodes it and queues it for the workers
 that run handlers, without ever waiting.
 
-Ending, whoever starts it, goes one way: the first reason is recorded on the
-connection, then
-
-1. server-initiated and graceful: stop reading, let queued and running handlers
-   finish, flush the outbox (all within the grace deadline);
-2. send the close frame (within ``close_timeout``; the writer's current frame is
-   never cut, because writes are serialised);
-3. cancel the nursery; once it has ended, leave every topic and run
-   ``on_disconnect`` hooks once, shielded, each under ``hook_timeout``.
+How it ends, whoever starts it, is the :class:`~wsroute._server.ending.Ending`
+mixin's.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -33,38 +26,20 @@ from .._errors import BrokerError
 from .._wire import closes
 from .addressing import conn_topic, user_topic
 from .connection import log_fields
+from .ending import Context, Ending, hook_name
 from .intake import Intake
 from .writer import PENDING, QUEUE, TransportClosed
 
 if TYPE_CHECKING:
-    from .._config import Config
-    from .._signatures import FrameHandler, Hook
     from .connection import Connection
-    from .dispatch import Dispatcher
-    from .heartbeat import Handle, Heartbeat
-    from .hub import Hub
-    from .instruments import Instruments
+    from .heartbeat import Handle
     from .transport import Transport
 
 logger = logging.getLogger("wsroute")
 
 
-class Context(Protocol):
-    """What a session needs of the serving it belongs to (``runtime.Runtime`` is
-    one): the app's options, its handlers and hooks, the hub, the heartbeat."""
-
-    config: Config
-    dispatcher: Dispatcher
-    instruments: Instruments
-    hub: Hub
-    heartbeat: Heartbeat | None
-    frame_handler: FrameHandler | None
-    on_connect: tuple[Hook, ...]
-    on_disconnect: tuple[Hook, ...]
-
-
-class Session:
-    __slots__ = (
+class Session(Ending):
+    __slots__ = (  # besides Ending's
         "_abandon",
         "_aborted",
         "_beat",
@@ -72,9 +47,7 @@ class Session:
         "_connect_scope",
         "_deadline",
         "_intake",
-        "_live",
         "_ping_sent",
-        "_progress",
         "_writer_finished",
         "conn",
         "rt",
@@ -170,53 +143,6 @@ class Session:
         if conn.closing:
             self._closing_requested()
 
-    def _closing_requested(self) -> None:
-        """Called by the connection when the first reason to close is recorded."""
-        if self._live:
-            self._live = False
-            conn = self.conn
-            nursery = conn._nursery
-            assert nursery is not None
-            if conn._graceful or not self.ws.read_closed:
-                nursery.start_soon(self._close)
-                return
-            # The peer closed, or the socket is gone, and the reader has sent all it
-            # owed: what _close would do, without a task (most connections end so).
-            self._drop_work()
-            if nursery.child_tasks:
-                # The app's tasks. Not the reader: it has done its part and ends by
-                # itself, and a cancel costs trio a repr of the task, for its reason.
-                nursery.cancel_scope.cancel()
-
-    async def _close(self) -> None:
-        await self._wind_down()
-        await self._close_socket()
-        nursery = self.conn._nursery
-        assert nursery is not None
-        nursery.cancel_scope.cancel()  # the app's tasks, and the socket reader
-
-    async def finish(self) -> None:
-        """The connection is over, whatever ended it: leave its topics and run its
-        ``on_disconnect`` hooks. The caller shields it, unless nothing here can wait
-        (``Streams._end_may_wait``: keep the two in step)."""
-        self._live = False
-        self.conn._outbox.detach()
-        try:
-            await self._finish(self._began)
-        finally:
-            self._release()
-
-    def _release(self) -> None:
-        """Break the links between the connection's objects (each holds the others'
-        callbacks), so that reference counting frees them at once rather than the
-        cyclic garbage collector later: some 60 objects a connection, and churn runs
-        about 8% more cycles a second. Whatever still holds ``conn`` finds it closed:
-        it takes no frames, tasks or info messages."""
-        conn = self.conn
-        conn._info_sink = conn._on_closing = None
-        conn._outbox.release()
-        self.ws.release()
-
     async def _connect(self) -> bool:
         conn, rt = self.conn, self.rt
         try:
@@ -229,7 +155,7 @@ class Session:
                     # A connection stuck in set-up would hold its slot and read nothing.
                     logger.warning(
                         "on_connect hook %s timed out for connection %s; closing it",
-                        _hook_name(hook),
+                        hook_name(hook),
                         conn.id,
                         extra=log_fields(conn),
                     )
@@ -240,37 +166,6 @@ class Session:
             )
             conn._request_close(*closes.INTERNAL, "server")
         return not conn.closing
-
-    # -- the socket reader's end ------------------------------------------------------
-
-    def _reader_ended(self) -> None:
-        """The socket reader stopped: the peer closed or vanished, or this side failed
-        the connection (an oversized message, 1009; a frame that breaks RFC 6455,
-        1002 or 1007)."""
-        ws = self.ws
-        record = ws.closed
-        code = record.code if record else closes.ABNORMAL
-        text = record.reason if record else ""
-        if ws.failed_locally:
-            self.conn._request_close(code, text, "server", graceful=False)
-        else:
-            self.conn._request_close(code, text, "client", graceful=False)
-        self._intake.close()
-
-    def _made_progress(self) -> None:
-        if self._progress is not None:
-            self._progress.set()
-            self._progress = None
-
-    async def _wait_progress(self) -> None:
-        if self._progress is None:
-            self._progress = trio.Event()
-        await self._progress.wait()
-
-    def _drop_work(self) -> None:
-        """Not graceful: cancel running handlers, drop queued requests and frames."""
-        self._intake.stop()
-        self.conn._outbox.discard()
 
     # -- heartbeat (driven by the runtime's Heartbeat) ---------------------------------
 
@@ -306,7 +201,7 @@ class Session:
         self._ping_sent = now
         return now + config.ping_timeout
 
-    # -- writing and ending ---------------------------------------------------------
+    # -- writing ---------------------------------------------------------------------
 
     def _start_writer(self) -> None:
         nursery = self.conn._nursery
@@ -326,67 +221,3 @@ class Session:
         finally:
             self._writer_finished = True
             self._made_progress()
-
-    async def _wind_down(self) -> None:
-        conn = self.conn
-        disconnect = conn._disconnect
-        assert disconnect is not None
-        if conn._graceful and disconnect.initiator == "server":
-            deadline = self._deadline
-            if deadline is None:
-                deadline = trio.current_time() + self.rt.config.close_timeout
-            with trio.move_on_at(deadline):
-                self._intake.close()
-                await self._intake.wait_finished()
-                conn._outbox.close()
-                while not self._writer_finished:
-                    await self._wait_progress()
-        self._drop_work()
-
-    async def _close_socket(self) -> None:
-        disconnect = self.conn._disconnect
-        code, reason = closes.SHUTTING_DOWN
-        if disconnect is not None and disconnect.initiator == "server":
-            code, reason = disconnect.code, disconnect.reason
-        with trio.move_on_after(self.rt.config.close_timeout):
-            if self._abandon:
-                await self.ws.abandon(code, reason)
-            else:
-                await self.ws.aclose(code, reason)
-            await self.ws.wait_reader_done()
-
-    async def _finish(self, began: bool) -> None:
-        """Runs shielded: the connection is over, whatever ended it."""
-        conn, rt = self.conn, self.rt
-        conn._request_close(*closes.SHUTTING_DOWN, "server", graceful=False)
-        conn._outbox.discard()
-        if self._beat is not None and rt.heartbeat is not None:
-            rt.heartbeat.forget(self._beat)
-        await rt.hub.leave(conn)
-        if self.ws.closed is None:  # cancelled from outside before closing
-            await self._close_socket()
-        if not began:
-            return
-        disconnect = conn._disconnect
-        assert disconnect is not None
-        for hook in rt.on_disconnect:
-            with trio.move_on_after(rt.config.hook_timeout) as scope:
-                try:
-                    await hook(conn, disconnect)
-                except Exception:
-                    logger.exception(
-                        "on_disconnect hook failed for connection %s",
-                        conn.id,
-                        extra=log_fields(conn),
-                    )
-            if scope.cancelled_caught:
-                logger.warning(
-                    "on_disconnect hook %s timed out for connection %s",
-                    _hook_name(hook),
-                    conn.id,
-                    extra=log_fields(conn),
-                )
-
-
-def _hook_name(hook: Hook) -> str:
-    return str(getattr(hook.fn, "__qualname__", hook.fn))

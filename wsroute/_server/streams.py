@@ -28,7 +28,8 @@ from .._msgpack import SUBPROTOCOL as MSGPACK
 from .._request import Request
 from .._signatures import FrameHandler, Hook
 from .._wire import closes
-from .._wire.deflate import Codec, server_codec
+from .._wire.deflate import Codec
+from .._wire.deflate_negotiation import server_codec
 from .admission import Admission, Gate, describe_request, request_fields
 from .connection import Connection, log_fields
 from .dispatch import Dispatcher

@@ -9,6 +9,8 @@
 - ``protocol``: an open connection's state machine: messages, control frames, the
   closing handshake, limits. ``events`` holds what it reports, ``sender`` its
   sending half.
+- ``deflate``: permessage-deflate's options and a connection's codec;
+  ``deflate_negotiation`` agrees on them from the client's offers.
 
 Nothing here imports trio or touches a socket (an import-linter contract checks it):
 ``wsroute._server`` reads and writes the bytes.

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from ._client import DEFAULT_TIMEOUT as DEFAULT_TIMEOUT
 from ._client import TestClient as TestClient
-from ._client import open_app as open_app
-from ._client import open_client as open_client
 from ._conformance import broker_checks as broker_checks
 from ._conformance import check_broker as check_broker
 from ._messages import ClientClosed as ClientClosed
@@ -21,6 +19,8 @@ from ._messages import ExpectationFailed as ExpectationFailed
 from ._messages import HandshakeRejected as HandshakeRejected
 from ._messages import Reply as Reply
 from ._messages import RequestError as RequestError
+from ._open import open_app as open_app
+from ._open import open_client as open_client
 
 __all__ = [
     "DEFAULT_TIMEOUT",

@@ -21,7 +21,8 @@ import trio
 
 from .._wire.client_handshake import ResponseReader, client_request
 from .._wire.deflate import NAME as DEFLATE
-from .._wire.deflate import Codec, Deflate, offer, parse_answer
+from .._wire.deflate import Codec, Deflate
+from .._wire.deflate_negotiation import offer, parse_answer
 from .._wire.events import Close, Failure, State
 from .._wire.frames import ABNORMAL
 from .._wire.headers import parse_extensions

@@ -25,7 +25,8 @@ import pytest
 import trio
 
 from .._app import App
-from ._client import TestClient, check_app, open_app, open_client
+from ._client import TestClient
+from ._open import check_app, open_app, open_client
 
 T = TypeVar("T")
 

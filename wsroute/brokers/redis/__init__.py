@@ -6,7 +6,7 @@ subscriber connection, multiplexing every topic its process hosts, and one publi
 connection that pipelines the publishes of all handlers (``publisher.py``). It keeps
 history (``App(history=...)``) in a stream and a hash per topic, and presence
 (``App(presence=...)``) in a hash per topic and the nodes' heartbeats, written and
-read by Lua scripts queued with the publishes (``kept.py``, ``present.py``).
+read by Lua scripts queued with the publishes (``kept.py``, ``pages.py``, ``present.py``).
 
 This module holds the configuration (:class:`RedisBroker`: URL, options) and opens
 sessions; ``session.py`` is what the app calls on a session, ``supervisor.py`` keeps

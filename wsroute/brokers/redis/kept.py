@@ -1,5 +1,5 @@
-"""History in Redis: where a topic's past is kept, and the scripts that keep and read
-it.
+"""History in Redis: where a topic's past is kept, and the script that keeps it
+(``pages.py`` reads it back).
 
 **Keys.** A topic's history is two keys that share the hash tag ``{<topic>}``, so that
 a Redis Cluster puts them in one slot and one script may touch both:
@@ -52,20 +52,20 @@ from typing import Final
 
 import msgpack
 
-from ..._history import History, Position
-from .._base import BrokerMessage, HistoryPage
+from ..._history import History
 from . import blanks
 from .known import Entry, Known
 from .pending import Blank, Call, Script
 
-# Redis' clock, once per call: in ms (``now``) and as its two parts (``clock``).
-_CLOCK = """
+# Redis' clock, once per call: in ms (``now``) and as its two parts (``clock``); every
+# history script starts with it (``pages.py``'s too).
+CLOCK = """
 local stream, meta = KEYS[1], KEYS[2]
 local clock = redis.call('TIME')
 local now = clock[1] * 1000 + math.floor(clock[2] / 1000)
 """
 # A new epoch, from the caller's seed and the clock in microseconds.
-_NEW_EPOCH = "string.sub(redis.sha1hex({seed} .. clock[1] .. '.' .. clock[2]), 1, 12)"
+NEW_EPOCH = "string.sub(redis.sha1hex({seed} .. clock[1] .. '.' .. clock[2]), 1, 12)"
 
 #: KEYS: stream, hash. ARGV: data, then the call's context (``_context``: msgpack
 #: strings one after the other): seed, size, ttl ms, meta_ttl ms, channel, and what the
@@ -76,7 +76,7 @@ _NEW_EPOCH = "string.sub(redis.sha1hex({seed} .. clock[1] .. '.' .. clock[2]), 1
 #: caller gave and renewed no deadline (most calls: a smaller reply, read faster).
 #: ``PUBLISH`` is replaced by ``SPUBLISH`` on a cluster.
 _PUBLISH_KEPT = (
-    _CLOCK
+    CLOCK
     + f"""
 local data = ARGV[1]
 local seed, size, ttl_ms, meta_ttl_ms, channel, epoch, s, m = cmsgpack.unpack(ARGV[2])
@@ -95,7 +95,7 @@ if offset < 2 then  -- the epoch is unknown, or its count was missing: look
     end
     epoch = state[1]
     if not epoch then  -- a blank hash (``blanks.py``) goes: drop its field ''
-      epoch = {_NEW_EPOCH.format(seed="seed")}
+      epoch = {NEW_EPOCH.format(seed="seed")}
       redis.call('DEL', stream)
       redis.call('HDEL', meta, '')
       redis.call('HSET', meta, 'e', epoch)
@@ -132,67 +132,6 @@ SPUBLISH_KEPT: Final = Script(
     _PUBLISH_KEPT.replace("redis.call('PUBLISH'", "redis.call('SPUBLISH'")
 )
 
-#: KEYS: stream, hash. ARGV: seed, size, ttl ms, meta_ttl ms, since ("" for none),
-#: limit ("" for none). Returns ``{epoch, top offset, {offset, data, ...}}``, oldest
-#: first.
-READ_HISTORY: Final = Script(
-    _CLOCK
-    + """
-local out = {}
-local epoch = redis.call('HGET', meta, 'e')
-if not epoch then
-  epoch = """
-    + _NEW_EPOCH.format(seed="ARGV[1]")
-    + """
-  redis.call('DEL', stream)
-  redis.call('HDEL', meta, '')
-  redis.call('HSET', meta, 'e', epoch)
-  redis.call('PEXPIRE', meta, ARGV[4])
-  return {epoch, 0, out}
-end
-local top = tonumber(redis.call('HGET', meta, 'o' .. epoch)) or 0
-local limit, since = tonumber(ARGV[6]), tonumber(ARGV[5])
-if limit == 0 then
-  return {epoch, top, out}
-end
-local first = math.max(top - tonumber(ARGV[2]), 0) + 1  -- the oldest offset within size
-local oldest = now - tonumber(ARGV[3])  -- events kept at or before this are too old
-local function add(entry)  -- id <offset>-<ms>, fields: d, data
-  local offset, kept = string.match(entry[1], '^(%d+)-(%d+)$')
-  if tonumber(kept) > oldest then
-    out[#out + 1] = tonumber(offset)
-    out[#out + 1] = entry[2][2]
-  end
-end
-if since then
-  -- The oldest after since; those too old come first, so read on past them.
-  local start = math.max(since + 1, first)
-  while true do
-    local want = limit and (limit - #out / 2)
-    local entries
-    if want then
-      entries = redis.call('XRANGE', stream, string.format('%d-0', start), '+', 'COUNT', want)
-    else
-      entries = redis.call('XRANGE', stream, string.format('%d-0', start), '+')
-    end
-    for _, entry in ipairs(entries) do add(entry) end
-    if not want or #entries < want or #out / 2 >= limit then break end
-    start = tonumber(string.match(entries[#entries][1], '^%d+')) + 1
-  end
-else
-  -- The newest: when one is too old, so are all before it.
-  local entries
-  if limit then
-    entries = redis.call('XREVRANGE', stream, '+', string.format('%d-0', first), 'COUNT', limit)
-  else
-    entries = redis.call('XREVRANGE', stream, '+', string.format('%d-0', first))
-  end
-  for i = #entries, 1, -1 do add(entries[i]) end
-end
-return {epoch, top, out}
-"""
-)
-
 
 def keys(prefix: bytes, topic: str) -> list[bytes]:
     """The stream and the hash that keep ``topic``'s history."""
@@ -205,7 +144,7 @@ def _ms(seconds: float) -> bytes:
 
 
 @functools.lru_cache(maxsize=64)
-def _bounds(history: History) -> tuple[bytes, bytes, bytes]:
+def bounds(history: History) -> tuple[bytes, bytes, bytes]:
     """``history``'s size, ttl and meta_ttl as the scripts take them: made once per
     ``History`` (an app has a handful), not once per publish."""
     return b"%d" % history.size, _ms(history.ttl), _ms(history.meta_ttl)
@@ -235,9 +174,9 @@ def publish_call(
     _, entry, context = packed
     if sharded:
         script = SPUBLISH_KEPT
-        names, made = _cluster_keys(prefix, topic, _bounds(history)[1])
+        names, made = cluster_keys(prefix, topic, bounds(history)[1])
     else:
-        script, names, made = PUBLISH_KEPT, _keys(prefix, topic), ()
+        script, names, made = PUBLISH_KEPT, cached_keys(prefix, topic), ()
     call = KeptCall(script, names, [data, context], len(data), made)
     call.known = entry
     return call
@@ -251,23 +190,23 @@ def _context(seed: bytes, history: History, channel: bytes, entry: Entry) -> byt
     0.1 µs apiece, on every call. Msgpack strings one after the other, which the
     script unpacks with ``cmsgpack`` (Redis's, which reads no binary type)."""
     epoch, stream_deadline, hash_deadline, _ = entry
-    size, ttl, meta_ttl = _bounds(history)
+    size, ttl, meta_ttl = bounds(history)
     parts = (seed, size, ttl, meta_ttl, channel, epoch, stream_deadline, hash_deadline)
     return b"".join(msgpack.packb(part, use_bin_type=False) for part in parts)
 
 
 @functools.lru_cache(maxsize=4096)
-def _keys(prefix: bytes, topic: str) -> tuple[bytes, bytes]:
+def cached_keys(prefix: bytes, topic: str) -> tuple[bytes, bytes]:
     """``keys``, remembered for the topics published to most."""
     stream, meta = keys(prefix, topic)
     return stream, meta
 
 
 @functools.lru_cache(maxsize=4096)
-def _cluster_keys(
+def cluster_keys(
     prefix: bytes, topic: str, ttl: bytes
 ) -> tuple[tuple[bytes, bytes], tuple[Blank, ...]]:
-    """``_keys`` and how to make them blank on a cluster (``blanks.py``), remembered
+    """``cached_keys`` and how to make them blank on a cluster (``blanks.py``), remembered
     alike: a kept publish costs one look-up, as on one Redis."""
     stream, meta = keys(prefix, topic)
     return (stream, meta), blanks.history(stream, meta, ttl)
@@ -300,58 +239,7 @@ class KeptCall(Call):
         return copy
 
 
-def read_call(
-    prefix: bytes,
-    topic: str,
-    history: History,
-    since: int | None,
-    limit: int | None,
-    seed: bytes,
-    *,
-    sharded: bool = False,
-) -> Call:
-    """The script call that reads ``topic``'s history (see ``read_history``); on a
-    cluster (``sharded``), with the blanks of its keys (``blanks.py``)."""
-    size, ttl, meta_ttl = _bounds(history)
-    names, made = _cluster_keys(prefix, topic, ttl) if sharded else (_keys(prefix, topic), ())
-    return Call(
-        READ_HISTORY,
-        names,
-        [
-            seed,
-            size,
-            ttl,
-            meta_ttl,
-            b"" if since is None else b"%d" % since,
-            b"" if limit is None else b"%d" % max(limit, 0),
-        ],
-        blanks=made,
-    )
-
-
 def was_published(reply: object) -> bool:
     """Whether ``PUBLISH_KEPT`` published the event it kept (a reply that
     ``Known.learn`` took): not after a cluster's ``ASK`` (``KeptCall.asked``)."""
     return type(reply) is int or (isinstance(reply, list) and reply[4] == 1)
-
-
-def page_of(topic: str, reply: object) -> HistoryPage:
-    """The page that ``READ_HISTORY`` returned.
-
-    Raises:
-        ValueError: the reply is not what the script returns.
-    """
-    if not (isinstance(reply, list) and len(reply) == 3):
-        raise ValueError(f"unexpected reply {reply!r:.80}")
-    raw_epoch, top, flat = reply
-    if not (isinstance(raw_epoch, bytes) and isinstance(top, int) and isinstance(flat, list)):
-        raise ValueError(f"unexpected reply {reply!r:.80}")
-    epoch = raw_epoch.decode()
-    offsets, datas = flat[::2], flat[1::2]
-    if not all(isinstance(o, int) for o in offsets) or not all(isinstance(d, bytes) for d in datas):
-        raise ValueError("unexpected entries in the reply")
-    messages = [
-        BrokerMessage(topic, data, Position(offset, epoch))
-        for offset, data in zip(offsets, datas, strict=True)
-    ]
-    return HistoryPage(Position(top, epoch), messages)

@@ -7,9 +7,10 @@ supervisor behind it, which keeps that link up and tells the app when Redis is l
 is ``supervisor.py``.
 
 History (``publish_kept``, ``read_history``) and presence (``presence_*``) run as Lua
-scripts queued with the publishes, on the same connection; ``kept.py`` and
-``present.py`` hold the scripts and the key layouts, ``framing.py`` the framing of
-kept events on their channel and ``known.py`` what the session learnt of its topics.
+scripts queued with the publishes, on the same connection; ``kept.py`` (with
+``pages.py``, which reads history back) and ``present.py`` hold the scripts and the
+key layouts, ``framing.py`` the framing of kept events on their channel and
+``known.py`` what the session learnt of its topics.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import trio
 from ..._errors import BrokerClosed, BrokerError
 from ..._history import History, Position, new_epoch
 from .._base import BrokerMessage, BrokerSession, HistoryPage, StateListener
-from . import framing, kept, present
+from . import framing, kept, pages, present
 from .backlog import Backlog
 from .failures import explain
 from .known import Known
@@ -133,9 +134,9 @@ class RedisSession(Supervised, BrokerSession):
             BrokerClosed: the session is closed.
         """
         seed, sharded = self._seed, self._sharded
-        call = kept.read_call(self._prefix, topic, history, since, limit, seed, sharded=sharded)
+        call = pages.read_call(self._prefix, topic, history, since, limit, seed, sharded=sharded)
         reply = await self._run(call, "reading history from Redis")
-        return self._parse(lambda r: kept.page_of(topic, r), reply, "reading history from Redis")
+        return self._parse(lambda r: pages.page_of(topic, r), reply, "reading history from Redis")
 
     keeps_presence = True
 
