@@ -6,123 +6,15 @@ them. A flag wins over its variable, which wins over the default (``resolve``).
 from __future__ import annotations
 
 import argparse
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from . import __version__
-from ._logs import FORMAT_VARIABLE, LEVEL_VARIABLE, LEVELS, parse_format, parse_level
-from ._proxy import TrustedProxies
+from . import _option_values as values
+from ._logs import FORMAT_VARIABLE, LEVEL_VARIABLE, LEVELS, parse_format
 
 PROG = "wsroute"
-
-
-def _port(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        port = -1
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(
-            f"invalid port {text!r}: expected an integer from 0 to 65535 (0 picks a free port)"
-        )
-    return port
-
-
-def _argument(parse: Callable[[str], str]) -> Callable[[str], str]:
-    """``parse``, raising what argparse reports as the option's error."""
-
-    def parse_argument(text: str) -> str:
-        try:
-            return parse(text)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-
-    return parse_argument
-
-
-def _log_level(text: str) -> str:
-    return parse_level(text).lower()
-
-
-def _compression(text: str) -> str:
-    if text not in ("deflate", "off"):
-        raise argparse.ArgumentTypeError(f"expected deflate or off, not {text!r}")
-    return text
-
-
-def _probe_path(text: str) -> str:
-    if text != "off" and (not text.startswith("/") or "?" in text or "#" in text):
-        raise argparse.ArgumentTypeError(f"expected a path such as /healthz, or off, not {text!r}")
-    return text
-
-
-def _choice(*choices: str) -> Callable[[str], str]:
-    def parse(text: str) -> str:
-        if text not in choices:
-            raise argparse.ArgumentTypeError(f"expected {' or '.join(choices)}, not {text!r}")
-        return text
-
-    return parse
-
-
-def _boolean(text: str) -> bool:
-    """An environment variable's truth value (flags are ``--x``/``--no-x``)."""
-    if text.lower() in ("1", "true", "yes", "on"):
-        return True
-    if text.lower() in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
-
-
-def _trusted_ips(text: str) -> str:
-    try:
-        TrustedProxies.parse(text)
-    except ValueError as exc:
-        message = str(exc).removeprefix("App option forwarded_allow_ips ")
-        raise argparse.ArgumentTypeError(message) from None
-    return text
-
-
-def _non_empty(text: str) -> str:
-    if not text:
-        raise argparse.ArgumentTypeError("must not be empty")
-    return text
-
-
-def _workers(text: str) -> int:
-    try:
-        count = int(text)
-    except ValueError:
-        count = 0
-    if count < 1:
-        raise argparse.ArgumentTypeError(f"invalid worker count {text!r}: expected an integer >= 1")
-    return count
-
-
-_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
-
-
-def _switch(text: str) -> bool:
-    """An on/off option's environment variable."""
-    if text.lower() in _TRUE + _FALSE:
-        return text.lower() in _TRUE
-    raise argparse.ArgumentTypeError(f"expected one of {', '.join(_TRUE + _FALSE)}, not {text!r}")
-
-
-def _format(text: str) -> str:
-    if text not in ("json", "yaml"):
-        raise argparse.ArgumentTypeError(f"expected json or yaml, not {text!r}")
-    return text
-
-
-def _ws_url(text: str) -> str:
-    if not re.fullmatch(r"wss?://[^/?#\s]+(/\S*)?", text):
-        raise argparse.ArgumentTypeError(
-            f"expected the URL clients connect to, ws:// or wss://, not {text!r}"
-        )
-    return text
 
 
 @dataclass(frozen=True)
@@ -144,26 +36,33 @@ class Option:
         return self.flag.removeprefix("--").replace("-", "_")
 
 
-_HOST = Option("--host", "WSROUTE_HOST", "127.0.0.1", _non_empty, "HOST", "interface to bind")
-_PORT = Option("--port", "WSROUTE_PORT", "8000", _port, "PORT", "TCP port; 0 picks a free one")
+_HOST = Option("--host", "WSROUTE_HOST", "127.0.0.1", values.non_empty, "HOST", "interface to bind")
+_PORT = Option(
+    "--port", "WSROUTE_PORT", "8000", values.port, "PORT", "TCP port; 0 picks a free one"
+)
 _BROKER = Option(
     "--broker",
     "WSROUTE_BROKER",
     None,
-    _non_empty,
+    values.non_empty,
     "URL",
     "replace the app's broker, e.g. memory://",
     unset="the app's own broker",
 )
 # Read and checked as App.run reads the variables (wsroute._logs).
 _LOG_LEVEL = Option(
-    "--log-level", LEVEL_VARIABLE, "info", _argument(_log_level), "LEVEL", "/".join(LEVELS)
+    "--log-level",
+    LEVEL_VARIABLE,
+    "info",
+    values.argument(values.log_level),
+    "LEVEL",
+    "/".join(LEVELS),
 )
 _APP_DIR = Option(
     "--app-dir",
     "WSROUTE_APP_DIR",
     ".",
-    _non_empty,
+    values.non_empty,
     "DIR",
     "directory put first on sys.path before importing MODULE",
 )
@@ -171,7 +70,7 @@ _COMPRESSION = Option(
     "--compression",
     "WSROUTE_COMPRESSION",
     None,
-    _compression,
+    values.compression,
     "deflate|off",
     "permessage-deflate for clients that offer it (deflate: the defaults of wsroute.Deflate)",
     unset="the app's own compression option",
@@ -182,7 +81,7 @@ _PROBES = {
         f"--{option.replace('_', '-')}",
         f"WSROUTE_{option.upper()}",
         None,
-        _probe_path,
+        values.probe_path,
         "PATH|off",
         f"serve {what} at PATH, or not at all",
         unset=f"the app's {option}",
@@ -197,7 +96,7 @@ _LOG_FORMAT = Option(
     "--log-format",
     FORMAT_VARIABLE,
     "text",
-    _argument(parse_format),
+    values.argument(parse_format),
     "text|json",
     "text: one line per record; json: one JSON object per record (docs/deployment.md)",
 )
@@ -205,7 +104,7 @@ _PROXY_HEADERS = Option(
     "--proxy-headers",
     "WSROUTE_PROXY_HEADERS",
     None,
-    _boolean,
+    values.boolean,
     "",
     "take the client's address and scheme from X-Forwarded-For/-Proto or Forwarded of a"
     " trusted peer",
@@ -216,7 +115,7 @@ _FORWARDED_ALLOW_IPS = Option(
     "--forwarded-allow-ips",
     "WSROUTE_FORWARDED_ALLOW_IPS",
     None,
-    _trusted_ips,
+    values.trusted_ips,
     "IPS",
     "the trusted proxies: comma-separated addresses and networks, or *",
     unset="the app's forwarded_allow_ips option, 127.0.0.1 unless changed",
@@ -225,7 +124,7 @@ _ROUTES_FORMAT = Option(
     "--format",
     "WSROUTE_ROUTES_FORMAT",
     "table",
-    _choice("table", "json"),
+    values.choice("table", "json"),
     "table|json",
     "a table to read, or a JSON document for tools",
 )
@@ -233,7 +132,7 @@ _WORKERS = Option(
     "--workers",
     "WSROUTE_WORKERS",
     "1",
-    _workers,
+    values.worker_count,
     "N",
     "worker processes sharing the port (Linux, SO_REUSEPORT); 1 serves in this process",
 )
@@ -241,7 +140,7 @@ _RELOAD = Option(
     "--reload",
     "WSROUTE_RELOAD",
     "off",
-    _switch,
+    values.switch,
     "",
     "restart when a Python file under --app-dir changes (development; needs watchfiles)",
     switch=True,
@@ -250,7 +149,7 @@ _SSL_CERTFILE = Option(
     "--ssl-certfile",
     "WSROUTE_SSL_CERTFILE",
     None,
-    _non_empty,
+    values.non_empty,
     "FILE",
     "serve TLS (wss://) with this PEM certificate chain",
     unset="no TLS",
@@ -259,7 +158,7 @@ _SSL_KEYFILE = Option(
     "--ssl-keyfile",
     "WSROUTE_SSL_KEYFILE",
     None,
-    _non_empty,
+    values.non_empty,
     "FILE",
     "the certificate's PEM private key",
     unset="in --ssl-certfile",
@@ -268,7 +167,7 @@ _SSL_KEYFILE_PASSWORD = Option(
     "--ssl-keyfile-password",
     "WSROUTE_SSL_KEYFILE_PASSWORD",
     None,
-    _non_empty,
+    values.non_empty,
     "PASSWORD",
     "the password of an encrypted private key",
     unset="none",
@@ -276,26 +175,35 @@ _SSL_KEYFILE_PASSWORD = Option(
 _PROCESSES = (_WORKERS, _RELOAD)
 TLS = (_SSL_CERTFILE, _SSL_KEYFILE, _SSL_KEYFILE_PASSWORD)
 _OUTPUT = Option(
-    "--output", "", None, _non_empty, "FILE", "write to FILE", unset="standard output", short="-o"
+    "--output",
+    "",
+    None,
+    values.non_empty,
+    "FILE",
+    "write to FILE",
+    unset="standard output",
+    short="-o",
 )
-_FORMAT = Option("--format", "", "json", _format, "json|yaml", "the document's format")
+_FORMAT = Option(
+    "--format", "", "json", values.document_format, "json|yaml", "the document's format"
+)
 _SERVER = Option(
     "--server",
     "WSROUTE_SERVER_URL",
     "ws://localhost:8000/",
-    _ws_url,
+    values.ws_url,
     "URL",
     "the URL clients connect to, in the document's servers",
 )
-_TITLE = Option("--title", "", None, _non_empty, "TEXT", "info.title", unset="MODULE:ATTR")
+_TITLE = Option("--title", "", None, values.non_empty, "TEXT", "info.title", unset="MODULE:ATTR")
 _API_VERSION = Option(
-    "--api-version", "", "0.1.0", _non_empty, "TEXT", "info.version: your API's version"
+    "--api-version", "", "0.1.0", values.non_empty, "TEXT", "info.version: your API's version"
 )
 _OVERRIDES = Option(
     "--overrides",
     "",
     None,
-    _non_empty,
+    values.non_empty,
     "MODULE:ATTR",
     "a dict {type: JSON Schema} for the types the app's converter reads with hooks of its"
     " own, loaded as the app is",
