@@ -383,6 +383,26 @@ BREAKS: dict[str, tuple[Patch, str]] = {
 }
 
 
+def deliver_per_subscription(broker: Broken, session: Any) -> None:
+    """A session subscribed to a topic twice receives each of its messages twice."""
+    channel = session._send
+
+    class PerSubscription:
+        async def send(self, message: BrokerMessage) -> None:
+            for _ in range(max(session._counts[message.topic], 1)):
+                await channel.send(message)
+
+        def close(self) -> None:
+            channel.close()
+
+    session._send = PerSubscription()
+
+
+async def test_refcount_catches_a_delivery_per_subscription(autojump_clock: Any) -> None:
+    with pytest.raises(AssertionError, match="a topic subscribed twice delivers once: expected"):
+        await broker_checks()["refcount"](lambda: Broken(deliver_per_subscription))
+
+
 def test_every_check_has_a_broken_broker_here() -> None:
     assert set(BREAKS) == set(broker_checks())
 
