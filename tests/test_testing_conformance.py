@@ -461,6 +461,14 @@ async def test_a_factory_must_make_a_broker(autojump_clock: Any) -> None:
     await broker_checks()["fan_out"](made_later)  # an awaitable of a broker will do
 
 
+async def test_a_broker_instead_of_a_factory_says_what_to_pass(autojump_clock: Any) -> None:
+    """Calling the broker raised "'MemoryBroker' object is not callable"."""
+    with pytest.raises(TypeError, match="take a function that makes a broker, not a broker"):
+        await check_broker(MemoryBroker())  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"e\.g\. lambda: MyBroker\(\.\.\.\)"):
+        await broker_checks()["order"](MemoryBroker())  # type: ignore[arg-type]
+
+
 async def test_a_hanging_broker_fails_its_check_at_the_deadline(autojump_clock: Any) -> None:
     def hang_on_publish(broker: Broken, session: Any) -> None:
         async def publish(topic: str, data: bytes) -> None:
