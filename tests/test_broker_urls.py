@@ -15,6 +15,13 @@ def test_from_url_memory() -> None:
     assert from_url("memory://") is not broker
 
 
+@pytest.mark.parametrize("url", ["memory://?backlog=5", "memory://localhost", "memory:///x"])
+def test_from_url_memory_refuses_what_it_would_ignore(url: str) -> None:
+    with pytest.raises(ValueError, match="memory broker takes no host, path or options") as info:
+        from_url(url)
+    assert repr(url) in str(info.value)
+
+
 @pytest.mark.parametrize("url", ["bogus://", "", "localhost:6379", "http://x"])
 def test_from_url_unknown_scheme(url: str) -> None:
     with pytest.raises(ValueError, match=r"unknown broker URL.*expected memory://") as info:

@@ -67,6 +67,22 @@ def test_what_is_not_protocol_msgpack_is_invalid_msgpack(data: bytes) -> None:
 
 
 @pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        pytest.param(b"\xc1", "a byte that msgpack never uses (0xc1)", id="never-used byte"),
+        pytest.param(b"\x91" * 2000 + b"\xc0", "nested deeper than 1024 levels", id="deep"),
+        pytest.param(b"\x92\x01", "Unpack failed: incomplete input", id="truncated"),
+    ],
+)
+def test_an_invalid_msgpack_reply_says_what_is_wrong(data: bytes, reason: str) -> None:
+    """msgpack raises FormatError and StackError without a message; the reply said
+    only "frame is not valid msgpack: "."""
+    with pytest.raises(ProtocolError) as info:
+        decode(data)
+    assert info.value.message == f"frame is not valid msgpack: {reason}"
+
+
+@pytest.mark.parametrize(
     "message",
     [
         ["ping"],

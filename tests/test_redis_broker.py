@@ -72,6 +72,7 @@ def test_defaults_and_tls() -> None:
         ("redis://localhost?give_up_after=0", "give_up_after must be positive"),
         ("redis://localhost?backlog=0", "backlog must be at least 1"),
         ("redis://localhost?start_timeout=-1", "start_timeout must be 0 or more"),
+        ("redis://localhost?give_up_after=1&give_up_after=2", "'give_up_after' is given twice"),
     ],
 )
 def test_invalid_urls_and_options(url: str, message: str) -> None:

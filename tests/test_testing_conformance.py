@@ -383,6 +383,26 @@ BREAKS: dict[str, tuple[Patch, str]] = {
 }
 
 
+def deliver_per_subscription(broker: Broken, session: Any) -> None:
+    """A session subscribed to a topic twice receives each of its messages twice."""
+    channel = session._send
+
+    class PerSubscription:
+        async def send(self, message: BrokerMessage) -> None:
+            for _ in range(max(session._counts[message.topic], 1)):
+                await channel.send(message)
+
+        def close(self) -> None:
+            channel.close()
+
+    session._send = PerSubscription()
+
+
+async def test_refcount_catches_a_delivery_per_subscription(autojump_clock: Any) -> None:
+    with pytest.raises(AssertionError, match="a topic subscribed twice delivers once: expected"):
+        await broker_checks()["refcount"](lambda: Broken(deliver_per_subscription))
+
+
 def test_every_check_has_a_broken_broker_here() -> None:
     assert set(BREAKS) == set(broker_checks())
 
@@ -439,6 +459,14 @@ async def test_a_factory_must_make_a_broker(autojump_clock: Any) -> None:
         return MemoryBroker()
 
     await broker_checks()["fan_out"](made_later)  # an awaitable of a broker will do
+
+
+async def test_a_broker_instead_of_a_factory_says_what_to_pass(autojump_clock: Any) -> None:
+    """Calling the broker raised "'MemoryBroker' object is not callable"."""
+    with pytest.raises(TypeError, match="take a function that makes a broker, not a broker"):
+        await check_broker(MemoryBroker())  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"e\.g\. lambda: MyBroker\(\.\.\.\)"):
+        await broker_checks()["order"](MemoryBroker())  # type: ignore[arg-type]
 
 
 async def test_a_hanging_broker_fails_its_check_at_the_deadline(autojump_clock: Any) -> None:

@@ -34,6 +34,12 @@ JSON_SUBPROTOCOL: Final = "wsroute.v1.json"
 # hold a bytes key or a timestamp, and skip the walk that looks for one.
 _SUSPECTS: Final = (b"\xc4", b"\xc5", b"\xc6", b"\xd6\xff", b"\xd7\xff", b"\xc7\x0c\xff")
 
+# msgpack raises these two without a message: the error reply says what they mean.
+_SILENT: Final = {
+    msgpack.exceptions.FormatError: "a byte that msgpack never uses (0xc1)",
+    msgpack.exceptions.StackError: "nested deeper than 1024 levels",
+}
+
 
 def _refuse_extension(code: int, data: bytes) -> Any:
     raise ValueError(f"extension type {code} is not part of the protocol")
@@ -51,9 +57,8 @@ def decode(data: bytes) -> ClientMessage:
         if any(suspect in data for suspect in _SUSPECTS):
             _check(obj)
     except ValueError as exc:  # every error of msgpack's is one
-        raise ProtocolError(
-            INVALID_MSGPACK, f"frame is not valid msgpack: {exc or type(exc).__name__}"
-        ) from None
+        reason = str(exc) or _SILENT.get(type(exc), type(exc).__name__)
+        raise ProtocolError(INVALID_MSGPACK, f"frame is not valid msgpack: {reason}") from None
     return envelope(obj, "a msgpack map")
 
 

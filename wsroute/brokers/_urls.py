@@ -18,8 +18,12 @@ def from_url(url: str) -> Broker:
         ValueError: the scheme is unknown, the URL is invalid, or the broker it names
             is not installed (the message says how to install it).
     """
-    scheme = urlsplit(url).scheme
+    parts = urlsplit(url)
+    scheme = parts.scheme
     if scheme == "memory":
+        if parts.netloc or parts.path or parts.query or parts.fragment:
+            # Ignoring them would hide a typo, or an option meant for another broker.
+            raise ValueError(f"the memory broker takes no host, path or options: {url!r}")
         return MemoryBroker()
     if scheme in {"redis", "rediss"}:
         from .redis import INSTALL_HINT, RedisBroker

@@ -25,7 +25,16 @@ KEEP: Final = History(size=100, ttl=300)
 
 
 async def make(make_broker: BrokerFactory) -> Broker:
-    """The broker ``make_broker`` makes (it may return an awaitable of one)."""
+    """The broker ``make_broker`` makes (it may return an awaitable of one).
+
+    Raises:
+        TypeError: ``make_broker`` is a broker, not a function that makes one.
+    """
+    if isinstance(make_broker, Broker):
+        raise TypeError(
+            f"the broker checks take a function that makes a broker, not a broker"
+            f" ({make_broker!r}): each check needs its own, e.g. lambda: MyBroker(...)"
+        )
     broker = make_broker()
     if inspect.isawaitable(broker):
         broker = await broker

@@ -112,7 +112,8 @@ async def check_unsubscribe(make_broker: BrokerFactory) -> None:
 
 
 async def check_refcount(make_broker: BrokerFactory) -> None:
-    """Subscribing twice needs two unsubscribes; a stray unsubscribe is harmless."""
+    """Subscribing twice needs two unsubscribes, and delivers once, not once per
+    subscription; a stray unsubscribe is harmless."""
     broker = await make(make_broker)
     topic, sentinel, never = fresh_topics("topic", "sentinel", "never")
     async with broker.connect() as pub, broker.connect() as sub:
@@ -120,6 +121,10 @@ async def check_refcount(make_broker: BrokerFactory) -> None:
         await sub.unsubscribe(never)  # never subscribed: no error, no effect
         await sub.subscribe(topic)
         await sub.subscribe(topic)
+        await pub.publish(topic, b"held twice")
+        message = await receive(sub, "a topic subscribed twice")
+        assert message == BrokerMessage(topic, b"held twice"), f"got {message!r}"
+        await expect_only_sentinel(pub, sub, sentinel, "a topic subscribed twice delivers once")
         await sub.unsubscribe(topic)
         await pub.publish(topic, b"one left")
         message = await receive(sub, "one subscription of two remains")

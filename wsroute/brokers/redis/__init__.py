@@ -94,6 +94,8 @@ def split_options(url: str) -> tuple[str, dict[str, Any]]:
                 f"unknown Redis broker option {name!r} in the URL: expected one of"
                 f" {', '.join(_URL_OPTIONS)}"
             )
+        if name in options:  # parse_qsl keeps both; which one wins is nobody's guess
+            raise ValueError(f"Redis broker option {name!r} is given twice in the URL")
         try:
             options[name] = parse(raw)
         except ValueError:

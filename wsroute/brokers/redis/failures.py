@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 import os
 
+from coredis.exceptions import AuthenticationRequiredError
+
 _QUIET = frozenset(("Connection closed unexpectedly!", "Connection attempt failed unexpectedly!"))
 
 
@@ -32,6 +34,10 @@ def explain(exc: BaseException) -> str:
     while root.__cause__ is not None:
         root = root.__cause__
     text = str(exc) or type(exc).__name__
+    if isinstance(exc, AuthenticationRequiredError):
+        # Redis answers a URL without a password with a riddle about HELLO.
+        hint = "Redis requires a password, and the URL gives none (:password@ before the host)"
+        text = f"{hint}: {text}"
     if root is not exc:
         detail = os.strerror(root.errno) if isinstance(root, OSError) and root.errno else str(root)
         text = f"{text}: {detail or type(root).__name__}"
