@@ -69,6 +69,7 @@ def test_the_builtin_bases_that_let_callers_catch_them_as_usual() -> None:
         "RegistrationError": [TypeError],
         "SchemaError": [TypeError],
         "NotRunningError": [RuntimeError],
+        "AlreadyRunningError": [RuntimeError],
         "ListenError": [OSError],
         "RequestTimeout": [TimeoutError],
     }

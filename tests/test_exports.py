@@ -37,6 +37,7 @@ PUBLIC = {
         "LoadError",
         "Metrics",
         "NotRunningError",
+        "AlreadyRunningError",
         "Position",
         "Presence",
         "PresenceEntry",

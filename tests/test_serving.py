@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import trio
 
-from wsroute import App, BrokerError, NotRunningError, RegistrationError
+from wsroute import AlreadyRunningError, App, BrokerError, NotRunningError, RegistrationError
 from wsroute.brokers import BrokerSession, MemoryBroker
 
 from .cliproc import TIMEOUT, Server, StartServer, child_env, free_port, start, write, wsroute_cli
@@ -76,7 +76,7 @@ def test_shutdown_when_not_running_is_a_no_op() -> None:
 async def test_running_context_cannot_be_entered_twice() -> None:
     app = App()
     async with app.running_context():
-        with pytest.raises(NotRunningError, match="already running"):
+        with pytest.raises(AlreadyRunningError, match="already running"):
             async with app.running_context():
                 pass  # pragma: no cover
         assert app.running

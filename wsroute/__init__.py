@@ -7,6 +7,7 @@ from ._config import Config as Config
 from ._config import SlowConsumerPolicy as SlowConsumerPolicy
 from ._converter import make_converter as make_converter
 from ._declared import EventInfo as EventInfo
+from ._errors import AlreadyRunningError as AlreadyRunningError
 from ._errors import BrokerClosed as BrokerClosed
 from ._errors import BrokerError as BrokerError
 from ._errors import ConnectionClosed as ConnectionClosed
@@ -63,6 +64,7 @@ __all__ = [
     "LoadError",
     "Metrics",
     "NotRunningError",
+    "AlreadyRunningError",
     "Position",
     "Presence",
     "PresenceEntry",

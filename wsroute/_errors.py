@@ -10,6 +10,7 @@
     ├── ProtocolError          a client frame breaks the wire protocol (invalid_json, ...)
     ├── ConnectionClosed       sending on, or subscribing, a connection that is closing
     ├── NotRunningError        app.publish / app.start_soon while the app is not serving
+    ├── AlreadyRunningError    serving an App that is serving already
     ├── BrokerError            the broker failed
     │   ├── BrokerClosed       the broker session was closed
     │   ├── HistoryUnsupported the broker keeps no history, or the topic has none
@@ -148,6 +149,11 @@ class ConnectionClosed(WsrouteError):
 
 class NotRunningError(WsrouteError, RuntimeError):
     """The operation needs a running app (inside ``serve``/``run`` or its lifespan)."""
+
+
+class AlreadyRunningError(WsrouteError, RuntimeError):
+    """The app is serving already: an App serves once at a time (create another App on
+    the same broker to simulate another process)."""
 
 
 class BrokerError(WsrouteError):

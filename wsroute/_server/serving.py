@@ -24,6 +24,7 @@ import trio
 
 from .._config import Config
 from .._errors import (
+    AlreadyRunningError,
     HistoryUnsupported,
     NotRunningError,
     PresenceUnsupported,
@@ -134,7 +135,7 @@ class Serving:
         ``wsroute.testing`` uses it. Freezes the handler table.
 
         Raises:
-            NotRunningError: the app is running already.
+            AlreadyRunningError: the app is running already.
         """
         async with self._running():
             yield
@@ -146,7 +147,7 @@ class Serving:
         """``running_context``, yielding the serving's runtime (``serve`` listens with
         it); ``metrics_page`` replaces what ``/metrics`` answers."""
         if self._runtime is not None:
-            raise NotRunningError(
+            raise AlreadyRunningError(
                 "this App is already running; to simulate another process, create a"
                 " second App on the same broker"
             )
