@@ -23,14 +23,14 @@ import trio
 
 from wsroute import App, BrokerError, Connection, Presence, PresenceEntry, Request
 from wsroute._presence import decode_entry, encode_entry
-from wsroute.brokers import BrokerMessage, BrokerSession, RedisBroker
+from wsroute.brokers import BrokerMessage, BrokerSession, BrokerState, RedisBroker
 from wsroute.brokers.redis import present
 from wsroute.testing import open_app, open_client
 
 from .cliproc import StartServer, start, write
 from .presencedeath import leave_outlives_the_remover, leave_outlives_the_sweeper
 from .redisproc import RedisServer, own_redis_server, redis_server
-from .redistools import TIMEOUT, States, next_message
+from .redistools import TIMEOUT, States, next_message, quick
 from .wsclient import WSClient, connect
 
 __all__ = ["own_redis_server", "redis_server", "start"]  # fixtures, imported to be found
@@ -410,6 +410,36 @@ async def test_two_apps_on_one_redis_see_each_others_members(redis_server: Redis
             assert left.data["connection"] == ann_id
             assert await first.presence("room:1") == [PresenceEntry(bob_id, "bob")]
         assert await second.presence("room:1") == []
+
+
+async def test_entries_lost_with_redis_are_back_as_soon_as_it_is(
+    own_redis_server: RedisServer,
+) -> None:
+    """A Redis restarted empty lost this process's entries: the beat that adds them
+    again comes when the broker is back, not a third of presence_ttl later (100 s)."""
+    server, states = own_redis_server, States()
+    app = App(broker=quick(server.url), presence={"room:*": Presence()}, presence_ttl=300)
+
+    @app.on_broker_state
+    async def record(state: BrokerState) -> None:
+        states(state)
+
+    @app.direct("join")
+    async def join(room: str, conn: Connection) -> str:
+        await conn.subscribe(f"room:{room}")
+        return conn.id
+
+    async with open_app(app), open_client(app) as client:
+        me = await client.request("join", "1")
+        assert await app.presence("room:1") == [PresenceEntry(me, None)]
+        server.kill()
+        await states.wait_for(BrokerState.DISCONNECTED)
+        await server.astart()
+        await states.wait_for(BrokerState.CONNECTED)
+        with trio.fail_after(TIMEOUT):
+            while not await app.presence("room:1"):
+                await trio.sleep(0.02)
+        assert await app.presence("room:1") == [PresenceEntry(me, None)]
 
 
 async def test_app_presence_on_10000_members(redis_server: RedisServer) -> None:

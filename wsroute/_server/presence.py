@@ -53,6 +53,14 @@ class PresenceKeeper:
         # Entries whose removal the broker did not take: tried again on every beat
         # (the node still beats, so no sweep would remove them).
         self._unremoved: dict[tuple[str, str], bytes] = {}
+        # Set when the broker is back: beat at once rather than at the next beat.
+        self._back = trio.Event()
+
+    def reconnected(self) -> None:
+        """The broker is reachable again after a loss. Beat now: a broker that came
+        back empty (a Redis restarted without persistence) lost this process's entries,
+        which the beat finds and adds again, instead of up to a third of the ttl later."""
+        self._back.set()
 
     def applies(self, topic: str) -> bool:
         return self._rules.get(topic) is not None
@@ -159,7 +167,9 @@ class PresenceKeeper:
         await self._broker.presence_heartbeat(self.node, self._ttl)
         task_status.started()
         while True:
-            await trio.sleep(self._ttl / 3)
+            with trio.move_on_after(self._ttl / 3):
+                await self._back.wait()
+            self._back = trio.Event()
             try:
                 await self._beat_and_sweep()
             except BrokerError as exc:

@@ -256,6 +256,8 @@ class Serving:
             # missed once the broker is back (see catchup).
             if state is BrokerState.CONNECTED:
                 runtime.hub.catchup.restored(system)
+                if runtime.hub.presence is not None:
+                    runtime.hub.presence.reconnected()
             else:
                 runtime.hub.catchup.lost()
             if self.config.broker_state_events:
